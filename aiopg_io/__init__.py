@@ -1,0 +1,36 @@
+"""aiopg_io: PostgreSQL's asynchronous I/O design for asyncio, uvloop and trio.
+
+``aiopg_io.open`` gives awaitable files (a drop-in for ``aiofiles.open`` and
+``anyio.open_file``) whose I/O goes through a driver: io_uring, POSIX AIO, a worker thread
+pool, or inline. See the README and docs/ for the guide.
+"""
+
+from __future__ import annotations
+
+from ._direct import Alignment as Alignment
+from ._direct import aligned_buffer as aligned_buffer
+from ._direct import dio_alignment as dio_alignment
+from ._file import AsyncFile as AsyncFile
+from ._open import open as open
+from .errors import AiopgIOError as AiopgIOError
+from .errors import AlignmentError as AlignmentError
+from .errors import ClosedError as ClosedError
+from .errors import DirectIOUnsupportedError as DirectIOUnsupportedError
+from .errors import DriverUnavailableError as DriverUnavailableError
+from .errors import InvalidOffsetError as InvalidOffsetError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AiopgIOError",
+    "Alignment",
+    "AlignmentError",
+    "AsyncFile",
+    "ClosedError",
+    "DirectIOUnsupportedError",
+    "DriverUnavailableError",
+    "InvalidOffsetError",
+    "aligned_buffer",
+    "dio_alignment",
+    "open",
+]

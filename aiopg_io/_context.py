@@ -1,0 +1,217 @@
+"""IOContext: one driver per running event loop, and the policy around it.
+
+What it does, in PostgreSQL's terms:
+
+- **Batch mode** (``pgaio_enter_batchmode`` / ``pgaio_submit_staged``): ops issued during
+  one loop tick are staged and handed to the driver in one ``submit`` at the end of the
+  tick, so 32 tasks issuing a read each cost one ``io_uring_submit``, not 32.
+- **A cap on ops in flight** (``io_max_concurrency``): past it, callers wait for a slot.
+  A full context is back-pressure, never an error.
+- **Waiters**: each op has one parked task; a completion fd watched by the loop glue
+  triggers :meth:`_on_completions`, which reaps in a batch and wakes the tasks.
+- **Cancellation**: an op still staged is simply dropped (it never reached the driver).
+  An op the driver owns is asked to cancel and its task keeps waiting until the op is
+  reaped: its buffers and fd stay alive, and a cancelled write may still have happened.
+- **Lifetime**: files (and the WAL and buffer pool, through files) ``acquire`` the
+  context and ``release`` it when they close; the last release closes the driver, so
+  closing every file leaves no thread, ring or fd behind. A context is created on first
+  use, per (loop, driver).
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections import deque
+
+import anyio
+
+from ._glue import Glue, current_glue
+from .drivers import DriverFactory, resolve
+from .drivers.base import Op, OpState
+
+__all__ = ["IOContext", "get_context", "live_contexts"]
+
+_live: weakref.WeakSet[IOContext] = weakref.WeakSet()
+
+
+def live_contexts() -> list[IOContext]:
+    """The contexts not closed yet, in any loop of this process (for leak checks)."""
+    return [c for c in _live if not c.closed]
+
+
+class IOContext:
+    def __init__(self, factory: DriverFactory, glue: Glue) -> None:
+        self.factory = factory
+        self.glue = glue
+        self.driver = factory.create()
+        caps = self.driver.capabilities
+        self.max_in_flight = caps.max_in_flight
+        self._asynchronous = caps.asynchronous
+        self._staged: list[Op] = []
+        self._flush_pending = False
+        self._in_flight = 0  # staged + owned by the driver
+        self._slot_waiters: deque[anyio.Event] = deque()
+        self._users = 0
+        self._pid = os.getpid()
+        self.closed = False
+        self.completion_fd = self.driver.fileno()
+        if self.completion_fd is not None:
+            glue.watch(self.completion_fd, self._on_completions)
+        _live.add(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"<IOContext driver={self.factory.name} users={self._users} "
+            f"in_flight={self._in_flight} closed={self.closed}>"
+        )
+
+    # -- users ------------------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        self._users += 1
+
+    async def release(self) -> None:
+        """Drop one user; the last one closes the driver (after its ops drained)."""
+        self._users -= 1
+        if self._users > 0 or self.closed:
+            return
+        while self._in_flight:
+            # Only ops whose tasks were cancelled can remain; they finish on their own.
+            await self._wait_slot()
+        if self._users == 0 and not self.closed:
+            self.close_now()
+
+    def release_soon(self) -> None:
+        """Drop one user from outside a task (a collected file); closes on the loop's thread."""
+
+        def release() -> None:
+            self._users -= 1
+            if self._users <= 0 and not self._in_flight:
+                self.close_now()
+
+        try:
+            self.glue.call_soon(release)
+        except RuntimeError:  # the loop is gone; so is everything it could drain
+            pass
+
+    def close_now(self) -> None:
+        """Close the driver at once, draining what it still owns (blocking)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.glue.registry().pop(self.factory.key, None)
+        if self.completion_fd is not None:
+            self.glue.unwatch(self.completion_fd)
+        for op in self._staged:
+            op.cancelled()
+            op.set_state(OpState.REAPED)
+            self._finish(op)
+        self._staged.clear()
+        for op in self.driver.close():
+            self._finish(op)
+        while self._slot_waiters:
+            self._slot_waiters.popleft().set()
+
+    # -- ops --------------------------------------------------------------------------------
+
+    async def run(self, op: Op) -> int:
+        """Perform ``op``; return its result or raise its error. See the module docstring."""
+        if self.closed:
+            raise RuntimeError("the IOContext is closed (its last file was closed)")
+        if self._pid != os.getpid():
+            raise RuntimeError(
+                "this IOContext belongs to the parent process; after fork, open files anew in the child"
+            )
+        while self._in_flight >= self.max_in_flight:
+            await self._wait_slot()
+        self._in_flight += 1
+        self._staged.append(op)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.glue.call_soon(self._flush)
+        await self.glue.wait(self, op)
+        if op.error is not None:
+            raise op.error
+        assert op.result is not None
+        return op.result
+
+    async def _wait_slot(self) -> None:
+        ev = anyio.Event()
+        self._slot_waiters.append(ev)
+        try:
+            await ev.wait()
+        except BaseException:
+            # A wake-up we were given and cannot use goes to the next in line.
+            if ev.is_set():
+                self._wake_slot()
+            else:
+                self._slot_waiters.remove(ev)
+            raise
+
+    def _wake_slot(self) -> None:
+        if self._slot_waiters:
+            self._slot_waiters.popleft().set()
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        ops, self._staged = self._staged, []
+        if not ops or self.closed:
+            return
+        try:
+            self.driver.submit(ops)
+        except Exception as exc:  # the driver broke: fail the batch, lose no waiter
+            for op in ops:
+                if not op.done:
+                    op.error = OSError(f"driver {self.factory.name} failed to submit: {exc!r}")
+                    op.state = OpState.REAPED
+                    self._finish(op)
+            return
+        if not self._asynchronous:
+            self._on_completions()
+
+    def _on_completions(self) -> None:
+        for op in self.driver.reap():
+            self._finish(op)
+
+    def _finish(self, op: Op) -> None:
+        self._in_flight -= 1
+        self.glue.wake(op)
+        if self._slot_waiters:
+            self._wake_slot()
+
+    def cancel(self, op: Op) -> bool:
+        """Ask for ``op`` to be cancelled. True when it was dropped before reaching the
+        driver (the caller may raise at once); False when the caller must keep waiting."""
+        if op.state is OpState.IDLE:
+            try:
+                self._staged.remove(op)
+            except ValueError:
+                pass
+            else:
+                op.cancelled()
+                op.set_state(OpState.REAPED)
+                self._in_flight -= 1
+                self._wake_slot()
+                return True
+        if op.state is OpState.REAPED:
+            return False
+        op.cancel_requested = True
+        self.driver.cancel(op)
+        return False
+
+    def statistics(self) -> object:
+        return self.driver.statistics()
+
+
+def get_context(driver: str | DriverFactory | None = None, *, direct: bool = False) -> IOContext:
+    """The context of the running loop for ``driver`` (see :func:`aiopg_io.drivers.resolve`),
+    created on first use. The caller must :meth:`~IOContext.acquire` it."""
+    factory = resolve(driver, direct=direct)
+    glue = current_glue()
+    contexts = glue.registry()
+    ctx = contexts.get(factory.key)
+    if ctx is None or ctx.closed:
+        ctx = contexts[factory.key] = IOContext(factory, glue)
+    return ctx
+

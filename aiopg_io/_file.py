@@ -1,0 +1,672 @@
+"""The binary file object: a cursor API (aiofiles/anyio compatible) over positional ops.
+
+Every byte moves through an :class:`Op` on the file's IOContext: the cursor calls (read,
+write, readline, ...) keep a logical position and a buffer in Python and issue positional
+reads and writes; there is no second code path and no ``lseek``.
+
+Buffering matches ``io.BufferedRandom`` where it is observable on a regular file: a read
+returns what Python's ``open()`` would return, writes are buffered until ``flush``/``seek``/
+``close`` or until the buffer fills, and a read after writes sees them. The buffer size is
+``buffering`` (or 64 KiB), larger than io's 8 KiB because each refill here costs a loop
+round trip, not just a system call.
+
+Direct files (``direct=True``): positional calls must be aligned (buffer address, offset,
+length; see :mod:`aiopg_io._direct`) and raise AlignmentError before any system call
+otherwise. Cursor *reads* work at any position and size, through an aligned bounce buffer.
+Cursor *writes* go out unbuffered and must start at an aligned position and have an aligned
+length (the data itself may be anywhere: it is copied into an aligned buffer); otherwise
+AlignmentError. Text mode is refused on direct files.
+
+Concurrency: positional calls from many tasks run concurrently (that is the point).
+Cursor calls from several tasks are serialised in arrival order, as ``io.Buffered*``
+serialises threads with its lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import operator
+import os
+import stat as stat_mod
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, SupportsIndex
+
+import anyio
+
+from ._context import IOContext
+from ._direct import Alignment, aligned_buffer, check_aligned
+from .drivers.base import Op, OpKind
+from .errors import AlignmentError, ClosedError, InvalidOffsetError
+
+__all__ = ["DEFAULT_BUFFER_SIZE", "AsyncFile"]
+
+DEFAULT_BUFFER_SIZE = 64 * 1024
+_MAX_READ_CHUNK = 64 * 1024 * 1024  # one op never asks for more; readall loops
+_LINE = b"\n"
+
+
+def _as_int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, SupportsIndex):
+        raise TypeError(f"{what} must be an integer, not {type(value).__name__}")
+    return operator.index(value)
+
+
+def _offset(value: object, path: str) -> int:
+    off = _as_int(value, "offset")
+    if off < 0:
+        raise InvalidOffsetError(errno.EINVAL, f"offset {off} is negative; file offsets start at 0", path)
+    return off
+
+
+def _writable_view(buf: object, what: str = "buffer") -> memoryview:
+    try:
+        mv = memoryview(buf)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be a writable bytes-like object, not {type(buf).__name__}") from None
+    if mv.readonly:
+        raise TypeError(f"{what} must be writable; {type(buf).__name__} is read-only")
+    if not mv.c_contiguous:
+        raise TypeError(f"{what} must be C-contiguous")
+    return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+
+
+def _readable_view(data: object, what: str = "data") -> memoryview:
+    if isinstance(data, str):
+        raise TypeError(f"{what} must be a bytes-like object, not 'str' (open the file in text mode for str)")
+    try:
+        mv = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be a bytes-like object, not {type(data).__name__}") from None
+    if not mv.c_contiguous:
+        raise TypeError(f"{what} must be C-contiguous")
+    return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+
+
+class _CursorLock:
+    """FIFO mutual exclusion for cursor calls; free when uncontended (no checkpoint)."""
+
+    __slots__ = ("_busy", "_waiters")
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiters: deque[anyio.Event] = deque()
+
+    async def __aenter__(self) -> None:
+        if not self._busy:
+            self._busy = True
+            return
+        ev = anyio.Event()
+        self._waiters.append(ev)
+        try:
+            await ev.wait()
+        except BaseException:
+            if ev.is_set():
+                self._release()
+            else:
+                self._waiters.remove(ev)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().set()  # ownership passes on; _busy stays True
+        else:
+            self._busy = False
+
+
+class AsyncFile:
+    """A file opened in binary mode by :func:`aiopg_io.open`.
+
+    Cursor calls mirror ``io.BufferedRandom`` (as aiofiles and ``anyio.open_file`` expose
+    them, all awaitable); positional calls (``pread``, ``pwrite``, ...) leave the cursor
+    alone and may run concurrently.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        name: str | int,
+        mode: str,
+        ctx: IOContext,
+        *,
+        readable: bool,
+        writable: bool,
+        appending: bool,
+        direct: bool,
+        alignment: Alignment | None,
+        buffer_size: int,
+    ) -> None:
+        self._fd = fd
+        self._name = name
+        self._path = str(name)
+        self._mode = mode
+        self._ctx = ctx
+        self._readable = readable
+        self._writable = writable
+        self._appending = appending
+        self._direct = direct
+        self._alignment = alignment
+        self._buffer_size = buffer_size
+        self._closed = False
+        self._pos = 0  # the cursor, in bytes
+        self._rbuf = b""  # bytes read ahead; _rbuf[_rpos:] starts at _pos
+        self._rpos = 0
+        self._wbuf = bytearray()  # bytes written at _pos - len(_wbuf)
+        self._lock = _CursorLock()
+        self._in_flight = 0
+        self._idle: anyio.Event | None = None
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str | int:
+        return self._name
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def direct(self) -> bool:
+        return self._direct
+
+    @property
+    def alignment(self) -> Alignment | None:
+        """What direct I/O on this file requires; None for a buffered file."""
+        return self._alignment
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def driver(self) -> str:
+        """The name of the driver this file's I/O goes through."""
+        return self._ctx.factory.name
+
+    def fileno(self) -> int:
+        self._check_open()
+        return self._fd
+
+    def readable(self) -> bool:
+        self._check_open()
+        return self._readable
+
+    def writable(self) -> bool:
+        self._check_open()
+        return self._writable
+
+    def seekable(self) -> bool:
+        self._check_open()
+        return True
+
+    def isatty(self) -> bool:
+        self._check_open()
+        return os.isatty(self._fd)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"driver={self.driver}"
+        return f"<aiopg_io.AsyncFile name={self._name!r} mode={self._mode!r} direct={self._direct} {state}>"
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"I/O operation on closed file {self._path!r}")
+
+    def _check_readable(self) -> None:
+        self._check_open()
+        if not self._readable:
+            raise io.UnsupportedOperation(f"{self._path!r} is not open for reading (mode {self._mode!r})")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if not self._writable:
+            raise io.UnsupportedOperation(f"{self._path!r} is not open for writing (mode {self._mode!r})")
+
+    def _check_direct(self, offset: int, bufs: list[memoryview]) -> None:
+        if self._alignment is not None:
+            check_aligned(self._alignment, offset, sum(len(b) for b in bufs), bufs, self._path)
+
+    # -- the one path to the driver -----------------------------------------------------------
+
+    async def _submit(self, op: Op) -> int:
+        self._in_flight += 1
+        try:
+            return await self._ctx.run(op)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def _transfer(self, kind: OpKind, offset: int, bufs: Sequence[memoryview], keep: object) -> int:
+        return await self._submit(Op(kind, self._fd, offset, tuple(bufs), path=self._path, keepalive=keep))
+
+    # -- positional API ---------------------------------------------------------------------
+
+    async def pread(self, n: int, offset: int) -> bytes:
+        """Read up to ``n`` bytes at ``offset``; fewer only at end of file."""
+        self._check_readable()
+        n = _as_int(n, "n")
+        if n < 0:
+            raise InvalidOffsetError(errno.EINVAL, f"read length {n} is negative", self._path)
+        offset = _offset(offset, self._path)
+        if self._alignment is not None:
+            buf: Any = aligned_buffer(n, self._alignment.memory)
+            self._check_direct(offset, [buf])
+        else:
+            buf = bytearray(n)
+        got = await self._transfer(OpKind.READ, offset, (memoryview(buf),), buf)
+        return bytes(buf[:got])
+
+    async def preadinto(self, buf: Any, offset: int) -> int:
+        """Read into ``buf`` at ``offset``; returns the byte count (short only at EOF)."""
+        self._check_readable()
+        mv = _writable_view(buf)
+        offset = _offset(offset, self._path)
+        self._check_direct(offset, [mv])
+        return await self._transfer(OpKind.READ, offset, (mv,), buf)
+
+    async def preadv(self, bufs: Iterable[Any], offset: int) -> int:
+        """Fill ``bufs`` in order from ``offset`` with one vectored read; returns the count."""
+        self._check_readable()
+        if isinstance(bufs, (bytes, bytearray, memoryview)):
+            raise TypeError("bufs must be an iterable of buffers, not a single buffer")
+        views = [_writable_view(b, "each buffer") for b in bufs]
+        offset = _offset(offset, self._path)
+        self._check_direct(offset, views)
+        return await self._transfer(OpKind.READV, offset, views, bufs)
+
+    async def pwrite(self, data: Any, offset: int) -> int:
+        """Write all of ``data`` at ``offset``; returns its length."""
+        self._check_writable()
+        mv = _readable_view(data)
+        offset = _offset(offset, self._path)
+        self._check_direct(offset, [mv])
+        return await self._transfer(OpKind.WRITE, offset, (mv,), data)
+
+    async def pwritev(self, bufs: Iterable[Any], offset: int) -> int:
+        """Write ``bufs`` in order from ``offset`` with one vectored write; returns the total."""
+        self._check_writable()
+        if isinstance(bufs, (bytes, bytearray, memoryview, str)):
+            raise TypeError("bufs must be an iterable of buffers, not a single buffer")
+        views = [_readable_view(b, "each buffer") for b in bufs]
+        offset = _offset(offset, self._path)
+        self._check_direct(offset, views)
+        return await self._transfer(OpKind.WRITEV, offset, views, bufs)
+
+    async def fsync(self) -> None:
+        """Flush buffered writes, then make data and metadata durable (fsync(2))."""
+        await self.flush()
+        await self._submit(Op(OpKind.FSYNC, self._fd, path=self._path))
+
+    async def fdatasync(self) -> None:
+        """Flush buffered writes, then make data durable (fdatasync(2))."""
+        await self.flush()
+        await self._submit(Op(OpKind.FDATASYNC, self._fd, path=self._path))
+
+    async def fallocate(self, offset: int, length: int, mode: int = 0) -> None:
+        """Reserve ``length`` bytes at ``offset`` (mode 0 extends the file as needed)."""
+        self._check_writable()
+        offset = _offset(offset, self._path)
+        length = _as_int(length, "length")
+        if length <= 0:
+            raise InvalidOffsetError(errno.EINVAL, f"fallocate length {length} must be positive", self._path)
+        await self._submit(Op(OpKind.FALLOCATE, self._fd, offset, length=length, mode=mode, path=self._path))
+
+    async def stat(self) -> os.stat_result:
+        """``os.fstat`` of the file (metadata from the inode; no data I/O)."""
+        self._check_open()
+        return os.fstat(self._fd)
+
+    async def _size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    # -- raw transfers used by the cursor layer -----------------------------------------------
+
+    async def _raw_read(self, n: int, offset: int) -> bytes:
+        """Up to ``n`` bytes at ``offset``, at any alignment (bounced on a direct file)."""
+        if self._alignment is None:
+            buf = bytearray(n)
+            got = await self._transfer(OpKind.READ, offset, (memoryview(buf),), buf)
+            if got == n:
+                return bytes(buf)
+            return bytes(buf[:got])
+        a = self._alignment.block
+        start = offset - offset % a
+        end = -(-(offset + n) // a) * a
+        bounce = aligned_buffer(end - start, self._alignment.memory)
+        got = await self._transfer(OpKind.READ, start, (bounce,), bounce)
+        lo = offset - start
+        return bytes(bounce[lo : max(lo, min(got, lo + n))])
+
+    async def _raw_write(self, data: memoryview, offset: int) -> None:
+        if not data:
+            return
+        keep: object = data
+        if self._alignment is not None:
+            al = self._alignment
+            if offset % al.offset or len(data) % al.offset:
+                raise AlignmentError(
+                    f"{self._path}: a cursor write on a direct file must start at a multiple of "
+                    f"{al.offset} and have a length that is one; got position {offset}, length {len(data)}"
+                )
+            bounce = aligned_buffer(len(data), al.memory)
+            bounce[:] = data
+            data = keep = bounce
+        await self._transfer(OpKind.WRITE, offset, (data,), keep)
+
+    # -- cursor state -------------------------------------------------------------------------
+
+    def _drop_read_buffer(self) -> None:
+        self._rbuf = b""
+        self._rpos = 0
+
+    async def _flush_writes(self) -> None:
+        if not self._wbuf:
+            return
+        data, self._wbuf = self._wbuf, bytearray()
+        if self._appending:
+            start = await self._size()
+            await self._raw_write(memoryview(data), start)
+            self._pos = start + len(data)
+        else:
+            await self._raw_write(memoryview(data), self._pos - len(data))
+
+    async def flush(self) -> None:
+        """Write out buffered bytes (not a sync: see :meth:`fsync`)."""
+        self._check_open()
+        async with self._lock:
+            await self._flush_writes()
+
+    async def _fill(self, want: int) -> bool:
+        """Read more into the read buffer; False at EOF."""
+        rest = self._rbuf[self._rpos :]
+        # Unbuffered (buffer_size 0): read what was asked, or a chunk when the caller cannot
+        # know how much (readline, read1(-1)); _prepare_read drops the rest before the next call.
+        size = max(want, self._buffer_size) if self._buffer_size else want or DEFAULT_BUFFER_SIZE
+        chunk = await self._raw_read(size, self._pos + len(rest))
+        if not chunk:
+            return False
+        self._rbuf = rest + chunk if rest else chunk
+        self._rpos = 0
+        return True
+
+    def _take(self, n: int) -> bytes:
+        end = self._rpos + n
+        out = self._rbuf[self._rpos : end]
+        self._rpos = min(end, len(self._rbuf))
+        self._pos += len(out)
+        return out
+
+    def _buffered(self) -> int:
+        return len(self._rbuf) - self._rpos
+
+    async def _prepare_read(self) -> None:
+        self._check_readable()
+        if self._buffer_size == 0:
+            self._drop_read_buffer()
+        if self._wbuf:
+            await self._flush_writes()
+
+    # -- cursor reads -------------------------------------------------------------------------
+
+    async def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes from the cursor (all the rest when ``size`` is -1 or None)."""
+        size = -1 if size is None else _as_int(size, "size")
+        if size < -1:
+            raise ValueError(f"read length {size} must be non-negative or -1")
+        self._check_readable()
+        async with self._lock:
+            await self._prepare_read()
+            if size == -1:
+                return await self._read_all()
+            return await self._read_exact(size)
+
+    async def _read_exact(self, size: int) -> bytes:
+        if self._buffered() >= size:
+            return self._take(size)
+        parts = [self._take(self._buffered())]
+        need = size - len(parts[0])
+        self._drop_read_buffer()
+        if need >= self._buffer_size:
+            data = await self._raw_read(need, self._pos)
+            self._pos += len(data)
+            parts.append(data)
+        else:
+            if await self._fill(need):
+                parts.append(self._take(need))
+        return b"".join(parts)
+
+    async def _read_all(self) -> bytes:
+        parts = [self._take(self._buffered())]
+        self._drop_read_buffer()
+        while True:
+            want = max((await self._size()) - self._pos, self._buffer_size)
+            data = await self._raw_read(min(want, _MAX_READ_CHUNK), self._pos)
+            if not data:
+                return b"".join(parts)
+            self._pos += len(data)
+            parts.append(data)
+
+    async def readall(self) -> bytes:
+        """Everything from the cursor to end of file."""
+        return await self.read(-1)
+
+    async def read1(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes with at most one read from the file."""
+        size = -1 if size is None else _as_int(size, "size")
+        self._check_readable()
+        async with self._lock:
+            await self._prepare_read()
+            if size == 0:
+                return b""
+            if not self._buffered():
+                self._drop_read_buffer()
+                if not await self._fill(size if size > 0 else self._buffer_size):
+                    return b""
+            return self._take(self._buffered() if size < 0 else min(size, self._buffered()))
+
+    async def readinto(self, buf: Any) -> int:
+        """Fill ``buf`` from the cursor; returns the count (short only at EOF)."""
+        mv = _writable_view(buf)
+        data = await self.read(len(mv))
+        mv[: len(data)] = data
+        return len(data)
+
+    async def readinto1(self, buf: Any) -> int:
+        """Like :meth:`readinto` with at most one read from the file."""
+        mv = _writable_view(buf)
+        data = await self.read1(len(mv))
+        mv[: len(data)] = data
+        return len(data)
+
+    async def readline(self, size: int | None = -1) -> bytes:
+        """One line including its b'\\n' (at most ``size`` bytes); b'' at EOF."""
+        size = -1 if size is None else _as_int(size, "size")
+        self._check_readable()
+        async with self._lock:
+            await self._prepare_read()
+            return await self._readline(size)
+
+    async def _readline(self, size: int) -> bytes:
+        scanned = 0  # bytes after _rpos already searched for a newline
+        while True:
+            avail = self._buffered()
+            limit = avail if size < 0 else min(avail, size)
+            i = self._rbuf.find(_LINE, self._rpos + scanned, self._rpos + limit)
+            if i >= 0:
+                return self._take(i + 1 - self._rpos)
+            if 0 <= size <= avail:
+                return self._take(size)
+            scanned = limit
+            if not await self._fill(self._buffer_size):  # rebases the buffer at _rpos = 0
+                return self._take(self._buffered())
+
+    async def readlines(self, hint: int | None = -1) -> list[bytes]:
+        """All remaining lines (stopping once more than ``hint`` bytes have been read, if given)."""
+        hint = -1 if hint is None else _as_int(hint, "hint")
+        lines: list[bytes] = []
+        total = 0
+        while True:
+            line = await self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint < total:  # io: stop once the total *exceeds* hint
+                return lines
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        line = await self.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line
+
+    # -- cursor writes ------------------------------------------------------------------------
+
+    async def write(self, data: Any) -> int:
+        """Write ``data`` at the cursor (at the end in append mode); returns its length."""
+        mv = _readable_view(data)
+        self._check_writable()
+        n = len(mv)
+        async with self._lock:
+            if self._buffered() or self._rbuf:
+                self._drop_read_buffer()
+            if self._alignment is not None or self._buffer_size == 0:
+                await self._flush_writes()
+                if self._appending and n:  # an empty write(2) does not move an O_APPEND offset
+                    self._pos = await self._size()
+                await self._raw_write(mv, self._pos)
+                self._pos += n
+                return n
+            if len(self._wbuf) + n > self._buffer_size:
+                await self._flush_writes()
+                if n >= self._buffer_size:
+                    if self._appending:
+                        self._pos = await self._size()
+                    await self._raw_write(mv, self._pos)
+                    self._pos += n
+                    return n
+            self._wbuf += mv
+            self._pos += n
+            return n
+
+    async def writelines(self, lines: Iterable[Any]) -> None:
+        """Write each item of ``lines`` (no separators are added, as in Python)."""
+        for line in lines:
+            await self.write(line)
+
+    async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Move the cursor; returns the new position. Flushes buffered writes first."""
+        offset = _as_int(offset, "offset")
+        whence = _as_int(whence, "whence")
+        self._check_open()
+        async with self._lock:
+            await self._flush_writes()
+            if whence == os.SEEK_SET:
+                target = offset
+            elif whence == os.SEEK_CUR:
+                target = self._pos + offset
+            elif whence == os.SEEK_END:
+                target = await self._size() + offset
+            else:
+                raise ValueError(f"whence value {whence} unsupported (0, 1 or 2)")
+            if target < 0:
+                raise InvalidOffsetError(
+                    errno.EINVAL, f"seek to {target} is before the start of the file", self._path
+                )
+            # Keep the read buffer when the target lies inside it; not for SEEK_END, which
+            # asks the file for its size and so, as in io.BufferedRandom, rereads the data.
+            buf_start = self._pos - self._rpos
+            if self._rbuf and whence != os.SEEK_END and buf_start <= target <= buf_start + len(self._rbuf):
+                self._rpos = target - buf_start
+            else:
+                self._drop_read_buffer()
+            self._pos = target
+            return target
+
+    async def tell(self) -> int:
+        """The cursor position."""
+        self._check_open()
+        if self._appending and self._wbuf:
+            async with self._lock:
+                await self._flush_writes()
+        return self._pos
+
+    async def truncate(self, size: int | None = None) -> int:
+        """Resize the file to ``size`` (default: the cursor); the cursor does not move."""
+        self._check_writable()
+        async with self._lock:
+            await self._flush_writes()
+            new = self._pos if size is None else _as_int(size, "size")
+            if new < 0:
+                raise InvalidOffsetError(errno.EINVAL, f"negative size value {new}", self._path)
+            self._drop_read_buffer()
+            await self._submit(Op(OpKind.FTRUNCATE, self._fd, length=new, path=self._path))
+            return new
+
+    # -- closing ------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Flush, wait for this file's ops in flight, close the fd, release the context.
+
+        Runs to the end even when the calling task is cancelled (the fd is closed either
+        way); the cancellation is raised afterwards, as trio's ``aclose`` convention asks.
+        """
+        if self._closed:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                if self._wbuf:
+                    async with self._lock:
+                        await self._flush_writes()
+            finally:
+                while self._in_flight:
+                    self._idle = anyio.Event()
+                    await self._idle.wait()
+                self._closed = True
+                try:
+                    os.close(self._fd)
+                finally:
+                    await self._ctx.release()
+        await anyio.lowlevel.checkpoint_if_cancelled()
+
+    async def close(self) -> None:
+        """Same as :meth:`aclose` (aiofiles spells it ``close``)."""
+        await self.aclose()
+
+    async def __aenter__(self) -> AsyncFile:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # Like io.FileIO: an unclosed file closes its fd when collected, with a warning.
+        if getattr(self, "_closed", True):
+            return
+        import warnings
+
+        warnings.warn(f"unclosed file {self!r}", ResourceWarning, stacklevel=2, source=self)
+        self._closed = True
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+        self._ctx.release_soon()
+
+
+def is_directory(fd: int) -> bool:
+    return stat_mod.S_ISDIR(os.fstat(fd).st_mode)

@@ -1,0 +1,86 @@
+"""asyncio (and uvloop) glue.
+
+- End of tick: ``loop.call_soon`` appends to the ready queue; a loop iteration runs only the
+  callbacks that were ready when it started, so ours runs after every task resumed in this
+  iteration has issued its ops (asyncio/base_events.py, ``_run_once``; uvloop keeps the same
+  order).
+- Cancellation: ``Task.cancel`` cancels the future a task awaits. The op is still owned by
+  the driver, so the task then waits on a fresh future, shielded, until the op is reaped,
+  and re-raises the CancelledError it caught (so ``Task.uncancel`` bookkeeping stays right).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..drivers.base import Op, OpState
+
+if TYPE_CHECKING:
+    from .._context import IOContext
+
+__all__ = ["AsyncioGlue", "current"]
+
+_glues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncioGlue] = weakref.WeakKeyDictionary()
+
+
+class AsyncioGlue:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.loop_key: object = loop
+        self._contexts: dict[object, IOContext] = {}
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        self.loop.call_soon(fn)
+
+    def watch(self, fd: int, on_readable: Callable[[], None]) -> None:
+        self.loop.add_reader(fd, on_readable)
+
+    def unwatch(self, fd: int) -> None:
+        self.loop.remove_reader(fd)
+
+    async def wait(self, ctx: IOContext, op: Op) -> None:
+        fut = self.loop.create_future()
+        op.waiter = fut
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if ctx.cancel(op):
+                raise
+            while True:
+                fut = self.loop.create_future()
+                op.waiter = fut
+                if op.state is OpState.REAPED:
+                    break
+                try:
+                    await asyncio.shield(fut)
+                    break
+                except asyncio.CancelledError:
+                    if fut.done():
+                        break
+            raise
+
+    def wake(self, op: Op) -> None:
+        fut = op.waiter
+        if isinstance(fut, asyncio.Future) and not fut.done():
+            fut.set_result(None)
+
+    def registry(self) -> dict[object, IOContext]:
+        return self._contexts
+
+
+def current() -> AsyncioGlue:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "aiopg_io needs a running event loop: call it from a coroutine run by "
+            "asyncio.run(), uvloop.run() or trio.run()"
+        ) from None
+    try:
+        return _glues[loop]
+    except KeyError:
+        glue = _glues[loop] = AsyncioGlue(loop)
+        return glue

@@ -1,0 +1,117 @@
+"""trio glue.
+
+- End of tick: ``TrioToken.run_sync_soon(fn, idempotent=True)`` queues ``fn`` behind the
+  tasks already runnable; repeated calls in one tick coalesce.
+- Completion fd: a system task loops on ``trio.lowlevel.wait_readable``; ``unwatch`` cancels
+  it and calls ``notify_closing`` so the fd can be closed safely (trio's rule: never close
+  an fd another task waits on without telling trio first).
+- Cancellation: ``wait_task_rescheduled`` with an abort function that asks the context to
+  cancel the op. An op not yet handed to the driver is dropped and the abort succeeds; an
+  op the driver owns returns ``Abort.FAILED`` and the task stays parked until the op is
+  reaped, then is rescheduled with the cancellation (trio's own pattern for Windows
+  overlapped I/O in ``_io_windows.py``).
+- End of run: system tasks are cancelled when the main task returns; the reaper's
+  ``finally`` closes any context its run left open, so nothing outlives ``trio.run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import outcome
+import trio
+
+if TYPE_CHECKING:
+    from .._context import IOContext
+    from ..drivers.base import Op
+
+__all__ = ["TrioGlue", "current"]
+
+_GLUE: trio.lowlevel.RunVar[TrioGlue] = trio.lowlevel.RunVar("aiopg_io_glue")
+
+
+class _Parked:
+    __slots__ = ("raise_cancel", "task")
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.raise_cancel: Callable[[], Any] | None = None
+
+
+class TrioGlue:
+    def __init__(self) -> None:
+        self.token = trio.lowlevel.current_trio_token()
+        self.loop_key: object = self.token
+        self._contexts: dict[object, IOContext] = {}
+        self._watchers: dict[int, trio.CancelScope] = {}
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        self.token.run_sync_soon(fn, idempotent=True)
+
+    def watch(self, fd: int, on_readable: Callable[[], None]) -> None:
+        scope = trio.CancelScope()
+        self._watchers[fd] = scope
+        trio.lowlevel.spawn_system_task(self._reaper, fd, on_readable, scope, name=f"aiopg_io-reaper-{fd}")
+
+    async def _reaper(self, fd: int, on_readable: Callable[[], None], scope: trio.CancelScope) -> None:
+        try:
+            with scope:
+                while True:
+                    await trio.lowlevel.wait_readable(fd)
+                    on_readable()
+        except trio.ClosedResourceError:
+            pass
+        finally:
+            if self._watchers.get(fd) is scope:
+                # The run is ending with this context still open: close it here.
+                for ctx in list(self._contexts.values()):
+                    if ctx.completion_fd == fd:
+                        ctx.close_now()
+
+    def unwatch(self, fd: int) -> None:
+        scope = self._watchers.pop(fd, None)
+        if scope is not None:
+            scope.cancel()
+            trio.lowlevel.notify_closing(fd)
+
+    async def wait(self, ctx: IOContext, op: Op) -> None:
+        parked = _Parked(trio.lowlevel.current_task())
+        op.waiter = parked
+
+        def abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
+            if ctx.cancel(op):
+                return trio.lowlevel.Abort.SUCCEEDED
+            parked.raise_cancel = raise_cancel
+            return trio.lowlevel.Abort.FAILED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def wake(self, op: Op) -> None:
+        parked = op.waiter
+        if not isinstance(parked, _Parked):
+            return
+        op.waiter = None
+        if parked.raise_cancel is None:
+            trio.lowlevel.reschedule(parked.task)
+        else:
+            trio.lowlevel.reschedule(parked.task, outcome.capture(parked.raise_cancel))
+
+    def registry(self) -> dict[object, IOContext]:
+        return self._contexts
+
+
+def current() -> TrioGlue | None:
+    """The glue of the running trio run, or None outside trio."""
+    try:
+        return _GLUE.get()
+    except LookupError:
+        pass
+    except RuntimeError:  # not inside trio.run
+        return None
+    try:
+        glue = TrioGlue()
+    except RuntimeError:
+        return None
+    _GLUE.set(glue)
+    return glue

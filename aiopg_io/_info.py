@@ -1,0 +1,146 @@
+"""What runs on this machine: the matrix ``python -m aiopg_io info`` prints.
+
+The shape follows PostgreSQL's AIO CI table: the platform, then each I/O method x
+{buffered, direct} with "available" or the reason it is not.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+
+from . import __version__
+from ._direct import Alignment, dio_alignment, direct_open_flags
+from .drivers import DRIVER_NAMES, auto_order, driver_class, unavailable_reason
+
+__all__ = ["Matrix", "machine_matrix", "render"]
+
+
+@dataclass
+class Matrix:
+    aiopg_io: str
+    os: str
+    kernel: str
+    machine: str
+    python: str
+    liburing: str | None
+    directory: str
+    alignment: dict[str, int | str] | None
+    direct_refused: str | None
+    drivers: dict[str, dict[str, str]] = field(default_factory=dict)
+    untested: dict[str, str] = field(default_factory=dict)
+    auto: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _direct_probe(directory: str) -> str | None:
+    """None when ``directory``'s filesystem accepts O_DIRECT, else why not."""
+    flags = direct_open_flags()
+    if not flags:
+        return None if sys.platform == "darwin" else "this platform has no O_DIRECT"
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".aiopg_io-probe-", dir=directory)
+    except OSError as exc:
+        return f"cannot create a file in {directory}: {exc.strerror}"
+    try:
+        os.close(fd)
+        try:
+            fd = os.open(tmp, os.O_RDWR | flags)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                return f"the filesystem of {directory} refuses O_DIRECT"
+            return f"O_DIRECT open failed: {exc.strerror}"
+        os.close(fd)
+        return None
+    finally:
+        os.unlink(tmp)
+
+
+def machine_matrix(directory: str = ".") -> Matrix:
+    directory = os.path.abspath(directory)
+    uname = platform.uname()
+    try:
+        liburing: str | None = metadata.version("liburing")
+    except metadata.PackageNotFoundError:
+        liburing = None
+    refused = _direct_probe(directory)
+    alignment: Alignment | None = None
+    if refused is None:
+        try:
+            alignment = dio_alignment(directory)
+        except OSError as exc:
+            refused = str(exc)
+    m = Matrix(
+        aiopg_io=__version__,
+        os=uname.system,
+        kernel=uname.release,
+        machine=uname.machine,
+        python=f"{platform.python_version()} ({platform.python_implementation()})",
+        liburing=liburing,
+        directory=directory,
+        alignment=None
+        if alignment is None
+        else {"memory": alignment.memory, "offset": alignment.offset, "source": alignment.source},
+        direct_refused=refused,
+    )
+    for name in DRIVER_NAMES:
+        row = {}
+        for mode, direct in (("buffered", False), ("direct", True)):
+            try:
+                reason = unavailable_reason(name, direct=direct)
+            except Exception as exc:  # a broken probe is reported, not raised
+                reason = f"probe failed: {exc!r}"
+            if reason is None and direct and refused is not None:
+                reason = refused
+            row[mode] = "available" if reason is None else reason
+        m.drivers[name] = row
+        if row["buffered"] == "available":
+            try:
+                tested = getattr(sys.modules[driver_class(name).__module__], "tested_here", None)
+            except Exception:
+                tested = None
+            if tested is not None and not tested():
+                m.untested[name] = "not tested on this machine"
+    for name in auto_order():
+        if m.drivers.get(name, {}).get("buffered") == "available":
+            m.auto = name
+            break
+    return m
+
+
+def render(m: Matrix) -> str:
+    lines = [
+        f"aiopg_io {m.aiopg_io} — I/O methods on this machine",
+        "",
+        f"  OS        {m.os} {m.kernel} ({m.machine})",
+        f"  Python    {m.python}",
+        f"  liburing  {m.liburing or 'not installed'}",
+        f"  directory {m.directory}",
+    ]
+    if m.alignment is not None:
+        a = m.alignment
+        lines.append(f"  direct    alignment: memory {a['memory']}, offset {a['offset']} ({a['source']})")
+    else:
+        lines.append(f"  direct    not here: {m.direct_refused}")
+    lines.append("")
+    w = max(len(n) for n in m.drivers) + 2
+    lines.append(f"  {'driver'.ljust(w)}{'buffered'.ljust(12)}direct")
+    for name, row in m.drivers.items():
+        b, d = row["buffered"], row["direct"]
+        if b == "available" and d == "available":
+            note = m.untested.get(name)
+            lines.append(f"  {name.ljust(w)}{'yes'.ljust(12)}yes" + (f"   ({note})" if note else ""))
+        elif b == "available":
+            lines.append(f"  {name.ljust(w)}{'yes'.ljust(12)}no: {d}")
+        else:
+            lines.append(f"  {name.ljust(w)}no: {b}")
+    lines.append("")
+    lines.append(f"  auto -> {m.auto or 'nothing runs here'}")
+    return "\n".join(lines)

@@ -1,0 +1,188 @@
+"""The I/O methods and the one place that chooses between them.
+
+Drivers are imported lazily by name (anyio's backends are too), so a driver whose module
+needs something this machine lacks (liburing, kqueue) costs nothing until it is asked for,
+and asking for it yields a reason instead of an ImportError.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from ..errors import DriverUnavailableError
+from .base import Capabilities as Capabilities
+from .base import Driver as Driver
+from .base import DriverStatistics as DriverStatistics
+from .base import Op as Op
+from .base import OpKind as OpKind
+from .base import OpState as OpState
+
+__all__ = [
+    "DRIVER_NAMES",
+    "Capabilities",
+    "Driver",
+    "DriverFactory",
+    "DriverSpec",
+    "DriverStatistics",
+    "Op",
+    "OpKind",
+    "OpState",
+    "auto_order",
+    "driver_class",
+    "resolve",
+    "unavailable_reason",
+]
+
+# name -> (module, class). The order is the order `info` prints them in.
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "io_uring": ("aiopg_io.drivers.io_uring", "IoUringDriver"),
+    "posix_aio": ("aiopg_io.drivers.posix_aio", "PosixAioDriver"),
+    "worker": ("aiopg_io.drivers.worker", "WorkerDriver"),
+    "sync": ("aiopg_io.drivers.sync", "SyncDriver"),
+}
+DRIVER_NAMES = tuple(_REGISTRY)
+
+
+def auto_order() -> tuple[str, ...]:
+    """The drivers ``auto`` tries, best first. The only platform choice in the package.
+
+    On Linux, glibc's POSIX AIO is itself a thread pool, slower than ``worker``; FreeBSD's
+    is kernel AIO, better than threads. ``sync`` blocks the loop and is never chosen.
+    """
+    if sys.platform.startswith("linux"):
+        return ("io_uring", "worker")
+    if sys.platform.startswith("freebsd"):
+        return ("posix_aio", "worker")
+    return ("worker",)
+
+
+def driver_class(name: str) -> type[Driver]:
+    """The class of a registered driver, or DriverUnavailableError for an unknown name."""
+    try:
+        module, cls = _REGISTRY[name]
+    except KeyError:
+        raise DriverUnavailableError(
+            f"unknown driver {name!r}: the drivers are {', '.join(DRIVER_NAMES)} (or 'auto'); "
+            f"available here: {', '.join(_available()) or 'none'}"
+        ) from None
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise DriverUnavailableError(f"driver {name!r} cannot be imported: {exc}") from exc
+    result: type[Driver] = getattr(mod, cls)
+    return result
+
+
+_reasons: dict[tuple[str, bool], str | None] = {}
+
+
+def unavailable_reason(name: str, *, direct: bool = False) -> str | None:
+    """Why driver ``name`` cannot run here, or None; computed once per process."""
+    key = (name, direct)
+    if key not in _reasons:
+        try:
+            cls = driver_class(name)
+        except DriverUnavailableError as exc:
+            _reasons[key] = str(exc)
+        else:
+            _reasons[key] = cls.unavailable_reason(direct=direct)
+    return _reasons[key]
+
+
+def _available() -> list[str]:
+    return [n for n in DRIVER_NAMES if n in _REGISTRY and _safe_reason(n) is None]
+
+
+def _safe_reason(name: str) -> str | None:
+    try:
+        return unavailable_reason(name)
+    except Exception as exc:  # a probe that crashes is a reason, not a crash of `info`
+        return f"probe failed: {exc!r}"
+
+
+@runtime_checkable
+class DriverFactory(Protocol):
+    """Anything that makes drivers: a :class:`DriverSpec`, or a wrapper such as the
+    fault injector in :mod:`aiopg_io.testing`. ``key`` identifies the IOContext it shares."""
+
+    @property
+    def key(self) -> object: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def create(self) -> Driver: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DriverSpec:
+    """A driver name with constructor options, e.g. ``DriverSpec("worker", (("threads", 4),))``.
+
+    Parsed from strings as ``"worker"`` or ``"worker:threads=4"`` (the form
+    ``AIOPG_IO_DRIVER`` takes). Hashable: files opened with equal specs on one event loop
+    share one IOContext.
+    """
+
+    name: str
+    options: tuple[tuple[str, int | str], ...] = ()
+
+    @property
+    def key(self) -> object:
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> DriverSpec:
+        name, _, rest = text.strip().partition(":")
+        options: list[tuple[str, int | str]] = []
+        for item in filter(None, rest.split(",")):
+            k, eq, v = item.partition("=")
+            if not eq:
+                raise ValueError(f"driver option {item!r} in {text!r} is not key=value")
+            options.append((k.strip(), int(v) if v.strip().lstrip("-").isdigit() else v.strip()))
+        return cls(name, tuple(options))
+
+    def create(self) -> Driver:
+        cls = driver_class(self.name)
+        reason = unavailable_reason(self.name)
+        if reason is not None:
+            raise DriverUnavailableError(
+                f"driver {self.name!r} cannot run here: {reason}; "
+                f"available here: {', '.join(_available()) or 'none'}"
+            )
+        return cls(**dict(self.options))
+
+
+def resolve(driver: str | DriverFactory | None, *, direct: bool = False) -> DriverFactory:
+    """Pick the driver for a file: the argument, else ``AIOPG_IO_DRIVER``, else ``auto``.
+
+    ``auto`` takes the first of :func:`auto_order` that runs here (for ``direct=True``,
+    that also runs direct I/O). A name that is unknown or cannot run raises
+    DriverUnavailableError naming the drivers that can, and why this one cannot.
+    """
+    if driver is None:
+        driver = os.environ.get("AIOPG_IO_DRIVER") or "auto"
+    if not isinstance(driver, str):
+        if isinstance(driver, DriverFactory):
+            return driver
+        raise TypeError(f"driver must be a name or a DriverFactory, not {type(driver).__name__}")
+    spec = DriverSpec.parse(driver)
+    if spec.name == "auto":
+        for name in auto_order():
+            if unavailable_reason(name, direct=direct) is None:
+                return DriverSpec(name, spec.options)
+        raise DriverUnavailableError(
+            "no driver can run here: "
+            + "; ".join(f"{n}: {unavailable_reason(n, direct=direct)}" for n in auto_order())
+        )
+    driver_class(spec.name)  # unknown names fail here, with the list
+    reason = unavailable_reason(spec.name, direct=direct)
+    if reason is not None:
+        raise DriverUnavailableError(
+            f"driver {spec.name!r} cannot run here: {reason}; "
+            f"available here: {', '.join(_available()) or 'none'}"
+        )
+    return spec

@@ -1,0 +1,88 @@
+"""Perform one op with blocking system calls: the body shared by ``sync`` and ``worker``.
+
+Python retries EINTR itself (PEP 475), so a signal never surfaces here. ``os.preadv`` and
+``os.pwritev`` release the GIL for the duration of the call, which is what lets a thread
+pool overlap them. Where the platform lacks the vectored calls (macOS before 11), each
+buffer goes out with ``pread``/``pwrite`` in turn, which the short-transfer loop in
+:meth:`Op.advance` already handles.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+
+from .base import Op, OpKind
+
+__all__ = ["perform"]
+
+_HAVE_VECTORED = hasattr(os, "preadv") and hasattr(os, "pwritev")
+# Linux's fallocate(2) takes a mode (FALLOC_FL_*); os.posix_fallocate has none.
+_libc_fallocate = None
+if hasattr(os, "posix_fallocate"):
+    _libc_path = ctypes.util.find_library("c")
+    if _libc_path is not None:
+        _fn = getattr(ctypes.CDLL(_libc_path, use_errno=True), "fallocate64", None)
+        if _fn is not None:
+            _fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            _fn.restype = ctypes.c_int
+            _libc_fallocate = _fn
+
+
+def _transfer(op: Op) -> None:
+    is_read = op.kind in (OpKind.READ, OpKind.READV)
+    while True:
+        bufs = op.remaining()
+        if not bufs:
+            break
+        pos = op.position()
+        if _HAVE_VECTORED:
+            n = os.preadv(op.fd, bufs, pos) if is_read else os.pwritev(op.fd, bufs, pos)
+        elif is_read:
+            data = os.pread(op.fd, len(bufs[0]), pos)
+            bufs[0][: len(data)] = data
+            n = len(data)
+        else:
+            n = os.pwrite(op.fd, bufs[0], pos)
+        if not op.advance(n):
+            break
+
+
+def _fallocate(op: Op) -> None:
+    if op.mode == 0 and hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(op.fd, op.offset, op.length)
+        return
+    if _libc_fallocate is None:
+        raise OSError(errno.EOPNOTSUPP, "fallocate with a mode is Linux-only", op.path)
+    if _libc_fallocate(op.fd, op.mode, op.offset, op.length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), op.path)
+
+
+def perform(op: Op) -> None:
+    """Run ``op`` to completion in this thread and record the outcome on it."""
+    try:
+        kind = op.kind
+        if kind in (OpKind.READ, OpKind.READV, OpKind.WRITE, OpKind.WRITEV):
+            _transfer(op)
+        elif kind is OpKind.FSYNC:
+            os.fsync(op.fd)
+        elif kind is OpKind.FDATASYNC:
+            # macOS has no fdatasync; fsync is the closest (F_FULLFSYNC is stronger).
+            (os.fdatasync if hasattr(os, "fdatasync") else os.fsync)(op.fd)
+        elif kind is OpKind.FALLOCATE:
+            _fallocate(op)
+        elif kind is OpKind.FTRUNCATE:
+            os.ftruncate(op.fd, op.length)
+        elif kind is OpKind.NOP:
+            pass
+        else:
+            raise OSError(errno.EOPNOTSUPP, f"op kind {kind.value} is not supported by this driver")
+    except OSError as exc:
+        if exc.filename is None and op.path is not None:
+            exc = OSError(exc.errno, exc.strerror, op.path)
+        op.fail(exc)
+        return
+    op.complete(0)

@@ -1,0 +1,343 @@
+"""The driver protocol: what every I/O method implements.
+
+This is PostgreSQL's ``IoMethodOps`` (src/include/storage/aio_internal.h) for Python. A driver
+knows nothing about event loops: it takes a batch of :class:`Op` objects, performs them
+somehow (a thread pool, io_uring, POSIX AIO, inline), and hands completed ops back through
+:meth:`Driver.reap`. When completions are pending, the fd returned by :meth:`Driver.fileno`
+is readable; the loop glue (``aiopg_io/_glue``) waits on it and calls ``reap``.
+
+Facts the protocol relies on:
+
+- A regular file's ``pread``/``preadv`` returns fewer bytes than asked only at end of file
+  or on a signal/error mid-way (POSIX.1-2017, read(2): "the value returned may be less than
+  nbyte if the number of bytes left in the file is less than nbyte, or if the read() request
+  was interrupted by a signal"). io_uring may also complete a buffered read short when part
+  of it was not in the page cache (io_uring_prep_read(3), "short reads"). Drivers therefore
+  continue a short transfer with :meth:`Op.advance` until it is complete, hits EOF (a read of
+  zero bytes) or fails; the caller sees one result for the whole op.
+- A write can be short only when the device or quota is full or on error; the next write
+  then fails with the errno (write(2)). A write op either transfers every byte or fails; a
+  failure after a partial transfer is reported as the OSError with ``op.transferred`` set to
+  the bytes that did reach the file (so a caller can tell "nothing written" from "some").
+- After fsync/fdatasync fails, the kernel may have dropped the dirty pages and cleared the
+  error (Linux >= 4.13 reports it once per fd; see PostgreSQL's "fsyncgate", 2018). A driver
+  never retries a failed sync: it reports the error and the caller decides (the WAL poisons
+  itself).
+- An op owns its fd and its buffers from :meth:`Driver.submit` until :meth:`Driver.reap`
+  has returned it. Cancelling is a request: the op still completes through ``reap``, either
+  with ``ECANCELED`` (it never ran) or with its real result (it ran anyway).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import errno
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+__all__ = [
+    "Capabilities",
+    "Driver",
+    "DriverStatistics",
+    "Op",
+    "OpKind",
+    "OpState",
+]
+
+
+class OpKind(enum.Enum):
+    """What an op asks the kernel to do. New kinds may be added; drivers reject unknown ones."""
+
+    READ = "read"  # one buffer, positional
+    READV = "readv"  # several buffers, positional, filled in order
+    WRITE = "write"
+    WRITEV = "writev"
+    FSYNC = "fsync"
+    FDATASYNC = "fdatasync"
+    FALLOCATE = "fallocate"  # offset, length, mode (Linux FALLOC_FL_*; 0 extends the file)
+    FTRUNCATE = "ftruncate"  # length is the new size
+    NOP = "nop"  # completes with 0; used by probes and tests
+
+
+READ_KINDS = frozenset({OpKind.READ, OpKind.READV})
+WRITE_KINDS = frozenset({OpKind.WRITE, OpKind.WRITEV})
+TRANSFER_KINDS = READ_KINDS | WRITE_KINDS
+
+
+class OpState(enum.Enum):
+    """An op's life, as PostgreSQL's PgAioHandleState. Every transition goes through
+    :meth:`Op.set_state`, which refuses the ones that cannot happen."""
+
+    IDLE = "idle"  # built, not handed to a driver
+    SUBMITTED = "submitted"  # the driver owns it (queued, in a thread, or in the kernel)
+    COMPLETED = "completed"  # result or error is set; the driver still lists it for reap
+    REAPED = "reaped"  # returned by reap(); the driver no longer touches fd or buffers
+
+
+_TRANSITIONS = {
+    OpState.IDLE: frozenset({OpState.SUBMITTED, OpState.COMPLETED}),
+    OpState.SUBMITTED: frozenset({OpState.COMPLETED}),
+    OpState.COMPLETED: frozenset({OpState.REAPED}),
+    OpState.REAPED: frozenset(),
+}
+
+
+@dataclass(eq=False, slots=True)
+class Op:
+    """One I/O request and, once completed, its outcome.
+
+    ``buffers`` are byte-format memoryviews: writable for reads, any for writes. The op keeps
+    them (and whatever object owns their memory, in ``keepalive``) referenced until it is
+    reaped, so nothing the kernel or a thread still uses can be freed or reused.
+
+    ``result`` is the byte count for transfers (a read may be short only at EOF) and 0 for
+    the other kinds; ``error`` is the OSError when the op failed. Exactly one of the two is
+    set once the op is COMPLETED.
+    """
+
+    kind: OpKind
+    fd: int
+    offset: int = 0
+    buffers: tuple[memoryview, ...] = ()
+    length: int = 0  # FALLOCATE: byte count; FTRUNCATE: new size
+    mode: int = 0  # FALLOCATE mode bits
+    path: str | None = None  # named in errors
+    keepalive: object = None
+    state: OpState = OpState.IDLE
+    result: int | None = None
+    error: OSError | None = None
+    cancel_requested: bool = False
+    # Progress of a transfer that the driver continues after a short completion.
+    transferred: int = 0
+    # Driver-private and waiter-private slots, so neither needs a side table.
+    driver_data: object = None
+    waiter: object = None
+    # How many times a driver resubmitted this op (EAGAIN, short transfer).
+    retries: int = 0
+    _remaining: list[memoryview] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kind in TRANSFER_KINDS:
+            self._remaining = [b for b in self.buffers if len(b)]
+
+    # -- state ------------------------------------------------------------------------------
+
+    def set_state(self, new: OpState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise RuntimeError(f"op {self.kind.value}: illegal transition {self.state.value} -> {new.value}")
+        self.state = new
+
+    def complete(self, result: int) -> None:
+        """Record success (``result`` is ignored for transfers: the op counts its own bytes)."""
+        self.result = self.transferred if self.kind in TRANSFER_KINDS else result
+        self.set_state(OpState.COMPLETED)
+
+    def fail(self, err: int | OSError) -> None:
+        """Record failure; an errno becomes an OSError naming the op's path."""
+        if isinstance(err, int):
+            err = OSError(err, os.strerror(err), self.path) if self.path else OSError(err, os.strerror(err))
+        self.error = err
+        self.set_state(OpState.COMPLETED)
+
+    def cancelled(self) -> None:
+        """Record that the op was cancelled before it did anything."""
+        self.fail(errno.ECANCELED)
+
+    @property
+    def done(self) -> bool:
+        return self.state in (OpState.COMPLETED, OpState.REAPED)
+
+    # -- transfers --------------------------------------------------------------------------
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the whole op asks to transfer."""
+        return sum(len(b) for b in self.buffers)
+
+    def remaining(self) -> list[memoryview]:
+        """The buffers (trimmed) still to transfer, in order; empty when the op is whole."""
+        return self._remaining
+
+    def position(self) -> int:
+        """The file offset of the next byte to transfer."""
+        return self.offset + self.transferred
+
+    def advance(self, n: int) -> bool:
+        """Account ``n`` bytes transferred; return True when the op must go on.
+
+        This is the one place short transfers are handled: a driver calls it with every
+        non-negative completion. A read of 0 bytes is EOF and ends the op; otherwise the op
+        goes on until every buffer is full (or drained, for writes).
+        """
+        if n < 0:
+            raise ValueError(f"advance({n}): a byte count is never negative")
+        if n == 0:
+            # EOF for a read; for a write, a zero-byte completion with bytes left is a
+            # device that accepts nothing: report ENOSPC rather than spin.
+            if self.kind in WRITE_KINDS and self._remaining:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.path)
+            self._remaining = []
+            return False
+        self.transferred += n
+        rest = self._remaining
+        while n and rest:
+            head = rest[0]
+            if n >= len(head):
+                n -= len(head)
+                rest.pop(0)
+            else:
+                rest[0] = head[n:]
+                n = 0
+        if n:
+            raise RuntimeError(f"op {self.kind.value}: kernel reported more bytes than asked")
+        if rest:
+            self.retries += 1
+            return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a driver can do here, so callers pick paths without trying and failing."""
+
+    vectored: bool = True  # READV/WRITEV are native (else the driver splits them)
+    direct: bool = True  # O_DIRECT files work through it
+    cancel_in_flight: bool = False  # can stop an op the kernel already started
+    asynchronous: bool = True  # False: submit() performs the I/O before returning
+    registered_buffers: bool = False
+    max_in_flight: int = 1024  # the IOContext caps ops in flight at this
+
+
+@dataclass(frozen=True, slots=True)
+class DriverStatistics:
+    """A snapshot of a driver's counters (trio's ``statistics()`` style)."""
+
+    driver: str
+    in_flight: int
+    submitted: int
+    completed: int
+    cancelled: int
+    retries: int
+    short_transfers: int
+    submit_calls: int
+    reap_calls: int
+    overflows: int = 0
+    extra: tuple[tuple[str, int], ...] = ()
+
+
+class Driver(abc.ABC):
+    """The contract of an I/O method. One instance serves one IOContext (one event loop).
+
+    All methods are called from the event loop's thread; a driver may use threads of its
+    own internally. No method may block on I/O except in a driver whose
+    ``capabilities.asynchronous`` is False (the ``sync`` reference driver).
+    """
+
+    #: The name users select it by (``driver="worker"``, ``AIOPG_IO_DRIVER=worker``).
+    name: ClassVar[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def unavailable_reason(cls, *, direct: bool = False) -> str | None:
+        """Why this driver cannot run on this machine (one line a user can act on), or None.
+
+        Shall be cheap enough to call once per process and shall leave nothing open. A
+        driver that can run only buffered I/O says why for ``direct=True``.
+        """
+
+    @property
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this instance supports (may depend on what the kernel offered at setup)."""
+
+    @abc.abstractmethod
+    def submit(self, ops: Sequence[Op]) -> None:
+        """Take ownership of a batch of IDLE ops.
+
+        Shall advance every op to at least SUBMITTED, and do so in as few system calls as the
+        mechanism allows (one ``io_uring_submit``, one ``lio_listio``, one queue hand-off).
+        An op that cannot even be started (bad fd, unknown kind) is COMPLETED with its error,
+        never raised: the other ops of the batch must not be lost. Raises only for a driver
+        that is closed (RuntimeError).
+        """
+
+    @abc.abstractmethod
+    def fileno(self) -> int | None:
+        """The completion fd: readable while :meth:`reap` has ops to return.
+
+        None for a driver that completes every op inside ``submit`` (then the caller reaps
+        right after submitting). The fd belongs to the driver; callers never close it.
+        """
+
+    @abc.abstractmethod
+    def reap(self) -> list[Op]:
+        """Return the ops completed since the last call, each moved to REAPED; never blocks.
+
+        Shall clear the readiness of :meth:`fileno` before looking for completions, so a
+        completion that races with the call leaves the fd readable again rather than lost.
+        """
+
+    @abc.abstractmethod
+    def cancel(self, op: Op) -> None:
+        """Ask that a SUBMITTED op not run; best effort, never blocks.
+
+        The op still completes through :meth:`reap`: with ECANCELED when it was stopped in
+        time, with its real result when it was not (a cancelled write may have happened).
+        Its buffers stay referenced until then. Optional in effect: a driver that cannot
+        cancel simply lets the op finish.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> list[Op]:
+        """Cancel what is queued, wait for what is running, release every resource.
+
+        Returns the ops that completed during the drain (already REAPED) so their waiters
+        can be resumed. Idempotent; after it, ``submit`` raises RuntimeError.
+        """
+
+    @abc.abstractmethod
+    def statistics(self) -> DriverStatistics:
+        """Counters since the driver was created."""
+
+
+class DriverCounters:
+    """The counters behind :meth:`Driver.statistics`, shared by the drivers."""
+
+    __slots__ = (
+        "cancelled",
+        "completed",
+        "overflows",
+        "reap_calls",
+        "retries",
+        "short_transfers",
+        "submit_calls",
+        "submitted",
+    )
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.completed = 0
+        self.cancelled = 0
+        self.retries = 0
+        self.short_transfers = 0
+        self.submit_calls = 0
+        self.reap_calls = 0
+        self.overflows = 0
+
+    def snapshot(self, driver: str, in_flight: int, **extra: int) -> DriverStatistics:
+        return DriverStatistics(
+            driver=driver,
+            in_flight=in_flight,
+            submitted=self.submitted,
+            completed=self.completed,
+            cancelled=self.cancelled,
+            retries=self.retries,
+            short_transfers=self.short_transfers,
+            submit_calls=self.submit_calls,
+            reap_calls=self.reap_calls,
+            overflows=self.overflows,
+            extra=tuple(sorted(extra.items())),
+        )

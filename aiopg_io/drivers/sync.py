@@ -1,0 +1,73 @@
+"""The ``sync`` driver: every op runs inline, blocking, inside ``submit``.
+
+PostgreSQL's ``io_method=sync``. It is the reference the other drivers are compared with in
+the differential tests, and the one to reach for when debugging: a traceback points at the
+system call. It blocks the event loop for the duration of each call, so it is never what
+``auto`` picks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ._blocking import perform
+from .base import Capabilities, Driver, DriverCounters, DriverStatistics, Op, OpState
+
+__all__ = ["SyncDriver"]
+
+
+class SyncDriver(Driver):
+    name = "sync"
+
+    def __init__(self) -> None:
+        self._done: list[Op] = []
+        self._closed = False
+        self._counters = DriverCounters()
+
+    @classmethod
+    def unavailable_reason(cls, *, direct: bool = False) -> str | None:
+        return None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(asynchronous=False, max_in_flight=1024)
+
+    def submit(self, ops: Sequence[Op]) -> None:
+        if self._closed:
+            raise RuntimeError("sync driver is closed")
+        c = self._counters
+        c.submit_calls += 1
+        for op in ops:
+            op.set_state(OpState.SUBMITTED)
+            c.submitted += 1
+            if op.cancel_requested:
+                op.cancelled()
+                c.cancelled += 1
+            else:
+                perform(op)
+                if op.retries:
+                    c.short_transfers += 1
+                    c.retries += op.retries
+            self._done.append(op)
+
+    def fileno(self) -> int | None:
+        return None
+
+    def reap(self) -> list[Op]:
+        self._counters.reap_calls += 1
+        done, self._done = self._done, []
+        for op in done:
+            op.set_state(OpState.REAPED)
+        self._counters.completed += len(done)
+        return done
+
+    def cancel(self, op: Op) -> None:
+        # Nothing is ever in flight between submit() and reap(): the op already ran.
+        op.cancel_requested = True
+
+    def close(self) -> list[Op]:
+        self._closed = True
+        return self.reap()
+
+    def statistics(self) -> DriverStatistics:
+        return self._counters.snapshot(self.name, len(self._done))

@@ -1,0 +1,47 @@
+"""The exceptions aiopg_io raises, under one base class.
+
+Each also derives from the built-in a caller of ``open()``/aiofiles would already catch
+(ValueError, OSError, RuntimeError), so aiopg_io is a drop-in where code catches those.
+Messages name the value, the limit and, where there is one, what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AiopgIOError",
+    "AlignmentError",
+    "ClosedError",
+    "DirectIOUnsupportedError",
+    "DriverUnavailableError",
+    "InvalidOffsetError",
+]
+
+
+class AiopgIOError(Exception):
+    """Base class of every exception defined by aiopg_io."""
+
+
+class DriverUnavailableError(AiopgIOError, RuntimeError):
+    """The driver asked for is unknown or cannot run here; the message lists the ones that can."""
+
+
+class AlignmentError(AiopgIOError, ValueError):
+    """A buffer address, file offset or length is not aligned as direct I/O requires.
+
+    Raised before any system call, so nothing was read or written.
+    """
+
+
+class DirectIOUnsupportedError(AiopgIOError, OSError):
+    """The filesystem refused O_DIRECT (EINVAL from open(2)); the message names the path."""
+
+
+class ClosedError(AiopgIOError, ValueError):
+    """An operation on a closed file, WAL or buffer pool (a ValueError, as for Python files)."""
+
+
+class InvalidOffsetError(AiopgIOError, OSError, ValueError):
+    """A negative or out-of-range file offset, size or length (EINVAL, as the kernel says).
+
+    Both an OSError (what Python's own files raise for a negative seek) and a ValueError.
+    """

@@ -1,0 +1,265 @@
+"""Round trips of every call of the binary file API, with random data, on every driver x loop."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import anyio
+import pytest
+
+import aiopg_io
+from tests.conftest import open_fds
+
+pytestmark = pytest.mark.anyio
+
+
+def rand(n: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+async def test_write_then_read_back(driver: str, tmp_path: Path) -> None:
+    data = rand(1_000_003)
+    p = tmp_path / "f.bin"
+    async with aiopg_io.open(p, "wb", driver=driver) as f:
+        assert f.driver == driver
+        assert await f.write(data[:10]) == 10
+        assert await f.write(memoryview(data)[10:]) == len(data) - 10
+    assert p.read_bytes() == data
+    async with aiopg_io.open(p, "rb", driver=driver) as f:
+        assert await f.read(5) == data[:5]
+        assert await f.read1(7) == data[5:12]
+        buf = bytearray(100)
+        assert await f.readinto(buf) == 100 and bytes(buf) == data[12:112]
+        assert await f.readinto1(buf) == 100 and bytes(buf) == data[112:212]
+        assert await f.tell() == 212
+        assert await f.read() == data[212:]
+        assert await f.read() == b""
+        assert await f.readall() == b""
+        assert await f.seek(-10, os.SEEK_END) == len(data) - 10
+        assert await f.read(100) == data[-10:]
+        assert await f.seek(3) == 3
+        assert await f.seek(4, os.SEEK_CUR) == 7
+        assert await f.read(3) == data[7:10]
+
+
+async def test_awaited_open_and_properties(driver: str, tmp_path: Path) -> None:
+    p = tmp_path / "p.bin"
+    f = await aiopg_io.open(p, "w+b", driver=driver)
+    try:
+        assert f.name == str(p)
+        assert f.mode == "rb+"
+        assert not f.closed
+        assert f.readable() and f.writable() and f.seekable() and not f.isatty()
+        assert isinstance(f.fileno(), int)
+        assert f.alignment is None and not f.direct
+    finally:
+        await f.close()
+    assert f.closed
+    await f.aclose()  # idempotent
+
+
+async def test_positional_calls_leave_the_cursor(driver: str, tmp_path: Path) -> None:
+    data = rand(200_000, 1)
+    p = tmp_path / "pos.bin"
+    async with aiopg_io.open(p, "w+b", driver=driver) as f:
+        assert await f.pwrite(data, 0) == len(data)
+        assert await f.tell() == 0
+        assert await f.pread(1000, 5000) == data[5000:6000]
+        assert await f.pread(1000, len(data) - 10) == data[-10:]  # short only at EOF
+        assert await f.pread(10, len(data) + 100) == b""
+        buf = bytearray(4096)
+        assert await f.preadinto(buf, 100) == 4096 and bytes(buf) == data[100:4196]
+        bufs = [bytearray(10), bytearray(0), bytearray(3000), memoryview(bytearray(7))]
+        assert await f.preadv(bufs, 50) == 3017
+        assert b"".join(bytes(b) for b in bufs) == data[50:3067]
+        parts = [b"abc", bytearray(b"defg"), memoryview(b"hij")]
+        assert await f.pwritev(parts, 10) == 10
+        await f.fsync()
+        await f.fdatasync()
+        assert await f.pread(12, 9) == data[9:10] + b"abcdefghij" + data[20:21]
+        assert await f.tell() == 0
+        assert await f.read(9) == data[:9]
+
+
+async def test_concurrent_preads_from_many_tasks(driver: str, tmp_path: Path) -> None:
+    data = rand(1 << 20, 2)
+    p = tmp_path / "c.bin"
+    p.write_bytes(data)
+    results: dict[int, bytes] = {}
+    async with aiopg_io.open(p, "rb", driver=driver) as f:
+
+        async def one(off: int) -> None:
+            results[off] = await f.pread(4096, off)
+
+        async with anyio.create_task_group() as tg:
+            for off in range(0, len(data), 4096):
+                tg.start_soon(one, off)
+    assert all(v == data[k : k + 4096] for k, v in results.items())
+    assert len(results) == 256
+
+
+async def test_fallocate_truncate_and_stat(driver: str, tmp_path: Path) -> None:
+    p = tmp_path / "t.bin"
+    async with aiopg_io.open(p, "w+b", driver=driver) as f:
+        await f.fallocate(0, 1 << 20)
+        assert (await f.stat()).st_size == 1 << 20
+        assert await f.pread(16, 1000) == bytes(16)
+        await f.write(b"hello world")
+        assert await f.truncate(5) == 5
+        assert await f.tell() == 11  # truncate does not move the cursor
+        assert (await f.stat()).st_size == 5
+        await f.seek(0)
+        assert await f.read() == b"hello"
+        await f.seek(2)
+        assert await f.truncate() == 2
+    assert p.read_bytes() == b"he"
+
+
+async def test_lines(driver: str, tmp_path: Path) -> None:
+    rng = random.Random(3)
+    lines = [rng.randbytes(rng.randrange(0, 300)).replace(b"\n", b"") + b"\n" for _ in range(5000)]
+    lines.append(b"no newline at the end")
+    p = tmp_path / "lines.bin"
+    p.write_bytes(b"".join(lines))
+    async with aiopg_io.open(p, "rb", driver=driver, buffering=256) as f:
+        got = [line async for line in f]
+    assert got == lines
+    async with aiopg_io.open(p, "rb", driver=driver) as f:
+        assert await f.readline() == lines[0]
+        assert await f.readline(5) == lines[1][:5]
+        assert await f.readlines(1) == [lines[1][5:]]
+        rest = await f.readlines()
+    assert rest == lines[2:]
+
+
+async def test_writes_are_buffered_and_flushed(driver: str, tmp_path: Path) -> None:
+    p = tmp_path / "w.bin"
+    async with aiopg_io.open(p, "wb", driver=driver, buffering=1024) as f:
+        await f.write(b"a" * 100)
+        assert p.read_bytes() == b""  # still in the buffer
+        await f.flush()
+        assert p.read_bytes() == b"a" * 100
+        await f.writelines([b"b" * 2000, bytearray(b"c")])
+    assert p.read_bytes() == b"a" * 100 + b"b" * 2000 + b"c"
+
+
+async def test_append_mode(driver: str, tmp_path: Path) -> None:
+    p = tmp_path / "a.bin"
+    p.write_bytes(b"start-")
+    async with aiopg_io.open(p, "a+b", driver=driver) as f:
+        assert await f.tell() == 6
+        await f.write(b"one-")
+        await f.seek(0)
+        assert await f.read(3) == b"sta"
+        await f.write(b"two")  # appends whatever the cursor says
+        assert await f.tell() == 13
+        await f.seek(0)
+        assert await f.read() == b"start-one-two"
+
+
+async def test_unbuffered_mode(driver: str, tmp_path: Path) -> None:
+    p = tmp_path / "u.bin"
+    async with aiopg_io.open(p, "w+b", buffering=0, driver=driver) as f:
+        await f.write(b"xyz")
+        assert p.read_bytes() == b"xyz"
+        await f.seek(0)
+        assert await f.read(2) == b"xy"
+
+
+async def test_open_by_fd_and_opener(driver: str, tmp_path: Path) -> None:
+    p = tmp_path / "fd.bin"
+    p.write_bytes(b"0123456789")
+    fd = os.open(p, os.O_RDONLY)
+    async with aiopg_io.open(fd, "rb", driver=driver) as f:
+        assert await f.read() == b"0123456789"
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed with the file, as open(fd) does by default
+    seen: list[int] = []
+
+    def opener(path: str, flags: int) -> int:
+        seen.append(flags)
+        return os.open(path, flags | os.O_NOATIME)
+
+    async with aiopg_io.open(p, "rb", driver=driver, opener=opener) as f:
+        assert await f.pread(3, 2) == b"234"
+    assert seen and seen[0] & os.O_CLOEXEC
+
+
+async def test_direct_io_round_trip(direct_driver: str, data_dir: Path) -> None:
+    p = data_dir / "d.bin"
+    data = rand(1 << 20, 4)
+    p.write_bytes(data)
+    async with aiopg_io.open(p, "r+b", direct=True, driver=direct_driver) as f:
+        a = f.alignment
+        assert a is not None and a.offset in (512, 1024, 2048, 4096) and f.direct
+        buf = aiopg_io.aligned_buffer(8192)
+        assert await f.preadinto(buf, 8192 * 7) == 8192
+        assert bytes(buf) == data[8192 * 7 : 8192 * 8]
+        assert await f.pread(4096, 4096) == data[4096:8192]
+        bufs = [aiopg_io.aligned_buffer(4096), aiopg_io.aligned_buffer(a.block)]
+        assert await f.preadv(bufs, 0) == 4096 + a.block
+        assert bytes(bufs[0]) + bytes(bufs[1]) == data[: 4096 + a.block]
+        new = aiopg_io.aligned_buffer(8192)
+        new[:] = rand(8192, 5)
+        assert await f.pwrite(new, 0) == 8192
+        await f.fdatasync()
+        # Cursor reads bounce: any position, any size.
+        await f.seek(9001)
+        assert await f.read(5) == data[9001:9006]
+        assert await f.readline() == data[9006:].split(b"\n", 1)[0] + b"\n"
+        # Cursor writes: aligned position and length; the data may live anywhere.
+        await f.seek(16384)
+        assert await f.write(b"z" * a.offset) == a.offset
+    out = p.read_bytes()
+    assert out[:8192] == bytes(new)
+    assert out[16384 : 16384 + a.offset] == b"z" * a.offset
+    assert len(out) == len(data)
+
+
+async def test_direct_short_read_at_eof(direct_driver: str, data_dir: Path) -> None:
+    p = data_dir / "eof.bin"
+    p.write_bytes(b"q" * 5000)
+    async with aiopg_io.open(p, "rb", direct=True, driver=direct_driver) as f:
+        buf = aiopg_io.aligned_buffer(8192)
+        assert await f.preadinto(buf, 0) == 5000
+        assert await f.read() == b"q" * 5000
+
+
+async def test_files_share_one_context_and_release_it(driver: str, tmp_path: Path) -> None:
+    from aiopg_io._context import live_contexts
+
+    before = open_fds()
+    p = tmp_path / "s.bin"
+    p.write_bytes(b"abc")
+    async with aiopg_io.open(p, "rb", driver=driver) as f1, aiopg_io.open(p, "rb", driver=driver) as f2:
+        assert f1._ctx is f2._ctx
+        assert len(live_contexts()) == 1
+        assert await f1.pread(3, 0) == await f2.pread(3, 0) == b"abc"
+    assert live_contexts() == []
+    assert open_fds() == before
+
+
+async def test_one_submission_per_tick(tmp_path: Path) -> None:
+    """32 tasks issuing a read in the same tick reach the driver as one batch."""
+    p = tmp_path / "b.bin"
+    p.write_bytes(rand(32 * 4096, 6))
+    async with aiopg_io.open(p, "rb", driver="worker") as f:
+        ready = anyio.Event()
+        out: list[bytes] = []
+
+        async def reader(i: int) -> None:
+            await ready.wait()
+            out.append(await f.pread(4096, i * 4096))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(32):
+                tg.start_soon(reader, i)
+            await anyio.sleep(0.01)
+            before = f._ctx.driver.statistics()
+            ready.set()
+        after = f._ctx.driver.statistics()
+    assert len(out) == 32
+    assert after.submitted - before.submitted == 32
+    assert after.submit_calls - before.submit_calls == 1
