@@ -140,7 +140,9 @@ async def _open(
     else:
         for argname, value in (("encoding", encoding), ("errors", errors), ("newline", newline)):
             if value is not None and not isinstance(value, str):
-                raise TypeError(f"open() argument '{argname}' must be str or None, not {type(value).__name__}")
+                raise TypeError(
+                    f"open() argument '{argname}' must be str or None, not {type(value).__name__}"
+                )
         if buffering == 0:
             raise ValueError("can't have unbuffered text I/O")
         if newline not in _NEWLINES:
