@@ -1,8 +1,12 @@
 """``python -m aiopg_io``: what runs here, and how fast.
 
+With no subcommand: the driver matrix, then a 30-second self-benchmark of every driver that
+runs here (``--json``, ``--plot FILE.png``).
+
 Subcommands:
   info [DIR] [--json]     the driver x {buffered, direct} matrix of this machine
-  bench-core [...]        4 KiB random reads: the worker driver vs aiofiles (issue 2)
+  bench [fio options]     one workload in fio's vocabulary (rw, bs, iodepth, direct, size, runtime)
+  bench-<component>       each component's comparison against its reference (see --help)
 """
 
 from __future__ import annotations
@@ -12,11 +16,17 @@ import importlib
 import json
 import sys
 
+from . import _mainjob
 from ._info import machine_matrix, render
 
 # subcommand -> (module, help); each module has add_arguments(parser) and main(args) -> int
 BENCHMARKS: dict[str, tuple[str, str]] = {
+    "bench": ("aiopg_io.bench.job", "one workload in fio's vocabulary, across drivers and loops"),
     "bench-core": ("aiopg_io.bench.core", "4 KiB random reads, warm cache: worker driver vs aiofiles"),
+    "bench-uring": ("aiopg_io.bench.uring", "io_uring vs fio, aiofile, aiofiles and the worker driver"),
+    "bench-posix-aio": ("aiopg_io.bench.posix_aio", "posix_aio vs worker and io_uring"),
+    "bench-wal": ("aiopg_io.bench.wal", "WAL group commit vs a naive loop and pg_test_fsync"),
+    "bench-buffers": ("aiopg_io.bench.buffers", "buffer pool read streams vs fio and preadinto"),
 }
 
 
@@ -30,7 +40,11 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m aiopg_io", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m aiopg_io", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _mainjob.add_arguments(parser)
+    parser.set_defaults(func=_mainjob.main)
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("info", help="the driver matrix of this machine")
     p.add_argument("directory", nargs="?", default=".", help="where to probe direct I/O (default: .)")
@@ -48,10 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["info", *(argv or [])])
+    args = build_parser().parse_args(argv)
     result: int = args.func(args)
     return result
 

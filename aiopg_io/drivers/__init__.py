@@ -157,13 +157,20 @@ class DriverSpec:
 
 
 def resolve(driver: str | DriverFactory | None, *, direct: bool = False) -> DriverFactory:
-    """Pick the driver for a file: the argument, else ``AIOPG_IO_DRIVER``, else ``auto``.
+    """Pick the driver for a file: the argument, else the override of
+    :func:`aiopg_io.testing.inject` in force, else ``AIOPG_IO_DRIVER``, else ``auto``.
 
     ``auto`` takes the first of :func:`auto_order` that runs here (for ``direct=True``,
     that also runs direct I/O). A name that is unknown or cannot run raises
     DriverUnavailableError naming the drivers that can, and why this one cannot.
     """
     if driver is None:
+        # aiopg_io.testing.inject() overrides the default for the task that runs inside it;
+        # looked up without importing the testing package, so production pays one dict get.
+        hook = sys.modules.get("aiopg_io.testing._override")
+        override = hook.current() if hook is not None else None
+        if override is not None:
+            return override  # type: ignore[no-any-return]
         driver = os.environ.get("AIOPG_IO_DRIVER") or "auto"
     if not isinstance(driver, str):
         if isinstance(driver, DriverFactory):
