@@ -9,6 +9,7 @@ await, so it includes the loop's scheduling, as a user sees it.
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import statistics
@@ -26,6 +27,10 @@ RW_MODES = ("read", "write", "randread", "randwrite")
 LOOPS = ("asyncio", "uvloop", "trio")
 
 
+class SizeError(ValueError, argparse.ArgumentTypeError):
+    """A size that does not parse (an ArgumentTypeError too, so argparse shows the message)."""
+
+
 def parse_size(text: str) -> int:
     """fio-style sizes: 4k, 128K, 1m, 1G, or plain bytes."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -35,7 +40,7 @@ def parse_size(text: str) -> int:
             return int(float(t[:-1]) * units[t[-1]])
         return int(t)
     except ValueError:
-        raise ValueError(f"size {text!r} is not a number with an optional K, M, G or T suffix") from None
+        raise SizeError(f"size {text!r} is not a number with an optional K, M, G or T suffix") from None
 
 
 @dataclass(frozen=True)
