@@ -374,12 +374,19 @@ class AsyncFile:
         if not self._wbuf:
             return
         data, self._wbuf = self._wbuf, bytearray()
-        if self._appending:
-            start = await self._size()
-            await self._raw_write(memoryview(data), start)
-            self._pos = start + len(data)
-        else:
-            await self._raw_write(memoryview(data), self._pos - len(data))
+        try:
+            if self._appending:
+                start = await self._size()
+                await self._raw_write(memoryview(data), start)
+                self._pos = start + len(data)
+            else:
+                await self._raw_write(memoryview(data), self._pos - len(data))
+        except BaseException:
+            # As io.BufferedWriter: bytes that did not reach the file stay buffered, so a
+            # later flush (after freeing space, say) writes them; a write op is positional,
+            # so writing again what partly went out is harmless.
+            self._wbuf[:0] = data
+            raise
 
     async def flush(self) -> None:
         """Write out buffered bytes (not a sync: see :meth:`fsync`)."""
@@ -423,7 +430,9 @@ class AsyncFile:
         """Up to ``size`` bytes from the cursor (all the rest when ``size`` is -1 or None)."""
         size = -1 if size is None else _as_int(size, "size")
         if size < -1:
-            raise ValueError(f"read length {size} must be non-negative or -1")
+            if self._buffer_size:
+                raise ValueError(f"read length {size} must be non-negative or -1")
+            size = -1  # unbuffered, as io.FileIO: any negative size reads everything
         self._check_readable()
         async with self._lock:
             await self._prepare_read()
@@ -565,6 +574,7 @@ class AsyncFile:
 
     async def writelines(self, lines: Iterable[Any]) -> None:
         """Write each item of ``lines`` (no separators are added, as in Python)."""
+        self._check_open()
         for line in lines:
             await self.write(line)
 

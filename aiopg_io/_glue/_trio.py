@@ -59,6 +59,8 @@ class TrioGlue:
             with scope:
                 while True:
                     await trio.lowlevel.wait_readable(fd)
+                    if scope.cancel_called:  # unwatched while the wake-up was on its way
+                        break
                     on_readable()
         except trio.ClosedResourceError:
             pass

@@ -1,0 +1,170 @@
+"""Faults injected under the file API (``aiopg_io.open``), on every loop x driver: the
+caller sees the documented exception or short count, cancellation keeps its promise, and
+nothing leaks."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import anyio
+import pytest
+
+import aiopg_io
+from aiopg_io.testing import Fault, FaultInjector, default_driver, inject
+from aiopg_io.testing._override import hook_installed
+
+from ._util import fds
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_pwrite_and_fdatasync_errors(driver: str, tmp_path: Path) -> None:
+    path = tmp_path / "rel"
+    before = fds()
+    inj = FaultInjector(
+        Fault(kind="write", errno=errno.ENOSPC), Fault(kind="fdatasync", errno=errno.EIO), driver=driver
+    )
+    async with aiopg_io.open(path, "w+b", driver=inj) as f:
+        enospc = r"\[Errno 28\] No space left on device \(injected .* op #1\)"
+        with pytest.raises(OSError, match=enospc) as ei:
+            await f.pwrite(b"page", 0)
+        assert ei.value.errno == errno.ENOSPC and ei.value.filename == str(path)
+        assert await f.pwrite(b"page", 0) == 4
+        with pytest.raises(OSError, match=r"\[Errno 5\] Input/output error \(injected .* op #3\)"):
+            await f.fdatasync()
+        await f.fdatasync()
+        assert await f.pread(4, 0) == b"page"
+    assert [(e.op, e.kind.value, e.errno) for e in inj.log] == [
+        (1, "write", errno.ENOSPC),
+        (3, "fdatasync", errno.EIO),
+    ]
+    assert fds() == before and inj.open_drivers == 0
+
+
+async def test_short_read_is_seen_as_end_of_file(driver: str, tmp_path: Path) -> None:
+    path = tmp_path / "rel"
+    path.write_bytes(b"abcdefgh")
+    inj = FaultInjector(Fault(kind="reads", short=5), driver=driver)
+    async with aiopg_io.open(path, "rb", driver=inj) as f:
+        assert await f.pread(8, 0) == b"abcde"
+        assert await f.pread(8, 0) == b"abcdefgh"
+
+
+async def test_short_read_of_a_direct_file(direct_driver: str, data_dir: Path) -> None:
+    path = data_dir / "rel"
+    path.write_bytes(bytes(range(256)) * 16)
+    inj = FaultInjector(Fault(kind="reads", short=1000), driver=direct_driver)
+    buf = aiopg_io.aligned_buffer(4096)
+    async with aiopg_io.open(path, "rb", direct=True, driver=inj) as f:
+        assert await f.preadinto(buf, 0) == 1000
+        assert bytes(buf[:1000]) == (bytes(range(256)) * 4)[:1000]
+
+
+async def test_short_write_reports_enospc(driver: str, tmp_path: Path) -> None:
+    path = tmp_path / "rel"
+    inj = FaultInjector(Fault(kind="writes", short=3), driver=driver)
+    async with aiopg_io.open(path, "wb", driver=inj) as f:
+        with pytest.raises(OSError, match=r"No space left on device \(injected") as ei:
+            await f.pwrite(b"abcdef", 0)
+        assert ei.value.errno == errno.ENOSPC
+    assert path.read_bytes() == b"abc"
+
+
+async def test_transient_eagain_is_invisible(driver: str, tmp_path: Path) -> None:
+    path = tmp_path / "rel"
+    inj = FaultInjector(Fault(errno=errno.EAGAIN, transient=True, times=None), driver=driver)
+    async with aiopg_io.open(path, "w+b", driver=inj) as f:
+        await f.write(b"hello")
+        await f.fdatasync()
+        assert await f.pread(5, 0) == b"hello"
+    assert len(inj.log) >= 3 and {e.action for e in inj.log} == {"retry"}
+
+
+async def test_eagain_not_transient_is_blocking_io_error(driver: str, tmp_path: Path) -> None:
+    path = tmp_path / "rel"
+    path.write_bytes(b"x")
+    inj = FaultInjector(Fault(kind="read", errno=errno.EAGAIN), driver=driver)
+    async with aiopg_io.open(path, "rb", driver=inj) as f:
+        with pytest.raises(BlockingIOError, match=r"Resource temporarily unavailable \(injected"):
+            await f.pread(1, 0)
+
+
+async def test_a_buffered_write_failing_at_close_still_closes(driver: str, tmp_path: Path) -> None:
+    path = tmp_path / "rel"
+    before = fds()
+    inj = FaultInjector(Fault(kind="writes", errno=errno.EIO), driver=driver)
+    f = await aiopg_io.open(path, "wb", driver=inj)
+    await f.write(b"buffered")
+    with pytest.raises(OSError, match=r"Input/output error \(injected"):
+        await f.aclose()
+    assert f.closed
+    assert fds() == before and inj.open_drivers == 0
+
+
+async def test_cancelling_a_held_completion_waits_for_it(driver: str, tmp_path: Path) -> None:
+    path = tmp_path / "rel"
+    inj = FaultInjector(Fault(kind="write", delay=0.3, errno=None, when="after"), driver=driver)
+    caught: list[bool] = []
+    async with aiopg_io.open(path, "wb", driver=inj) as f:
+        scope = anyio.CancelScope()
+
+        async def writer() -> None:
+            with scope:
+                await f.pwrite(b"ran", 0)
+            caught.append(scope.cancelled_caught)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer)
+            while path.read_bytes() != b"ran":  # the write ran; its completion is held
+                await anyio.sleep(0.005)
+            scope.cancel()
+        assert caught == [True]
+    # The cancelled task waited until the op was reaped: nothing is left in flight.
+    assert path.read_bytes() == b"ran" and inj.open_drivers == 0
+
+
+async def test_cancelling_an_op_held_before_it_ran(driver: str, tmp_path: Path) -> None:
+    path = tmp_path / "rel"
+    inj = FaultInjector(Fault(kind="write", delay=60, errno=None), driver=driver)
+    async with aiopg_io.open(path, "wb", driver=inj) as f:
+        with anyio.fail_after(20):  # a guard: the op is held for 60 s unless cancel frees it
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(f.pwrite, b"never", 0)
+                while not inj.log:  # submitted, and held
+                    await anyio.sleep(0.005)
+                tg.cancel_scope.cancel()
+    assert path.read_bytes() == b""
+
+
+def test_resolve_consults_the_override() -> None:
+    assert hook_installed()
+
+
+async def test_inject_routes_files_opened_without_a_driver(driver: str, tmp_path: Path) -> None:
+    path = tmp_path / "rel"
+    with inject(Fault(kind="fdatasync", errno=errno.EIO)) as inj:
+        assert inj.inner.name == driver  # the driver files would have used
+        async with aiopg_io.open(path, "wb") as f:
+            await f.write(b"x")
+            with pytest.raises(OSError, match=r"Input/output error \(injected"):
+                await f.fdatasync()
+        # An explicit driver= still wins.
+        async with aiopg_io.open(path, "wb", driver=driver) as f:
+            await f.fdatasync()
+    assert [e.kind.value for e in inj.log] == ["fdatasync"]
+    async with aiopg_io.open(path, "wb") as f:  # outside the block: no injector
+        await f.fdatasync()
+
+
+async def test_default_driver_nests(driver: str, tmp_path: Path) -> None:
+    a = FaultInjector(Fault(kind="read", times=None), driver=driver)
+    b = FaultInjector(driver=driver)
+    (tmp_path / "rel").write_bytes(b"x")
+    with default_driver(a):
+        with default_driver(b):
+            async with aiopg_io.open(tmp_path / "rel", "rb") as f:
+                assert await f.pread(1, 0) == b"x"
+        async with aiopg_io.open(tmp_path / "rel", "rb") as f:
+            with pytest.raises(OSError):
+                await f.pread(1, 0)
