@@ -1,0 +1,122 @@
+"""Buffer descriptors and the clock sweep that picks a victim to reuse.
+
+This is PostgreSQL's ``BufferDesc`` (src/include/storage/buf_internals.h) and
+``StrategyGetBuffer`` (src/backend/storage/buffer/freelist.c), minus what one thread on one
+event loop does not need (spinlocks, atomics, per-backend private refcounts):
+
+- A descriptor names the page it holds (its *tag*: relation and block number), counts its
+  pins (``refcount``) and how recently it was used (``usage_count``, capped at
+  ``BM_MAX_USAGE_COUNT`` = 5), and carries the flags ``valid`` (the bytes are the page's),
+  ``dirty`` (they differ from the file) and an I/O in progress (``io``, PostgreSQL's
+  ``BM_IO_IN_PROGRESS``: a read filling it or a write draining it).
+- A buffer never used, or whose read failed, sits on the free list and is taken first.
+- Otherwise the clock hand sweeps: a buffer that is pinned or under I/O is skipped; one
+  with a usage count loses one and is passed over; the first unpinned, idle buffer with a
+  usage count of zero is the victim. A pin raises the usage count, so a page used often
+  survives several sweeps. As in freelist.c, the sweep gives up after passing every buffer
+  once without finding one it could even decrement (``trycounter``): everything is pinned
+  or busy, and sweeping again cannot help.
+
+Nothing here awaits, so every check-then-claim sequence is atomic with respect to other
+tasks on the loop; the pool (``_pool.py``) keeps its awaits outside those sequences.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._pool import InFlightIO, Relation
+
+__all__ = ["BM_MAX_USAGE_COUNT", "BufferDesc", "ClockSweep"]
+
+BM_MAX_USAGE_COUNT = 5
+
+
+class BufferDesc:
+    """One buffer of the arena and what it holds."""
+
+    __slots__ = ("blockno", "buf_id", "data", "dirty", "io", "refcount", "rel", "usage_count", "valid")
+
+    def __init__(self, buf_id: int, data: memoryview) -> None:
+        self.buf_id = buf_id
+        self.data = data  # this buffer's slice of the arena, for the whole life of the pool
+        self.rel: Relation | None = None  # the tag: (rel, blockno); rel None = no page
+        self.blockno = -1
+        self.refcount = 0
+        self.usage_count = 0
+        self.valid = False
+        self.dirty = False
+        self.io: InFlightIO | None = None
+
+    def __repr__(self) -> str:
+        tag = f"{self.rel.path}:{self.blockno}" if self.rel is not None else "free"
+        flags = "".join(
+            f for f, on in (("V", self.valid), ("D", self.dirty), ("I", self.io is not None)) if on
+        )
+        return f"<BufferDesc {self.buf_id} {tag} pins={self.refcount} usage={self.usage_count} {flags}>"
+
+    @property
+    def reusable(self) -> bool:
+        """Unpinned and idle: the sweep may take it once its usage count is zero."""
+        return self.refcount == 0 and self.io is None
+
+    def pin(self) -> None:
+        self.refcount += 1
+        if self.usage_count < BM_MAX_USAGE_COUNT:
+            self.usage_count += 1
+
+
+class ClockSweep:
+    """The free list and the clock hand over a fixed array of descriptors."""
+
+    def __init__(self, descs: list[BufferDesc]) -> None:
+        self.descs = descs
+        self.hand = 0
+        self.free: deque[BufferDesc] = deque(descs)
+
+    def release_to_freelist(self, desc: BufferDesc) -> None:
+        """A buffer holding no page (never used, read failed, relation dropped)."""
+        self.free.append(desc)
+
+    def victim(self) -> BufferDesc | None:
+        """An unpinned, idle buffer to reuse (clean or dirty), or None when there is none."""
+        while self.free:
+            desc = self.free.popleft()
+            # A free-listed buffer may have been claimed again by a lookup since; skip it then.
+            if desc.rel is None and desc.reusable:
+                return desc
+        descs = self.descs
+        n = len(descs)
+        trycounter = n
+        while True:
+            desc = descs[self.hand]
+            self.hand += 1
+            if self.hand == n:
+                self.hand = 0
+            if desc.reusable:
+                if desc.usage_count == 0:
+                    return desc
+                desc.usage_count -= 1
+                trycounter = n
+            else:
+                trycounter -= 1
+                if trycounter == 0:
+                    return None
+
+    def dirty_ahead(self, limit: int) -> Iterator[BufferDesc]:
+        """Dirty buffers the hand will reach soon and could reuse at once if they were
+        clean (unpinned, idle, usage count zero): what to write back in one batch.
+        Looks at most one lap ahead, never moving the hand or touching usage counts."""
+        descs = self.descs
+        n = len(descs)
+        found = 0
+        for i in range(n):
+            desc = descs[(self.hand + i) % n]
+            if desc.dirty and desc.usage_count == 0 and desc.reusable:
+                yield desc
+                found += 1
+                if found == limit:
+                    return

@@ -1,0 +1,431 @@
+"""The buffer pool and read streams on every loop x every driver."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from aiopg_io.buffers import (
+    BlockOutOfRangeError,
+    BufferPool,
+    NoUnpinnedBuffersError,
+    Page,
+    RelationSizeError,
+)
+from aiopg_io.errors import AiopgIOError, ClosedError
+from aiopg_io.testing import Fault, FaultInjector
+from tests.conftest import open_fds
+
+pytestmark = pytest.mark.anyio
+
+PS = 4096
+
+
+def page_bytes(blockno: int, ps: int = PS) -> bytes:
+    """A page that says which block it is, in every byte (never zero)."""
+    return bytes([blockno % 251 + 1]) * ps
+
+
+def make_relation(path: Path, nblocks: int, ps: int = PS) -> Path:
+    path.write_bytes(b"".join(page_bytes(b, ps) for b in range(nblocks)))
+    return path
+
+
+async def test_read_modify_flush_reopen(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 8)
+    fds = open_fds()
+    async with BufferPool(4, PS, direct=True, driver=driver) as pool:
+        rel = await pool.open(path)
+        assert rel.nblocks == 8
+        for b in range(8):
+            with await pool.read_page(rel, b) as page:
+                assert page.blockno == b
+                assert bytes(page.data) == page_bytes(b)
+                if b % 2:
+                    page.data[:5] = b"dirty"
+                    page.mark_dirty()
+        await pool.flush()
+        on_disk = path.read_bytes()
+        for b in range(8):
+            want = b"dirty" + page_bytes(b)[5:] if b % 2 else page_bytes(b)
+            assert on_disk[b * PS : (b + 1) * PS] == want
+        stats = pool.statistics()
+        assert stats.syncs == 1 and stats.dirty == 0 and stats.pinned == 0
+        assert stats.evictions >= 4 and stats.writebacks >= 1
+        await pool.close_relation(rel)
+        rel = await pool.open(path)
+        with await pool.read_page(rel, 3) as page:
+            assert bytes(page.data[:5]) == b"dirty"
+    assert open_fds() == fds
+
+
+async def test_open_same_file_twice_gives_one_relation_and_create(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 2)
+    async with BufferPool(4, PS, driver=driver) as pool:
+        assert await pool.open(path) is await pool.open(str(path))
+        with pytest.raises(FileNotFoundError):
+            await pool.open(data_dir / "missing")
+        new = await pool.open(data_dir / "new", create=True)
+        assert new.nblocks == 0
+        assert await pool.extend(new, 3) == 0
+        with await pool.read_page(new, 2) as page:
+            assert bytes(page.data) == bytes(PS)
+    assert (data_dir / "new").stat().st_size == 3 * PS
+
+
+async def test_file_not_whole_pages_is_refused(data_dir: Path, driver: str) -> None:
+    path = data_dir / "odd"
+    path.write_bytes(b"x" * (PS * 2 + 100))
+    fds = open_fds()
+    async with BufferPool(4, PS, driver=driver) as pool:
+        with pytest.raises(RelationSizeError, match=r"8292 bytes, not a whole number of 4096-byte pages"):
+            await pool.open(path)
+    assert issubclass(RelationSizeError, AiopgIOError) and issubclass(RelationSizeError, ValueError)
+    assert open_fds() == fds
+
+
+async def test_block_past_end_is_a_clear_error(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 4)
+    async with BufferPool(4, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        with pytest.raises(BlockOutOfRangeError, match=r"block 4 is past the end of .* which has 4 blocks"):
+            await pool.read_page(rel, 4)
+        with pytest.raises(BlockOutOfRangeError, match=r"block -1 .* never negative"):
+            await pool.read_page(rel, -1)
+        # A stream delivers the pages before the bad block, then raises, in order.
+        got = []
+        with pytest.raises(BlockOutOfRangeError, match=r"block 9 is past the end"):
+            async for page in pool.read_stream(rel, [0, 1, 2, 9, 3]):
+                with page:
+                    got.append(page.blockno)
+        assert got == [0, 1, 2]
+        assert pool.statistics().pinned == 0
+
+
+async def test_no_stale_bytes_after_a_failed_read_or_extend(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 3)
+    injector = FaultInjector(Fault(kind="reads", path="rel", nth=2, errno=errno.EIO), driver=driver)
+    async with BufferPool(1, PS, driver=injector) as pool:
+        rel = await pool.open(path)
+        with await pool.read_page(rel, 0) as page:
+            assert bytes(page.data) == page_bytes(0)
+            kept = page
+        with pytest.raises(ClosedError, match="was released"):
+            kept.data  # noqa: B018
+        with pytest.raises(OSError, match="Input/output error"):
+            await pool.read_page(rel, 1)  # the one buffer held block 0 a moment ago
+        assert bytes(pool._arena) == bytes(PS)  # nothing of block 0 left behind
+        with await pool.read_page(rel, 1) as page:  # the pool retries with a fresh read
+            assert bytes(page.data) == page_bytes(1)
+        first = await pool.extend(rel, 2)
+        with await pool.read_page(rel, first + 1) as page:
+            assert bytes(page.data) == bytes(PS)
+
+
+async def test_short_read_of_a_file_cut_outside_the_pool(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 3)
+    async with BufferPool(1, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        with await pool.read_page(rel, 0):
+            pass
+        os.truncate(path, PS)
+        with pytest.raises(
+            BlockOutOfRangeError,
+            match=r"the file is 4096 bytes now, shorter than the 3 blocks the pool knows of",
+        ):
+            await pool.read_page(rel, 2)
+        assert bytes(pool._arena) == bytes(PS)
+
+
+async def test_two_tasks_one_absent_block_one_read(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 4)
+    injector = FaultInjector(Fault(kind="reads", path="rel", delay=0.05), driver=driver)
+    async with BufferPool(4, PS, driver=injector) as pool:
+        rel = await pool.open(path)
+        seen: list[bytes] = []
+
+        async def reader() -> None:
+            with await pool.read_page(rel, 2) as page:
+                seen.append(bytes(page.data))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            tg.start_soon(reader)
+        stats = pool.statistics()
+        assert seen == [page_bytes(2)] * 2
+        assert (stats.reads, stats.misses, stats.hits) == (1, 1, 1)
+
+
+async def test_every_buffer_pinned_raises_instead_of_hanging(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 8)
+    async with BufferPool(3, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        pages = [await pool.read_page(rel, b) for b in range(3)]
+        with pytest.raises(
+            NoUnpinnedBuffersError, match=r"no unpinned buffers available: 3 of the pool's 3 buffers"
+        ):
+            await pool.read_page(rel, 5)
+        assert issubclass(NoUnpinnedBuffersError, RuntimeError)
+        # A hit needs no buffer.
+        with await pool.read_page(rel, 1) as again:
+            assert bytes(again.data) == page_bytes(1)
+        pages[0].release()
+        with await pool.read_page(rel, 5) as page:
+            assert bytes(page.data) == page_bytes(5)
+        for p in pages:
+            p.release()
+
+
+async def test_two_tasks_that_pin_everything_do_not_hang(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 8)
+    async with BufferPool(4, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        outcomes: list[str] = []
+
+        async def greedy(blocks: list[int], hold: anyio.Event, go: anyio.Event) -> None:
+            pages = [await pool.read_page(rel, b) for b in blocks]
+            hold.set()
+            await go.wait()
+            try:
+                with await pool.read_page(rel, blocks[0] + 4):
+                    outcomes.append("read")
+            except NoUnpinnedBuffersError:
+                outcomes.append("error")
+            finally:
+                for p in pages:
+                    p.release()
+
+        a, b, go = anyio.Event(), anyio.Event(), anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(greedy, [0, 1], a, go)
+            tg.start_soon(greedy, [2, 3], b, go)
+            await a.wait()
+            await b.wait()
+            go.set()
+        # One of them must fail (waiting could not help), the other then gets its buffer.
+        assert sorted(outcomes) == ["error", "read"]
+
+
+async def test_many_tasks_on_few_buffers(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 24)
+    async with BufferPool(3, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+
+        async def worker(k: int) -> None:
+            for i in range(12):
+                b = (k * 7 + i * 5) % 24
+                with await pool.read_page(rel, b) as page:
+                    assert page.data[0] == page_bytes(b)[0]
+                    await anyio.sleep(0)
+                    assert bytes(page.data) == page_bytes(b)
+
+        async with anyio.create_task_group() as tg:
+            for k in range(10):
+                tg.start_soon(worker, k)
+        stats = pool.statistics()
+        assert stats.pinned == 0 and stats.hits + stats.misses == 120
+        pool._check_invariants()
+
+
+async def test_dirty_victims_are_written_back_in_batches(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 16)
+    async with BufferPool(8, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        for b in range(8):
+            with await pool.read_page(rel, b) as page:
+                page.data[:4] = b"%04d" % b
+                page.mark_dirty()
+        with await pool.read_page(rel, 8):  # needs a victim: all eight are dirty
+            pass
+        stats = pool.statistics()
+        assert stats.writebacks == 8 and stats.writes == 1  # one batch, one combined write
+        assert stats.syncs == 0  # write-back does not sync; the checkpoint does
+        data = path.read_bytes()
+        assert [data[b * PS : b * PS + 4] for b in range(8)] == [b"%04d" % b for b in range(8)]
+        await pool.flush()
+        assert pool.statistics().syncs == 1
+
+
+async def test_page_changed_during_a_write_stays_dirty(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 2)
+    injector = FaultInjector(Fault(kind="writes", path="rel", delay=0.05), driver=driver)
+    async with BufferPool(2, PS, driver=injector) as pool:
+        rel = await pool.open(path)
+        page = await pool.read_page(rel, 0)
+        page.data[:3] = b"one"
+        page.mark_dirty()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pool.flush)
+            await anyio.sleep(0.01)  # the write is in flight now
+            page.data[:3] = b"two"
+            page.mark_dirty()
+        assert pool.statistics().dirty == 1
+        page.release()
+        await pool.flush()
+        assert path.read_bytes()[:3] == b"two"
+
+
+async def test_read_stream_ramps_on_misses_and_decays_on_hits(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 64)
+    async with BufferPool(96, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        for b in range(32, 64):  # the second half is cached
+            with await pool.read_page(rel, b):
+                pass
+        distances = []
+        async with pool.read_stream(rel, range(64), max_ios=4, io_combine_limit=4) as stream:
+            assert stream.max_pinned == 16
+            async for page in stream:
+                with page:
+                    assert bytes(page.data) == page_bytes(page.blockno)
+                    distances.append(pool.statistics().look_ahead_distance)
+        ramp = distances[:32]
+        assert max(ramp) == 16
+        assert all(d in (1, 2, 4, 8, 16) for d in ramp[:8])
+        assert ramp[: ramp.index(16) + 1] == sorted(ramp[: ramp.index(16) + 1])  # only grows while missing
+        assert distances[-1] == 1  # decays one per hit
+        decay = distances[32:]
+        assert all(b <= a for a, b in itertools.pairwise(decay))
+        stats = pool.statistics()
+        assert (stats.hits, stats.misses, stats.blocks_read) == (32, 64, 64)
+        assert (stats.blocks_read - 32) / (stats.reads - 32) > 2  # the stream's reads were combined
+        assert stats.pinned == 0
+
+
+async def test_read_stream_combines_and_splits_around_a_hit(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 40)
+    async with BufferPool(64, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        with await pool.read_page(rel, 20):
+            pass
+        before = pool.statistics()
+        got = []
+        async for page in pool.read_stream(rel, range(40), max_ios=8, io_combine_limit=8):
+            with page:
+                assert bytes(page.data) == page_bytes(page.blockno)
+                got.append(page.blockno)
+        assert got == list(range(40))
+        stats = pool.statistics()
+        assert stats.blocks_read - before.blocks_read == 39  # block 20 was not read again
+        assert stats.hits - before.hits == 1
+        reads = stats.reads - before.reads
+        assert reads < 39 / 2  # combined (a ramp of 1, 2, 4, then runs of 8)
+
+
+async def test_read_stream_combine_limit_one_and_async_blocks(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 20)
+    order = [5, 6, 7, 7, 0, 19, 3, 4, 5]
+
+    async def blocks() -> AsyncIterator[int]:
+        for b in order:
+            await anyio.sleep(0)
+            yield b
+
+    async with BufferPool(8, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        got = []
+        async for page in pool.read_stream(rel, blocks(), io_combine_limit=1):
+            with page:
+                assert bytes(page.data) == page_bytes(page.blockno)
+                got.append(page.blockno)
+        assert got == order
+        stats = pool.statistics()
+        assert stats.blocks_per_read == 1.0
+
+
+async def test_read_stream_releases_pins_as_the_consumer_moves(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 64)
+    async with BufferPool(32, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        stream = pool.read_stream(rel, range(64), max_ios=4, io_combine_limit=4)
+        assert stream.max_pinned == 16  # a fair share: half of the pool, then max_ios x combine
+        previous: Page | None = None
+        async for page in stream:  # no `with`: taking the next page unpins this one
+            if previous is not None:
+                assert previous.released
+            assert pool.statistics().pinned <= stream.max_pinned + 1
+            previous = page
+            if page.blockno == 40:
+                break
+        assert pool.statistics().pinned > 1
+        await stream.aclose()
+        assert previous is not None and previous.released
+        assert pool.statistics().pinned == 0
+
+
+async def test_small_pool_stream_never_errors(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 30)
+    async with BufferPool(2, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        async for page in pool.read_stream(rel, range(30)):
+            with page:
+                assert bytes(page.data) == page_bytes(page.blockno)
+                page.data[0] = 0
+                page.mark_dirty()
+        await pool.flush()
+        assert pool.statistics().evictions >= 28
+    data = path.read_bytes()
+    assert all(data[b * PS] == 0 and data[b * PS + 1 : (b + 1) * PS] == page_bytes(b)[1:] for b in range(30))
+
+
+async def test_closed_pool_and_relation(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 2)
+    pool = BufferPool(2, PS, driver=driver)
+    with pytest.raises(RuntimeError, match="enter the pool first"):
+        await pool.open(path)
+    async with pool:
+        rel = await pool.open(path)
+        page = await pool.read_page(rel, 0)
+        with pytest.raises(RuntimeError, match="still has 1 pinned pages"):
+            await pool.close_relation(rel)
+        page.release()
+        await rel.aclose()
+        with pytest.raises(ClosedError, match="is closed"):
+            await pool.read_page(rel, 0)
+    with pytest.raises(ClosedError, match="the buffer pool is closed"):
+        await pool.open(path)
+
+
+async def test_cancelled_reads_leave_the_pool_consistent(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 16)
+    injector = FaultInjector(Fault(kind="reads", path="rel", delay=0.05, times=None), driver=driver)
+    async with BufferPool(8, PS, driver=injector) as pool:
+        rel = await pool.open(path)
+        with anyio.move_on_after(0.01) as scope:
+            await pool.read_page(rel, 3)
+        assert scope.cancelled_caught
+        with anyio.move_on_after(0.01) as scope:
+            async for page in pool.read_stream(rel, range(16)):
+                page.release()
+        assert scope.cancelled_caught
+        pool._check_invariants()
+        assert pool.statistics().pinned == 0
+        with await pool.read_page(rel, 3) as page:
+            assert bytes(page.data) == page_bytes(3)
+        async for page in pool.read_stream(rel, range(16)):
+            with page:
+                assert bytes(page.data) == page_bytes(page.blockno)
+        pool._check_invariants()
+
+
+async def test_a_failed_sync_is_never_retried(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 2)
+    injector = FaultInjector(Fault(kind="fdatasync", path="rel", errno=errno.EIO), driver=driver)
+    fds = open_fds()
+    with pytest.raises(OSError, match=r"an earlier fdatasync of .* failed .* takes no more checkpoints"):
+        async with BufferPool(4, PS, driver=injector) as pool:
+            rel = await pool.open(path)
+            with await pool.read_page(rel, 0) as page:
+                page.data[0] = 0
+                page.mark_dirty()
+            with pytest.raises(OSError, match="Input/output error"):
+                await pool.flush()
+            with pytest.raises(OSError, match=r"an earlier fdatasync of .* failed"):
+                await pool.flush()  # a retry could succeed without the lost pages: refused
+    assert open_fds() == fds
