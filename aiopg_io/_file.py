@@ -48,6 +48,8 @@ _LINE = b"\n"
 
 
 def _as_int(value: object, what: str) -> int:
+    if type(value) is int:  # the common case; a Protocol isinstance check costs microseconds
+        return value
     if isinstance(value, bool) or not isinstance(value, SupportsIndex):
         raise TypeError(f"{what} must be an integer, not {type(value).__name__}")
     return operator.index(value)
@@ -305,13 +307,17 @@ class AsyncFile:
 
     async def fsync(self) -> None:
         """Flush buffered writes, then make data and metadata durable (fsync(2))."""
-        await self.flush()
-        await self._submit(Op(OpKind.FSYNC, self._fd, path=self._path))
+        await self._sync(OpKind.FSYNC)
 
     async def fdatasync(self) -> None:
         """Flush buffered writes, then make data durable (fdatasync(2))."""
-        await self.flush()
-        await self._submit(Op(OpKind.FDATASYNC, self._fd, path=self._path))
+        await self._sync(OpKind.FDATASYNC)
+
+    async def _sync(self, kind: OpKind) -> None:
+        self._check_open()
+        if self._wbuf:  # positional-only users (the WAL) never pay for the cursor lock
+            await self.flush()
+        await self._submit(Op(kind, self._fd, path=self._path))
 
     async def fallocate(self, offset: int, length: int, mode: int = 0) -> None:
         """Reserve ``length`` bytes at ``offset`` (mode 0 extends the file as needed)."""
