@@ -7,11 +7,14 @@ pool, or inline. See the README and docs/ for the guide.
 
 from __future__ import annotations
 
+from . import buffers as buffers
+from . import wal as wal
 from ._direct import Alignment as Alignment
 from ._direct import aligned_buffer as aligned_buffer
 from ._direct import dio_alignment as dio_alignment
 from ._file import AsyncFile as AsyncFile
 from ._open import open as open
+from ._text import AsyncTextFile as AsyncTextFile
 from .errors import AiopgIOError as AiopgIOError
 from .errors import AlignmentError as AlignmentError
 from .errors import ClosedError as ClosedError
@@ -26,11 +29,14 @@ __all__ = [
     "Alignment",
     "AlignmentError",
     "AsyncFile",
+    "AsyncTextFile",
     "ClosedError",
     "DirectIOUnsupportedError",
     "DriverUnavailableError",
     "InvalidOffsetError",
     "aligned_buffer",
+    "buffers",
     "dio_alignment",
     "open",
+    "wal",
 ]

@@ -20,7 +20,6 @@ What it does, in PostgreSQL's terms:
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections import deque
 
@@ -28,6 +27,7 @@ import anyio
 
 from ._glue import Glue, current_glue
 from .drivers import DriverFactory, resolve
+from .drivers._fork import generation as fork_generation
 from .drivers.base import Op, OpState
 
 __all__ = ["IOContext", "get_context", "live_contexts"]
@@ -53,7 +53,7 @@ class IOContext:
         self._in_flight = 0  # staged + owned by the driver
         self._slot_waiters: deque[anyio.Event] = deque()
         self._users = 0
-        self._pid = os.getpid()
+        self._fork_generation = fork_generation()
         self.closed = False
         self.completion_fd = self.driver.fileno()
         if self.completion_fd is not None:
@@ -119,7 +119,7 @@ class IOContext:
         """Perform ``op``; return its result or raise its error. See the module docstring."""
         if self.closed:
             raise RuntimeError("the IOContext is closed (its last file was closed)")
-        if self._pid != os.getpid():
+        if self._fork_generation != fork_generation():
             raise RuntimeError(
                 "this IOContext belongs to the parent process; after fork, open files anew in the child"
             )

@@ -81,7 +81,7 @@ def test_bench_rejects_bad_arguments(tmp_path: Path) -> None:
 @pytest.mark.parametrize("contender", ["aiofiles", "to_thread"])
 def test_reference_contenders(tmp_path: Path, contender: str) -> None:
     out = run(
-        "bench", "--size", "1m", "--runtime", "0.05", "--ramp_time", "0", "--driver", f"worker,{contender}",
+        "bench", "--size", "1m", "--runtime", "0.2", "--ramp_time", "0.1", "--driver", f"worker,{contender}",
         cwd=tmp_path,
     ).stdout
     assert contender in out

@@ -47,9 +47,10 @@ def _render(results: list[JobResult]) -> str:
     for r in results:
         key = (r.job.iodepth, r.job.loop)
         base = first.setdefault(key, r.iops)
+        ratio = f"{r.iops / base:>7.2f}x" if base else f"{'-':>8}"  # a run too short for one op
         lines.append(
             f"  {r.driver:<10}{r.job.loop:<9}{r.job.iodepth:>9}{r.iops:>11,.0f}{r.mib_per_s:>10.1f}"
-            f"{r.lat_p50_us:>9.1f}{r.lat_p99_us:>9.1f}{r.iops / base:>7.2f}x"
+            f"{r.lat_p50_us:>9.1f}{r.lat_p99_us:>9.1f}{ratio}"
         )
     return "\n".join(lines)
 

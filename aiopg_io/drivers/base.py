@@ -61,6 +61,10 @@ class OpKind(enum.Enum):
     FTRUNCATE = "ftruncate"  # length is the new size
     NOP = "nop"  # completes with 0; used by probes and tests
 
+    # Members are singletons, so identity hashing is right, and it runs in C where
+    # Enum.__hash__ runs Python code: ops test their kind against sets on every op.
+    __hash__ = object.__hash__
+
 
 READ_KINDS = frozenset({OpKind.READ, OpKind.READV})
 WRITE_KINDS = frozenset({OpKind.WRITE, OpKind.WRITEV})
@@ -75,6 +79,8 @@ class OpState(enum.Enum):
     SUBMITTED = "submitted"  # the driver owns it (queued, in a thread, or in the kernel)
     COMPLETED = "completed"  # result or error is set; the driver still lists it for reap
     REAPED = "reaped"  # returned by reap(); the driver no longer touches fd or buffers
+
+    __hash__ = object.__hash__  # see OpKind
 
 
 _TRANSITIONS = {

@@ -1,0 +1,29 @@
+"""A write-ahead log with group commit, recovery and a streaming reader (PostgreSQL's WAL).
+
+See :mod:`aiopg_io.wal._wal` for how it works and :mod:`aiopg_io.wal._format` for the
+on-disk format.
+"""
+
+from __future__ import annotations
+
+from ._format import PAGE_SIZE as PAGE_SIZE
+from ._wal import WAL as WAL
+from ._wal import SyncMethod as SyncMethod
+from ._wal import WALStatistics as WALStatistics
+from .errors import NotAWALError as NotAWALError
+from .errors import WALCorruptError as WALCorruptError
+from .errors import WALError as WALError
+from .errors import WALLockedError as WALLockedError
+from .errors import WALPoisonedError as WALPoisonedError
+
+__all__ = [
+    "PAGE_SIZE",
+    "WAL",
+    "NotAWALError",
+    "SyncMethod",
+    "WALCorruptError",
+    "WALError",
+    "WALLockedError",
+    "WALPoisonedError",
+    "WALStatistics",
+]

@@ -1,0 +1,195 @@
+"""The WAL's on-disk format and decoder, on bytes alone (no files, no event loop)."""
+
+from __future__ import annotations
+
+import zlib
+
+from aiopg_io.wal._format import (
+    LONG_PAGE_HEADER_SIZE,
+    PAGE_HEADER_SIZE,
+    PAGE_SIZE,
+    RECORD_HEADER_SIZE,
+    XLP_FIRST_IS_CONTRECORD,
+    XLP_LONG_HEADER,
+    Decoder,
+    align_up,
+    pack_page_header,
+    pack_record_header,
+    parse_page_header,
+    segment_name,
+    segment_number,
+)
+
+SEG = 4 * PAGE_SIZE
+SYSID = 0x1234_5678_9ABC
+
+
+def build(
+    records: list[bytes], *, epoch: int = 1, pages: int = 8, start_prev: int = 0
+) -> tuple[bytearray, list[int]]:
+    """A log image from LSN 0, written the way the WAL lays it out (an independent encoder)."""
+    image = bytearray(pages * PAGE_SIZE)
+    pos = 0
+    prev = start_prev
+    lsns = []
+
+    def put(data: bytes, remaining: int) -> int:
+        nonlocal pos
+        i = 0
+        while i < len(data):
+            if pos % PAGE_SIZE == 0:
+                hdr = pack_page_header(pos, segment_size=SEG, epoch=epoch, rem_len=remaining, sysid=SYSID)
+                image[pos : pos + len(hdr)] = hdr
+                pos += len(hdr)
+            n = min(len(data) - i, PAGE_SIZE - pos % PAGE_SIZE)
+            image[pos : pos + n] = data[i : i + n]
+            pos += n
+            i += n
+            remaining -= n
+        return remaining
+
+    for payload in records:
+        if pos % PAGE_SIZE == 0:
+            hdr = pack_page_header(pos, segment_size=SEG, epoch=epoch, rem_len=0, sysid=SYSID)
+            image[pos : pos + len(hdr)] = hdr
+            pos += len(hdr)
+        lsns.append(pos)
+        head = pack_record_header(payload, epoch=epoch, prev=prev)
+        rest = put(head, RECORD_HEADER_SIZE + len(payload))
+        put(payload, rest)
+        prev = lsns[-1]
+        pos = align_up(pos, 8)
+    return image, lsns
+
+
+def decode(image: bytes | bytearray, **kw: object) -> tuple[list[tuple[int, bytes]], Decoder]:
+    args: dict[object, object] = {"segment_size": SEG, "start": 0, "prev": 0}
+    args.update(kw)
+    d = Decoder(**args)  # type: ignore[arg-type]
+    out = []
+    mv = memoryview(bytes(image))
+    for page in range(0, len(image), PAGE_SIZE):
+        out += d.feed(page, mv[page : page + PAGE_SIZE])
+        if d.done:
+            break
+    d.finish("out of pages")
+    return out, d
+
+
+def test_header_sizes_match_postgresql_layout() -> None:
+    assert (PAGE_HEADER_SIZE, LONG_PAGE_HEADER_SIZE, RECORD_HEADER_SIZE) == (24, 40, 24)
+    long = parse_page_header(pack_page_header(0, segment_size=SEG, epoch=3, rem_len=0, sysid=SYSID))
+    assert long is not None and long.info & XLP_LONG_HEADER and long.sysid == SYSID and long.seg_size == SEG
+    short = parse_page_header(pack_page_header(PAGE_SIZE, segment_size=SEG, epoch=3, rem_len=77, sysid=SYSID))
+    assert short is not None and short.info == XLP_FIRST_IS_CONTRECORD and short.rem_len == 77
+    assert short.pageaddr == PAGE_SIZE and short.epoch == 3
+    assert parse_page_header(bytes(PAGE_SIZE)) is None
+
+
+def test_record_crc_is_zlib_crc32_over_payload_then_header() -> None:
+    head = pack_record_header(b"abc", epoch=1, prev=40)
+    assert int.from_bytes(head[20:24], "little") == zlib.crc32(head[:20], zlib.crc32(b"abc"))
+
+
+def test_segment_names() -> None:
+    assert segment_name(0x1F) == "000000000000001F"
+    assert segment_number("000000000000001F") == 0x1F
+    assert segment_number("000000000000001f") is None
+    assert segment_number("wal.lock") is None
+
+
+def test_round_trip_small_empty_and_spanning_records() -> None:
+    records = [b"", b"a", b"x" * 100, b"y" * (PAGE_SIZE * 2 + 5), b"", b"z" * (SEG + 17), b"end"]
+    image, lsns = build(records, pages=16)
+    got, d = decode(image)
+    assert got == list(zip(lsns, records, strict=True))
+    assert d.end_reason == "end of WAL (zeros)"
+    assert d.last_lsn == lsns[-1]
+    assert d.end_lsn == align_up(lsns[-1] + RECORD_HEADER_SIZE + 3, 8)
+
+
+def test_crc_mismatch_ends_the_log_at_that_record() -> None:
+    records = [b"one" * 10, b"two" * 10, b"three" * 10]
+    image, lsns = build(records)
+    image[lsns[1] + RECORD_HEADER_SIZE + 2] ^= 0xFF
+    got, d = decode(image)
+    assert got == [(lsns[0], records[0])]
+    assert d.end_lsn == lsns[1]
+    assert "CRC mismatch" in d.end_reason
+
+
+def test_wrong_prev_link_is_refused() -> None:
+    image, lsns = build([b"a" * 50, b"b" * 50])
+    _, d = decode(image, prev=999)
+    assert d.end_lsn == lsns[0] and "prev-link" in d.end_reason
+
+
+def test_bad_length_is_refused() -> None:
+    image, lsns = build([b"a" * 50, b"b" * 50])
+    image[lsns[1] : lsns[1] + 4] = (5).to_bytes(4, "little")
+    got, d = decode(image)
+    assert len(got) == 1 and d.end_lsn == lsns[1] and "invalid length 5" in d.end_reason
+
+
+def test_torn_continuation_page_cuts_the_spanning_record() -> None:
+    records = [b"a" * 10, b"b" * (PAGE_SIZE + 100)]
+    image, lsns = build(records)
+    image[PAGE_SIZE : PAGE_SIZE + 2] = b"\0\0"  # the next page's magic: never written
+    got, d = decode(image)
+    assert got == [(lsns[0], records[0])]
+    assert d.end_lsn == lsns[1] and "bad magic" in d.end_reason
+
+
+def test_stale_page_address_is_refused() -> None:
+    image, lsns = build([b"a" * (PAGE_SIZE - 100), b"b" * 200])
+    stale = pack_page_header(PAGE_SIZE * 9, segment_size=SEG, epoch=1, rem_len=0, sysid=SYSID)
+    image[PAGE_SIZE : PAGE_SIZE + len(stale)] = stale
+    got, d = decode(image)
+    assert [lsn for lsn, _ in got] == [lsns[0]]
+    assert "stale or recycled" in d.end_reason
+
+
+def test_other_system_id_is_refused() -> None:
+    image, _ = build([b"a"])
+    _, d = decode(image, sysid=SYSID + 1)
+    assert d.end_lsn == 0 and "system id" in d.end_reason
+
+
+def test_a_record_of_an_older_epoch_after_a_newer_one_is_stale() -> None:
+    # Epoch 1 wrote A, B, C; the run of epoch 2 rewrote B at the same place (same size):
+    # C's prev-link still matches, only its epoch tells it is stale.
+    image, lsns = build([b"A" * 40, b"B" * 40, b"C" * 40])
+    b2 = pack_record_header(b"b" * 40, epoch=2, prev=lsns[0])
+    image[lsns[1] : lsns[1] + RECORD_HEADER_SIZE] = b2
+    image[lsns[1] + RECORD_HEADER_SIZE : lsns[1] + RECORD_HEADER_SIZE + 40] = b"b" * 40
+    got, d = decode(image)
+    assert got == [(lsns[0], b"A" * 40), (lsns[1], b"b" * 40)]
+    assert d.end_lsn == lsns[2] and "epoch 1 is older" in d.end_reason
+
+
+def test_resync_skips_the_continuation_at_a_segment_start() -> None:
+    records = [b"a" * 10, b"b" * (SEG + 3000), b"c" * 20, b"d" * 30]
+    image, lsns = build(records, pages=12)
+    d = Decoder(segment_size=SEG, start=SEG, resync=True)
+    out = []
+    mv = memoryview(bytes(image))
+    for page in range(SEG, len(image), PAGE_SIZE):
+        out += d.feed(page, mv[page : page + PAGE_SIZE])
+        if d.done:
+            break
+    assert out == [(lsns[2], records[2]), (lsns[3], records[3])]
+
+
+def test_decoder_started_mid_log_without_prev_check() -> None:
+    records = [b"r%d" % i * 20 for i in range(30)]
+    image, lsns = build(records)
+    start = lsns[7]
+    d = Decoder(segment_size=SEG, start=start)
+    out = []
+    mv = memoryview(bytes(image))
+    first = start - start % PAGE_SIZE
+    for page in range(first, len(image), PAGE_SIZE):
+        out += d.feed(page, mv[page : page + PAGE_SIZE])
+        if d.done:
+            break
+    assert out == list(zip(lsns[7:], records[7:], strict=True))

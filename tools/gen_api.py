@@ -1,0 +1,103 @@
+"""Write docs/api.md from the docstrings of the public API.
+
+    python tools/gen_api.py            # rewrite docs/api.md
+    python tools/gen_api.py --check    # exit 1 if docs/api.md is out of date (the tests do this)
+
+Public means: listed in a public module's ``__all__``. Classes show their public methods
+and properties; everything shows its signature and its docstring as written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import sys
+from pathlib import Path
+
+MODULES = [
+    "aiopg_io",
+    "aiopg_io.errors",
+    "aiopg_io.drivers",
+    "aiopg_io.testing",
+    "aiopg_io.wal",
+    "aiopg_io.buffers",
+]
+OUT = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+
+
+def _doc(obj: object) -> str:
+    doc = inspect.getdoc(obj)
+    return doc.strip() if doc else "*(no docstring)*"
+
+
+def _sig(obj: object) -> str:
+    try:
+        return str(inspect.signature(obj))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "(...)"
+
+
+def _indent(text: str) -> str:
+    return "\n".join(("> " + line) if line else ">" for line in text.splitlines())
+
+
+def _class(name: str, cls: type) -> list[str]:
+    out = [f"### class `{name}{_sig(cls)}`", "", _doc(cls), ""]
+    for attr, value in sorted(vars(cls).items()):
+        if attr.startswith("_") and attr not in ("__aenter__", "__aiter__"):
+            continue
+        if isinstance(value, property):
+            summary = f": {_doc(value).splitlines()[0]}" if value.__doc__ else ""
+            out += [f"- **`{attr}`** (property){summary}"]
+        elif inspect.isfunction(value) or isinstance(value, (classmethod, staticmethod)):
+            fn = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
+            prefix = "async " if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn) else ""
+            out += [f"- **`{prefix}{attr}{_sig(fn)}`**", ""]
+            if fn.__doc__:
+                out += [_indent(_doc(fn)), ""]
+    out.append("")
+    return out
+
+
+def render() -> str:
+    lines = [
+        "# API reference",
+        "",
+        "Generated from the docstrings by `python tools/gen_api.py`; do not edit by hand.",
+        "",
+    ]
+    for modname in MODULES:
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError:
+            continue
+        lines += [f"## `{modname}`", "", _doc(mod), ""]
+        for name in getattr(mod, "__all__", []):
+            obj = getattr(mod, name)
+            if inspect.isclass(obj):
+                lines += _class(name, obj)
+            elif callable(obj):
+                prefix = "async " if inspect.iscoroutinefunction(obj) else ""
+                lines += [f"### `{prefix}{name}{_sig(obj)}`", "", _doc(obj), ""]
+            else:
+                lines += [f"### `{name}` = `{obj!r}`", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true")
+    a = p.parse_args()
+    text = render()
+    if a.check:
+        if not OUT.exists() or OUT.read_text() != text:
+            print(f"{OUT} is out of date: run python tools/gen_api.py", file=sys.stderr)
+            return 1
+        return 0
+    OUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
