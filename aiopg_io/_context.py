@@ -28,7 +28,7 @@ import anyio
 from ._glue import Glue, current_glue
 from .drivers import DriverFactory, resolve
 from .drivers._fork import generation as fork_generation
-from .drivers.base import Op, OpState
+from .drivers.base import DriverStatistics, Op, OpState
 
 __all__ = ["IOContext", "get_context", "live_contexts"]
 
@@ -48,6 +48,7 @@ class IOContext:
         caps = self.driver.capabilities
         self.max_in_flight = caps.max_in_flight
         self._asynchronous = caps.asynchronous
+        self._try_inline = self.driver.try_inline if caps.inline else None
         self._staged: list[Op] = []
         self._flush_pending = False
         self._in_flight = 0  # staged + owned by the driver
@@ -123,14 +124,21 @@ class IOContext:
             raise RuntimeError(
                 "this IOContext belongs to the parent process; after fork, open files anew in the child"
             )
-        while self._in_flight >= self.max_in_flight:
-            await self._wait_slot()
-        self._in_flight += 1
-        self._staged.append(op)
-        if not self._flush_pending:
-            self._flush_pending = True
-            self.glue.call_soon(self._flush)
-        await self.glue.wait(self, op)
+        try_inline = self._try_inline
+        if try_inline is not None and try_inline(op):
+            # Done without parking (a read the page cache held): no submission, no wake-up,
+            # but still a schedule point, as every I/O call is, so a task reading cached
+            # pages in a loop neither starves the others nor misses its cancellation.
+            await self.glue.checkpoint()
+        else:
+            while self._in_flight >= self.max_in_flight:
+                await self._wait_slot()
+            self._in_flight += 1
+            self._staged.append(op)
+            if not self._flush_pending:
+                self._flush_pending = True
+                self.glue.call_soon(self._flush)
+            await self.glue.wait(self, op)
         if op.error is not None:
             raise op.error
         assert op.result is not None
@@ -200,7 +208,7 @@ class IOContext:
         self.driver.cancel(op)
         return False
 
-    def statistics(self) -> object:
+    def statistics(self) -> DriverStatistics:
         return self.driver.statistics()
 
 

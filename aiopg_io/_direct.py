@@ -6,8 +6,9 @@ Facts relied on:
   all be aligned"; the required alignment depends on the filesystem and device. Since
   Linux 6.1, statx(2) reports it: ``STATX_DIOALIGN`` (0x2000) fills ``stx_dio_mem_align``
   (buffer address) and ``stx_dio_offset_align`` (offset and length); both 0 means the file
-  does not support direct I/O. Older kernels do not set the bit in ``stx_mask``: then 4096,
-  PostgreSQL's ``PG_IO_ALIGN_SIZE``, is safe on every common device.
+  does not support direct I/O. Older kernels, and filesystems that do not implement it
+  (tmpfs, checked on Linux 6.18), leave the bit out of ``stx_mask``: then 4096, PostgreSQL's
+  ``PG_IO_ALIGN_SIZE``, is safe on every common device.
 - A filesystem without O_DIRECT support fails open(2) with EINVAL (ext4, xfs, btrfs and,
   since Linux 6.6, tmpfs support it; ramfs, procfs and many FUSE filesystems do not).
 - FreeBSD has O_DIRECT (advisory alignment); macOS has no O_DIRECT and uses
@@ -128,12 +129,43 @@ def direct_open_flags() -> int:
     return getattr(os, "O_DIRECT", 0)
 
 
-def enable_direct(fd: int, path: str) -> None:
-    """Finish making ``fd`` direct after open (macOS F_NOCACHE); a no-op where O_DIRECT did it."""
-    if direct_open_flags():
-        return
+def fd_is_direct(fd: int) -> bool:
+    """Whether ``fd`` was opened O_DIRECT (True for a bad fd: callers then skip fast paths
+    that would block on a direct file, and the real op reports the error)."""
+    flag = direct_open_flags()
+    if not flag:
+        return False
     import fcntl
 
+    try:
+        return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & flag)
+    except OSError:
+        return True
+
+
+def enable_direct(fd: int, path: str) -> None:
+    """Make ``fd`` direct if open(2) did not: O_DIRECT through ``fcntl(F_SETFL)`` for an fd the
+    caller opened (``aiopg_io.open(fd, direct=True)``) or an opener that dropped the flag;
+    F_NOCACHE on macOS. A filesystem that refuses raises DirectIOUnsupportedError."""
+    import fcntl
+
+    odirect = direct_open_flags()
+    if odirect:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        if flags & odirect:
+            return
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | odirect)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            raise DirectIOUnsupportedError(
+                errno.EINVAL,
+                f"the filesystem refuses O_DIRECT (fcntl(F_SETFL) returned EINVAL); open {path!r} with "
+                "direct=False, or put it on a filesystem with direct I/O (ext4, xfs, btrfs)",
+                path,
+            ) from exc
+        return
     nocache = getattr(fcntl, "F_NOCACHE", None)
     if nocache is None:
         raise DirectIOUnsupportedError(errno.EINVAL, "this platform has neither O_DIRECT nor F_NOCACHE", path)

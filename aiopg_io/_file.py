@@ -29,6 +29,7 @@ import io
 import operator
 import os
 import stat as stat_mod
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, SupportsIndex
@@ -36,8 +37,8 @@ from typing import Any, SupportsIndex
 import anyio
 
 from ._context import IOContext
-from ._direct import Alignment, aligned_buffer, check_aligned
-from .drivers.base import Op, OpKind
+from ._direct import Alignment, aligned_buffer, check_aligned, fd_is_direct
+from .drivers.base import DriverStatistics, Op, OpKind
 from .errors import AlignmentError, ClosedError, InvalidOffsetError
 
 __all__ = ["DEFAULT_BUFFER_SIZE", "AsyncFile"]
@@ -151,6 +152,9 @@ class AsyncFile:
         self._writable = writable
         self._appending = appending
         self._direct = direct
+        # Told to the driver with each transfer, so it never asks fcntl per op (an fd
+        # handed in by the caller may be O_DIRECT without direct=True).
+        self._fd_direct = direct or fd_is_direct(fd)
         self._alignment = alignment
         self._buffer_size = buffer_size
         self._closed = False
@@ -193,6 +197,12 @@ class AsyncFile:
     def driver(self) -> str:
         """The name of the driver this file's I/O goes through."""
         return self._ctx.factory.name
+
+    def driver_statistics(self) -> DriverStatistics:
+        """The counters of the driver this file's I/O goes through (shared by every file
+        opened with that driver on this event loop)."""
+        self._check_open()
+        return self._ctx.statistics()
 
     def fileno(self) -> int:
         self._check_open()
@@ -250,7 +260,8 @@ class AsyncFile:
                 self._idle.set()
 
     async def _transfer(self, kind: OpKind, offset: int, bufs: Sequence[memoryview], keep: object) -> int:
-        return await self._submit(Op(kind, self._fd, offset, tuple(bufs), path=self._path, keepalive=keep))
+        op = Op(kind, self._fd, offset, tuple(bufs), path=self._path, keepalive=keep, direct=self._fd_direct)
+        return await self._submit(op)
 
     # -- positional API ---------------------------------------------------------------------
 
@@ -673,8 +684,7 @@ class AsyncFile:
         # Like io.FileIO: an unclosed file closes its fd when collected, with a warning.
         if getattr(self, "_closed", True):
             return
-        import warnings
-
+        # warnings is imported at module level: an import here fails at interpreter exit.
         warnings.warn(f"unclosed file {self!r}", ResourceWarning, stacklevel=2, source=self)
         self._closed = True
         try:

@@ -134,11 +134,12 @@ def render(m: Matrix) -> str:
     lines.append(f"  {'driver'.ljust(w)}{'buffered'.ljust(12)}direct")
     for name, row in m.drivers.items():
         b, d = row["buffered"], row["direct"]
+        note = m.untested.get(name)
+        tail = f"   ({note})" if note else ""
         if b == "available" and d == "available":
-            note = m.untested.get(name)
-            lines.append(f"  {name.ljust(w)}{'yes'.ljust(12)}yes" + (f"   ({note})" if note else ""))
+            lines.append(f"  {name.ljust(w)}{'yes'.ljust(12)}yes{tail}")
         elif b == "available":
-            lines.append(f"  {name.ljust(w)}{'yes'.ljust(12)}no: {d}")
+            lines.append(f"  {name.ljust(w)}{'yes'.ljust(12)}no: {d}{tail}")
         else:
             lines.append(f"  {name.ljust(w)}no: {b}")
     lines.append("")

@@ -4,6 +4,10 @@ Prints this machine's driver matrix, then a short self-benchmark (30 s at most) 
 temporary file in the current directory's filesystem: 4 KiB random reads at 1, 8 and 32 in
 flight, warm page cache, per available driver, and at 32 in flight with direct I/O where the
 filesystem allows it; IOPS and bandwidth, and each driver's ratio to the worker driver.
+
+The plan runs ``--rounds`` times over (3 by default) and each figure is the median of its
+rounds: on a shared machine a burst of load from elsewhere then lands on every driver
+rather than on whichever ran at that moment, so the ratios stay meaningful.
 """
 
 from __future__ import annotations
@@ -30,7 +34,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.add_argument("--plot", metavar="FILE.png", help="draw IOPS against queue depth (needs matplotlib)")
     parser.add_argument("--dir", default=".", help="where the temporary file goes (default: .)")
-    parser.add_argument("--seconds", type=float, default=1.5, help="measured seconds per run (default 1.5)")
+    parser.add_argument("--seconds", type=float, default=0.6, help="measured seconds per run (default 0.6)")
+    parser.add_argument(
+        "--rounds", type=_positive_int, default=3, help="runs of the whole plan; medians reported (default 3)"
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return n
+
+
+def _median(runs: list[JobResult]) -> JobResult:
+    """The run with the median IOPS (the lower middle one for an even count), carrying
+    every round's IOPS in ``extra["rounds_iops"]``."""
+    ordered = sorted(runs, key=lambda r: r.iops)
+    mid = ordered[(len(ordered) - 1) // 2]
+    mid.extra["rounds_iops"] = [r.iops for r in runs]
+    return mid
 
 
 def plan(drivers: dict[str, dict[str, str]], seconds: float, filename: str) -> list[Job]:
@@ -112,23 +138,31 @@ def main(args: argparse.Namespace) -> int:
     try:
         prepare_file(filename, FILE_SIZE)
         jobs = plan(matrix.drivers, args.seconds, filename)
-        for i, job in enumerate(jobs):
-            label = f"{job.driver} {'direct' if job.direct else 'buffered'} x{job.iodepth}"
-            if not args.json:
-                _progress(i, len(jobs), label, sys.stderr)
-            results.append(run_job(job))
+        runs: list[list[JobResult]] = [[] for _ in jobs]
+        total = len(jobs) * args.rounds
+        for rnd in range(args.rounds):
+            for i, job in enumerate(jobs):
+                label = f"{job.driver} {'direct' if job.direct else 'buffered'} x{job.iodepth}"
+                if not args.json:
+                    _progress(rnd * len(jobs) + i, total, f"{label} (round {rnd + 1})", sys.stderr)
+                runs[i].append(run_job(job))
+        results = [_median(r) for r in runs]
         if not args.json:
-            _progress(len(jobs), len(jobs), "done", sys.stderr)
+            _progress(total, total, "done", sys.stderr)
             sys.stderr.write("\n")
     finally:
         os.unlink(filename)
     if args.json:
-        doc = {"matrix": matrix.as_dict(), "results": [r.as_dict() for r in results]}
+        doc = {"matrix": matrix.as_dict(), "rounds": args.rounds, "results": [r.as_dict() for r in results]}
         json.dump(doc, out, indent=2)
         out.write("\n")
     else:
         print(_table(results), file=out)
-        print(f"\n  ({time.perf_counter() - started:.1f} s; ratios are per mode and depth)", file=out)
+        print(
+            f"\n  ({time.perf_counter() - started:.1f} s; each figure the median of {args.rounds} "
+            "interleaved rounds; ratios are per mode and depth)",
+            file=out,
+        )
     if args.plot:
         _plot(results, args.plot)
         if not args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 
 import anyio
@@ -10,6 +11,7 @@ import pytest
 
 import aiopg_io
 from aiopg_io._context import live_contexts
+from aiopg_io.drivers import Op
 from tests.conftest import open_fds
 
 pytestmark = pytest.mark.anyio
@@ -140,3 +142,50 @@ async def test_many_waiters_over_the_in_flight_cap(tmp_path: Path) -> None:
                 tg.start_soon(one, i)
         assert len(out) == 500
         assert f._ctx.driver.statistics().extra == (("threads", 2),)
+
+
+async def test_a_queued_op_is_cancelled_without_waiting_for_the_ops_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """worker: an op still queued behind a busy thread completes with ECANCELED at once when
+    its task is cancelled; it does not wait for the thread (held here for up to 10 s)."""
+    from aiopg_io.drivers import worker
+
+    gate = threading.Event()
+    real_perform = worker.perform
+    touched: list[int] = []
+
+    def perform(op: Op) -> None:
+        touched.append(op.offset)
+        if op.offset == 0:
+            gate.wait(10)
+        real_perform(op)
+
+    monkeypatch.setattr(worker, "perform", perform)
+    p = tmp_path / "q.bin"
+    p.write_bytes(b"a" * 4096 + b"b" * 4096)
+    before = open_fds()
+    firsts: list[bytes] = []
+    async with aiopg_io.open(p, "rb", driver="worker:threads=1") as f:
+
+        async def first() -> None:
+            firsts.append(await f.pread(10, 0))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            while f._ctx.driver.statistics().submitted < 1:
+                await anyio.sleep(0)
+            buf = bytearray(10)
+            started = anyio.current_time()
+            with anyio.fail_after(5), anyio.move_on_after(0.05) as scope:
+                await f.preadinto(buf, 4096)  # queued behind the held one: the one thread is busy
+            assert scope.cancelled_caught
+            assert anyio.current_time() - started < 2
+            stats = f._ctx.driver.statistics()
+            assert (stats.cancelled, stats.in_flight) == (1, 1)
+            gate.set()
+        assert firsts == [b"a" * 10]
+        assert buf == bytes(10)  # never read into: the op never reached a thread
+        assert await f.pread(10, 4096) == b"b" * 10
+    assert touched == [0, 4096]  # the thread skipped the cancelled op without touching it
+    assert open_fds() == before

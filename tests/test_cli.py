@@ -51,6 +51,23 @@ def test_main_job_json(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # the temporary file is gone
 
 
+def test_main_job_rounds_report_medians(tmp_path: Path) -> None:
+    doc = json.loads(run("--seconds", "0.05", "--rounds", "3", "--json", cwd=tmp_path).stdout)
+    assert doc["rounds"] == 3
+    for r in doc["results"]:
+        rounds = r["extra"]["rounds_iops"]
+        assert len(rounds) == 3
+        assert r["iops"] == sorted(rounds)[1]  # the median round is the one reported
+
+
+def test_main_job_refuses_zero_rounds(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "aiopg_io", "--rounds", "0"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert r.returncode == 2
+    assert "--rounds: '0' is not a positive whole number" in r.stderr
+
+
 def test_main_job_table(tmp_path: Path) -> None:
     r = run("--seconds", "0.05", cwd=tmp_path)
     assert "Self-benchmark" in r.stdout and "vs worker" in r.stdout

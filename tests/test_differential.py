@@ -7,13 +7,14 @@ the builtin a caller would catch), the bytes a ``readinto`` left in its buffer a
 file contents must be identical. Text files get the same treatment, tell() cookies
 compared as numbers.
 
-Positional calls are compared with ``os.pread``/``os.pwrite`` on the Python file's fd after
-a flush (both sides flush first). A positional write changes the file under the cursor's
+Positional calls (pread, preadinto, preadv, pwrite, pwritev, fdatasync) are compared with
+``os.pread``/``os.preadv``/``os.pwrite``/``os.pwritev``/``os.fdatasync`` on the Python file's fd
+after a flush (both sides flush first). A positional write changes the file under the cursor's
 read-ahead on both sides, so both then drop it the way Python's own buffer is dropped
 (``seek(0, 2)`` then back), which keeps the comparison about the file, not about caches.
 
 Where the Python side is steered, and why (each is also said where it is done):
-- read1: how many bytes "up to n" gives depends on buffer sizes and CPython version, so
+- read1 and readinto1: how many bytes "up to n" gives depends on buffer sizes and CPython version, so
   Python reads exactly as many bytes as aiopg_io's read1 returned;
 - append mode: Python flushes after each write (io.BufferedRandom's cursor lags behind
   an append until then; aiopg_io's does not);
@@ -67,6 +68,12 @@ _binary_op = st.one_of(
     st.tuples(st.just("flush")),
     st.tuples(st.just("pwrite"), _payload, _offset),
     st.tuples(st.just("pread"), st.integers(0, 60), _offset),
+    st.tuples(st.just("readall")),
+    st.tuples(st.just("readinto1"), st.integers(0, 60)),
+    st.tuples(st.just("preadinto"), st.integers(0, 60), _offset),
+    st.tuples(st.just("preadv"), st.lists(st.integers(0, 30), max_size=4), _offset),
+    st.tuples(st.just("pwritev"), st.lists(_payload, max_size=4), _offset),
+    st.tuples(st.just("fdatasync")),
 )
 
 
@@ -143,6 +150,19 @@ def _py_call(f: Any, op: Op, aio_result: Outcome) -> Any:
     if name == "readinto":
         buf = bytearray(b"\xee" * op[1])
         return f.readinto(buf), bytes(buf)
+    if name == "readinto1":
+        # As read1 (above): Python reads as many bytes as aiopg_io's readinto1 gave.
+        status, got = aio_result
+        n = op[1]
+        if status != "ok":  # io.FileIO (unbuffered) has no readinto1
+            return (f.readinto1 if hasattr(f, "readinto1") else f.readinto)(bytearray(n))
+        count = got[0]
+        if count > n:
+            return ("readinto1 returned more than asked", n)
+        data = f.read(count if count or n == 0 else max(n, 1))
+        return len(data), data + b"\xee" * (n - len(data))
+    if name == "readall":
+        return f.read()  # io.BufferedRandom has no readall; read() is what it means
     if name == "readline":
         if f.closed and op[1] == 0:
             # io.FileIO (unbuffered) inherits IOBase.readline, which returns b"" for size 0
@@ -170,6 +190,23 @@ def _py_call(f: Any, op: Op, aio_result: Outcome) -> Any:
     if name == "pread":
         f.flush()
         return os.pread(f.fileno(), op[1], op[2])
+    if name == "preadinto":
+        f.flush()
+        buf = bytearray(b"\xee" * op[1])
+        return os.preadv(f.fileno(), [buf], op[2]), bytes(buf)
+    if name == "preadv":
+        f.flush()
+        bufs = [bytearray(b"\xee" * n) for n in op[1]]
+        return os.preadv(f.fileno(), bufs, op[2]), [bytes(b) for b in bufs]
+    if name in ("pwritev", "fdatasync"):
+        f.flush()
+        if name == "fdatasync":
+            return os.fdatasync(f.fileno())
+        n = os.pwritev(f.fileno(), op[1], op[2]) if op[1] else 0
+        pos = f.tell()
+        f.seek(0, os.SEEK_END)  # drops the read-ahead the write made stale
+        f.seek(pos)
+        return n
     if name == "close":
         return f.close()
     raise AssertionError(op)
@@ -188,6 +225,11 @@ async def _aio_call(f: aiopg_io.AsyncFile, op: Op) -> Any:
     if name == "readinto":
         buf = bytearray(b"\xee" * op[1])
         return await f.readinto(buf), bytes(buf)
+    if name == "readinto1":
+        buf = bytearray(b"\xee" * op[1])
+        return await f.readinto1(buf), bytes(buf)
+    if name == "readall":
+        return await f.readall()
     if name == "readline":
         return await f.readline(op[1])
     if name == "readlines":
@@ -210,6 +252,23 @@ async def _aio_call(f: aiopg_io.AsyncFile, op: Op) -> Any:
     if name == "pread":
         await f.flush()
         return await f.pread(op[1], op[2])
+    if name == "preadinto":
+        await f.flush()
+        buf = bytearray(b"\xee" * op[1])
+        return await f.preadinto(buf, op[2]), bytes(buf)
+    if name == "preadv":
+        await f.flush()
+        bufs = [bytearray(b"\xee" * n) for n in op[1]]
+        return await f.preadv(bufs, op[2]), [bytes(b) for b in bufs]
+    if name in ("pwritev", "fdatasync"):
+        await f.flush()
+        if name == "fdatasync":
+            return await f.fdatasync()
+        n = await f.pwritev(op[1], op[2])
+        pos = await f.tell()
+        await f.seek(0, os.SEEK_END)
+        await f.seek(pos)
+        return n
     if name == "close":
         return await f.close()
     raise AssertionError(op)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
+import anyio
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+LOOPS = ["asyncio", "uvloop", "trio"]
 
 
 def run(*args: str, cwd: Path) -> str:
@@ -49,6 +58,130 @@ def test_trio_checksum(tmp_path: Path, driver: str) -> None:
     assert lines[-1].startswith("20 files")
 
 
-def test_aiofiles_migration(tmp_path: Path) -> None:
+def test_aiofiles_migration(tmp_path: Path, driver: str) -> None:
+    # The example takes no --driver: the fixture's AIOPG_IO_DRIVER reaches it through the environment.
     out = run(str(EXAMPLES / "aiofiles_migration.py"), "--lines", "3000", cwd=tmp_path)
     assert "same output: True" in out
+
+
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def loop_name(anyio_backend: Any) -> str:
+    name, options = anyio_backend
+    return "uvloop" if options.get("use_uvloop") else str(name)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_kvstore_runs_and_prints_throughput(tmp_path: Path, loop: str, driver: str) -> None:
+    kv = str(EXAMPLES / "kvstore.py")
+    args = ["--driver", driver, "--loop", loop]
+    out = run(kv, "store", "--seconds", "2.2", "--checkpoint", "0.3", "--keys", "500", *args, cwd=tmp_path)
+    lines = out.splitlines()
+    assert lines[0] == "recovered: replayed 0 WAL records"
+    assert [line for line in lines if re.fullmatch(r" +[\d,]+ durable puts/s +[\d,]+ gets/s", line)]
+    summary = re.fullmatch(
+        r"(\d+) puts and (\d+) gets in [\d.]+ s: [\d,]+ durable puts/s, [\d.]+ puts per WAL sync", lines[-1]
+    )
+    assert summary is not None, out
+    assert int(summary[1]) > 0 and int(summary[2]) >= int(summary[1])
+    # A clean exit checkpointed: the next start replays nothing, and every key reads back.
+    got = run(kv, "store", "--get", "key7", *args, cwd=tmp_path).strip()
+    assert re.fullmatch(r"7:\d+:x{8,95}", got), got
+    assert run(kv, "store", "--get", "nokey", *args, cwd=tmp_path).strip() == "(not found)"
+
+
+async def wait_for_acks(proc: subprocess.Popen[str], acks: Path, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while not acks.exists() or acks.read_bytes().count(b"\n") < count:
+        assert proc.poll() is None, f"kvstore exited early:\n{proc.communicate()}"
+        assert time.monotonic() < deadline, "kvstore acknowledged too few puts in 120 s"
+        await anyio.sleep(0.05)
+
+
+@pytest.mark.anyio
+async def test_kvstore_survives_kill_9(tmp_path: Path, anyio_backend: Any, driver: str) -> None:
+    """Run the store under load, SIGKILL it, twice (the second run recovers the first's crash,
+    then crashes again mid-load), then check every acknowledged put is there, in this process."""
+    store, acks = tmp_path / "store", tmp_path / "acks"
+    cmd = [sys.executable, str(EXAMPLES / "kvstore.py"), str(store), "--seconds", "600"]
+    cmd += ["--keys", "2000", "--clients", "16", "--checkpoint", "0.2", "--ack-log", str(acks)]
+    cmd += ["--driver", driver, "--loop", loop_name(anyio_backend)]
+    outputs = []
+    for target in (400, 1200):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            await wait_for_acks(proc, acks, target)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            out, err = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, err
+        outputs.append(out)
+    assert re.match(r"recovered: replayed \d+ WAL records\n", outputs[1]), outputs[1]
+
+    acked: dict[int, int] = {}
+    for line in acks.read_text().splitlines(keepends=True):
+        if line.endswith("\n"):  # a line the kill cut short was never complete
+            k, v = map(int, line.split())
+            acked[k] = max(v, acked.get(k, 0))
+    assert len(acked) > 100
+    kvstore = load_example("kvstore")
+    async with kvstore.KVStore(str(store), 1024, driver) as kv:
+        for k, v in acked.items():
+            value = await kv.get(f"key{k}".encode())
+            assert value is not None, f"key{k} acknowledged at version {v} is gone"
+            key_no, version, pad = value.split(b":")
+            # The last acknowledged version, or the next one: durable, killed before its ack line.
+            assert int(key_no) == k and int(version) in (v, v + 1) and pad.strip(b"x") == b"", (k, v, value)
+
+    out = run(str(EXAMPLES / "kvstore.py"), str(store), "--verify", str(acks), "--driver", driver, cwd=store)
+    assert out.strip() == f"verified {len(acked)} keys against {acks}: 0 lost"
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
+@pytest.mark.parametrize("loop", LOOPS)
+def test_scan(data_dir: Path, loop: str, direct: bool, driver: str) -> None:
+    table = data_dir / "table"
+    pages = 8 * 16 * 3 + 5  # several full combined reads and a short one
+    data = os.urandom(pages * 8192)
+    table.write_bytes(data)
+    args = ["--driver", driver, "--loop", loop, "--buffers", "64", *(["--direct"] if direct else [])]
+    out = run(str(EXAMPLES / "scan.py"), str(table), *args, cwd=data_dir).splitlines()
+    speed = r"in [\d.]+ s: [\d.]+ MB/s, \d+ reads of [\d.]+ pages on average"
+    assert re.fullmatch(rf"scanned {pages} pages \({len(data)} bytes\) {speed}", out[0]), out
+    assert out[1] == f"sha256 {hashlib.sha256(data).hexdigest()}"
+
+
+def test_scan_creates_its_table(tmp_path: Path, driver: str) -> None:
+    out = run(str(EXAMPLES / "scan.py"), "t", "--create", "100k", "--driver", driver, cwd=tmp_path)
+    lines = out.splitlines()
+    assert lines[0] == "created t: 106496 bytes"  # rounded up to 13 whole pages
+    assert lines[2] == f"sha256 {hashlib.sha256((tmp_path / 't').read_bytes()).hexdigest()}"
+
+
+def test_scan_refuses_a_file_of_part_pages(tmp_path: Path) -> None:
+    (tmp_path / "t").write_bytes(b"x" * 10000)
+    cmd = [sys.executable, str(EXAMPLES / "scan.py"), "t"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert r.returncode == 1
+    assert "RelationSizeError: 't' is 10000 bytes, not a whole number of 8192-byte pages" in r.stderr
+
+
+def test_api_reference_is_up_to_date() -> None:
+    """docs/api.md is what tools/gen_api.py generates from the docstrings as they are now."""
+    cmd = [sys.executable, str(ROOT / "tools" / "gen_api.py"), "--check"]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+
+
+def test_every_example_is_listed_and_run() -> None:
+    """A new example gets a line in the README (how to run it) and a test here."""
+    readme, tests = (ROOT / "README.md").read_text(), Path(__file__).read_text()
+    for example in sorted(EXAMPLES.glob("*.py")):
+        assert f"python examples/{example.name}" in readme, f"README.md: how to run {example.name}?"
+        assert f'"{example.name}"' in tests, f"no test runs examples/{example.name}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from pathlib import Path
@@ -10,6 +11,7 @@ import anyio
 import pytest
 
 import aiopg_io
+from aiopg_io.drivers import Driver, Op, OpKind
 from tests.conftest import open_fds
 
 pytestmark = pytest.mark.anyio
@@ -263,3 +265,172 @@ async def test_one_submission_per_tick(tmp_path: Path) -> None:
     assert len(out) == 32
     assert after.submitted - before.submitted == 32
     assert after.submit_calls - before.submit_calls == 1
+
+
+def test_worker_signals_a_burst_once_and_reaps_it_in_one_batch(tmp_path: Path) -> None:
+    """The worker driver's completions go through one eventfd (a pipe off Linux): a burst of
+    completions raises it once, and one reap returns the whole burst."""
+    import select
+    import sys
+
+    from aiopg_io.drivers.worker import WorkerDriver
+
+    data = rand(64 * 4096, 8)
+    p = tmp_path / "burst.bin"
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDONLY)
+    d = WorkerDriver(threads=4)
+    try:
+        done_fd = d.fileno()
+        if hasattr(os, "eventfd"):
+            assert os.readlink(f"/proc/self/fd/{done_fd}") == "anon_inode:[eventfd]"
+        bufs = [bytearray(4096) for _ in range(64)]
+        ops = [Op(OpKind.READ, fd, i * 4096, (memoryview(b),), keepalive=b) for i, b in enumerate(bufs)]
+        d.submit(ops)
+        assert d.fileno() == done_fd  # one fd for the driver's life, whatever is in flight
+        for _ in range(5000):  # until every op is done and queued for reaping (white box)
+            if len(d._done) == 64:
+                break
+            select.select([], [], [], 0.001)
+        assert select.select([done_fd], [], [], 5)[0] == [done_fd]
+        if hasattr(os, "eventfd"):
+            # The counter says how many times threads signalled: once for 64 completions.
+            assert int.from_bytes(os.read(done_fd, 8), sys.byteorder) == 1
+        reaped = d.reap()
+        assert select.select([done_fd], [], [], 0)[0] == []
+        assert len(reaped) == 64 and {id(o) for o in reaped} == {id(o) for o in ops}
+        assert all(o.result == 4096 for o in reaped)
+        assert b"".join(bufs) == data
+        stats = d.statistics()
+        assert (stats.reap_calls, stats.completed, stats.submit_calls, stats.in_flight) == (1, 64, 1, 0)
+    finally:
+        d.close()
+        os.close(fd)
+
+
+def _drive(d: Driver, ops: list[Op], timeout: float = 10.0) -> list[Op]:
+    """Submit ``ops`` and reap until all are back, as an IOContext would (no event loop)."""
+    import select
+
+    d.submit(ops)
+    got: list[Op] = []
+    while len(got) < len(ops):
+        fd = d.fileno()
+        if fd is not None and d.capabilities.asynchronous:
+            assert select.select([fd], [], [], timeout)[0], "no completion signalled"
+        got += d.reap()
+    return got
+
+
+def test_every_driver_keeps_the_protocol(driver: str, tmp_path: Path) -> None:
+    """The contract of drivers/base.py, on each driver that runs here: a batch of every op
+    kind comes back through reap, once each, REAPED; an op that cannot start fails alone
+    with its errno; the completion fd goes quiet once reaped; close drains what is in flight
+    and is idempotent; submit after close raises RuntimeError."""
+    import select
+
+    from aiopg_io.drivers import DriverSpec, OpState
+
+    p = tmp_path / "proto.bin"
+    data = rand(3 * 4096, 9)
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDWR)
+    bad_fd = 1 << 20  # above any fd this process has (a closed number would be reused at once)
+    d = DriverSpec(driver).create()
+    try:
+        r1, r2, r3 = bytearray(4096), bytearray(100), bytearray(50)
+        new = rand(4096, 10)
+        ops = [
+            Op(OpKind.READ, fd, 0, (memoryview(r1),), keepalive=r1, path=str(p)),
+            Op(OpKind.READV, fd, 4096, (memoryview(r2), memoryview(r3)), keepalive=(r2, r3)),
+            Op(OpKind.WRITE, fd, 8192, (memoryview(new),), path=str(p)),
+            Op(OpKind.WRITEV, fd, 3 * 4096, (memoryview(b"ab"), memoryview(b"cd"))),
+            Op(OpKind.READ, bad_fd, 0, (memoryview(bytearray(8)),), path="gone"),
+            Op(OpKind.FSYNC, fd),
+            Op(OpKind.FDATASYNC, fd),
+            Op(OpKind.FALLOCATE, fd, 0, length=5 * 4096),
+            Op(OpKind.NOP, fd),
+        ]
+        got = _drive(d, ops)
+        assert sorted(map(id, got)) == sorted(map(id, ops))
+        assert all(op.state is OpState.REAPED for op in ops)
+        assert [op.result for op in ops[:4]] == [4096, 150, 4096, 4]
+        assert bytes(r1) == data[:4096] and bytes(r2) + bytes(r3) == data[4096:4246]
+        bad = ops[4]
+        assert bad.result is None and isinstance(bad.error, OSError) and bad.error.errno == errno.EBADF
+        assert bad.error.filename == "gone"
+        assert all(op.error is None and op.result == 0 for op in ops[5:])
+        (trunc,) = _drive(d, [Op(OpKind.FTRUNCATE, fd, length=8192 + 10)])
+        assert trunc.error is None
+        assert p.read_bytes() == data[:8192] + new[:10]
+        assert d.reap() == []
+        if d.fileno() is not None and d.capabilities.asynchronous:
+            assert select.select([d.fileno()], [], [], 0)[0] == []
+        stats = d.statistics()
+        assert (stats.submitted, stats.completed, stats.in_flight) == (10, 10, 0)
+        # Close with ops in flight: each comes back, done (with its result or ECANCELED).
+        bufs = [bytearray(4096) for _ in range(32)]
+        late = [Op(OpKind.READ, fd, 0, (memoryview(b),), keepalive=b) for b in bufs]
+        d.submit(late)
+        back = d.reap() + d.close()
+        assert sorted(map(id, back)) == sorted(map(id, late))
+        for op in late:
+            assert op.state is OpState.REAPED
+            assert op.result == 4096 or (op.error is not None and op.error.errno == errno.ECANCELED)
+        assert d.close() == []
+        with pytest.raises(RuntimeError, match="closed"):
+            d.submit([Op(OpKind.NOP, fd)])
+    finally:
+        d.close()
+        os.close(fd)
+
+
+async def test_driver_choice_argument_then_environment_then_auto(
+    driver: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiopg_io.drivers import auto_order, unavailable_reason
+
+    p = tmp_path / "choice.bin"
+    p.write_bytes(b"abc")
+    other = "sync" if driver != "sync" else "worker"
+    monkeypatch.setenv("AIOPG_IO_DRIVER", driver)
+    async with aiopg_io.open(p, "rb") as f, aiopg_io.open(p, "rb", driver=other) as g:
+        assert (f.driver, g.driver) == (driver, other)  # the argument wins over the environment
+        assert await f.pread(3, 0) == await g.pread(3, 0) == b"abc"
+    monkeypatch.setenv("AIOPG_IO_DRIVER", "worker:threads=3")
+    async with aiopg_io.open(p, "rb") as f:
+        assert f.driver == "worker" and f._ctx.driver.statistics().extra == (("threads", 3),)
+    monkeypatch.delenv("AIOPG_IO_DRIVER")
+    best = next(n for n in auto_order() if unavailable_reason(n) is None)
+    async with aiopg_io.open(p, "rb") as f, aiopg_io.open(p, "rb", driver="auto") as g:
+        assert f.driver == g.driver == best
+        assert await f.read() == b"abc"
+
+
+async def test_direct_by_fd_and_through_an_opener_that_drops_the_flag(
+    direct_driver: str, data_dir: Path
+) -> None:
+    """direct=True means O_DIRECT on the fd however it was opened: an fd passed in, or an
+    opener that leaves the flag out, gets it through fcntl(F_SETFL)."""
+    import fcntl
+
+    p = data_dir / "byfd.bin"
+    data = rand(16384, 11)
+    p.write_bytes(data)
+
+    def is_direct(fd: int) -> bool:
+        return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+
+    fd = os.open(p, os.O_RDWR)
+    assert not is_direct(fd)
+    async with aiopg_io.open(fd, "r+b", direct=True, driver=direct_driver) as f:
+        assert is_direct(f.fileno()) and f.alignment is not None
+        buf = aiopg_io.aligned_buffer(4096)
+        assert await f.preadinto(buf, 4096) == 4096 and bytes(buf) == data[4096:8192]
+
+    def opener(path: str, flags: int) -> int:
+        return os.open(path, flags & ~os.O_DIRECT)
+
+    async with aiopg_io.open(p, "rb", direct=True, driver=direct_driver, opener=opener) as f:
+        assert is_direct(f.fileno())
+        assert await f.pread(8192, 8192) == data[8192:]

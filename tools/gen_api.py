@@ -42,6 +42,22 @@ def _indent(text: str) -> str:
     return "\n".join(("> " + line) if line else ">" for line in text.splitlines())
 
 
+def _repr(value: object) -> str:
+    """``repr``, with the members of sets in a fixed order: some hash by identity (the op
+    enums), so their iteration order changes from run to run and ``--check`` would flap."""
+    if isinstance(value, (set, frozenset)):
+        inner = ", ".join(sorted(_repr(v) for v in value))
+        return f"{type(value).__name__}({{{inner}}})" if inner else f"{type(value).__name__}()"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_repr(k)}: {_repr(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        items = [_repr(v) for v in value]
+        if isinstance(value, list):
+            return "[" + ", ".join(items) + "]"
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    return repr(value)
+
+
 def _class(name: str, cls: type) -> list[str]:
     out = [f"### class `{name}{_sig(cls)}`", "", _doc(cls), ""]
     for attr, value in sorted(vars(cls).items()):
@@ -75,13 +91,15 @@ def render() -> str:
         lines += [f"## `{modname}`", "", _doc(mod), ""]
         for name in getattr(mod, "__all__", []):
             obj = getattr(mod, name)
-            if inspect.isclass(obj):
+            if inspect.ismodule(obj):  # its repr holds this checkout's path
+                lines += [f"### module `{name}`: see `{obj.__name__}`", ""]
+            elif inspect.isclass(obj):
                 lines += _class(name, obj)
             elif callable(obj):
                 prefix = "async " if inspect.iscoroutinefunction(obj) else ""
                 lines += [f"### `{prefix}{name}{_sig(obj)}`", "", _doc(obj), ""]
             else:
-                lines += [f"### `{name}` = `{obj!r}`", ""]
+                lines += [f"### `{name}` = `{_repr(obj)}`", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -40,6 +40,10 @@ class Glue(Protocol):
     def wake(self, op: Op) -> None:
         """Resume the task parked on ``op`` (from a callback on the loop thread)."""
 
+    async def checkpoint(self) -> None:
+        """A schedule point that also delivers a pending cancellation (trio's
+        ``checkpoint``): what an op that completed without parking still owes the loop."""
+
     def registry(self) -> dict[object, IOContext]:
         """The contexts of this loop, by driver key."""
 

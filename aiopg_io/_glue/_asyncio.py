@@ -67,6 +67,9 @@ class AsyncioGlue:
         if isinstance(fut, asyncio.Future) and not fut.done():
             fut.set_result(None)
 
+    async def checkpoint(self) -> None:
+        await asyncio.sleep(0)
+
     def registry(self) -> dict[object, IOContext]:
         return self._contexts
 

@@ -123,6 +123,9 @@ class TrioGlue:
         else:
             trio.lowlevel.reschedule(parked.task, outcome.capture(parked.raise_cancel))
 
+    async def checkpoint(self) -> None:
+        await trio.lowlevel.checkpoint()
+
     def registry(self) -> dict[object, IOContext]:
         return self._contexts
 

@@ -112,6 +112,8 @@ class Op:
     mode: int = 0  # FALLOCATE mode bits
     path: str | None = None  # named in errors
     keepalive: object = None
+    # Whether fd is O_DIRECT, when the caller knows (None: a driver that cares asks fcntl).
+    direct: bool | None = None
     state: OpState = OpState.IDLE
     result: int | None = None
     error: OSError | None = None
@@ -214,6 +216,7 @@ class Capabilities:
     cancel_in_flight: bool = False  # can stop an op the kernel already started
     asynchronous: bool = True  # False: submit() performs the I/O before returning
     registered_buffers: bool = False
+    inline: bool = False  # try_inline() may complete ops without a submission
     max_in_flight: int = 1024  # the IOContext caps ops in flight at this
 
 
@@ -269,6 +272,16 @@ class Driver(abc.ABC):
         never raised: the other ops of the batch must not be lost. Raises only for a driver
         that is closed (RuntimeError).
         """
+
+    def try_inline(self, op: Op) -> bool:
+        """Optional: perform an IDLE ``op`` at once if that cannot block; True when it did.
+
+        True means the op is REAPED with its result or error, and the driver holds nothing
+        of it. False means it must be submitted; the op may have made progress (a read the
+        page cache held in part), which ``submit`` continues. Called only by drivers whose
+        ``capabilities.inline`` is True; the default never completes anything.
+        """
+        return False
 
     @abc.abstractmethod
     def fileno(self) -> int | None:

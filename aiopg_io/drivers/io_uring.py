@@ -36,7 +36,10 @@ Some facts about io_uring this module relies on
   its real result when it was already running (the cancel's own CQE then says
   ``-EALREADY``) or done (``-ENOENT``). So a cancelled op keeps its buffers until its CQE,
   tokio-uring's "Ignored" state. Closing cancels everything with
-  ``IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL`` (5.19) and drains.
+  ``IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL`` (5.19) and drains. A cancel that
+  finds no SQ slot even after a flush (the kernel refused the submit for now) is kept and
+  queued again by the next reap, and close retries its cancel-all the same way: an op that
+  only a cancel can end (a read from an empty pipe) is never left waiting forever.
 - **Fork.** The SQ/CQ rings are memory shared with the kernel. A child that submitted on
   its parent's ring would corrupt the parent's queues; ``io_uring_ring_dontfork(3)`` keeps
   the mappings out of children, and every method checks first that it is not running in a
@@ -52,9 +55,17 @@ Some facts about io_uring this module relies on
 - **The page-cache fast path.** preadv2(2), ``RWF_NOWAIT`` (4.14): "return instantly if it
   would have to read data from the backing storage or wait for a lock"; partial data is
   returned as a short count, nothing as EAGAIN. For a buffered read that hits the page
-  cache this completes the op inside ``submit`` with one system call and no ring round
-  trip; what it could not read goes to the ring. It is never tried on an O_DIRECT fd: a
+  cache this completes the op with one system call and no ring round trip; what it could
+  not read goes to the ring. The IOContext calls :meth:`IoUringDriver.try_inline` before
+  it stages an op, so a cached read also skips the end-of-tick submission, the eventfd
+  wake-up and the parked task (it still yields once: see ``IOContext.run``); ``submit``
+  tries the same for ops handed to it directly. It is never tried on an O_DIRECT fd: a
   direct read is synchronous in preadv2 and would block the loop for a device round trip.
+  Kept because it wins: 4 KiB random reads of a warm 64 MiB file under asyncio, on and off
+  in one run (two rounds): 8.9-9.9 against 13.6-14.0 µs of CPU per read at 32 in flight,
+  19-20 against 21-26 µs at 1 (IOPS moved too much on this shared VM to rank). On a cold
+  cache it costs one failed preadv2 per read, so ``nowait_fast_path=0`` (the option, as in
+  ``driver="io_uring:nowait_fast_path=0"``) or ``AIOPG_IO_URING_NOWAIT=0`` turns it off.
 
 Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too)
 ---------------------------------------------------------------------------------
@@ -69,11 +80,19 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
   which is why the CQ is read with ``CqeIter`` instead.
 - A prep function that raises (a negative offset overflows ``u64``) has already taken an
   SQE; it is turned into a NOP with the reserved ``user_data`` 0 so it completes harmlessly.
-- Registered buffers are not used: ``io_uring_register_buffers`` is marked "coded but not
-  tested" by the package, ``io_uring_prep_read_fixed`` takes only a ``bytearray`` (not the
-  mmap-backed aligned buffers direct I/O needs), and for 4 KiB transfers what they save
-  (pinning one page per I/O) is far below the Python cost per op measured here, so no
-  benchmark on this shared VM could show a win. ``Capabilities.registered_buffers`` is False.
+- Registered buffers (``io_uring_register_buffers``, every function of it marked "coded but
+  not tested" by the package) are not used. ``io_uring_prep_read_fixed`` takes only a
+  ``bytearray``, but ``io_uring_prep_readv_fixed`` (IORING_OP_READV_FIXED, 6.15) takes an
+  ``Iovec``, so an mmap arena such as the buffer pool's could be registered once and read
+  into. Measured on this VM (kernel 6.18), O_DIRECT 4 KiB random reads, 32 per
+  ``io_uring_submit_and_wait``, a bare ring with no event loop, six interleaved rounds:
+  readv 55-69k IOPS at 4.4-5.5 µs CPU per read, readv_fixed 57-72k at 3.9-4.8 µs: about
+  0.5 µs saved per read. The same reads through ``aiopg_io.open(..., direct=True)`` under
+  asyncio cost 18 µs of CPU each (52-53k IOPS), so the saving would be about 3% of the
+  per-read cost, below this VM's run-to-run noise, while it would need a buffer index on
+  every op, a registration per ring (one per IOContext) and pinned memory charged to the
+  memory cgroup. Not worth it until the per-op Python cost is far lower; so
+  ``Capabilities.registered_buffers`` is False and the pool does not ask for it.
 
 Convoys (``reap_batch``): at high queue depth with direct I/O, the reads of one submission
 tend to complete together, so one reap returns all of them, every task resumes in the same
@@ -87,7 +106,8 @@ no change at 1 and 128, CPU per read unchanged; hence :data:`DEFAULT_REAP_BATCH`
 removes the limit. Completions that never touched the ring (the fast path) are always
 returned at once.
 
-How the fast path knows an fd is O_DIRECT: ``fcntl(F_GETFL)``, remembered per fd for as long
+How the fast path knows an fd is O_DIRECT: files say so (``Op.direct``, found once at open);
+for an op that does not, ``fcntl(F_GETFL)``, remembered per fd for as long
 as the ring holds an op on that fd. An op owns its fd until it is reaped, so while one is
 held the number cannot be closed and reused for another file; when the last one is reaped
 the entry is dropped, because from then on it could be (fd numbers are recycled). A batch
@@ -100,7 +120,6 @@ with ``fcntl(F_SETFL)`` on an fd with ops in flight would go unnoticed; aiopg_io
 from __future__ import annotations
 
 import errno
-import fcntl
 import importlib
 import itertools
 import os
@@ -112,6 +131,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from .._direct import fd_is_direct
 from ..errors import DriverUnavailableError
 from ._fork import generation as fork_generation
 from .base import (
@@ -162,13 +182,6 @@ def _as_flag(value: bool | int | str, what: str) -> bool:
             return False
         raise ValueError(f"io_uring {what}={value!r} is not a boolean (use 0 or 1)")
     return bool(value)
-
-
-def _is_direct(fd: int) -> bool:
-    try:
-        return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & _O_DIRECT)
-    except OSError:
-        return True  # a bad fd: skip the fast path and let the ring report the error
 
 
 def _res_of(entry: Any) -> int:
@@ -292,6 +305,10 @@ def _ftruncate_supported() -> bool:
 # -- the driver ------------------------------------------------------------------------------
 
 
+# op.driver_data of a read try_inline() found not cached (in whole or in part).
+_TRIED_INLINE = object()
+
+
 class _InFlight:
     """What the driver keeps on an op (``op.driver_data``) while the kernel may use it."""
 
@@ -359,6 +376,7 @@ class IoUringDriver(Driver):
         self._backlog: deque[Op] = deque()  # no SQ slot could be had; retried in reap
         self._sq_unsubmitted = False  # io_uring_submit refused for now (EAGAIN/EBUSY)
         self._sq_deferred = False  # cancel SQEs queued for the next submit or reap
+        self._cancel_later: list[Op] = []  # cancels that found no SQ slot; retried in reap
         self._signalled = False  # we wrote the eventfd and no reap has read it yet
         self._next_token = itertools.count(_UNTRACKED + 1).__next__
         self._pid = os.getpid()
@@ -394,6 +412,7 @@ class IoUringDriver(Driver):
             cancel_in_flight=True,
             asynchronous=True,
             registered_buffers=False,
+            inline=self._nowait,
             max_in_flight=self._cq_entries,
         )
 
@@ -428,11 +447,13 @@ class IoUringDriver(Driver):
         for op in ops:
             op.set_state(OpState.SUBMITTED)
             kind = op.kind
-            if nowait and (kind is OpKind.READ or kind is OpKind.READV):
+            if nowait and op.driver_data is None and (kind is OpKind.READ or kind is OpKind.READV):
                 fd = op.fd
-                direct = fd_direct.get(fd)
+                direct = op.direct
                 if direct is None:
-                    direct = fd_direct[fd] = _is_direct(fd)
+                    direct = fd_direct.get(fd)
+                if direct is None:
+                    direct = fd_direct[fd] = fd_is_direct(fd)
                     looked_up.append(fd)
                 if not direct and self._read_inline(op):
                     self._ready.append(op)
@@ -446,6 +467,26 @@ class IoUringDriver(Driver):
         if len(self._ready) > nready:
             # Completions that never touched the ring must still make fileno() readable.
             self._signal()
+
+    def try_inline(self, op: Op) -> bool:
+        """The page-cache fast path, before any submission: a buffered read the cache holds
+        whole is done here, with no SQE, no eventfd wake-up and no parked task."""
+        kind = op.kind
+        if not (kind is OpKind.READ or kind is OpKind.READV) or self._closed:
+            return False
+        direct = op.direct
+        if direct is None:
+            direct = fd_is_direct(op.fd)
+        if direct:
+            return False
+        if self._read_inline(op):
+            op.set_state(OpState.REAPED)
+            c = self._counters
+            c.submitted += 1
+            c.completed += 1
+            return True
+        op.driver_data = _TRIED_INLINE  # submit() goes straight to the ring
+        return False
 
     def _read_inline(self, op: Op) -> bool:
         """Try a buffered read from the page cache without blocking; True when it is whole."""
@@ -600,6 +641,8 @@ class IoUringDriver(Driver):
     def _collect(self) -> list[Op]:
         c = self._counters
         c.reap_calls += 1
+        if self._cancel_later:
+            self._retry_cancels()
         if self._sq_unsubmitted or self._sq_deferred:
             self._submit_sq()
         if self._backlog:
@@ -717,16 +760,34 @@ class IoUringDriver(Driver):
         data = op.driver_data
         if not isinstance(data, _InFlight) or self._ops.get(data.token) is not op or data.cancel_queued:
             return  # completed inline, in the backlog (cancelled when retried), or asked already
-        sqe = self._get_sqe()
-        if sqe is None:
-            return  # best effort: the op simply finishes
-        _L.io_uring_prep_cancel64(sqe, data.token, 0)
-        sqe.user_data = _UNTRACKED
         data.cancel_queued = True
+        if not self._queue_cancel(data.token, 0):
+            # No SQ slot even after a flush (the kernel refused the submit for now): the
+            # next reap tries again, so an op that only a cancel ends is not forgotten.
+            self._cancel_later.append(op)
         # Not submitted here: the next submit or reap sends every cancel of this tick in one
         # io_uring_enter. The eventfd write makes sure a reap comes (one per tick at most).
         self._sq_deferred = True
         self._signal()
+
+    def _queue_cancel(self, token: int, flags: int) -> bool:
+        sqe = self._get_sqe()
+        if sqe is None:
+            return False
+        _L.io_uring_prep_cancel64(sqe, token, flags)
+        sqe.user_data = _UNTRACKED
+        return True
+
+    def _retry_cancels(self) -> None:
+        later, self._cancel_later = self._cancel_later, []
+        for op in later:
+            data = op.driver_data
+            if not isinstance(data, _InFlight) or self._ops.get(data.token) is not op:
+                continue  # completed meanwhile
+            if not self._queue_cancel(data.token, 0):
+                self._cancel_later.append(op)
+            else:
+                self._sq_deferred = True
 
     def close(self) -> list[Op]:
         self._check_process()
@@ -738,15 +799,14 @@ class IoUringDriver(Driver):
             op = self._backlog.popleft()
             op.cancelled()
             self._ready.append(op)
-        if self._ops:
-            for op in self._ops.values():
-                op.cancel_requested = True  # no continuation after a short transfer
-            sqe = self._get_sqe()
-            if sqe is not None:
-                _L.io_uring_prep_cancel64(sqe, 0, _L.IORING_ASYNC_CANCEL_ANY | _L.IORING_ASYNC_CANCEL_ALL)
-                sqe.user_data = _UNTRACKED
-                self._submit_sq()
+        self._cancel_later.clear()  # the cancel of everything below covers them
+        cancel_all = bool(self._ops)
+        for op in self._ops.values():
+            op.cancel_requested = True  # no continuation after a short transfer
         while True:
+            if cancel_all and self._queue_cancel(0, _L.IORING_ASYNC_CANCEL_ANY | _L.IORING_ASYNC_CANCEL_ALL):
+                cancel_all = False
+                self._submit_sq()
             self._clear_eventfd()
             out.extend(self._collect())
             if not self._ops and not self._ready:

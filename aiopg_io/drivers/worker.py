@@ -8,8 +8,12 @@ fallback here. What makes it cheaper than ``loop.run_in_executor`` per call (aio
 - completions go into one deque and raise one :class:`Notifier` flag, so a burst of N
   completions wakes the loop once and is reaped in one callback, not N.
 
-Cancellation: an op still in the queue is completed with ECANCELED by the thread that picks
-it up; one already in a system call runs to the end (a thread cannot be interrupted safely).
+Cancellation: an op still in the queue is completed with ECANCELED at once, by ``cancel``
+itself, so its task gets control back without waiting for the ops queued ahead of it; one a
+thread has taken runs to the end (a thread cannot be interrupted safely). Who owns a queued
+op is settled by one atomic ``dict.pop`` on ``_queued``: the thread that dequeues it and
+``cancel`` both pop, and only the one that gets it back may touch the op (a thread that finds
+it gone skips it, and never touches its buffers).
 
 Thread count: ``threads`` (default :data:`DEFAULT_THREADS`, or ``AIOPG_IO_WORKERS``). A file
 read that misses the page cache holds its thread for a device round trip, so the count bounds
@@ -61,6 +65,7 @@ class WorkerDriver(Driver):
         self._notifier = Notifier()
         self._threads: list[threading.Thread] = []
         self._in_flight: set[Op] = set()
+        self._queued: dict[Op, bool] = {}  # submitted, not yet taken by a thread nor cancelled
         self._closed = False
         self._counters = DriverCounters()
 
@@ -73,11 +78,13 @@ class WorkerDriver(Driver):
         return Capabilities(max_in_flight=max(256, 4 * self._nthreads))
 
     def _run(self) -> None:
-        get, done, notifier = self._queue.get, self._done, self._notifier
+        get, done, notifier, claim = self._queue.get, self._done, self._notifier, self._queued.pop
         while True:
             op = get()
             if op is None:
                 return
+            if not claim(op, False):
+                continue  # cancel() completed it while it was queued
             if op.cancel_requested:
                 op.cancelled()
             else:
@@ -95,10 +102,11 @@ class WorkerDriver(Driver):
                 self._threads.append(t)
         c = self._counters
         c.submit_calls += 1
-        put, track = self._queue.put, self._in_flight.add
+        put, track, queued = self._queue.put, self._in_flight.add, self._queued
         for op in ops:
             op.set_state(OpState.SUBMITTED)
             track(op)
+            queued[op] = True
             put(op)
         c.submitted += len(ops)
 
@@ -128,6 +136,12 @@ class WorkerDriver(Driver):
 
     def cancel(self, op: Op) -> None:
         op.cancel_requested = True
+        if self._queued.pop(op, False):
+            # No thread has it, and none will touch it now: complete it here, signal as a
+            # thread would (the IOContext reaps it on the next readiness).
+            op.cancelled()
+            self._done.append(op)
+            self._notifier.raise_flag()
 
     def close(self) -> list[Op]:
         if self._closed:

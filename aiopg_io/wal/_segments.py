@@ -22,6 +22,12 @@ Facts relied on:
 - ``flock(2)`` locks belong to the open file description: a second ``open`` of the lock
   file, in this process or another, fails ``LOCK_NB`` with EWOULDBLOCK, and the lock goes
   away with the process (no stale lock after a crash, unlike a pid file).
+
+Every create, rename and directory fsync is also reported to the driver factory when it
+has ``note_create`` / ``note_rename`` / ``note_dir_fsync`` (aiopg_io.testing's power-loss
+simulator, directly or under a fault injector; docs/testing.md): a simulated power cut can
+then make a segment whose directory entry was never made durable vanish, which is how the
+tests check the directory fsyncs above.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import anyio.to_thread
 
 import aiopg_io
 from aiopg_io._direct import aligned_buffer
+from aiopg_io._dirsync import fsync_directory, note_entry
 from aiopg_io.drivers import DriverFactory
 
 from ._format import segment_name, segment_number
@@ -49,6 +56,7 @@ __all__ = [
     "create_segment",
     "fsync_directory",
     "list_segments",
+    "note_entry",
 ]
 
 LOCK_NAME = "wal.lock"
@@ -116,19 +124,6 @@ def list_segments(directory: str) -> dict[int, str]:
     return out
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-async def fsync_directory(directory: str) -> None:
-    """Make the directory's entries durable (a blocking fsync in a worker thread; see above)."""
-    await anyio.to_thread.run_sync(_fsync_dir, directory)
-
-
 def _install(tmp: str, final: str) -> bool:
     if os.path.exists(final):
         os.unlink(tmp)
@@ -153,6 +148,7 @@ async def create_segment(
     tmp = os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}.{segment_name(segno)}")
     try:
         async with aiopg_io.open(tmp, "w+b", direct=direct, driver=driver, opener=opener) as f:
+            note_entry(driver, "note_create", tmp)
             zero_fill = init_zero
             try:
                 await f.fallocate(0, size)
@@ -174,7 +170,8 @@ async def create_segment(
             await anyio.to_thread.run_sync(_unlink_quietly, tmp)
         raise
     if created:
-        await fsync_directory(directory)
+        note_entry(driver, "note_rename", tmp, final)
+        await fsync_directory(directory, driver)
     return created
 
 

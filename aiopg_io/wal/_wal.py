@@ -94,7 +94,14 @@ from ._format import (
     write_record_header,
 )
 from ._park import Park, park_factory
-from ._segments import DirectoryLock, create_segment, fsync_directory, list_segments, recycle_or_remove
+from ._segments import (
+    DirectoryLock,
+    create_segment,
+    fsync_directory,
+    list_segments,
+    note_entry,
+    recycle_or_remove,
+)
 from .errors import NotAWALError, WALCorruptError, WALPoisonedError
 
 __all__ = ["WAL", "SyncMethod", "WALStatistics"]
@@ -842,10 +849,11 @@ class WAL:
             if recycled and n is not None:
                 self._segments.add(n)
                 self._n_recycled += 1
+                note_entry(self.driver, "note_rename", self._segment_path(o), self._segment_path(n))
             else:
                 self._n_removed += 1
         self._oldest = cutoff * self._segment_size
-        await fsync_directory(self.directory)
+        await fsync_directory(self.directory, self.driver)
         return len(done)
 
     # -- closing ------------------------------------------------------------------------------
@@ -958,7 +966,7 @@ class WAL:
         for segno in segnos:
             async with aiopg_io.open(self._segment_path(segno), "rb", driver=self.driver) as f:
                 await f.fsync()
-        await fsync_directory(self.directory)
+        await fsync_directory(self.directory, self.driver)
 
     async def _check_beyond(self, segments: dict[int, str], end: int, sysid: int | None) -> int:
         """Look at the segments after the end of the log: a valid page of this WAL after a

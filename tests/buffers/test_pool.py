@@ -19,7 +19,7 @@ from aiopg_io.buffers import (
     RelationSizeError,
 )
 from aiopg_io.errors import AiopgIOError, ClosedError
-from aiopg_io.testing import Fault, FaultInjector
+from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator
 from tests.conftest import open_fds
 
 pytestmark = pytest.mark.anyio
@@ -126,6 +126,31 @@ async def test_no_stale_bytes_after_a_failed_read_or_extend(data_dir: Path, driv
         first = await pool.extend(rel, 2)
         with await pool.read_page(rel, first + 1) as page:
             assert bytes(page.data) == bytes(PS)
+
+
+async def test_a_created_relation_survives_a_power_cut_after_flush(
+    data_dir: Path, driver: str, power_loss: object
+) -> None:
+    sim: PowerLossSimulator = power_loss(driver)  # type: ignore[operator]
+    path = data_dir / "new"
+    async with BufferPool(4, PS, driver=sim) as pool:
+        rel = await pool.open(path, create=True)
+        assert await pool.extend(rel, 3) == 0
+        with await pool.read_page(rel, 1) as page:
+            page.data[:] = page_bytes(1)
+            page.mark_dirty()
+        await pool.flush()
+        with await pool.read_page(rel, 2) as page:  # after the checkpoint: may be lost
+            page.data[:] = page_bytes(2)
+            page.mark_dirty()
+        await pool.flush(rel)
+        again = await pool.open(path, create=True)  # exists now: opened, not created
+        assert again is rel
+    assert sim.unsynced() == {}  # closing checkpointed
+    # "drop": every change and directory entry not made durable is undone.
+    report = sim.crash(seed=1, policy="drop")
+    assert report.entries == ()  # the file's entry was made durable by the checkpoint
+    assert path.read_bytes() == bytes(PS) + page_bytes(1) + page_bytes(2)
 
 
 async def test_short_read_of_a_file_cut_outside_the_pool(data_dir: Path, driver: str) -> None:

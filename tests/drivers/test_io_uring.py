@@ -12,7 +12,10 @@ import mmap
 import os
 import random
 import select
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -411,18 +414,64 @@ def test_cancel_a_read_that_would_never_complete(uring: IoUringDriver) -> None:
         os.close(wfd)
 
 
+def test_cancel_that_finds_no_sq_slot_is_retried(uring: IoUringDriver) -> None:
+    """The SQ stays full even after a flush (the kernel refused the submit): the cancel is
+    kept and sent by the next reap, so an op only a cancel can end still ends."""
+    rfd, wfd = os.pipe()
+    try:
+        op = read_op(rfd, 0, [64])
+        uring.submit([op])
+        real = uring._get_sqe
+        uring._get_sqe = lambda: None  # type: ignore[method-assign]
+        uring.cancel(op)
+        uring._get_sqe = real  # type: ignore[method-assign]
+        assert uring._cancel_later == [op]
+        wait_all(uring, [op], timeout=5)
+        assert isinstance(op.error, OSError) and op.error.errno == errno.ECANCELED
+        assert "Operation canceled" in str(op.error)
+        assert uring._cancel_later == []
+    finally:
+        os.close(rfd)
+        os.close(wfd)
+
+
+def test_close_whose_cancel_finds_no_sq_slot_still_drains() -> None:
+    rfd, wfd = os.pipe()
+    d = IoUringDriver()
+    try:
+        op = read_op(rfd, 0, [64])
+        d.submit([op])
+        real = d._get_sqe
+        calls: list[int] = []
+
+        def full_twice() -> object:
+            calls.append(1)
+            return None if len(calls) <= 2 else real()
+
+        d._get_sqe = full_twice  # type: ignore[method-assign]
+        assert d.close() == [op]
+        assert len(calls) == 3  # the cancel of everything was retried until it found a slot
+        assert isinstance(op.error, OSError) and op.error.errno == errno.ECANCELED
+    finally:
+        os.close(rfd)
+        os.close(wfd)
+
+
 def _storm(n_ops: int, seed: int, data_dir: Path) -> None:
-    """Reads (O_DIRECT and buffered) into slots framed by canaries, with random cancels.
+    """Reads (O_DIRECT, buffered, and 5% from an empty pipe, which only a cancel ends) into
+    slots framed by canaries, with random cancels.
 
     After an op is reaped its slot is overwritten with a poison pattern, as a pool would
-    reuse it; at the end every canary and every poisoned slot must be intact: the kernel
-    never wrote into a buffer after its op came back.
+    reuse it; a slot must still hold the poison when it is next taken, and at the end every
+    canary and every poisoned slot must be intact: the kernel never wrote into a buffer
+    after its op came back.
     """
     rng = random.Random(seed)
     size = 256 * PAGE
     p = data_dir / "storm.bin"
     data = make_file(p, size, seed)
     fds = [os.open(p, os.O_RDONLY | os.O_DIRECT), os.open(p, os.O_RDONLY)]
+    rfd, wfd = os.pipe()
     canary = b"\xa5" * PAGE
     poison = b"\x5a" * PAGE
     slots = 512
@@ -430,7 +479,7 @@ def _storm(n_ops: int, seed: int, data_dir: Path) -> None:
     view = memoryview(arena)
     for i in range(slots + 1):
         view[2 * i * PAGE : (2 * i + 1) * PAGE] = canary
-    free = list(range(slots))
+    free = deque(range(slots))  # FIFO: a returned slot rests as long as possible before reuse
     slot_of: dict[int, int] = {}
     in_flight: list[Op] = []
     d = IoUringDriver(entries=64)
@@ -439,10 +488,14 @@ def _storm(n_ops: int, seed: int, data_dir: Path) -> None:
         while finished < n_ops:
             batch: list[Op] = []
             while free and issued < n_ops and len(batch) < rng.randint(1, 64):
-                s = free.pop()
+                s = free.popleft()
                 buf = view[(2 * s + 1) * PAGE : (2 * s + 2) * PAGE]
-                off = rng.randrange(size // PAGE) * PAGE
-                op = Op(OpKind.READ, fds[rng.random() < 0.3], off, (buf,))
+                assert buf in (poison, bytes(PAGE)), f"slot {s} written after its op was reaped"
+                if rng.random() < 0.05:
+                    op = Op(OpKind.READ, rfd, 0, (buf,))
+                else:
+                    off = rng.randrange(size // PAGE) * PAGE
+                    op = Op(OpKind.READ, fds[rng.random() < 0.3], off, (buf,))
                 slot_of[id(op)] = s
                 batch.append(op)
                 issued += 1
@@ -467,7 +520,7 @@ def _storm(n_ops: int, seed: int, data_dir: Path) -> None:
         assert not in_flight and d.statistics().in_flight == 0
     finally:
         leftovers = d.close()
-        for fd in fds:
+        for fd in [*fds, rfd, wfd]:
             os.close(fd)
     assert leftovers == []
     for i in range(slots + 1):
@@ -523,24 +576,15 @@ def test_close_cancels_and_drains_ops_in_flight(data_dir: Path) -> None:
     assert open_fds() == before
 
 
-def test_fork_child_gets_a_clear_error_and_can_open_its_own(uring: IoUringDriver) -> None:
+def in_child(child: Callable[[], str]) -> str:
+    """Run ``child`` in a forked process and return the report it wrote on a pipe; the child
+    never returns into pytest (or into a running event loop)."""
     rfd, wfd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: report through the pipe, never return into pytest
+    if pid == 0:
         code = 1
         try:
-            try:
-                uring.submit([Op(OpKind.NOP, -1)])
-            except RuntimeError as exc:
-                msg = str(exc)
-            else:
-                msg = "no error"
-            own = IoUringDriver(entries=8)
-            op = Op(OpKind.NOP, -1)
-            own.submit([op])
-            round_trip = wait_all(own, [op], timeout=5) == [op] and op.result == 0
-            own.close()
-            os.write(wfd, f"{round_trip}|{msg}".encode())
+            os.write(wfd, child().encode())
             code = 0
         finally:
             os._exit(code)
@@ -551,7 +595,25 @@ def test_fork_child_gets_a_clear_error_and_can_open_its_own(uring: IoUringDriver
     finally:
         os.close(rfd)
     assert os.waitstatus_to_exitcode(status) == 0, report
-    child_round_trip, msg = report.split("|", 1)
+    return report
+
+
+def test_fork_child_gets_a_clear_error_and_can_open_its_own(uring: IoUringDriver) -> None:
+    def child() -> str:
+        try:
+            uring.submit([Op(OpKind.NOP, -1)])
+        except RuntimeError as exc:
+            msg = str(exc)
+        else:
+            msg = "no error"
+        own = IoUringDriver(entries=8)
+        op = Op(OpKind.NOP, -1)
+        own.submit([op])
+        round_trip = wait_all(own, [op], timeout=5) == [op] and op.result == 0
+        own.close()
+        return f"{round_trip}|{msg}"
+
+    child_round_trip, msg = in_child(child).split("|", 1)
     assert child_round_trip == "True"
     assert "belongs to the parent process" in msg and "anew in the child" in msg
     # The parent's ring is untouched by all this.
@@ -616,6 +678,27 @@ class TestUnavailableReason:
         monkeypatch.setattr(io_uring, "_setup_ring", crash)
         assert IoUringDriver.unavailable_reason() == "io_uring probe failed: RuntimeError('boom')"
 
+    def test_auto_falls_back_and_info_says_why(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """io_uring refused (a seccomp profile, as in a container): ``auto`` picks the worker
+        driver and ``python -m aiopg_io info`` prints the reason on the io_uring line."""
+        from aiopg_io import _info, drivers
+
+        def refuse(entries: int) -> object:
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(io_uring, "_setup_ring", refuse)
+        monkeypatch.setattr(io_uring, "_io_uring_disabled", lambda: 0)
+        monkeypatch.setattr(drivers, "_reasons", {})
+        assert drivers.resolve("auto") == drivers.DriverSpec("worker")
+        with pytest.raises(
+            aiopg_io.DriverUnavailableError, match=r"driver 'io_uring' cannot run here: .*seccomp"
+        ):
+            drivers.resolve("io_uring")
+        out = _info.render(_info.machine_matrix(str(tmp_path)))
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith("io_uring "))
+        assert "no: io_uring_setup was refused (EPERM): a seccomp filter blocks it" in line
+        assert "auto -> worker" in out
+
     def test_cached(self, monkeypatch: pytest.MonkeyPatch) -> None:
         calls: list[int] = []
         monkeypatch.setattr(io_uring, "_probe", lambda: calls.append(1))
@@ -647,56 +730,6 @@ async def test_file_api_short_reads_and_direct_io(data_dir: Path) -> None:
         rbuf = aiopg_io.aligned_buffer(4 * PAGE)
         assert await f.preadinto(rbuf, 0) == 4 * PAGE
         assert bytes(rbuf) == data[: 2 * PAGE] + b"\x01" * (2 * PAGE)
-    assert open_fds() == before
-
-
-@pytest.mark.anyio
-async def test_file_api_cancellation_storm_with_canaries(data_dir: Path) -> None:
-    before = open_fds()
-    p = data_dir / "astorm.bin"
-    data = make_file(p, 128 * PAGE, seed=4)
-    canary = b"\xa5" * 64
-    rng = random.Random(9)
-    n_ops = 1_500
-    frames = [bytearray(canary + bytes(PAGE) + canary) for _ in range(n_ops)]
-    returned: list[tuple[int, bytes]] = []  # (frame index, its content when its op returned)
-    completed = 0
-
-    async with (
-        aiopg_io.open(p, "rb", driver="io_uring") as f,
-        aiopg_io.open(p, "rb", driver="io_uring", direct=True) as fd_direct,
-    ):
-
-        async def one(i: int) -> None:
-            nonlocal completed
-            off = rng.randrange(128) * PAGE
-            frame = memoryview(frames[i])[64 : 64 + PAGE]
-            try:
-                if i % 4 == 0:
-                    dbuf = aiopg_io.aligned_buffer(PAGE)
-                    n = await fd_direct.preadinto(dbuf, off)
-                    assert bytes(dbuf) == data[off : off + PAGE]
-                else:
-                    n = await f.preadinto(frame, off)
-                    assert bytes(frame) == data[off : off + PAGE]
-                assert n == PAGE
-                completed += 1
-            finally:
-                frames[i][64 : 64 + PAGE] = b"\x5a" * PAGE  # reuse the buffer at once
-                returned.append((i, bytes(frames[i])))
-
-        for start in range(0, n_ops, 100):
-            async with anyio.create_task_group() as tg:
-                for i in range(start, start + 100):
-                    tg.start_soon(one, i)
-                for _ in range(rng.randint(0, 30)):
-                    await anyio.sleep(0)
-                tg.cancel_scope.cancel()
-    assert len(returned) == n_ops
-    assert 0 < completed < n_ops  # some ran to the end, some were cancelled
-    for i, snapshot in returned:
-        assert bytes(frames[i]) == snapshot, f"frame {i} changed after its op returned"
-        assert frames[i][:64] == canary and frames[i][-64:] == canary
     assert open_fds() == before
 
 
@@ -741,3 +774,386 @@ def test_reap_batch_leaves_the_rest_readable() -> None:
         d.close()
     with pytest.raises(ValueError, match="reap_batch=-1 must be 0"):
         IoUringDriver(reap_batch=-1)
+
+
+# -- the issue's scenarios on the event loops: asyncio, uvloop and trio ----------------------
+#
+# The driver-level tests above drive the ring by hand; these run the same scenarios through
+# aiopg_io.open / the IOContext on every loop (anyio_backend), with the driver axis fixed to
+# io_uring. A DriverFactory hands the context a driver built for the scenario.
+
+
+class UringFactory:
+    """A DriverFactory making one kind of io_uring driver (its own IOContext per loop)."""
+
+    name = "io_uring"
+
+    def __init__(self, make: Callable[[], IoUringDriver]) -> None:
+        self.make = make
+
+    @property
+    def key(self) -> object:
+        return self
+
+    def create(self) -> IoUringDriver:
+        return self.make()
+
+
+class Uncapped(IoUringDriver):
+    """Tells the IOContext it may have any number of ops out, so a tiny ring's CQ overflows."""
+
+    @property
+    def capabilities(self) -> aiopg_io.drivers.Capabilities:
+        return replace(super().capabilities, max_in_flight=100_000)
+
+
+@pytest.mark.anyio
+async def test_loop_one_ring_submit_per_tick_and_batched_reaps(tmp_path: Path) -> None:
+    p = tmp_path / "tick.bin"
+    data = make_file(p, 32 * PAGE)
+    async with aiopg_io.open(p, "rb", driver="io_uring:nowait_fast_path=0") as f:
+        driver = f._ctx.driver
+        assert isinstance(driver, IoUringDriver)
+        ready = anyio.Event()
+        out: dict[int, bytes] = {}
+
+        async def reader(i: int) -> None:
+            await ready.wait()
+            out[i] = await f.pread(PAGE, i * PAGE)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(32):
+                tg.start_soon(reader, i)
+            await anyio.sleep(0.01)
+            before = driver.statistics()
+            ready.set()
+        after = driver.statistics()
+    assert [out[i] for i in range(32)] == [data[i * PAGE : (i + 1) * PAGE] for i in range(32)]
+    assert after.submit_calls - before.submit_calls == 1
+    assert dict(after.extra)["ring_submits"] - dict(before.extra)["ring_submits"] == 1
+    assert after.reap_calls - before.reap_calls <= 32 // 8 + 2  # reap_batch=8: a few reaps, not 32
+
+
+@pytest.mark.anyio
+async def test_loop_kernel_errors_become_oserrors_with_the_path(data_dir: Path) -> None:
+    """A negative CQE result reaches the awaiting task as the matching OSError subclass,
+    with errno, message and the file's path."""
+    from aiopg_io._context import get_context
+
+    wo = data_dir / "wo.bin"
+    wo.write_bytes(b"x" * PAGE)
+    fd_wo = os.open(wo, os.O_WRONLY)
+    fd_direct = os.open(wo, os.O_RDONLY | os.O_DIRECT)
+    ctx = get_context("io_uring")
+    ctx.acquire()
+    try:
+        with pytest.raises(OSError, match="Bad file descriptor") as bad:
+            await ctx.run(Op(OpKind.READ, fd_wo, 0, (memoryview(bytearray(PAGE)),), path=str(wo)))
+        assert bad.value.errno == errno.EBADF and bad.value.filename == str(wo)
+        buf = memoryview(aiopg_io.aligned_buffer(2 * PAGE))
+        with pytest.raises(OSError, match="Invalid argument") as misaligned:  # O_DIRECT at offset 1
+            await ctx.run(Op(OpKind.READ, fd_direct, 1, (buf[:PAGE],), path=str(wo)))
+        assert misaligned.value.errno == errno.EINVAL and misaligned.value.filename == str(wo)
+    finally:
+        await ctx.release()
+        os.close(fd_wo)
+        os.close(fd_direct)
+
+
+@pytest.mark.anyio
+async def test_loop_short_reads_are_continued_past_eof_and_on_a_shrinking_file(tmp_path: Path) -> None:
+    """Every first completion is cut to 1 000 bytes (as a partly cached read would be): the
+    driver reads the rest, stops at EOF, and a file that shrinks meanwhile ends the read at
+    its new end. Short writes are continued the same way."""
+    p = tmp_path / "short.bin"
+    data = make_file(p, 10_000)
+    shrink = tmp_path / "shrink.bin"
+    shrink_data = make_file(shrink, 8 * PAGE, seed=2)
+
+    def cut(op: Op, res: int) -> int:
+        if op.path == str(shrink):
+            os.truncate(shrink, 12_000)
+        return min(res, 1_000)
+
+    factory = UringFactory(lambda: Rewriting(cut, nowait_fast_path=False))
+    async with aiopg_io.open(p, "r+b", driver=factory) as f:
+        assert await f.pread(4 * PAGE, 0) == data  # across EOF: 16 KiB asked, 10 000 there
+        assert await f.pread(PAGE, 9_000) == data[9_000:]
+        assert await f.pread(PAGE, 50_000) == b""  # past EOF
+        bufs = [bytearray(3000), bytearray(3000)]
+        assert await f.preadv(bufs, 5_000) == 5_000
+        assert bytes(bufs[0]) + bytes(bufs[1][:2_000]) == data[5_000:]
+        payload = random.Random(3).randbytes(5 * PAGE)
+        assert await f.pwrite(payload, 0) == len(payload)
+        stats = f._ctx.driver.statistics()
+        assert stats.short_transfers == 4 and stats.retries == 4  # not the read past EOF: 0 is EOF
+    assert p.read_bytes() == payload
+    async with aiopg_io.open(shrink, "rb", driver=factory) as f:
+        assert await f.pread(8 * PAGE, 0) == shrink_data[:12_000]
+
+
+@pytest.mark.anyio
+async def test_loop_eagain_completions_are_resubmitted(tmp_path: Path) -> None:
+    p = tmp_path / "again.bin"
+    data = make_file(p, 16 * PAGE)
+    factory = UringFactory(lambda: Rewriting(lambda op, res: -errno.EAGAIN, nowait_fast_path=False))
+    async with aiopg_io.open(p, "rb", driver=factory) as f:
+        got: dict[int, bytes] = {}
+
+        async def reader(i: int) -> None:
+            got[i] = await f.pread(PAGE, i * PAGE)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(16):
+                tg.start_soon(reader, i)
+        assert dict(f._ctx.driver.statistics().extra)["eagain_retries"] == 16
+    assert b"".join(got[i] for i in range(16)) == data
+
+
+@pytest.mark.anyio
+async def test_loop_eagain_and_short_results_through_the_fault_injector(tmp_path: Path) -> None:
+    """aiopg_io.testing's injector over io_uring: a transient EAGAIN is retried unseen, a
+    short read returns what was read, a short write fails with ENOSPC naming the path and
+    leaves just the short part in the file."""
+    from aiopg_io.testing import Fault, FaultInjector
+
+    p = tmp_path / "inj.bin"
+    data = make_file(p, 8 * PAGE)
+    injector = FaultInjector(
+        Fault(kind="reads", nth=1, times=4, errno=errno.EAGAIN, transient=True),
+        Fault(kind="reads", nth=2, short=100),
+        Fault(kind="writes", nth=1, short=512),
+        driver="io_uring",
+    )
+    async with aiopg_io.open(p, "r+b", driver=injector) as f:
+        parts = [await f.pread(PAGE, i * PAGE) for i in range(4)]  # ops 1-4: EAGAIN, retried
+        assert parts == [data[i * PAGE : (i + 1) * PAGE] for i in range(4)]
+        assert await f.pread(PAGE, 4 * PAGE) == data[4 * PAGE : 4 * PAGE + 100]  # read no. 5: short
+        with pytest.raises(OSError, match="No space left on device") as info:
+            await f.pwrite(b"\xee" * PAGE, 0)
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(p)
+        assert await f.pread(PAGE, 0) == b"\xee" * 512 + data[512:PAGE]
+    assert [(e.kind.value, e.action) for e in injector.log] == [("read", "retry")] * 4 + [
+        ("read", "short"),
+        ("write", "short"),
+    ]
+
+
+@pytest.mark.anyio
+async def test_loop_cq_overflow_with_a_tiny_ring(tmp_path: Path) -> None:
+    """4 SQ / 8 CQ entries and 3 000 reads out at once (the context is told it may): the SQ
+    is flushed whenever it fills, the CQ overflows into the kernel's list, and every read
+    still returns its own data."""
+    p = tmp_path / "many.bin"
+    data = make_file(p, 64 * PAGE)
+    before = open_fds()
+    factory = UringFactory(lambda: Uncapped(entries=4, nowait_fast_path=False))
+    rng = random.Random(5)
+    offsets = [rng.randrange(64) * PAGE for _ in range(3_000)]
+    got: list[bytes] = [b""] * len(offsets)
+    async with aiopg_io.open(p, "rb", driver=factory) as f:
+
+        async def reader(i: int) -> None:
+            got[i] = await f.pread(PAGE, offsets[i])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(offsets)):
+                tg.start_soon(reader, i)
+        stats = f._ctx.driver.statistics()
+    assert all(got[i] == data[off : off + PAGE] for i, off in enumerate(offsets))
+    assert stats.overflows > 0
+    assert dict(stats.extra)["ring_submits"] > stats.submit_calls  # full SQs flushed mid-batch
+    assert stats.completed == stats.submitted and stats.in_flight == 0
+    assert open_fds() == before
+
+
+async def _loop_storm(n_ops: int, seed: int, data_dir: Path) -> None:
+    """64 tasks read 4 KiB pages (30% O_DIRECT, 5% from an empty pipe, which only a cancel
+    ends) into slots of one mmap arena, each slot framed by canary pages; a canceller task
+    cancels random reads at random moments (still staged, in the ring, or completed but not
+    yet resumed). A returned slot is poisoned and must still hold the poison when it is next
+    taken; at the end every canary and slot is intact and the fd table is as before."""
+    before = open_fds()
+    rng = random.Random(seed)
+    size = 256 * PAGE
+    p = data_dir / "lstorm.bin"
+    data = make_file(p, size, seed)
+    canary, poison, zero = b"\xa5" * PAGE, b"\x5a" * PAGE, bytes(PAGE)
+    workers, slots = 64, 192
+    arena = mmap.mmap(-1, (2 * slots + 1) * PAGE)
+    view = memoryview(arena)
+    for i in range(slots + 1):
+        view[2 * i * PAGE : (2 * i + 1) * PAGE] = canary
+    free = deque(range(slots))
+    live: dict[int, anyio.CancelScope] = {}
+    issued = completed = cancelled = 0
+    done = False
+
+    async with (
+        aiopg_io.open(p, "rb", driver="io_uring") as buffered,
+        aiopg_io.open(p, "rb", driver="io_uring", direct=True) as direct,
+    ):
+        ctx = buffered._ctx
+        assert direct._ctx is ctx  # one ring serves both
+        rfd, wfd = os.pipe()
+
+        async def worker() -> None:
+            nonlocal issued, completed, cancelled
+            while issued < n_ops:
+                issued += 1
+                s = free.popleft()
+                frame = view[(2 * s + 1) * PAGE : (2 * s + 2) * PAGE]
+                assert frame in (poison, zero), f"slot {s} written after its read returned"
+                off = rng.randrange(size // PAGE) * PAGE
+                pick = rng.random()
+                with anyio.CancelScope() as scope:
+                    live[s] = scope
+                    try:
+                        if pick < 0.05:
+                            await ctx.run(Op(OpKind.READ, rfd, 0, (frame,), path="<pipe>"))
+                            raise AssertionError("a read from an empty pipe returned")
+                        n = await (direct if pick < 0.35 else buffered).preadinto(frame, off)
+                    finally:
+                        del live[s]
+                    assert n == PAGE and frame == data[off : off + PAGE]
+                    completed += 1
+                if scope.cancelled_caught:
+                    cancelled += 1
+                frame[:] = poison
+                free.append(s)
+
+        async def canceller() -> None:
+            while not done:
+                await anyio.sleep(0)
+                for _ in range(rng.randint(0, 4)):
+                    if live:
+                        rng.choice(list(live.values())).cancel()
+
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(canceller)
+            async with anyio.create_task_group() as tg:
+                for _ in range(workers):
+                    tg.start_soon(worker)
+            done = True
+        stats = ctx.driver.statistics()
+        os.close(rfd)
+        os.close(wfd)
+    assert completed + cancelled == issued == n_ops
+    assert completed > 0 and cancelled > 0 and stats.cancelled > 0  # some cancels reached the ring
+    for i in range(slots + 1):
+        assert view[2 * i * PAGE : (2 * i + 1) * PAGE] == canary, f"canary {i} overwritten"
+    for s in range(slots):
+        assert view[(2 * s + 1) * PAGE : (2 * s + 2) * PAGE] in (poison, zero), f"slot {s} written late"
+    assert open_fds() == before
+
+
+@pytest.mark.anyio
+async def test_loop_cancellation_storm(data_dir: Path) -> None:
+    await _loop_storm(3_000, 21, data_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_loop_cancellation_storm_100k(data_dir: Path) -> None:
+    await _loop_storm(100_000, 22, data_dir)
+
+
+@pytest.mark.anyio
+async def test_loop_context_close_cancels_and_drains_ops_in_flight(data_dir: Path) -> None:
+    """Closing the IOContext (what the end of a trio run does to a context left open) while
+    the ring holds a read only a cancel can end and 64 direct reads: every task gets its
+    outcome, no fd is left, and the closed context refuses new ops."""
+    from aiopg_io._context import get_context
+
+    before = open_fds()
+    p = data_dir / "close.bin"
+    data = make_file(p, 64 * PAGE)
+    fd = os.open(p, os.O_RDONLY | os.O_DIRECT)
+    rfd, wfd = os.pipe()
+    arena = mmap.mmap(-1, 64 * PAGE)
+    view = memoryview(arena)
+    ctx = get_context("io_uring")
+    ctx.acquire()
+    outcomes: dict[int, int | OSError] = {}
+
+    async def run(i: int, op: Op) -> None:
+        try:
+            outcomes[i] = await ctx.run(op)
+        except OSError as exc:
+            outcomes[i] = exc
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, -1, Op(OpKind.READ, rfd, 0, (memoryview(bytearray(16)),), path="<pipe>"))
+            for i in range(64):
+                tg.start_soon(run, i, Op(OpKind.READ, fd, i * PAGE, (view[i * PAGE : (i + 1) * PAGE],)))
+            while ctx.driver.statistics().submitted < 65:
+                await anyio.sleep(0)
+            assert ctx.driver.statistics().in_flight > 0
+            ctx.close_now()
+        stuck = outcomes[-1]
+        assert isinstance(stuck, OSError) and stuck.errno == errno.ECANCELED
+        assert "Operation canceled" in str(stuck) and stuck.filename == "<pipe>"
+        for i in range(64):
+            out = outcomes[i]
+            if isinstance(out, OSError):
+                assert out.errno == errno.ECANCELED, out
+            else:
+                assert out == PAGE and view[i * PAGE : (i + 1) * PAGE] == data[i * PAGE : (i + 1) * PAGE]
+        with pytest.raises(RuntimeError, match="the IOContext is closed"):
+            await ctx.run(Op(OpKind.NOP, fd))
+    finally:
+        await ctx.release()
+        os.close(fd)
+        os.close(rfd)
+        os.close(wfd)
+    assert open_fds() == before
+
+
+def _fork_child(f: aiopg_io.AsyncFile, p: Path, data: bytes, backend: tuple[str, dict[str, object]]) -> str:
+    """In a forked child: the parent's file and ring refuse with a clear error; a new loop
+    (in a new thread: the parent's loop still looks current in this one) opens its own."""
+    coro = f.pread(PAGE, 0)
+    try:
+        coro.send(None)
+    except RuntimeError as exc:
+        context_msg = str(exc)
+    else:
+        context_msg = "no error"
+    finally:
+        coro.close()
+    try:
+        f._ctx.driver.submit([Op(OpKind.NOP, -1)])
+    except RuntimeError as exc:
+        ring_msg = str(exc)
+    else:
+        ring_msg = "no error"
+    result: list[str] = []
+
+    async def own() -> None:
+        async with aiopg_io.open(p, "rb", driver="io_uring") as g:
+            assert isinstance(g._ctx.driver, IoUringDriver) and g._ctx.driver is not f._ctx.driver
+            result.append(str(await g.pread(PAGE, PAGE) == data[PAGE : 2 * PAGE]))
+
+    name, options = backend
+    t = threading.Thread(target=lambda: anyio.run(own, backend=name, backend_options=options))
+    t.start()
+    t.join(30)
+    return "|".join([result[0] if result else "no result", context_msg, ring_msg])
+
+
+@pytest.mark.anyio
+async def test_loop_fork_child_gets_a_clear_error_and_can_make_its_own(
+    tmp_path: Path, anyio_backend: tuple[str, dict[str, object]]
+) -> None:
+    p = tmp_path / "fork.bin"
+    data = make_file(p, 4 * PAGE)
+    async with aiopg_io.open(p, "rb", driver="io_uring") as f:
+        assert await f.pread(PAGE, 0) == data[:PAGE]
+        report = in_child(lambda: _fork_child(f, p, data, anyio_backend))
+        own_ok, context_msg, ring_msg = report.split("|")
+        assert own_ok == "True"
+        assert "IOContext belongs to the parent process" in context_msg and "open files anew" in context_msg
+        assert "ring belongs to the parent process" in ring_msg and "anew in the child" in ring_msg
+        # The parent's ring is untouched by all this.
+        assert await f.pread(PAGE, 3 * PAGE) == data[3 * PAGE :]

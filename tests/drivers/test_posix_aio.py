@@ -199,6 +199,124 @@ def test_other_platform_layouts_have_the_header_sizes() -> None:
     assert (M.aio_reqprio.offset, M.aio_sigevent.offset, M.aio_lio_opcode.offset) == (32, 40, 72)
 
 
+# The FreeBSD and macOS structs as their headers declare them, field for field, with the
+# types spelled as LP64 C (off_t is int64_t on both; __lwpid_t is int). A C compiler lays
+# them out here by the same natural-alignment rules as on amd64/arm64 FreeBSD and
+# arm64/x86_64 macOS, so this checks the ctypes transcription against a compiler rather
+# than against offsets worked out by hand. Sources: FreeBSD sys/sys/aio.h and
+# sys/sys/signal.h (13.x/14.x); XNU bsd/sys/aio.h and bsd/sys/signal.h. The Rust libc
+# crate's freebsd and apple modules declare the same fields.
+_BSD_LAYOUT_C = r"""
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+union sigval_ { int sival_int; void *sival_ptr; };
+struct fbsd_sigevent {
+    int sigev_notify; int sigev_signo; union sigval_ sigev_value;
+    union { int _threadid; struct { void (*_function)(union sigval_); void **_attribute; } _sigev_thread;
+            unsigned short _kevent_flags; long __spare__[8]; } _sigev_un;
+};
+struct fbsd_aiocb_private { long status; long error; void *kernelinfo; };
+struct fbsd_aiocb {
+    int aio_fildes; int64_t aio_offset; volatile void *aio_buf; size_t aio_nbytes; int __spare__[2];
+    void *__spare2__; int aio_lio_opcode; int aio_reqprio; struct fbsd_aiocb_private _aiocb_private;
+    struct fbsd_sigevent aio_sigevent;
+};
+struct mac_sigevent {
+    int sigev_notify; int sigev_signo; union sigval_ sigev_value;
+    void (*sigev_notify_function)(union sigval_); void *sigev_notify_attributes;
+};
+struct mac_aiocb {
+    int aio_fildes; int64_t aio_offset; volatile void *aio_buf; size_t aio_nbytes; int aio_reqprio;
+    struct mac_sigevent aio_sigevent; int aio_lio_opcode;
+};
+#define F(s, f) printf("%s.%s %zu\n", #s, #f, offsetof(struct s, f))
+#define Z(s) printf("%s %zu\n", #s, sizeof(struct s))
+int main(void) {
+    Z(fbsd_sigevent); Z(fbsd_aiocb); Z(mac_sigevent); Z(mac_aiocb);
+    F(fbsd_sigevent, sigev_notify); F(fbsd_sigevent, sigev_signo); F(fbsd_sigevent, sigev_value);
+    F(fbsd_sigevent, _sigev_un);
+    F(fbsd_aiocb, aio_fildes); F(fbsd_aiocb, aio_offset); F(fbsd_aiocb, aio_buf); F(fbsd_aiocb, aio_nbytes);
+    F(fbsd_aiocb, __spare__); F(fbsd_aiocb, __spare2__); F(fbsd_aiocb, aio_lio_opcode);
+    F(fbsd_aiocb, aio_reqprio); F(fbsd_aiocb, _aiocb_private); F(fbsd_aiocb, aio_sigevent);
+    F(mac_sigevent, sigev_notify); F(mac_sigevent, sigev_signo); F(mac_sigevent, sigev_value);
+    F(mac_sigevent, sigev_notify_function); F(mac_sigevent, sigev_notify_attributes);
+    F(mac_aiocb, aio_fildes); F(mac_aiocb, aio_offset); F(mac_aiocb, aio_buf); F(mac_aiocb, aio_nbytes);
+    F(mac_aiocb, aio_reqprio); F(mac_aiocb, aio_sigevent); F(mac_aiocb, aio_lio_opcode);
+    return 0;
+}
+"""
+
+
+def _ctypes_layout(prefix: str, struct: type[ctypes.Structure], renames: dict[str, str]) -> dict[str, int]:
+    out = {prefix: ctypes.sizeof(struct)}
+    for name, *_ in struct._fields_:
+        out[f"{prefix}.{renames.get(name, name)}"] = getattr(struct, name).offset
+    return out
+
+
+@pytest.mark.skipif(ctypes.sizeof(ctypes.c_void_p) != 8, reason="the BSD layouts are LP64")
+def test_bsd_layouts_match_a_c_compiler(tmp_path: Path) -> None:
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler (gcc/cc) to lay out the header structs")
+    src, exe = tmp_path / "bsd.c", tmp_path / "bsd"
+    src.write_text(_BSD_LAYOUT_C)
+    subprocess.run([cc, "-o", str(exe), str(src)], check=True, capture_output=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    c = {k: int(v) for k, v in (line.split() for line in out.splitlines())}
+    mine = {
+        **_ctypes_layout("fbsd_sigevent", posix_aio._FreeBSDSigevent, {"sigev_un": "_sigev_un"}),
+        **_ctypes_layout(
+            "fbsd_aiocb",
+            posix_aio._FreeBSDAiocb,
+            {"spare": "__spare__", "spare2": "__spare2__", "aiocb_private": "_aiocb_private"},
+        ),
+        **_ctypes_layout("mac_sigevent", posix_aio._MacOSSigevent, {}),
+        **_ctypes_layout("mac_aiocb", posix_aio._MacOSAiocb, {}),
+    }
+    assert mine == c
+
+
+def test_bsd_constants_are_the_headers() -> None:
+    """The numbers the FreeBSD and macOS code paths use, as their headers define them."""
+    header_facts = {
+        # FreeBSD sys/sys/aio.h: LIO_NOP 0, LIO_WRITE 1, LIO_READ 2; LIO_NOWAIT 0; AIO_CANCELED 1,
+        # AIO_NOTCANCELED 2, AIO_ALLDONE 3; AIO_LISTIO_MAX 16. sys/sys/signal.h: SIGEV_NONE 0.
+        # sys/sys/fcntl.h: O_SYNC 0x80, O_DSYNC 0x1000000.
+        posix_aio._FREEBSD: (2, 1, 0, 1, 2, 3, 0, 0x80, 0x1000000, 16),
+        # XNU bsd/sys/aio.h: LIO_READ 1, LIO_WRITE 2; LIO_NOWAIT 1; AIO_ALLDONE 1, AIO_CANCELED 2,
+        # AIO_NOTCANCELED 4; AIO_LISTIO_MAX 16; O_SYNC 0x80, "O_DSYNC - NOT SUPPORTED" by aio_fsync.
+        posix_aio._MACOS: (1, 2, 1, 2, 4, 1, 0, 0x80, 0x80, 16),
+    }
+    for plat, facts in header_facts.items():
+        ours = (
+            plat.lio_read,
+            plat.lio_write,
+            plat.lio_nowait,
+            plat.aio_canceled,
+            plat.aio_notcanceled,
+            plat.aio_alldone,
+            plat.sigev_none,
+            plat.fsync_op,
+            plat.fdatasync_op,
+            plat.listio_max,
+        )
+        assert ours == facts, plat.name
+    # sys/sys/event.h: EVFILT_AIO -3, EVFILT_TIMER -7, EVFILT_USER -11, NOTE_TRIGGER 0x01000000;
+    # sys/sys/signal.h: SIGEV_KEVENT 3.
+    assert (
+        posix_aio._FREEBSD_EVFILT_AIO,
+        posix_aio._FREEBSD_EVFILT_TIMER,
+        posix_aio._FREEBSD_EVFILT_USER,
+    ) == (
+        -3,
+        -7,
+        -11,
+    )
+    assert (posix_aio._FREEBSD_NOTE_TRIGGER, posix_aio._FREEBSD_SIGEV_KEVENT) == (0x01000000, 3)
+
+
 def test_platform_selection_and_reason() -> None:
     if LINUX_GLIBC:
         assert REASON is None
@@ -206,6 +324,60 @@ def test_platform_selection_and_reason() -> None:
         assert posix_aio.PosixAioDriver.unavailable_reason(direct=True) is None
     else:
         assert not posix_aio.tested_here()
+
+
+def test_other_platforms_say_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one place that chooses: a platform without a described layout gets a reason that
+    names it and what to use instead; the driver then refuses to start with that reason."""
+    import platform
+    import sys
+
+    monkeypatch.setattr(sys, "platform", "sunos5")
+    assert posix_aio._select_platform() == (
+        None,
+        "POSIX AIO is not supported by this driver on sunos5 (use the worker driver)",
+    )
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(platform, "libc_ver", lambda *a, **k: ("", ""))
+    plat, why = posix_aio._select_platform()
+    assert plat is None and why is not None
+    assert why.startswith(
+        "POSIX AIO through ctypes needs glibc's struct aiocb layout; this Python runs on an unknown"
+    )
+    for name, expected in (("freebsd14", posix_aio._FREEBSD), ("darwin", posix_aio._MACOS)):
+        monkeypatch.setattr(sys, "platform", name)
+        assert posix_aio._select_platform() == (expected, None)
+    monkeypatch.setattr(posix_aio, "_PLATFORM", None)
+    monkeypatch.setattr(posix_aio, "_PLATFORM_REASON", "POSIX AIO is not supported by this driver on sunos5")
+    assert (
+        posix_aio.PosixAioDriver.unavailable_reason() == "POSIX AIO is not supported by this driver on sunos5"
+    )
+    assert not posix_aio.tested_here()
+    with pytest.raises(
+        RuntimeError, match=r"^posix_aio cannot run here: POSIX AIO is not supported .* sunos5$"
+    ):
+        posix_aio.PosixAioDriver()
+
+
+@needs_posix_aio
+def test_info_marks_an_untested_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`python -m aiopg_io info` says "not tested on this machine" for a platform whose code
+    path the tests have not run (FreeBSD, macOS); here (Linux glibc) it says nothing."""
+    import dataclasses
+
+    from aiopg_io import _info
+
+    assert "posix_aio" not in _info.machine_matrix(str(tmp_path)).untested
+    assert posix_aio._PLATFORM is not None
+    monkeypatch.setattr(posix_aio, "_PLATFORM", dataclasses.replace(posix_aio._PLATFORM, tested=False))
+    m = _info.machine_matrix(str(tmp_path))
+    assert m.untested == {"posix_aio": "not tested on this machine"}
+    row = [line for line in _info.render(m).splitlines() if line.strip().startswith("posix_aio")]
+    assert row == ["  posix_aio  yes         yes   (not tested on this machine)"]
+    # A row whose direct column is refused keeps the note too.
+    m.drivers["posix_aio"] = {"buffered": "available", "direct": "refused"}
+    row = [line for line in _info.render(m).splitlines() if line.strip().startswith("posix_aio")]
+    assert row == ["  posix_aio  yes         no: refused   (not tested on this machine)"]
 
 
 # -- every op kind ------------------------------------------------------------------------------
@@ -392,6 +564,125 @@ def test_short_transfers_continue_until_whole(data_file: tuple[Path, bytes]) -> 
         assert w.result == 9000 and os.pread(fd, 9000, 100) == payload
         stats = d.statistics()
         assert stats.short_transfers == 3 and stats.retries >= 3
+    finally:
+        d.close()
+        os.close(fd)
+
+
+@needs_posix_aio
+@pytest.mark.skipif(not LINUX_GLIBC, reason="reads glibc aiocbs as they go out")
+@pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
+def test_vectored_ops_coalesce_bounce_or_split(data_dir: Path, direct: bool) -> None:
+    """No vectored AIO on glibc or macOS: pieces adjacent in memory go out as one request;
+    other ops of at most _BOUNCE_MAX bytes as one request on a bounce buffer (copied out
+    after a read, in before a write); larger ones split, a request per piece."""
+    data = random.Random(5).randbytes(3 << 20)
+    path = data_dir / "vec.bin"
+    path.write_bytes(data)
+    d = posix_aio.PosixAioDriver()
+    lib = _Wrapped(d._lib)
+    sizes: list[list[int]] = []
+
+    def recording(mode: int, arr: ctypes.Array[ctypes.c_void_p], n: int, sig: object) -> int:
+        sizes.append([cb.aio_nbytes for cb in _cbs(arr, n)])
+        return int(lib.real.lio_listio(mode, arr, n, sig))
+
+    lib.lio_listio = recording
+    d._lib = lib  # type: ignore[assignment]
+    fd = os.open(path, os.O_RDWR | (getattr(os, "O_DIRECT", 0) if direct else 0))
+    page, mib = 4096, 1 << 20
+    try:
+        arena = aligned(16 * page)
+        adjacent = tuple(arena[i * page : (i + 1) * page] for i in range(16))
+        drive(d, [Op(OpKind.READV, fd, offset=page, buffers=adjacent)])
+        assert sizes.pop() == [16 * page] and bytes(arena) == data[page : 17 * page]
+
+        scattered = tuple(reversed(adjacent))  # each piece ends where the one before starts: not adjacent
+        drive(d, [Op(OpKind.READV, fd, offset=0, buffers=scattered)])
+        assert sizes.pop() == [16 * page]
+        assert all(bytes(p) == data[i * page : (i + 1) * page] for i, p in enumerate(scattered))
+
+        big = aligned(3 * mib)
+        split = (big[2 * mib :], big[: mib + page])  # past _BOUNCE_MAX together: one request each
+        drive(d, [Op(OpKind.READV, fd, offset=page, buffers=split)])
+        assert sizes.pop() == [mib, mib + page]
+        assert bytes(split[0]) + bytes(split[1]) == data[page : 2 * mib + 2 * page]
+
+        for i, p in enumerate(scattered):
+            p[:] = bytes([i + 1]) * page
+        w = Op(OpKind.WRITEV, fd, offset=8 * page, buffers=scattered)
+        drive(d, [w])
+        assert sizes.pop() == [16 * page] and w.result == 16 * page
+        assert path.read_bytes()[8 * page : 24 * page] == b"".join(bytes([i + 1]) * page for i in range(16))
+
+        # A bounced read cut short by the end of the file fills only what it read.
+        os.ftruncate(fd, len(data) - page)
+        tail = [aligned(page) for _ in range(3)]
+        tail[2][:] = b"\xaa" * page
+        r = Op(OpKind.READV, fd, offset=len(data) - 3 * page, buffers=tuple(tail))
+        drive(d, [r])
+        assert r.result == 2 * page
+        assert sizes[-2:] == [[3 * page], [page]]  # short: the rest is asked for, and meets EOF
+        assert bytes(tail[0]) + bytes(tail[1]) == data[-3 * page : -page]
+        assert bytes(tail[2]) == b"\xaa" * page
+    finally:
+        d.close()
+        os.close(fd)
+
+
+@needs_posix_aio
+def test_vectored_ops_random_layouts_move_the_right_bytes(tmp_path: Path) -> None:
+    """Random READV/WRITEV, many in flight at once: pieces of random sizes, some adjacent in
+    memory, some not, some ops past _BOUNCE_MAX, some reaching past the end of the file.
+    Every read must return the file's bytes, every write land at its offset, in order."""
+    rng = random.Random(17)
+    size = 3 << 20
+    data = bytearray(rng.randbytes(size))
+    path = tmp_path / "rand.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDWR)
+    d = posix_aio.PosixAioDriver()
+
+    def layout() -> tuple[memoryview, ...]:
+        lengths = [rng.choice([1, 100, 4096, 65536, 400_000]) for _ in range(rng.randrange(1, 8))]
+        arena = memoryview(bytearray(sum(lengths) + 64 * len(lengths)))
+        pieces, at = [], 0
+        for n in lengths:
+            at += rng.choice([0, 0, 1, 64])  # 0: adjacent to the previous piece
+            pieces.append(arena[at : at + n])
+            at += n
+        if rng.random() < 0.3:
+            pieces.reverse()
+        return tuple(pieces)
+
+    try:
+        for _round in range(6):
+            reads = [
+                Op(OpKind.READV, fd, offset=rng.randrange(0, size + 1000), buffers=layout())
+                for _ in range(12)
+            ]
+            drive(d, reads)
+            for op in reads:
+                want = data[op.offset : op.offset + op.nbytes]
+                got = b"".join(bytes(b) for b in op.buffers)[: len(want)]
+                assert op.error is None and op.result == len(want) and got == want
+            # Writes to disjoint ranges, one after another with gaps (the file may grow).
+            writes, off = [], rng.randrange(0, 1 << 16)
+            for _ in range(4):
+                bufs = layout()
+                for b in bufs:
+                    b[:] = rng.randbytes(len(b))
+                writes.append(Op(OpKind.WRITEV, fd, offset=off, buffers=bufs))
+                off += sum(len(b) for b in bufs) + rng.randrange(0, 1 << 16)
+            drive(d, writes)
+            for w in writes:
+                payload = b"".join(bytes(b) for b in w.buffers)
+                assert w.error is None and w.result == len(payload)
+                if w.offset > len(data):
+                    data += bytes(w.offset - len(data))  # a hole reads as zeros
+                data[w.offset : w.offset + len(payload)] = payload
+            size = len(data)
+            assert path.read_bytes() == bytes(data)
     finally:
         d.close()
         os.close(fd)
@@ -604,6 +895,63 @@ def test_no_fd_thread_or_signal_disposition_left_behind(data_file: tuple[Path, b
         assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before_mask
     finally:
         os.close(fd)
+
+
+@needs_posix_aio
+def test_the_macos_fallback_notifier_runs_here(
+    monkeypatch: pytest.MonkeyPatch, data_file: tuple[Path, bytes]
+) -> None:
+    """macOS's notifier has no wake-up aiocb (XNU AIO refuses pipes): its thread re-reads its
+    list every _MACOS_RESCAN s while requests are in flight and sleeps while none are. The
+    same code runs on glibc, so it is tested here: ops submitted while the thread waits on
+    a blocked request are picked up, an idle driver does not poll, close leaves nothing."""
+    import dataclasses
+
+    path, data = data_file
+    assert posix_aio._PLATFORM is not None
+    monkeypatch.setattr(
+        posix_aio, "_PLATFORM", dataclasses.replace(posix_aio._PLATFORM, notifier="suspend+rescan")
+    )
+    before_fds = open_fds()
+    fd = os.open(path, os.O_RDONLY)
+    r, w = os.pipe()
+    d = posix_aio.PosixAioDriver()
+    try:
+        assert isinstance(d._notifier, posix_aio._SuspendNotifier) and d._notifier._pipe is None
+        calls = [0]
+        real_suspend = d._lib.aio_suspend
+
+        def counting(*args: object) -> int:
+            calls[0] += 1
+            return int(real_suspend(*args))
+
+        d._lib.aio_suspend = counting
+        blocker = Op(OpKind.READ, r, buffers=(memoryview(bytearray(3)),))
+        d.submit([blocker])
+        time.sleep(0.05)  # the thread is in aio_suspend over the blocked read alone
+        bufs = [bytearray(1000) for _ in range(20)]
+        reads = [Op(OpKind.READ, fd, offset=i * 5000, buffers=(memoryview(b),)) for i, b in enumerate(bufs)]
+        d.submit(reads)
+        wait_all(d, reads, timeout=5)
+        assert all(bytes(b) == data[i * 5000 : i * 5000 + 1000] for i, b in enumerate(bufs))
+        os.write(w, b"end")
+        wait_all(d, [blocker], timeout=5)
+        assert blocker.result == 3 and bytes(blocker.buffers[0]) == b"end"
+
+        time.sleep(0.05)
+        idle_from = calls[0]
+        time.sleep(0.3)
+        assert calls[0] - idle_from <= 1, f"{calls[0] - idle_from} aio_suspend calls while idle"
+        assert d._notifier._state == posix_aio._SuspendNotifier._GRACE  # asleep on its condition
+        again = Op(OpKind.READV, fd, offset=7, buffers=(memoryview(bytearray(10)), memoryview(bytearray(5))))
+        drive(d, [again], timeout=5)
+        assert again.result == 15 and b"".join(bytes(b) for b in again.buffers) == data[7:22]
+    finally:
+        d.close()
+        for x in (fd, r, w):
+            os.close(x)
+    assert not any(t.name == "aiopg_io-posix_aio" for t in threading.enumerate())
+    assert open_fds() == before_fds
 
 
 @needs_posix_aio

@@ -5,13 +5,15 @@ nothing leaks."""
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import anyio
 import pytest
 
 import aiopg_io
-from aiopg_io.testing import Fault, FaultInjector, default_driver, inject
+from aiopg_io.drivers import OpKind
+from aiopg_io.testing import Fault, FaultInjector, Injection, default_driver, inject
 from aiopg_io.testing._override import hook_installed
 
 from ._util import fds
@@ -168,3 +170,96 @@ async def test_default_driver_nests(driver: str, tmp_path: Path) -> None:
         async with aiopg_io.open(tmp_path / "rel", "rb") as f:
             with pytest.raises(OSError):
                 await f.pread(1, 0)
+
+
+# Each kind of fault, as a caller of the file API sees it, and the log entry it leaves. The
+# call is the file's first op (op #1): 100 bytes at offset 4096, or a sync.
+_CONTENT = bytes(range(256)) * 32
+_X = b"X" * 100
+_KIND_CASES: dict[str, tuple[Fault, str, object]] = {
+    "eio-read": (Fault(kind="read", errno=errno.EIO), "pread", (OSError, "Input/output error")),
+    "enospc-write": (Fault(kind="write", errno=errno.ENOSPC), "pwrite", (OSError, "No space left on device")),
+    "eagain-read": (
+        Fault(kind="read", errno=errno.EAGAIN), "pread", (BlockingIOError, "Resource temporarily unavailable")
+    ),
+    "eintr-write": (
+        Fault(kind="write", errno=errno.EINTR), "pwrite", (InterruptedError, "Interrupted system call")
+    ),
+    "fsync-eio": (Fault(kind="fsync", errno=errno.EIO), "fsync", (OSError, "Input/output error")),
+    "fdatasync-eio": (Fault(kind="fdatasync", errno=errno.EIO), "fdatasync", (OSError, "Input/output error")),
+    "short-write": (Fault(kind="write", short=3), "pwrite", (OSError, "No space left on device")),
+    "short-read": (Fault(kind="read", short=10), "pread", _CONTENT[4096:4106]),
+    "delay-read": (Fault(kind="read", delay=0.2), "pread", _CONTENT[4096:4196]),
+    "eintr-transient": (Fault(kind="write", errno=errno.EINTR, transient=True), "pwrite", 100),
+}
+
+
+@pytest.mark.parametrize("case", list(_KIND_CASES), ids=list(_KIND_CASES))
+async def test_each_fault_kind_as_the_caller_sees_it(driver: str, tmp_path: Path, case: str) -> None:
+    fault, call, expected = _KIND_CASES[case]
+    path = tmp_path / "rel"
+    path.write_bytes(_CONTENT)
+    before = fds()
+    inj = FaultInjector(fault, driver=driver)
+    calls = {
+        "pread": lambda f: f.pread(100, 4096),
+        "pwrite": lambda f: f.pwrite(_X, 4096),
+        "fsync": lambda f: f.fsync(),
+        "fdatasync": lambda f: f.fdatasync(),
+    }
+    async with aiopg_io.open(path, "r+b", driver=inj) as f:
+        started = anyio.current_time()
+        if isinstance(expected, tuple):
+            exc_type, text = expected
+            with pytest.raises(OSError) as ei:
+                await calls[call](f)
+            err = ei.value
+            assert type(err) is exc_type
+            assert err.errno == inj.log[0].errno and err.filename == str(path)
+            assert str(err) == (
+                f"[Errno {err.errno}] {text} (injected by aiopg_io.testing into op #1): '{path}'"
+            )
+        else:
+            assert await calls[call](f) == expected
+        elapsed = anyio.current_time() - started
+        # times=1: the same call again is untouched.
+        again = await calls[call](f)
+        assert again == {"pread": _CONTENT[4096:4196], "pwrite": 100}.get(call)
+    transfer = call in ("pread", "pwrite")
+    expected_errno = errno.ENOSPC if fault.short is not None and call == "pwrite" else fault.errno
+    assert inj.log == [
+        Injection(
+            op=1,
+            kind=OpKind(call.removeprefix("p")),
+            path=str(path),
+            offset=4096 if transfer else 0,
+            nbytes=100 if transfer else 0,
+            fault=0,
+            action=fault.action,
+            errno=expected_errno,
+            short=fault.short,
+            delay=fault.delay,
+            when="before",
+        )
+    ]
+    if fault.delay:
+        assert elapsed >= fault.delay * 0.95
+    written = _CONTENT[:4096] + _X + _CONTENT[4196:]
+    assert path.read_bytes() == (written if call == "pwrite" else _CONTENT)
+    assert fds() == before and inj.open_drivers == 0
+
+
+async def test_a_full_disk_at_flush_keeps_the_buffered_bytes(driver: str, tmp_path: Path) -> None:
+    path = tmp_path / "rel"
+    inj = FaultInjector(Fault(kind="writes", errno=errno.ENOSPC), driver=driver)
+    data = os.urandom(3000)
+    async with aiopg_io.open(path, "w+b", driver=inj) as f:
+        assert await f.write(data) == 3000
+        with pytest.raises(OSError, match=r"No space left on device \(injected .* op #1\)"):
+            await f.flush()
+        assert path.read_bytes() == b"" and await f.tell() == 3000
+        await f.flush()  # the disk has room again: the same bytes go out
+        await f.seek(0)
+        assert await f.read() == data
+    assert path.read_bytes() == data
+    assert [(e.op, e.errno) for e in inj.log] == [(1, errno.ENOSPC)]

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import aiopg_io
+from aiopg_io.drivers import DRIVER_NAMES, unavailable_reason
 from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator, sweep
 from aiopg_io.testing.pytest_plugin import fault_injector, io_sweep, power_loss
 
@@ -56,3 +57,69 @@ def test_the_plugin_registers_nothing_but_fixtures() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[] ['fault_injector', 'io_sweep', 'power_loss']"
+
+
+_USER_TESTS = '''
+import errno
+
+import pytest
+
+import aiopg_io
+from aiopg_io.drivers import DRIVER_NAMES, unavailable_reason
+from aiopg_io.testing import Fault
+
+pytestmark = pytest.mark.anyio
+LEFT_OPEN = []
+
+
+@pytest.fixture(params=["asyncio", ("asyncio", {"use_uvloop": True}), "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+@pytest.fixture(params=[n for n in DRIVER_NAMES if unavailable_reason(n) is None])
+def driver(request):
+    return request.param
+
+
+async def test_fixtures(tmp_path, driver, fault_injector, power_loss, io_sweep):
+    sim = power_loss(driver)
+    inj = fault_injector(Fault(kind="fdatasync", errno=errno.EIO), driver=sim)
+    async with aiopg_io.open(tmp_path / "f", "wb", driver=inj) as f:
+        await f.pwrite(b"data", 0)
+        with pytest.raises(OSError, match="injected"):
+            await f.fdatasync()
+    assert [e.kind.value for e in inj.log] == ["fdatasync"]
+    sim.crash(seed=1)
+
+    async def scenario(injector):
+        async with aiopg_io.open(tmp_path / "g", "wb", driver=injector) as g:
+            await g.pwrite(b"y", 0)
+
+    report = await io_sweep(scenario, driver=driver)
+    assert [o.completed for o in report.outcomes] == [False, True]
+
+
+async def test_a_file_left_open_fails_at_teardown(tmp_path, fault_injector):
+    LEFT_OPEN.append(await aiopg_io.open(tmp_path / "h", "wb", driver=fault_injector(driver="sync")))
+'''
+
+
+def test_the_entry_point_gives_users_the_fixtures(tmp_path: Path) -> None:
+    """A user's project, with aiopg_io installed and no conftest: pytest finds the fixtures
+    through the ``pytest11`` entry point, on every loop x driver, and the injector fixture
+    fails a test that leaves a file open (on asyncio and uvloop; the end of ``trio.run``
+    closes the drivers its run left open, so there the test passes)."""
+    (tmp_path / "test_user.py").write_text(_USER_TESTS)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::ResourceWarning"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    ran = 3 * sum(unavailable_reason(n) is None for n in DRIVER_NAMES) + 3  # a teardown error is no failure
+    assert f"{ran} passed, 2 errors" in r.stdout, r.stdout + r.stderr
+    assert "left_open_fails_at_teardown[trio] - " not in r.stdout
+    assert r.stdout.count("AssertionError: fault injectors with drivers still open") == 2, r.stdout
+    assert "Exception ignored" not in r.stderr, r.stderr
