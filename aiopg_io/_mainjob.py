@@ -98,7 +98,9 @@ def _table(results: list[JobResult]) -> str:
     return "\n".join(lines)
 
 
-def _plot(results: list[JobResult], path: str) -> None:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend; asked before the benchmark runs, so
+    a missing matplotlib costs no wasted 30 seconds."""
     try:
         import matplotlib
 
@@ -106,6 +108,10 @@ def _plot(results: list[JobResult], path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise SystemExit("--plot needs matplotlib: pip install 'aiopg_io[plot]'") from None
+    return plt
+
+
+def _plot(plt: Any, results: list[JobResult], path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in DRIVERS:
         pts = sorted((r.job.iodepth, r.iops) for r in results if r.driver == name and not r.job.direct)
@@ -116,6 +122,7 @@ def _plot(results: list[JobResult], path: str) -> None:
             xs, ys = [p[0] for p in direct], [p[1] for p in direct]
             ax.scatter(xs, ys, marker="x", s=60, label=f"{name} (direct)")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(list(DEPTHS), [str(d) for d in DEPTHS])
     ax.set_xlabel("reads in flight")
     ax.set_ylabel("IOPS (4 KiB random reads)")
     ax.set_title("aiopg_io drivers on this machine")
@@ -126,6 +133,7 @@ def _plot(results: list[JobResult], path: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    plt = _pyplot() if args.plot else None
     matrix = machine_matrix(args.dir)
     out = sys.stdout
     if not args.json:
@@ -164,7 +172,7 @@ def main(args: argparse.Namespace) -> int:
             file=out,
         )
     if args.plot:
-        _plot(results, args.plot)
+        _plot(plt, results, args.plot)
         if not args.json:
             print(f"  plot written to {args.plot}", file=out)
     return 0

@@ -60,6 +60,31 @@ def test_main_job_rounds_report_medians(tmp_path: Path) -> None:
         assert r["iops"] == sorted(rounds)[1]  # the median round is the one reported
 
 
+def test_main_job_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is the 'plot' extra")
+    out = tmp_path / "out" / "iops.png"
+    out.parent.mkdir()
+    r = run("--seconds", "0.05", "--rounds", "1", "--plot", str(out), cwd=tmp_path)
+    assert f"plot written to {out}" in r.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_main_job_plot_without_matplotlib_fails_before_running(tmp_path: Path) -> None:
+    # A matplotlib that cannot be imported: a package whose import raises ImportError.
+    fake = tmp_path / "fake"
+    (fake / "matplotlib").mkdir(parents=True)
+    (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    env = {**os.environ, "PYTHONPATH": str(fake)}
+    r = subprocess.run(
+        [sys.executable, "-m", "aiopg_io", "--plot", "x.png"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert r.returncode == 1
+    assert "--plot needs matplotlib: pip install 'aiopg_io[plot]'" in r.stderr
+    assert "Self-benchmark" not in r.stdout  # nothing ran first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fake"]
+
+
 def test_main_job_refuses_zero_rounds(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "aiopg_io", "--rounds", "0"], cwd=tmp_path, capture_output=True, text=True
