@@ -5,6 +5,11 @@ What it does, in PostgreSQL's terms:
 - **Batch mode** (``pgaio_enter_batchmode`` / ``pgaio_submit_staged``): ops issued during
   one loop tick are staged and handed to the driver in one ``submit`` at the end of the
   tick, so 32 tasks issuing a read each cost one ``io_uring_submit``, not 32.
+- **Ops done inline**: before staging an op, a driver whose capabilities say ``inline``
+  may complete it at once without blocking (``Driver.try_inline``: io_uring's buffered
+  read of pages the cache holds). The task then only yields once, as any I/O call does:
+  no submission, no completion fd, no wake-up. PostgreSQL has no counterpart; for Python
+  the wake-up is most of the cost of a cached read (docs/benchmarks.md).
 - **A cap on ops in flight** (``io_max_concurrency``): past it, callers wait for a slot.
   A full context is back-pressure, never an error.
 - **Waiters**: each op has one parked task; a completion fd watched by the loop glue

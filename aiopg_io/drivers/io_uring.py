@@ -61,10 +61,10 @@ Some facts about io_uring this module relies on
   wake-up and the parked task (it still yields once: see ``IOContext.run``); ``submit``
   tries the same for ops handed to it directly. It is never tried on an O_DIRECT fd: a
   direct read is synchronous in preadv2 and would block the loop for a device round trip.
-  Kept because it wins: 4 KiB random reads of a warm 64 MiB file under asyncio, on and off
-  in one run (two rounds): 8.9-9.9 against 13.6-14.0 µs of CPU per read at 32 in flight,
-  19-20 against 21-26 µs at 1 (IOPS moved too much on this shared VM to rank). On a cold
-  cache it costs one failed preadv2 per read, so ``nowait_fast_path=0`` (the option, as in
+  Kept because it wins: 4 KiB random reads of a warm 1 GiB file under asyncio, on and off
+  in one run (three rounds, docs/benchmarks.md): 7.3 against 9.9 µs of CPU per read and
+  138k against 101k IOPS at 32 in flight, 120k against 46k at 1. On a cold cache it costs
+  one failed preadv2 per read, so ``nowait_fast_path=0`` (the option, as in
   ``driver="io_uring:nowait_fast_path=0"``) or ``AIOPG_IO_URING_NOWAIT=0`` turns it off.
 
 Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too)
