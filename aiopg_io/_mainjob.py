@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.add_argument("--plot", metavar="FILE.png", help="draw IOPS against queue depth (needs matplotlib)")
     parser.add_argument("--dir", default=".", help="where the temporary file goes (default: .)")
-    parser.add_argument("--seconds", type=float, default=0.6, help="measured seconds per run (default 0.6)")
+    parser.add_argument("--seconds", type=float, default=0.5, help="measured seconds per run (default 0.5)")
     parser.add_argument(
         "--rounds", type=_positive_int, default=3, help="runs of the whole plan; medians reported (default 3)"
     )
