@@ -629,7 +629,8 @@ class PowerLossDriver(Driver):
 
     @property
     def capabilities(self) -> Capabilities:
-        return self.inner.capabilities
+        # Every op goes through submit(), where it is recorded: no inline completions.
+        return dataclasses.replace(self.inner.capabilities, inline=False)
 
     def submit(self, ops: Sequence[Op]) -> None:
         if self.closed:
