@@ -415,7 +415,8 @@ class BufferPool:
         spath = os.fsdecode(os.fspath(path))
         opener = _CreateOpener() if create else None
         file: AsyncFile = await aio_open(spath, "r+b", direct=self.direct, driver=self.driver, opener=opener)
-        if opener is not None and opener.created:
+        created = opener is not None and opener.created
+        if created:
             note_entry(self.driver, "note_create", spath)
         try:
             st = await file.stat()
@@ -441,7 +442,7 @@ class BufferPool:
                 await file.aclose()
             raise
         rel = Relation(self, self._next_rel_id, spath, file, st.st_size // self.page_size, key)
-        rel.needs_dir_sync = opener is not None and opener.created
+        rel.needs_dir_sync = created
         self._next_rel_id += 1
         self._relations[key] = rel
         return rel
@@ -800,6 +801,7 @@ class BufferPool:
         if todo:
             await self._write_buffers(todo)
         rels = [rel] if rel is not None else list(self._relations.values())
+        synced_dirs: set[str] = set()  # one fsync per directory per checkpoint
         for r in rels:
             if r.sync_error is not None:
                 raise self._sync_failed(r)
@@ -813,7 +815,9 @@ class BufferPool:
                 self.syncs += 1
             if r.needs_dir_sync and not r.closed:
                 directory = os.path.dirname(os.path.abspath(r.path))
-                await fsync_directory(directory, self.driver)
+                if directory not in synced_dirs:
+                    await fsync_directory(directory, self.driver)
+                    synced_dirs.add(directory)
                 r.needs_dir_sync = False
 
     # -- introspection ----------------------------------------------------------------------

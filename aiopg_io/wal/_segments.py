@@ -2,14 +2,9 @@
 
 Facts relied on:
 
-- A new file's directory entry is durable only once the *directory* is fsynced
-  (Linux fsync(2): "Calling fsync() does not necessarily ensure that the entry in the
-  directory containing the file has also reached disk. For that an explicit fsync() on a
-  file descriptor for the directory is also needed."). PostgreSQL's ``durable_rename``
-  does exactly this after creating or renaming a segment. A directory cannot be opened
-  through ``aiopg_io.open`` (it refuses directories, as Python's ``open`` does), so the
-  directory fsync is a blocking ``os.fsync`` run in a worker thread through
-  ``anyio.to_thread.run_sync``.
+- A new file's directory entry is durable only once the *directory* is fsynced, as
+  PostgreSQL's ``durable_rename`` does after creating or renaming a segment
+  (:mod:`aiopg_io._dirsync` has the fsync(2) facts and the one way this package does it).
 - ``rename(2)`` replaces atomically: a crash leaves either the old name or the new one.
   A segment is therefore built under a temporary name (allocated, zero-filled, fsynced)
   and only then renamed into place, as PostgreSQL's ``XLogFileInit`` does, so a segment
@@ -23,11 +18,8 @@ Facts relied on:
   file, in this process or another, fails ``LOCK_NB`` with EWOULDBLOCK, and the lock goes
   away with the process (no stale lock after a crash, unlike a pid file).
 
-Every create, rename and directory fsync is also reported to the driver factory when it
-has ``note_create`` / ``note_rename`` / ``note_dir_fsync`` (aiopg_io.testing's power-loss
-simulator, directly or under a fault injector; docs/testing.md): a simulated power cut can
-then make a segment whose directory entry was never made durable vanish, which is how the
-tests check the directory fsyncs above.
+Every create, rename and directory fsync is reported through ``_dirsync.note_entry`` too,
+which is how the power-loss tests check the directory fsyncs above.
 """
 
 from __future__ import annotations
@@ -54,9 +46,7 @@ __all__ = [
     "TEMP_PREFIX",
     "DirectoryLock",
     "create_segment",
-    "fsync_directory",
     "list_segments",
-    "note_entry",
 ]
 
 LOCK_NAME = "wal.lock"

@@ -75,6 +75,7 @@ import anyio.lowlevel
 
 import aiopg_io
 from aiopg_io._direct import aligned_buffer, dio_alignment
+from aiopg_io._dirsync import fsync_directory, note_entry
 from aiopg_io._file import AsyncFile
 from aiopg_io.drivers import DriverFactory
 from aiopg_io.errors import ClosedError
@@ -94,14 +95,7 @@ from ._format import (
     write_record_header,
 )
 from ._park import Park, park_factory
-from ._segments import (
-    DirectoryLock,
-    create_segment,
-    fsync_directory,
-    list_segments,
-    note_entry,
-    recycle_or_remove,
-)
+from ._segments import DirectoryLock, create_segment, list_segments, recycle_or_remove
 from .errors import NotAWALError, WALCorruptError, WALPoisonedError
 
 __all__ = ["WAL", "SyncMethod", "WALStatistics"]
