@@ -14,10 +14,18 @@ import pytest
 from aiopg_io.drivers import DRIVER_NAMES, unavailable_reason
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "aiopg_io", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+def run_process(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m aiopg_io *args``, whatever its exit status."""
+    return subprocess.run(
+        [sys.executable, "-m", "aiopg_io", *args], cwd=cwd, capture_output=True, text=True, env=env,
+        timeout=timeout,
     )
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    r = run_process(*args, cwd=cwd)
     assert r.returncode == 0, f"{args}:\n{r.stdout}\n{r.stderr}"
     return r
 
@@ -75,10 +83,7 @@ def test_main_job_plot_without_matplotlib_fails_before_running(tmp_path: Path) -
     (fake / "matplotlib").mkdir(parents=True)
     (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
     env = {**os.environ, "PYTHONPATH": str(fake)}
-    r = subprocess.run(
-        [sys.executable, "-m", "aiopg_io", "--plot", "x.png"],
-        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60,
-    )
+    r = run_process("--plot", "x.png", cwd=tmp_path, env=env, timeout=60)
     assert r.returncode == 1
     assert "--plot needs matplotlib: pip install 'aiopg_io[plot]'" in r.stderr
     assert "Self-benchmark" not in r.stdout  # nothing ran first
@@ -86,9 +91,7 @@ def test_main_job_plot_without_matplotlib_fails_before_running(tmp_path: Path) -
 
 
 def test_main_job_refuses_zero_rounds(tmp_path: Path) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "aiopg_io", "--rounds", "0"], cwd=tmp_path, capture_output=True, text=True
-    )
+    r = run_process("--rounds", "0", cwd=tmp_path)
     assert r.returncode == 2
     assert "--rounds: '0' is not a positive whole number" in r.stderr
 
@@ -114,8 +117,7 @@ def test_bench_fio_vocabulary(tmp_path: Path) -> None:
 
 
 def test_bench_rejects_bad_arguments(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "aiopg_io", "bench", "--size", "12x"]
-    r = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
+    r = run_process("bench", "--size", "12x", cwd=tmp_path)
     assert "usage:" in r.stderr
     assert r.returncode != 0 and "size '12x' is not a number" in r.stderr
 

@@ -22,10 +22,17 @@ EXAMPLES = ROOT / "examples"
 LOOPS = ["asyncio", "uvloop", "trio"]
 
 
-def run(*args: str, cwd: Path) -> str:
-    r = subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+def run_process(
+    *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python *args``, whatever its exit status."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def run(*args: str, cwd: Path) -> str:
+    r = run_process(*args, cwd=cwd)
     assert r.returncode == 0, f"{args} failed:\n{r.stdout}\n{r.stderr}"
     return r.stdout
 
@@ -98,20 +105,14 @@ def test_kvstore_runs_and_prints_throughput(tmp_path: Path, loop: str, driver: s
     stored = int(got.split(":")[1])
     acks = tmp_path / "acks"
     acks.write_text(f"# run\n7 {stored - 1}\n7 {stored + 1}\n")
-    r = subprocess.run(
-        [sys.executable, kv, "store", "--verify", str(acks), *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-    )
+    r = run_process(kv, "store", "--verify", str(acks), *args, cwd=tmp_path, timeout=120)
     assert r.returncode == 1, r
     assert f"verified 1 keys against {acks}: 1 lost" in r.stdout
     assert f"acknowledged puts lost (key, acked version, stored version): [(7, {stored + 1}, {stored})]" in (
         r.stderr
     )
     acks.write_text(f"# run\n7 {stored - 2}\n")  # two runs could not have moved it 2 ahead of one
-    r = subprocess.run(
-        [sys.executable, kv, "store", "--verify", str(acks), *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-    )
+    r = run_process(kv, "store", "--verify", str(acks), *args, cwd=tmp_path, timeout=120)
     assert r.returncode == 1 and "1 lost" in r.stdout, r
 
 
@@ -184,16 +185,14 @@ def test_scan_creates_its_table(tmp_path: Path, driver: str) -> None:
 
 def test_scan_refuses_a_file_of_part_pages(tmp_path: Path) -> None:
     (tmp_path / "t").write_bytes(b"x" * 10000)
-    cmd = [sys.executable, str(EXAMPLES / "scan.py"), "t"]
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
+    r = run_process(str(EXAMPLES / "scan.py"), "t", cwd=tmp_path)
     assert r.returncode == 1
     assert "RelationSizeError: 't' is 10000 bytes, not a whole number of 8192-byte pages" in r.stderr
 
 
 def test_api_reference_is_up_to_date() -> None:
     """docs/api.md is what tools/gen_api.py generates from the docstrings as they are now."""
-    cmd = [sys.executable, str(ROOT / "tools" / "gen_api.py"), "--check"]
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    r = run_process(str(ROOT / "tools" / "gen_api.py"), "--check")
     assert r.returncode == 0, r.stderr
 
 
