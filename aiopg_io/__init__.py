@@ -19,8 +19,10 @@ from .errors import AiopgIOError as AiopgIOError
 from .errors import AlignmentError as AlignmentError
 from .errors import ClosedError as ClosedError
 from .errors import DirectIOUnsupportedError as DirectIOUnsupportedError
+from .errors import DriverOptionError as DriverOptionError
 from .errors import DriverUnavailableError as DriverUnavailableError
 from .errors import InvalidOffsetError as InvalidOffsetError
+from .errors import WrongLoopError as WrongLoopError
 
 __version__ = "0.1.0"
 
@@ -32,8 +34,10 @@ __all__ = [
     "AsyncTextFile",
     "ClosedError",
     "DirectIOUnsupportedError",
+    "DriverOptionError",
     "DriverUnavailableError",
     "InvalidOffsetError",
+    "WrongLoopError",
     "aligned_buffer",
     "buffers",
     "dio_alignment",

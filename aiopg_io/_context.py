@@ -21,10 +21,22 @@ What it does, in PostgreSQL's terms:
   context and ``release`` it when they close; the last release closes the driver, so
   closing every file leaves no thread, ring or fd behind. A context is created on first
   use, per (loop, driver).
+- **Ownership**: a context serves the loop that made it, in the process that made it.
+  Its completions arrive on that loop, its waiters are that loop's futures or tasks, and
+  its driver's rings, threads and eventfds are that process's (a fork child shares the
+  parent's eventfd and ring: reading one would steal the parent's wake-ups). So every op
+  first checks that it runs on the owner, and raises WrongLoopError at once otherwise,
+  before anything is staged. A user that goes away elsewhere (a file closed in another
+  loop or thread, collected by the GC, or closed in a fork child) calls
+  :meth:`IOContext.release_elsewhere`, which hands the release to the owner's loop, or
+  closes the context on the spot when that loop no longer runs, or in a fork child only
+  forgets it (the parent still owns it).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import weakref
 from collections import deque
 
@@ -34,6 +46,7 @@ from ._glue import Glue, current_glue
 from .drivers import DriverFactory, resolve
 from .drivers._fork import generation as fork_generation
 from .drivers.base import DriverStatistics, Op, OpState
+from .errors import WrongLoopError
 
 __all__ = ["IOContext", "get_context", "live_contexts"]
 
@@ -60,6 +73,7 @@ class IOContext:
         self._slot_waiters: deque[anyio.Event] = deque()
         self._users = 0
         self._fork_generation = fork_generation()
+        self._pid = os.getpid()
         self.closed = False
         self.completion_fd = self.driver.fileno()
         if self.completion_fd is not None:
@@ -88,18 +102,52 @@ class IOContext:
         if self._users == 0 and not self.closed:
             self.close_now()
 
-    def release_soon(self) -> None:
-        """Drop one user from outside a task (a collected file); closes on the loop's thread."""
+    def release_elsewhere(self) -> None:
+        """Drop one user from outside the owner's tasks: a file closed in another loop or
+        thread, collected by the GC, or closed in a fork child (see the module docstring)."""
+        if self.forked():
+            self._users -= 1  # the parent's driver: the child never touches it
+            return
 
         def release() -> None:
             self._users -= 1
             if self._users <= 0 and not self._in_flight:
                 self.close_now()
 
-        try:
-            self.glue.call_soon(release)
-        except RuntimeError:  # the loop is gone; so is everything it could drain
-            pass
+        if sys.is_finalizing():
+            return  # at interpreter exit threads are frozen: joining one would hang
+        if not self.glue.call_soon_threadsafe(release):
+            # The loop no longer runs, so nothing else can touch this context: its tasks
+            # will never resume, and every later use raises WrongLoopError. Close it now,
+            # draining what its driver still owns, whoever still holds it.
+            self._users -= 1
+            self.close_now()
+
+    def serving(self) -> bool:
+        """True while this context's loop still runs it (ops in flight will complete)."""
+        return not self.closed and not self.forked() and self.glue.running()
+
+    def forked(self) -> bool:
+        """True in a child of the process that made this context."""
+        return self._fork_generation != fork_generation()
+
+    def owned_here(self) -> bool:
+        """True when called from a task of the loop (and process) this context serves."""
+        return self._fork_generation == fork_generation() and self.glue.is_current()
+
+    def foreign_error(self, what: str | None) -> WrongLoopError:
+        """The error for using this context outside its owner (``what`` names the file)."""
+        subject = f"{what!r}" if what is not None else "this file"
+        if self.forked():
+            return WrongLoopError(
+                f"{subject} was opened in the parent process (pid {self._pid}) before fork(); "
+                f"its I/O belongs to that process: open the file anew in the child (pid {os.getpid()})"
+            )
+        return WrongLoopError(
+            f"{subject} was opened in another event loop (an earlier asyncio.run(), another thread's "
+            "loop, or another library's loop); a file's I/O is bound to the loop that opened it: "
+            "open it in the loop that uses it (aclose() works from any loop)"
+        )
 
     def close_now(self) -> None:
         """Close the driver at once, draining what it still owns (blocking)."""
@@ -123,12 +171,10 @@ class IOContext:
 
     async def run(self, op: Op) -> int:
         """Perform ``op``; return its result or raise its error. See the module docstring."""
+        if self._fork_generation != fork_generation() or not self.glue.is_current():
+            raise self.foreign_error(op.path)
         if self.closed:
             raise RuntimeError("the IOContext is closed (its last file was closed)")
-        if self._fork_generation != fork_generation():
-            raise RuntimeError(
-                "this IOContext belongs to the parent process; after fork, open files anew in the child"
-            )
         try_inline = self._try_inline
         if try_inline is not None and try_inline(op):
             # Done without parking (a read the page cache held): no submission, no wake-up,
@@ -176,14 +222,19 @@ class IOContext:
         except Exception as exc:  # the driver broke: fail the batch, lose no waiter
             for op in ops:
                 if not op.done:
-                    op.error = OSError(f"driver {self.factory.name} failed to submit: {exc!r}")
-                    op.state = OpState.REAPED
+                    op.fail(OSError(f"driver {self.factory.name} failed to submit: {exc!r}"))
+                    op.set_state(OpState.REAPED)
                     self._finish(op)
             return
         if not self._asynchronous:
             self._on_completions()
 
     def _on_completions(self) -> None:
+        if self._fork_generation != fork_generation():
+            # A child that goes on running the parent's loop: the completion fd is the
+            # parent's (reading it would eat the parent's wake-up). Stop watching it here.
+            self.glue.unwatch(self.completion_fd)  # type: ignore[arg-type]
+            return
         for op in self.driver.reap():
             self._finish(op)
 
@@ -224,7 +275,7 @@ def get_context(driver: str | DriverFactory | None = None, *, direct: bool = Fal
     glue = current_glue()
     contexts = glue.registry()
     ctx = contexts.get(factory.key)
-    if ctx is None or ctx.closed:
+    if ctx is None or ctx.closed or ctx.forked():
         ctx = contexts[factory.key] = IOContext(factory, glue)
     return ctx
 

@@ -20,6 +20,22 @@ AlignmentError. Text mode is refused on direct files.
 Concurrency: positional calls from many tasks run concurrently (that is the point).
 Cursor calls from several tasks are serialised in arrival order, as ``io.Buffered*``
 serialises threads with its lock.
+
+Offsets: ``off_t`` is 64 bits on every platform aiopg_io runs on (CPython is built with
+large-file support), and Linux refuses a transfer whose end passes ``2**63 - 1``
+(``rw_verify_area`` in fs/read_write.c). Larger values would wrap in a C field (POSIX AIO's
+``aio_offset``) or overflow in a thread, so every offset and every transfer's end is checked
+here, before any driver sees it: InvalidOffsetError names the path, the value and the limit.
+
+Cancellation and writes: a write op that was cancelled may still have happened, in part or
+whole (docs/guide.md). The op counts what reached the file (``Op.transferred``) whatever
+ended it, so a cursor write moves the cursor past those bytes and keeps only the rest
+buffered: no byte is written twice, which in append mode would add it to the file again.
+
+Ownership: a file's I/O runs on the event loop that opened it (see :mod:`aiopg_io._context`).
+Elsewhere every call raises WrongLoopError, except ``aclose()``, which works anywhere: it
+writes what is buffered with blocking calls (as the finalizer of an unclosed file does,
+and as CPython's own files do) and frees the fd once no op of the owner's still uses it.
 """
 
 from __future__ import annotations
@@ -38,7 +54,7 @@ import anyio
 
 from ._context import IOContext
 from ._direct import Alignment, aligned_buffer, check_aligned, fd_is_direct
-from .drivers.base import DriverStatistics, Op, OpKind
+from .drivers.base import OFF_T_MAX, DriverStatistics, Op, OpKind
 from .errors import AlignmentError, ClosedError, InvalidOffsetError
 
 __all__ = ["DEFAULT_BUFFER_SIZE", "AsyncFile"]
@@ -46,6 +62,9 @@ __all__ = ["DEFAULT_BUFFER_SIZE", "AsyncFile"]
 DEFAULT_BUFFER_SIZE = 64 * 1024
 _MAX_READ_CHUNK = 64 * 1024 * 1024  # one op never asks for more; readall loops
 _LINE = b"\n"
+# Offsets below this cannot reach OFF_T_MAX with any buffer this process could hold, so
+# the exact check of a transfer's end is skipped for them (one compare per op).
+_NEAR_OFF_T_MAX = OFF_T_MAX - 2**56
 
 
 def _as_int(value: object, what: str) -> int:
@@ -60,7 +79,21 @@ def _offset(value: object, path: str) -> int:
     off = _as_int(value, "offset")
     if off < 0:
         raise InvalidOffsetError(errno.EINVAL, f"offset {off} is negative; file offsets start at 0", path)
+    if off > OFF_T_MAX:
+        raise InvalidOffsetError(
+            errno.EINVAL, f"offset {off} is past the largest file offset, {OFF_T_MAX} (2**63 - 1)", path
+        )
     return off
+
+
+def _check_end(offset: int, nbytes: int, path: str) -> None:
+    if offset + nbytes > OFF_T_MAX:
+        raise InvalidOffsetError(
+            errno.EINVAL,
+            f"{nbytes} bytes at offset {offset} would end at {offset + nbytes}, past the largest "
+            f"file offset, {OFF_T_MAX} (2**63 - 1)",
+            path,
+        )
 
 
 def _writable_view(buf: object, what: str = "buffer") -> memoryview:
@@ -165,6 +198,13 @@ class AsyncFile:
         self._lock = _CursorLock()
         self._in_flight = 0
         self._idle: anyio.Event | None = None
+        st_mode = os.fstat(fd).st_mode
+        # A pipe, socket or character device has no size to bound a read by, nor a position.
+        self._regular = stat_mod.S_ISREG(st_mode) or stat_mod.S_ISBLK(st_mode)
+        # Closing from elsewhere with ops in flight: whoever pops the fd closes it (one
+        # atomic dict.pop decides between the closing thread and the owner's last op).
+        self._close_when_idle = False
+        self._fd_claim: dict[str, int] = {"fd": fd}
 
     # -- properties -------------------------------------------------------------------------
 
@@ -218,7 +258,7 @@ class AsyncFile:
 
     def seekable(self) -> bool:
         self._check_open()
-        return True
+        return self._regular
 
     def isatty(self) -> bool:
         self._check_open()
@@ -256,12 +296,37 @@ class AsyncFile:
             return await self._ctx.run(op)
         finally:
             self._in_flight -= 1
-            if self._in_flight == 0 and self._idle is not None:
-                self._idle.set()
+            if self._in_flight == 0:
+                if self._idle is not None:
+                    self._idle.set()
+                if self._close_when_idle:  # aclose() ran elsewhere while this op was out
+                    self._release_fd()
+
+    def _op(self, kind: OpKind, offset: int, bufs: Sequence[memoryview], keep: object) -> Op:
+        if offset > _NEAR_OFF_T_MAX:
+            _check_end(offset, sum(len(b) for b in bufs), self._path)
+        return Op(
+            kind, self._fd, offset, tuple(bufs), path=self._path, keepalive=keep, direct=self._fd_direct
+        )
 
     async def _transfer(self, kind: OpKind, offset: int, bufs: Sequence[memoryview], keep: object) -> int:
-        op = Op(kind, self._fd, offset, tuple(bufs), path=self._path, keepalive=keep, direct=self._fd_direct)
-        return await self._submit(op)
+        return await self._submit(self._op(kind, offset, bufs, keep))
+
+    def _read_size(self, n: int, offset: int) -> int:
+        """``n``, or less where the file ends sooner: a read of 2**40 bytes from a small file
+        returns what it holds instead of failing to allocate 2**40 bytes."""
+        if n > _MAX_READ_CHUNK and self._regular:
+            n = min(n, max(0, os.fstat(self._fd).st_size - offset))
+        return n
+
+    def _read_buffer(self, n: int) -> Any:
+        try:
+            return aligned_buffer(n, self._alignment.memory) if self._alignment is not None else bytearray(n)
+        except MemoryError:
+            raise MemoryError(
+                f"{self._path}: a read of {n} bytes needs a buffer of {n} bytes, more than this "
+                "process could allocate; read it in smaller pieces"
+            ) from None
 
     # -- positional API ---------------------------------------------------------------------
 
@@ -272,11 +337,13 @@ class AsyncFile:
         if n < 0:
             raise InvalidOffsetError(errno.EINVAL, f"read length {n} is negative", self._path)
         offset = _offset(offset, self._path)
+        _check_end(offset, n, self._path)
+        want = self._read_size(n, offset)
+        if want < n and self._alignment is not None:  # bounded by the size: keep it aligned
+            want = -(-want // self._alignment.offset) * self._alignment.offset
+        buf = self._read_buffer(want)
         if self._alignment is not None:
-            buf: Any = aligned_buffer(n, self._alignment.memory)
             self._check_direct(offset, [buf])
-        else:
-            buf = bytearray(n)
         got = await self._transfer(OpKind.READ, offset, (memoryview(buf),), buf)
         return bytes(buf[:got])
 
@@ -337,6 +404,7 @@ class AsyncFile:
         length = _as_int(length, "length")
         if length <= 0:
             raise InvalidOffsetError(errno.EINVAL, f"fallocate length {length} must be positive", self._path)
+        _check_end(offset, length, self._path)
         await self._submit(Op(OpKind.FALLOCATE, self._fd, offset, length=length, mode=mode, path=self._path))
 
     async def stat(self) -> os.stat_result:
@@ -351,8 +419,10 @@ class AsyncFile:
 
     async def _raw_read(self, n: int, offset: int) -> bytes:
         """Up to ``n`` bytes at ``offset``, at any alignment (bounced on a direct file)."""
+        _check_end(offset, n, self._path)
+        n = self._read_size(n, offset)
         if self._alignment is None:
-            buf = bytearray(n)
+            buf = self._read_buffer(n)
             got = await self._transfer(OpKind.READ, offset, (memoryview(buf),), buf)
             if got == n:
                 return bytes(buf)
@@ -360,14 +430,14 @@ class AsyncFile:
         a = self._alignment.block
         start = offset - offset % a
         end = -(-(offset + n) // a) * a
-        bounce = aligned_buffer(end - start, self._alignment.memory)
+        bounce = self._read_buffer(end - start)
         got = await self._transfer(OpKind.READ, start, (bounce,), bounce)
         lo = offset - start
         return bytes(bounce[lo : max(lo, min(got, lo + n))])
 
-    async def _raw_write(self, data: memoryview, offset: int) -> None:
-        if not data:
-            return
+    def _write_op(self, data: memoryview, offset: int) -> Op:
+        """The op that writes ``data`` at ``offset`` (copied to an aligned buffer on a
+        direct file, whose cursor writes must be aligned)."""
         keep: object = data
         if self._alignment is not None:
             al = self._alignment
@@ -379,7 +449,19 @@ class AsyncFile:
             bounce = aligned_buffer(len(data), al.memory)
             bounce[:] = data
             data = keep = bounce
-        await self._transfer(OpKind.WRITE, offset, (data,), keep)
+        return self._op(OpKind.WRITE, offset, (data,), keep)
+
+    async def _write_through(self, data: memoryview) -> None:
+        """Write ``data`` at the cursor now (at the end in append mode). The cursor moves
+        past what reached the file, also when the op failed or was cancelled part-way."""
+        if not data:
+            return  # an empty write(2) does not move an O_APPEND offset either
+        start = await self._size() if self._appending else self._pos
+        op = self._write_op(data, start)
+        try:
+            await self._submit(op)
+        finally:
+            self._pos = start + op.transferred
 
     # -- cursor state -------------------------------------------------------------------------
 
@@ -391,19 +473,22 @@ class AsyncFile:
         if not self._wbuf:
             return
         data, self._wbuf = self._wbuf, bytearray()
+        written = 0
         try:
+            start = await self._size() if self._appending else self._pos - len(data)
+            op = self._write_op(memoryview(data), start)
+            try:
+                await self._submit(op)
+            finally:
+                written = op.transferred
             if self._appending:
-                start = await self._size()
-                await self._raw_write(memoryview(data), start)
                 self._pos = start + len(data)
-            else:
-                await self._raw_write(memoryview(data), self._pos - len(data))
-        except BaseException:
-            # As io.BufferedWriter: bytes that did not reach the file stay buffered, so a
-            # later flush (after freeing space, say) writes them; a write op is positional,
-            # so writing again what partly went out is harmless.
-            self._wbuf[:0] = data
-            raise
+        finally:
+            if written < len(data):
+                # As io.BufferedWriter: bytes that did not reach the file stay buffered, so a
+                # later flush (after freeing space, say) writes them. Those that did are
+                # never written again: in append mode that would add them twice.
+                self._wbuf[:0] = data[written:]
 
     async def flush(self) -> None:
         """Write out buffered bytes (not a sync: see :meth:`fsync`)."""
@@ -572,18 +657,12 @@ class AsyncFile:
                 self._drop_read_buffer()
             if self._alignment is not None or self._buffer_size == 0:
                 await self._flush_writes()
-                if self._appending and n:  # an empty write(2) does not move an O_APPEND offset
-                    self._pos = await self._size()
-                await self._raw_write(mv, self._pos)
-                self._pos += n
+                await self._write_through(mv)
                 return n
             if len(self._wbuf) + n > self._buffer_size:
                 await self._flush_writes()
                 if n >= self._buffer_size:
-                    if self._appending:
-                        self._pos = await self._size()
-                    await self._raw_write(mv, self._pos)
-                    self._pos += n
+                    await self._write_through(mv)
                     return n
             self._wbuf += mv
             self._pos += n
@@ -614,6 +693,12 @@ class AsyncFile:
                 raise InvalidOffsetError(
                     errno.EINVAL, f"seek to {target} is before the start of the file", self._path
                 )
+            if target > OFF_T_MAX:
+                raise InvalidOffsetError(
+                    errno.EINVAL,
+                    f"seek to {target} is past the largest file offset, {OFF_T_MAX} (2**63 - 1)",
+                    self._path,
+                )
             # Keep the read buffer when the target lies inside it; not for SEEK_END, which
             # asks the file for its size and so, as in io.BufferedRandom, rereads the data.
             buf_start = self._pos - self._rpos
@@ -640,6 +725,12 @@ class AsyncFile:
             new = self._pos if size is None else _as_int(size, "size")
             if new < 0:
                 raise InvalidOffsetError(errno.EINVAL, f"negative size value {new}", self._path)
+            if new > OFF_T_MAX:
+                raise InvalidOffsetError(
+                    errno.EINVAL,
+                    f"size {new} is past the largest file size, {OFF_T_MAX} (2**63 - 1)",
+                    self._path,
+                )
             self._drop_read_buffer()
             await self._submit(Op(OpKind.FTRUNCATE, self._fd, length=new, path=self._path))
             return new
@@ -654,6 +745,9 @@ class AsyncFile:
         """
         if self._closed:
             return
+        if not self._ctx.owned_here():
+            self._close_elsewhere()  # another loop, thread or process: see the module docstring
+            return
         with anyio.CancelScope(shield=True):
             try:
                 if self._wbuf:
@@ -664,10 +758,12 @@ class AsyncFile:
                     self._idle = anyio.Event()
                     await self._idle.wait()
                 self._closed = True
-                try:
-                    os.close(self._fd)
-                finally:
-                    await self._ctx.release()
+                fd = self._fd_claim.pop("fd", None)
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    finally:
+                        await self._ctx.release()
         await anyio.lowlevel.checkpoint_if_cancelled()
 
     async def close(self) -> None:
@@ -680,18 +776,46 @@ class AsyncFile:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def _close_elsewhere(self) -> None:
+        """Close outside the owner's tasks: write what is buffered with blocking calls, then
+        free the fd at once, or, while an op of the owner's still uses it, when that op ends
+        (the fd number must not be reused under it)."""
+        self._closed = True
+        try:
+            self._write_buffered_blocking()
+        finally:
+            self._close_when_idle = True
+            if not self._in_flight or not self._ctx.serving():
+                self._release_fd()
+
+    def _write_buffered_blocking(self) -> None:
+        data, self._wbuf = self._wbuf, bytearray()
+        view = memoryview(data)
+        pos = self._pos - len(data)
+        while view:
+            # O_APPEND: write(2) appends; else the cursor's place (the fd offset is never used).
+            n = os.write(self._fd, view) if self._appending else os.pwrite(self._fd, view, pos)
+            view = view[n:]
+            pos += n
+
+    def _release_fd(self) -> None:
+        """Drop this file's hold on its context and close the fd; once, whoever calls first."""
+        fd = self._fd_claim.pop("fd", None)
+        if fd is None:
+            return
+        try:
+            self._ctx.release_elsewhere()  # first: a context whose loop is gone drains here
+        finally:
+            os.close(fd)
+
     def __del__(self) -> None:
-        # Like io.FileIO: an unclosed file closes its fd when collected, with a warning.
+        # Like io.FileIO: an unclosed file writes its buffer and closes its fd when collected,
+        # with a warning (io.IOBase.__del__ calls close(), which flushes).
         if getattr(self, "_closed", True):
             return
         # warnings is imported at module level: an import here fails at interpreter exit.
         warnings.warn(f"unclosed file {self!r}", ResourceWarning, stacklevel=2, source=self)
-        self._closed = True
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
-        self._ctx.release_soon()
+        self._close_elsewhere()
 
 
 def is_directory(fd: int) -> bool:

@@ -12,8 +12,10 @@ __all__ = [
     "AlignmentError",
     "ClosedError",
     "DirectIOUnsupportedError",
+    "DriverOptionError",
     "DriverUnavailableError",
     "InvalidOffsetError",
+    "WrongLoopError",
 ]
 
 
@@ -23,6 +25,23 @@ class AiopgIOError(Exception):
 
 class DriverUnavailableError(AiopgIOError, RuntimeError):
     """The driver asked for is unknown or cannot run here; the message lists the ones that can."""
+
+
+class DriverOptionError(AiopgIOError, ValueError):
+    """A driver option that the driver does not take, or a value out of its range
+    (``"worker:bogus=1"``, ``"worker:threads=abc"``); the message names the option, the
+    value and what the driver accepts. Raised before any driver is created."""
+
+
+class WrongLoopError(AiopgIOError, RuntimeError):
+    """A file (or a WAL or buffer pool, through its files) used outside the event loop that
+    opened it: in a later ``asyncio.run``, from another thread's loop, under another
+    library's loop, or in a child after ``fork()``.
+
+    Raised at once, before any I/O, so nothing was read or written. A file's I/O is bound
+    to the loop that opened it (its completions arrive there); open the file in the loop
+    that uses it. ``aclose()`` works from anywhere and always frees the fd.
+    """
 
 
 class AlignmentError(AiopgIOError, ValueError):

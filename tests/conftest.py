@@ -10,7 +10,7 @@ WAL, the buffer pool) use it too.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +89,25 @@ def _no_context_left() -> Iterator[None]:
 
     left = live_contexts()
     assert not left, f"IOContexts left open after the test: {left}"
+
+
+def in_child(child: Callable[[], str]) -> str:
+    """Run ``child`` in a forked process and return the report it wrote on a pipe; the child
+    never returns into pytest (or into a running event loop)."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.write(wfd, child().encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    try:
+        _, status = os.waitpid(pid, 0)
+        report = os.read(rfd, 4096).decode()
+    finally:
+        os.close(rfd)
+    assert os.waitstatus_to_exitcode(status) == 0, report
+    return report

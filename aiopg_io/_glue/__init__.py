@@ -47,6 +47,17 @@ class Glue(Protocol):
     def registry(self) -> dict[object, IOContext]:
         """The contexts of this loop, by driver key."""
 
+    def is_current(self) -> bool:
+        """True when called from a task of this glue's loop, in this glue's thread."""
+
+    def running(self) -> bool:
+        """False once the loop can no longer run anything (closed, or its run ended)."""
+
+    def call_soon_threadsafe(self, fn: Callable[[], None]) -> bool:
+        """Run ``fn`` on this glue's loop, from any thread or loop. False when the loop no
+        longer runs (closed, or its ``trio.run`` returned): then nothing will ever run on
+        it again, and the caller may do the work itself."""
+
 
 def current_glue() -> Glue:
     """The glue for the loop running in this thread; RuntimeError when there is none."""

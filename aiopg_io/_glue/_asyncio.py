@@ -7,6 +7,10 @@
 - Cancellation: ``Task.cancel`` cancels the future a task awaits. The op is still owned by
   the driver, so the task then waits on a fresh future, shielded, until the op is reaped,
   and re-raises the CancelledError it caught (so ``Task.uncancel`` bookkeeping stays right).
+- A closed loop: ``loop.close()`` leaves its futures behind; setting the result of one that
+  has a done-callback schedules it with ``call_soon``, which raises "Event loop is closed".
+  A context closed after its loop (a file closed in a later ``asyncio.run``) wakes such
+  futures, so waking tolerates it: the task they belong to will never run again anyway.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ class AsyncioGlue:
         self.loop.add_reader(fd, on_readable)
 
     def unwatch(self, fd: int) -> None:
-        self.loop.remove_reader(fd)
+        if not self.loop.is_closed():  # a closed loop watches nothing any more
+            self.loop.remove_reader(fd)
 
     async def wait(self, ctx: IOContext, op: Op) -> None:
         fut = self.loop.create_future()
@@ -65,13 +70,32 @@ class AsyncioGlue:
     def wake(self, op: Op) -> None:
         fut = op.waiter
         if isinstance(fut, asyncio.Future) and not fut.done():
-            fut.set_result(None)
+            try:
+                fut.set_result(None)
+            except RuntimeError:  # its loop is closed (see the module docstring)
+                pass
 
     async def checkpoint(self) -> None:
         await asyncio.sleep(0)
 
     def registry(self) -> dict[object, IOContext]:
         return self._contexts
+
+    def is_current(self) -> bool:
+        return asyncio._get_running_loop() is self.loop
+
+    def running(self) -> bool:
+        return self.loop.is_running()
+
+    def call_soon_threadsafe(self, fn: Callable[[], None]) -> bool:
+        loop = self.loop
+        if not loop.is_running():  # a loop that stopped may never run this
+            return False
+        try:
+            loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # closed meanwhile
+            return False
+        return True
 
 
 def current() -> AsyncioGlue:

@@ -51,6 +51,7 @@ class TrioGlue:
         self._watchers: dict[int, trio.CancelScope] = {}
         self._soon: list[Callable[[], None]] = []
         self._runner: trio.lowlevel.Task | None = None  # set while parked
+        self._ended = False
         trio.lowlevel.spawn_system_task(self._run_soon, name="aiopg_io-end-of-tick")
 
     async def _run_soon(self) -> None:
@@ -58,13 +59,16 @@ class TrioGlue:
             self._runner = None
             return trio.lowlevel.Abort.SUCCEEDED  # the run is ending
 
-        while True:
-            if not self._soon:
-                self._runner = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(abort)
-            callbacks, self._soon = self._soon, []
-            for fn in callbacks:
-                fn()
+        try:
+            while True:
+                if not self._soon:
+                    self._runner = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(abort)
+                callbacks, self._soon = self._soon, []
+                for fn in callbacks:
+                    fn()
+        finally:
+            self._ended = True  # system tasks are cancelled when the run ends
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         self._soon.append(fn)
@@ -128,6 +132,24 @@ class TrioGlue:
 
     def registry(self) -> dict[object, IOContext]:
         return self._contexts
+
+    def is_current(self) -> bool:
+        try:
+            return _GLUE.get() is self
+        except (LookupError, RuntimeError):  # not inside any trio.run, or not this one's
+            return False
+
+    def running(self) -> bool:
+        return not self._ended
+
+    def call_soon_threadsafe(self, fn: Callable[[], None]) -> bool:
+        if self._ended:
+            return False
+        try:
+            self.token.run_sync_soon(fn)
+        except trio.RunFinishedError:
+            return False
+        return True
 
 
 def current() -> TrioGlue | None:

@@ -7,13 +7,15 @@ and asking for it yields a reason instead of an ImportError.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import os
 import sys
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ..errors import DriverUnavailableError
+from ..errors import DriverOptionError, DriverUnavailableError
 from .base import Capabilities as Capabilities
 from .base import Driver as Driver
 from .base import DriverStatistics as DriverStatistics
@@ -33,6 +35,7 @@ __all__ = [
     "OpState",
     "auto_order",
     "driver_class",
+    "driver_options",
     "resolve",
     "unavailable_reason",
 ]
@@ -156,6 +159,25 @@ class DriverSpec:
         return cls(**dict(self.options))
 
 
+@functools.cache
+def driver_options(name: str) -> tuple[str, ...]:
+    """The options driver ``name`` takes (its constructor's keyword-only arguments)."""
+    init = driver_class(name).__init__
+    return tuple(p.name for p in inspect.signature(init).parameters.values() if p.kind is p.KEYWORD_ONLY)
+
+
+def _checked(spec: DriverSpec, text: str) -> DriverSpec:
+    """``spec``, once each option is one its driver takes (values are checked when it is made)."""
+    known = driver_options(spec.name)
+    for key, _ in spec.options:
+        if key not in known:
+            raise DriverOptionError(
+                f"driver {spec.name!r} has no option {key!r} (in {text!r}); "
+                f"it takes: {', '.join(known) or 'no options'}"
+            )
+    return spec
+
+
 def resolve(driver: str | DriverFactory | None, *, direct: bool = False) -> DriverFactory:
     """Pick the driver for a file: the argument, else the override of
     :func:`aiopg_io.testing.inject` in force, else ``AIOPG_IO_DRIVER``, else ``auto``.
@@ -180,7 +202,7 @@ def resolve(driver: str | DriverFactory | None, *, direct: bool = False) -> Driv
     if spec.name == "auto":
         for name in auto_order():
             if unavailable_reason(name, direct=direct) is None:
-                return DriverSpec(name, spec.options)
+                return _checked(DriverSpec(name, spec.options), driver)
         raise DriverUnavailableError(
             "no driver can run here: "
             + "; ".join(f"{n}: {unavailable_reason(n, direct=direct)}" for n in auto_order())
@@ -192,4 +214,4 @@ def resolve(driver: str | DriverFactory | None, *, direct: bool = False) -> Driv
             f"driver {spec.name!r} cannot run here: {reason}; "
             f"available here: {', '.join(_available()) or 'none'}"
         )
-    return spec
+    return _checked(spec, driver)

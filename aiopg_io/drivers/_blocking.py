@@ -5,6 +5,14 @@ Python retries EINTR itself (PEP 475), so a signal never surfaces here. ``os.pre
 pool overlap them. Where the platform lacks the vectored calls (macOS before 11), each
 buffer goes out with ``pread``/``pwrite`` in turn, which the short-transfer loop in
 :meth:`Op.advance` already handles.
+
+A pipe, FIFO, socket or terminal has no file position: pread(2) fails there with ESPIPE.
+io_uring reads and writes such a file as a stream, ignoring the offset (``FMODE_STREAM``),
+and glibc's POSIX AIO retries with read(2)/write(2) on ESPIPE (sysdeps/pthread/aio_misc.c);
+the blocking drivers do the same, so a pipe reads alike through every driver.
+
+Whatever goes wrong while an op runs ends that op, never the thread running it: a worker
+thread that died would leave its op's task waiting forever.
 """
 
 from __future__ import annotations
@@ -39,7 +47,12 @@ def _transfer(op: Op) -> None:
             break
         pos = op.position()
         if _HAVE_VECTORED:
-            n = os.preadv(op.fd, bufs, pos) if is_read else os.pwritev(op.fd, bufs, pos)
+            try:
+                n = os.preadv(op.fd, bufs, pos) if is_read else os.pwritev(op.fd, bufs, pos)
+            except OSError as exc:
+                if exc.errno != errno.ESPIPE:
+                    raise
+                n = os.readv(op.fd, bufs) if is_read else os.writev(op.fd, bufs)
         elif is_read:
             data = os.pread(op.fd, len(bufs[0]), pos)
             bufs[0][: len(data)] = data
@@ -84,5 +97,10 @@ def perform(op: Op) -> None:
         if exc.filename is None and op.path is not None:
             exc = OSError(exc.errno, exc.strerror, op.path)
         op.fail(exc)
+        return
+    except Exception as exc:  # OverflowError, TypeError...: the op's arguments, not the thread's
+        err = OSError(errno.EINVAL, f"{op.kind.value} refused its arguments: {exc!r}", op.path)
+        err.__cause__ = exc
+        op.fail(err)
         return
     op.complete(0)

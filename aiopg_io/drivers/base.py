@@ -38,14 +38,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ..errors import DriverOptionError
+
 __all__ = [
+    "OFF_T_MAX",
     "Capabilities",
     "Driver",
     "DriverStatistics",
     "Op",
     "OpKind",
     "OpState",
+    "flag_option",
+    "int_option",
 ]
+
+
+#: The largest file offset, and the largest end of a transfer: ``off_t`` is 64-bit on every
+#: platform here (CPython is built with large-file support), and Linux refuses a transfer
+#: whose end passes it (``rw_verify_area``, fs/read_write.c). The file layer checks every
+#: offset against it; a driver that stores offsets in C fields checks again, since a larger
+#: value would wrap silently there.
+OFF_T_MAX = 2**63 - 1
 
 
 class OpKind(enum.Enum):
@@ -360,3 +373,27 @@ class DriverCounters:
             overflows=self.overflows,
             extra=tuple(sorted(extra.items())),
         )
+
+
+def int_option(driver: str, name: str, value: object, low: int, high: int) -> int:
+    """A whole-number driver option (``worker:threads=4``) checked against its range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DriverOptionError(
+            f"{driver} {name}={value!r} is not a whole number: it takes {low} to {high}"
+        )
+    if not low <= value <= high:
+        raise DriverOptionError(f"{driver} {name}={value!r} is out of range: {low} to {high}")
+    return value
+
+
+def flag_option(driver: str, name: str, value: object) -> bool:
+    """A yes/no driver option: a bool, 0 or 1, or the words true/false, yes/no, on/off."""
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+    elif isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    raise DriverOptionError(f"{driver} {name}={value!r} is not a boolean (use 0 or 1)")

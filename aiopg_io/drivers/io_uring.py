@@ -132,7 +132,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._direct import fd_is_direct
-from ..errors import DriverUnavailableError
+from ..errors import DriverOptionError, DriverUnavailableError
 from ._fork import generation as fork_generation
 from .base import (
     Capabilities,
@@ -142,6 +142,8 @@ from .base import (
     Op,
     OpKind,
     OpState,
+    flag_option,
+    int_option,
 )
 
 _L: Any
@@ -171,17 +173,6 @@ _UNTRACKED = 0
 def _env_nowait_default() -> bool:
     raw = os.environ.get("AIOPG_IO_URING_NOWAIT", "1").strip().lower()
     return raw not in ("0", "false", "no", "off")
-
-
-def _as_flag(value: bool | int | str, what: str) -> bool:
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"io_uring {what}={value!r} is not a boolean (use 0 or 1)")
-    return bool(value)
 
 
 def _res_of(entry: Any) -> int:
@@ -331,16 +322,17 @@ class IoUringDriver(Driver):
         nowait_fast_path: bool | int | str | None = None,
         reap_batch: int = DEFAULT_REAP_BATCH,
     ) -> None:
-        if isinstance(entries, bool) or not isinstance(entries, int) or not 1 <= entries <= 32768:
-            raise ValueError(f"io_uring entries={entries!r} is out of range: 1 to 32768")
+        entries = int_option("io_uring", "entries", entries, 1, 32768)
         if isinstance(reap_batch, bool) or not isinstance(reap_batch, int) or reap_batch < 0:
-            raise ValueError(f"io_uring reap_batch={reap_batch!r} must be 0 (no limit) or a positive count")
+            raise DriverOptionError(
+                f"io_uring reap_batch={reap_batch!r} must be 0 (no limit) or a positive count"
+            )
         if _L is None:
             raise DriverUnavailableError(f"driver 'io_uring' cannot run here: {_probe()}")
         self._nowait = (
             _env_nowait_default()
             if nowait_fast_path is None
-            else _as_flag(nowait_fast_path, "nowait_fast_path")
+            else flag_option("io_uring", "nowait_fast_path", nowait_fast_path)
         )
         self._nowait = self._nowait and bool(_RWF_NOWAIT) and hasattr(os, "preadv")
         try:
@@ -497,7 +489,7 @@ class IoUringDriver(Driver):
                 break
             try:
                 n = os.preadv(fd, rest, op.position(), _RWF_NOWAIT)
-            except (OSError, BufferError, ValueError):
+            except (OSError, BufferError, ValueError, OverflowError):
                 # EAGAIN: not (all) cached. Anything else (a read-only buffer, a bad fd): the
                 # ring path reports it, with the op's path.
                 return False

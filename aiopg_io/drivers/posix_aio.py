@@ -127,6 +127,7 @@ from .._direct import aligned_buffer, buffer_address
 from ._blocking import perform
 from ._notify import Notifier
 from .base import (
+    OFF_T_MAX,
     Capabilities,
     Driver,
     DriverCounters,
@@ -134,6 +135,8 @@ from .base import (
     Op,
     OpKind,
     OpState,
+    flag_option,
+    int_option,
 )
 
 __all__ = ["DEFAULT_KERNEL_LIMIT", "PosixAioDriver", "tested_here"]
@@ -915,12 +918,16 @@ class PosixAioDriver(Driver):
         if _PLATFORM is None:
             raise RuntimeError(f"posix_aio cannot run here: {_PLATFORM_REASON}")
         plat = _PLATFORM
-        limit = plat.default_kernel_limit if max_in_flight_kernel is None else max_in_flight_kernel
-        if not isinstance(limit, int) or not 1 <= limit <= 65536:
-            raise ValueError(f"posix_aio max_in_flight_kernel={limit!r} is out of range: 1 to 65536")
+        limit = (
+            plat.default_kernel_limit
+            if max_in_flight_kernel is None
+            else int_option("posix_aio", "max_in_flight_kernel", max_in_flight_kernel, 1, 65536)
+        )
         self._plat = plat
         self._limit = limit
-        self._spread = plat.spread_fds if spread_fds is None else bool(spread_fds)
+        self._spread = (
+            plat.spread_fds if spread_fds is None else flag_option("posix_aio", "spread_fds", spread_fds)
+        )
         self._lib = _AioLib(plat)
         self._notifier = _make_notifier(self._lib, plat)
         self._queue: deque[_Request] = deque()  # waiting for a slot
@@ -1085,6 +1092,10 @@ class PosixAioDriver(Driver):
             opcode = plat.lio_read if reading else plat.lio_write
             pos = op.position()
             bufs = op.remaining()
+            if pos + sum(len(b) for b in bufs) > OFF_T_MAX:  # aio_offset would wrap
+                op.fail(OSError(errno.EINVAL, f"a transfer ending past offset {OFF_T_MAX}", op.path))
+                self._ready.append(op)
+                return
             pieces = _pieces(bufs)
             if len(pieces) > 1 and (total := sum(n for _, n, _ in pieces)) <= _BOUNCE_MAX:
                 bounce = aligned_buffer(total)

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from ._blocking import perform
 from ._notify import Notifier
-from .base import Capabilities, Driver, DriverCounters, DriverStatistics, Op, OpState
+from .base import Capabilities, Driver, DriverCounters, DriverStatistics, Op, OpState, int_option
 
 __all__ = ["DEFAULT_THREADS", "WorkerDriver"]
 
@@ -56,9 +56,7 @@ class WorkerDriver(Driver):
     name = "worker"
 
     def __init__(self, *, threads: int | None = None) -> None:
-        n = _default_threads() if threads is None else threads
-        if not isinstance(n, int) or not 1 <= n <= 1024:
-            raise ValueError(f"worker threads={n!r} is out of range: 1 to 1024")
+        n = _default_threads() if threads is None else int_option("worker", "threads", threads, 1, 1024)
         self._nthreads = n
         self._queue: queue.SimpleQueue[Op | None] = queue.SimpleQueue()
         self._done: deque[Op] = deque()
