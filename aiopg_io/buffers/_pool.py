@@ -31,6 +31,11 @@ PostgreSQL's shared buffers (src/backend/storage/buffer/bufmgr.c) for one event 
   help: no I/O is in flight and every pin is held by tasks that are themselves waiting
   for a buffer (this one included). Then it raises NoUnpinnedBuffersError, PostgreSQL's
   "no unpinned buffers available", instead of hanging.
+- **One pool per relation**: a file open as a relation in one pool of this process is refused
+  to another (RelationInUseError), recognised by (``st_dev``, ``st_ino``) as ``open`` already
+  does within a pool, so a symlink or relative path is caught too. Two pools would each cache
+  its pages and neither would see the other's changes (PostgreSQL has one shared buffer pool
+  per cluster for this reason). Closing the relation, or the pool, releases it.
 - **Extension**: ``extend`` grows the file (fallocate, else ftruncate) under a per-relation
   lock, PostgreSQL's relation extension lock; new blocks read back as zeros.
 - **A file the pool created** (``open(path, create=True)``) has a directory entry that is
@@ -81,7 +86,7 @@ from .._open import open as aio_open
 from ..drivers import DriverFactory
 from ..errors import AlignmentError, ClosedError
 from ._descriptors import BufferDesc, ClockSweep
-from .errors import BlockOutOfRangeError, NoUnpinnedBuffersError, RelationSizeError
+from .errors import BlockOutOfRangeError, NoUnpinnedBuffersError, RelationInUseError, RelationSizeError
 
 if TYPE_CHECKING:
     from .._file import AsyncFile
@@ -97,6 +102,15 @@ WRITEBACK_BATCH = 32
 DEFAULT_IO_COMBINE_LIMIT = 16
 #: Runs of adjacent dirty blocks written at once by a checkpoint.
 _FLUSH_RUNS_IN_FLIGHT = 64
+
+#: Every relation open in a pool of this process, by file identity (st_dev, st_ino): a second
+#: pool is refused one (RelationInUseError). Weak, so a pool dropped unclosed holds nothing.
+_OPEN_RELATIONS: weakref.WeakValueDictionary[tuple[int, int], Relation] = weakref.WeakValueDictionary()
+
+
+def _forget_relation(rel: Relation) -> None:
+    if _OPEN_RELATIONS.get(rel.key) is rel:
+        del _OPEN_RELATIONS[rel.key]
 
 
 def current_owner() -> Any:
@@ -411,6 +425,7 @@ class BufferPool:
                     for rel in list(self._relations.values()):
                         self._drop_buffers(rel, force=True)
                         rel.closed = True
+                        _forget_relation(rel)
                         await rel.file.aclose()
                     self._relations.clear()
                     self._pins_by_task.clear()
@@ -443,7 +458,8 @@ class BufferPool:
 
     async def open(self, path: str | os.PathLike[str], create: bool = False) -> Relation:
         """Open a relation file (``create``: make it, empty, if missing). Opening a file that is
-        already open in this pool gives the same Relation."""
+        already open in this pool gives the same Relation, by any path; one open in another
+        pool of this process raises RelationInUseError."""
         self._check_open()
         spath = os.fsdecode(os.fspath(path))
         opener = _CreateOpener() if create else None
@@ -458,6 +474,15 @@ class BufferPool:
             if existing is not None:
                 await file.aclose()
                 return existing
+            other = _OPEN_RELATIONS.get(key)
+            if other is not None and not other.closed and other.pool is not self:
+                raise RelationInUseError(
+                    f"{spath!r} is already open as a relation in another buffer pool of this process "
+                    f"({other.pool!r} at 0x{id(other.pool):x}, opened as {other.path!r}); two pools "
+                    "would each cache the file's pages and serve stale ones after the other's "
+                    "checkpoint: share that pool, or close the relation there first "
+                    "(close_relation, or leave its async with)"
+                )
             if st.st_size % self.page_size:
                 raise RelationSizeError(
                     f"{spath!r} is {st.st_size} bytes, not a whole number of {self.page_size}-byte pages "
@@ -478,6 +503,7 @@ class BufferPool:
         rel.needs_dir_sync = created
         self._next_rel_id += 1
         self._relations[key] = rel
+        _OPEN_RELATIONS[key] = rel
         return rel
 
     async def close_relation(self, rel: Relation) -> None:
@@ -499,6 +525,7 @@ class BufferPool:
         self._drop_buffers(rel, force=False)
         rel.closed = True
         self._relations.pop(rel.key, None)
+        _forget_relation(rel)
         with anyio.CancelScope(shield=True):
             await rel.file.aclose()
 
