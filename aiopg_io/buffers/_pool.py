@@ -927,7 +927,7 @@ class BufferPool:
                 elif d.io is not None:
                     busy = d.io
                 else:
-                    d.checkpoint_needed.add(ckpt)  # already there, unless written for another reason
+                    d.checkpoint_needed.add(ckpt)  # there already; so the write we issue reports back
                     todo.append(d)
             if todo:
                 await self._write_buffers(todo)
