@@ -13,6 +13,7 @@ from ._pool import Relation as Relation
 from ._read_stream import ReadStream as ReadStream
 from .errors import BlockOutOfRangeError as BlockOutOfRangeError
 from .errors import NoUnpinnedBuffersError as NoUnpinnedBuffersError
+from .errors import RelationInUseError as RelationInUseError
 from .errors import RelationSizeError as RelationSizeError
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "Page",
     "ReadStream",
     "Relation",
+    "RelationInUseError",
     "RelationSizeError",
 ]

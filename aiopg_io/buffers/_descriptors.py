@@ -9,6 +9,10 @@ event loop does not need (spinlocks, atomics, per-backend private refcounts):
   ``BM_MAX_USAGE_COUNT`` = 5), and carries the flags ``valid`` (the bytes are the page's),
   ``dirty`` (they differ from the file) and an I/O in progress (``io``, PostgreSQL's
   ``BM_IO_IN_PROGRESS``: a read filling it or a write draining it).
+- ``checkpoint_needed`` is PostgreSQL's ``BM_CHECKPOINT_NEEDED``, one per checkpoint
+  running: the checkpoints that began while the page was dirty and still need a write of
+  it that starts from now on. A write takes them along when it starts and, once it has
+  completed, tells each that the page is written; a write that fails gives them back.
 - A buffer never used, or whose read failed, sits on the free list and is taken first.
 - Otherwise the clock hand sweeps: a buffer that is pinned or under I/O is skipped; one
   with a usage count loses one and is passed over; the first unpinned, idle buffer with a
@@ -28,7 +32,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._pool import InFlightIO, Relation
+    from ._pool import Checkpoint, InFlightIO, Relation
 
 __all__ = ["BM_MAX_USAGE_COUNT", "BufferDesc", "ClockSweep"]
 
@@ -38,7 +42,18 @@ BM_MAX_USAGE_COUNT = 5
 class BufferDesc:
     """One buffer of the arena and what it holds."""
 
-    __slots__ = ("blockno", "buf_id", "data", "dirty", "io", "refcount", "rel", "usage_count", "valid")
+    __slots__ = (
+        "blockno",
+        "buf_id",
+        "checkpoint_needed",
+        "data",
+        "dirty",
+        "io",
+        "refcount",
+        "rel",
+        "usage_count",
+        "valid",
+    )
 
     def __init__(self, buf_id: int, data: memoryview) -> None:
         self.buf_id = buf_id
@@ -50,6 +65,7 @@ class BufferDesc:
         self.valid = False
         self.dirty = False
         self.io: InFlightIO | None = None
+        self.checkpoint_needed: set[Checkpoint] = set()
 
     def __repr__(self) -> str:
         tag = f"{self.rel.path}:{self.blockno}" if self.rel is not None else "free"

@@ -20,11 +20,22 @@ PostgreSQL's shared buffers (src/backend/storage/buffer/bufmgr.c) for one event 
   dirty page and then ``fdatasync``\\s the relations written since the last checkpoint.
   ``dirty`` is cleared when a write starts, so a page changed and marked dirty again
   while it is being written stays dirty for the next write (``BM_JUST_DIRTIED``).
+- **Checkpoints** follow BufferSync: every page dirty when ``flush`` starts is marked
+  (``BM_CHECKPOINT_NEEDED``, see :class:`Checkpoint`), and the relations are synced only
+  once each marked page has been written by a write that completed, whoever issued it: the
+  checkpoint itself, or a write-back that an eviction began meanwhile (fsync(2) covers the
+  writes completed before it; a write still in flight may be lost). A checkpoint that finds
+  another one's fdatasync of a relation in flight waits for it to end.
 - **Pins**: a pinned buffer, and one under I/O, is never a victim. When the sweep finds
   none, a task waits for a pin to be released or an I/O to finish, unless waiting cannot
   help: no I/O is in flight and every pin is held by tasks that are themselves waiting
   for a buffer (this one included). Then it raises NoUnpinnedBuffersError, PostgreSQL's
   "no unpinned buffers available", instead of hanging.
+- **One pool per relation**: a file open as a relation in one pool of this process is refused
+  to another (RelationInUseError), recognised by (``st_dev``, ``st_ino``) as ``open`` already
+  does within a pool, so a symlink or relative path is caught too. Two pools would each cache
+  its pages and neither would see the other's changes (PostgreSQL has one shared buffer pool
+  per cluster for this reason). Closing the relation, or the pool, releases it.
 - **Extension**: ``extend`` grows the file (fallocate, else ftruncate) under a per-relation
   lock, PostgreSQL's relation extension lock; new blocks read back as zeros.
 - **A file the pool created** (``open(path, create=True)``) has a directory entry that is
@@ -75,7 +86,7 @@ from .._open import open as aio_open
 from ..drivers import DriverFactory
 from ..errors import AlignmentError, ClosedError
 from ._descriptors import BufferDesc, ClockSweep
-from .errors import BlockOutOfRangeError, NoUnpinnedBuffersError, RelationSizeError
+from .errors import BlockOutOfRangeError, NoUnpinnedBuffersError, RelationInUseError, RelationSizeError
 
 if TYPE_CHECKING:
     from .._file import AsyncFile
@@ -91,6 +102,15 @@ WRITEBACK_BATCH = 32
 DEFAULT_IO_COMBINE_LIMIT = 16
 #: Runs of adjacent dirty blocks written at once by a checkpoint.
 _FLUSH_RUNS_IN_FLIGHT = 64
+
+#: Every relation open in a pool of this process, by file identity (st_dev, st_ino): a second
+#: pool is refused one (RelationInUseError). Weak, so a pool dropped unclosed holds nothing.
+_OPEN_RELATIONS: weakref.WeakValueDictionary[tuple[int, int], Relation] = weakref.WeakValueDictionary()
+
+
+def _forget_relation(rel: Relation) -> None:
+    if _OPEN_RELATIONS.get(rel.key) is rel:
+        del _OPEN_RELATIONS[rel.key]
 
 
 def current_owner() -> Any:
@@ -130,12 +150,38 @@ class _CreateOpener:
 class InFlightIO:
     """A read filling, or a write draining, one or more buffers (``BM_IO_IN_PROGRESS``)."""
 
-    __slots__ = ("done", "error", "kind")
+    __slots__ = ("carries", "done", "error", "kind")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind  # "read" or "write"
         self.done = anyio.Event()
         self.error: BaseException | None = None
+        # A write: the checkpoints each of its buffers not written yet is written for (see
+        # Checkpoint); what is left here when the write ends was not written.
+        self.carries: dict[BufferDesc, set[Checkpoint]] = {}
+
+
+class Checkpoint:
+    """One running :meth:`BufferPool.flush`: the pages dirty when it began, each until a
+    write that holds the page's bytes as of then has completed, whoever issued it.
+
+    PostgreSQL's BufferSync marks every dirty buffer ``BM_CHECKPOINT_NEEDED`` when it starts
+    and syncs only after each of them was written, by the checkpointer or by a backend that
+    evicted it meanwhile. Waiting only for the writes in flight when the checkpoint starts is
+    not enough: an eviction that starts while it waits clears ``dirty`` on a page dirtied
+    before the checkpoint, which then neither writes that page nor waits for the write, and
+    may sync before the write lands (a checkpointed page lost to a power cut, issue 20).
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        # buffer -> the page it held when marked; a buffer holding another page by now was
+        # dropped with its relation (a written page may be evicted, but is no longer pending).
+        self.pending: dict[BufferDesc, tuple[Relation, int]] = {}
+
+    def written(self, desc: BufferDesc) -> None:
+        self.pending.pop(desc, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +231,7 @@ class Relation:
         self.needs_sync = False  # written since the last checkpoint synced it
         self.needs_dir_sync = False  # created by the pool; its directory entry is not durable yet
         self.sync_error: OSError | None = None
+        self.sync_done: anyio.Event | None = None  # set when the latest fdatasync ended
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self.nblocks} blocks"
@@ -378,6 +425,7 @@ class BufferPool:
                     for rel in list(self._relations.values()):
                         self._drop_buffers(rel, force=True)
                         rel.closed = True
+                        _forget_relation(rel)
                         await rel.file.aclose()
                     self._relations.clear()
                     self._pins_by_task.clear()
@@ -410,7 +458,8 @@ class BufferPool:
 
     async def open(self, path: str | os.PathLike[str], create: bool = False) -> Relation:
         """Open a relation file (``create``: make it, empty, if missing). Opening a file that is
-        already open in this pool gives the same Relation."""
+        already open in this pool gives the same Relation, by any path; one open in another
+        pool of this process raises RelationInUseError."""
         self._check_open()
         spath = os.fsdecode(os.fspath(path))
         opener = _CreateOpener() if create else None
@@ -425,6 +474,15 @@ class BufferPool:
             if existing is not None:
                 await file.aclose()
                 return existing
+            other = _OPEN_RELATIONS.get(key)
+            if other is not None and not other.closed and other.pool is not self:
+                raise RelationInUseError(
+                    f"{spath!r} is already open as a relation in another buffer pool of this process "
+                    f"({other.pool!r} at 0x{id(other.pool):x}, opened as {other.path!r}); two pools "
+                    "would each cache the file's pages and serve stale ones after the other's "
+                    "checkpoint: share that pool, or close the relation there first "
+                    "(close_relation, or leave its async with)"
+                )
             if st.st_size % self.page_size:
                 raise RelationSizeError(
                     f"{spath!r} is {st.st_size} bytes, not a whole number of {self.page_size}-byte pages "
@@ -445,6 +503,7 @@ class BufferPool:
         rel.needs_dir_sync = created
         self._next_rel_id += 1
         self._relations[key] = rel
+        _OPEN_RELATIONS[key] = rel
         return rel
 
     async def close_relation(self, rel: Relation) -> None:
@@ -466,6 +525,7 @@ class BufferPool:
         self._drop_buffers(rel, force=False)
         rel.closed = True
         self._relations.pop(rel.key, None)
+        _forget_relation(rel)
         with anyio.CancelScope(shield=True):
             await rel.file.aclose()
 
@@ -475,6 +535,7 @@ class BufferPool:
                 del self._mapping[(rel.rel_id, d.blockno)]
                 d.rel = None
                 d.valid = d.dirty = False
+                d.checkpoint_needed = set()
                 d.data[:] = self._zero_page
                 if force:
                     d.refcount = 0  # the pool is closing: pins left behind are void
@@ -719,23 +780,31 @@ class BufferPool:
 
     async def _write_buffers(self, descs: list[BufferDesc]) -> None:
         """Write valid buffers (adjacent ones combined) and mark their relations for sync.
-        Buffers whose write fails stay dirty; the first error is raised after all ended."""
+        Buffers whose write fails stay dirty; the first error is raised after all ended.
+
+        Each write takes along the checkpoints waiting for its buffers (``checkpoint_needed``)
+        and, once it has completed, tells them; one that fails hands them back, so a
+        checkpoint never counts a page as written before a write of it is done."""
         io = InFlightIO("write")
         for d in descs:
             d.io = io
             d.dirty = False
+            io.carries[d] = d.checkpoint_needed
+            d.checkpoint_needed = set()
         self._io_in_flight += 1
         errors: list[BaseException] = []
         try:
             runs = _runs(descs, self.io_combine_limit)
             if len(runs) == 1:
-                await self._write_run(runs[0], errors)
+                await self._write_run(runs[0], io, errors)
             else:
                 for i in range(0, len(runs), _FLUSH_RUNS_IN_FLIGHT):
                     async with anyio.create_task_group() as tg:
                         for run in runs[i : i + _FLUSH_RUNS_IN_FLIGHT]:
-                            tg.start_soon(self._write_run, run, errors)
+                            tg.start_soon(self._write_run, run, io, errors)
         finally:
+            # A run that never started (cancelled before its first step) wrote nothing.
+            self._unwritten(list(io.carries), io)
             for d in descs:
                 d.io = None
             self._io_in_flight -= 1
@@ -744,12 +813,16 @@ class BufferPool:
         if errors:
             raise errors[0]
 
-    async def _write_run(self, run: list[BufferDesc], errors: list[BaseException]) -> None:
+    def _unwritten(self, run: list[BufferDesc], io: InFlightIO) -> None:
+        for d in run:
+            d.dirty = True
+            d.checkpoint_needed |= io.carries.pop(d, set())
+
+    async def _write_run(self, run: list[BufferDesc], io: InFlightIO, errors: list[BaseException]) -> None:
         rel = run[0].rel
         assert rel is not None
         if rel.sync_error is not None:
-            for d in run:
-                d.dirty = True
+            self._unwritten(run, io)
             errors.append(self._sync_failed(rel))
             return
         offset = run[0].blockno * self.page_size
@@ -759,13 +832,15 @@ class BufferPool:
             else:
                 await rel.file.pwritev([d.data for d in run], offset)
         except BaseException as exc:
-            for d in run:
-                d.dirty = True  # may or may not have reached the file: write it again
+            self._unwritten(run, io)  # may or may not have reached the file: write it again
             if not isinstance(exc, Exception):
                 raise
             errors.append(exc)
             return
         rel.needs_sync = True
+        for d in run:
+            for ckpt in io.carries.pop(d, ()):
+                ckpt.written(d)
         self.writes += 1
         self.blocks_written += len(run)
 
@@ -783,42 +858,81 @@ class BufferPool:
         return out
 
     async def flush(self, rel: Relation | None = None) -> None:
-        """A checkpoint: write every dirty page (of ``rel``, or of all relations), adjacent blocks
-        combined, then fdatasync each relation written since its last sync."""
+        """A checkpoint: write every page (of ``rel``, or of all relations) dirty when it
+        starts, adjacent blocks combined, or wait for the write-back that writes it meanwhile;
+        then fdatasync each relation written since its last sync."""
         if rel is not None:
             self._check_rel(rel)
         else:
             self._check_open()
-
-        def mine(d: BufferDesc) -> bool:
-            return d.rel is not None and (rel is None or d.rel is rel)
-
-        # A buffer being written back now may hold changes made before this call: wait for it.
-        writing = {d.io for d in self._descs if d.io is not None and d.io.kind == "write" and mine(d)}
-        for io in writing:
-            await io.done.wait()
-        todo = [d for d in self._descs if d.dirty and d.valid and d.io is None and mine(d)]
-        if todo:
-            await self._write_buffers(todo)
         rels = [rel] if rel is not None else list(self._relations.values())
+        ckpt = Checkpoint()
+        for d in self._descs:
+            if d.rel is None or (rel is not None and d.rel is not rel) or not d.valid:
+                continue
+            if d.dirty:
+                d.checkpoint_needed.add(ckpt)
+            elif d.io is not None and d.io.kind == "write":
+                # Clean while being written: no change since that write began, so it holds
+                # the page as of now; it is ours to wait for.
+                d.io.carries.setdefault(d, set()).add(ckpt)
+            else:
+                continue
+            ckpt.pending[d] = (d.rel, d.blockno)
+        try:
+            await self._write_pending(ckpt)
+        finally:
+            for d in ckpt.pending:  # cut short by an error or a cancellation
+                d.checkpoint_needed.discard(ckpt)
         synced_dirs: set[str] = set()  # one fsync per directory per checkpoint
         for r in rels:
             if r.sync_error is not None:
                 raise self._sync_failed(r)
             if r.needs_sync and not r.closed:
                 r.needs_sync = False
+                done = r.sync_done = anyio.Event()
                 try:
                     await r.file.fdatasync()
                 except OSError as exc:
                     r.sync_error = exc
                     raise
+                finally:
+                    done.set()
                 self.syncs += 1
+            elif r.sync_done is not None and not r.sync_done.is_set():
+                # Another checkpoint's fdatasync is in flight, submitted after the writes this
+                # one waited for completed: it covers them, but only once it has completed.
+                await r.sync_done.wait()
+                if r.sync_error is not None:
+                    raise self._sync_failed(r)
             if r.needs_dir_sync and not r.closed:
                 directory = os.path.dirname(os.path.abspath(r.path))
                 if directory not in synced_dirs:
                     await fsync_directory(directory, self.driver)
                     synced_dirs.add(directory)
                 r.needs_dir_sync = False
+
+    async def _write_pending(self, ckpt: Checkpoint) -> None:
+        """Until no page of ``ckpt`` is pending: write those idle now (dirty, pinned or not),
+        else wait for a write of one in flight, issued by anyone (a write-back, another
+        checkpoint). A write that fails leaves its pages dirty and pending: one by another
+        task is retried here, one of ours raises."""
+        while ckpt.pending:
+            todo: list[BufferDesc] = []
+            busy: InFlightIO | None = None
+            for d, (r, blockno) in list(ckpt.pending.items()):
+                if d.rel is not r or d.blockno != blockno:
+                    del ckpt.pending[d]  # dropped with its relation
+                    d.checkpoint_needed.discard(ckpt)
+                elif d.io is not None:
+                    busy = d.io
+                else:
+                    d.checkpoint_needed.add(ckpt)  # there already; so the write we issue reports back
+                    todo.append(d)
+            if todo:
+                await self._write_buffers(todo)
+            elif busy is not None:
+                await busy.done.wait()
 
     # -- introspection ----------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import AiopgIOError
 
-__all__ = ["BlockOutOfRangeError", "NoUnpinnedBuffersError", "RelationSizeError"]
+__all__ = ["BlockOutOfRangeError", "NoUnpinnedBuffersError", "RelationInUseError", "RelationSizeError"]
 
 
 class NoUnpinnedBuffersError(AiopgIOError, RuntimeError):
@@ -21,3 +21,14 @@ class BlockOutOfRangeError(AiopgIOError, IndexError):
 
 class RelationSizeError(AiopgIOError, ValueError):
     """A relation file whose size is not a whole number of pages."""
+
+
+class RelationInUseError(AiopgIOError, RuntimeError):
+    """The file is open as a relation in another buffer pool of this process.
+
+    Two pools would each cache their own copy of its pages, and neither sees the other's
+    changes: one serves a stale page after the other's checkpoint. The file is recognised by
+    its identity (``st_dev``, ``st_ino``), so another path to it (a symlink, a relative path,
+    a hard link) is refused too. Share one pool, or close the relation in the other pool
+    (``close_relation``, or leave its ``async with``) first.
+    """
