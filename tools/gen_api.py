@@ -10,6 +10,7 @@ and properties; everything shows its signature and its docstring as written.
 from __future__ import annotations
 
 import argparse
+import enum
 import importlib
 import inspect
 import sys
@@ -59,6 +60,11 @@ def _repr(value: object) -> str:
 
 
 def _class(name: str, cls: type) -> list[str]:
+    if issubclass(cls, enum.Enum):
+        # Enum's own constructor signature differs between Python versions (3.11 added
+        # boundary=, 3.13 prints *values): show the members, which are what users use.
+        members = ", ".join(f"`{m.name}`" for m in cls)
+        return [f"### enum `{name}`", "", _doc(cls), "", f"Members: {members}.", "", ""]
     out = [f"### class `{name}{_sig(cls)}`", "", _doc(cls), ""]
     for attr, value in sorted(vars(cls).items()):
         if attr.startswith("_") and attr not in ("__aenter__", "__aiter__"):
