@@ -7,10 +7,12 @@
   ``fsync_fname(dir)`` do this. A directory cannot be opened through ``aiopg_io.open`` (it
   refuses directories, as Python's ``open`` does), so the fsync is a blocking ``os.fsync``
   run in a worker thread through ``anyio.to_thread.run_sync``.
-- Every create, rename and directory fsync is also reported to the driver factory when it
-  has ``note_create`` / ``note_rename`` / ``note_dir_fsync`` (aiopg_io.testing's power-loss
-  simulator, directly or under a fault injector; docs/testing.md), so a simulated power cut
-  can make an entry that was never made durable vanish: that is how the fsyncs are tested.
+- Every create, rename, unlink and directory fsync is also reported to the driver factory
+  when it has ``note_create`` / ``note_rename`` / ``note_unlink`` / ``note_dir_fsync``
+  (aiopg_io.testing's power-loss simulator, directly or under a fault injector;
+  docs/testing.md), so a simulated power cut can undo an entry that was never made
+  durable: that is how the fsyncs are tested. An unlink is reported just before it is
+  done, while the file can still be read.
 """
 
 from __future__ import annotations

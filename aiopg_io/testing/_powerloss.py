@@ -25,10 +25,12 @@ memory to the page cache the kernel keeps for us:
     cut at a sector boundary), as with ext4's ``data=ordered``.
 
 - Directory entries: a file created (seen through :meth:`~PowerLossSimulator.opener` or
-  :meth:`~PowerLossSimulator.note_create`) or renamed (:meth:`~PowerLossSimulator.rename`,
-  :meth:`~PowerLossSimulator.note_rename`) is durable only once its directory was fsynced
+  :meth:`~PowerLossSimulator.note_create`), renamed (:meth:`~PowerLossSimulator.rename`,
+  :meth:`~PowerLossSimulator.note_rename`) or unlinked (:meth:`~PowerLossSimulator.unlink`,
+  :meth:`~PowerLossSimulator.note_unlink`) is durable only once its directory was fsynced
   (:meth:`~PowerLossSimulator.note_dir_fsync`, or an fsync op on a directory fd through the
-  wrapper); until then, a crash may make it vanish or undo the rename (POSIX fsync(2):
+  wrapper); until then, a crash may make it vanish, undo the rename or bring the unlinked
+  file back, each entry on its own draw, in no order (POSIX fsync(2):
   "It does not necessarily ensure that the entry in the directory containing the file has
   also reached disk. For that an explicit fsync() on a file descriptor for the directory is
   also needed.").
@@ -89,10 +91,10 @@ class FileCrash:
 @dataclass(frozen=True, slots=True)
 class EntryCrash:
     """What :meth:`PowerLossSimulator.crash` did to a directory entry not made durable:
-    ``"kept"``, ``"vanished"`` (a created file) or ``"reverted"`` (a rename undone:
-    ``path`` is back at ``source``)."""
+    ``"kept"``, ``"vanished"`` (a created file), ``"reverted"`` (a rename undone:
+    ``path`` is back at ``source``) or ``"restored"`` (an unlink undone: ``path`` is back)."""
 
-    fate: Literal["kept", "vanished", "reverted"]
+    fate: Literal["kept", "vanished", "reverted", "restored"]
     path: str
     source: str | None = None
 
@@ -141,10 +143,10 @@ class _File:
 
 @dataclass(eq=False, slots=True)
 class _Entry:
-    kind: Literal["create", "rename"]
-    path: str  # where the entry is now
+    kind: Literal["create", "rename", "unlink"]
+    path: str  # where the entry is now (an unlink: where it was)
     source: str | None = None  # a rename's old name
-    replaced: bytes | None = None  # the file a rename replaced, when known
+    replaced: bytes | None = None  # the file a rename replaced, or an unlink removed, when known
     replaced_mode: int = 0o644
     unsynced_dirs: set[str] = field(default_factory=set)
 
@@ -277,6 +279,29 @@ class PowerLossSimulator:
         self._entries.append(
             _Entry("rename", d, s, replaced, mode, unsynced_dirs={os.path.dirname(s), os.path.dirname(d)})
         )
+
+    def note_unlink(self, path: str | os.PathLike[str]) -> None:
+        """Record that ``path`` is about to be unlinked: call it just *before* unlinking, while
+        the content can still be read (for test-sized files). Until its directory is fsynced,
+        a crash may bring the file back with the content it has now (its own unsynced writes
+        are not crashed separately). A file created and not yet durable just stays gone."""
+        p = _abs(path)
+        for e in self._entries:
+            if e.kind == "create" and e.path == p:
+                self._entries.remove(e)  # never durable: gone whether the unlink is or not
+                return
+        content: bytes | None = None
+        mode = 0o644
+        if os.path.isfile(p):
+            with open(p, "rb") as fh:
+                content = fh.read()
+            mode = stat.S_IMODE(os.stat(p).st_mode)
+        self._entries.append(_Entry("unlink", p, None, content, mode, unsynced_dirs={os.path.dirname(p)}))
+
+    def unlink(self, path: str | os.PathLike[str]) -> None:
+        """``os.unlink(path)``, recorded (:meth:`note_unlink`) so a crash can undo it."""
+        self.note_unlink(path)
+        os.unlink(path)
 
     def _created_unsynced(self, path: str) -> bool:
         return any(e.kind == "create" and e.path == path for e in self._entries)
@@ -540,16 +565,16 @@ class PowerLossSimulator:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(e.path)
                 out.append(EntryCrash("vanished", e.path))
+            elif e.kind == "unlink":
+                if e.replaced is not None:
+                    _restore(e.path, e.replaced, e.replaced_mode)
+                out.append(EntryCrash("restored", e.path))
             else:
                 assert e.source is not None
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(e.path, e.source)
                     if e.replaced is not None:
-                        fd = os.open(e.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, e.replaced_mode)
-                        try:
-                            os.write(fd, e.replaced)
-                        finally:
-                            os.close(fd)
+                        _restore(e.path, e.replaced, e.replaced_mode)
                 out.append(EntryCrash("reverted", e.path, e.source))
         out.reverse()
         return out
@@ -562,6 +587,18 @@ class PowerLossSimulator:
         for f in files.values():
             with contextlib.suppress(OSError):
                 os.close(f.fd)
+
+
+def _restore(path: str, content: bytes, mode: int) -> None:
+    """Bring back a file a crash undid the removal of (never over one that is there now)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        return
+    try:
+        os.write(fd, content)
+    finally:
+        os.close(fd)
 
 
 def _reopen(fd: int, path: str | None) -> int:

@@ -9,10 +9,15 @@ from __future__ import annotations
 from ._format import PAGE_SIZE as PAGE_SIZE
 from ._wal import WAL as WAL
 from ._wal import SyncMethod as SyncMethod
+from ._wal import WALEnd as WALEnd
+from ._wal import WALEndKind as WALEndKind
+from ._wal import WALReader as WALReader
+from ._wal import WALRecovery as WALRecovery
 from ._wal import WALStatistics as WALStatistics
 from .errors import NotAWALError as NotAWALError
 from .errors import WALCorruptError as WALCorruptError
 from .errors import WALError as WALError
+from .errors import WALFormatError as WALFormatError
 from .errors import WALLockedError as WALLockedError
 from .errors import WALPoisonedError as WALPoisonedError
 
@@ -22,8 +27,13 @@ __all__ = [
     "NotAWALError",
     "SyncMethod",
     "WALCorruptError",
+    "WALEnd",
+    "WALEndKind",
     "WALError",
+    "WALFormatError",
     "WALLockedError",
     "WALPoisonedError",
+    "WALReader",
+    "WALRecovery",
     "WALStatistics",
 ]

@@ -10,12 +10,19 @@ The layout is PostgreSQL's (src/include/access/xlog_internal.h, xlogrecord.h), c
   ``magic u16, info u16, tli u32, pageaddr u64, rem_len u32, pad u32``. The first page of a
   segment has the long header (``XLogLongPageHeaderData``, 40 bytes), which adds
   ``sysid u64, seg_size u32, blcksz u32``: a segment copied from another WAL (other
-  ``sysid``) or written with other sizes is recognised. ``pageaddr`` is the page's own
+  ``sysid``) or written with other sizes is recognised. The system identifier is drawn when
+  the WAL is created and kept in its control file (:mod:`aiopg_io.wal._control`, as
+  PostgreSQL keeps it in ``pg_control``), which is what every segment is checked against:
+  the first segment is no better witness than any other. ``pageaddr`` is the page's own
   LSN, so a recycled segment (renamed from an old number) or a stale page reads as invalid
   at once. When a record continues from the previous page, ``info`` has
   :data:`XLP_FIRST_IS_CONTRECORD` and ``rem_len`` counts the record's bytes still to come;
   a reader that lands on a page can therefore find the next record boundary
   (resynchronise) without the previous pages.
+- The **magic** names the format version, as PostgreSQL's ``XLOG_PAGE_MAGIC`` changes with
+  each incompatible WAL format. :data:`XLP_MAGIC` ``0xD0A2`` is format 2 (a control file
+  beside the segments); ``0xD0A1`` (:data:`XLP_MAGIC_V1`) was format 1, the same pages
+  without a control file. Format 1 is recognised, and refused with an error that says so.
 - A **record** is a 24-byte header (``XLogRecord``) and the payload, starting on an
   8-byte boundary (MAXALIGN): ``tot_len u32, epoch u32, prev u64, info u8, pad[3], crc
   u32``. ``tot_len`` counts header + payload; ``prev`` is the LSN of the previous record
@@ -50,6 +57,7 @@ import zlib
 from dataclasses import dataclass
 
 __all__ = [
+    "FORMAT_VERSION",
     "HARD_MAX_RECORD",
     "LONG_PAGE_HEADER_SIZE",
     "MAXALIGN",
@@ -59,6 +67,7 @@ __all__ = [
     "XLP_FIRST_IS_CONTRECORD",
     "XLP_LONG_HEADER",
     "XLP_MAGIC",
+    "XLP_MAGIC_V1",
     "Decoder",
     "PageHeader",
     "align_up",
@@ -73,7 +82,10 @@ __all__ = [
 ]
 
 PAGE_SIZE = 8192
-XLP_MAGIC = 0xD0A1
+#: Format 2. Format 1 (0xD0A1) had no control file; see the module docstring.
+XLP_MAGIC = 0xD0A2
+XLP_MAGIC_V1 = 0xD0A1
+FORMAT_VERSION = 2
 XLP_FIRST_IS_CONTRECORD = 0x0001
 XLP_LONG_HEADER = 0x0002
 _XLP_ALL_FLAGS = XLP_FIRST_IS_CONTRECORD | XLP_LONG_HEADER
@@ -176,6 +188,10 @@ class Decoder:
     Feed whole pages with :meth:`feed`, starting with the page that holds ``start``. When
     it returns with :attr:`done` set, :attr:`end_lsn` is where the valid log ends (the
     position the next record would take) and :attr:`end_reason` says why it ended there.
+    :attr:`torn` tells the two kinds of end apart: False when the log ends after a whole
+    record and what follows was never part of it (zeros, a page of another position or of an
+    older epoch, no more pages); True when the bytes at :attr:`end_lsn` are a record that is
+    not whole or not valid (a write cut short, or damage), and :attr:`end_lsn` is its LSN.
 
     ``prev`` is the LSN the first record's prev-link must hold (None: not checked, as when
     a reader starts in the middle). ``resync`` starts at the first record boundary of the
@@ -202,6 +218,13 @@ class Decoder:
         self.resync = resync
         self.done = False
         self.end_reason = ""
+        self.torn = False
+        # Past the last page accepted (valid header of this log, at its place): a segment
+        # that starts below it was read as part of the log, if only as the continuation
+        # of the torn record at the end.
+        self.seen_to = start
+        self.fail_page = start  # the page being read when the log ended
+        self._page = start
         self.end_lsn = start
         self.last_lsn: int | None = prev
         self.records = 0
@@ -214,20 +237,29 @@ class Decoder:
         self._payload = bytearray()
         self._skip = 0  # bytes of a continuation to skip when resynchronising
 
-    def _stop(self, reason: str, end_lsn: int) -> None:
+    def _stop(self, reason: str, end_lsn: int, *, torn: bool = True) -> None:
         self.done = True
         self.end_reason = reason
         self.end_lsn = end_lsn
+        self.torn = torn
+        self.fail_page = self._page
 
     def _check_page(self, page_lsn: int, page: memoryview) -> PageHeader | None:
         hdr = parse_page_header(page)
         at = f"page {page_lsn:#x}"
         end = self._rec_lsn if self._need else page_lsn if self.pos <= page_lsn else self.pos
+        # A page never written (zeros), or left from another position or an older run, ends
+        # the log cleanly, unless a record was still to continue on it.
+        unwritten = not self._need
         if hdr is None:
-            self._stop(f"{at}: no page header (bad magic: zeros or garbage)", end)
+            if any(page[:PAGE_HEADER_SIZE]):
+                self._stop(f"{at}: no page header (bad magic: garbage)", end)
+            else:
+                self._stop(f"{at}: no page header (bad magic: zeros)", end, torn=not unwritten)
             return None
         if hdr.pageaddr != page_lsn:
-            self._stop(f"{at}: header says {hdr.pageaddr:#x} (a stale or recycled page)", end)
+            reason = f"{at}: header says {hdr.pageaddr:#x} (a stale or recycled page)"
+            self._stop(reason, end, torn=not unwritten)
             return None
         if hdr.info & ~_XLP_ALL_FLAGS or bool(hdr.info & XLP_LONG_HEADER) != (
             page_lsn % self.segment_size == 0
@@ -244,7 +276,8 @@ class Decoder:
                 self._stop(f"{at}: system id {hdr.sysid:#x} is not this WAL's {self.sysid:#x}", end)
                 return None
         if hdr.epoch < self.epoch:
-            self._stop(f"{at}: epoch {hdr.epoch} is older than the log's {self.epoch} (stale page)", end)
+            reason = f"{at}: epoch {hdr.epoch} is older than the log's {self.epoch} (stale page)"
+            self._stop(reason, end, torn=not unwritten)
             return None
         contrecord = bool(hdr.info & XLP_FIRST_IS_CONTRECORD)
         if self._need:
@@ -257,6 +290,7 @@ class Decoder:
             self._stop(f"{at}: a continuation where a record should start", end)
             return None
         self.max_epoch = max(self.max_epoch, hdr.epoch)
+        self.seen_to = page_lsn + PAGE_SIZE
         return hdr
 
     def feed(self, page_lsn: int, page: memoryview) -> list[tuple[int, bytes]]:
@@ -264,6 +298,7 @@ class Decoder:
         out: list[tuple[int, bytes]] = []
         if self.done:
             return out
+        self._page = page_lsn
         hdr = self._check_page(page_lsn, page)
         if hdr is None:
             return out
@@ -279,7 +314,7 @@ class Decoder:
                 lsn = page_lsn + off
                 tot_len, epoch = struct.unpack_from("<II", page, off)
                 if tot_len == 0:
-                    self._stop("end of WAL (zeros)", lsn)
+                    self._stop("end of WAL (zeros)", lsn, torn=False)
                     return out
                 if tot_len < RECORD_HEADER_SIZE:
                     self._stop(f"record at {lsn:#x}: invalid length {tot_len}", lsn)
@@ -331,7 +366,8 @@ class Decoder:
     def finish(self, reason: str) -> None:
         """The pages ran out (no more segments, or the end the caller wanted) before an invalid one."""
         if not self.done:
-            self._stop(reason, self._rec_lsn if self._need else self.pos)
+            self._page = self.pos - self.pos % PAGE_SIZE
+            self._stop(reason, self._rec_lsn if self._need else self.pos, torn=bool(self._need))
 
     def _accept_header(self, lsn: int, head: memoryview | bytearray) -> bool:
         _tot, _epoch, prev, info = _PREFIX.unpack_from(head, 0)

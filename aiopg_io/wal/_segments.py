@@ -18,8 +18,19 @@ Facts relied on:
   file, in this process or another, fails ``LOCK_NB`` with EWOULDBLOCK, and the lock goes
   away with the process (no stale lock after a crash, unlike a pid file).
 
-Every create, rename and directory fsync is reported through ``_dirsync.note_entry`` too,
-which is how the power-loss tests check the directory fsyncs above.
+- Recycling or removing a segment is one rename or one unlink followed by a directory
+  fsync, one segment at a time, oldest first (PostgreSQL's ``RemoveOldXlogFiles`` goes
+  through ``durable_rename`` / ``durable_unlink`` per file). Without the fsync between
+  them, nothing promises that an earlier step reaches the disk before a later one
+  (fsync(2) makes the directory's entries durable; it says nothing of their order before
+  that, and whether one file system happens to keep it is not something to depend on): a
+  power cut could then leave an old segment back with a gap after it (issue 20). Done
+  in order, what survives a cut is always the log's segments from some point on, plus
+  recycled segments under future numbers (their pages carry their old addresses).
+
+Every create, rename, unlink and directory fsync is reported through
+``_dirsync.note_entry`` too, which is how the power-loss tests check the directory fsyncs
+above.
 """
 
 from __future__ import annotations
@@ -42,14 +53,18 @@ from ._format import segment_name, segment_number
 from .errors import NotAWALError, WALLockedError
 
 __all__ = [
+    "CONTROL_NAME",
     "LOCK_NAME",
     "TEMP_PREFIX",
     "DirectoryLock",
     "create_segment",
     "list_segments",
+    "recycle_or_remove",
+    "remove_file",
 ]
 
 LOCK_NAME = "wal.lock"
+CONTROL_NAME = "wal.control"
 TEMP_PREFIX = "xlogtemp."
 _ZERO_CHUNK = 1024 * 1024
 
@@ -98,7 +113,7 @@ def list_segments(directory: str) -> dict[int, str]:
     out: dict[int, str] = {}
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
         name = entry.name
-        if name == LOCK_NAME:
+        if name in (LOCK_NAME, CONTROL_NAME):
             continue
         if name.startswith(TEMP_PREFIX):
             # A segment under construction when a process died; we hold the lock now.
@@ -108,7 +123,8 @@ def list_segments(directory: str) -> dict[int, str]:
         if segno is None or not entry.is_file(follow_symlinks=False):
             raise NotAWALError(
                 f"{entry.path!r} is not part of a WAL (a WAL directory holds only segments named by "
-                f"16 hex digits and {LOCK_NAME}); point WAL.open at an empty or WAL-only directory"
+                f"16 hex digits, {CONTROL_NAME} and {LOCK_NAME}); point WAL.open at an empty or WAL-only "
+                "directory"
             )
         out[segno] = entry.path
     return out
@@ -170,14 +186,33 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
 
 
-def recycle_or_remove(directory: str, old: int, new: int | None) -> bool:
-    """Rename segment ``old`` to ``new`` (recycling it) or unlink it (new None).
-    Blocking; the caller fsyncs the directory afterwards. True when recycled."""
+async def recycle_or_remove(
+    directory: str, old: int, new: int | None, driver: str | DriverFactory | None
+) -> bool:
+    """Rename segment ``old`` to ``new`` (recycling it) or unlink it (``new`` None, or
+    taken), then fsync the directory: the step is durable when this returns. True when
+    recycled."""
     path = os.path.join(directory, segment_name(old))
-    if new is not None:
-        target = os.path.join(directory, segment_name(new))
-        if not os.path.exists(target):
-            os.rename(path, target)
-            return True
-    os.unlink(path)
-    return False
+    target = None if new is None else os.path.join(directory, segment_name(new))
+    if target is not None and await anyio.to_thread.run_sync(_rename_if_free, path, target):
+        note_entry(driver, "note_rename", path, target)
+        recycled = True
+    else:
+        await remove_file(path, driver)
+        recycled = False
+    await fsync_directory(directory, driver)
+    return recycled
+
+
+async def remove_file(path: str, driver: str | DriverFactory | None) -> None:
+    """Unlink ``path`` (the caller fsyncs the directory). A power-loss simulator is told
+    first, while the file is still there to be brought back by a crash."""
+    note_entry(driver, "note_unlink", path)
+    await anyio.to_thread.run_sync(os.unlink, path)
+
+
+def _rename_if_free(path: str, target: str) -> bool:
+    if os.path.exists(target):
+        return False
+    os.rename(path, target)
+    return True

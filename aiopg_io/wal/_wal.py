@@ -34,7 +34,10 @@ How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c):
   ``async with``, a background task keeps ``segments_ahead`` segments ready beyond the
   current one. ``truncate_before(lsn)`` renames segments wholly before ``lsn``'s segment
   to future numbers (recycling, as ``RemoveOldXlogFiles``) while fewer than
-  ``segments_ahead`` are ready, and unlinks the rest; the directory is fsynced after.
+  ``segments_ahead`` are ready, and unlinks the rest. The log's new start is made durable in
+  the control file first (:mod:`aiopg_io.wal._control`); then each rename or unlink is
+  followed by a directory fsync, oldest segment first (:mod:`aiopg_io.wal._segments`), so a
+  crash at any point leaves the log from some segment on, and recycled segments.
 - **Recovery on open** (``StartupXLOG`` reading with xlogreader.c): all segments are
   fsynced (a previous process may have died with records in the page cache: they are
   part of the log only once durable, like PostgreSQL's ``SyncDataDirectory``), then read
@@ -46,13 +49,22 @@ How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c):
   which makes the new epoch durable before any record of it exists. Stale bytes that
   survive further on (pages written but never synced before the crash) carry older
   epochs, and the decoder refuses them even where a new record lines up with them.
-  A segment missing in the middle while later segments hold pages of this WAL is refused
-  with WALCorruptError (those records exist; silently dropping them would lose
-  acknowledged data). Corruption in the middle of a segment ends the log there, as in
-  PostgreSQL: records after it are not recoverable.
+  Before reading, every segment's first page is checked against the control file's
+  system identifier (a segment of another WAL is refused, the first one too), and segments
+  older than the log's start (left by a truncation a crash cut short) are removed. A
+  segment missing, empty, cut short or with no page of this WAL where the log breaks, while
+  a later segment holds pages of this WAL, is refused with WALCorruptError naming it (those
+  records exist; silently dropping them would lose acknowledged data). A later segment
+  that the torn record itself spans into, or whose pages are older than the log's last
+  page, is no such evidence: a power cut can keep the last part of a record spanning
+  segments and lose an earlier one (segments are synced in order, so never more than
+  that). Corruption in the middle of a whole segment ends the log there, as in PostgreSQL;
+  records after it are not recoverable. What recovery found (:class:`WALRecovery`: a clean
+  end, a torn tail at an LSN, or damage) is kept on :attr:`WAL.recovery`.
 - **Reading** (``read``): pages are read in batches of four 256 KiB reads issued
   concurrently (a task group per batch, never across a ``yield``), so a scan keeps several
-  large reads in flight. It returns the records that were durable when it started.
+  large reads in flight. It returns the records that were durable when it started, and
+  its :class:`WALReader` says how the log it read ended once the iteration is over.
 - **Failure** (``data_sync_retry = off``): any failed write or sync poisons the WAL.
   Every parked task and every later call raises WALPoisonedError chaining the OSError;
   the flushed LSN never moves again, so nothing after the failure is acknowledged.
@@ -60,12 +72,13 @@ How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c):
 
 from __future__ import annotations
 
+import enum
 import heapq
 import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Generator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Literal
 
@@ -75,17 +88,20 @@ import anyio.lowlevel
 
 import aiopg_io
 from aiopg_io._direct import aligned_buffer, dio_alignment
-from aiopg_io._dirsync import fsync_directory, note_entry
+from aiopg_io._dirsync import fsync_directory
 from aiopg_io._file import AsyncFile
 from aiopg_io.drivers import DriverFactory
 from aiopg_io.errors import ClosedError
 
+from ._control import ControlData, create_control, read_control, write_control
 from ._format import (
     HARD_MAX_RECORD,
     MAXALIGN,
     PAGE_SIZE,
     RECORD_HEADER_SIZE,
+    XLP_MAGIC_V1,
     Decoder,
+    PageHeader,
     align_up,
     pack_page_header,
     pack_record_header,
@@ -95,10 +111,17 @@ from ._format import (
     write_record_header,
 )
 from ._park import Park, park_factory
-from ._segments import DirectoryLock, create_segment, list_segments, recycle_or_remove
-from .errors import NotAWALError, WALCorruptError, WALPoisonedError
+from ._segments import (
+    CONTROL_NAME,
+    DirectoryLock,
+    create_segment,
+    list_segments,
+    recycle_or_remove,
+    remove_file,
+)
+from .errors import NotAWALError, WALCorruptError, WALFormatError, WALPoisonedError
 
-__all__ = ["WAL", "SyncMethod", "WALStatistics"]
+__all__ = ["WAL", "SyncMethod", "WALEnd", "WALEndKind", "WALReader", "WALRecovery", "WALStatistics"]
 
 SyncMethod = Literal["fdatasync", "o_dsync", "fsync"]
 _SYNC_METHODS = ("fdatasync", "o_dsync", "fsync")
@@ -133,6 +156,73 @@ class WALStatistics:
     oldest_lsn: int
     epoch: int
     poisoned: bool
+
+
+class WALEndKind(enum.Enum):
+    """How a log (or a read of it) ended; see :class:`WALEnd` and the guide's WAL section."""
+
+    #: The last record is whole, and nothing of the log follows it: zeros, a page or
+    #: segment never written in this history (preallocated, recycled, older than the last
+    #: crash), or the durable end a reader stops at. After a clean shutdown this is the end.
+    CLEAN = "clean"
+    #: The bytes at ``lsn`` were meant to be a record but are not a whole, valid one (a
+    #: bad CRC, length or prev-link, a continuation missing, a segment cut short): a write
+    #: cut by a crash, or damage to the last records. Only records not acknowledged can be
+    #: lost this way when the disk keeps its promises. Recovery cuts the log there.
+    TORN = "torn"
+    #: A reader met an invalid record before the durable end: records known to be durable
+    #: cannot be read. :class:`~aiopg_io.wal.WALCorruptError` is raised with it.
+    DAMAGED = "damaged"
+
+
+@dataclass(frozen=True, slots=True)
+class WALEnd:
+    """Where and why a log ended: ``kind``, ``lsn`` (for CLEAN, where the next record
+    goes; for TORN and DAMAGED, where the record that is not valid starts), ``segment``
+    (the name of the segment file holding ``lsn``) and ``reason`` (what was found there)."""
+
+    kind: WALEndKind
+    lsn: int
+    segment: str
+    reason: str
+
+    def __str__(self) -> str:
+        what = {WALEndKind.CLEAN: "clean end", WALEndKind.TORN: "torn tail", WALEndKind.DAMAGED: "damage"}
+        return f"{what[self.kind]} at {self.lsn:#x} in segment {self.segment}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class WALRecovery:
+    """What recovery found when the WAL was opened (:attr:`WAL.recovery`): where the log
+    ended and why, how many records it holds, and the names of the segments it removed
+    as leftovers of a ``truncate_before`` cut short (older than the log's start)."""
+
+    end: WALEnd
+    records: int
+    removed: tuple[str, ...] = ()
+
+
+class WALReader(AsyncIterator[tuple[int, bytes]]):
+    """What :meth:`WAL.read` returns: an async iterator of ``(lsn, payload)``.
+
+    :attr:`end` is None until the iteration has finished (an iterator left early never
+    sets it), then a :class:`WALEnd`: CLEAN at the durable end the read stopped at, or
+    the end recovery found (:attr:`WAL.recovery`) when the read stopped there and nothing
+    was made durable after it; DAMAGED when the read raised WALCorruptError.
+    """
+
+    def __init__(self, wal: WAL, start: int | None) -> None:
+        self.end: WALEnd | None = None
+        self._gen: AsyncGenerator[tuple[int, bytes], None] = wal._read(start, self)
+
+    def __aiter__(self) -> WALReader:
+        return self
+
+    async def __anext__(self) -> tuple[int, bytes]:
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        await self._gen.aclose()
 
 
 def _record_view(data: object) -> memoryview:
@@ -304,6 +394,10 @@ class WAL:
             self._opener = _dsync_opener
         self._sysid = 0
         self._epoch = 0
+        self._control: ControlData | None = None
+        self._recovery: WALRecovery | None = None
+        self._recovered_to = 0  # the durable end right after recovery
+        self._truncating: anyio.Event | None = None  # set when the running truncate_before ends
         # Positions in the LSN space (see the module docstring of _format).
         self._insert_pos = 0  # the next byte to fill (at a page boundary: its header is not laid yet)
         self._insert_end = 0  # the end of the last complete record
@@ -375,6 +469,13 @@ class WAL:
     def oldest_lsn(self) -> int:
         """Where the oldest remaining segment starts (records below it were truncated)."""
         return self._oldest
+
+    @property
+    def recovery(self) -> WALRecovery:
+        """What recovery found when this WAL was opened: how the log ended (CLEAN, or TORN
+        at an LSN: the torn tail was cut there), its records, the leftovers it removed."""
+        assert self._recovery is not None
+        return self._recovery
 
     @property
     def closed(self) -> bool:
@@ -811,12 +912,33 @@ class WAL:
     async def truncate_before(self, lsn: int) -> int:
         """Drop the segments that hold only records before ``lsn`` (and before the durable
         end): recycled as future segments while fewer than ``segments_ahead`` are ready,
-        removed otherwise. Returns how many segments went."""
+        removed otherwise. Returns how many segments went.
+
+        Each step is durable before the next (module docstring), so a crash at any point
+        leaves a log that opens with every record from ``lsn`` on. Runs to the end when
+        cancelled. A failed write, sync, rename or unlink poisons the WAL: reopen it, and
+        recovery finishes the job."""
         self._check_usable()
         if isinstance(lsn, bool) or not isinstance(lsn, int):
             raise TypeError(f"lsn must be an int, not {type(lsn).__name__}")
         if lsn < 0 or lsn > self._insert_end:
             raise ValueError(f"LSN {lsn:#x} is beyond the end of the WAL ({self._insert_end:#x})")
+        while self._truncating is not None:
+            await self._truncating.wait()
+            self._check_usable()
+        # Claimed without an await when no truncation runs, so the segments it chooses are
+        # those the caller saw (the preallocator gets no turn in between).
+        done = self._truncating = anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):
+                gone = await self._truncate(lsn)
+        finally:
+            self._truncating = None
+            done.set()
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return gone
+
+    async def _truncate(self, lsn: int) -> int:
         cutoff = min(lsn, self._flushed) // self._segment_size
         current = max(self._write_segno, self._insert_pos // self._segment_size)
         cutoff = min(cutoff, current)
@@ -833,22 +955,37 @@ class WAL:
                 nxt += 1
             else:
                 moves.append((segno, None))
-
-        def apply() -> list[tuple[int, int | None, bool]]:
-            return [(o, n, recycle_or_remove(self.directory, o, n)) for o, n in moves]
-
-        done = await anyio.to_thread.run_sync(apply)
-        for o, n, recycled in done:
-            self._segments.discard(o)
-            if recycled and n is not None:
-                self._segments.add(n)
-                self._n_recycled += 1
-                note_entry(self.driver, "note_rename", self._segment_path(o), self._segment_path(n))
-            else:
-                self._n_removed += 1
-        self._oldest = cutoff * self._segment_size
-        await fsync_directory(self.directory, self.driver)
-        return len(done)
+        assert self._control is not None
+        # The recycling targets count as being made, so the preallocator (which runs while
+        # this awaits) waits for them instead of creating them first.
+        targets = {n: anyio.Event() for _, n in moves if n is not None}
+        self._creating.update(targets)
+        try:
+            # The new start first (PostgreSQL updates pg_control before RemoveOldXlogFiles):
+            # from then on a segment before it that a crash leaves behind is a leftover.
+            self._control = await write_control(
+                self.directory, replace(self._control, oldest=cutoff), self.driver
+            )
+            self._oldest = cutoff * self._segment_size
+            for o, n in moves:  # oldest first, each step durable before the next
+                recycled = await recycle_or_remove(self.directory, o, n, self.driver)
+                self._segments.discard(o)
+                if recycled and n is not None:
+                    self._segments.add(n)
+                    self._n_recycled += 1
+                else:
+                    self._n_removed += 1
+                if n is not None:
+                    del self._creating[n]
+                    targets.pop(n).set()
+        except OSError as exc:
+            self._poison_with(exc)
+            raise self._poisoned_error() from exc
+        finally:
+            for n, ev in targets.items():
+                del self._creating[n]
+                ev.set()
+        return len(moves)
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -892,30 +1029,36 @@ class WAL:
 
     async def _recover(self, segment_size: int | None) -> None:
         segments = await anyio.to_thread.run_sync(list_segments, self.directory)
-        self._segments = set(segments)
-        sysid: int | None = None
-        if segments:
-            first = min(segments)
-            head = await self._read_first_page(first)
-            hdr = parse_page_header(head) if head is not None else None
-            existing = hdr.seg_size if hdr is not None and hdr.seg_size else os.stat(segments[first]).st_size
-            if hdr is not None and hdr.sysid:
-                sysid = hdr.sysid
-            if hdr is None and existing < _MIN_SEGMENT_SIZE:
-                raise NotAWALError(
-                    f"{segments[first]!r} is not a WAL segment (no page header, {existing} bytes)"
-                )
-            if segment_size is not None and existing != segment_size:
-                raise NotAWALError(
-                    f"the WAL in {self.directory!r} has segments of {existing} bytes, not the "
-                    f"segment_size={segment_size} asked for; open it without segment_size"
-                )
-            if existing % PAGE_SIZE or existing < _MIN_SEGMENT_SIZE:
-                raise NotAWALError(f"{segments[first]!r} is not a WAL segment ({existing} bytes)")
-            self._segment_size = existing
-        elif segment_size is not None:
-            self._segment_size = segment_size
-        seg = self._segment_size
+        control = await read_control(self.directory, self.driver)
+        if control is None:
+            if segments:
+                await self._refuse_without_control(segments)
+            new = ControlData(
+                sysid=secrets.randbits(63) | 1,
+                segment_size=DEFAULT_SEGMENT_SIZE if segment_size is None else segment_size,
+                blcksz=PAGE_SIZE,
+                oldest=0,
+            )
+            try:
+                control = await create_control(self.directory, new, self.driver)
+            except OSError as exc:
+                self._poison_with(exc)  # as a failed write of the stamp: the WAL does not open
+                raise self._poisoned_error() from exc
+        control_path = os.path.join(self.directory, CONTROL_NAME)
+        existing = control.segment_size
+        if control.blcksz != PAGE_SIZE or existing % PAGE_SIZE or existing < _MIN_SEGMENT_SIZE:
+            raise NotAWALError(
+                f"{control_path!r} describes segments of {existing} bytes in pages of {control.blcksz}; "
+                f"this version reads pages of {PAGE_SIZE} and segments of a multiple of them"
+            )
+        if segment_size is not None and existing != segment_size:
+            raise NotAWALError(
+                f"the WAL in {self.directory!r} has segments of {existing} bytes, not the "
+                f"segment_size={segment_size} asked for; open it without segment_size"
+            )
+        self._control = control
+        self._segment_size = seg = existing
+        self._sysid = sysid = control.sysid
         if self.direct:
             align = dio_alignment(self.directory)
             if PAGE_SIZE % align.offset or PAGE_SIZE % align.memory:
@@ -924,29 +1067,176 @@ class WAL:
                     f"{PAGE_SIZE}-byte WAL page does not divide; use direct=False"
                 )
             self._io_align = align.offset
-        max_epoch = 0
+        # Every segment's first page says whose it is and which position it was written for.
+        heads: dict[int, PageHeader | None] = {}
+        sizes: dict[int, int] = {}
+        for segno in sorted(segments):
+            head = await self._read_first_page(segno)
+            sizes[segno] = os.stat(segments[segno]).st_size
+            heads[segno] = self._check_head(segno, head)
+        start = control.oldest
+        removed = await self._remove_leftovers(sorted(s for s in segments if s < start))
+        for segno in removed:
+            del segments[segno], heads[segno]
+        self._segments = set(segments)
+        live = sorted(s for s, h in heads.items() if h is not None and h.pageaddr == s * seg)
+
+        def heads_epoch(segno: int) -> int:
+            h = heads[segno]
+            return 0 if h is None else h.epoch
+
+        max_epoch = max([h.epoch for h in heads.values() if h is not None], default=0)
         if segments:
             await self._fsync_segments(sorted(segments))
-            first = min(segments)
-            decoder = Decoder(
-                segment_size=seg,
-                start=first * seg,
-                sysid=sysid,
-                prev=0 if first == 0 else None,
-                resync=first != 0,
+        decoder = Decoder(
+            segment_size=seg,
+            start=start * seg,
+            sysid=sysid,
+            prev=0 if start == 0 else None,
+            resync=start != 0,
+        )
+        await self._scan(decoder, start * seg, None)
+        end = decoder.end_lsn
+        # A segment of this WAL after the end is evidence of records lost, unless it was
+        # read as the continuation of the torn record (the part of a record spanning
+        # segments that a power cut kept while losing an earlier part), or is older than
+        # the log's last page (the log's epochs never decrease: such a segment is that
+        # continuation, left stale by the open that cut the torn record).
+        later = [
+            s
+            for s in live
+            if s > end // seg and s * seg >= decoder.seen_to and heads_epoch(s) >= decoder.max_epoch
+        ]
+        kind = WALEndKind.TORN if decoder.torn else WALEndKind.CLEAN
+        reason = decoder.end_reason
+        size = sizes.get(end // seg, seg)
+        if later:
+            # A segment missing, empty, short or without a page of this WAL is a file lost or
+            # replaced: restoring it brings the records back, so the WAL refuses to open. A
+            # break inside a segment that is whole is the end of the log, as in PostgreSQL,
+            # but is reported as damage: no crash leaves one before a later segment.
+            self._refuse_gap(decoder, later[0], segments, sizes, heads)
+            kind = WALEndKind.DAMAGED
+            reason += (
+                f"; segment {segment_name(later[0])} after it held records of this WAL, cut off with "
+                "the rest of the log after this point"
             )
-            await self._scan(decoder, first * seg, None)
-            end = decoder.end_lsn
-            self._prev_lsn = decoder.last_lsn or 0
-            max_epoch = decoder.max_epoch
-            sysid = decoder.sysid if decoder.sysid is not None else sysid
-            max_epoch = max(max_epoch, await self._check_beyond(segments, end, sysid))
-            self._oldest = first * seg
-        else:
-            end = 0
-        self._sysid = sysid if sysid else secrets.randbits(63) | 1
-        self._epoch = max_epoch + 1
+        elif decoder.torn and size < seg:
+            reason += f" (segment {segment_name(end // seg)} is {size} bytes, not {seg}: cut short)"
+        self._prev_lsn = decoder.last_lsn or 0
+        self._oldest = start * seg
+        self._epoch = max(max_epoch, decoder.max_epoch) + 1
+        self._recovery = WALRecovery(
+            WALEnd(kind, end, segment_name(end // seg), reason),
+            decoder.records,
+            tuple(segment_name(s) for s in removed),
+        )
         await self._stamp(end)
+        self._recovered_to = self._flushed
+
+    def _check_head(self, segno: int, head: bytes | None) -> PageHeader | None:
+        """The first page header of segment ``segno`` when it is one of this WAL's (at its
+        own position, or recycled from another); None when it has none (zeros, garbage, an
+        empty file). A segment of another WAL, format or shape is refused here."""
+        name = segment_name(segno)
+        hdr = parse_page_header(head) if head is not None else None
+        if hdr is None:
+            if head is not None and len(head) >= 2 and int.from_bytes(head[:2], "little") == XLP_MAGIC_V1:
+                raise WALFormatError(
+                    f"segment {name} in {self.directory!r} is in WAL format 1 (page magic "
+                    f"{XLP_MAGIC_V1:#x}), not this WAL's format 2: it belongs to another WAL; move it out "
+                    "of the directory",
+                )
+            return None
+        if hdr.sysid is None:
+            return None  # a first page without the long header: not a segment start
+        if hdr.sysid != self._sysid:
+            raise WALCorruptError(
+                f"segment {name} in {self.directory!r} belongs to another WAL (system id {hdr.sysid:#x}; "
+                f"this WAL's, in {CONTROL_NAME}, is {self._sysid:#x}): move it out of the directory, and "
+                f"restore this WAL's segment {name} from a copy if it replaced one",
+                segment=name,
+            )
+        if hdr.seg_size != self._segment_size or hdr.blcksz != PAGE_SIZE:
+            raise WALCorruptError(
+                f"segment {name} in {self.directory!r} was written with segments of {hdr.seg_size} bytes "
+                f"and pages of {hdr.blcksz}, not this WAL's {self._segment_size} and {PAGE_SIZE}: it "
+                "belongs to another WAL; move it out of the directory",
+                segment=name,
+            )
+        return hdr
+
+    async def _remove_leftovers(self, segnos: list[int]) -> list[int]:
+        """Remove segments older than the log's start (left by a truncate_before that a
+        crash cut short: the start moved first), durably. Returns their numbers."""
+        for segno in segnos:
+            await remove_file(self._segment_path(segno), self.driver)
+        if segnos:
+            await fsync_directory(self.directory, self.driver)
+        return segnos
+
+    async def _refuse_without_control(self, segments: dict[int, str]) -> None:
+        first = min(segments)
+        path = segments[first]
+        head = await self._read_first_page(first)
+        if head is not None and len(head) >= 2 and int.from_bytes(head[:2], "little") == XLP_MAGIC_V1:
+            raise WALFormatError(
+                f"the WAL in {self.directory!r} is in format 1 (page magic {XLP_MAGIC_V1:#x}, no "
+                f"{CONTROL_NAME}), written by an earlier aiopg_io; this version reads format 2 only: read "
+                "its records with the version that wrote it and append them to a new WAL"
+            )
+        hdr = parse_page_header(head) if head is not None else None
+        if hdr is None or hdr.sysid is None:
+            size = os.stat(path).st_size
+            raise NotAWALError(
+                f"{path!r} is not a WAL segment (no page header, {size} bytes), and {self.directory!r} "
+                f"has no {CONTROL_NAME}; point WAL.open at an empty or WAL-only directory"
+            )
+        raise WALCorruptError(
+            f"{self.directory!r} holds segments of a WAL (system id {hdr.sysid:#x}) but no {CONTROL_NAME}: "
+            "the control file, which says whose segments these are and where the log starts, is lost; "
+            "restore it from a copy of this WAL",
+            segment=segment_name(first),
+        )
+
+    def _refuse_gap(
+        self,
+        decoder: Decoder,
+        later: int,
+        segments: dict[int, str],
+        sizes: dict[int, int],
+        heads: dict[int, PageHeader | None],
+    ) -> None:
+        """The log ends before segment ``later``, which holds records of this WAL: those
+        records exist. When the segment at fault is missing, empty, short or does not go
+        on with the log from its first page, raise WALCorruptError naming it; else return."""
+        seg = self._segment_size
+        end = decoder.end_lsn
+        at = decoder.fail_page // seg
+        missing = [s for s in range(end // seg, later) if s not in segments]
+        name = segment_name(missing[0] if missing else at)
+        if missing:
+            what = f"segment {name} is missing from {self.directory!r}"
+        elif sizes[at] == 0:
+            what = f"segment {name} in {self.directory!r} is empty (0 bytes, not {seg})"
+        elif sizes[at] < seg:
+            what = (
+                f"segment {name} in {self.directory!r} is cut short ({sizes[at]} bytes, not {seg}); the log "
+                f"breaks at {end:#x} ({decoder.end_reason})"
+            )
+        elif decoder.fail_page == at * seg and heads[at] is None:
+            what = f"segment {name} in {self.directory!r} holds no page of this WAL ({decoder.end_reason})"
+        elif decoder.fail_page == at * seg:
+            what = f"segment {name} in {self.directory!r} does not go on with the log ({decoder.end_reason})"
+        else:
+            return  # a break inside a whole segment: the caller reports it
+        raise WALCorruptError(
+            f"{what}, but segment {segment_name(later)} after it holds records of this WAL. Restore "
+            f"segment {name} from a copy of this WAL; until then the WAL does not open, since opening "
+            f"would end the log at {end:#x} and lose every record after it, acknowledged ones included",
+            segment=name,
+            lsn=end,
+        )
 
     async def _read_first_page(self, segno: int) -> bytes | None:
         buf = aligned_buffer(PAGE_SIZE)
@@ -961,27 +1251,6 @@ class WAL:
             async with aiopg_io.open(self._segment_path(segno), "rb", driver=self.driver) as f:
                 await f.fsync()
         await fsync_directory(self.directory, self.driver)
-
-    async def _check_beyond(self, segments: dict[int, str], end: int, sysid: int | None) -> int:
-        """Look at the segments after the end of the log: a valid page of this WAL after a
-        missing segment means records were lost in the middle. Returns the highest epoch seen."""
-        seg = self._segment_size
-        end_seg = end // seg
-        highest = 0
-        for segno in sorted(s for s in segments if s > end_seg):
-            head = await self._read_first_page(segno)
-            hdr = parse_page_header(head) if head is not None else None
-            if hdr is None or hdr.pageaddr != segno * seg or (sysid is not None and hdr.sysid != sysid):
-                continue  # preallocated (zeros) or recycled (an old page address)
-            highest = max(highest, hdr.epoch)
-            missing = [s for s in range(end_seg + 1, segno) if s not in segments]
-            if missing:
-                raise WALCorruptError(
-                    f"segment {segment_name(missing[0])} is missing from {self.directory!r}, but "
-                    f"segment {segment_name(segno)} after it holds records of this WAL; restore the "
-                    "missing segment (or move the later ones away to accept losing their records)"
-                )
-        return highest
 
     async def _stamp(self, end: int) -> None:
         """Cut the torn tail at ``end`` and make the new epoch durable (module docstring)."""
@@ -1076,9 +1345,12 @@ class WAL:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def read(self, start: int | None = None) -> AsyncIterator[tuple[int, bytes]]:
+    def read(self, start: int | None = None) -> WALReader:
         """Yield ``(lsn, payload)`` for every durable record from ``start`` (default: the
-        oldest kept). ``start`` must be the LSN of a record (or :attr:`insert_lsn`)."""
+        oldest kept). ``start`` must be the LSN of a record (or :attr:`insert_lsn`).
+
+        The returned :class:`WALReader` tells, in :attr:`WALReader.end` once the iteration
+        has finished, how the log it read ended."""
         self._check_usable()
         if start is not None:
             if isinstance(start, bool) or not isinstance(start, int):
@@ -1090,9 +1362,16 @@ class WAL:
                 )
             if start > self._insert_end:
                 raise ValueError(f"LSN {start:#x} is beyond the end of the WAL ({self._insert_end:#x})")
-        return self._read(start)
+        return WALReader(self, start)
 
-    async def _read(self, start: int | None) -> AsyncIterator[tuple[int, bytes]]:
+    def _durable_end(self, limit: int) -> WALEnd:
+        """How a read that stopped at the durable end ``limit`` ended: as recovery found the
+        log when nothing was made durable since, else cleanly at ``limit``."""
+        if limit == self._recovered_to and self._recovery is not None:
+            return self._recovery.end
+        return WALEnd(WALEndKind.CLEAN, limit, segment_name(limit // self._segment_size), _DURABLE_END)
+
+    async def _read(self, start: int | None, reader: WALReader) -> AsyncGenerator[tuple[int, bytes], None]:
         seg = self._segment_size
         resync = start is None or start == self._oldest
         pos = self._oldest if start is None else start
@@ -1109,16 +1388,22 @@ class WAL:
             async for batch in self._pages(decoder, pos, limit, collect=True):
                 for lsn, payload in batch:
                     if lsn >= limit:
+                        reader.end = self._durable_end(limit)
                         return
                     yielded = True
                     yield lsn, payload
         if decoder.done and decoder.end_lsn < limit and decoder.end_reason != _DURABLE_END:
             if not yielded and start is not None and decoder.end_lsn <= start:
                 raise ValueError(f"no record starts at LSN {start:#x}: {decoder.end_reason}")
+            name = segment_name(decoder.end_lsn // seg)
+            reader.end = WALEnd(WALEndKind.DAMAGED, decoder.end_lsn, name, decoder.end_reason)
             raise WALCorruptError(
-                f"the WAL in {self.directory!r} is unreadable at {decoder.end_lsn:#x}, before its "
-                f"durable end {limit:#x}: {decoder.end_reason}"
+                f"the WAL in {self.directory!r} is unreadable at {decoder.end_lsn:#x} in segment {name}, "
+                f"before its durable end {limit:#x}: {decoder.end_reason}",
+                segment=name,
+                lsn=decoder.end_lsn,
             )
+        reader.end = self._durable_end(limit)
 
 
 def _dsync_opener(path: str, flags: int) -> int:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from ..errors import AiopgIOError
 
-__all__ = ["NotAWALError", "WALCorruptError", "WALError", "WALLockedError", "WALPoisonedError"]
+__all__ = [
+    "NotAWALError",
+    "WALCorruptError",
+    "WALError",
+    "WALFormatError",
+    "WALLockedError",
+    "WALPoisonedError",
+]
 
 
 class WALError(AiopgIOError):
@@ -30,6 +37,21 @@ class NotAWALError(WALError, ValueError):
     """The directory holds a file that is not part of a WAL, or segments of another shape."""
 
 
+class WALFormatError(NotAWALError):
+    """The directory holds a WAL in an on-disk format this version does not read (the
+    format is described in :mod:`aiopg_io.wal._format`; the message names the version)."""
+
+
 class WALCorruptError(WALError, ValueError):
-    """The WAL cannot be recovered without losing records that are known to exist
-    (a segment missing in the middle, with valid segments after it)."""
+    """The WAL cannot be recovered or read without losing records that are known to exist:
+    a segment missing, empty, zeroed, damaged or belonging to another WAL, with records of
+    this WAL after it; or a control file that cannot be read.
+
+    ``segment`` is the name of the segment file at fault (None when the fault is not in one
+    segment) and ``lsn`` the position where the log breaks, when known.
+    """
+
+    def __init__(self, message: str, *, segment: str | None = None, lsn: int | None = None) -> None:
+        super().__init__(message)
+        self.segment = segment
+        self.lsn = lsn

@@ -345,7 +345,7 @@ async def test_missing_last_segment_ends_the_log(tmp_path: Path, driver: str) ->
     recs = await _fill(tmp_path, driver, 300)
     last_seg = recs[-1][0] // SEG
     for name in os.listdir(tmp_path):
-        if name != "wal.lock" and int(name, 16) >= last_seg:
+        if name not in ("wal.lock", "wal.control") and int(name, 16) >= last_seg:
             os.unlink(tmp_path / name)
     keep = [(lsn, d) for lsn, d in recs if lsn + 24 + len(d) <= last_seg * SEG]
     await _recovers_to(tmp_path, driver, keep)
