@@ -38,11 +38,9 @@ from __future__ import annotations
 import os
 import sys
 import weakref
-from collections import deque
-
-import anyio
 
 from ._glue import Glue, current_glue
+from ._handoff import HandOff
 from .drivers import DriverFactory, resolve
 from .drivers._fork import generation as fork_generation
 from .drivers.base import DriverStatistics, Op, OpState
@@ -70,14 +68,14 @@ class IOContext:
         self._staged: list[Op] = []
         self._flush_pending = False
         self._in_flight = 0  # staged + owned by the driver
-        self._slot_waiters: deque[anyio.Event] = deque()
+        self._slot_waiters = HandOff()  # callers waiting for an op slot
         self._users = 0
         self._fork_generation = fork_generation()
         self._pid = os.getpid()
         self.closed = False
         self.completion_fd = self.driver.fileno()
         if self.completion_fd is not None:
-            glue.watch(self.completion_fd, self._on_completions)
+            glue.watch(self.completion_fd, self._on_completions, self.close_now)
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -98,7 +96,7 @@ class IOContext:
             return
         while self._in_flight:
             # Only ops whose tasks were cancelled can remain; they finish on their own.
-            await self._wait_slot()
+            await self._slot_waiters.wait()
         if self._users == 0 and not self.closed:
             self.close_now()
 
@@ -164,8 +162,7 @@ class IOContext:
         self._staged.clear()
         for op in self.driver.close():
             self._finish(op)
-        while self._slot_waiters:
-            self._slot_waiters.popleft().set()
+        self._slot_waiters.wake_all()
 
     # -- ops --------------------------------------------------------------------------------
 
@@ -183,34 +180,17 @@ class IOContext:
             await self.glue.checkpoint()
         else:
             while self._in_flight >= self.max_in_flight:
-                await self._wait_slot()
+                await self._slot_waiters.wait()
             self._in_flight += 1
             self._staged.append(op)
             if not self._flush_pending:
                 self._flush_pending = True
                 self.glue.call_soon(self._flush)
-            await self.glue.wait(self, op)
+            await self.glue.wait(op, self.cancel)
         if op.error is not None:
             raise op.error
         assert op.result is not None
         return op.result
-
-    async def _wait_slot(self) -> None:
-        ev = anyio.Event()
-        self._slot_waiters.append(ev)
-        try:
-            await ev.wait()
-        except BaseException:
-            # A wake-up we were given and cannot use goes to the next in line.
-            if ev.is_set():
-                self._wake_slot()
-            else:
-                self._slot_waiters.remove(ev)
-            raise
-
-    def _wake_slot(self) -> None:
-        if self._slot_waiters:
-            self._slot_waiters.popleft().set()
 
     def _flush(self) -> None:
         self._flush_pending = False
@@ -241,8 +221,7 @@ class IOContext:
     def _finish(self, op: Op) -> None:
         self._in_flight -= 1
         self.glue.wake(op)
-        if self._slot_waiters:
-            self._wake_slot()
+        self._slot_waiters.wake_one()
 
     def cancel(self, op: Op) -> bool:
         """Ask for ``op`` to be cancelled. True when it was dropped before reaching the
@@ -256,7 +235,7 @@ class IOContext:
                 op.cancelled()
                 op.set_state(OpState.REAPED)
                 self._in_flight -= 1
-                self._wake_slot()
+                self._slot_waiters.wake_one()
                 return True
         if op.state is OpState.REAPED:
             return False

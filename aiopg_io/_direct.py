@@ -13,8 +13,8 @@ Facts relied on:
   since Linux 6.6, tmpfs support it; ramfs, procfs and many FUSE filesystems do not).
 - FreeBSD has O_DIRECT (advisory alignment); macOS has no O_DIRECT and uses
   ``fcntl(F_NOCACHE, 1)`` after open, which needs no alignment (Apple fcntl(2)).
-- Python's ``bytearray`` and ``bytes`` storage is not aligned beyond 16 bytes;
-  ``mmap.mmap(-1, n)`` is page-aligned, which satisfies every alignment up to the page size.
+- Aligned memory and "is this fd O_DIRECT?" live in :mod:`aiopg_io.drivers._memory`, since
+  the drivers need them too and may not import from above their layer.
 
 The glibc wrapper for statx(2) exists since glibc 2.28; it is reached through ctypes
 because the ``os`` module gained ``statx`` only in Python 3.15.
@@ -25,11 +25,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import mmap
 import os
 import sys
 from dataclasses import dataclass
 
+from .drivers._memory import aligned_buffer as aligned_buffer
+from .drivers._memory import buffer_address as buffer_address
+from .drivers._memory import direct_open_flags as direct_open_flags
+from .drivers._memory import fd_is_direct as fd_is_direct
 from .errors import AlignmentError, DirectIOUnsupportedError
 
 __all__ = [
@@ -124,25 +127,6 @@ def _directory_alignment(directory: str) -> Alignment:
         os.close(fd)
 
 
-def direct_open_flags() -> int:
-    """The open(2) flag for direct I/O here (0 where it is set after open instead)."""
-    return getattr(os, "O_DIRECT", 0)
-
-
-def fd_is_direct(fd: int) -> bool:
-    """Whether ``fd`` was opened O_DIRECT (True for a bad fd: callers then skip fast paths
-    that would block on a direct file, and the real op reports the error)."""
-    flag = direct_open_flags()
-    if not flag:
-        return False
-    import fcntl
-
-    try:
-        return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & flag)
-    except OSError:
-        return True
-
-
 def enable_direct(fd: int, path: str) -> None:
     """Make ``fd`` direct if open(2) did not: O_DIRECT through ``fcntl(F_SETFL)`` for an fd the
     caller opened (``aiopg_io.open(fd, direct=True)``) or an opener that dropped the flag;
@@ -170,75 +154,6 @@ def enable_direct(fd: int, path: str) -> None:
     if nocache is None:
         raise DirectIOUnsupportedError(errno.EINVAL, "this platform has neither O_DIRECT nor F_NOCACHE", path)
     fcntl.fcntl(fd, nocache, 1)
-
-
-def aligned_buffer(size: int, alignment: int | None = None) -> memoryview:
-    """A zeroed, writable buffer of ``size`` bytes whose address is aligned for direct I/O.
-
-    ``alignment`` defaults to the page size (which covers every device's requirement);
-    it must be a power of two. The memory is an anonymous mmap, freed when the last view
-    of it goes away.
-    """
-    if not isinstance(size, int) or isinstance(size, bool):
-        raise TypeError(f"size must be an int, not {type(size).__name__}")
-    if size < 0:
-        raise ValueError(f"size {size} is negative")
-    page = mmap.PAGESIZE
-    align = page if alignment is None else alignment
-    if not isinstance(align, int) or align <= 0 or align & (align - 1):
-        raise ValueError(f"alignment {alignment!r} is not a positive power of two")
-    extra = 0 if align <= page else align
-    length = max(size + extra, 1)
-    m = mmap.mmap(-1, (length + page - 1) // page * page)
-    view = memoryview(m)
-    start = 0
-    if extra:
-        start = (-buffer_address(view)) % align
-    return view[start : start + size]
-
-
-class _PyBuffer(ctypes.Structure):
-    _fields_ = [
-        ("buf", ctypes.c_void_p),
-        ("obj", ctypes.c_void_p),
-        ("len", ctypes.c_ssize_t),
-        ("itemsize", ctypes.c_ssize_t),
-        ("readonly", ctypes.c_int),
-        ("ndim", ctypes.c_int),
-        ("format", ctypes.c_char_p),
-        ("shape", ctypes.c_void_p),
-        ("strides", ctypes.c_void_p),
-        ("suboffsets", ctypes.c_void_p),
-        ("internal", ctypes.c_void_p),
-    ]
-
-
-_get_buffer = ctypes.pythonapi.PyObject_GetBuffer
-_get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
-_get_buffer.restype = ctypes.c_int
-_release_buffer = ctypes.pythonapi.PyBuffer_Release
-_release_buffer.argtypes = [ctypes.POINTER(_PyBuffer)]
-_release_buffer.restype = None
-
-
-_from_buffer = ctypes.c_char.from_buffer
-_addressof = ctypes.addressof
-
-
-def buffer_address(buf: object) -> int:
-    """The address of the first byte of a C-contiguous buffer (read-only ones too)."""
-    try:
-        # A third of the cost of the general path; needs a writable, non-empty buffer,
-        # which is what direct I/O nearly always gets (aligned_buffer views).
-        return _addressof(_from_buffer(buf))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        pass
-    view = _PyBuffer()
-    _get_buffer(buf, ctypes.byref(view), 0)  # PyBUF_SIMPLE; raises TypeError/BufferError
-    try:
-        return view.buf or 0
-    finally:
-        _release_buffer(ctypes.byref(view))
 
 
 def check_aligned(alignment: Alignment, offset: int, length: int, bufs: list[memoryview], path: str) -> None:

@@ -46,7 +46,6 @@ import operator
 import os
 import stat as stat_mod
 import warnings
-from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, SupportsIndex
 
@@ -54,6 +53,7 @@ import anyio
 
 from ._context import IOContext
 from ._direct import Alignment, aligned_buffer, check_aligned, fd_is_direct
+from ._handoff import FifoLock
 from .drivers.base import OFF_T_MAX, DriverStatistics, Op, OpKind
 from .errors import AlignmentError, ClosedError, InvalidOffsetError
 
@@ -120,40 +120,6 @@ def _readable_view(data: object, what: str = "data") -> memoryview:
     return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
 
 
-class _CursorLock:
-    """FIFO mutual exclusion for cursor calls; free when uncontended (no checkpoint)."""
-
-    __slots__ = ("_busy", "_waiters")
-
-    def __init__(self) -> None:
-        self._busy = False
-        self._waiters: deque[anyio.Event] = deque()
-
-    async def __aenter__(self) -> None:
-        if not self._busy:
-            self._busy = True
-            return
-        ev = anyio.Event()
-        self._waiters.append(ev)
-        try:
-            await ev.wait()
-        except BaseException:
-            if ev.is_set():
-                self._release()
-            else:
-                self._waiters.remove(ev)
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._release()
-
-    def _release(self) -> None:
-        if self._waiters:
-            self._waiters.popleft().set()  # ownership passes on; _busy stays True
-        else:
-            self._busy = False
-
-
 class AsyncFile:
     """A file opened in binary mode by :func:`aiopg_io.open`.
 
@@ -195,7 +161,7 @@ class AsyncFile:
         self._rbuf = b""  # bytes read ahead; _rbuf[_rpos:] starts at _pos
         self._rpos = 0
         self._wbuf = bytearray()  # bytes written at _pos - len(_wbuf)
-        self._lock = _CursorLock()
+        self._lock = FifoLock()
         self._in_flight = 0
         self._idle: anyio.Event | None = None
         st_mode = os.fstat(fd).st_mode

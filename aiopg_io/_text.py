@@ -49,7 +49,8 @@ import warnings
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Protocol
 
-from ._file import AsyncFile, _CursorLock
+from ._file import AsyncFile
+from ._handoff import FifoLock
 from .errors import ClosedError
 
 __all__ = ["AsyncTextFile"]
@@ -152,7 +153,7 @@ class AsyncTextFile:
         # and every byte fed to it since; tell() replays from there.
         self._snapshot: tuple[int, bytes] | None = None
         self._b2cratio = 0.0
-        self._lock = _CursorLock()
+        self._lock = FifoLock()
         self._decoder: _Decoder | None = None
         self._encoder: codecs.IncrementalEncoder | None = None
         if buffer.readable():

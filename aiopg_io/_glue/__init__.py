@@ -1,22 +1,39 @@
-"""Loop glue: the few things an IOContext needs from an event loop, one module per loop.
+"""Loop glue: everything aiopg_io needs from an event loop, one module per loop.
 
-A glue object is bound to one running loop (an asyncio loop, uvloop's included, or one
-``trio.run``). It can run a callback at the end of the current tick, watch an fd for
-readability, park the current task on an op and wake it, and hand completions back.
-The IOContext holds every policy; the glue holds none.
+This package is the only place that knows which loop runs (trio's ``_run.py`` chooses its
+I/O backend once; anyio's high-level code never asks). A glue object is bound to one
+running loop (an asyncio loop, uvloop's included, or one ``trio.run``). It can run a
+callback at the end of the current tick, watch an fd for readability, park the current
+task on an op and wake it, hand out one-shot wake-ups (:class:`Park`) for the WAL's group
+commit, and name the current task (:func:`current_task_identity`) for the buffer pool's
+pins. The IOContext, the WAL and the pool hold every policy; the glue holds none.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .._context import IOContext
     from ..drivers.base import Op
 
-__all__ = ["Glue", "current_glue"]
+__all__ = ["Glue", "Park", "current_glue", "current_task_identity"]
+
+
+class Park(Protocol):
+    """A one-shot wake-up for one parked task: :meth:`set` before or during :meth:`wait`
+    makes the wait return; a cancelled wait raises the loop's cancellation, and
+    :attr:`is_set` then tells whether a wake-up was given anyway (so the caller can pass
+    it on). Cheaper than ``anyio.Event``: one future on asyncio, ``wait_task_rescheduled``
+    on trio (docs/benchmarks.md has what it saved on the commit path)."""
+
+    @property
+    def is_set(self) -> bool: ...
+
+    def set(self) -> None: ...
+
+    def wait(self) -> Awaitable[None]: ...
 
 
 class Glue(Protocol):
@@ -26,16 +43,18 @@ class Glue(Protocol):
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` once every task runnable now has run (the end of this tick)."""
 
-    def watch(self, fd: int, on_readable: Callable[[], None]) -> None:
-        """Call ``on_readable`` whenever ``fd`` is readable, until :meth:`unwatch`."""
+    def watch(self, fd: int, on_readable: Callable[[], None], on_loop_end: Callable[[], None]) -> None:
+        """Call ``on_readable`` whenever ``fd`` is readable, until :meth:`unwatch`; call
+        ``on_loop_end`` if the loop ends (trio's run returns) while still watching."""
 
     def unwatch(self, fd: int) -> None:
         """Stop watching ``fd``; after it the fd may be closed."""
 
-    async def wait(self, ctx: IOContext, op: Op) -> None:
-        """Park the current task until ``ctx`` wakes ``op``; the trio/asyncio cancellation
-        model: on cancel ask ``ctx.cancel(op)``, keep waiting until the op is reaped, then
-        let the cancellation through. Returns when the op is reaped."""
+    async def wait(self, op: Op, on_cancel: Callable[[Op], bool]) -> None:
+        """Park the current task until :meth:`wake` is called for ``op``; the trio/asyncio
+        cancellation model: on cancel call ``on_cancel(op)``, which returns True when the op
+        was dropped (the cancellation goes through at once) and False when it must still be
+        reaped: the task keeps waiting until then, and the cancellation is raised after."""
 
     def wake(self, op: Op) -> None:
         """Resume the task parked on ``op`` (from a callback on the loop thread)."""
@@ -44,8 +63,11 @@ class Glue(Protocol):
         """A schedule point that also delivers a pending cancellation (trio's
         ``checkpoint``): what an op that completed without parking still owes the loop."""
 
-    def registry(self) -> dict[object, IOContext]:
-        """The contexts of this loop, by driver key."""
+    def registry(self) -> dict[object, Any]:
+        """The contexts of this loop, by driver key (kept here, made by the IOContext)."""
+
+    def park(self) -> Park:
+        """A new one-shot wake-up for a task of this loop."""
 
     def is_current(self) -> bool:
         """True when called from a task of this glue's loop, in this glue's thread."""
@@ -57,6 +79,23 @@ class Glue(Protocol):
         """Run ``fn`` on this glue's loop, from any thread or loop. False when the loop no
         longer runs (closed, or its ``trio.run`` returned): then nothing will ever run on
         it again, and the caller may do the work itself."""
+
+
+def current_task_identity() -> object:
+    """The coroutine of the running task, on whichever loop runs: the buffer pool records
+    it as a pin's holder. A finished task's coroutine has no frame (``cr_frame is None``)
+    on asyncio and trio alike, which tells a pin its holder can no longer release."""
+    if "trio" in sys.modules:
+        import trio
+
+        try:
+            return trio.lowlevel.current_task().coro
+        except RuntimeError:
+            pass  # not in trio: asyncio
+    import asyncio
+
+    task = asyncio.current_task()
+    return task.get_coro() if task is not None else None
 
 
 def current_glue() -> Glue:

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..drivers.base import Op, OpState
-
-if TYPE_CHECKING:
-    from .._context import IOContext
 
 __all__ = ["AsyncioGlue", "current"]
 
@@ -34,25 +31,27 @@ class AsyncioGlue:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.loop_key: object = loop
-        self._contexts: dict[object, IOContext] = {}
+        self._contexts: dict[object, Any] = {}
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         self.loop.call_soon(fn)
 
-    def watch(self, fd: int, on_readable: Callable[[], None]) -> None:
+    def watch(self, fd: int, on_readable: Callable[[], None], on_loop_end: Callable[[], None]) -> None:
+        # asyncio says nothing when a loop closes: a context left open then is closed by
+        # the next user that finds its loop gone (IOContext.release_elsewhere).
         self.loop.add_reader(fd, on_readable)
 
     def unwatch(self, fd: int) -> None:
         if not self.loop.is_closed():  # a closed loop watches nothing any more
             self.loop.remove_reader(fd)
 
-    async def wait(self, ctx: IOContext, op: Op) -> None:
+    async def wait(self, op: Op, on_cancel: Callable[[Op], bool]) -> None:
         fut = self.loop.create_future()
         op.waiter = fut
         try:
             await fut
         except asyncio.CancelledError:
-            if ctx.cancel(op):
+            if on_cancel(op):
                 raise
             while True:
                 fut = self.loop.create_future()
@@ -78,8 +77,11 @@ class AsyncioGlue:
     async def checkpoint(self) -> None:
         await asyncio.sleep(0)
 
-    def registry(self) -> dict[object, IOContext]:
+    def registry(self) -> dict[object, Any]:
         return self._contexts
+
+    def park(self) -> _AsyncioPark:
+        return _AsyncioPark(self.loop)
 
     def is_current(self) -> bool:
         return asyncio._get_running_loop() is self.loop
@@ -111,3 +113,24 @@ def current() -> AsyncioGlue:
     except KeyError:
         glue = _glues[loop] = AsyncioGlue(loop)
         return glue
+
+
+class _AsyncioPark:
+    """:class:`aiopg_io._glue.Park` on asyncio: one future."""
+
+    __slots__ = ("_fut",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._fut: asyncio.Future[None] = loop.create_future()
+
+    @property
+    def is_set(self) -> bool:
+        return self._fut.done() and not self._fut.cancelled()
+
+    def set(self) -> None:
+        if not self._fut.done():
+            self._fut.set_result(None)
+
+    def wait(self) -> Awaitable[None]:
+        # The future itself: awaiting it directly saves a coroutine frame per wake-up.
+        return self._fut

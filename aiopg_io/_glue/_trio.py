@@ -15,19 +15,19 @@
   reaped, then is rescheduled with the cancellation (trio's own pattern for Windows
   overlapped I/O in ``_io_windows.py``).
 - End of run: system tasks are cancelled when the main task returns; the reaper's
-  ``finally`` closes any context its run left open, so nothing outlives ``trio.run``.
+  ``finally`` calls the watcher's ``on_loop_end`` (the IOContext closes itself), so
+  nothing outlives ``trio.run``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import outcome
 import trio
 
 if TYPE_CHECKING:
-    from .._context import IOContext
     from ..drivers.base import Op
 
 __all__ = ["TrioGlue", "current"]
@@ -47,7 +47,7 @@ class TrioGlue:
     def __init__(self) -> None:
         self.token = trio.lowlevel.current_trio_token()
         self.loop_key: object = self.token
-        self._contexts: dict[object, IOContext] = {}
+        self._contexts: dict[object, Any] = {}
         self._watchers: dict[int, trio.CancelScope] = {}
         self._soon: list[Callable[[], None]] = []
         self._runner: trio.lowlevel.Task | None = None  # set while parked
@@ -77,12 +77,20 @@ class TrioGlue:
             self._runner = None
             trio.lowlevel.reschedule(runner)
 
-    def watch(self, fd: int, on_readable: Callable[[], None]) -> None:
+    def watch(self, fd: int, on_readable: Callable[[], None], on_loop_end: Callable[[], None]) -> None:
         scope = trio.CancelScope()
         self._watchers[fd] = scope
-        trio.lowlevel.spawn_system_task(self._reaper, fd, on_readable, scope, name=f"aiopg_io-reaper-{fd}")
+        trio.lowlevel.spawn_system_task(
+            self._reaper, fd, on_readable, on_loop_end, scope, name=f"aiopg_io-reaper-{fd}"
+        )
 
-    async def _reaper(self, fd: int, on_readable: Callable[[], None], scope: trio.CancelScope) -> None:
+    async def _reaper(
+        self,
+        fd: int,
+        on_readable: Callable[[], None],
+        on_loop_end: Callable[[], None],
+        scope: trio.CancelScope,
+    ) -> None:
         try:
             with scope:
                 while True:
@@ -94,10 +102,7 @@ class TrioGlue:
             pass
         finally:
             if self._watchers.get(fd) is scope:
-                # The run is ending with this context still open: close it here.
-                for ctx in list(self._contexts.values()):
-                    if ctx.completion_fd == fd:
-                        ctx.close_now()
+                on_loop_end()  # the run is ending while the fd is still watched
 
     def unwatch(self, fd: int) -> None:
         scope = self._watchers.pop(fd, None)
@@ -105,12 +110,12 @@ class TrioGlue:
             scope.cancel()
             trio.lowlevel.notify_closing(fd)
 
-    async def wait(self, ctx: IOContext, op: Op) -> None:
+    async def wait(self, op: Op, on_cancel: Callable[[Op], bool]) -> None:
         parked = _Parked(trio.lowlevel.current_task())
         op.waiter = parked
 
         def abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
-            if ctx.cancel(op):
+            if on_cancel(op):
                 return trio.lowlevel.Abort.SUCCEEDED
             parked.raise_cancel = raise_cancel
             return trio.lowlevel.Abort.FAILED
@@ -130,8 +135,11 @@ class TrioGlue:
     async def checkpoint(self) -> None:
         await trio.lowlevel.checkpoint()
 
-    def registry(self) -> dict[object, IOContext]:
+    def registry(self) -> dict[object, Any]:
         return self._contexts
+
+    def park(self) -> _TrioPark:
+        return _TrioPark()
 
     def is_current(self) -> bool:
         try:
@@ -166,3 +174,38 @@ def current() -> TrioGlue | None:
         return None
     _GLUE.set(glue)
     return glue
+
+
+class _TrioPark:
+    """:class:`aiopg_io._glue.Park` on trio: ``wait_task_rescheduled`` (trio.lowlevel)."""
+
+    __slots__ = ("_flag", "_task")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._task: trio.lowlevel.Task | None = None
+
+    @property
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        self._flag = True
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    def wait(self) -> Awaitable[None]:
+        return self._wait()
+
+    async def _wait(self) -> None:
+        if self._flag:
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: Callable[[], Any]) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)

@@ -64,12 +64,10 @@ Facts relied on:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import operator
 import os
-import sys
 import warnings
 import weakref
 from collections.abc import AsyncIterable, Iterable
@@ -82,6 +80,7 @@ import anyio.abc
 
 from .._direct import aligned_buffer
 from .._dirsync import fsync_directory, note_entry
+from .._glue import current_task_identity
 from .._open import open as aio_open
 from ..drivers import DriverFactory
 from ..errors import AlignmentError, ClosedError
@@ -111,21 +110,6 @@ _OPEN_RELATIONS: weakref.WeakValueDictionary[tuple[int, int], Relation] = weakre
 def _forget_relation(rel: Relation) -> None:
     if _OPEN_RELATIONS.get(rel.key) is rel:
         del _OPEN_RELATIONS[rel.key]
-
-
-def current_owner() -> Any:
-    """The coroutine of the running task: who holds a pin. A finished task's coroutine has no
-    frame (``cr_frame is None``) on asyncio and trio alike, which tells a pin that will never
-    be released by its holder from one that may be."""
-    if "trio" in sys.modules:
-        import trio
-
-        try:
-            return trio.lowlevel.current_task().coro
-        except RuntimeError:
-            pass  # not in trio: asyncio
-    task = asyncio.current_task()
-    return task.get_coro() if task is not None else None
 
 
 def _finished(owner: Any) -> bool:
@@ -652,7 +636,7 @@ class BufferPool:
         self._check_rel(rel)
         blockno = operator.index(blockno)
         self._check_block(rel, blockno)
-        me = current_owner()
+        me = current_task_identity()
         tag = (rel.rel_id, blockno)
         while True:
             desc = self._mapping.get(tag)

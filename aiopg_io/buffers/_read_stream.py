@@ -41,7 +41,8 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._pool import Page, current_owner
+from .._glue import current_task_identity
+from ._pool import Page
 from .errors import BlockOutOfRangeError
 
 if TYPE_CHECKING:
@@ -275,7 +276,7 @@ class ReadStream:
         pool = self._pool
         rel = self._rel
         start = self._pending_start
-        me = current_owner()
+        me = current_task_identity()
         while True:
             if start < 0 or start >= rel.nblocks:
                 try:

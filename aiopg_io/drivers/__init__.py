@@ -7,13 +7,16 @@ and asking for it yields a reason instead of an ImportError.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib
 import inspect
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from ..errors import DriverOptionError, DriverUnavailableError
 from .base import Capabilities as Capabilities
@@ -34,6 +37,7 @@ __all__ = [
     "OpKind",
     "OpState",
     "auto_order",
+    "default_driver",
     "driver_class",
     "driver_options",
     "resolve",
@@ -178,21 +182,43 @@ def _checked(spec: DriverSpec, text: str) -> DriverSpec:
     return spec
 
 
+_override: contextvars.ContextVar[DriverFactory | None] = contextvars.ContextVar(
+    "aiopg_io_default_driver", default=None
+)
+
+F = TypeVar("F", bound=DriverFactory)
+
+
+@contextlib.contextmanager
+def default_driver(factory: F) -> Iterator[F]:
+    """Within the block, ``aiopg_io.open(...)`` (and anything else that resolves a driver
+    without being given one: the WAL, the buffer pool) uses ``factory``.
+
+    An explicit ``driver=`` argument still wins. Blocks nest; the innermost wins. The
+    override belongs to the current context (task), as a :class:`contextvars.ContextVar`
+    does: it follows the task that set it, and the tasks it starts, on asyncio and trio
+    alike. This is how :mod:`aiopg_io.testing` slips its fault injector and power-loss
+    simulator under code that opens its own files.
+    """
+    token = _override.set(factory)
+    try:
+        yield factory
+    finally:
+        _override.reset(token)
+
+
 def resolve(driver: str | DriverFactory | None, *, direct: bool = False) -> DriverFactory:
-    """Pick the driver for a file: the argument, else the override of
-    :func:`aiopg_io.testing.inject` in force, else ``AIOPG_IO_DRIVER``, else ``auto``.
+    """Pick the driver for a file: the argument, else the :func:`default_driver` in force
+    (which :func:`aiopg_io.testing.inject` sets), else ``AIOPG_IO_DRIVER``, else ``auto``.
 
     ``auto`` takes the first of :func:`auto_order` that runs here (for ``direct=True``,
     that also runs direct I/O). A name that is unknown or cannot run raises
     DriverUnavailableError naming the drivers that can, and why this one cannot.
     """
     if driver is None:
-        # aiopg_io.testing.inject() overrides the default for the task that runs inside it;
-        # looked up without importing the testing package, so production pays one dict get.
-        hook = sys.modules.get("aiopg_io.testing._override")
-        override = hook.current() if hook is not None else None
+        override = _override.get()
         if override is not None:
-            return override  # type: ignore[no-any-return]
+            return override
         driver = os.environ.get("AIOPG_IO_DRIVER") or "auto"
     if not isinstance(driver, str):
         if isinstance(driver, DriverFactory):

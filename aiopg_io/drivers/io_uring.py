@@ -131,9 +131,9 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from .._direct import fd_is_direct
 from ..errors import DriverOptionError, DriverUnavailableError
 from ._fork import generation as fork_generation
+from ._memory import fd_is_direct
 from .base import (
     Capabilities,
     Driver,

@@ -123,8 +123,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .._direct import aligned_buffer, buffer_address
 from ._blocking import perform
+from ._memory import aligned_buffer, buffer_address
 from ._notify import Notifier
 from .base import (
     OFF_T_MAX,

@@ -16,6 +16,7 @@ docs/testing.md says what each tool models and what it cannot.
 
 from __future__ import annotations
 
+from ..drivers import default_driver as default_driver
 from ._errors import SimulatorBusyError as SimulatorBusyError
 from ._errors import SweepLimitError as SweepLimitError
 from ._faults import KIND_GROUPS as KIND_GROUPS
@@ -24,7 +25,6 @@ from ._faults import Injection as Injection
 from ._injector import FaultInjector as FaultInjector
 from ._injector import FaultyDriver as FaultyDriver
 from ._injector import inject as inject
-from ._override import default_driver as default_driver
 from ._powerloss import CrashReport as CrashReport
 from ._powerloss import EntryCrash as EntryCrash
 from ._powerloss import FileCrash as FileCrash

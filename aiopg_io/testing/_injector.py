@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from ..drivers import DriverFactory, resolve
+from ..drivers import DriverFactory, default_driver, resolve
 from ..drivers.base import (
     READ_KINDS,
     TRANSFER_KINDS,
@@ -59,7 +59,6 @@ from ..drivers.base import (
 )
 from ._faults import Fault, Injection
 from ._mux import Mux
-from ._override import default_driver
 
 __all__ = ["FaultInjector", "FaultyDriver", "inject"]
 

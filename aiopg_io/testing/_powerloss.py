@@ -57,11 +57,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..drivers import DriverFactory, resolve
+from ..drivers import DriverFactory, default_driver, resolve
 from ..drivers.base import WRITE_KINDS, Capabilities, Driver, DriverStatistics, Op, OpKind, OpState
 from ._errors import SimulatorBusyError
 from ._mux import Mux
-from ._override import default_driver
 
 __all__ = ["CrashReport", "EntryCrash", "FileCrash", "PowerLossDriver", "PowerLossSimulator", "simulate"]
 

@@ -15,11 +15,10 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..drivers import DriverFactory
+from ..drivers import DriverFactory, default_driver
 from ._errors import SweepLimitError
 from ._faults import Fault, Injection
 from ._injector import FaultInjector
-from ._override import default_driver
 
 __all__ = ["SweepOutcome", "SweepReport", "sweep"]
 

@@ -90,6 +90,8 @@ import aiopg_io
 from aiopg_io._direct import aligned_buffer, dio_alignment
 from aiopg_io._dirsync import fsync_directory
 from aiopg_io._file import AsyncFile
+from aiopg_io._glue import Park, current_glue
+from aiopg_io._handoff import FifoLock
 from aiopg_io.drivers import DriverFactory
 from aiopg_io.errors import ClosedError
 
@@ -110,7 +112,6 @@ from ._format import (
     segment_name,
     write_record_header,
 )
-from ._park import Park, park_factory
 from ._segments import (
     CONTROL_NAME,
     DirectoryLock,
@@ -413,11 +414,10 @@ class WAL:
         self._writing = False
         self._just_woken = 0  # tasks the last round woke (they commit again at once)
         self._waiters: list[tuple[int, int, Park]] = []
-        self._park = park_factory()
+        self._park = current_glue().park
         self._seq = itertools.count()
         self._room_waiters: list[anyio.Event] = []
-        self._inserting = False  # a record is being copied piecewise (slow path)
-        self._insert_queue: list[anyio.Event] = []
+        self._insert_lock = FifoLock()  # held while a record is copied piecewise (slow path)
         self._creating: dict[int, anyio.Event] = {}
         self._prealloc_wanted: anyio.Event | None = None
         self._prealloc_error: BaseException | None = None
@@ -551,7 +551,7 @@ class WAL:
                 f"a WAL record of {len(mv)} bytes is over max_record_size ({self.max_record_size} bytes); "
                 "split it, or open the WAL with a larger max_record_size"
             )
-        if not self._inserting and not self._insert_queue and self._fast_end(len(mv)) is not None:
+        if not self._insert_lock.contended and self._fast_end(len(mv)) is not None:
             return self._insert_fast(mv)
         return mv
 
@@ -605,19 +605,7 @@ class WAL:
     async def _insert_slow(self, mv: memoryview) -> tuple[int, int]:
         """Copy a record page by page, making room as needed; one such copy at a time, in
         arrival order, and ahead of any later fast-path append."""
-        if self._inserting or self._insert_queue:
-            ev = anyio.Event()
-            self._insert_queue.append(ev)
-            try:
-                await ev.wait()
-            except BaseException:
-                if ev.is_set():
-                    self._next_inserter()
-                else:
-                    self._insert_queue.remove(ev)
-                raise
-        else:
-            self._inserting = True
+        await self._insert_lock.acquire()
         try:
             # A record half copied cannot be taken back (its first pages may be on disk
             # already), so the copy runs to the end even when the caller is cancelled; the
@@ -654,13 +642,7 @@ class WAL:
             await anyio.lowlevel.checkpoint_if_cancelled()
             return lsn, end
         finally:
-            self._next_inserter()
-
-    def _next_inserter(self) -> None:
-        if self._insert_queue:
-            self._insert_queue.pop(0).set()  # _inserting stays True: ownership passes on
-        else:
-            self._inserting = False
+            self._insert_lock.release()
 
     async def _make_room(self) -> None:
         """Wait until a write has freed some WAL buffers (leading that write if none is out)."""
@@ -1015,9 +997,10 @@ class WAL:
             self._prealloc_wanted.set()  # the preallocator sees _closed and returns
         while self._waiters:
             heapq.heappop(self._waiters)[2].set()
-        for ev in self._room_waiters + self._insert_queue:
+        for ev in self._room_waiters:
             ev.set()
         self._room_waiters = []
+        self._insert_lock.wake_all()
         try:
             if self._write_file is not None:
                 f, self._write_file = self._write_file, None

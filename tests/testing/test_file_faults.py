@@ -12,9 +12,8 @@ import anyio
 import pytest
 
 import aiopg_io
-from aiopg_io.drivers import OpKind
+from aiopg_io.drivers import Driver, OpKind, resolve
 from aiopg_io.testing import Fault, FaultInjector, Injection, default_driver, inject
-from aiopg_io.testing._override import hook_installed
 
 from ._util import fds
 
@@ -139,8 +138,21 @@ async def test_cancelling_an_op_held_before_it_ran(driver: str, tmp_path: Path) 
     assert path.read_bytes() == b""
 
 
-def test_resolve_consults_the_override() -> None:
-    assert hook_installed()
+def test_resolve_consults_the_default_driver_override() -> None:
+    from aiopg_io.drivers import default_driver as production_hook
+
+    class Probe:
+        key = name = "probe"
+
+        def create(self) -> Driver:  # pragma: no cover - never called
+            raise AssertionError("the probe makes no driver")
+
+    probe = Probe()
+    assert default_driver is production_hook  # the testing package uses the public hook
+    with default_driver(probe):
+        assert resolve(None) is probe
+        assert resolve("sync").name == "sync"  # an explicit driver still wins
+    assert resolve(None) is not probe
 
 
 async def test_inject_routes_files_opened_without_a_driver(driver: str, tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ import anyio
 import pytest
 
 from aiopg_io._file import AsyncFile
+from aiopg_io._glue import Park
 from aiopg_io.errors import AiopgIOError, ClosedError
 from aiopg_io.wal import PAGE_SIZE, WAL, NotAWALError, WALCorruptError, WALLockedError
 from aiopg_io.wal._format import segment_name
-from aiopg_io.wal._park import Park
 from tests.conftest import open_fds
 
 from ._util import SEG, check_payload, open_wal, payload, read_all
@@ -419,7 +419,7 @@ async def test_cancelled_large_append_leaves_the_log_whole(tmp_path: Path, drive
 
 
 class _RecordingPark:
-    """A WAL wake-up (``aiopg_io.wal._park``) that notes the order in which it is given."""
+    """A WAL wake-up (``aiopg_io._glue.Park``) that notes the order in which it is given."""
 
     def __init__(self, inner: Park, woken: list[_RecordingPark]) -> None:
         self.inner = inner
