@@ -44,7 +44,7 @@ from ._handoff import HandOff
 from .drivers import DriverFactory, resolve
 from .drivers._fork import generation as fork_generation
 from .drivers.base import DriverStatistics, Op, OpState
-from .errors import WrongLoopError
+from .errors import DriverUnavailableError, WrongLoopError
 
 __all__ = ["IOContext", "get_context", "live_contexts"]
 
@@ -74,8 +74,21 @@ class IOContext:
         self._pid = os.getpid()
         self.closed = False
         self.completion_fd = self.driver.fileno()
+        self._watching = False
         if self.completion_fd is not None:
-            glue.watch(self.completion_fd, self._on_completions, self.close_now)
+            try:
+                glue.watch(self.completion_fd, self._on_completions, self.close_now)
+                self._watching = True
+            except NotImplementedError:
+                # A loop that cannot watch an fd (asyncio's Proactor loop): the driver calls
+                # back from its threads instead, and the loop is woken thread-safely.
+                if not self.driver.notify_with(self._completions_from_elsewhere):
+                    self.driver.close()
+                    raise DriverUnavailableError(
+                        f"driver {factory.name!r} signals completions on an fd, and this event loop "
+                        "cannot watch one (it has no add_reader, like asyncio's Proactor loop): use "
+                        "driver='worker', or a selector event loop"
+                    ) from None
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -153,8 +166,8 @@ class IOContext:
             return
         self.closed = True
         self.glue.registry().pop(self.factory.key, None)
-        if self.completion_fd is not None:
-            self.glue.unwatch(self.completion_fd)
+        if self._watching:
+            self.glue.unwatch(self.completion_fd)  # type: ignore[arg-type]
         for op in self._staged:
             op.cancelled()
             op.set_state(OpState.REAPED)
@@ -209,11 +222,20 @@ class IOContext:
         if not self._asynchronous:
             self._on_completions()
 
+    def _completions_from_elsewhere(self) -> None:
+        self.glue.call_soon_threadsafe(self._on_signalled)
+
+    def _on_signalled(self) -> None:
+        if not self.closed:  # a signal still on its way when the context closed
+            self._on_completions()
+
     def _on_completions(self) -> None:
         if self._fork_generation != fork_generation():
             # A child that goes on running the parent's loop: the completion fd is the
             # parent's (reading it would eat the parent's wake-up). Stop watching it here.
-            self.glue.unwatch(self.completion_fd)  # type: ignore[arg-type]
+            if self._watching:
+                self.glue.unwatch(self.completion_fd)  # type: ignore[arg-type]
+                self._watching = False
             return
         for op in self.driver.reap():
             self._finish(op)

@@ -13,6 +13,7 @@ stays up, and no later completion would ever signal again.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 __all__ = ["Notifier"]
 
@@ -28,6 +29,9 @@ class Notifier:
             os.set_blocking(self._rfd, False)
             os.set_blocking(self._wfd, False)
         self._closed = False
+        #: Called (from the raising thread) each time the flag goes up, for an event loop
+        #: that cannot watch the fd (see Driver.notify_with).
+        self.on_raise: Callable[[], None] | None = None
 
     def fileno(self) -> int:
         return self._rfd
@@ -41,6 +45,8 @@ class Notifier:
             os.write(self._wfd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         except BlockingIOError:  # pipe full: it is readable already
             pass
+        if self.on_raise is not None:
+            self.on_raise()
 
     def clear(self) -> None:
         """Make the fd unreadable; call before collecting completions."""

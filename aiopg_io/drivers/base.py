@@ -34,7 +34,7 @@ import abc
 import enum
 import errno
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -303,6 +303,14 @@ class Driver(abc.ABC):
         None for a driver that completes every op inside ``submit`` (then the caller reaps
         right after submitting). The fd belongs to the driver; callers never close it.
         """
+
+    def notify_with(self, fn: Callable[[], None]) -> bool:
+        """Optional: call ``fn`` whenever :meth:`fileno` becomes readable, from whichever
+        thread makes it so, for an event loop that cannot watch an fd (asyncio's Proactor
+        loop, the default on Windows, has no ``add_reader``). Shall call it at most once per
+        readiness, as the fd would be signalled. False when the driver cannot (the kernel
+        raises its fd, as io_uring's eventfd); the default."""
+        return False
 
     @abc.abstractmethod
     def reap(self) -> list[Op]:

@@ -631,6 +631,9 @@ class _SuspendNotifier:
     def raise_flag(self) -> None:
         self._flag.raise_flag()
 
+    def notify_with(self, fn: Callable[[], None]) -> None:
+        self._flag.on_raise = fn
+
     def clear(self) -> None:
         self._flag.clear()
 
@@ -987,6 +990,12 @@ class PosixAioDriver(Driver):
 
     def fileno(self) -> int:
         return self._notifier.fileno()
+
+    def notify_with(self, fn: Callable[[], None]) -> bool:
+        if not isinstance(self._notifier, _SuspendNotifier):
+            return False  # FreeBSD: the kernel posts to the kqueue
+        self._notifier.notify_with(fn)
+        return True
 
     def reap(self) -> list[Op]:
         self._notifier.clear()

@@ -28,7 +28,7 @@ import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ._blocking import perform
 from ._notify import Notifier
@@ -110,6 +110,10 @@ class WorkerDriver(Driver):
 
     def fileno(self) -> int:
         return self._notifier.fileno()
+
+    def notify_with(self, fn: Callable[[], None]) -> bool:
+        self._notifier.on_raise = fn
+        return True
 
     def reap(self) -> list[Op]:
         self._notifier.clear()
