@@ -367,6 +367,20 @@ class DriverCounters:
         self.reap_calls = 0
         self.overflows = 0
 
+    def reaped(self, ops: list[Op]) -> None:
+        """Move ``ops`` to REAPED and count them: the reap accounting drivers share (a short
+        transfer continued, its retries, a cancel that stopped the op in time)."""
+        for op in ops:
+            op.set_state(OpState.REAPED)
+            if op.retries:
+                self.short_transfers += 1
+                self.retries += op.retries
+            err = op.error
+            if err is not None and op.cancel_requested and err.errno == errno.ECANCELED:
+                self.cancelled += 1
+        self.reap_calls += 1
+        self.completed += len(ops)
+
     def snapshot(self, driver: str, in_flight: int, **extra: int) -> DriverStatistics:
         return DriverStatistics(
             driver=driver,

@@ -1001,18 +1001,10 @@ class PosixAioDriver(Driver):
         self._notifier.clear()
         self._absorb(self._notifier.collect())
         self._pump()
-        c = self._counters
-        c.reap_calls += 1
         out, self._ready = self._ready, []
         for op in out:
             self._ops.discard(op)
-            op.set_state(OpState.REAPED)
-            if op.retries:
-                c.short_transfers += 1
-                c.retries += op.retries
-            if op.error is not None and op.cancel_requested and op.error.errno == errno.ECANCELED:
-                c.cancelled += 1
-        c.completed += len(out)
+        self._counters.reaped(out)
         return out
 
     def cancel(self, op: Op) -> None:

@@ -42,23 +42,16 @@ class SyncDriver(Driver):
             c.submitted += 1
             if op.cancel_requested:
                 op.cancelled()
-                c.cancelled += 1
             else:
                 perform(op)
-                if op.retries:
-                    c.short_transfers += 1
-                    c.retries += op.retries
             self._done.append(op)
 
     def fileno(self) -> int | None:
         return None
 
     def reap(self) -> list[Op]:
-        self._counters.reap_calls += 1
         done, self._done = self._done, []
-        for op in done:
-            op.set_state(OpState.REAPED)
-        self._counters.completed += len(done)
+        self._counters.reaped(done)
         return done
 
     def cancel(self, op: Op) -> None:

@@ -23,7 +23,6 @@ process, a library serving one loop with tens of ops in flight wants more.
 
 from __future__ import annotations
 
-import errno
 import os
 import queue
 import threading
@@ -120,20 +119,12 @@ class WorkerDriver(Driver):
         done = self._done
         out: list[Op] = []
         pop = done.popleft
-        c = self._counters
         untrack = self._in_flight.discard
         while done:
             op = pop()
             untrack(op)
-            op.set_state(OpState.REAPED)
-            if op.retries:
-                c.short_transfers += 1
-                c.retries += op.retries
-            if op.error is not None and op.cancel_requested and op.error.errno == errno.ECANCELED:
-                c.cancelled += 1
             out.append(op)
-        c.reap_calls += 1
-        c.completed += len(out)
+        self._counters.reaped(out)
         return out
 
     def cancel(self, op: Op) -> None:
