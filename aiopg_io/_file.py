@@ -141,8 +141,10 @@ class AsyncFile:
         direct: bool,
         alignment: Alignment | None,
         buffer_size: int,
+        closefd: bool = True,
     ) -> None:
         self._fd = fd
+        self._closefd = closefd
         self._name = name
         self._path = str(name)
         self._mode = mode
@@ -727,7 +729,8 @@ class AsyncFile:
                 fd = self._fd_claim.pop("fd", None)
                 if fd is not None:
                     try:
-                        os.close(fd)
+                        if self._closefd:
+                            os.close(fd)
                     finally:
                         await self._ctx.release()
         await anyio.lowlevel.checkpoint_if_cancelled()
@@ -772,7 +775,8 @@ class AsyncFile:
         try:
             self._ctx.release_elsewhere()  # first: a context whose loop is gone drains here
         finally:
-            os.close(fd)
+            if self._closefd:
+                os.close(fd)
 
     def __del__(self) -> None:
         # Like io.FileIO: an unclosed file writes its buffer and closes its fd when collected,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import warnings
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import anyio
@@ -116,6 +116,7 @@ async def _open(
     encoding: str | None,
     errors: str | None,
     newline: str | None,
+    closefd: bool,
     opener: Opener | None,
 ) -> Any:
     m = _Mode(mode)
@@ -123,6 +124,8 @@ async def _open(
         raise TypeError(f"expected str, bytes, os.PathLike or int for the file, not {type(file).__name__}")
     if isinstance(file, int) and file < 0:
         raise ValueError(f"negative file descriptor {file}")
+    if not closefd and not isinstance(file, int):
+        raise ValueError("Cannot use closefd=False with file name")
     path: str | int = file if isinstance(file, int) else os.fsdecode(os.fspath(file))
     if isinstance(buffering, bool) or not isinstance(buffering, int):
         raise TypeError(f"buffering must be an int, not {type(buffering).__name__}")
@@ -174,6 +177,7 @@ async def _open(
         direct=direct,
         alignment=alignment,
         buffer_size=size,
+        closefd=bool(closefd),
     )
     if m.appending:
         raw._pos = os.fstat(fd).st_size
@@ -191,16 +195,36 @@ async def _open(
         raise
 
 
-class OpenCall:
+class OpenCall(Coroutine[Any, Any, Any]):
     """What :func:`open` returns: await it for the file, or use it as an async context
-    manager that closes the file on exit (the file is created only when awaited)."""
+    manager that closes the file on exit (the file is created only when awaited).
+
+    It is a coroutine too (``collections.abc.Coroutine``), so it goes wherever one does:
+    ``asyncio.run(aiopg_io.open(...))``, ``asyncio.create_task``, ``trio.run(aiopg_io.open,
+    path)``; like any coroutine it runs once."""
 
     def __init__(self, **kwargs: Any) -> None:
         self._kwargs = kwargs
         self._file: Any = None
+        self._coro: Coroutine[Any, Any, Any] | None = None
+
+    def _started(self) -> Coroutine[Any, Any, Any]:
+        if self._coro is None:
+            self._coro = _open(**self._kwargs)
+        return self._coro
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return _open(**self._kwargs).__await__()
+        return self._started().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._started().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._started().throw(*args)
+
+    def close(self) -> None:
+        if self._coro is not None:
+            self._coro.close()
 
     async def __aenter__(self) -> Any:
         self._file = await _open(**self._kwargs)
@@ -213,20 +237,23 @@ class OpenCall:
 def open(
     file: str | bytes | os.PathLike[str] | os.PathLike[bytes] | int,
     mode: str = "r",
-    *,
-    direct: bool = False,
-    driver: str | DriverFactory | None = None,
     buffering: int = -1,
     encoding: str | None = None,
     errors: str | None = None,
     newline: str | None = None,
+    closefd: bool = True,
     opener: Opener | None = None,
+    *,
+    direct: bool = False,
+    driver: str | DriverFactory | None = None,
 ) -> OpenCall:
     """Open a file for asynchronous I/O; ``await`` the result or ``async with`` it.
 
-    The arguments are ``open()``'s, plus ``direct`` (O_DIRECT / F_NOCACHE; binary mode,
-    aligned I/O) and ``driver`` (a name such as ``"io_uring"``, ``"worker"``, ``"sync"``,
-    ``"worker:threads=4"``, or a :class:`~aiopg_io.drivers.DriverFactory`; default:
+    The arguments are ``open()``'s, in its positions and with its meanings (``closefd=False``
+    leaves an fd open when the file closes), plus two keyword-only ones: ``direct`` (O_DIRECT /
+    F_NOCACHE; binary mode, aligned I/O) and ``driver`` (a name such as ``"io_uring"``,
+    ``"worker"``, ``"sync"``, ``"worker:threads=4"``, or a
+    :class:`~aiopg_io.drivers.DriverFactory`; default:
     ``AIOPG_IO_DRIVER`` or ``auto``). Binary modes give an :class:`AsyncFile`, text modes
     an :class:`AsyncTextFile`.
     """
@@ -239,5 +266,6 @@ def open(
         encoding=encoding,
         errors=errors,
         newline=newline,
+        closefd=closefd,
         opener=opener,
     )
