@@ -202,3 +202,35 @@ def test_every_example_is_listed_and_run() -> None:
     for example in sorted(EXAMPLES.glob("*.py")):
         assert f"python examples/{example.name}" in readme, f"README.md: how to run {example.name}?"
         assert f'"{example.name}"' in tests, f"no test runs examples/{example.name}"
+
+
+def test_the_examples_extra_brings_what_the_examples_import() -> None:
+    """Every third-party module an example imports comes with ``pip install -e '.[examples]'``
+    (or with aiopg_io itself), so the README's example command works on a fresh machine."""
+    import ast
+
+    text = (ROOT / "pyproject.toml").read_text()  # tomllib is 3.11+: the two lists by pattern
+    blocks = [re.search(rf"^{key} = \[(.*?)^\]", text, re.S | re.M) for key in ("dependencies", "examples")]
+    names = {
+        re.split(r"[<>=;\[ ]", req, maxsplit=1)[0].lower()
+        for block in blocks
+        if block is not None
+        for req in re.findall(r'"([^"]+)"', block.group(1))
+    }
+    assert {"anyio", "aiofiles", "trio"} <= names, names
+    stdlib = sys.stdlib_module_names
+    for example in sorted(EXAMPLES.glob("*.py")):
+        tree = ast.parse(example.read_text())
+        for node in ast.walk(tree):
+            mods = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            for mod in mods:
+                top = mod.split(".")[0]
+                if top in stdlib or top in ("__future__", "aiopg_io"):
+                    continue
+                assert top.lower() in names, f"examples/{example.name} imports {top}: add it to the extra"
