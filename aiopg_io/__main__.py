@@ -6,28 +6,20 @@ runs here (``--json``, ``--plot FILE.png``).
 Subcommands:
   info [DIR] [--json]     the driver x {buffered, direct} matrix of this machine
   bench [fio options]     one workload in fio's vocabulary (rw, bs, iodepth, direct, size, runtime)
-  bench-<component>       each component's comparison against its reference (see --help)
+
+Each component's comparison against other tools (fio, aiofiles, aiofile, pg_test_fsync) is
+a script in the source tree's ``benchmarks/``, not part of the package: docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 
 from . import _mainjob
 from ._info import machine_matrix, render
-
-# subcommand -> (module, help); each module has add_arguments(parser) and main(args) -> int
-BENCHMARKS: dict[str, tuple[str, str]] = {
-    "bench": ("aiopg_io.bench.job", "one workload in fio's vocabulary, across drivers and loops"),
-    "bench-core": ("aiopg_io.bench.core", "4 KiB random reads, warm cache: worker driver vs aiofiles"),
-    "bench-uring": ("aiopg_io.bench.uring", "io_uring vs fio, aiofile, aiofiles and the worker driver"),
-    "bench-posix-aio": ("aiopg_io.bench.posix_aio", "posix_aio vs worker and io_uring"),
-    "bench-wal": ("aiopg_io.bench.wal", "WAL group commit vs a naive loop and pg_test_fsync"),
-    "bench-buffers": ("aiopg_io.bench.buffers", "buffer pool read streams vs fio and preadinto"),
-}
+from .bench import job as bench_job
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -50,14 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory", nargs="?", default=".", help="where to probe direct I/O (default: .)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_info)
-    for name, (module, text) in BENCHMARKS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        bp = sub.add_parser(name, help=text)
-        mod.add_arguments(bp)
-        bp.set_defaults(func=mod.main)
+    p = sub.add_parser("bench", help="one workload in fio's vocabulary, across drivers and loops")
+    bench_job.add_arguments(p)
+    p.set_defaults(func=bench_job.main)
     return parser
 
 

@@ -129,8 +129,3 @@ def test_reference_contenders(tmp_path: Path, contender: str) -> None:
         cwd=tmp_path,
     ).stdout
     assert contender in out
-
-
-def test_bench_core(tmp_path: Path) -> None:
-    out = run("bench-core", "--size", "1m", "--runtime", "0.05", "--repeat", "1", cwd=tmp_path).stdout
-    assert "target worker >= 2x aiofiles" in out

@@ -26,7 +26,7 @@ class Park(Protocol):
     makes the wait return; a cancelled wait raises the loop's cancellation, and
     :attr:`is_set` then tells whether a wake-up was given anyway (so the caller can pass
     it on). Cheaper than ``anyio.Event``: one future on asyncio, ``wait_task_rescheduled``
-    on trio (docs/benchmarks.md has what it saved on the commit path)."""
+    on trio (docs/benchmarks.md, "The committer's wake-up", has what it saved)."""
 
     @property
     def is_set(self) -> bool: ...

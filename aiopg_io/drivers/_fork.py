@@ -3,8 +3,8 @@ this?" check for rings, threads and contexts, which do not survive fork(2).
 
 Bumped in every child ``os.fork()`` makes (multiprocessing's "fork" start method included)
 through ``os.register_at_fork``, so the per-call check is an integer compare rather than a
-``getpid()`` system call (about 1 µs on a VM). A child made by a raw fork(2) that bypasses
-Python's fork hooks is not seen.
+``getpid()`` system call (its cost: docs/benchmarks.md, "Smaller figures"). A child made by
+a raw fork(2) that bypasses Python's fork hooks is not seen.
 """
 
 from __future__ import annotations

@@ -61,10 +61,9 @@ Some facts about io_uring this module relies on
   wake-up and the parked task (it still yields once: see ``IOContext.run``); ``submit``
   tries the same for ops handed to it directly. It is never tried on an O_DIRECT fd: a
   direct read is synchronous in preadv2 and would block the loop for a device round trip.
-  Kept because it wins: 4 KiB random reads of a warm 1 GiB file under asyncio, on and off
-  in one run (three rounds, docs/benchmarks.md): 7.3 against 9.9 µs of CPU per read and
-  138k against 101k IOPS at 32 in flight, 120k against 46k at 1. On a cold cache it costs
-  one failed preadv2 per read, so ``nowait_fast_path=0`` (the option, as in
+  Kept because it wins on a warm page cache: less CPU per read and more IOPS, on and off
+  in one run (the figures and the command: docs/benchmarks.md, "io_uring"). On a cold
+  cache it costs one failed preadv2 per read, so ``nowait_fast_path=0`` (the option, as in
   ``driver="io_uring:nowait_fast_path=0"``) or ``AIOPG_IO_URING_NOWAIT=0`` turns it off.
 
 Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too)
@@ -84,27 +83,23 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
   not tested" by the package) are not used. ``io_uring_prep_read_fixed`` takes only a
   ``bytearray``, but ``io_uring_prep_readv_fixed`` (IORING_OP_READV_FIXED, 6.15) takes an
   ``Iovec``, so an mmap arena such as the buffer pool's could be registered once and read
-  into. Measured on this VM (kernel 6.18), O_DIRECT 4 KiB random reads, 32 per
-  ``io_uring_submit_and_wait``, a bare ring with no event loop, six interleaved rounds:
-  readv 55-69k IOPS at 4.4-5.5 µs CPU per read, readv_fixed 57-72k at 3.9-4.8 µs: about
-  0.5 µs saved per read. The same reads through ``aiopg_io.open(..., direct=True)`` under
-  asyncio cost 18 µs of CPU each (52-53k IOPS), so the saving would be about 3% of the
-  per-read cost, below this VM's run-to-run noise, while it would need a buffer index on
-  every op, a registration per ring (one per IOContext) and pinned memory charged to the
-  memory cgroup. Not worth it until the per-op Python cost is far lower; so
-  ``Capabilities.registered_buffers`` is False and the pool does not ask for it.
+  into. Measured on a bare ring (docs/benchmarks.md, "Registered buffers"), the saving is
+  a small part of what a read costs through ``aiopg_io.open(..., direct=True)``, below
+  run-to-run noise, while it would need a buffer index on every op, a registration per
+  ring (one per IOContext) and pinned memory charged to the memory cgroup. Not worth it
+  until the per-op Python cost is far lower; so ``Capabilities.registered_buffers`` is
+  False and the pool does not ask for it.
 
 Convoys (``reap_batch``): at high queue depth with direct I/O, the reads of one submission
 tend to complete together, so one reap returns all of them, every task resumes in the same
 tick, and their next reads go out together at the end of it: the device idles while Python
-handles the batch, then gets it all at once, and the pattern repeats (measured: at 32 in
-flight every reap returned 32 ops). ``reap_batch=N`` makes ``reap`` take at most N CQEs and
-leave ``fileno()`` readable for the rest, so the next reads go out while later completions
-are still being handled. Measured on this VM with direct 4 KiB reads under asyncio,
-N = 8 against no limit: 1.2x to 1.6x the IOPS at 32 in flight (three runs), 1.5x at 8,
-no change at 1 and 128, CPU per read unchanged; hence :data:`DEFAULT_REAP_BATCH`. 0
-removes the limit. Completions that never touched the ring (the fast path) are always
-returned at once.
+handles the batch, then gets it all at once, and the pattern repeats (observed at 32 in
+flight: every reap returned all 32). ``reap_batch=N`` makes ``reap`` take at most N CQEs
+and leave ``fileno()`` readable for the rest, so the next reads go out while later
+completions are still being handled. :data:`DEFAULT_REAP_BATCH` is the N that won when it
+was chosen (direct reads under asyncio, at the same CPU per read); the runs, and a later one
+that does not show the gain: docs/benchmarks.md, "reap_batch". 0 removes the limit.
+Completions that never touched the ring (the fast path) are always returned at once.
 
 How the fast path knows an fd is O_DIRECT: files say so (``Op.direct``, found once at open);
 for an op that does not, ``fcntl(F_GETFL)``, remembered per fd for as long

@@ -91,10 +91,9 @@ request on one page-aligned buffer (so O_DIRECT alignment holds), the data copie
 a write and out after a read. Larger ops are split, one request per piece, all in flight at
 once. Why not always split: a buffer pool's combined read is 16 pages of 8 KiB in buffers
 that need not be adjacent; split, O_DIRECT makes that 16 device reads instead of one, and
-glibc 16 thread hand-offs. Measured here (2 cores, O_DIRECT, 2026-11): a 64 MiB read-stream
-scan (``examples/scan.py``) went from ~100 MB/s split to ~380 MB/s (worker: ~420), its
-pool buffers adjacent in 504 of 516 reads; ``preadv`` of 16 scattered 8 KiB buffers, 8 in
-flight, from ~130 MB/s split to 280-470 MB/s bounced (a 128 KiB copy costs ~10 us).
+glibc 16 thread hand-offs. Bounced, a read-stream scan (``examples/scan.py``) and a
+``preadv`` of scattered pages both ran several times faster than split, the copy costing far
+less than the extra requests (docs/benchmarks.md, "Bounced vectored ops").
 
 Ops without an AIO form (FALLOCATE, FTRUNCATE, NOP) complete inline in ``submit`` through
 the blocking helper (``_blocking.perform``), so they block the event loop for the call:

@@ -21,9 +21,9 @@ How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c):
   the last round just woke append first and one write carries them all; commits arriving
   while the write is out are written again before the sync (up to three writes, one
   sync). The round runs shielded from cancellation: a cancelled committer does not
-  abandon the I/O that others wait on. Measured here (64 committers, 128-byte records):
-  ~8-10 us of CPU per commit, all 64 commits in one sync; a round costs one fdatasync plus
-  the CPU of its commits, which bounds throughput (see aiopg_io/bench/wal.py).
+  abandon the I/O that others wait on. A round costs one sync plus the CPU of the commits
+  it carries, so with many committers (all of them in one sync) that CPU bounds throughput
+  (the figures and the command: docs/benchmarks.md, "WAL group commit").
 - **sync_method** (``wal_sync_method``): ``fdatasync`` (default) and ``fsync`` sync after
   the write; ``o_dsync`` opens segments with ``O_DSYNC`` so the write itself is durable.
   With ``direct=True`` segments are also opened ``O_DIRECT`` and every write covers whole

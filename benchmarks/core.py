@@ -1,4 +1,4 @@
-"""``python -m aiopg_io bench-core``: the worker driver against aiofiles (issue 2).
+"""Benchmark: the worker driver against aiofiles (issue 2).
 
 4 KiB random reads, page cache warm, 32 in flight, one run, side by side under asyncio:
 
@@ -9,7 +9,13 @@
 - ``to_thread``: one ``os.preadv`` per ``anyio.to_thread.run_sync`` hop, the best a hop
   per op can do, to show how much of the gap is aiofiles' and how much the hop's.
 
-Target (issue 2): worker >= 2x aiofiles.
+All three run through aiopg_io's engine (``aiopg_io.bench``), the same read loop. Target
+(issue 2): worker >= 2x aiofiles. Results: docs/benchmarks.md.
+
+Run from a checkout, with the ``bench`` extra (aiofiles) installed
+(``pip install -e '.[bench]'``)::
+
+    python benchmarks/core.py [--size 256m] [--runtime 3] [--repeat 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import os
 import statistics
 import tempfile
 
-from ._engine import Job, JobResult, parse_size, prepare_file, run_job
+from _common import script
+
+from aiopg_io.bench import Job, JobResult, parse_size, prepare_file, run_job
 
 __all__ = ["add_arguments", "main"]
 
@@ -65,6 +73,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(prog="python -m aiopg_io.bench.core")
-    add_arguments(p)
-    raise SystemExit(main(p.parse_args()))
+    script(__doc__, add_arguments, main, prog="python benchmarks/core.py")

@@ -9,39 +9,42 @@ warm-up; every configuration runs ``--repeat`` times and the median IOPS is repo
   ``fio --ioengine=io_uring --direct=1 --rw=randread --bs=4k --iodepth=N``.
 - Buffered, page cache warm (the file is read through once first): aiopg_io io_uring with
   and without the RWF_NOWAIT fast path, the worker driver, aiofile (caio, itself io_uring in
-  C) and aiofiles (a thread hop per call; one handle per task, ``seek`` + ``read``, since it
-  has no positional read).
+  C) and aiofiles (a thread hop per call; one handle per task, ``seek`` + ``readinto``, since
+  it has no positional read).
 
-Run: ``python -m aiopg_io.bench.uring [--size 1G] [--seconds 3] [--json out.json]``.
+Every aiopg_io, aiofile and aiofiles contender runs on aiopg_io's engine
+(``aiopg_io.bench``), so each reads through the same loop; fio runs the same job itself.
+Results and the commands that produced them: docs/benchmarks.md.
+
+Run from a checkout, with the ``bench`` extra (aiofile, aiofiles, trio, uvloop) installed
+(``pip install -e '.[bench]'``) and fio on the PATH for the direct baseline::
+
+    python benchmarks/uring.py [--size 1G] [--seconds 3] [--repeat 3] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
-import anyio
+from _common import fio, int_list, open_aiofile, script
 
 import aiopg_io
+from aiopg_io.bench import Job, Opener, parse_size, prepare_file, run_job
 
 __all__ = ["add_arguments", "main"]
 
 BS = 4096
 DEPTHS = (1, 8, 32, 128)
 _WARMUP_SECONDS = 0.3
-_OFFSETS = 1 << 16
+_SEED = 2
 
 # Targets from issue 4, at 32 in flight.
 TARGETS = {
@@ -63,174 +66,34 @@ class Result:
     runs: list[tuple[float, float]] = field(default_factory=list)  # (iops, cpu_us_per_op)
 
 
-def _parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    if t and t[-1] in units:
-        return int(float(t[:-1]) * units[t[-1]])
-    return int(t)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", type=_parse_size, default=1 << 30, help="file size (default 1G)")
+    parser.add_argument("--size", type=parse_size, default=1 << 30, help="file size (default 1G)")
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per configuration")
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (median reported)")
-    parser.add_argument(
-        "--depths", type=lambda s: tuple(int(x) for x in s.split(",")), default=DEPTHS, help="e.g. 1,8,32,128"
-    )
+    parser.add_argument("--depths", type=int_list, default=DEPTHS, help="e.g. 1,8,32,128")
     parser.add_argument("--path", default=None, help="the test file (default: in the temp dir)")
     parser.add_argument("--keep-file", action="store_true", help="keep (and reuse) the test file")
     parser.add_argument("--only", choices=("direct", "buffered"), default=None, help="run one half only")
     parser.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
 
 
-# -- the file --------------------------------------------------------------------------------
-
-
-def _ensure_file(path: str, size: int) -> None:
-    try:
-        if os.path.getsize(path) == size:
-            return
-    except OSError:
-        pass
-    chunk = random.Random(1).randbytes(1 << 20)
-    with open(path, "wb") as f:
-        left = size
-        while left > 0:
-            f.write(chunk[: min(left, len(chunk))])
-            left -= len(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _warm_page_cache(path: str) -> None:
-    with open(path, "rb", buffering=0) as f:
-        while f.read(1 << 22):
-            pass
-
-
-def _offsets(size: int, seed: int) -> list[int]:
-    rng = random.Random(seed)
-    blocks = size // BS
-    return [rng.randrange(blocks) * BS for _ in range(_OFFSETS)]
-
-
-# -- one measurement -------------------------------------------------------------------------
-
-
-_Worker = Callable[[int, list[bool], list[int]], Coroutine[Any, Any, None]]
-
-
 Sample = tuple[float, float]  # (reads per second, CPU microseconds per read)
 
 
-async def _measure(depth: int, seconds: float, worker: _Worker) -> Sample:
-    """Run ``depth`` workers; return the sample of the measured window.
-
-    Worker ``k`` loops until ``stop[0]`` and counts its reads in ``counts[k]``. CPU time is
-    the process's (every thread: the worker driver's and aiofiles' threads count), so it
-    stays meaningful when other processes compete for the cores and wall-clock IOPS do not.
-    """
-    stop = [False]
-    counts = [0] * depth
-    async with anyio.create_task_group() as tg:
-        for k in range(depth):
-            tg.start_soon(worker, k, stop, counts)
-        await anyio.sleep(_WARMUP_SECONDS)
-        c0, t0, p0 = sum(counts), time.perf_counter(), time.process_time()
-        await anyio.sleep(seconds)
-        c1, t1, p1 = sum(counts), time.perf_counter(), time.process_time()
-        stop[0] = True
-    n = max(1, c1 - c0)
-    return (c1 - c0) / (t1 - t0), (p1 - p0) / n * 1e6
-
-
-async def _aiopg_io(
-    path: str, direct: bool, driver: str, depth: int, seconds: float, offs: list[int]
-) -> Sample:
-    async with await aiopg_io.open(path, "rb", direct=direct, driver=driver) as f:
-
-        async def run(k: int, stop: list[bool], counts: list[int]) -> None:
-            buf = aiopg_io.aligned_buffer(BS)
-            preadinto = f.preadinto
-            i, n = k, len(offs)
-            while not stop[0]:
-                await preadinto(buf, offs[i % n])
-                i += depth
-                counts[k] += 1
-
-        return await _measure(depth, seconds, run)
-
-
-async def _aiofile(path: str, depth: int, seconds: float, offs: list[int]) -> Sample:
-    from aiofile import AIOFile
-
-    async with AIOFile(path, "rb") as afp:
-
-        async def run(k: int, stop: list[bool], counts: list[int]) -> None:
-            read = afp.read
-            i, n = k, len(offs)
-            while not stop[0]:
-                await read(BS, offs[i % n])
-                i += depth
-                counts[k] += 1
-
-        return await _measure(depth, seconds, run)
-
-
-async def _aiofiles(path: str, depth: int, seconds: float, offs: list[int]) -> Sample:
-    import aiofiles
-
-    async def run(k: int, stop: list[bool], counts: list[int]) -> None:
-        async with aiofiles.open(path, "rb", buffering=0) as f:
-            i, n = k, len(offs)
-            while not stop[0]:
-                await f.seek(offs[i % n])
-                await f.read(BS)
-                i += depth
-                counts[k] += 1
-
-    return await _measure(depth, seconds, run)
-
-
-def _on_loop(loop: str, fn: Callable[..., Awaitable[Sample]], *args: Any) -> Sample:
-    async def go() -> Sample:
-        return await fn(*args)
-
-    if loop == "trio":
-        import trio
-
-        result: Sample = trio.run(go)
-        return result
-    if loop == "uvloop":
-        import uvloop
-
-        return uvloop.run(go())
-    return asyncio.run(go())
-
-
-def _fio(path: str, size: int, depth: int, seconds: float) -> Sample:
-    cmd = [
-        "fio",
-        "--name=randread",
-        f"--filename={path}",
-        "--ioengine=io_uring",
-        "--direct=1",
-        f"--iodepth={depth}",
-        "--rw=randread",
-        f"--bs={BS}",
-        f"--size={size}",
-        f"--runtime={seconds}",
-        f"--ramp_time={_WARMUP_SECONDS}",
-        "--time_based",
-        "--output-format=json",
-    ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    report = json.loads(out[out.index("{") :])
-    job = report["jobs"][0]
-    ios = max(1, job["read"]["total_ios"])
-    cpu_seconds = (job["usr_cpu"] + job["sys_cpu"]) / 100 * job["job_runtime"] / 1000
-    return float(job["read"]["iops"]), cpu_seconds / ios * 1e6
+def _job(args: argparse.Namespace, path: str, depth: int, direct: bool, driver: str, loop: str) -> Job:
+    return Job(
+        path,
+        rw="randread",
+        bs=BS,
+        iodepth=depth,
+        direct=direct,
+        size=args.size,
+        runtime=args.seconds,
+        ramp=_WARMUP_SECONDS,
+        driver=driver,
+        loop=loop,
+        seed=_SEED,
+    )
 
 
 # -- the plan --------------------------------------------------------------------------------
@@ -240,14 +103,21 @@ _Run = Callable[[int], Sample]  # depth -> one run
 
 
 def _plan(args: argparse.Namespace, path: str) -> list[tuple[str, str, str, _Run]]:
-    s, size = args.seconds, args.size
-    offs = _offsets(size, 2)
+    def ours(loop: str, direct: bool, driver: str, opener: Opener | None = None) -> _Run:
+        def one(depth: int) -> Sample:
+            r = run_job(_job(args, path, depth, direct, driver, loop), opener)
+            return r.iops, r.cpu_us_per_op
 
-    def ours(loop: str, direct: bool, driver: str) -> _Run:
-        return lambda depth: _on_loop(loop, _aiopg_io, path, direct, driver, depth, s, offs)
+        return one
 
-    def other(fn: Callable[..., Awaitable[Sample]]) -> _Run:
-        return lambda depth: _on_loop("asyncio", fn, path, depth, s, offs)
+    def other(name: str, opener: Opener | None = None) -> _Run:
+        return ours("asyncio", False, name, opener)
+
+    def by_fio(depth: int) -> Sample:
+        r = fio(_job(args, path, depth, True, "fio", "asyncio"))
+        if r is None:
+            raise RuntimeError("fio --ioengine=io_uring failed on this file")
+        return r.iops, r.cpu_us_per_op
 
     plan: list[tuple[str, str, str, _Run]] = []
     if args.only in (None, "direct"):
@@ -263,7 +133,7 @@ def _plan(args: argparse.Namespace, path: str) -> list[tuple[str, str, str, _Run
         )
         plan.append(("direct", "aiopg_io worker", "asyncio", ours("asyncio", True, "worker")))
         if shutil.which("fio"):
-            plan.append(("direct", "fio io_uring", "-", lambda depth: _fio(path, size, depth, s)))
+            plan.append(("direct", "fio io_uring", "-", by_fio))
     if args.only in (None, "buffered"):
         for loop in ("asyncio", "uvloop", "trio"):
             plan.append(("buffered", "aiopg_io io_uring", loop, ours(loop, False, "io_uring")))
@@ -276,8 +146,8 @@ def _plan(args: argparse.Namespace, path: str) -> list[tuple[str, str, str, _Run
             )
         )
         plan.append(("buffered", "aiopg_io worker", "asyncio", ours("asyncio", False, "worker")))
-        plan.append(("buffered", "aiofile (caio)", "asyncio", other(_aiofile)))
-        plan.append(("buffered", "aiofiles", "asyncio", other(_aiofiles)))
+        plan.append(("buffered", "aiofile (caio)", "asyncio", other("aiofile", open_aiofile)))
+        plan.append(("buffered", "aiofiles", "asyncio", other("aiofiles")))
     return plan
 
 
@@ -350,7 +220,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"io_uring cannot run here: {reason}", file=sys.stderr)
         return 1
     print(f"preparing {args.size / (1 << 20):.0f} MiB file {path} ...", flush=True)
-    _ensure_file(path, args.size)
+    prepare_file(path, args.size, warm=False)
     notes: list[str] = []
     if not shutil.which("fio") and args.only in (None, "direct"):
         notes.append("fio not installed: no fio baseline (apt-get install fio)")
@@ -363,7 +233,7 @@ def main(args: argparse.Namespace) -> int:
             warmed = False
             for i, (mode, contender, loop, run) in enumerate(plan):
                 if mode == "buffered" and not warmed:
-                    _warm_page_cache(path)
+                    prepare_file(path, args.size, warm=True)
                     warmed = True
                 for depth in args.depths:
                     iops, cpu = sample = run(depth)
@@ -427,6 +297,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m aiopg_io.bench.uring", description=__doc__)
-    add_arguments(_parser)
-    sys.exit(main(_parser.parse_args()))
+    script(__doc__, add_arguments, main, prog="python benchmarks/uring.py")

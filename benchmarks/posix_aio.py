@@ -2,14 +2,18 @@
 
 One file (256 MiB by default), random 4 KiB-aligned offsets, N tasks each awaiting one
 ``preadinto`` after another (N reads in flight), ``--seconds`` per configuration after a short
-warm-up, on one event loop (asyncio by default). Buffered runs read a warm page cache (the
-file is read through once first); direct runs use O_DIRECT and aligned buffers.
+warm-up, on one event loop (asyncio by default), through aiopg_io's engine
+(``aiopg_io.bench``). Buffered runs read a warm page cache (the file is read through once
+first); direct runs use O_DIRECT and aligned buffers.
 
 Contenders: ``posix_aio`` (glibc AIO, requests on one fd spread over dup()s), ``posix_aio
 serial`` (``spread_fds=0``: glibc's own one-thread-per-fd behaviour), ``worker`` and
-``io_uring`` when its module exists and runs here.
+``io_uring`` when its module exists and runs here. Results: docs/benchmarks.md.
 
-Run: ``python -m aiopg_io.bench.posix_aio [--size 256M] [--seconds 2] [--json out.json]``.
+Run from a checkout (``--loop uvloop`` or ``trio`` needs the ``bench`` extra:
+``pip install -e '.[bench]'``)::
+
+    python benchmarks/posix_aio.py [--size 256M] [--seconds 2] [--repeat 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -18,17 +22,15 @@ import argparse
 import importlib.util
 import json
 import os
-import random
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 
-import anyio
+from _common import LOOPS, int_list, script
 
-import aiopg_io
+from aiopg_io.bench import Job, parse_size, prepare_file, run_job
 from aiopg_io.drivers import unavailable_reason
 
 __all__ = ["add_arguments", "main"]
@@ -36,7 +38,6 @@ __all__ = ["add_arguments", "main"]
 BS = 4096
 DEPTHS = (1, 8, 32)
 _WARMUP_SECONDS = 0.3
-_OFFSETS = 1 << 15
 
 
 @dataclass
@@ -50,22 +51,12 @@ class Result:
     cpu_us_per_op: float
 
 
-def _parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    if t and t[-1] in units:
-        return int(float(t[:-1]) * units[t[-1]])
-    return int(t)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", type=_parse_size, default=256 << 20, help="file size (default 256M)")
+    parser.add_argument("--size", type=parse_size, default=256 << 20, help="file size (default 256M)")
     parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per configuration")
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (median reported)")
-    parser.add_argument(
-        "--depths", type=lambda s: tuple(int(x) for x in s.split(",")), default=DEPTHS, help="e.g. 1,8,32"
-    )
-    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop", "trio"])
+    parser.add_argument("--depths", type=int_list, default=DEPTHS, help="e.g. 1,8,32")
+    parser.add_argument("--loop", default="asyncio", choices=LOOPS)
     parser.add_argument("--dir", default=None, help="where to create the file (default: a temp dir)")
     parser.add_argument("--json", default="bench-posix_aio.json", help="where to write the results")
     parser.add_argument("--modes", default="buffered,direct", help="buffered,direct")
@@ -78,65 +69,13 @@ def _contenders() -> list[tuple[str, str]]:
     return out
 
 
-async def _measure(path: str, spec: str, direct: bool, depth: int, seconds: float) -> tuple[float, float]:
-    size = os.path.getsize(path)
-    rng = random.Random(depth)
-    offsets = [rng.randrange(0, size // BS) * BS for _ in range(_OFFSETS)]
-    async with aiopg_io.open(path, "rb", direct=direct, driver=spec, buffering=0) as f:
-        counts = [0] * depth
-
-        async def reader(i: int, until: float) -> None:
-            buf = aiopg_io.aligned_buffer(BS)
-            k = i * 997
-            clock = time.perf_counter
-            n = 0
-            while clock() < until:
-                await f.preadinto(buf, offsets[k % _OFFSETS])
-                k += 1
-                n += 1
-            counts[i] = n
-
-        async def phase(length: float) -> tuple[int, float, float]:
-            for i in range(depth):
-                counts[i] = 0
-            t0, c0 = time.perf_counter(), time.process_time()
-            async with anyio.create_task_group() as tg:
-                for i in range(depth):
-                    tg.start_soon(reader, i, t0 + length)
-            return sum(counts), time.perf_counter() - t0, time.process_time() - c0
-
-        await phase(_WARMUP_SECONDS)
-        ops, wall, cpu = await phase(seconds)
-    return ops / wall, cpu / max(ops, 1) * 1e6
-
-
-def _make_file(directory: str, size: int) -> str:
-    path = os.path.join(directory, "bench-posix_aio.dat")
-    chunk = os.urandom(1 << 20)
-    with open(path, "wb") as f:
-        for _ in range(size // len(chunk)):
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    with open(path, "rb") as f:  # warm the page cache for the buffered runs
-        while f.read(1 << 22):
-            pass
-    return path
-
-
-def _backend(loop: str) -> tuple[str, dict[str, object]]:
-    if loop == "uvloop":
-        return "asyncio", {"use_uvloop": True}
-    return loop, {}
-
-
 def main(args: argparse.Namespace) -> int:
     modes = [m for m in args.modes.split(",") if m]
     tmp = tempfile.mkdtemp(prefix="aiopg_io-bench-", dir=args.dir)
     results: list[Result] = []
     try:
-        path = _make_file(tmp, args.size)
-        backend, options = _backend(args.loop)
+        path = os.path.join(tmp, "bench-posix_aio.dat")
+        prepare_file(path, args.size)  # warm: for the buffered runs
         for mode in modes:
             direct = mode == "direct"
             for label, spec in _contenders():
@@ -145,23 +84,23 @@ def main(args: argparse.Namespace) -> int:
                     print(f"skip {label} ({mode}): {reason}", file=sys.stderr)
                     continue
                 for depth in args.depths:
-                    runs = [
-                        anyio.run(
-                            _measure,
-                            path,
-                            spec,
-                            direct,
-                            depth,
-                            args.seconds,
-                            backend=backend,
-                            backend_options=options,
-                        )
-                        for _ in range(max(1, args.repeat))
-                    ]
-                    iops = statistics.median(x for x, _ in runs)
-                    cpu = statistics.median(y for _, y in runs)
-                    r = Result(mode, label, spec, args.loop, depth, iops, cpu)
-                    results.append(r)
+                    job = Job(
+                        path,
+                        rw="randread",
+                        bs=BS,
+                        iodepth=depth,
+                        direct=direct,
+                        size=args.size,
+                        runtime=args.seconds,
+                        ramp=_WARMUP_SECONDS,
+                        driver=spec,
+                        loop=args.loop,
+                        seed=depth,
+                    )
+                    runs = [run_job(job) for _ in range(max(1, args.repeat))]
+                    iops = statistics.median(r.iops for r in runs)
+                    cpu = statistics.median(r.cpu_us_per_op for r in runs)
+                    results.append(Result(mode, label, spec, args.loop, depth, iops, cpu))
                     print(
                         f"{mode:8} {label:17} depth {depth:3}: {iops:10.0f} IOPS  {cpu:7.1f} us CPU/op",
                         flush=True,
@@ -210,6 +149,4 @@ def _table(results: list[Result], depths: tuple[int, ...]) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))
+    script(__doc__, add_arguments, main, prog="python benchmarks/posix_aio.py")

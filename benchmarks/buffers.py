@@ -8,29 +8,35 @@
 2. Random page reads through the pool at a ~10% hit rate (the pool holds a tenth of the
    file), 32 tasks in flight, against the same reads through the file API's ``preadinto``.
 
-Run: ``python -m aiopg_io.bench.buffers --size-mib 256``. Prints a table and JSON; each
-figure is the median of ``--repeat`` runs.
+The file-API contenders (fio's pattern, and the random reads) run on aiopg_io's engine
+(``aiopg_io.bench``); the random ones read the very blocks the pool reads, task for task.
+Prints a table and JSON; each figure is the median of ``--repeat`` runs. Results:
+docs/benchmarks.md.
+
+Run from a checkout, on a filesystem that takes O_DIRECT, with fio on the PATH for the
+baseline (``--backend uvloop`` or ``trio`` needs the ``bench`` extra:
+``pip install -e '.[bench]'``)::
+
+    python benchmarks/buffers.py --size-mib 256 [--dir D] [--repeat 3] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import random
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+from _common import LOOPS, fio, run_on, script
 
-from .. import aligned_buffer
-from .. import open as aio_open
-from ..buffers import BufferPool
+from aiopg_io.bench import Job, offsets, prepare_file, run_job
+from aiopg_io.buffers import BufferPool
 
 PAGE = 8192
 
@@ -39,47 +45,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-mib", type=int, default=1024, help="file size (default 1024 = 1 GiB)")
     parser.add_argument("--dir", default=None, help="where to put the file (a disk that takes O_DIRECT)")
     parser.add_argument("--driver", default=None, help="aiopg_io driver (default: auto)")
-    parser.add_argument("--backend", default="asyncio", choices=["asyncio", "uvloop", "trio"])
+    parser.add_argument("--backend", default="asyncio", choices=LOOPS)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--random-reads", type=int, default=20000)
     parser.add_argument("--skip-fio", action="store_true")
     parser.add_argument("--json", default=None, help="also write the JSON here")
 
 
-def _make_file(path: str, size: int) -> None:
-    chunk = os.urandom(1 << 20)
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, len(chunk))
-            f.write(chunk[:n])
-            left -= n
-        f.flush()
-        os.fsync(f.fileno())
+def _seq_job(args: argparse.Namespace, path: str, size: int) -> Job:
+    """fio's sequential pattern: 16 in flight, 128 KiB each, the file once."""
+    bs = 128 * 1024
+    return Job(
+        path,
+        rw="read",
+        bs=bs,
+        iodepth=16,
+        direct=True,
+        size=size,
+        runtime=math.inf,
+        ramp=0,
+        driver=args.driver or "auto",
+        loop=args.backend,
+        number_ios=size // bs,
+    )
 
 
-def _fio(path: str, size: int) -> float | None:
-    exe = shutil.which("fio")
-    if exe is None:
-        return None
-    for engine in ("io_uring", "libaio", "psync"):
-        cmd = [
-            exe,
-            "--name=seq",
-            f"--filename={path}",
-            "--rw=read",
-            "--bs=128k",
-            "--iodepth=16",
-            f"--ioengine={engine}",
-            "--direct=1",
-            f"--size={size}",
-            "--output-format=json",
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode == 0:
-            out = json.loads(proc.stdout[proc.stdout.index("{") :])
-            return float(out["jobs"][0]["read"]["bw_bytes"])
-    return None
+def _random_job(args: argparse.Namespace, path: str, size: int, tasks: int) -> Job:
+    """``--random-reads`` page reads at random pages, ``tasks`` in flight."""
+    return Job(
+        path,
+        rw="randread",
+        bs=PAGE,
+        iodepth=tasks,
+        direct=True,
+        size=size,
+        runtime=math.inf,
+        ramp=0,
+        driver=args.driver or "auto",
+        loop=args.backend,
+        seed=42,
+        number_ios=args.random_reads,
+    )
 
 
 async def _scan(path: str, driver: str | None, max_ios: int, combine: int) -> tuple[float, dict[str, Any]]:
@@ -93,24 +99,6 @@ async def _scan(path: str, driver: str | None, max_ios: int, combine: int) -> tu
         elapsed = time.perf_counter() - t0
         s = pool.statistics()
         return elapsed, {"reads": s.reads, "blocks_per_read": round(s.blocks_per_read, 2)}
-
-
-async def _seq_file(path: str, driver: str | None) -> float:
-    """fio's pattern through the file API: 16 tasks, each reading every 16th 128 KiB chunk."""
-    chunk, depth = 128 * 1024, 16
-    size = os.path.getsize(path)
-    async with aio_open(path, "rb", direct=True, driver=driver) as f:
-        t0 = time.perf_counter()
-
-        async def worker(k: int) -> None:
-            buf = aligned_buffer(chunk)
-            for off in range(k * chunk, size, depth * chunk):
-                await f.preadinto(buf, off)
-
-        async with anyio.create_task_group() as tg:
-            for k in range(depth):
-                tg.start_soon(worker, k)
-        return time.perf_counter() - t0
 
 
 async def _random_pool(path: str, driver: str | None, blocks: list[int], tasks: int) -> tuple[float, float]:
@@ -136,27 +124,6 @@ async def _random_pool(path: str, driver: str | None, blocks: list[int], tasks: 
         return elapsed, hits / max(1, hits + s.misses - before.misses)
 
 
-async def _random_file(path: str, driver: str | None, blocks: list[int], tasks: int) -> float:
-    async with aio_open(path, "rb", direct=True, driver=driver) as f:
-        t0 = time.perf_counter()
-
-        async def worker(mine: list[int]) -> None:
-            buf = aligned_buffer(PAGE)
-            for b in mine:
-                await f.preadinto(buf, b * PAGE)
-
-        async with anyio.create_task_group() as tg:
-            for k in range(tasks):
-                tg.start_soon(worker, blocks[k::tasks])
-        return time.perf_counter() - t0
-
-
-def _run(args: argparse.Namespace, fn: Callable[..., Awaitable[Any]], *a: Any) -> Any:
-    backend = "trio" if args.backend == "trio" else "asyncio"
-    options = {"use_uvloop": True} if args.backend == "uvloop" else {}
-    return anyio.run(fn, *a, backend=backend, backend_options=options)
-
-
 def main(args: argparse.Namespace) -> int:
     size = args.size_mib << 20
     directory = args.dir or os.getcwd()
@@ -164,16 +131,18 @@ def main(args: argparse.Namespace) -> int:
     path = os.path.join(tmp, "relation")
     results: dict[str, Any] = {"size_bytes": size, "driver": args.driver or "auto", "backend": args.backend}
     try:
-        _make_file(path, size)
+        prepare_file(path, size, warm=False)
         rows: list[tuple[str, float, str]] = []
         fio_bw = None
+        seq = _seq_job(args, path, size)
         if not args.skip_fio:
-            runs = [bw for bw in (_fio(path, size) for _ in range(args.repeat)) if bw is not None]
+            ran = (fio(seq, ("io_uring", "libaio", "psync")) for _ in range(args.repeat))
+            runs = [r.bytes_per_s for r in ran if r is not None]
             fio_bw = statistics.median(runs) if runs else None
             results["fio_seq_128k_qd16_bytes_per_s"] = fio_bw
             if fio_bw is not None:
                 rows.append(("fio seq 128 KiB x16 (direct)", fio_bw / 2**20, "MiB/s"))
-        times = [_run(args, _seq_file, path, args.driver) for _ in range(args.repeat)]
+        times = [run_job(seq).seconds for _ in range(args.repeat)]
         file_bw = size / statistics.median(times)
         ratio = f" ({file_bw / fio_bw:.2f}x fio)" if fio_bw else ""
         rows.append(("file API preadinto 128 KiB x16 (direct)", file_bw / 2**20, f"MiB/s{ratio}"))
@@ -186,20 +155,19 @@ def main(args: argparse.Namespace) -> int:
             times = []
             extra: dict[str, Any] = {}
             for _ in range(args.repeat):
-                elapsed, extra = _run(args, _scan, path, args.driver, max_ios, combine)
+                elapsed, extra = run_on(args.backend, _scan, path, args.driver, max_ios, combine)
                 times.append(elapsed)
             bw = size / statistics.median(times)
             ratio = f" ({bw / fio_bw:.2f}x fio)" if fio_bw else ""
             rows.append((name, bw / 2**20, f"MiB/s{ratio}"))
             results[name] = {"bytes_per_s": bw, "median_s": statistics.median(times), **extra}
-        rng = random.Random(42)
-        nblocks = size // PAGE
-        blocks = [rng.randrange(nblocks) for _ in range(args.random_reads)]
+        random_job = _random_job(args, path, size, 32)
+        blocks = [off // PAGE for off in offsets(random_job)[: args.random_reads]]
         pool_t, file_t, hit = [], [], 0.0
         for _ in range(args.repeat):
-            t, hit = _run(args, _random_pool, path, args.driver, blocks, 32)
+            t, hit = run_on(args.backend, _random_pool, path, args.driver, blocks, 32)
             pool_t.append(t)
-            file_t.append(_run(args, _random_file, path, args.driver, blocks, 32))
+            file_t.append(run_job(random_job).seconds)
         pool_rate = len(blocks) / statistics.median(pool_t)
         file_rate = len(blocks) / statistics.median(file_t)
         rows.append(
@@ -231,6 +199,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    add_arguments(parser)
-    raise SystemExit(main(parser.parse_args()))
+    script(__doc__, add_arguments, main, prog="python benchmarks/buffers.py")

@@ -1,4 +1,4 @@
-"""WAL group commit: durable commits/s and commit latency (issue 5).
+"""Benchmark: WAL group commit, durable commits/s and commit latency (issue 5).
 
 Measures, in a fresh directory each:
 
@@ -15,7 +15,13 @@ Measures, in a fresh directory each:
 4. ``pg_test_fsync``'s fdatasync ops/s on the same directory, when the binary is installed
    (``/usr/lib/postgresql/*/bin``).
 
-Run: ``python -m aiopg_io.bench.wal [--dir D] [--driver worker] [--loop asyncio|uvloop|trio]``.
+Nothing here is a read loop, so aiopg_io's engine is not used: commits and
+write + fdatasync pairs are timed one by one. Results: docs/benchmarks.md.
+
+Run from a checkout (``--loop uvloop`` or ``trio`` needs the ``bench`` extra:
+``pip install -e '.[bench]'``; ``pg_test_fsync`` comes with PostgreSQL's server package)::
+
+    python benchmarks/wal.py [--dir D] [--driver worker] [--loop asyncio|uvloop|trio] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+from _common import LOOPS, run_on, script
 
 import aiopg_io
 from aiopg_io.wal import WAL
@@ -42,7 +49,7 @@ _RAW_FILE_SIZE = 64 * 1024 * 1024
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default=None, help="where to put the WAL (default: a temp dir under .)")
     parser.add_argument("--driver", default=None, help="driver name (default: auto)")
-    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop", "trio"])
+    parser.add_argument("--loop", default="asyncio", choices=LOOPS)
     parser.add_argument("--committers", type=int, default=64)
     parser.add_argument("--size", type=int, default=128, help="record payload bytes")
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -211,10 +218,7 @@ async def _bench(args: argparse.Namespace, base: str) -> dict[str, dict[str, flo
 def main(args: argparse.Namespace) -> int:
     base = tempfile.mkdtemp(prefix="aiopg-wal-bench-", dir=args.dir or ".")
     try:
-        backend, options = args.loop, {}
-        if backend == "uvloop":
-            backend, options = "asyncio", {"use_uvloop": True}
-        results = anyio.run(_bench, args, base, backend=backend, backend_options=options)
+        results = run_on(args.loop, _bench, args, base)
         pg = None if args.no_pg_test_fsync else _pg_test_fsync(base, args.seconds)
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -248,6 +252,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m aiopg_io.bench.wal", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    raise SystemExit(main(parser.parse_args()))
+    script(__doc__, add_arguments, main, prog="python benchmarks/wal.py")

@@ -1,0 +1,143 @@
+"""The comparisons in ``benchmarks/`` (outside the package) start, say how to run them, and
+get through a tiny run; and the engine they share does what they rely on. Figures are not
+checked: speed belongs to benchmarks, not tests."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aiopg_io.bench import Job, offsets, prepare_file, run_job
+from aiopg_io.drivers import unavailable_reason
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+NAMES = ["core", "uring", "posix_aio", "wal", "buffers"]
+
+
+def run_process(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python benchmarks/NAME.py *args``, whatever its exit status."""
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+def run(name: str, *args: str, cwd: Path) -> str:
+    r = run_process(name, *args, cwd=cwd)
+    assert r.returncode == 0, f"{name} {args}:\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+def test_every_benchmark_is_listed() -> None:
+    assert sorted(p.stem for p in BENCHMARKS.glob("[!_]*.py")) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_help_says_how_to_run_it(name: str, tmp_path: Path) -> None:
+    out = run(name, "--help", cwd=tmp_path)
+    assert f"usage: python benchmarks/{name}.py" in out
+    assert f"\n    python benchmarks/{name}.py" in out  # the command in the module docstring
+    assert "pip install -e '.[bench]'" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_core(tmp_path: Path) -> None:
+    out = run("core", "--size", "1m", "--runtime", "0.05", "--repeat", "1", cwd=tmp_path)
+    assert "target worker >= 2x aiofiles" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(unavailable_reason("io_uring") is not None, reason=str(unavailable_reason("io_uring")))
+def test_uring_buffered(tmp_path: Path) -> None:
+    run(
+        "uring", "--size", "1m", "--seconds", "0.02", "--depths", "1", "--only", "buffered",
+        "--path", str(tmp_path / "u.dat"), "--json", str(tmp_path / "u.json"), cwd=tmp_path,
+    )
+    doc = json.loads((tmp_path / "u.json").read_text())
+    contenders = {r["contender"] for r in doc["results"]}
+    assert {"aiopg_io io_uring", "aiopg_io worker", "aiofile (caio)", "aiofiles"} <= contenders
+    assert all(r["iops"] > 0 for r in doc["results"])
+    assert not (tmp_path / "u.dat").exists()
+
+
+def test_posix_aio(tmp_path: Path) -> None:
+    run(
+        "posix_aio", "--size", "1m", "--seconds", "0.02", "--depths", "1", "--modes", "buffered",
+        "--dir", str(tmp_path), "--json", str(tmp_path / "p.json"), cwd=tmp_path,
+    )
+    doc = json.loads((tmp_path / "p.json").read_text())
+    ran = {r["contender"] for r in doc["results"]}
+    assert "worker" in ran
+    assert ("posix_aio" in ran) == (unavailable_reason("posix_aio") is None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]
+
+
+def test_wal(tmp_path: Path) -> None:
+    out = run(
+        "wal", "--seconds", "0.1", "--committers", "4", "--no-pg-test-fsync", "--dir", str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert "group / naive" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def _takes_o_direct(directory: Path) -> bool:
+    try:
+        fd = os.open(directory / "probe", os.O_RDWR | os.O_CREAT | getattr(os, "O_DIRECT", 0))
+    except OSError as e:
+        if e.errno == errno.EINVAL:
+            return False
+        raise
+    os.close(fd)
+    os.unlink(directory / "probe")
+    return True
+
+
+def test_buffers(tmp_path: Path) -> None:
+    if not _takes_o_direct(tmp_path):
+        pytest.skip(f"{tmp_path} refuses O_DIRECT")
+    out = run(
+        "buffers", "--size-mib", "2", "--repeat", "1", "--random-reads", "200", "--skip-fio",
+        "--dir", str(tmp_path), "--json", str(tmp_path / "b.json"), cwd=tmp_path,
+    )
+    assert "read_stream (max_ios=16, combine=16)" in out
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert doc["random_pool_pages_per_s"] > 0 and doc["file_api_seq_128k_x16_bytes_per_s"] > 0
+
+
+# -- the engine: what the benchmarks rely on --------------------------------------------------------
+
+
+def test_number_ios_ends_the_job(tmp_path: Path) -> None:
+    path = str(tmp_path / "f")
+    prepare_file(path, 1 << 20)
+    job = Job(path, bs=8192, iodepth=3, size=1 << 20, runtime=math.inf, ramp=0, number_ios=10, driver="sync")
+    r = run_job(job)
+    assert r.ops == 10 and r.cpu_us_per_op > 0
+
+
+def test_one_pass_reads_the_file_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "f")
+    prepare_file(path, 1 << 20)
+    job = Job(
+        path, rw="read", bs=64 << 10, iodepth=4, size=1 << 20, runtime=math.inf, ramp=0, number_ios=16,
+        driver="worker",
+    )
+    assert list(offsets(job)) == [i * (64 << 10) for i in range(16)]
+    assert run_job(job).ops == 16
+
+
+def test_random_offsets_are_the_jobs_own(tmp_path: Path) -> None:
+    job = Job(str(tmp_path / "f"), bs=8192, size=1 << 20, seed=42, number_ios=100_000)
+    table = offsets(job)
+    assert len(table) == 100_000 and table == offsets(job)  # a benchmark can read the same blocks
+    assert all(off % 8192 == 0 and 0 <= off < 1 << 20 for off in table)
+    assert offsets(Job(str(tmp_path / "f"), bs=8192, size=1 << 20, seed=43)) != table
