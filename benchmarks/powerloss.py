@@ -512,8 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with ctx.Pool(max(1, args.jobs)) as workers:
             pending = [(c, workers.apply_async(run_chunk, (c, seeds, base))) for c, seeds in jobs]
-            for c, res in pending:
+            total, done = sum(len(seeds) for _, seeds in jobs), 0
+            for (c, res), (_, seeds) in zip(pending, jobs, strict=True):
                 results[c.name].add(res.get())
+                done += len(seeds)
+                print(f"{done}/{total} runs, {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     finally:
         if args.dir is None:
             shutil.rmtree(base, ignore_errors=True)
