@@ -186,6 +186,18 @@ async def _power_loss(
 
 
 async def test_power_loss_after_recycling_segments(tmp_path: Path, driver: str, power_loss: object) -> None:
+    await _recycling(tmp_path, driver, power_loss, "fdatasync")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sync_method", ["fsync", "o_dsync"])
+async def test_power_loss_after_recycling_segments_other_sync_methods(
+    tmp_path: Path, driver: str, power_loss: object, sync_method: str
+) -> None:
+    await _recycling(tmp_path, driver, power_loss, sync_method)
+
+
+async def _recycling(tmp_path: Path, driver: str, power_loss: object, sync_method: str) -> None:
     make = power_loss
     for seed in range(4):
         d = tmp_path / f"s{seed}"
@@ -194,7 +206,7 @@ async def test_power_loss_after_recycling_segments(tmp_path: Path, driver: str, 
         cut = next(lsn for lsn, _ in recs if lsn >= 2 * SEG)
         acked = dict(r for r in recs if r[0] >= cut)
         sim: PowerLossSimulator = make(driver, atomic_sectors=True)  # type: ignore[operator]
-        wal = await open_wal(d, sim, segments_ahead=2)
+        wal = await open_wal(d, sim, sync_method=sync_method, segments_ahead=2)
         assert await wal.truncate_before(cut) == 2
         assert wal.statistics().segments_recycled == 2  # renamed to future segment numbers
         errors: list[BaseException] = []
