@@ -12,6 +12,19 @@ memory to the page cache the kernel keeps for us:
 - A successful fsync or fdatasync (the same thing for data) makes durable the writes that
   had *completed* when it was submitted; a write still in flight is not covered (POSIX:
   fsync covers data written before it was called). A failed sync makes nothing durable.
+- A write on a descriptor opened ``O_DSYNC`` or ``O_SYNC`` is durable when it completes,
+  for the bytes it reports written, error or not (Linux open(2), O_DSYNC: "By the time
+  write(2) (and similar) return, the output data has been transferred to the underlying
+  hardware, along with any file metadata that would be required to retrieve that data";
+  O_SYNC adds the file's other metadata, which is not modelled). Only that write's bytes:
+  earlier unsynced writes to the file stay unsynced, and so does the file's directory
+  entry. The flags are read with ``fcntl(F_GETFL)`` on the op's descriptor at every
+  write's submission, not cached: a descriptor number is reused after a close, while
+  Linux's F_SETFL cannot change O_DSYNC or O_SYNC on an open descriptor (fcntl(2)).
+- ``O_DIRECT`` alone makes nothing durable (open(2): "The O_DIRECT flag on its own makes an
+  effort to transfer data synchronously, but does not give the guarantees of the O_SYNC
+  flag"; the device's volatile write cache may hold the data): an O_DIRECT write stays
+  unsynced until an fsync or fdatasync, unless the descriptor is O_DSYNC or O_SYNC too.
 - :meth:`~PowerLossSimulator.crash` decides, seeded, for each sector with unsynced writes,
   as test6.c does for each buffered write: *kept* (the new data reached the platter, 3/8),
   *dropped* (the old data is still there, 3/8; zeros where the file had no data before),
@@ -50,6 +63,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import os
 import random
 import stat
@@ -72,6 +86,9 @@ _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _FALLOC_FL_ZERO_RANGE = 0x10
 _FALLOC_MODELLED = _FALLOC_FL_KEEP_SIZE | _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_ZERO_RANGE
+# Open flags that make each write durable on its own (on Linux O_SYNC includes O_DSYNC's bit;
+# elsewhere they may be distinct bits, so both are tested).
+_SYNC_WRITE_FLAGS = getattr(os, "O_DSYNC", 0) | getattr(os, "O_SYNC", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +144,8 @@ class _Change:
     done: bool = False
     ok: bool = False
     transferred: int = 0
+    #: A write on an O_DSYNC/O_SYNC descriptor: durable at its completion, in this file.
+    synchronous: _File | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -348,6 +367,8 @@ class PowerLossSimulator:
             data = b"".join(bytes(b) for b in op.buffers)
             self._capture(f, op.offset, op.offset + len(data))
             change = _Change(kind, op.offset, data)
+            if fcntl.fcntl(op.fd, fcntl.F_GETFL) & _SYNC_WRITE_FLAGS:
+                change.synchronous = f
         elif kind is OpKind.FTRUNCATE:
             f = self._file_for(op)
             size = os.fstat(f.fd).st_size
@@ -384,6 +405,10 @@ class PowerLossSimulator:
             note.done = True
             note.ok = op.error is None
             note.transferred = op.transferred
+            if note.synchronous is not None:
+                # Each write(2) that returned bytes had made them durable, even if a later
+                # part of the op failed.
+                self._make_durable(note.synchronous, [note])
         elif note is not None and op.error is None:
             self._make_durable(*note)
 

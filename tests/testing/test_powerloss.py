@@ -283,22 +283,125 @@ def test_sector_size_option(tmp_path: Path) -> None:
         PowerLossSimulator("sync", sector_size=1000)
 
 
-def test_o_direct_writes_are_recorded(data_dir: Path) -> None:
-    sim = PowerLossSimulator("sync")
-    path = data_dir / "direct"
-    path.write_bytes(b"d" * 4096)
-    fd = os.open(path, os.O_RDWR | os.O_DIRECT)
-    buf = mmap.mmap(-1, 4096)
-    buf.write(b"N" * 4096)
+def _write_through(sim: PowerLossSimulator, path: Path, flags: int, data: bytes, offset: int) -> None:
+    """One write through a driver of ``sim`` on a descriptor opened with ``flags``."""
+    fd = os.open(path, os.O_RDWR | flags)
     d = sim.create()
     try:
-        (op,) = run(d, [Op(OpKind.WRITE, fd, 0, (memoryview(buf),), path=str(path), keepalive=buf)])
-        assert op.error is None and op.result == 4096
+        (op,) = run(d, [write(fd, data, offset, str(path))])
+        assert op.error is None and op.result == len(data)
+    finally:
+        d.close()
+        os.close(fd)
+
+
+SYNC_FLAGS = [pytest.param(os.O_DSYNC, id="O_DSYNC"), pytest.param(os.O_SYNC, id="O_SYNC")]
+
+
+@pytest.mark.parametrize("flag", SYNC_FLAGS)
+def test_a_completed_synchronous_write_survives_a_drop_crash(tmp_path: Path, flag: int) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(b"d" * 1024)  # durable: the simulator has seen no change to it yet
+    sim = PowerLossSimulator("sync")
+    _write_through(sim, path, 0, b"u" * 100, 0)  # a plain write, never synced
+    _write_through(sim, path, flag, b"S" * 700, 700)  # over sectors 1-2, growing the file
+    assert sim.unsynced() == {str(path): 100}
+    sim.crash(policy="drop")
+    # The synchronous write and the size it made are durable; the plain write is not.
+    assert path.read_bytes() == b"d" * 700 + b"S" * 700
+
+
+@pytest.mark.parametrize("flag", SYNC_FLAGS)
+def test_a_synchronous_write_is_never_garbled(tmp_path: Path, flag: int) -> None:
+    for seed in range(8):
+        path = tmp_path / f"log{seed}"
+        path.write_bytes(b"d" * 1024)
+        sim = PowerLossSimulator("sync")
+        _write_through(sim, path, flag, b"S" * 1024, 512)
+        assert sim.crash(seed=seed, policy="garble").files[0].sectors == {}
+        assert path.read_bytes() == b"d" * 512 + b"S" * 1024
+
+
+def test_a_descriptor_number_reused_with_other_flags_is_seen(tmp_path: Path) -> None:
+    # The flags are the op's descriptor's at that write, not the first one with that number.
+    path = tmp_path / "log"
+    path.write_bytes(bytes(2048))
+    sim = PowerLossSimulator("sync")
+    d = sim.create()
+    try:
+        for i, flags in enumerate([os.O_DSYNC, 0, os.O_DSYNC, 0]):
+            fd = os.open(path, os.O_RDWR | flags)
+            (op,) = run(d, [write(fd, bytes([65 + i]) * 512, 512 * i, str(path))])
+            assert op.error is None
+            os.close(fd)  # the next open gets the same number
+    finally:
+        d.close()
+    assert sim.unsynced() == {str(path): 1024}
+    sim.crash(policy="drop")
+    assert path.read_bytes() == b"A" * 512 + bytes(512) + b"C" * 512 + bytes(512)
+
+
+def test_a_short_synchronous_write_keeps_what_it_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(b"")
+    sim = PowerLossSimulator("sync")
+    inj = FaultInjector(Fault(kind="writes", short=600), driver=sim)
+    fd = os.open(path, os.O_RDWR | os.O_DSYNC)
+    d = inj.create()
+    try:
+        (op,) = run(d, [write(fd, b"S" * 1000, 0, str(path))])
+        assert op.error is not None and op.error.errno == errno.ENOSPC and op.transferred == 600
     finally:
         d.close()
         os.close(fd)
     sim.crash(policy="drop")
+    assert path.read_bytes() == b"S" * 600
+
+
+def _direct_write(sim: PowerLossSimulator, path: Path, flags: int, fill: bytes, sync_after: bool) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_DIRECT | flags)
+    buf = mmap.mmap(-1, 4096)
+    buf.write(fill * 4096)
+    d = sim.create()
+    try:
+        (op,) = run(d, [Op(OpKind.WRITE, fd, 0, (memoryview(buf),), path=str(path), keepalive=buf)])
+        assert op.error is None and op.result == 4096
+        if sync_after:
+            (op,) = run(d, [sync(fd, str(path))])
+            assert op.error is None
+    finally:
+        d.close()
+        os.close(fd)
+
+
+def test_a_completed_o_direct_write_without_a_sync_may_be_lost(data_dir: Path) -> None:
+    # O_DIRECT skips the page cache, not the device's write cache: no durability of its own.
+    path = data_dir / "direct"
+    path.write_bytes(b"d" * 4096)
+    sim = PowerLossSimulator("sync")
+    _direct_write(sim, path, 0, b"N", sync_after=False)
+    assert sim.unsynced() == {str(path): 4096}
+    sim.crash(policy="drop")
     assert path.read_bytes() == b"d" * 4096
+    fates = set()
+    for seed in range(12):
+        _direct_write(sim, path, 0, bytes([65 + seed]), sync_after=False)
+        fc = sim.crash(seed=seed).files[0]
+        fates |= set(fc.sectors.values())
+    assert fates == {"kept", "dropped", "garbled"}
+
+
+def test_an_o_direct_write_is_durable_after_a_sync_or_with_o_dsync(data_dir: Path) -> None:
+    path = data_dir / "direct"
+    path.write_bytes(b"d" * 4096)
+    sim = PowerLossSimulator("sync")
+    _direct_write(sim, path, 0, b"F", sync_after=True)
+    sim.crash(policy="drop")
+    assert path.read_bytes() == b"F" * 4096
+    _direct_write(sim, path, os.O_DSYNC, b"D", sync_after=False)
+    assert sim.unsynced() == {}
+    sim.crash(policy="drop")
+    assert path.read_bytes() == b"D" * 4096
 
 
 def test_reads_see_the_new_data_before_the_crash(tmp_path: Path) -> None:

@@ -7,6 +7,10 @@ a torn write that garbles those *old* bytes is outside the model both rely on.
 The WAL reports its segment creates, renames and directory fsyncs to the simulator, so a
 crash also undoes directory entries that were never made durable: a missing directory
 fsync after creating or recycling a segment loses acknowledged records here.
+
+Power loss runs on every sync method (and O_DIRECT with fdatasync and o_dsync, as
+test_wal.py's direct test): with o_dsync nothing is synced after a write, so the records
+survive only through the simulator's O_DSYNC model, which one test switches off to show it.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import anyio
 import pytest
 
 from aiopg_io.errors import AiopgIOError
-from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator
-from aiopg_io.wal import PAGE_SIZE, WAL, WALPoisonedError
+from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator, _powerloss
+from aiopg_io.wal import PAGE_SIZE, WAL, WALCorruptError, WALPoisonedError
 
 from ._util import SEG, check_payload, open_wal, payload, read_all
 
 pytestmark = pytest.mark.anyio
+
+SYNC_METHODS = ["fdatasync", "fsync", "o_dsync"]
 
 
 async def _commit_many(
@@ -109,20 +115,44 @@ async def test_failure_while_waiting_for_buffers(tmp_path: Path, driver: str, fa
             await wal.append(bytes(40000))  # larger than the buffers: must write to go on
 
 
-@pytest.mark.parametrize("sync_method", ["fdatasync", "fsync"])
+@pytest.mark.parametrize("sync_method", SYNC_METHODS)
 async def test_power_loss_keeps_acknowledged_records(
     tmp_path: Path, driver: str, power_loss: object, sync_method: str
 ) -> None:
     await _power_loss(tmp_path, driver, power_loss, sync_method, range(5))
 
 
+@pytest.mark.parametrize("sync_method", ["fdatasync", "o_dsync"])
+async def test_power_loss_keeps_acknowledged_records_direct(
+    data_dir: Path, direct_driver: str, power_loss: object, sync_method: str
+) -> None:
+    await _power_loss(data_dir, direct_driver, power_loss, sync_method, range(2), direct=True)
+
+
+async def test_o_dsync_records_are_lost_to_a_simulator_blind_to_o_dsync(
+    tmp_path: Path, driver: str, power_loss: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With o_dsync the WAL acknowledges a commit once its write completes, with no sync
+    # after it: what keeps the records is the simulator's O_DSYNC model, which the test
+    # above relies on. Without it, the same scenario must lose acknowledged records, or
+    # leave a log that does not open (a torn segment before one that holds records).
+    monkeypatch.setattr(_powerloss, "_SYNC_WRITE_FLAGS", 0)
+    with pytest.raises((AssertionError, WALCorruptError)) as info:
+        await _power_loss(tmp_path, driver, power_loss, "o_dsync", range(1))
+    if isinstance(info.value, AssertionError):
+        assert "acknowledged record lost" in str(info.value)
+
+
 @pytest.mark.slow
-async def test_power_loss_many_seeds(tmp_path: Path, driver: str, power_loss: object) -> None:
-    await _power_loss(tmp_path, driver, power_loss, "fdatasync", range(100, 160))
+@pytest.mark.parametrize("sync_method", SYNC_METHODS)
+async def test_power_loss_many_seeds(
+    tmp_path: Path, driver: str, power_loss: object, sync_method: str
+) -> None:
+    await _power_loss(tmp_path, driver, power_loss, sync_method, range(100, 160))
 
 
 async def _power_loss(
-    tmp_path: Path, driver: str, power_loss: object, sync_method: str, seeds: range
+    tmp_path: Path, driver: str, power_loss: object, sync_method: str, seeds: range, *, direct: bool = False
 ) -> None:
     make = power_loss
     for seed in seeds:
@@ -131,24 +161,43 @@ async def _power_loss(
         for phase in range(2):  # the second phase writes over the first one's cut tail
             sim: PowerLossSimulator = make(driver, atomic_sectors=True)  # type: ignore[operator]
             errors: list[BaseException] = []
-            wal = await open_wal(d, sim, sync_method=sync_method, segments_ahead=0, wal_buffers=1)
+            wal = await open_wal(
+                d, sim, sync_method=sync_method, direct=direct, segments_ahead=0, wal_buffers=1
+            )
             await _commit_many(wal, f"p{phase}.", 24, acked, errors)
             # Appended, never flushed; tiny buffers make most of them go out unsynced, so
             # the crash keeps, drops or tears them: they may or may not survive.
             for i in range(20):
                 await wal.append(payload(f"u{phase}.{i}", (i * 700) % 5000))
-            assert sim.unsynced(), "the scenario should leave unsynced writes for the crash"
+            left = sim.unsynced()
             await wal.close(flush=False)
             sim.crash(seed=seed * 2 + phase)
-            got = await read_all(d, driver)
+            got = await read_all(d, driver, direct=direct)
             have = dict(got)
             assert {lsn: have.get(lsn) for lsn in acked} == acked, f"seed {seed}: acknowledged record lost"
             assert [lsn for lsn, _ in got] == sorted(have)
             for data in have.values():
                 check_payload(data)
+            if sync_method == "o_dsync":
+                # Every write went to an O_DSYNC segment: durable when it completed.
+                assert left == {}, "an o_dsync WAL left writes that a crash may lose"
+            else:
+                assert left, "the scenario should leave unsynced writes for the crash"
 
 
 async def test_power_loss_after_recycling_segments(tmp_path: Path, driver: str, power_loss: object) -> None:
+    await _recycling(tmp_path, driver, power_loss, "fdatasync")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sync_method", ["fsync", "o_dsync"])
+async def test_power_loss_after_recycling_segments_other_sync_methods(
+    tmp_path: Path, driver: str, power_loss: object, sync_method: str
+) -> None:
+    await _recycling(tmp_path, driver, power_loss, sync_method)
+
+
+async def _recycling(tmp_path: Path, driver: str, power_loss: object, sync_method: str) -> None:
     make = power_loss
     for seed in range(4):
         d = tmp_path / f"s{seed}"
@@ -157,7 +206,7 @@ async def test_power_loss_after_recycling_segments(tmp_path: Path, driver: str, 
         cut = next(lsn for lsn, _ in recs if lsn >= 2 * SEG)
         acked = dict(r for r in recs if r[0] >= cut)
         sim: PowerLossSimulator = make(driver, atomic_sectors=True)  # type: ignore[operator]
-        wal = await open_wal(d, sim, segments_ahead=2)
+        wal = await open_wal(d, sim, sync_method=sync_method, segments_ahead=2)
         assert await wal.truncate_before(cut) == 2
         assert wal.statistics().segments_recycled == 2  # renamed to future segment numbers
         errors: list[BaseException] = []
