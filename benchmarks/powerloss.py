@@ -29,8 +29,12 @@ power loss (``aiopg_io.testing.PowerLossSimulator``, ``atomic_sectors=True``, se
   ever held. *reopen failures*: the
   relation missing or refused by the pool after a completed checkpoint.
 
-Usage: ``python benchmarks/powerloss.py --runs 200`` (runs per experiment, spread over its
-cells); ``--help`` for the rest. Run it from the repository with ``PYTHONPATH`` set to it.
+Run from a checkout, with the ``bench`` extra (trio, uvloop) installed
+(``pip install -e '.[bench]'``); ``--runs`` is the number of runs per experiment, spread over
+its cells::
+
+    python benchmarks/powerloss.py [--runs 200] [--seed 0] [--cell wal/o_dsync] [--jobs N]
+
 Failures are listed after the table with their cell and seed; ``--cell`` and ``--seed``
 replay one.
 """
@@ -475,8 +479,9 @@ def plan(cs: list[Cell], runs: int, seed: int, chunk: int) -> list[tuple[Cell, l
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        description="Simulated power losses on aiopg_io's WAL and buffer pool, on every sync method, "
-        "loop and driver that runs here; prints what was acknowledged and what was lost.",
+        prog="python benchmarks/powerloss.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument(
         "--runs",
