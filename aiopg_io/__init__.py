@@ -14,6 +14,8 @@ from ._direct import aligned_buffer as aligned_buffer
 from ._direct import dio_alignment as dio_alignment
 from ._file import AsyncFile as AsyncFile
 from ._open import open as open
+from ._sendfile import SendfileResult as SendfileResult
+from ._sendfile import sendfile as sendfile
 from ._text import AsyncTextFile as AsyncTextFile
 from .errors import AiopgIOError as AiopgIOError
 from .errors import AlignmentError as AlignmentError
@@ -22,6 +24,7 @@ from .errors import DirectIOUnsupportedError as DirectIOUnsupportedError
 from .errors import DriverOptionError as DriverOptionError
 from .errors import DriverUnavailableError as DriverUnavailableError
 from .errors import InvalidOffsetError as InvalidOffsetError
+from .errors import SendfileError as SendfileError
 from .errors import WrongLoopError as WrongLoopError
 
 __version__ = "0.1.0"
@@ -37,10 +40,13 @@ __all__ = [
     "DriverOptionError",
     "DriverUnavailableError",
     "InvalidOffsetError",
+    "SendfileError",
+    "SendfileResult",
     "WrongLoopError",
     "aligned_buffer",
     "buffers",
     "dio_alignment",
     "open",
+    "sendfile",
     "wal",
 ]

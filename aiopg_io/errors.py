@@ -15,6 +15,7 @@ __all__ = [
     "DriverOptionError",
     "DriverUnavailableError",
     "InvalidOffsetError",
+    "SendfileError",
     "WrongLoopError",
 ]
 
@@ -64,3 +65,17 @@ class InvalidOffsetError(AiopgIOError, OSError, ValueError):
 
     Both an OSError (what Python's own files raise for a negative seek) and a ValueError.
     """
+
+
+class SendfileError(AiopgIOError, OSError):
+    """The socket failed part-way through :func:`aiopg_io.sendfile` (the peer reset or
+    closed the connection, or another socket error): an OSError with the socket's errno,
+    chained from it. ``sent`` is the number of bytes that went out before it, ``method``
+    the path that ran (``"sendfile"`` or ``"copy"``). Close the socket: what the peer got
+    is exactly the first ``sent`` bytes of the range, but the connection is no longer
+    usable."""
+
+    def __init__(self, errno: int, message: str, sent: int, method: str) -> None:
+        super().__init__(errno, message)
+        self.sent = sent
+        self.method = method

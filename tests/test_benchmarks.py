@@ -19,7 +19,7 @@ from aiopg_io.drivers import unavailable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
-NAMES = ["core", "uring", "posix_aio", "wal", "buffers", "powerloss"]
+NAMES = ["core", "uring", "posix_aio", "wal", "buffers", "powerloss", "serve"]
 
 
 def run_process(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -234,3 +234,68 @@ def test_the_examples_extra_brings_what_the_examples_import() -> None:
                 if top in stdlib or top in ("__future__", "aiopg_io"):
                     continue
                 assert top.lower() in names, f"examples/{example.name} imports {top}: add it to the extra"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn-trio"])
+def test_static_server(tmp_path: Path, server: str) -> None:
+    """examples/static_server.py on loopback: a file whole and a Range of it, byte for byte;
+    a path out of the directory refused."""
+    (tmp_path / "www" / "sub").mkdir(parents=True)
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    (tmp_path / "www" / "sub" / "blob.bin").write_bytes(payload)
+    (tmp_path / "secret").write_bytes(b"no")
+    port = _free_port()
+    cmd = [sys.executable, str(EXAMPLES / "static_server.py"), str(tmp_path / "www"), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), *(["--trio"] if server == "hypercorn-trio" else [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"static_server exited early:\n{proc.communicate()}"
+            try:
+                status, headers, body = _get(port, "/sub/blob.bin")
+                break
+            except ConnectionError:
+                assert time.monotonic() < deadline, "static_server did not listen within 60 s"
+                time.sleep(0.1)
+        assert (status, body) == (200, payload) and headers["accept-ranges"] == "bytes"
+        status, headers, body = _get(port, "/sub/blob.bin", {"Range": "bytes=1000000-1999999"})
+        assert (status, body) == (206, payload[1_000_000:2_000_000])
+        assert headers["content-range"] == f"bytes 1000000-1999999/{len(payload)}"
+        status, _, _ = _get(port, "/sub/blob.bin", {"If-None-Match": headers["etag"]})
+        assert status == 304
+        assert _get(port, "/../secret")[0] == 404
+        assert _get(port, "/sub/%2e%2e/%2e%2e/secret")[0] == 404
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    assert out.startswith(f"serving {tmp_path / 'www'} at http://127.0.0.1:{port}/"), (out, err)
+
+
+def test_static_server_help() -> None:
+    out = run(str(EXAMPLES / "static_server.py"), "--help", cwd=ROOT)
+    assert "under uvicorn (asyncio)" in out and "under hypercorn on trio with --trio" in out

@@ -23,6 +23,7 @@ MODULES = [
     "aiopg_io.testing",
     "aiopg_io.wal",
     "aiopg_io.buffers",
+    "aiopg_io.asgi",
 ]
 OUT = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 

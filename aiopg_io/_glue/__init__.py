@@ -80,6 +80,22 @@ class Glue(Protocol):
         longer runs (closed, or its ``trio.run`` returned): then nothing will ever run on
         it again, and the caller may do the work itself."""
 
+    #: True when an anyio socket stream's raw socket may be written to directly: on trio
+    #: it is a trio socket that nothing else buffers for; on asyncio anyio builds its
+    #: streams over a transport, which owns the socket and may hold unsent bytes.
+    raw_stream_sockets: bool
+
+    #: What this loop's own streams raise when the peer is gone (trio's
+    #: ``BrokenResourceError``); anyio's are known everywhere.
+    broken_stream_errors: tuple[type[Exception], ...]
+
+    async def wait_writable(self, fd: int) -> None:
+        """Return once ``fd`` (a non-blocking socket) is writable; cancellable, and a
+        cancelled wait leaves nothing registered on the loop."""
+
+    async def wait_readable(self, fd: int) -> None:
+        """As :meth:`wait_writable`, for readability (a TLS socket's renegotiation)."""
+
 
 def current_task_identity() -> object:
     """The coroutine of the running task, on whichever loop runs: the buffer pool records

@@ -7,6 +7,11 @@
 - Cancellation: ``Task.cancel`` cancels the future a task awaits. The op is still owned by
   the driver, so the task then waits on a fresh future, shielded, until the op is reaped,
   and re-raises the CancelledError it caught (so ``Task.uncancel`` bookkeeping stays right).
+- Socket readiness (:meth:`AsyncioGlue.wait_writable`): ``add_writer`` with a future,
+  removed in ``finally`` so a cancelled wait leaves nothing registered. A selector loop
+  refuses ``add_writer`` on a transport's socket ("File descriptor ... is used by
+  transport"), and anyio's asyncio streams sit on transports: their raw sockets are not
+  written to directly (``raw_stream_sockets = False``).
 - A closed loop: ``loop.close()`` leaves its futures behind; setting the result of one that
   has a done-callback schedules it with ``call_soon``, which raises "Event loop is closed".
   A context closed after its loop (a file closed in a later ``asyncio.run``) wakes such
@@ -28,6 +33,9 @@ _glues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncioGlue] = weak
 
 
 class AsyncioGlue:
+    raw_stream_sockets = False
+    broken_stream_errors: tuple[type[Exception], ...] = ()
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.loop_key: object = loop
@@ -80,6 +88,22 @@ class AsyncioGlue:
     def registry(self) -> dict[object, Any]:
         return self._contexts
 
+    async def wait_writable(self, fd: int) -> None:
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self.loop.add_writer(fd, _resolve, fut)
+        try:
+            await fut
+        finally:
+            self.loop.remove_writer(fd)
+
+    async def wait_readable(self, fd: int) -> None:
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self.loop.add_reader(fd, _resolve, fut)
+        try:
+            await fut
+        finally:
+            self.loop.remove_reader(fd)
+
     def park(self) -> _AsyncioPark:
         return _AsyncioPark(self.loop)
 
@@ -98,6 +122,11 @@ class AsyncioGlue:
         except RuntimeError:  # closed meanwhile
             return False
         return True
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def current() -> AsyncioGlue:

@@ -44,6 +44,9 @@ class _Parked:
 
 
 class TrioGlue:
+    raw_stream_sockets = True
+    broken_stream_errors: tuple[type[Exception], ...] = (trio.BrokenResourceError, trio.ClosedResourceError)
+
     def __init__(self) -> None:
         self.token = trio.lowlevel.current_trio_token()
         self.loop_key: object = self.token
@@ -134,6 +137,12 @@ class TrioGlue:
 
     async def checkpoint(self) -> None:
         await trio.lowlevel.checkpoint()
+
+    async def wait_writable(self, fd: int) -> None:
+        await trio.lowlevel.wait_writable(fd)
+
+    async def wait_readable(self, fd: int) -> None:
+        await trio.lowlevel.wait_readable(fd)
 
     def registry(self) -> dict[object, Any]:
         return self._contexts

@@ -1,0 +1,325 @@
+"""Benchmark: serving files over HTTP (issue 17), driven by ``wrk``.
+
+Three servers on loopback, all started at once, each in its own process:
+
+1. ``aiopg_io``: ``examples/static_server.py`` (``aiopg_io.asgi.StaticFiles``) under uvicorn.
+2. ``starlette``: the same request path -> file mapping, answered by Starlette's
+   ``FileResponse``, under the same uvicorn settings (its default loop and HTTP parser).
+   It does not check paths against the directory (the example does): a small head start.
+3. ``sendfile``: a minimal threaded server answering each request with a blocking
+   ``os.sendfile`` loop: the floor for large files.
+
+For each file size (``--sizes``: 4 KiB, 1 MiB, 100 MiB) ``wrk`` requests a rotation of
+distinct files (2048, 64 and 3 of them), with the page cache warm (read once before) or
+cold (``POSIX_FADV_DONTNEED`` on every file right before the cell, so each file's first
+read in the cell comes from the disk). Every cell runs ``--seconds`` per server; rounds are
+interleaved (all servers, all cells, then again) and each figure is the median over
+``--rounds``. Printed side by side: requests/s, MiB/s (requests/s x file size) and p99
+latency, then the issue's targets: aiopg_io >= 2x Starlette's requests/s on 1 MiB files
+and >= 1.5x on 4 KiB; on 100 MiB files MiB/s >= 0.9x the sendfile server's.
+
+Setup: ``wrk`` is Debian's package; when it is missing the script says so and installs it
+with ``apt-get install -y wrk`` (root) before anything else. Results: docs/benchmarks.md.
+
+Run from a checkout (``pip install -e '.[bench]'`` brings uvicorn, Starlette and httptools)::
+
+    python benchmarks/serve.py [--seconds 10] [--rounds 3] [--sizes 4k,1m,100m] [--caches warm,cold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import script
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = ("aiopg_io", "starlette", "sendfile")
+# size name -> (bytes per file, files in the rotation)
+SIZES = {"4k": (4096, 2048), "1m": (1 << 20, 64), "100m": (100 << 20, 3)}
+CACHES = ("warm", "cold")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per cell and server")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are printed)")
+    parser.add_argument("--sizes", default="4k,1m,100m", help=f"comma list of {', '.join(SIZES)}")
+    parser.add_argument("--caches", default="warm,cold", help="comma list of warm, cold")
+    parser.add_argument("--connections", type=int, default=32, help="wrk -c")
+    parser.add_argument("--threads", type=int, default=2, help="wrk -t")
+    parser.add_argument("--dir", default=None, help="where the files go (default: a temp dir under .)")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    # Internal: the script starts its own servers with this.
+    parser.add_argument("--serve", choices=["starlette", "sendfile"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+
+
+# -- the servers ---------------------------------------------------------------------------------
+
+
+def serve_starlette(directory: str, port: int) -> None:
+    import uvicorn
+    from starlette.responses import FileResponse
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await FileResponse(os.path.join(directory, scope["path"].lstrip("/")))(scope, receive, send)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+
+
+def serve_sendfile(directory: str, port: int) -> None:
+    """One thread per connection; keep-alive; each GET answered with os.sendfile."""
+
+    def handle(conn: socket.socket) -> None:
+        # Headers go with MSG_MORE so they leave in the body's first segment; NODELAY so the
+        # last segment is not held back for an ACK (uvicorn sets it too).
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with conn, contextlib.suppress(ConnectionError):
+            pending = b""
+            while True:
+                while b"\r\n\r\n" not in pending:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    pending += data
+                head, _, pending = pending.partition(b"\r\n\r\n")
+                path = head.split(b" ", 2)[1].decode()
+                try:
+                    fd = os.open(os.path.join(directory, path.lstrip("/")), os.O_RDONLY)
+                except OSError:
+                    conn.sendall(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                    continue
+                try:
+                    size = os.fstat(fd).st_size
+                    head = f"HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n".encode()
+                    conn.sendall(head, socket.MSG_MORE)
+                    offset = 0
+                    while offset < size:
+                        n = os.sendfile(conn.fileno(), fd, offset, size - offset)
+                        if n == 0:
+                            return
+                        offset += n
+                finally:
+                    os.close(fd)
+
+    with socket.create_server(("127.0.0.1", port), backlog=1024) as server:
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+def start_servers(directory: str) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
+    procs = {}
+    for name in SERVERS:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if name == "aiopg_io":
+            example = str(ROOT / "examples" / "static_server.py")
+            cmd = [sys.executable, example, directory, "--port", str(port)]
+        else:
+            cmd = [sys.executable, __file__, "--serve", name, "--dir", directory, "--port", str(port)]
+        procs[name] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL), port)
+    for name, (proc, port) in procs.items():
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the {name} server exited with status {proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the {name} server did not listen within 60 s") from None
+                time.sleep(0.1)
+    return procs
+
+
+# -- wrk -----------------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str | None:
+    exe = shutil.which("wrk")
+    if exe is not None:
+        return exe
+    print("setup: wrk is not installed; installing Debian's package: apt-get install -y wrk", flush=True)
+    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    if subprocess.run(install, check=False, stdout=subprocess.DEVNULL).returncode != 0:
+        # A fresh machine's package lists may be empty or old: update once, then again.
+        subprocess.run(["apt-get", "update", "-q"], check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(install, check=False, stdout=subprocess.DEVNULL)
+    return shutil.which("wrk")
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def wrk(exe: str, port: int, script_path: str, args: argparse.Namespace) -> dict[str, float]:
+    cmd = [
+        exe, f"-t{args.threads}", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
+        "-s", script_path, f"http://127.0.0.1:{port}/",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=args.seconds + 120)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
+    out = done.stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    if rps is None or p99 is None:
+        raise SystemExit(f"could not read wrk's output:\n{out}")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "requests_per_s": float(rps[1]),
+        "p99_ms": float(p99[1]) * _UNITS[p99[2]],
+        "bad_responses": float(bad[1]) if bad else 0.0,
+        "socket_errors": float(sum(int(x) for x in errors.groups())) if errors else 0.0,
+    }
+
+
+def rotation_script(directory: Path, size_name: str, count: int) -> str:
+    """A wrk Lua script requesting the ``count`` files of ``size_name`` in turn."""
+    path = directory / f"rotate-{size_name}.lua"
+    paths = ", ".join(f'"/{size_name}/{i}"' for i in range(count))
+    path.write_text(
+        f"local paths = {{{paths}}}\nlocal i = 0\n"
+        "request = function()\n  i = i + 1\n  return wrk.format('GET', paths[(i % #paths) + 1])\nend\n"
+    )
+    return str(path)
+
+
+def make_files(directory: Path, size_name: str) -> list[Path]:
+    size, count = SIZES[size_name]
+    (directory / size_name).mkdir(exist_ok=True)
+    block = os.urandom(min(size, 1 << 20))
+    files = []
+    for i in range(count):
+        path = directory / size_name / str(i)
+        if not path.exists() or path.stat().st_size != size:
+            with open(path, "wb") as f:
+                for _ in range(size // len(block)):
+                    f.write(block)
+        files.append(path)
+    return files
+
+
+def set_cache(files: list[Path], cache: str) -> None:
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if cache == "cold":
+                os.fsync(fd)  # dirty pages cannot be dropped
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            else:
+                while os.read(fd, 1 << 20):
+                    pass
+        finally:
+            os.close(fd)
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def measure(args: argparse.Namespace, exe: str, directory: Path) -> dict[str, Any]:
+    sizes = [s for s in args.sizes.split(",") if s]
+    caches = [c for c in args.caches.split(",") if c]
+    for name in sizes:
+        if name not in SIZES:
+            raise SystemExit(f"unknown size {name!r}: choose from {', '.join(SIZES)}")
+    for cache in caches:
+        if cache not in CACHES:
+            raise SystemExit(f"unknown cache state {cache!r}: warm or cold")
+    files = {name: make_files(directory, name) for name in sizes}
+    scripts = {name: rotation_script(directory, name, SIZES[name][1]) for name in sizes}
+    samples: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    procs = start_servers(str(directory))
+    try:
+        for round_no in range(args.rounds):
+            for size_name in sizes:
+                for cache in caches:
+                    for server in SERVERS:
+                        set_cache(files[size_name], cache)
+                        r = wrk(exe, procs[server][1], scripts[size_name], args)
+                        samples.setdefault((size_name, cache, server), []).append(r)
+            print(f"round {round_no + 1}/{args.rounds} done", flush=True)
+    finally:
+        for proc, _ in procs.values():
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    results: dict[str, Any] = {}
+    for (size_name, cache, server), runs in samples.items():
+        rps = statistics.median(r["requests_per_s"] for r in runs)
+        results[f"{size_name}/{cache}/{server}"] = {
+            "size": size_name, "cache": cache, "server": server, "requests_per_s": rps,
+            "mib_per_s": rps * SIZES[size_name][0] / (1 << 20),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+            "bad_responses": sum(r["bad_responses"] for r in runs),
+            "socket_errors": sum(r["socket_errors"] for r in runs),
+        }
+    return results
+
+
+def report(results: dict[str, Any]) -> None:
+    print(f"{'size':>5} {'cache':>5} {'server':>10} {'req/s':>10} {'MiB/s':>9} {'p99 ms':>8}  errors")
+    for r in results.values():
+        errors = int(r["bad_responses"] + r["socket_errors"])
+        print(
+            f"{r['size']:>5} {r['cache']:>5} {r['server']:>10} {r['requests_per_s']:10.0f} "
+            f"{r['mib_per_s']:9.1f} {r['p99_ms']:8.2f}  {errors or ''}"
+        )
+    print("targets (issue 17):")
+    for cache in CACHES:
+        for size_name, target in (("1m", 2.0), ("4k", 1.5)):
+            ours = results.get(f"{size_name}/{cache}/aiopg_io")
+            theirs = results.get(f"{size_name}/{cache}/starlette")
+            if ours and theirs:
+                ratio = ours["requests_per_s"] / theirs["requests_per_s"]
+                what = f"aiopg_io / starlette req/s {ratio:.2f}x"
+                print(f"  {size_name:>4} {cache}: {what} (target >= {target}x)")
+        ours, floor = results.get(f"100m/{cache}/aiopg_io"), results.get(f"100m/{cache}/sendfile")
+        if ours and floor:
+            ratio = ours["mib_per_s"] / floor["mib_per_s"]
+            print(f"  100m {cache}: aiopg_io / blocking sendfile MiB/s {ratio:.2f}x (target >= 0.9x)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.serve == "starlette":
+        serve_starlette(args.dir, args.port)
+        return 0
+    if args.serve == "sendfile":
+        serve_sendfile(args.dir, args.port)
+        return 0
+    exe = ensure_wrk()
+    if exe is None:
+        print("wrk could not be installed (apt-get install -y wrk needs root and Debian's archive)")
+        return 2
+    if args.dir is not None:
+        os.makedirs(args.dir, exist_ok=True)
+        results = measure(args, exe, Path(args.dir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="serve-bench-", dir=".") as d:
+            results = measure(args, exe, Path(d).resolve())
+    report(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    script(__doc__, add_arguments, main, prog="python benchmarks/serve.py")

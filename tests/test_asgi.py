@@ -1,0 +1,274 @@
+"""``aiopg_io.asgi``: the same requests to our FileResponse and to Starlette's, compared
+(status, headers, body) on every loop x driver; the documented differences checked on
+their own; StaticFiles refusing paths out of its directory; a client that goes away and a
+file that shrinks ending the response with the fd freed."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+starlette_responses = pytest.importorskip("starlette.responses")
+
+from aiopg_io.asgi import FileResponse, StaticFiles  # noqa: E402
+from tests.conftest import open_fds  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class Reply:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    @property
+    def status(self) -> int:
+        return int(self.messages[0]["status"])
+
+    @property
+    def headers(self) -> Headers:
+        return sorted((bytes(k), bytes(v)) for k, v in self.messages[0]["headers"])
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(bytes(m.get("body", b"")) for m in self.messages[1:])
+
+
+async def call(
+    app: Any,
+    method: str = "GET",
+    headers: Headers = (),  # type: ignore[assignment]
+    *,
+    path: str = "/",
+    extensions: dict[str, Any] | None = None,
+    spec: str = "2.3",
+    on_send: Callable[[Reply], Any] | None = None,
+    disconnect: anyio.Event | None = None,
+) -> Reply:
+    """One ASGI request, as a server would make it; the reply's messages."""
+    scope = {
+        "type": "http", "method": method, "path": path, "root_path": "", "headers": list(headers),
+        "asgi": {"version": "3.0", "spec_version": spec}, "extensions": extensions or {},
+    }
+    reply = Reply()
+
+    async def receive() -> dict[str, Any]:
+        if disconnect is None:
+            await anyio.sleep_forever()
+        else:
+            await disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        reply.messages.append(message)
+        if on_send is not None:
+            on_send(reply)
+        await anyio.lowlevel.checkpoint()
+
+    await app(scope, receive, send)
+    return reply
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "data.bin").write_bytes(os.urandom(300_001))
+    (tmp_path / "page.html").write_text("<p>hello</p>\n")
+    (tmp_path / "notes.txt").write_text("some text\n" * 100)
+    (tmp_path / "empty").write_bytes(b"")
+    return tmp_path
+
+
+RANGES = [
+    "bytes=0-99", "bytes=100-", "bytes=-50", "bytes=5-5", "bytes=0-999999999", "bytes= 7 - 9",
+    "bytes=299999-", "bytes=300001-", "bytes=999999-", "bytes=abc", "items=0-1", "bytes=5-2",
+    "bytes=", "nonsense", "bytes=-", "bytes=0-1" + ",0-1" * 100,
+]
+
+
+def cases(path: Path) -> list[tuple[dict[str, Any], str, Headers]]:
+    """(FileResponse kwargs, method, request headers)."""
+    st = path.stat()
+    last_modified = formatdate(st.st_mtime, usegmt=True).encode()
+    out: list[tuple[dict[str, Any], str, Headers]] = [
+        ({}, "GET", []),
+        ({}, "HEAD", []),
+        ({}, "POST", [(b"range", b"bytes=0-9")]),
+        ({"status_code": 404}, "GET", [(b"range", b"bytes=0-9")]),
+        ({"media_type": "text/csv", "headers": {"X-Thing": "1", "Cache-Control": "no-cache"}}, "GET", []),
+        ({"headers": {"content-type": "image/png", "content-length": "5"}}, "HEAD", []),
+        ({"filename": "report.pdf"}, "GET", []),
+        ({"filename": "résumé €.txt", "content_disposition_type": "inline"}, "HEAD", []),
+        ({"stat_result": st}, "GET", []),
+        ({}, "HEAD", [(b"range", b"bytes=0-9")]),
+        ({}, "GET", [(b"range", b"bytes=0-9"), (b"if-range", last_modified)]),
+        ({}, "GET", [(b"range", b"bytes=0-9"), (b"if-range", b'"stale"')]),
+        ({}, "GET", [(b"range", b"bytes=0-9"), (b"if-range", b'W/"weak"')]),
+    ]
+    out += [({}, "GET", [(b"range", r.encode())]) for r in RANGES]
+    return out
+
+
+async def test_same_replies_as_starlette(files: Path, driver: str) -> None:
+    before = open_fds()
+    for name in ("data.bin", "page.html", "notes.txt"):
+        path = files / name
+        for kwargs, method, headers in cases(path):
+            if path.stat().st_size < 300_000 and any(b"300001" in v or b"299999" in v for _, v in headers):
+                continue
+            ours = await call(FileResponse(path, **kwargs), method, headers)
+            theirs = await call(starlette_responses.FileResponse(path, **kwargs), method, headers)
+            what = (name, kwargs, method, headers)
+            assert ours.status == theirs.status, what
+            assert ours.headers == theirs.headers, what
+            assert ours.body == theirs.body, what
+            assert ours.messages[-1].get("more_body", False) is False
+    for extensions in ({"http.response.pathsend": {}}, {}):
+        ours = await call(FileResponse(files / "data.bin"), extensions=extensions)
+        theirs = await call(starlette_responses.FileResponse(files / "data.bin"), extensions=extensions)
+        if extensions:  # the same messages; without it, ours are fewer and larger (chunk_size)
+            assert ours.messages[1:] == theirs.messages[1:]
+        assert ours.body == theirs.body and ours.headers == theirs.headers
+    assert open_fds() == before
+
+
+async def test_what_starlette_does_not(files: Path, monkeypatch: pytest.MonkeyPatch, driver: str) -> None:
+    path = files / "data.bin"
+    payload = path.read_bytes()
+    etag = dict((await call(FileResponse(path), "HEAD")).headers)[b"etag"]
+    last_modified = formatdate(path.stat().st_mtime, usegmt=True).encode()
+    later = formatdate(path.stat().st_mtime + 3600, usegmt=True).encode()
+    earlier = formatdate(path.stat().st_mtime - 3600, usegmt=True).encode()
+    not_modified = [
+        [(b"if-none-match", etag)], [(b"if-none-match", b'"x", W/' + etag)], [(b"if-none-match", b"*")],
+        [(b"if-modified-since", last_modified)], [(b"if-modified-since", later)],
+    ]
+    for method in ("GET", "HEAD"):
+        for headers in not_modified:
+            r = await call(FileResponse(path, headers={"Cache-Control": "max-age=60"}), method, headers)
+            assert (r.status, r.body) == (304, b""), headers
+            assert r.headers == [(b"cache-control", b"max-age=60"), (b"etag", etag)]
+    modified = [
+        [(b"if-none-match", b'"other"')],
+        [(b"if-modified-since", earlier)],
+        [(b"if-modified-since", b"junk")],
+        [(b"if-none-match", b'"other"'), (b"if-modified-since", later)],  # INM wins (RFC 9110)
+    ]
+    for headers in modified:
+        r = await call(FileResponse(path), "GET", headers)
+        assert (r.status, r.body) == (200, payload), headers
+    r = await call(FileResponse(path, status_code=203), "GET", not_modified[0])
+    assert r.status == 203  # only a 200 response becomes 304
+    # Several ranges: the whole file (Starlette: multipart/byteranges).
+    r = await call(FileResponse(path), "GET", [(b"range", b"bytes=0-9,20-29")])
+    assert (r.status, r.body) == (200, payload)
+    # The server's zero-copy extension gets the open fd and the range.
+    seen: list[bytes] = []
+
+    def read_fd(reply: Reply) -> None:
+        m = reply.messages[-1]
+        if m["type"] == "http.response.zerocopysend":
+            seen.append(os.pread(m["file"], m["count"], m["offset"]))
+
+    ext = {"http.response.zerocopysend": {}}
+    r = await call(FileResponse(path), "GET", [(b"range", b"bytes=10-")], extensions=ext, on_send=read_fd)
+    assert r.status == 206 and seen == [payload[10:]]
+    # pathsend gets an absolute path.
+    monkeypatch.chdir(files)
+    r = await call(FileResponse("data.bin"), extensions={"http.response.pathsend": {}})
+    assert r.messages[1] == {"type": "http.response.pathsend", "path": str(path)}
+    # The empty file: one empty body message.
+    r = await call(FileResponse(files / "empty"))
+    assert (r.status, r.body, dict(r.headers)[b"content-length"]) == (200, b"", b"0")
+
+
+async def test_missing_and_non_regular_files_raise_as_starlettes(files: Path, driver: str) -> None:
+    for path, message in ((files / "nope", "does not exist"), (files, "is not a file")):
+        with pytest.raises(RuntimeError, match=f"File at path {path} {message}"):
+            await call(FileResponse(path))
+    os.mkfifo(files / "fifo")
+    with pytest.raises(RuntimeError, match="is not a file"):
+        await call(FileResponse(files / "fifo"))  # refused without blocking on the FIFO's open
+
+
+async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: str) -> None:
+    root, outside = tmp_path / "www", tmp_path / "secret"
+    (root / "sub").mkdir(parents=True)
+    outside.write_bytes(b"secret")
+    (root / "a.txt").write_bytes(b"hello")
+    (root / "sub" / "b.bin").write_bytes(b"\x00" * 10)
+    (root / "out").symlink_to(outside)
+    (root / "sub" / "up").symlink_to(tmp_path)
+    (root / "in").symlink_to(root / "a.txt")
+    app = StaticFiles(root)
+    before = open_fds()
+    served = [("/a.txt", b"hello"), ("/sub/b.bin", b"\x00" * 10), ("/in", b"hello"), ("//a.txt", b"hello")]
+    for path, body in served:
+        r = await call(app, path=path)
+        assert (r.status, r.body) == (200, body), path
+    refused = [
+        "/../secret", "/sub/../../secret", "/sub/../a.txt", "/out", "/sub/up/secret", "/a.txt\x00.png",
+        "/" + str(outside), "/", "/sub", "/missing", "/a.txt/x", "/" + "x" * 5000,
+    ]
+    for path in refused:
+        r = await call(app, path=path)
+        assert (r.status, r.body) == (404, b"Not Found"), path
+    r = await call(app, "POST", path="/a.txt")
+    assert (r.status, dict(r.headers)[b"allow"]) == (405, b"GET, HEAD")
+    assert open_fds() == before
+    with pytest.raises(RuntimeError, match="does not exist"):
+        StaticFiles(tmp_path / "nowhere")
+
+
+class Small(FileResponse):
+    chunk_size = 64 * 1024
+
+
+async def test_a_client_that_goes_away_frees_the_fd(tmp_path: Path, driver: str) -> None:
+    path = tmp_path / "big"
+    path.write_bytes(os.urandom(4 << 20))
+    before = open_fds()
+    gone = anyio.Event()
+
+    def after_three(reply: Reply) -> None:
+        if len(reply.messages) == 4:
+            gone.set()
+
+    r = await call(Small(path), on_send=after_three, disconnect=gone)
+    assert r.status == 200 and 3 * 65536 <= len(r.body) < 4 << 20
+    assert open_fds() == before
+    # A spec 2.4 server raises OSError from send once the client is gone: it propagates.
+
+    def raise_after_two(reply: Reply) -> None:
+        if len(reply.messages) == 3:
+            raise OSError("client gone")
+
+    with pytest.raises(OSError, match="client gone"):
+        await call(Small(path), spec="2.4", on_send=raise_after_two)
+    assert open_fds() == before
+
+
+async def test_a_file_that_shrinks_ends_the_response(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, driver: str
+) -> None:
+    path = tmp_path / "big"
+    payload = os.urandom(1 << 20)
+    path.write_bytes(payload)
+    before = open_fds()
+
+    def shrink(reply: Reply) -> None:
+        if len(reply.messages) == 3:
+            os.truncate(path, 200_000)
+
+    with caplog.at_level(logging.WARNING, logger="aiopg_io.asgi"):
+        r = await call(Small(path), on_send=shrink)
+    assert r.body == payload[:200_000] and r.messages[-1]["more_body"] is False
+    assert f"{path}: the file ended after 200000 of {1 << 20} bytes" in caplog.text
+    assert open_fds() == before
