@@ -86,9 +86,10 @@ def loop_name(anyio_backend: Any) -> str:
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_kvstore_runs_and_prints_throughput(tmp_path: Path, loop: str, driver: str) -> None:
-    kv = str(EXAMPLES / "kvstore.py")
+    kv, acks = str(EXAMPLES / "kvstore.py"), tmp_path / "acks"
     args = ["--driver", driver, "--loop", loop]
-    out = run(kv, "store", "--seconds", "2.2", "--checkpoint", "0.3", "--keys", "500", *args, cwd=tmp_path)
+    load = ["--seconds", "2.2", "--checkpoint", "0.3", "--keys", "500", "--ack-log", str(acks)]
+    out = run(kv, "store", *load, *args, cwd=tmp_path)
     lines = out.splitlines()
     assert lines[0] == "recovered: replayed 0 WAL records"
     assert [line for line in lines if re.fullmatch(r" +[\d,]+ durable puts/s +[\d,]+ gets/s", line)]
@@ -97,28 +98,41 @@ def test_kvstore_runs_and_prints_throughput(tmp_path: Path, loop: str, driver: s
     )
     assert summary is not None, out
     assert int(summary[1]) > 0 and int(summary[2]) >= int(summary[1])
-    # A clean exit checkpointed: the next start replays nothing, and every key reads back.
-    got = run(kv, "store", "--get", "key7", *args, cwd=tmp_path).strip()
-    assert re.fullmatch(r"7:\d+:x{8,95}", got), got
-    assert run(kv, "store", "--get", "nokey", *args, cwd=tmp_path).strip() == "(not found)"
-    # --verify reports an acknowledged version the store lacks, and one it could not have.
-    stored = int(got.split(":")[1])
-    acks = tmp_path / "acks"
-    acks.write_text(f"# run\n7 {stored - 1}\n7 {stored + 1}\n")
-    r = run_process(kv, "store", "--verify", str(acks), *args, cwd=tmp_path, timeout=120)
-    assert r.returncode == 1, r
-    assert f"verified 1 keys against {acks}: 1 lost" in r.stdout
-    assert f"acknowledged puts lost (key, acked version, stored version): [(7, {stored + 1}, {stored})]" in (
-        r.stderr
+    # Which keys a short run reaches depends on the machine's speed (client 7's seeded choices
+    # reach key7 only at its 85th put): the ack log says which puts were acknowledged. A clean
+    # exit acknowledges every put it made.
+    put_lines = acks.read_text().splitlines()
+    assert put_lines[0] == "# run" and len(put_lines) == 1 + int(summary[1]), put_lines[:3]
+    key, version = put_lines[-1].split()
+    assert re.fullmatch(r"key\d+", key), put_lines[-1]
+    got = run(kv, "store", "--get", key, *args, cwd=tmp_path).strip()
+    assert re.fullmatch(rf"{key}:{version}:x{{8,95}}", got), (got, put_lines[-1])
+    number = key.removeprefix("key")
+    out = run(kv, "store", "--get", number, *args, cwd=tmp_path).strip()
+    assert out == f"(not found) (keys are spelled {key})"
+    # Every acknowledged put is there; the clean exit checkpointed, so nothing is left to replay.
+    acked = len({line.split()[0] for line in put_lines[1:]})
+    out = run(kv, "store", "--verify", str(acks), *args, cwd=tmp_path).strip()
+    assert out == f"verified {acked} keys against {acks}: 0 lost " + (
+        "(read-only: 0 WAL records replayed in memory, left for the store's next start)"
     )
-    acks.write_text(f"# run\n7 {stored - 2}\n")  # two runs could not have moved it 2 ahead of one
-    r = run_process(kv, "store", "--verify", str(acks), *args, cwd=tmp_path, timeout=120)
+    # --verify reports an acknowledged version the store lacks, and one it could not have.
+    wrong = tmp_path / "wrong"
+    wrong.write_text(f"# run\n{key} {int(version) - 1}\n{key} {int(version) + 1}\n")
+    r = run_process(kv, "store", "--verify", str(wrong), *args, cwd=tmp_path, timeout=120)
+    assert r.returncode == 1, r
+    assert f"verified 1 keys against {wrong}: 1 lost" in r.stdout
+    lost = f"[('{key}', {int(version) + 1}, {version})]"
+    assert f"acknowledged puts lost (key, acked version, stored version): {lost}" in r.stderr
+    wrong.write_text(f"# run\n{key} {int(version) - 2}\n")  # two runs could not have moved it 2 ahead of one
+    r = run_process(kv, "store", "--verify", str(wrong), *args, cwd=tmp_path, timeout=120)
     assert r.returncode == 1 and "1 lost" in r.stdout, r
 
 
-async def wait_for_acks(proc: subprocess.Popen[str], acks: Path, count: int) -> None:
+async def wait_for_acks(proc: subprocess.Popen[str], acks: Path, start: int, count: int) -> None:
+    """Until this run (its lines from byte ``start`` of the log on) has written ``count`` lines."""
     deadline = time.monotonic() + 120
-    while not acks.exists() or acks.read_bytes().count(b"\n") < count:
+    while not acks.exists() or acks.read_bytes()[start:].count(b"\n") < count:
         assert proc.poll() is None, f"kvstore exited early:\n{proc.communicate()}"
         assert time.monotonic() < deadline, "kvstore acknowledged too few puts in 120 s"
         await anyio.sleep(0.05)
@@ -127,39 +141,54 @@ async def wait_for_acks(proc: subprocess.Popen[str], acks: Path, count: int) -> 
 @pytest.mark.anyio
 async def test_kvstore_survives_kill_9(tmp_path: Path, anyio_backend: Any, driver: str) -> None:
     """Run the store under load, SIGKILL it, twice (the second run recovers the first's crash,
-    then crashes again mid-load), then check every acknowledged put is there, in this process."""
+    then crashes again mid-load), then check every acknowledged put is there, without
+    recovering (``--verify``, and in this process), and that the next start recovers."""
     store, acks = tmp_path / "store", tmp_path / "acks"
-    cmd = [sys.executable, str(EXAMPLES / "kvstore.py"), str(store), "--seconds", "600"]
-    cmd += ["--keys", "2000", "--clients", "16", "--checkpoint", "0.2", "--ack-log", str(acks)]
-    cmd += ["--driver", driver, "--loop", loop_name(anyio_backend)]
-    outputs = []
-    for target in (400, 1200):
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, str(EXAMPLES / "kvstore.py"), str(store), "--driver", driver]
+    cmd += ["--loop", loop_name(anyio_backend)]
+    load = ["--seconds", "600", "--keys", "2000", "--clients", "16", "--ack-log", str(acks)]
+    outputs, second_run_acks = [], 0
+    # The first run checkpoints under load; the second never does, so every put it acknowledged
+    # is a WAL record past the redo point, which the next start must replay.
+    for target, checkpoint in ((400, "0.2"), (800, "600")):
+        start = acks.stat().st_size if acks.exists() else 0
+        proc = subprocess.Popen([*cmd, *load, "--checkpoint", checkpoint], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
         try:
-            await wait_for_acks(proc, acks, target)
+            await wait_for_acks(proc, acks, start, target)
         finally:
             proc.send_signal(signal.SIGKILL)
             out, err = proc.communicate()
         assert proc.returncode == -signal.SIGKILL, err
         outputs.append(out)
+        second_run_acks = acks.read_bytes()[start:].count(b"\n") - 1  # less its "# run" line
     assert re.match(r"recovered: replayed \d+ WAL records\n", outputs[1]), outputs[1]
 
     kvstore = load_example("kvstore")
     acked, runs = kvstore.read_ack_log(str(acks))
     assert runs == 2
     assert len(acked) > 100
-    async with kvstore.KVStore(str(store), 1024, driver) as kv:
+    out = run(*cmd[1:], "--verify", str(acks), cwd=store).strip()
+    verified = re.fullmatch(
+        rf"verified {len(acked)} keys against {acks}: 0 lost \(read-only: (\d+) WAL records replayed in "
+        r"memory, left for the store's next start\)", out
+    )
+    assert verified is not None, out
+    pending = int(verified[1])
+    assert pending >= second_run_acks >= target - 1, (pending, second_run_acks)
+    async with kvstore.KVStore(str(store), 1024, driver, read_only=True) as kv:
+        assert kv.replayed == pending  # --verify left every record in place
         for k, v in acked.items():
-            value = await kv.get(f"key{k}".encode())
-            assert value is not None, f"key{k} acknowledged at version {v} is gone"
-            key_no, version, pad = value.split(b":")
+            value = await kv.get(k.encode())
+            assert value is not None, f"{k} acknowledged at version {v} is gone"
+            key, version, pad = value.split(b":")
             # The last acknowledged version, or a later one by at most one per run: durable, the
             # run killed before its ack line, and the next run went on from it.
-            assert int(key_no) == k and pad.strip(b"x") == b"", (k, v, value)
+            assert key == k.encode() and pad.strip(b"x") == b"", (k, v, value)
             assert v <= int(version) <= v + runs, (k, v, value)
-
-    out = run(str(EXAMPLES / "kvstore.py"), str(store), "--verify", str(acks), "--driver", driver, cwd=store)
-    assert out.strip() == f"verified {len(acked)} keys against {acks}: 0 lost"
+    # Recovery is the store's job, on its next start, and it says what it replayed.
+    out = run(*cmd[1:], "--seconds", "0", cwd=store)
+    assert out.splitlines()[0] == f"recovered: replayed {pending} WAL records", out
 
 
 @pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
