@@ -32,9 +32,30 @@ def run_process(
 
 
 def run(*args: str, cwd: Path) -> str:
+    return run_with_stderr(*args, cwd=cwd)[0]
+
+
+def run_with_stderr(*args: str, cwd: Path) -> tuple[str, str]:
     r = run_process(*args, cwd=cwd)
     assert r.returncode == 0, f"{args} failed:\n{r.stdout}\n{r.stderr}"
-    return r.stdout
+    return r.stdout, r.stderr
+
+
+def progress_lines(stderr: str, what: str, unit: str = "MiB") -> list[tuple[str, str]]:
+    """The (done, total) of every ``--progress`` line about ``what`` (examples/_progress.py);
+    every line of stderr must be one (nothing else is written there)."""
+    rate = r"[\d,.]+ MiB/s" if unit == "MiB" else rf"[\d,]+ {unit}/s"
+    pattern = rf"  {re.escape(what)}: ([\d,.]+) of ([\d,.]+) {unit} \(\d+%\) in [\d.]+ s, {rate}"
+    found = []
+    for line in stderr.splitlines():
+        m = re.fullmatch(pattern, line)
+        assert m is not None, line
+        found.append((m[1], m[2]))
+    return found
+
+
+def mib(nbytes: int) -> str:
+    return f"{nbytes / (1 << 20):,.1f}"
 
 
 @pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
@@ -44,9 +65,13 @@ def test_cp(tmp_path: Path, size: int, direct: bool, driver: str) -> None:
     src.write_bytes(os.urandom(size))
     extra = ["--direct"] if direct else []
     args = [str(EXAMPLES / "cp.py"), str(src), str(dst), "--depth", "4", "--driver", driver, *extra]
-    out = run(*args, cwd=tmp_path)
+    out, err = run_with_stderr(*args, "--progress", "0", cwd=tmp_path)
     assert dst.read_bytes() == src.read_bytes()
     assert out.startswith(f"copied {size} bytes")
+    # One progress line per block copied (--progress 0), the last one at the whole size.
+    lines = progress_lines(err, "copying")
+    assert len(lines) == -(-size // 131072)
+    assert not lines or lines[-1] == (mib(size), mib(size))
 
 
 def test_trio_checksum(tmp_path: Path, driver: str) -> None:
@@ -58,7 +83,10 @@ def test_trio_checksum(tmp_path: Path, driver: str) -> None:
         data = os.urandom(i * 150_001 % 2_500_000)
         (d / f"f{i}").write_bytes(data)
         expected[str(d / f"f{i}")] = hashlib.sha256(data).hexdigest()
-    out = run(str(EXAMPLES / "trio_checksum.py"), str(tree), "--driver", driver, cwd=tmp_path)
+    args = [str(EXAMPLES / "trio_checksum.py"), str(tree), "--driver", driver, "--progress", "0"]
+    out, err = run_with_stderr(*args, cwd=tmp_path)
+    total = sum(p.stat().st_size for p in tree.rglob("f*"))
+    assert progress_lines(err, "hashing")[-1] == (mib(total), mib(total))
     lines = out.splitlines()
     got = {path: digest for digest, path in (line.split("  ", 1) for line in lines[:-1])}
     assert got == expected
@@ -67,8 +95,13 @@ def test_trio_checksum(tmp_path: Path, driver: str) -> None:
 
 def test_aiofiles_migration(tmp_path: Path, driver: str) -> None:
     # The example takes no --driver: the fixture's AIOPG_IO_DRIVER reaches it through the environment.
-    out = run(str(EXAMPLES / "aiofiles_migration.py"), "--lines", "3000", cwd=tmp_path)
+    args = ["--lines", "3000", "--progress", "0"]
+    out, err = run_with_stderr(str(EXAMPLES / "aiofiles_migration.py"), *args, cwd=tmp_path)
     assert "same output: True" in out
+    for module in ("aiofiles", "aiopg_io"):  # a line per line written and read, in each half
+        lines = [line for line in err.splitlines() if line.startswith(f"  {module}: ")]
+        done = progress_lines("\n".join(lines), f"{module}: lines written and read", unit="lines")
+        assert done == [(f"{n:,}", "6,000") for n in range(1, 6001)]
 
 
 def load_example(name: str) -> ModuleType:
@@ -199,14 +232,19 @@ def test_scan(data_dir: Path, loop: str, direct: bool, driver: str) -> None:
     data = os.urandom(pages * 8192)
     table.write_bytes(data)
     args = ["--driver", driver, "--loop", loop, "--buffers", "64", *(["--direct"] if direct else [])]
-    out = run(str(EXAMPLES / "scan.py"), str(table), *args, cwd=data_dir).splitlines()
-    speed = r"in [\d.]+ s: [\d.]+ MB/s, \d+ reads of [\d.]+ pages on average"
+    out, err = run_with_stderr(str(EXAMPLES / "scan.py"), str(table), *args, "--progress", "0", cwd=data_dir)
+    assert len(progress_lines(err, "scanning")) == pages
+    assert progress_lines(err, "scanning")[-1] == (mib(len(data)), mib(len(data)))
+    out = out.splitlines()
+    speed = r"in [\d.]+ s: [\d.]+ MiB/s, \d+ reads of [\d.]+ pages on average"
     assert re.fullmatch(rf"scanned {pages} pages \({len(data)} bytes\) {speed}", out[0]), out
     assert out[1] == f"sha256 {hashlib.sha256(data).hexdigest()}"
 
 
 def test_scan_creates_its_table(tmp_path: Path, driver: str) -> None:
-    out = run(str(EXAMPLES / "scan.py"), "t", "--create", "100k", "--driver", driver, cwd=tmp_path)
+    args = ["t", "--create", "100k", "--driver", driver, "--progress", "0"]
+    out, err = run_with_stderr(str(EXAMPLES / "scan.py"), *args, cwd=tmp_path)
+    assert progress_lines("\n".join(err.splitlines()[:1]), "creating t") == [("0.1", "0.1")]
     lines = out.splitlines()
     assert lines[0] == "created t: 106496 bytes"  # rounded up to 13 whole pages
     assert lines[2] == f"sha256 {hashlib.sha256((tmp_path / 't').read_bytes()).hexdigest()}"
@@ -228,7 +266,7 @@ def test_api_reference_is_up_to_date() -> None:
 def test_every_example_is_listed_and_run() -> None:
     """A new example gets a line in the README (how to run it) and a test here."""
     readme, tests = (ROOT / "README.md").read_text(), Path(__file__).read_text()
-    for example in sorted(EXAMPLES.glob("*.py")):
+    for example in sorted(EXAMPLES.glob("[!_]*.py")):  # _progress.py: a helper they import
         assert f"python examples/{example.name}" in readme, f"README.md: how to run {example.name}?"
         assert f'"{example.name}"' in tests, f"no test runs examples/{example.name}"
 
@@ -260,6 +298,6 @@ def test_the_examples_extra_brings_what_the_examples_import() -> None:
             )
             for mod in mods:
                 top = mod.split(".")[0]
-                if top in stdlib or top in ("__future__", "aiopg_io"):
+                if top in stdlib or top in ("__future__", "aiopg_io") or (EXAMPLES / f"{top}.py").exists():
                     continue
                 assert top.lower() in names, f"examples/{example.name} imports {top}: add it to the extra"
