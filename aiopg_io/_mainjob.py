@@ -224,7 +224,7 @@ def figure(plt: Any, results: list[JobResult], matrix: Matrix) -> Any:
         )
         if not rows:
             continue
-        shift = 2 ** (0.045 * (i - (len(lines) - 1) / 2))  # the x axis is log2: a constant factor
+        shift = 2 ** (0.08 * (i - (len(lines) - 1) / 2))  # the x axis is log2: a constant factor
         ys = [r.iops for r in rows]
         low = [r.iops - min(r.extra["rounds_iops"]) for r in rows]
         high = [max(r.extra["rounds_iops"]) - r.iops for r in rows]
@@ -237,7 +237,7 @@ def figure(plt: Any, results: list[JobResult], matrix: Matrix) -> Any:
             linestyle="--" if direct else "-",
             marker="s" if direct else "o",
             markerfacecolor="white" if direct else colour,
-            markersize=7,
+            markersize=6,
             capsize=3,
             alpha=0.85,
             label=f"{name}, {'direct' if direct else 'buffered'}",
