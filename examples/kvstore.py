@@ -1,9 +1,10 @@
 """A tiny durable key-value store: the WAL for durability, the buffer pool for pages.
 
     python examples/kvstore.py DIR [--clients 32] [--seconds 5] [--keys 20000] [--driver worker]
-    python examples/kvstore.py DIR --get KEY
+    python examples/kvstore.py DIR --get key12608
     python examples/kvstore.py DIR --ack-log acks.txt   # then kill -9 it, and:
-    python examples/kvstore.py DIR --verify acks.txt
+    python examples/kvstore.py DIR --verify acks.txt    # checks, recovers nothing
+    python examples/kvstore.py DIR                      # recovers: replayed N WAL records
 
 Run it, kill it with ``kill -9`` whenever you like, run it again: every put it acknowledged
 is there. How, in PostgreSQL's terms:
@@ -29,13 +30,18 @@ is there. How, in PostgreSQL's terms:
 - **Recovery** on start: the WAL recovers itself (cutting any torn tail), then every record
   from the redo point on is replayed into pages whose LSN is older than the record's
   (changes to one page are logged in LSN order under its bucket lock, so a page's LSN
-  says exactly which records it holds).
+  says exactly which records it holds). Recovery prints how many records it replayed.
+- **Looking without recovering.** ``--get`` and ``--verify`` open the store read-only: they
+  replay the WAL into the pool in memory only (pages are not marked dirty, so nothing is
+  written back) and do not checkpoint, so the records stay for the store's next start to
+  replay (the WAL itself still cuts a torn tail on open, as any opener must before reading).
 
-The load: ``--clients`` tasks, each owning a slice of the keys, loop over put-then-get for
-``--seconds``, and throughput is printed every second. A value is ``key number:version:padding``;
-a client continues a key from the version stored, across restarts. ``--ack-log FILE`` appends
-each acknowledged put (``key version``, one line, after the put returned; a ``# run`` line
-starts each run) so a test can kill the process and ``--verify`` afterwards: every key holds
+The load: ``--clients`` tasks, each owning a slice of the keys (``key0`` to ``key{--keys - 1}``),
+loop over put-then-get for ``--seconds``, and throughput is printed every second. A value is
+``key:version:padding`` (``key12608:3:xxxx``); a client continues a key from the version
+stored, across restarts. ``--ack-log FILE`` appends each acknowledged put (``key12608 3``, one
+line, after the put returned; a ``# run`` line starts each run), so a test can kill the
+process and ``--verify`` afterwards: every key holds
 its last acknowledged version or a later one. Later by at most one per run: a run killed
 between a put and its line leaves a durable version nobody acknowledged, and the next run
 continues from it.
@@ -50,6 +56,7 @@ import json
 import os
 import random
 import struct
+import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -106,10 +113,14 @@ def decode_record(record: bytes) -> tuple[bytes, bytes]:
 
 
 class KVStore:
-    def __init__(self, directory: str, buckets: int, driver: str | None) -> None:
+    """The store in ``directory``. ``read_only``: replay the WAL in memory only and never
+    checkpoint (``--get``, ``--verify``): the next read-write start still replays it all."""
+
+    def __init__(self, directory: str, buckets: int, driver: str | None, *, read_only: bool = False) -> None:
         self.directory = directory
         self.buckets = buckets
         self.driver = driver
+        self.read_only = read_only
         self.locks = [anyio.Lock() for _ in range(buckets)]
         self.puts = self.gets = 0
         self.scratch = memoryview(bytearray(PAGE))
@@ -129,7 +140,7 @@ class KVStore:
 
     async def __aexit__(self, *exc: object) -> None:
         try:
-            if exc[0] is None:
+            if exc[0] is None and not self.read_only:
                 await self.checkpoint()
         finally:
             await self._pool.__aexit__(None, None, None)
@@ -164,10 +175,14 @@ class KVStore:
     async def _recover(self) -> int:
         redo = self._read_redo()
         replayed = 0
+        last_report = time.perf_counter()
         async for lsn, record in self.wal.read(start=redo):
             key, value = decode_record(record)
             await self._apply(lsn, key, value)
             replayed += 1
+            if time.perf_counter() - last_report >= 1:  # a long WAL: say that it is moving
+                last_report = time.perf_counter()
+                print(f"  recovering: {replayed:,} WAL records replayed so far", file=sys.stderr, flush=True)
         return replayed
 
     async def _apply(self, lsn: int, key: bytes, value: bytes) -> None:
@@ -179,7 +194,8 @@ class KVStore:
                 return
             entries[key] = value
             encode_page(page.data, lsn, entries, bucket)
-            page.mark_dirty()
+            if not self.read_only:  # read-only: the change lives in the pool, never written
+                page.mark_dirty()
 
     async def checkpoint(self) -> None:
         async with contextlib.AsyncExitStack() as locks:
@@ -198,6 +214,8 @@ class KVStore:
             raise ValueError(
                 f"key of {len(key)} bytes (1 to {MAX_KEY}), value of {len(value)} bytes (at most {MAX_VALUE})"
             )
+        if self.read_only:
+            raise RuntimeError(f"the store in {self.directory!r} was opened read-only: no puts")
         bucket = zlib.crc32(key) % self.buckets
         # As PostgreSQL holds the buffer lock across XLogInsert: changes to one page are
         # logged and applied in LSN order. The flush (where group commit happens) is outside.
@@ -222,9 +240,14 @@ class KVStore:
         return entries.get(key)
 
 
-def read_ack_log(ack_log: str) -> tuple[dict[int, int], int]:
+def key_name(k: int) -> str:
+    """The one spelling of key number ``k``: in the store, in values, in the ack log, for ``--get``."""
+    return f"key{k}"
+
+
+def read_ack_log(ack_log: str) -> tuple[dict[str, int], int]:
     """The last acknowledged version of each key, and how many runs wrote the log."""
-    last: dict[int, int] = {}
+    last: dict[str, int] = {}
     runs = 0
     with open(ack_log) as f:
         for line in f:
@@ -233,8 +256,8 @@ def read_ack_log(ack_log: str) -> tuple[dict[int, int], int]:
             if line.startswith("#"):
                 runs += 1
                 continue
-            k, v = map(int, line.split())
-            last[k] = max(v, last.get(k, 0))
+            k, v = line.split()
+            last[k] = max(int(v), last.get(k, 0))
     return last, runs
 
 
@@ -244,11 +267,14 @@ async def verify(kv: KVStore, ack_log: str) -> dict[str, Any]:
     last, runs = read_ack_log(ack_log)
     bad = []
     for k, v in sorted(last.items()):
-        value = await kv.get(f"key{k}".encode())
+        value = await kv.get(k.encode())
         stored = int(value.split(b":")[1]) if value is not None else 0
         if not v <= stored <= v + runs:
             bad.append((k, v, stored))
-    print(f"verified {len(last)} keys against {ack_log}: {len(bad)} lost")
+    print(
+        f"verified {len(last)} keys against {ack_log}: {len(bad)} lost "
+        f"(read-only: {kv.replayed} WAL records replayed in memory, left for the store's next start)"
+    )
     if bad:
         raise SystemExit(f"acknowledged puts lost (key, acked version, stored version): {bad[:10]}")
     return {"verified": len(last)}
@@ -259,10 +285,12 @@ def keys_of(client: int, clients: int, nkeys: int) -> Iterator[int]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    async with KVStore(args.dir, args.buckets, args.driver) as kv:
+    read_only = args.get is not None or args.verify is not None
+    async with KVStore(args.dir, args.buckets, args.driver, read_only=read_only) as kv:
         if args.get is not None:
             value = await kv.get(args.get.encode())
-            print(value.decode() if value is not None else "(not found)")
+            hint = f" (keys are spelled {key_name(int(args.get))})" if args.get.isdigit() else ""
+            print(value.decode() if value is not None else f"(not found){hint}")
             return {}
         if args.verify is not None:
             return await verify(kv, args.verify)
@@ -278,16 +306,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             mine = list(keys_of(c, args.clients, args.keys))
             while time.perf_counter() < deadline:
                 k = rng.choice(mine)
-                key = f"key{k}".encode()
+                name = key_name(k)
+                key = name.encode()
                 if k not in versions:  # continue from the version stored by an earlier run
                     stored = await kv.get(key)
                     versions[k] = int(stored.split(b":")[1]) if stored is not None else 0
                 v = versions[k] + 1
-                value = f"{k}:{v}:".encode() + b"x" * rng.randrange(8, 96)
+                value = f"{name}:{v}:".encode() + b"x" * rng.randrange(8, 96)
                 await kv.put(key, value)
                 versions[k] = v
                 if ack_fd is not None:
-                    os.write(ack_fd, f"{k} {v}\n".encode())
+                    os.write(ack_fd, f"{name} {v}\n".encode())
                 got = await kv.get(key)
                 assert got == value, (key, got, value)
 
@@ -337,9 +366,12 @@ def main() -> None:
     p.add_argument("--checkpoint", type=float, default=2.0, help="seconds between checkpoints")
     p.add_argument("--driver", default=None)
     p.add_argument("--loop", choices=("asyncio", "uvloop", "trio"), default="asyncio")
-    p.add_argument("--ack-log", help="append 'key version' for each acknowledged put")
-    p.add_argument("--get", metavar="KEY", help="print one key's value and exit")
-    p.add_argument("--verify", metavar="ACK_LOG", help="check every put in an --ack-log survived, and exit")
+    p.add_argument("--ack-log", help="append 'key12608 3' (key, version) for each acknowledged put")
+    read_only = "; recovers nothing (the store's next start does)"
+    p.add_argument("--get", metavar="KEY", help=f"print one key's value (e.g. key12608) and exit{read_only}")
+    p.add_argument(
+        "--verify", metavar="ACK_LOG", help=f"check every put in an --ack-log survived, and exit{read_only}"
+    )
     args = p.parse_args()
     backend, options = ("asyncio", {"use_uvloop": True}) if args.loop == "uvloop" else (args.loop, {})
     anyio.run(functools.partial(run, args), backend=backend, backend_options=options)

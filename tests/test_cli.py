@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from aiopg_io import _mainjob
+from aiopg_io._info import machine_matrix
+from aiopg_io.bench import Job, JobResult
 from aiopg_io.drivers import DRIVER_NAMES, unavailable_reason
 
 
@@ -49,32 +53,128 @@ def test_info_json(tmp_path: Path) -> None:
     assert doc["alignment"]["offset"] in (512, 1024, 2048, 4096)
 
 
+#: The main job as the tests run it: the whole plan, every round, in a few seconds.
+QUICK = ("--seconds", "0.02", "--ramp", "0", "--size", "8m")
+
+
 def test_main_job_json(tmp_path: Path) -> None:
-    doc = json.loads(run("--seconds", "0.3", "--json", cwd=tmp_path).stdout)
+    doc = json.loads(run(*QUICK, "--rounds", "3", "--json", cwd=tmp_path).stdout)
+    drivers = doc["matrix"]["drivers"]
     ran = {(r["driver"], r["job"]["direct"], r["job"]["iodepth"]) for r in doc["results"]}
     for name in ("io_uring", "posix_aio", "worker"):
-        if unavailable_reason(name) is None:
-            assert {(name, False, 1), (name, False, 8), (name, False, 32)} <= ran
-    assert all(r["ops"] > 0 and r["iops"] > 0 for r in doc["results"])
-    assert list(tmp_path.iterdir()) == []  # the temporary file is gone
-
-
-def test_main_job_rounds_report_medians(tmp_path: Path) -> None:
-    doc = json.loads(run("--seconds", "0.05", "--rounds", "3", "--json", cwd=tmp_path).stdout)
-    assert doc["rounds"] == 3
+        for mode, direct in (("buffered", False), ("direct", True)):
+            if drivers[name][mode] == "available":  # direct at every depth buffered is measured at
+                assert {(name, direct, 1), (name, direct, 8), (name, direct, 32)} <= ran
+    assert sum(r["ops"] for r in doc["results"]) > 0
+    assert doc["rounds"] == 3 and doc["noisy_threshold"] == 1.25
     for r in doc["results"]:
         rounds = r["extra"]["rounds_iops"]
         assert len(rounds) == 3
         assert r["iops"] == sorted(rounds)[1]  # the median round is the one reported
+        if "rounds_vs_worker" in r["extra"]:  # the worker ran every mode and depth, and read in each round
+            ratios = r["extra"]["rounds_vs_worker"]
+            assert len(ratios) == 3 and r["extra"]["vs_worker"] == sorted(ratios)[1]
+    assert any("rounds_vs_worker" in r["extra"] for r in doc["results"])
+    noisy = [r for r in doc["results"] if r["extra"]["noisy"]]
+    assert len(doc["noisy"]) == len(noisy)
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone
+
+
+def test_main_job_table(tmp_path: Path) -> None:
+    r = run(*QUICK, "--rounds", "2", cwd=tmp_path)
+    assert "Self-benchmark: 4 KiB random reads on a 8 MiB file" in r.stdout
+    lines = r.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if "Self-benchmark" in line) + 1
+    assert lines[head].split() == [
+        "driver", "mode", "in", "flight", "IOPS", "low-high", "MiB/s", "p50", "µs", "vs", "worker", "low-high"
+    ]
+    rows = lines[head + 1 : lines.index("", head)]
+    assert len(rows) >= 6  # the worker driver, buffered and direct, at 1, 8 and 32
+    iops, ratio = r"[\d,]+ +[\d,]+-[\d,]+", r"[\d.]+x +[\d.]+-[\d.]+"
+    for row in rows:  # every figure with its lowest and highest round (no ratio: a round without reads)
+        pattern = rf"  \S+ +(buffered|direct) +\d+ +{iops} +[\d.]+ +[\d.]+ +({ratio}|-)"
+        assert re.fullmatch(pattern, row), row
+    assert "each figure the median of 2 interleaved rounds, the lowest and highest" in r.stdout
+    assert "done" in r.stderr  # the progress bar
 
 
 def test_main_job_plot(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib is the 'plot' extra")
     out = tmp_path / "out" / "iops.png"
     out.parent.mkdir()
-    r = run("--seconds", "0.05", "--rounds", "1", "--plot", str(out), cwd=tmp_path)
+    r = run(*QUICK, "--rounds", "1", "--plot", str(out), cwd=tmp_path)
     assert f"plot written to {out}" in r.stdout
+    assert "one round, so no spread" in r.stdout and "Noisy" not in r.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- the main job's summary, table, noise line and plot, from figures made up here ------------
+
+
+def made_up_runs(iops: dict[tuple[str, bool, int], list[float]]) -> list[list[JobResult]]:
+    """Rounds of the cells ``(driver, direct, depth)`` with the IOPS given, one per round."""
+    runs = []
+    for (driver, direct, depth), rounds in iops.items():
+        job = Job("f", iodepth=depth, direct=direct, driver=driver)
+        runs.append([JobResult(job, driver, int(x), 1.0, x, x / 256, 10.0, 20.0, 5.0) for x in rounds])
+    return runs
+
+
+def test_summary_takes_medians_and_ratios_within_rounds() -> None:
+    runs = made_up_runs({
+        ("io_uring", False, 1): [4000.0, 1000.0, 3000.0],
+        ("worker", False, 1): [1000.0, 1000.0, 1100.0],
+        ("io_uring", True, 1): [500.0, 500.0, 500.0],  # no worker direct figure: no ratio
+    })
+    uring, worker, direct = _mainjob.summarize(runs)
+    assert uring.iops == 3000.0 and uring.extra["rounds_iops"] == [4000.0, 1000.0, 3000.0]
+    # Within each round (4.0, 1.0, 3000/1100), the median: not 3000/1000 from the medians.
+    assert uring.extra["rounds_vs_worker"] == [4.0, 1.0, 3000.0 / 1100.0]
+    assert uring.extra["vs_worker"] == 3000.0 / 1100.0
+    assert worker.extra["vs_worker"] == 1.0
+    assert "vs_worker" not in direct.extra
+    assert [r.extra["noisy"] for r in (uring, worker, direct)] == [True, False, False]
+    table = _mainjob.table([uring, worker, direct]).splitlines()
+    assert table[1].split() == ["io_uring", "buffered", "1", "3,000", "1,000-4,000", "11.7", "10.0", "2.73x",
+                                "1.00-4.00"]
+    assert table[2].split()[-2:] == ["1.00x", "1.00-1.00"]
+    assert table[3].split()[-1] == "-"
+
+
+def test_noise_line_when_a_figure_moved_more_than_the_threshold() -> None:
+    assert _mainjob.NOISY == 1.25
+    calm = _mainjob.summarize(made_up_runs({("worker", False, 8): [1000.0, 1250.0, 1100.0]}))
+    assert _mainjob.noise_note(calm) is None  # exactly 1.25x is not noisy
+    busy = _mainjob.summarize(made_up_runs({
+        ("worker", False, 8): [1000.0, 1260.0, 1100.0],
+        ("worker", True, 32): [100.0, 300.0, 200.0],
+        ("worker", False, 1): [0.0, 10.0, 10.0],  # a round that counted nothing
+    }))
+    note = _mainjob.noise_note(busy)
+    assert note is not None
+    assert "in 3 of 3 figures the highest round was more than 1.25x the lowest" in note
+    assert "(the widest: worker buffered x1, a round that counted no read)" in note
+    assert "Something else was using this machine" in note
+
+
+def test_plot_draws_each_driver_and_mode_from_zero() -> None:
+    plt = pytest.importorskip("matplotlib.pyplot", reason="matplotlib is the 'plot' extra")
+    drivers, modes = ("io_uring", "worker"), (False, True)
+    cells = {(d, m, q): [1000.0 * q, 1100.0 * q] for d in drivers for m in modes for q in (1, 8, 32)}
+    results = _mainjob.summarize(made_up_runs(cells))
+    matrix = machine_matrix(".")
+    fig = _mainjob.figure(plt, results, matrix)
+    ax = fig.axes[0]
+    assert ax.get_ylim()[0] == 0
+    # errorbar: a container per driver and mode, holding the line and its bars.
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}
+    assert set(lines) == {f"{d}, {m}" for d in drivers for m in ("buffered", "direct")}
+    # Same figures, yet no marker on another: every line has its own x positions and look.
+    xs = {tuple(line.get_xdata()) for line in lines.values()}
+    looks = {(line.get_linestyle(), line.get_marker(), line.get_color()) for line in lines.values()}
+    assert len(xs) == 4 and len(looks) == 4
+    assert matrix.kernel in ax.get_title() and f"Python {matrix.python}" in ax.get_title()
+    plt.close(fig)
 
 
 def test_main_job_plot_without_matplotlib_fails_before_running(tmp_path: Path) -> None:
@@ -94,12 +194,6 @@ def test_main_job_refuses_zero_rounds(tmp_path: Path) -> None:
     r = run_process("--rounds", "0", cwd=tmp_path)
     assert r.returncode == 2
     assert "--rounds: '0' is not a positive whole number" in r.stderr
-
-
-def test_main_job_table(tmp_path: Path) -> None:
-    r = run("--seconds", "0.05", cwd=tmp_path)
-    assert "Self-benchmark" in r.stdout and "vs worker" in r.stdout
-    assert "done" in r.stderr  # the progress bar
 
 
 def test_bench_fio_vocabulary(tmp_path: Path) -> None:
