@@ -340,6 +340,10 @@ async def _run(job: Job, opener: Opener) -> JobResult:
         stop = False
         running = depth
         finished = anyio.Event()
+        # A window in which no op completed measures nothing (0 IOPS, no latency): a short
+        # runtime on a busy machine can end before the first completion, so the window is
+        # kept open until one op has been counted.
+        counted = anyio.Event()
 
         async def worker(i: int) -> None:
             nonlocal ops, running
@@ -357,11 +361,14 @@ async def _run(job: Job, opener: Opener) -> JobResult:
                         if counting:
                             lat.append(perf() - t0)
                             ops += 1
+                            if ops == 1:
+                                counted.set()
                         j += depth
             finally:
                 running -= 1
                 if running == 0:
                     finished.set()
+                    counted.set()
 
         async with anyio.create_task_group() as tg:
             for i in range(depth):
@@ -371,6 +378,7 @@ async def _run(job: Job, opener: Opener) -> JobResult:
             t_start, cpu_start = time.perf_counter(), time.process_time()
             with anyio.move_on_after(job.runtime):
                 await finished.wait()
+            await counted.wait()
             counting = False
             elapsed = time.perf_counter() - t_start
             cpu = time.process_time() - cpu_start
