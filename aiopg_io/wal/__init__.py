@@ -1,7 +1,7 @@
 """A write-ahead log with group commit, recovery and a streaming reader (PostgreSQL's WAL).
 
-See :mod:`aiopg_io.wal._wal` for how it works and :mod:`aiopg_io.wal._format` for the
-on-disk format.
+See :mod:`aiopg_io.wal._wal` for how it works (it names the module of each part) and
+:mod:`aiopg_io.wal._format` for the on-disk format.
 """
 
 from __future__ import annotations
