@@ -34,12 +34,14 @@ How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c):
 
 Facts relied on:
 
-- A segment's data is durable once it is synced (fdatasync(2)/fsync(2)), or written through
-  a descriptor opened ``O_DSYNC`` (open(2)); a segment being left is synced before its file
-  is closed, so segments become durable in order.
+- A segment's data is durable once it is synced (fsync(2): fdatasync flushes the data and
+  the metadata needed to read it back), or written through a descriptor opened ``O_DSYNC``
+  (open(2): each write returns once its data is durable as by fdatasync). A segment being
+  left is synced before its file is closed, so segments become durable in order.
 - After a failed fsync the kernel may have dropped the dirty pages and reports the error
-  once: retrying can report success over lost data (PostgreSQL's "fsyncgate", hence
-  ``data_sync_retry = off``). So the WAL never retries; it poisons itself.
+  once per fd (Linux >= 4.13; :mod:`aiopg_io.drivers.base`): a retry can report success
+  over lost data (PostgreSQL's "fsyncgate", 2018, hence ``data_sync_retry = off``). So the
+  WAL never retries; it poisons itself.
 """
 
 from __future__ import annotations

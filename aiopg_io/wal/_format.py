@@ -44,7 +44,7 @@ Where this departs from PostgreSQL, and why:
   position could then make such a stale record line up (same position, matching
   ``prev``). The decoder refuses any page or record whose epoch is older than the last
   record it accepted, so stale bytes of an earlier run can never be read as the
-  continuation of a later one. See :mod:`aiopg_io.wal._wal` for the stamp written at open.
+  continuation of a later one. See :mod:`aiopg_io.wal._recovery` for the stamp written at open.
 
 The decoder below works on bytes only (no I/O), so recovery logic is tested without files.
 """

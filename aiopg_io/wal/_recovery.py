@@ -34,8 +34,9 @@ How it works:
 
 Facts relied on:
 
-- Records written but not synced before a crash may or may not be on disk, in any part: a
-  write is not atomic across pages, and the page cache writes back in no promised order.
+- Records written but not synced before a crash may or may not be on disk, in any part:
+  only a completed fsync promises anything (fsync(2)); until then the page cache writes
+  dirty pages back in no promised order, and a write spanning pages may land in part.
 - The writer syncs each segment before it moves to the next (:mod:`._flush`), so at most the
   last segments the log reached hold bytes not durable.
 - O_DIRECT needs offsets and memory aligned to the file system's direct-I/O alignment

@@ -37,13 +37,13 @@ from aiopg_io.drivers import DriverFactory
 from ._flush import SYNC_METHODS, SyncMethod, XLogFlush
 from ._format import HARD_MAX_RECORD, PAGE_SIZE
 from ._insert import XLogInsert
-from ._reader import WALEnd, WALEndKind, WALReader, read_records
+from ._reader import WALReader, read_records
 from ._recovery import WALRecovery, recover
 from ._segments import DirectoryLock, WALSegments
 from ._xlogctl import MIN_SEGMENT_SIZE, XLogCtl
 from .errors import NotAWALError
 
-__all__ = ["WAL", "SyncMethod", "WALEnd", "WALEndKind", "WALReader", "WALRecovery", "WALStatistics"]
+__all__ = ["WAL", "WALStatistics"]
 
 DEFAULT_WAL_BUFFERS = 4 * 1024 * 1024
 DEFAULT_MAX_RECORD_SIZE = 64 * 1024 * 1024
