@@ -47,8 +47,7 @@ from aiopg_io._direct import aligned_buffer
 from aiopg_io._dirsync import fsync_directory, note_entry
 from aiopg_io.drivers import DriverFactory
 
-from ._format import FORMAT_VERSION
-from ._segments import CONTROL_NAME, TEMP_PREFIX
+from ._format import CONTROL_NAME, FORMAT_VERSION, TEMP_PREFIX
 from .errors import WALCorruptError, WALFormatError
 
 __all__ = ["ControlData", "create_control", "read_control", "write_control"]

@@ -44,7 +44,7 @@ Where this departs from PostgreSQL, and why:
   position could then make such a stale record line up (same position, matching
   ``prev``). The decoder refuses any page or record whose epoch is older than the last
   record it accepted, so stale bytes of an earlier run can never be read as the
-  continuation of a later one. See :mod:`aiopg_io.wal._wal` for the stamp written at open.
+  continuation of a later one. See :mod:`aiopg_io.wal._recovery` for the stamp written at open.
 
 The decoder below works on bytes only (no I/O), so recovery logic is tested without files.
 """
@@ -57,13 +57,16 @@ import zlib
 from dataclasses import dataclass
 
 __all__ = [
+    "CONTROL_NAME",
     "FORMAT_VERSION",
     "HARD_MAX_RECORD",
+    "LOCK_NAME",
     "LONG_PAGE_HEADER_SIZE",
     "MAXALIGN",
     "PAGE_HEADER_SIZE",
     "PAGE_SIZE",
     "RECORD_HEADER_SIZE",
+    "TEMP_PREFIX",
     "XLP_FIRST_IS_CONTRECORD",
     "XLP_LONG_HEADER",
     "XLP_MAGIC",
@@ -106,6 +109,11 @@ _CRC = struct.Struct("<I")
 HARD_MAX_RECORD = 0xFFFFFFFF - RECORD_HEADER_SIZE
 
 _SEGMENT_RE = re.compile(r"^[0-9A-F]{16}$")
+# The other names in a WAL directory: the lock, the control file, and the prefix of files
+# being built (segments, the first control file) that are renamed into place once durable.
+LOCK_NAME = "wal.lock"
+CONTROL_NAME = "wal.control"
+TEMP_PREFIX = "xlogtemp."
 
 
 def align_up(n: int, a: int) -> int:

@@ -1,4 +1,19 @@
-"""The WAL directory: the lock, the listing, creating, recycling and removing segments.
+"""The WAL directory: the lock, the listing, and the segments' lifecycle (create, recycle,
+truncate, remove).
+
+What it owns: which segments exist (:class:`WALSegments`), the segments being made, the
+background preallocation, and ``oldest`` and ``control`` of :class:`~._xlogctl.XLogCtl`
+(moved by truncation).
+
+How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c): a missing segment
+is created before the first write into it (``XLogFileInit``); with ``async with``, a
+background task keeps ``segments_ahead`` segments ready beyond the current one
+(``PreallocXlogFiles``). ``truncate_before(lsn)`` renames segments wholly before ``lsn``'s
+segment to future numbers (recycling, as ``RemoveOldXlogFiles``) while fewer than
+``segments_ahead`` are ready, and unlinks the rest. The log's new start is made durable in
+the control file first (:mod:`aiopg_io.wal._control`); then each rename or unlink is
+followed by a directory fsync, oldest segment first, so a crash at any point leaves the log
+from some segment on, and recycled segments.
 
 Facts relied on:
 
@@ -40,8 +55,10 @@ import errno
 import fcntl
 import os
 from collections.abc import Callable
+from dataclasses import replace
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 import aiopg_io
@@ -49,7 +66,9 @@ from aiopg_io._direct import aligned_buffer
 from aiopg_io._dirsync import fsync_directory, note_entry
 from aiopg_io.drivers import DriverFactory
 
-from ._format import segment_name, segment_number
+from ._control import write_control
+from ._format import CONTROL_NAME, LOCK_NAME, TEMP_PREFIX, segment_name, segment_number
+from ._xlogctl import XLogCtl
 from .errors import NotAWALError, WALLockedError
 
 __all__ = [
@@ -57,15 +76,13 @@ __all__ = [
     "LOCK_NAME",
     "TEMP_PREFIX",
     "DirectoryLock",
+    "WALSegments",
     "create_segment",
     "list_segments",
     "recycle_or_remove",
     "remove_file",
 ]
 
-LOCK_NAME = "wal.lock"
-CONTROL_NAME = "wal.control"
-TEMP_PREFIX = "xlogtemp."
 _ZERO_CHUNK = 1024 * 1024
 
 
@@ -216,3 +233,154 @@ def _rename_if_free(path: str, target: str) -> bool:
         return False
     os.rename(path, target)
     return True
+
+
+class WALSegments:
+    """The segments of one WAL object's log: which exist, making them (on demand and ahead),
+    truncating the log (module docstring)."""
+
+    def __init__(self, ctl: XLogCtl, *, init_zero: bool, segments_ahead: int) -> None:
+        self._ctl = ctl
+        self.init_zero = init_zero
+        self.segments_ahead = segments_ahead
+        self.segments: set[int] = set()  # set by recovery, then kept up to date here
+        self._creating: dict[int, anyio.Event] = {}
+        self._prealloc_wanted: anyio.Event | None = None
+        self._prealloc_error: BaseException | None = None
+        self._truncating: anyio.Event | None = None  # set when the running truncate_before ends
+        self.created = 0
+        self.recycled = 0
+        self.removed = 0
+
+    async def ensure(self, segno: int) -> None:
+        """Make segment ``segno`` if it does not exist (or wait while another task does)."""
+        ctl = self._ctl
+        while segno not in self.segments:
+            ev = self._creating.get(segno)
+            if ev is not None:
+                await ev.wait()
+                if segno not in self.segments and self._prealloc_error is not None:
+                    err, self._prealloc_error = self._prealloc_error, None
+                    raise err
+                continue
+            ev = self._creating[segno] = anyio.Event()
+            try:
+                if await create_segment(
+                    ctl.directory,
+                    segno,
+                    ctl.segment_size,
+                    init_zero=self.init_zero,
+                    direct=ctl.direct,
+                    driver=ctl.driver,
+                ):
+                    self.created += 1
+                self.segments.add(segno)
+            finally:
+                del self._creating[segno]
+                ev.set()
+
+    # -- background preallocation -----------------------------------------------------------
+
+    def start_preallocating(self) -> None:
+        """Get ready for :meth:`preallocate`, with a first round wanted at once."""
+        self._prealloc_wanted = anyio.Event()
+        self._prealloc_wanted.set()
+
+    def want_ahead(self) -> None:
+        """Wake :meth:`preallocate` (the writer moved on, or the WAL is closing)."""
+        if self._prealloc_wanted is not None:
+            self._prealloc_wanted.set()
+
+    async def preallocate(self) -> None:
+        """Keep ``segments_ahead`` segments ready beyond the current one, until closed."""
+        ctl = self._ctl
+        while not ctl.closed:
+            wanted = self._prealloc_wanted
+            assert wanted is not None
+            await wanted.wait()
+            self._prealloc_wanted = anyio.Event()
+            base = ctl.current_segno()
+            for segno in range(base + 1, base + 1 + self.segments_ahead):
+                if segno in self.segments or segno in self._creating:
+                    continue
+                try:
+                    await self.ensure(segno)
+                except OSError as exc:
+                    # Not fatal here: the writer makes the segment itself and fails then.
+                    self._prealloc_error = exc
+                    break
+
+    # -- truncation ---------------------------------------------------------------------------
+
+    async def truncate_before(self, lsn: int) -> int:
+        """:meth:`aiopg_io.wal.WAL.truncate_before` once its argument is checked: one at a
+        time, shielded, each step durable before the next."""
+        while self._truncating is not None:
+            await self._truncating.wait()
+            self._ctl.check_usable()
+        # Claimed without an await when no truncation runs, so the segments it chooses are
+        # those the caller saw (the preallocator gets no turn in between).
+        done = self._truncating = anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):
+                gone = await self._truncate(lsn)
+        finally:
+            self._truncating = None
+            done.set()
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return gone
+
+    async def _truncate(self, lsn: int) -> int:
+        ctl = self._ctl
+        current = ctl.current_segno()
+        cutoff = min(min(lsn, ctl.flushed) // ctl.segment_size, current)
+        old = sorted(s for s in self.segments if s < cutoff)
+        if not old:
+            return 0
+        ready = sorted(s for s in self.segments if s > current)
+        nxt = max([current, *ready]) + 1
+        moves: list[tuple[int, int | None]] = []
+        for segno in old:
+            if len(ready) < self.segments_ahead and nxt not in self._creating:
+                moves.append((segno, nxt))
+                ready.append(nxt)
+                nxt += 1
+            else:
+                moves.append((segno, None))
+        assert ctl.control is not None
+        # The recycling targets count as being made, so the preallocator (which runs while
+        # this awaits) waits for them instead of creating them first.
+        targets = {n: anyio.Event() for _, n in moves if n is not None}
+        self._creating.update(targets)
+        try:
+            # The new start first (PostgreSQL updates pg_control before RemoveOldXlogFiles):
+            # from then on a segment before it that a crash leaves behind is a leftover.
+            ctl.control = await write_control(ctl.directory, replace(ctl.control, oldest=cutoff), ctl.driver)
+            ctl.oldest = cutoff * ctl.segment_size
+            for o, n in moves:  # oldest first, each step durable before the next
+                recycled = await recycle_or_remove(ctl.directory, o, n, ctl.driver)
+                self.segments.discard(o)
+                if recycled and n is not None:
+                    self.segments.add(n)
+                    self.recycled += 1
+                else:
+                    self.removed += 1
+                if n is not None:
+                    del self._creating[n]
+                    targets.pop(n).set()
+        except OSError as exc:
+            raise ctl.poisoned_by(exc) from exc
+        finally:
+            for n, ev in targets.items():
+                del self._creating[n]
+                ev.set()
+        return len(moves)
+
+    async def remove_leftovers(self, segnos: list[int]) -> list[int]:
+        """Remove segments older than the log's start (left by a truncate_before that a
+        crash cut short: the start moved first), durably. Returns their numbers."""
+        for segno in segnos:
+            await remove_file(self._ctl.segment_path(segno), self._ctl.driver)
+        if segnos:
+            await fsync_directory(self._ctl.directory, self._ctl.driver)
+        return segnos

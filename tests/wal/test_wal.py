@@ -449,14 +449,14 @@ async def test_group_commit_wakes_in_lsn_order(tmp_path: Path, driver: str, anyi
     woken: list[_RecordingPark] = []
     parks_of_commit: contextvars.ContextVar[list[_RecordingPark]] = contextvars.ContextVar("parks")
     async with open_wal(tmp_path, driver) as wal:
-        make = wal._park
+        make = wal._flush.park
 
         def recording_park() -> Park:
             park = _RecordingPark(make(), woken)
             parks_of_commit.get().append(park)
             return park
 
-        wal._park = recording_park
+        wal._flush.park = recording_park
 
         async def committer(i: int) -> None:
             for j in range(5):

@@ -1,0 +1,265 @@
+"""Writing and group commit: the writer, the parked waiters, sync methods, poisoning
+(PostgreSQL's ``XLogWrite``/``XLogFlush`` under ``WALWriteLock``).
+
+What it owns: ``write_pos``, ``flushed`` and ``write_segno`` of :class:`~._xlogctl.XLogCtl`,
+the segment file open for writing, the heap of parked committers and the tasks waiting for
+room in the WAL buffers.
+
+How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c):
+
+- **Group commit**: one task at a time is the writer. A committer whose record is not
+  durable either becomes the writer — it takes *everything appended so far*, issues one
+  write (a ``pwritev`` of at most two slices of the ring per segment) and one sync — or,
+  when a write is already going out, parks (a :class:`aiopg_io._glue.Park`) in a heap keyed
+  by the LSN it needs. After each round, the parked tasks now covered are woken in LSN
+  order, and the lowest one still uncovered is woken to lead the next round, which by then
+  has gathered every commit that arrived meanwhile. Before its first write a leader yields
+  once (a zero-time ``commit_delay``) so the tasks the last round just woke append first and
+  one write carries them all; commits arriving while the write is out are written again
+  before the sync (up to three writes, one sync). The round runs shielded from
+  cancellation: a cancelled committer does not abandon the I/O that others wait on. A round
+  costs one sync plus the CPU of the commits it carries, so with many committers (all of
+  them in one sync) that CPU bounds throughput (the figures and the command:
+  docs/benchmarks.md, "WAL group commit").
+- **sync_method** (``wal_sync_method``): ``fdatasync`` (default) and ``fsync`` sync after
+  the write; ``o_dsync`` opens segments with ``O_DSYNC`` so the write itself is durable.
+  With ``direct=True`` segments are also opened ``O_DIRECT`` and every write covers whole
+  aligned blocks: the block holding the end of the last write is written again with the
+  new bytes (PostgreSQL rewrites the partial last page the same way). Rewriting those
+  bytes is safe even if torn: they are identical to what is on disk.
+- **Failure** (``data_sync_retry = off``): any failed write or sync poisons the WAL
+  (:meth:`~._xlogctl.XLogCtl.poison_with`). Every parked task and every later call raises
+  WALPoisonedError chaining the OSError; ``flushed`` never moves again, so nothing after
+  the failure is acknowledged.
+
+Facts relied on:
+
+- A segment's data is durable once it is synced (fsync(2): fdatasync flushes the data and
+  the metadata needed to read it back), or written through a descriptor opened ``O_DSYNC``
+  (open(2): each write returns once its data is durable as by fdatasync). A segment being
+  left is synced before its file is closed, so segments become durable in order.
+- After a failed fsync the kernel may have dropped the dirty pages and reports the error
+  once per fd (Linux >= 4.13; :mod:`aiopg_io.drivers.base`): a retry can report success
+  over lost data (PostgreSQL's "fsyncgate", 2018, hence ``data_sync_retry = off``). So the
+  WAL never retries; it poisons itself.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+from collections.abc import Callable
+from typing import Literal
+
+import anyio
+import anyio.lowlevel
+
+import aiopg_io
+from aiopg_io._file import AsyncFile
+from aiopg_io._glue import Park, current_glue
+
+from ._format import align_up
+from ._segments import WALSegments
+from ._xlogctl import XLogCtl
+
+__all__ = ["SYNC_METHODS", "SyncMethod", "XLogFlush"]
+
+SyncMethod = Literal["fdatasync", "o_dsync", "fsync"]
+SYNC_METHODS = ("fdatasync", "o_dsync", "fsync")
+_WRITES_PER_ROUND = 3
+
+
+def _dsync_opener(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_DSYNC, 0o666)
+
+
+class XLogFlush:
+    """The writer of ``ctl``'s WAL buffers into the segments of ``segments``, and the
+    committers waiting for it (module docstring)."""
+
+    def __init__(self, ctl: XLogCtl, segments: WALSegments, *, sync_method: SyncMethod) -> None:
+        self._ctl = ctl
+        self._segments = segments
+        self.sync_method: SyncMethod = sync_method
+        self._opener: Callable[[str, int], int] | None = None
+        if sync_method == "o_dsync":
+            self._opener = _dsync_opener
+        self.io_align = 1  # with direct I/O, what every write is aligned to (set at open)
+        self._write_file: AsyncFile | None = None
+        self._write_unsynced = False
+        # Writer and waiters.
+        self._writing = False
+        self._just_woken = 0  # tasks the last round woke (they commit again at once)
+        self._waiters: list[tuple[int, int, Park]] = []
+        self.park = current_glue().park
+        self._seq = itertools.count()
+        self._room_waiters: list[anyio.Event] = []
+        # Counters.
+        self.rounds = 0
+        self.writes = 0
+        self.syncs = 0
+        self.flush_waits = 0
+        self.backpressure_waits = 0
+
+    async def flush_to(self, target: int) -> None:
+        """Return once every byte below ``target`` is durable: as the writer, or parked
+        until a round covers it (or makes this task the next round's leader)."""
+        ctl = self._ctl
+        while ctl.flushed < target:
+            ctl.check_usable()
+            if self._writing:
+                self.flush_waits += 1
+                ev = self.park()
+                item = (target, next(self._seq), ev)
+                heapq.heappush(self._waiters, item)
+                try:
+                    await ev.wait()
+                except BaseException:
+                    self._abandon_wait(item)
+                    raise
+                continue
+            await self.round(sync=True)
+
+    def _abandon_wait(self, item: tuple[int, int, Park]) -> None:
+        if item[2].is_set:
+            self._wake_after_round()  # pass on a lead we cannot take to the next in line
+        else:
+            self._waiters.remove(item)
+            heapq.heapify(self._waiters)
+
+    def _wake_after_round(self) -> None:
+        waiters = self._waiters
+        if self._ctl.poison is not None:
+            while waiters:
+                heapq.heappop(waiters)[2].set()
+        else:
+            woken = 0
+            while waiters and waiters[0][0] <= self._ctl.flushed:
+                heapq.heappop(waiters)[2].set()
+                woken += 1
+            self._just_woken = woken
+            if waiters and not self._writing:
+                heapq.heappop(waiters)[2].set()  # the next round's leader
+        self._wake_room_waiters()
+
+    def _wake_room_waiters(self) -> None:
+        rooms, self._room_waiters = self._room_waiters, []
+        for ev in rooms:
+            ev.set()
+
+    def wake_all(self) -> None:
+        """Wake every parked task (the WAL is closing: each sees it closed)."""
+        while self._waiters:
+            heapq.heappop(self._waiters)[2].set()
+        self._wake_room_waiters()
+
+    async def make_room(self) -> None:
+        """Wait until a write has freed some WAL buffers (leading that write if none is out)."""
+        self._ctl.check_usable()
+        self.backpressure_waits += 1
+        if self._writing:
+            ev = anyio.Event()
+            self._room_waiters.append(ev)
+            await ev.wait()
+            self._ctl.check_usable()
+        else:
+            await self.round(sync=False)
+
+    async def round(self, *, sync: bool) -> None:
+        """Write everything appended so far and, with ``sync``, make it durable."""
+        ctl = self._ctl
+        self._writing = True
+        try:
+            with anyio.CancelScope(shield=True):
+                self.rounds += 1
+                try:
+                    if sync and self._just_woken:
+                        # Let every task runnable now append first (those the last round just
+                        # woke): one write then carries all of them. A zero-time commit_delay,
+                        # skipped when the last round woke nobody (a lone committer).
+                        await anyio.lowlevel.cancel_shielded_checkpoint()
+                    # Commits that arrive while the write is out join this round's sync: the
+                    # leader writes again (a cheap copy to the page cache) before syncing.
+                    for _ in range(_WRITES_PER_ROUND if sync else 1):
+                        upto = ctl.insert_pos
+                        durable_to = ctl.insert_end
+                        if upto <= ctl.write_pos:
+                            break
+                        await self.write(ctl.write_pos, upto)
+                        ctl.write_pos = upto
+                    if self.sync_method == "o_dsync":
+                        ctl.flushed = max(ctl.flushed, durable_to)
+                    elif sync and ctl.flushed < durable_to:
+                        await self.sync_write_file()
+                        ctl.flushed = durable_to
+                except OSError as exc:
+                    raise ctl.poisoned_by(exc) from exc
+        finally:
+            self._writing = False
+            self._wake_after_round()
+
+    async def write(self, start: int, end: int) -> None:
+        """Write the ring's bytes from ``start`` to ``end`` into their segments (widened to
+        whole aligned blocks with direct I/O); not synced."""
+        if self.io_align > 1:
+            start -= start % self.io_align
+            end = align_up(end, self.io_align)
+        ctl = self._ctl
+        seg = ctl.segment_size
+        ring, ring_size = ctl.ring, ctl.ring_size
+        pos = start
+        while pos < end:
+            segno = pos // seg
+            chunk_end = min(end, (segno + 1) * seg)
+            f = await self.segment_for_write(segno)
+            r = pos % ring_size
+            n = chunk_end - pos
+            if r + n <= ring_size:
+                await f.pwrite(ring[r : r + n], pos - segno * seg)
+            else:
+                await f.pwritev([ring[r:], ring[: n - (ring_size - r)]], pos - segno * seg)
+            self.writes += 1
+            if self.sync_method == "o_dsync":
+                self.syncs += 1
+            else:
+                self._write_unsynced = True
+            pos = chunk_end
+
+    async def sync_write_file(self) -> None:
+        """Sync the segment file written last, if it has writes not synced yet."""
+        f = self._write_file
+        if f is None or not self._write_unsynced:
+            return
+        self.syncs += 1
+        if self.sync_method == "fsync":
+            await f.fsync()
+        else:
+            await f.fdatasync()
+        self._write_unsynced = False
+
+    async def segment_for_write(self, segno: int) -> AsyncFile:
+        """The open file of segment ``segno`` (made first if missing); the segment left is
+        synced and closed."""
+        ctl = self._ctl
+        if self._write_file is not None and ctl.write_segno == segno:
+            return self._write_file
+        if self._write_file is not None:
+            # Leaving a segment: it must be durable before its file is closed.
+            await self.sync_write_file()
+            f, self._write_file = self._write_file, None
+            await f.aclose()
+        await self._segments.ensure(segno)
+        self._write_file = await aiopg_io.open(
+            ctl.segment_path(segno), "r+b", direct=ctl.direct, driver=ctl.driver, opener=self._opener
+        )
+        ctl.write_segno = segno
+        self._write_unsynced = False
+        self._segments.want_ahead()
+        return self._write_file
+
+    async def close_file(self) -> None:
+        """Close the segment file open for writing (without syncing it)."""
+        if self._write_file is not None:
+            f, self._write_file = self._write_file, None
+            await f.aclose()

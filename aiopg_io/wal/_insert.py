@@ -1,0 +1,186 @@
+"""Insertion: copying records into the WAL buffers (PostgreSQL's ``XLogInsert``).
+
+What it owns: the insert lock, ``insert_pos`` / ``insert_end`` / ``prev_lsn`` of
+:class:`~._xlogctl.XLogCtl`, and laying page headers into the ring.
+
+How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c,
+``XLogInsertRecord``/``CopyXLogRecordToWAL``): an append builds the record header (CRC over
+the payload) and copies header and payload into the WAL buffers, a ring of
+:data:`~._format.PAGE_SIZE` pages (``XLogCtl->pages``), laying a page header at each page
+boundary. A record that fits the free part of the ring is copied without any await (the hot
+path: :meth:`XLogInsert.place`); otherwise it is copied page by page under the insert lock
+(:meth:`XLogInsert.insert_slow`) and, whenever the next page's slot still holds bytes not yet
+written, waits while a write goes out (back-pressure, :meth:`._flush.XLogFlush.make_room`):
+memory stays bounded by ``wal_buffers`` whatever the record size.
+
+Facts relied on:
+
+- The ring slot of a page may be reused once every byte of it went to the kernel
+  (``write_pos``, moved by the writer): :meth:`XLogInsert.window_end` is the first byte whose
+  slot may still hold bytes not written yet.
+- A record half copied cannot be taken back (its first pages may be on disk already), so a
+  piecewise copy runs to its end even when the caller is cancelled.
+- The insert lock (:class:`aiopg_io._handoff.FifoLock`) keeps piecewise copies in arrival
+  order, and a fast-path append never overtakes one: while the lock is contended, every
+  append takes the slow path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+import anyio.lowlevel
+
+from aiopg_io._handoff import FifoLock
+
+from ._format import (
+    MAXALIGN,
+    PAGE_SIZE,
+    RECORD_HEADER_SIZE,
+    align_up,
+    pack_page_header,
+    pack_record_header,
+    page_header_size,
+    write_record_header,
+)
+from ._xlogctl import XLogCtl
+
+__all__ = ["XLogInsert"]
+
+
+def _record_view(data: object) -> memoryview:
+    if isinstance(data, str):
+        raise TypeError("a WAL record must be a bytes-like object, not 'str' (encode it first)")
+    try:
+        mv = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"a WAL record must be a bytes-like object, not {type(data).__name__}") from None
+    if not mv.c_contiguous:
+        raise TypeError("a WAL record must be a C-contiguous buffer")
+    return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+
+
+class XLogInsert:
+    """Copies records into the WAL buffers of ``ctl``; ``make_room`` waits until a write
+    has freed some of them."""
+
+    def __init__(
+        self, ctl: XLogCtl, *, max_record_size: int, make_room: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._ctl = ctl
+        self.max_record_size = max_record_size
+        self._make_room = make_room
+        self.lock = FifoLock()  # held while a record is copied piecewise (slow path)
+        self.records = 0
+        self.bytes = 0
+
+    def place(self, data: object) -> tuple[int, int] | memoryview:
+        """Validate ``data`` and copy it when it fits the free buffers: ``(lsn, end)``.
+        Otherwise the view to hand to :meth:`insert_slow`. Never awaits (the hot path)."""
+        ctl = self._ctl
+        if ctl.closed or ctl.poison is not None:
+            ctl.check_usable()
+        mv = _record_view(data)
+        if len(mv) > self.max_record_size:
+            raise ValueError(
+                f"a WAL record of {len(mv)} bytes is over max_record_size ({self.max_record_size} bytes); "
+                "split it, or open the WAL with a larger max_record_size"
+            )
+        if not self.lock.contended and self._fast_end(len(mv)) is not None:
+            return self._insert_fast(mv)
+        return mv
+
+    def _fast_end(self, n: int) -> int | None:
+        """Where a record of ``n`` payload bytes would end, when it fits the free buffers."""
+        ctl = self._ctl
+        pos = ctl.insert_pos
+        tot = RECORD_HEADER_SIZE + n
+        in_page = pos % PAGE_SIZE
+        if in_page == 0:
+            in_page = page_header_size(pos, ctl.segment_size)
+            pos += in_page
+        if in_page + tot > PAGE_SIZE:
+            return None
+        end = pos + tot
+        if end > self.window_end():
+            return None
+        return end
+
+    def window_end(self) -> int:
+        """The first byte whose ring slot may still hold bytes not written yet."""
+        ctl = self._ctl
+        return ctl.write_pos - ctl.write_pos % PAGE_SIZE + ctl.ring_size
+
+    def lay_page(self, page_lsn: int, rem_len: int) -> int:
+        """Zero the page's slot and write its header there; returns the header size."""
+        ctl = self._ctl
+        r = page_lsn % ctl.ring_size
+        hdr = pack_page_header(
+            page_lsn, segment_size=ctl.segment_size, epoch=ctl.epoch, rem_len=rem_len, sysid=ctl.sysid
+        )
+        ring = ctl.ring
+        ring[r : r + PAGE_SIZE] = bytes(PAGE_SIZE)
+        ring[r : r + len(hdr)] = hdr
+        return len(hdr)
+
+    def _insert_fast(self, mv: memoryview) -> tuple[int, int]:
+        ctl = self._ctl
+        pos = ctl.insert_pos
+        if pos % PAGE_SIZE == 0:
+            pos += self.lay_page(pos, 0)
+        r = pos % ctl.ring_size
+        ring = ctl.ring
+        n = len(mv)
+        write_record_header(ring, r, mv, epoch=ctl.epoch, prev=ctl.prev_lsn)
+        end = pos + RECORD_HEADER_SIZE + n
+        ring[r + RECORD_HEADER_SIZE : r + RECORD_HEADER_SIZE + n] = mv
+        ctl.prev_lsn = pos
+        aligned_end = align_up(end, MAXALIGN)
+        ctl.insert_pos = ctl.insert_end = aligned_end
+        self.records += 1
+        self.bytes += len(mv)
+        return pos, aligned_end
+
+    async def insert_slow(self, mv: memoryview) -> tuple[int, int]:
+        """Copy a record page by page, making room as needed; one such copy at a time, in
+        arrival order, and ahead of any later fast-path append."""
+        ctl = self._ctl
+        await self.lock.acquire()
+        try:
+            # A record half copied cannot be taken back (its first pages may be on disk
+            # already), so the copy runs to the end even when the caller is cancelled; the
+            # cancellation is delivered right after (the record is then in the log).
+            with anyio.CancelScope(shield=True):
+                ctl.check_usable()
+                header = pack_record_header(mv, epoch=ctl.epoch, prev=ctl.prev_lsn)
+                tot = RECORD_HEADER_SIZE + len(mv)
+                remaining = tot
+                pos = ctl.insert_pos
+                lsn = -1
+                for part in (memoryview(header), mv):
+                    i = 0
+                    while i < len(part):
+                        if pos % PAGE_SIZE == 0:
+                            while pos + PAGE_SIZE > self.window_end():
+                                await self._make_room()
+                            pos += self.lay_page(pos, remaining if lsn >= 0 else 0)
+                            ctl.insert_pos = pos
+                        if lsn < 0:
+                            lsn = pos
+                        take = min(len(part) - i, PAGE_SIZE - pos % PAGE_SIZE)
+                        r = pos % ctl.ring_size
+                        ctl.ring[r : r + take] = part[i : i + take]
+                        i += take
+                        pos += take
+                        remaining -= take
+                        ctl.insert_pos = pos
+                end = align_up(pos, MAXALIGN)
+                ctl.insert_pos = ctl.insert_end = end
+                ctl.prev_lsn = lsn
+                self.records += 1
+                self.bytes += len(mv)
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            return lsn, end
+        finally:
+            self.lock.release()
