@@ -212,12 +212,8 @@ class WAL:
         init_zero: bool,
     ) -> None:
         self.directory = directory
-        self.sync_method: SyncMethod = sync_method
         self.direct = direct
         self.driver = driver
-        self.max_record_size = max_record_size
-        self.segments_ahead = segments_ahead
-        self.init_zero = init_zero
         self._lock = DirectoryLock(directory)
         self._ctl = ctl = XLogCtl(directory, direct=direct, driver=driver, wal_buffers=wal_buffers)
         self._segments = WALSegments(ctl, init_zero=init_zero, segments_ahead=segments_ahead)
@@ -239,6 +235,24 @@ class WAL:
     @property
     def segment_size(self) -> int:
         return self._ctl.segment_size
+
+    # The settings live in the part that uses them; read-only here, so the facade can never
+    # report a value the part does not act on.
+    @property
+    def sync_method(self) -> SyncMethod:
+        return self._flush.sync_method
+
+    @property
+    def max_record_size(self) -> int:
+        return self._insert.max_record_size
+
+    @property
+    def segments_ahead(self) -> int:
+        return self._segments.segments_ahead
+
+    @property
+    def init_zero(self) -> bool:
+        return self._segments.init_zero
 
     @property
     def insert_lsn(self) -> int:

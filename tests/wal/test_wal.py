@@ -180,6 +180,14 @@ async def test_bad_records(tmp_path: Path, driver: str) -> None:
             await wal.flush(1.5)
         lsn = await wal.commit(memoryview(bytearray(b"views work")))
         assert lsn > 0
+        # The settings are read-only: a value set after open would not be the one in force.
+        assert (wal.max_record_size, wal.sync_method, wal.segments_ahead, wal.init_zero) == (
+            1000, "fdatasync", 1, True
+        )
+        with pytest.raises(AttributeError):
+            wal.max_record_size = 10**6  # type: ignore[misc]
+        with pytest.raises(ValueError, match=r"record of 1001 bytes is over max_record_size \(1000 bytes\)"):
+            await wal.commit(bytes(1001))
     with pytest.raises(ClosedError, match="is closed"):
         await wal.append(b"x")
     with pytest.raises(ClosedError, match="is closed"):
