@@ -178,7 +178,9 @@ class Relation:
 class Page:
     """A pinned page: ``data`` is valid until the pin is released (``with page:`` or
     :meth:`release`). Call :meth:`mark_dirty` after changing ``data``; a change made after
-    a checkpoint started needs another ``mark_dirty`` to reach the next one."""
+    a checkpoint started needs another ``mark_dirty`` to reach the next one. Make a change
+    with no await in it: a write that begins during an await may take the page half-changed
+    (docs/guide.md, "Changing a page")."""
 
     __slots__ = ("__weakref__", "_data", "_desc", "_owner", "_pool", "_released", "blockno", "rel")
 

@@ -10,6 +10,17 @@ when the clock sweep finds a dirty victim and for :meth:`BufferPool.flush`:
   one, and the next checkpoint syncs it. ``dirty`` is cleared when a write starts, so a page
   changed and marked dirty again while it is being written stays dirty for the next write
   (``BM_JUST_DIRTIED``).
+- **What a write sends**: the page as it was when its write started. A buffer nobody has
+  pinned cannot change while it is written (a new pin waits for the write to end, as for a
+  read). A pinned one can: its holder may change it while the write is in flight, and the
+  kernel, a worker thread or the device reads the buffer at any time until the write
+  completes, so the file could get a mix of the two versions (a torn page that no
+  checkpoint would repair). A pinned page is therefore written from a copy taken when its
+  write starts; PostgreSQL gets the same from the share content lock a write takes (a
+  change needs the exclusive one) and copies the page when it checksums it
+  (``PageSetChecksumCopy``). A change made across an await of its own is not one change to
+  the pool: a write that starts during that await sends the page half-changed (docs/guide.md,
+  "The buffer pool").
 - **Checkpoints** follow BufferSync: every page dirty when ``flush`` starts is marked
   (``BM_CHECKPOINT_NEEDED``, see :class:`Checkpoint`), and the relations are synced only
   once each marked page has been written by a write that completed, whoever issued it: the
@@ -26,6 +37,9 @@ Facts relied on:
   checkpoints instead of retrying one that would wrongly succeed.
 - fdatasync(2) also flushes "metadata needed for a subsequent data retrieval", which
   includes a file size grown by ``extend``.
+- A write's buffer belongs to the I/O until the write completes: io_uring and POSIX AIO
+  read it asynchronously (with O_DIRECT the device reads it by DMA), a worker thread reads
+  it while the loop runs on.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from .._direct import aligned_buffer
 from .._dirsync import fsync_directory
 from ..drivers import DriverFactory
 from ._descriptors import BufferDesc, ClockSweep, InFlightIO
@@ -166,7 +181,19 @@ class PageWriter:
             raise errors[0]
 
     def _sources(self, descs: list[BufferDesc]) -> dict[BufferDesc, memoryview]:
-        return {d: d.data for d in descs}
+        """What to write for each buffer, fixed now, in the step that cleared ``dirty``: the
+        buffer itself, or a copy of a pinned one (see the module doc). The copies are one
+        aligned allocation, so they suit O_DIRECT as the arena does."""
+        pinned = [d for d in descs if d.refcount]
+        sources = {d: d.data for d in descs}
+        if pinned:
+            ps = self._page_size
+            copies = aligned_buffer(len(pinned) * ps)
+            for i, d in enumerate(pinned):
+                copy = copies[i * ps : (i + 1) * ps]
+                copy[:] = d.data
+                sources[d] = copy
+        return sources
 
     def _unwritten(self, run: list[BufferDesc], io: InFlightIO) -> None:
         for d in run:
