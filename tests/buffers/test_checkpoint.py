@@ -25,7 +25,7 @@ import anyio
 import pytest
 
 from aiopg_io.buffers import BufferPool
-from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator
+from aiopg_io.testing import CheckpointWorkload, Fault, FaultInjector, PowerLossSimulator, page_version
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +39,7 @@ DEAD_DISK = Fault(kind=("writes", "syncs", "fallocate", "ftruncate"), errno=errn
 
 def version(blockno: int, v: int) -> bytes:
     """Version ``v`` of a block; version 0 is the zeros the file starts with."""
-    return bytes(PS) if v == 0 else bytes([(blockno * 37 + v) % 255 + 1]) * PS
+    return page_version(blockno, v, PS)
 
 
 async def wait_until(cond: Callable[[], bool]) -> None:
@@ -197,59 +197,18 @@ async def run_seed(seed: int, directory: Path, driver: str, tally: Tally) -> Non
     path.write_bytes(bytes(PS * NBLOCKS))
     sim = PowerLossSimulator(driver, atomic_sectors=True)
     inj = FaultInjector(driver=sim)
-    # block -> [(change number, version)]; change 0 is the file as created, durable.
-    history: dict[int, list[tuple[int, int]]] = {b: [(0, 0)] for b in range(NBLOCKS)}
-    changes = 0
-    completed: list[int] = []  # the change number each completed checkpoint began at
-    cut = False
+    work = CheckpointWorkload(NBLOCKS, seed=seed, writers=rng.choice([2, 3]), cut_at=cut_at)
     try:
         async with BufferPool(nbuffers, PS, driver=inj) as pool:
             rel = await pool.open(path)
-
-            async def writer(k: int) -> None:
-                nonlocal changes, cut
-                wr = random.Random(seed * 1000 + k)
-                while not cut:
-                    b = wr.randrange(NBLOCKS)
-                    with await pool.read_page(rel, b) as page:
-                        if wr.random() < 0.3:
-                            await anyio.sleep(0)  # keep it pinned across a step of the others
-                        if cut:
-                            return
-                        v = history[b][-1][1] + 1
-                        changes += 1
-                        page.data[:] = version(b, v)
-                        page.mark_dirty()
-                        history[b].append((changes, v))
-                        if changes >= cut_at:
-                            cut = True
-                            inj.add(DEAD_DISK)
-                            return
-                    if wr.random() < 0.5:
-                        await anyio.sleep(0)
-
-            async def checkpointer() -> None:
-                cr = random.Random(seed * 1000 + 999)
-                while not cut:
-                    for _ in range(cr.randint(0, 6)):
-                        await anyio.sleep(0)
-                    began = changes
-                    try:
-                        await pool.flush()
-                    except OSError:
-                        return  # the power was cut
-                    completed.append(began)
-
-            async with anyio.create_task_group() as tg:
-                for k in range(rng.choice([2, 3])):
-                    tg.start_soon(writer, k)
-                tg.start_soon(checkpointer)
+            await work.run(pool, rel, inj, DEAD_DISK)
     except OSError:
         pass  # the closing checkpoint, on the dead disk
     sim.crash(seed=seed)
     data = path.read_bytes()
     path.unlink()
     tally.seeds += 1
+    history, completed = work.history, work.completed
     tally.checkpoints += len(completed)
     if not completed:
         return
