@@ -52,39 +52,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="also write the JSON here")
 
 
-def _seq_job(args: argparse.Namespace, path: str, size: int) -> Job:
-    """fio's sequential pattern: 16 in flight, 128 KiB each, the file once."""
-    bs = 128 * 1024
+def _job(args: argparse.Namespace, path: str, size: int, **pattern: Any) -> Job:
+    """A direct-I/O job over the whole file that ends after its ``number_ios``."""
     return Job(
         path,
-        rw="read",
-        bs=bs,
-        iodepth=16,
         direct=True,
         size=size,
         runtime=math.inf,
         ramp=0,
         driver=args.driver or "auto",
         loop=args.backend,
-        number_ios=size // bs,
+        **pattern,
     )
+
+
+def _seq_job(args: argparse.Namespace, path: str, size: int) -> Job:
+    """fio's sequential pattern: 16 in flight, 128 KiB each, the file once."""
+    bs = 128 * 1024
+    return _job(args, path, size, rw="read", bs=bs, iodepth=16, number_ios=size // bs)
 
 
 def _random_job(args: argparse.Namespace, path: str, size: int, tasks: int) -> Job:
     """``--random-reads`` page reads at random pages, ``tasks`` in flight."""
-    return Job(
-        path,
-        rw="randread",
-        bs=PAGE,
-        iodepth=tasks,
-        direct=True,
-        size=size,
-        runtime=math.inf,
-        ramp=0,
-        driver=args.driver or "auto",
-        loop=args.backend,
-        seed=42,
-        number_ios=args.random_reads,
+    return _job(
+        args, path, size, rw="randread", bs=PAGE, iodepth=tasks, seed=42, number_ios=args.random_reads
     )
 
 

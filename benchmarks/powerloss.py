@@ -60,7 +60,7 @@ import anyio
 
 from aiopg_io.buffers import BufferPool
 from aiopg_io.drivers import DRIVER_NAMES, unavailable_reason
-from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator
+from aiopg_io.testing import CheckpointWorkload, Fault, FaultInjector, PowerLossSimulator, page_version
 from aiopg_io.wal import WAL, SyncMethod, WALPoisonedError
 
 LOOPS = ("asyncio", "uvloop", "trio")
@@ -282,7 +282,7 @@ async def wal_run(
 
 def version(blockno: int, v: int) -> bytes:
     """Version ``v`` of a block (0: the zeros it starts with); each sector names its version."""
-    return bytes(PS) if v == 0 else bytes([(blockno * 37 + v) % 255 + 1]) * PS
+    return page_version(blockno, v, PS)
 
 
 async def pool_run(cell: Cell, directory: Path, seed: int, tally: Tally) -> None:
@@ -296,57 +296,17 @@ async def pool_run(cell: Cell, directory: Path, seed: int, tally: Tally) -> None
         path.write_bytes(bytes(PS * NBLOCKS))  # durable before the simulator sees it
     sim = PowerLossSimulator(cell.driver, atomic_sectors=True)
     inj = FaultInjector(driver=sim)
-    history: dict[int, list[tuple[int, int]]] = {b: [(0, 0)] for b in range(NBLOCKS)}
-    changes = 0
-    completed: list[int] = []  # the change number each completed checkpoint began at
-    cut = False
+    work = CheckpointWorkload(NBLOCKS, seed=seed, writers=rng.choice([2, 3]), cut_at=cut_at)
     try:
         async with BufferPool(nbuffers, PS, direct=cell.direct, driver=inj) as pool:
             rel = await pool.open(path, create=create)
             if create:
                 await pool.extend(rel, NBLOCKS)
-
-            async def writer(k: int) -> None:
-                nonlocal changes, cut
-                wr = random.Random(seed * 1000 + k)
-                while not cut:
-                    b = wr.randrange(NBLOCKS)
-                    with await pool.read_page(rel, b) as page:
-                        if wr.random() < 0.3:
-                            await anyio.sleep(0)
-                        if cut:
-                            return
-                        v = history[b][-1][1] + 1
-                        changes += 1
-                        page.data[:] = version(b, v)
-                        page.mark_dirty()
-                        history[b].append((changes, v))
-                        if changes >= cut_at:
-                            cut = True
-                            inj.add(DEAD_DISK)
-                            return
-                    if wr.random() < 0.5:
-                        await anyio.sleep(0)
-
-            async def checkpointer() -> None:
-                cr = random.Random(seed * 1000 + 999)
-                while not cut:
-                    for _ in range(cr.randint(0, 6)):
-                        await anyio.sleep(0)
-                    began = changes
-                    try:
-                        await pool.flush()
-                    except OSError:
-                        return
-                    completed.append(began)
-
-            async with anyio.create_task_group() as tg:
-                for k in range(rng.choice([2, 3])):
-                    tg.start_soon(writer, k)
-                tg.start_soon(checkpointer)
+            await work.run(pool, rel, inj, DEAD_DISK)
     except OSError:
         pass  # the closing checkpoint, on the dead disk (or a write the cut failed)
     sim.crash(seed=seed)
+    history, completed = work.history, work.completed
     if not completed:
         path.unlink(missing_ok=True)
         return

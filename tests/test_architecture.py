@@ -6,6 +6,9 @@
   binding (liburing), ``aiopg_io.drivers.*`` and ``aiopg_io.errors``.
 - The WAL and the buffer pool reach the kernel through files only: from the drivers package
   they take the ``DriverFactory`` type (of their ``driver=`` argument), never a driver.
+- The read stream drives the pool through its public calls (``start_read_buffers`` /
+  ``wait_read_buffers``, as read_stream.c does bufmgr.c): no underscored member of another
+  object, and no run-time import of the pool, which imports it.
 """
 
 from __future__ import annotations
@@ -96,3 +99,21 @@ def test_the_wal_and_the_pool_use_files_not_drivers(path: Path) -> None:
         ):
             bad.append(f"{_rel(path)}:{line} imports {module} {names}")
     assert not bad, "the WAL and the pool go through aiopg_io files: " + "; ".join(bad)
+
+
+def test_the_read_stream_uses_the_pool_s_public_calls_only() -> None:
+    path = PACKAGE / "buffers" / "_read_stream.py"
+    tree = ast.parse(path.read_text(), str(path))
+    private = [
+        f"{_rel(path)}:{node.lineno} uses {ast.unparse(node)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+    ]
+    assert not private, "another class's private members: " + "; ".join(private)
+    runtime = [  # module-level imports, those under `if TYPE_CHECKING:` left out
+        node for node in tree.body if isinstance(node, ast.ImportFrom) and node.module == "_pool"
+    ]
+    assert not runtime, f"{_rel(path)} imports _pool at run time: an import cycle"

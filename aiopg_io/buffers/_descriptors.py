@@ -22,7 +22,8 @@ event loop does not need (spinlocks, atomics, per-backend private refcounts):
   or busy, and sweeping again cannot help.
 
 Nothing here awaits, so every check-then-claim sequence is atomic with respect to other
-tasks on the loop; the pool (``_pool.py``) keeps its awaits outside those sequences.
+tasks on the loop; the pool (``_pool.py``, ``_writeback.py``) keeps its awaits outside
+those sequences.
 """
 
 from __future__ import annotations
@@ -31,12 +32,29 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ._pool import Checkpoint, InFlightIO, Relation
+import anyio
 
-__all__ = ["BM_MAX_USAGE_COUNT", "BufferDesc", "ClockSweep"]
+if TYPE_CHECKING:
+    from ._pool import Relation
+    from ._writeback import Checkpoint
+
+__all__ = ["BM_MAX_USAGE_COUNT", "BufferDesc", "ClockSweep", "InFlightIO"]
 
 BM_MAX_USAGE_COUNT = 5
+
+
+class InFlightIO:
+    """A read filling, or a write draining, one or more buffers (``BM_IO_IN_PROGRESS``)."""
+
+    __slots__ = ("carries", "done", "error", "kind")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind  # "read" or "write"
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+        # A write: the checkpoints each of its buffers not written yet is written for (see
+        # _writeback.Checkpoint); what is left here when the write ends was not written.
+        self.carries: dict[BufferDesc, set[Checkpoint]] = {}
 
 
 class BufferDesc:

@@ -13,19 +13,8 @@ PostgreSQL's shared buffers (src/backend/storage/buffer/bufmgr.c) for one event 
   fails the buffer is zeroed and unmapped, so no one ever sees the previous occupant's
   bytes through it, and a task that was waiting for it retries with a read of its own (as
   a backend does when it finds ``BM_VALID`` still clear after ``WaitIO``).
-- **Dirty victims**: before a dirty victim can be reused it is written back, together with
-  the other dirty buffers the hand will reach soon (the job of PostgreSQL's bgwriter),
-  adjacent blocks combined into one vectored write. Write-back does not sync; the relation
-  is remembered as needing one, and :meth:`BufferPool.flush` (a checkpoint) writes every
-  dirty page and then ``fdatasync``\\s the relations written since the last checkpoint.
-  ``dirty`` is cleared when a write starts, so a page changed and marked dirty again
-  while it is being written stays dirty for the next write (``BM_JUST_DIRTIED``).
-- **Checkpoints** follow BufferSync: every page dirty when ``flush`` starts is marked
-  (``BM_CHECKPOINT_NEEDED``, see :class:`Checkpoint`), and the relations are synced only
-  once each marked page has been written by a write that completed, whoever issued it: the
-  checkpoint itself, or a write-back that an eviction began meanwhile (fsync(2) covers the
-  writes completed before it; a write still in flight may be lost). A checkpoint that finds
-  another one's fdatasync of a relation in flight waits for it to end.
+- **Dirty victims** are written back before reuse, and :meth:`BufferPool.flush` is a
+  checkpoint: both are ``_writeback.py`` (a :class:`PageWriter` the pool owns).
 - **Pins**: a pinned buffer, and one under I/O, is never a victim. When the sweep finds
   none, a task waits for a pin to be released or an I/O to finish, unless waiting cannot
   help: no I/O is in flight and every pin is held by tasks that are themselves waiting
@@ -38,26 +27,21 @@ PostgreSQL's shared buffers (src/backend/storage/buffer/bufmgr.c) for one event 
   per cluster for this reason). Closing the relation, or the pool, releases it.
 - **Extension**: ``extend`` grows the file (fallocate, else ftruncate) under a per-relation
   lock, PostgreSQL's relation extension lock; new blocks read back as zeros.
-- **A file the pool created** (``open(path, create=True)``) has a directory entry that is
-  not durable until its directory is fsynced (fsync(2)); the next checkpoint does that,
-  so after ``flush`` the file survives a power cut along with its pages. The create and the
-  directory fsync are reported to a driver factory that models directory entries
-  (aiopg_io.testing's power-loss simulator; docs/testing.md), which is how it is tested.
+- **A file the pool created** (``open(path, create=True)``) has a directory entry that
+  the next checkpoint makes durable (``_writeback.py``). The create and the directory fsync
+  are reported to a driver factory that models directory entries (aiopg_io.testing's
+  power-loss simulator; docs/testing.md), which is how it is tested.
 - **No registered io_uring buffers** for the arena: the io_uring driver does not register
   buffers (its module docstring says why), so the arena goes through ``readv``/``writev``
-  like any other buffer. Measured 2026-11 with liburing alone, outside the library:
-  ``io_uring_register_buffers`` over an mmap arena plus ``io_uring_prep_readv_fixed`` (which
-  takes an ``Iovec``, unlike ``read_fixed``) works on this kernel and gave 1.15x the IOPS of
-  ``readv`` for 8 KiB O_DIRECT random reads at 32 in flight in a bare Python loop (medians
-  35k -> 40k and 38k -> 45k in two runs); through the library each op costs several times
-  more Python, so the gain would be smaller. If it is ever done, it belongs in the driver.
+  like any other buffer; what registering would save is measured in docs/benchmarks.md
+  ("Registered buffers"). If it is ever done, it belongs in the driver.
+- **Reads for a run of blocks** are two calls, as PostgreSQL's ``StartReadBuffers`` /
+  ``WaitReadBuffers``: :meth:`BufferPool.start_read_buffers` pins what is cached or starts
+  one combined read of what is not and returns a :class:`ReadBuffersOperation`;
+  :meth:`BufferPool.wait_read_buffers` waits for it. The read stream (``_read_stream.py``)
+  is built on these two alone.
 
-Facts relied on:
-- After ``fdatasync`` fails, dirty data may be lost and the error may not be reported again
-  (fsync(2); PostgreSQL's "fsyncgate", 2018). A relation whose sync failed refuses further
-  checkpoints instead of retrying one that would wrongly succeed.
-- fdatasync(2) also flushes "metadata needed for a subsequent data retrieval", which
-  includes a file size grown by ``extend``.
+Facts relied on (those about syncing are in ``_writeback.py``):
 - A positional read of a regular file is short only at end of file (read(2)); here that
   means the file shrank under the pool, reported as BlockOutOfRangeError.
 """
@@ -79,28 +63,30 @@ import anyio
 import anyio.abc
 
 from .._direct import aligned_buffer
-from .._dirsync import fsync_directory, note_entry
+from .._dirsync import note_entry
 from .._glue import current_task_identity
 from .._open import open as aio_open
 from ..drivers import DriverFactory
 from ..errors import AlignmentError, ClosedError
-from ._descriptors import BufferDesc, ClockSweep
-from .errors import BlockOutOfRangeError, NoUnpinnedBuffersError, RelationInUseError, RelationSizeError
+from ._descriptors import BufferDesc, ClockSweep, InFlightIO
+from ._read_stream import ReadStream
+from ._writeback import PageWriter
+from .errors import (
+    BlockOutOfRangeError,
+    NoUnpinnedBuffersError,
+    RelationInUseError,
+    RelationSizeError,
+    at_least_one,
+)
 
 if TYPE_CHECKING:
     from .._file import AsyncFile
-    from ._read_stream import ReadStream
 
-__all__ = ["BufferPool", "BufferPoolStatistics", "Page", "Relation"]
+__all__ = ["BufferPool", "BufferPoolStatistics", "Page", "ReadBuffersOperation", "Relation"]
 
-#: Buffers written back in one batch when a dirty victim is found (PostgreSQL's
-#: bgwriter_lru_maxpages is 100 per round; a smaller batch keeps the first reuse quick).
-WRITEBACK_BATCH = 32
 #: Most blocks combined into one read or write by default: 128 KiB of 8 KiB pages, as
 #: PostgreSQL's io_combine_limit.
 DEFAULT_IO_COMBINE_LIMIT = 16
-#: Runs of adjacent dirty blocks written at once by a checkpoint.
-_FLUSH_RUNS_IN_FLIGHT = 64
 
 #: Every relation open in a pool of this process, by file identity (st_dev, st_ino): a second
 #: pool is refused one (RelationInUseError). Weak, so a pool dropped unclosed holds nothing.
@@ -129,43 +115,6 @@ class _CreateOpener:
             return os.open(path, flags)
         self.created = True
         return fd
-
-
-class InFlightIO:
-    """A read filling, or a write draining, one or more buffers (``BM_IO_IN_PROGRESS``)."""
-
-    __slots__ = ("carries", "done", "error", "kind")
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind  # "read" or "write"
-        self.done = anyio.Event()
-        self.error: BaseException | None = None
-        # A write: the checkpoints each of its buffers not written yet is written for (see
-        # Checkpoint); what is left here when the write ends was not written.
-        self.carries: dict[BufferDesc, set[Checkpoint]] = {}
-
-
-class Checkpoint:
-    """One running :meth:`BufferPool.flush`: the pages dirty when it began, each until a
-    write that holds the page's bytes as of then has completed, whoever issued it.
-
-    PostgreSQL's BufferSync marks every dirty buffer ``BM_CHECKPOINT_NEEDED`` when it starts
-    and syncs only after each of them was written, by the checkpointer or by a backend that
-    evicted it meanwhile. Waiting only for the writes in flight when the checkpoint starts is
-    not enough: an eviction that starts while it waits clears ``dirty`` on a page dirtied
-    before the checkpoint, which then neither writes that page nor waits for the write, and
-    may sync before the write lands (a checkpointed page lost to a power cut, issue 20).
-    """
-
-    __slots__ = ("pending",)
-
-    def __init__(self) -> None:
-        # buffer -> the page it held when marked; a buffer holding another page by now was
-        # dropped with its relation (a written page may be evicted, but is no longer pending).
-        self.pending: dict[BufferDesc, tuple[Relation, int]] = {}
-
-    def written(self, desc: BufferDesc) -> None:
-        self.pending.pop(desc, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +178,9 @@ class Relation:
 class Page:
     """A pinned page: ``data`` is valid until the pin is released (``with page:`` or
     :meth:`release`). Call :meth:`mark_dirty` after changing ``data``; a change made after
-    a checkpoint started needs another ``mark_dirty`` to reach the next one."""
+    a checkpoint started needs another ``mark_dirty`` to reach the next one. Make a change
+    with no await in it: a write that begins during an await may take the page half-changed
+    (docs/guide.md, "Changing a page")."""
 
     __slots__ = ("__weakref__", "_data", "_desc", "_owner", "_pool", "_released", "blockno", "rel")
 
@@ -297,19 +248,87 @@ class Page:
         self._pool._unpin(self._desc, self._owner, notify=False)
 
 
-def _runs(descs: list[BufferDesc], limit: int) -> list[list[BufferDesc]]:
-    """Adjacent blocks of one relation, in order, in runs of at most ``limit``."""
-    ordered = sorted(descs, key=lambda d: (d.rel.rel_id if d.rel else -1, d.blockno))
-    runs: list[list[BufferDesc]] = []
-    for d in ordered:
-        if runs:
-            last = runs[-1]
-            tail = last[-1]
-            if tail.rel is d.rel and tail.blockno + 1 == d.blockno and len(last) < limit:
-                last.append(d)
-                continue
-        runs.append([d])
-    return runs
+class ReadBuffersOperation:
+    """Blocks of a relation pinned by :meth:`BufferPool.start_read_buffers` (PostgreSQL's
+    ``ReadBuffersOperation``): ``nblocks`` blocks from ``blockno``, handed out in order by
+    :meth:`take` once :meth:`BufferPool.wait_read_buffers` has returned.
+
+    ``started_read``: the call started one read of all of them. ``needs_wait``: an I/O was
+    in flight on them when the call returned (that read, or another task's on a block found
+    in the pool); otherwise every block was valid already. Dropping the operation, or
+    :meth:`release`, unpins the blocks not taken."""
+
+    __slots__ = ("_descs", "_io", "_owner", "_pool", "_taken", "blockno", "nblocks", "rel", "started_read")
+
+    def __init__(
+        self,
+        pool: BufferPool,
+        rel: Relation,
+        blockno: int,
+        descs: list[BufferDesc],
+        owner: Any,
+        io: InFlightIO | None,
+        *,
+        started_read: bool,
+    ) -> None:
+        self._pool = pool
+        self.rel = rel
+        self.blockno = blockno
+        self.nblocks = len(descs)
+        # None: a pin given up (taken, released, or being replaced by a read of our own).
+        self._descs: list[BufferDesc | None] = list(descs)
+        self._owner = owner
+        self._io = io
+        self._taken = 0
+        self.started_read = started_read
+
+    def __repr__(self) -> str:
+        return (
+            f"<ReadBuffersOperation {self.rel.path!r} blocks {self.blockno}.."
+            f"{self.blockno + self.nblocks - 1} taken={self._taken}{' read' if self.started_read else ''}>"
+        )
+
+    @property
+    def needs_wait(self) -> bool:
+        return self._io is not None
+
+    @property
+    def taken(self) -> int:
+        """How many pages :meth:`take` has handed out."""
+        return self._taken
+
+    def take(self) -> Page:
+        """The next block's page, pinned (the operation's pin passes to it). Only after
+        :meth:`BufferPool.wait_read_buffers` returned; IndexError when all were taken."""
+        if self._taken >= self.nblocks:
+            raise IndexError(
+                f"all {self.nblocks} pages of {self!r} were taken (or released); start another read"
+            )
+        desc = self._descs[self._taken]
+        io = self._io
+        if desc is None or not desc.valid or (io is not None and not io.done.is_set()):
+            raise RuntimeError(f"{self!r}: await pool.wait_read_buffers(op) before taking its pages")
+        self._descs[self._taken] = None
+        self._taken += 1
+        return Page(self._pool, desc, self._owner)
+
+    def release(self) -> None:
+        """Unpin the blocks not taken (idempotent); a read in flight ends in the background."""
+        self._release(notify=True)
+
+    def _release(self, *, notify: bool) -> None:
+        for i in range(self._taken, self.nblocks):
+            desc = self._descs[i]
+            if desc is not None:
+                self._descs[i] = None
+                self._pool._unpin(desc, self._owner, notify=notify)
+        self._taken = self.nblocks
+
+    def __del__(self) -> None:
+        # Abandoned (a stream left by `break`): give the pins back, without waking anyone from
+        # a finalizer, as Page.__del__ does.
+        if getattr(self, "_descs", None) is not None:
+            self._release(notify=False)
 
 
 class BufferPool:
@@ -329,14 +348,9 @@ class BufferPool:
         driver: str | DriverFactory | None = None,
         io_combine_limit: int = DEFAULT_IO_COMBINE_LIMIT,
     ) -> None:
-        nbuffers = operator.index(nbuffers)
-        page_size = operator.index(page_size)
-        if nbuffers < 1:
-            raise ValueError(f"nbuffers {nbuffers} must be at least 1")
-        if page_size < 1:
-            raise ValueError(f"page_size {page_size} must be positive")
-        if io_combine_limit < 1:
-            raise ValueError(f"io_combine_limit {io_combine_limit} must be at least 1")
+        nbuffers = at_least_one("nbuffers", nbuffers)
+        page_size = at_least_one("page_size", page_size)
+        io_combine_limit = at_least_one("io_combine_limit", io_combine_limit)
         self.nbuffers = nbuffers
         self.page_size = page_size
         self.direct = direct
@@ -359,17 +373,22 @@ class BufferPool:
         self._waiting: set[Any] = set()
         self._changed: anyio.Event | None = None
         self._io_in_flight = 0
-        # Counters.
+        self._writer = PageWriter(
+            self._descs,
+            self._sweep,
+            page_size=page_size,
+            io_combine_limit=io_combine_limit,
+            driver=driver,
+            io_started=self._io_started,
+            io_ended=self._io_ended,
+        )
+        # Counters (the writer keeps those of writes).
         self.hits = 0
         self.misses = 0
         self.reads = 0
         self.blocks_read = 0
         self.evictions = 0
-        self.writebacks = 0
-        self.writes = 0
-        self.blocks_written = 0
-        self.syncs = 0
-        self.last_distance = 0
+        self.last_distance = 0  # set by the read stream that moved last
 
     def __repr__(self) -> str:
         return f"<BufferPool nbuffers={self.nbuffers} page_size={self.page_size} {self._state}>"
@@ -569,6 +588,15 @@ class BufferPool:
             self._changed = None
             ev.set()
 
+    def _io_started(self) -> None:
+        self._io_in_flight += 1
+
+    def _io_ended(self, io: InFlightIO) -> None:
+        """A read or write ended: wake whoever waits for it, or for a buffer."""
+        self._io_in_flight -= 1
+        io.done.set()
+        self._notify()
+
     async def _wait_for_buffer(self, me: Any) -> None:
         """Wait until a pin is released or an I/O ends; raise when that cannot happen."""
         if self._io_in_flight == 0 and all(
@@ -625,7 +653,7 @@ class BufferPool:
                 continue
             if not desc.dirty:
                 return self._claim(desc, me)
-            await self._write_back(desc)
+            await self._writer.write_back(desc)
             if desc.reusable and not desc.dirty and desc.usage_count == 0:
                 return self._claim(desc, me)
 
@@ -637,6 +665,10 @@ class BufferPool:
         blockno = operator.index(blockno)
         self._check_block(rel, blockno)
         me = current_task_identity()
+        return Page(self, await self._pin_block(rel, blockno, me), me)
+
+    async def _pin_block(self, rel: Relation, blockno: int, me: Any) -> BufferDesc:
+        """The buffer of a block in range, pinned by ``me`` and valid: found, or read now."""
         tag = (rel.rel_id, blockno)
         while True:
             desc = self._mapping.get(tag)
@@ -652,7 +684,7 @@ class BufferPool:
                         raise
                 if desc.valid:
                     self.hits += 1
-                    return Page(self, desc, me)
+                    return desc
                 self._unpin(desc, me)  # that read failed: try one of our own
                 continue
             desc = await self._get_victim(me)
@@ -668,7 +700,106 @@ class BufferPool:
             except BaseException:
                 self._unpin(desc, me)
                 raise
-            return Page(self, desc, me)
+            return desc
+
+    async def start_read_buffers(
+        self, rel: Relation, blockno: int, nblocks: int, *, wait: bool = True
+    ) -> ReadBuffersOperation | None:
+        """Start reading up to ``nblocks`` blocks of ``rel`` from ``blockno``, as PostgreSQL's
+        ``StartReadBuffers()``; return the operation, whose buffers are pinned.
+
+        The operation covers a prefix of the blocks asked for (``op.nblocks``, at least 1):
+
+        - If block ``blockno`` is in the pool, it alone: pinned, counted as a hit. It may be
+          under I/O by another task (``op.needs_wait``).
+        - Otherwise the consecutive blocks from ``blockno`` that are not in the pool, up to
+          ``nblocks``, the end of the relation, or as many buffers as are free now (the
+          first may wait for one, see ``wait``): buffers are claimed for them and one read
+          of them all starts in the background (``op.started_read``, ``op.needs_wait``).
+
+        The caller continues with the block after ``op.nblocks`` in a new call if it wants
+        the rest. Before a page of the operation is used, :meth:`wait_read_buffers` must be
+        called on it (it returns at once when nothing is left to wait for); then
+        :meth:`ReadBuffersOperation.take` hands the pages out in block order, each pinned
+        until released. :meth:`ReadBuffersOperation.release` unpins the ones not taken; a
+        started read goes on in the background either way, and its buffers are never
+        handed out before it has completed.
+
+        ``wait=False``: return None, having pinned nothing, instead of waiting when the
+        first missing block finds no buffer free now (a look-ahead that has pages to return
+        meanwhile). With ``wait=True`` it waits as :meth:`read_page` does, or raises
+        NoUnpinnedBuffersError when waiting cannot help. A block out of range raises
+        BlockOutOfRangeError before anything is pinned.
+        """
+        self._check_rel(rel)
+        blockno = operator.index(blockno)
+        nblocks = at_least_one("nblocks", nblocks)
+        self._check_block(rel, blockno)
+        me = current_task_identity()
+        mapping = self._mapping
+        rel_id = rel.rel_id
+        while True:
+            desc = mapping.get((rel_id, blockno))
+            if desc is not None:
+                desc.pin()
+                self._count_pin(me)
+                self.hits += 1
+                return ReadBuffersOperation(self, rel, blockno, [desc], me, desc.io, started_read=False)
+            want = 1
+            limit = min(nblocks, rel.nblocks - blockno)
+            while want < limit and (rel_id, blockno + want) not in mapping:
+                want += 1
+            first = await self._get_victim(me, wait=wait)
+            if first is None:
+                return None
+            claimed = [first]
+            while len(claimed) < want:
+                d = self._claim_clean_now(me)
+                if d is None:
+                    break
+                claimed.append(d)
+            # The await above let other tasks run: they may have read some of these blocks.
+            n = 0
+            if not rel.closed:
+                while n < len(claimed) and blockno + n < rel.nblocks and (rel_id, blockno + n) not in mapping:
+                    n += 1
+            for d in claimed[n:]:
+                self._unpin(d, me)
+            if n == 0:
+                self._check_rel(rel)
+                continue  # the first block is a hit now
+            descs = claimed[:n]
+            self.misses += n
+            io = self._start_read(rel, blockno, descs)
+            assert self._tg is not None
+            self._tg.start_soon(self._background_read, rel, blockno, descs, io)
+            return ReadBuffersOperation(self, rel, blockno, descs, me, io, started_read=True)
+
+    async def wait_read_buffers(self, op: ReadBuffersOperation) -> None:
+        """Wait until the pages of ``op`` not yet taken are valid, as PostgreSQL's
+        ``WaitReadBuffers()``: for the read ``op`` started, or for the I/O another task had
+        in flight on its block.
+
+        If ``op``'s own read failed, its error is raised here (the same exception each time
+        it is called); the pins stay with ``op`` until released. If another task's read of a
+        block failed, the block is read again here, as a backend does that finds
+        ``BM_VALID`` still clear after ``WaitIO``. Cancelled while it waits, the pins stay
+        with ``op`` as well. Calling it again, or on an operation that needs no wait,
+        returns at once.
+        """
+        io = op._io
+        if io is not None and not io.done.is_set():
+            await io.done.wait()
+        for i in range(op._taken, op.nblocks):
+            desc = op._descs[i]
+            if desc is None or desc.valid:
+                continue
+            if op.started_read and io is not None and io.error is not None:
+                raise io.error
+            # Another task's read of it failed: read it ourselves, as that task would retry.
+            op._descs[i] = None
+            self._unpin(desc, op._owner)
+            op._descs[i] = await self._pin_block(op.rel, op.blockno + i, op._owner)
 
     def _start_read(self, rel: Relation, blockno: int, descs: list[BufferDesc]) -> InFlightIO:
         """Map claimed buffers to blocks ``blockno...`` and mark them under I/O. No await."""
@@ -679,7 +810,7 @@ class BufferPool:
             d.valid = False
             d.io = io
             self._mapping[(rel.rel_id, blockno + i)] = d
-        self._io_in_flight += 1
+        self._io_started()
         self.reads += 1
         self.blocks_read += len(descs)
         return io
@@ -715,18 +846,12 @@ class BufferPool:
                 d.valid = True
                 d.io = None
         finally:
-            self._io_in_flight -= 1
-            io.done.set()
-            self._notify()
-
-    def _spawn_read(self, rel: Relation, blockno: int, descs: list[BufferDesc], io: InFlightIO) -> None:
-        assert self._tg is not None
-        self._tg.start_soon(self._background_read, rel, blockno, descs, io)
+            self._io_ended(io)
 
     async def _background_read(
         self, rel: Relation, blockno: int, descs: list[BufferDesc], io: InFlightIO
     ) -> None:
-        # The error is kept in io.error; the stream raises it to its consumer in order.
+        # The error is kept in io.error; wait_read_buffers raises it to the caller.
         with contextlib.suppress(Exception):
             await self._do_read(rel, blockno, descs, io)
 
@@ -739,107 +864,18 @@ class BufferPool:
         io_combine_limit: int | None = None,
     ) -> ReadStream:
         """Pinned pages of ``blocks``, in order, read ahead and combined (see ``_read_stream``)."""
-        from ._read_stream import ReadStream
-
         self._check_rel(rel)
         limit = self.io_combine_limit if io_combine_limit is None else io_combine_limit
-        return ReadStream(self, rel, blocks, max_ios=max_ios, io_combine_limit=limit)
+        stream = ReadStream(self, rel, blocks, max_ios=max_ios, io_combine_limit=limit)
+        self._streams.add(stream)
+        return stream
 
     def stream_pin_limit(self) -> int:
         """The most pins a new read stream may hold: a fair share of the pool, half of it for
         the first stream, a third each for two, and so on (PostgreSQL's LimitAdditionalPins)."""
-        return max(1, self.nbuffers // (2 + len(self._streams)))
+        return max(1, self.nbuffers // (2 + sum(1 for s in self._streams if not s.closed)))
 
     # -- writes -----------------------------------------------------------------------------
-
-    async def _write_back(self, victim: BufferDesc) -> None:
-        batch = [victim]
-        for d in self._sweep.dirty_ahead(WRITEBACK_BATCH):
-            if d is not victim:
-                batch.append(d)
-            if len(batch) == WRITEBACK_BATCH:
-                break
-        self.writebacks += len(batch)
-        await self._write_buffers(batch)
-
-    async def _write_buffers(self, descs: list[BufferDesc]) -> None:
-        """Write valid buffers (adjacent ones combined) and mark their relations for sync.
-        Buffers whose write fails stay dirty; the first error is raised after all ended.
-
-        Each write takes along the checkpoints waiting for its buffers (``checkpoint_needed``)
-        and, once it has completed, tells them; one that fails hands them back, so a
-        checkpoint never counts a page as written before a write of it is done."""
-        io = InFlightIO("write")
-        for d in descs:
-            d.io = io
-            d.dirty = False
-            io.carries[d] = d.checkpoint_needed
-            d.checkpoint_needed = set()
-        self._io_in_flight += 1
-        errors: list[BaseException] = []
-        try:
-            runs = _runs(descs, self.io_combine_limit)
-            if len(runs) == 1:
-                await self._write_run(runs[0], io, errors)
-            else:
-                for i in range(0, len(runs), _FLUSH_RUNS_IN_FLIGHT):
-                    async with anyio.create_task_group() as tg:
-                        for run in runs[i : i + _FLUSH_RUNS_IN_FLIGHT]:
-                            tg.start_soon(self._write_run, run, io, errors)
-        finally:
-            # A run that never started (cancelled before its first step) wrote nothing.
-            self._unwritten(list(io.carries), io)
-            for d in descs:
-                d.io = None
-            self._io_in_flight -= 1
-            io.done.set()
-            self._notify()
-        if errors:
-            raise errors[0]
-
-    def _unwritten(self, run: list[BufferDesc], io: InFlightIO) -> None:
-        for d in run:
-            d.dirty = True
-            d.checkpoint_needed |= io.carries.pop(d, set())
-
-    async def _write_run(self, run: list[BufferDesc], io: InFlightIO, errors: list[BaseException]) -> None:
-        rel = run[0].rel
-        assert rel is not None
-        if rel.sync_error is not None:
-            self._unwritten(run, io)
-            errors.append(self._sync_failed(rel))
-            return
-        offset = run[0].blockno * self.page_size
-        try:
-            if len(run) == 1:
-                await rel.file.pwrite(run[0].data, offset)
-            else:
-                await rel.file.pwritev([d.data for d in run], offset)
-        except BaseException as exc:
-            self._unwritten(run, io)  # may or may not have reached the file: write it again
-            if not isinstance(exc, Exception):
-                raise
-            errors.append(exc)
-            return
-        rel.needs_sync = True
-        for d in run:
-            for ckpt in io.carries.pop(d, ()):
-                ckpt.written(d)
-        self.writes += 1
-        self.blocks_written += len(run)
-
-    def _sync_failed(self, rel: Relation) -> OSError:
-        err = rel.sync_error
-        assert err is not None
-        out = OSError(
-            err.errno,
-            f"an earlier fdatasync of {rel.path!r} failed ({err.strerror}); pages written before it may be "
-            "lost and will not be reported again, so this relation takes no more checkpoints (PostgreSQL "
-            "PANICs here): close it and recover from the WAL or a copy",
-            rel.path,
-        )
-        out.__cause__ = err
-        return out
 
     async def flush(self, rel: Relation | None = None) -> None:
         """A checkpoint: write every page (of ``rel``, or of all relations) dirty when it
@@ -850,73 +886,7 @@ class BufferPool:
         else:
             self._check_open()
         rels = [rel] if rel is not None else list(self._relations.values())
-        ckpt = Checkpoint()
-        for d in self._descs:
-            if d.rel is None or (rel is not None and d.rel is not rel) or not d.valid:
-                continue
-            if d.dirty:
-                d.checkpoint_needed.add(ckpt)
-            elif d.io is not None and d.io.kind == "write":
-                # Clean while being written: no change since that write began, so it holds
-                # the page as of now; it is ours to wait for.
-                d.io.carries.setdefault(d, set()).add(ckpt)
-            else:
-                continue
-            ckpt.pending[d] = (d.rel, d.blockno)
-        try:
-            await self._write_pending(ckpt)
-        finally:
-            for d in ckpt.pending:  # cut short by an error or a cancellation
-                d.checkpoint_needed.discard(ckpt)
-        synced_dirs: set[str] = set()  # one fsync per directory per checkpoint
-        for r in rels:
-            if r.sync_error is not None:
-                raise self._sync_failed(r)
-            if r.needs_sync and not r.closed:
-                r.needs_sync = False
-                done = r.sync_done = anyio.Event()
-                try:
-                    await r.file.fdatasync()
-                except OSError as exc:
-                    r.sync_error = exc
-                    raise
-                finally:
-                    done.set()
-                self.syncs += 1
-            elif r.sync_done is not None and not r.sync_done.is_set():
-                # Another checkpoint's fdatasync is in flight, submitted after the writes this
-                # one waited for completed: it covers them, but only once it has completed.
-                await r.sync_done.wait()
-                if r.sync_error is not None:
-                    raise self._sync_failed(r)
-            if r.needs_dir_sync and not r.closed:
-                directory = os.path.dirname(os.path.abspath(r.path))
-                if directory not in synced_dirs:
-                    await fsync_directory(directory, self.driver)
-                    synced_dirs.add(directory)
-                r.needs_dir_sync = False
-
-    async def _write_pending(self, ckpt: Checkpoint) -> None:
-        """Until no page of ``ckpt`` is pending: write those idle now (dirty, pinned or not),
-        else wait for a write of one in flight, issued by anyone (a write-back, another
-        checkpoint). A write that fails leaves its pages dirty and pending: one by another
-        task is retried here, one of ours raises."""
-        while ckpt.pending:
-            todo: list[BufferDesc] = []
-            busy: InFlightIO | None = None
-            for d, (r, blockno) in list(ckpt.pending.items()):
-                if d.rel is not r or d.blockno != blockno:
-                    del ckpt.pending[d]  # dropped with its relation
-                    d.checkpoint_needed.discard(ckpt)
-                elif d.io is not None:
-                    busy = d.io
-                else:
-                    d.checkpoint_needed.add(ckpt)  # there already; so the write we issue reports back
-                    todo.append(d)
-            if todo:
-                await self._write_buffers(todo)
-            elif busy is not None:
-                await busy.done.wait()
+        await self._writer.checkpoint(rels, rel)
 
     # -- introspection ----------------------------------------------------------------------
 
@@ -931,10 +901,10 @@ class BufferPool:
             reads=self.reads,
             blocks_read=self.blocks_read,
             evictions=self.evictions,
-            writebacks=self.writebacks,
-            writes=self.writes,
-            blocks_written=self.blocks_written,
-            syncs=self.syncs,
+            writebacks=self._writer.writebacks,
+            writes=self._writer.writes,
+            blocks_written=self._writer.blocks_written,
+            syncs=self._writer.syncs,
             look_ahead_distance=self.last_distance,
         )
 

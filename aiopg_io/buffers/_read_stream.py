@@ -39,41 +39,26 @@ from __future__ import annotations
 import operator
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .._glue import current_task_identity
-from ._pool import Page
-from .errors import BlockOutOfRangeError
+from .errors import BlockOutOfRangeError, at_least_one
 
 if TYPE_CHECKING:
-    from ._descriptors import BufferDesc
-    from ._pool import BufferPool, InFlightIO, Relation
+    from ._pool import BufferPool, Page, ReadBuffersOperation, Relation
 
 __all__ = ["ReadStream"]
 
 
 class _Entry:
-    """One block the stream has pinned (or an error to deliver in its place)."""
+    """One block the stream holds: pinned by a read operation, or an error to deliver."""
 
-    __slots__ = ("blockno", "desc", "error", "io", "io_head", "own_io", "owner")
+    __slots__ = ("blockno", "error", "op")
 
     def __init__(
-        self,
-        blockno: int,
-        desc: BufferDesc | None,
-        owner: Any,
-        io: InFlightIO | None = None,
-        *,
-        own_io: bool = False,
-        io_head: bool = False,
-        error: BaseException | None = None,
+        self, blockno: int, op: ReadBuffersOperation | None, error: BaseException | None = None
     ) -> None:
         self.blockno = blockno
-        self.desc = desc
-        self.owner = owner
-        self.io = io  # the read filling it when pinned, ours or another task's
-        self.own_io = own_io
-        self.io_head = io_head  # the first block of a read this stream started
+        self.op = op
         self.error = error
 
 
@@ -90,12 +75,8 @@ class ReadStream:
         max_ios: int,
         io_combine_limit: int,
     ) -> None:
-        max_ios = operator.index(max_ios)
-        io_combine_limit = operator.index(io_combine_limit)
-        if max_ios < 1:
-            raise ValueError(f"max_ios {max_ios} must be at least 1")
-        if io_combine_limit < 1:
-            raise ValueError(f"io_combine_limit {io_combine_limit} must be at least 1")
+        max_ios = at_least_one("max_ios", max_ios)
+        io_combine_limit = at_least_one("io_combine_limit", io_combine_limit)
         self._pool = pool
         self._rel = rel
         self._ablocks: AsyncIterator[int] | None = None
@@ -117,7 +98,6 @@ class ReadStream:
         self._current: Page | None = None
         self._closed = False
         self._may_wait = False
-        pool._streams.add(self)
         pool.last_distance = self.distance
 
     def __repr__(self) -> str:
@@ -125,6 +105,11 @@ class ReadStream:
             f"<ReadStream {self._rel.path!r} distance={self.distance} pinned={len(self._queue)} "
             f"ios={self._ios_in_progress}{' closed' if self._closed else ''}>"
         )
+
+    @property
+    def closed(self) -> bool:
+        """Closed: by :meth:`close`, at its end, or after an error it raised."""
+        return self._closed
 
     # -- consumer side ----------------------------------------------------------------------
 
@@ -143,7 +128,7 @@ class ReadStream:
                 if not self._queue:
                     self.close()
                     raise StopAsyncIteration
-            page = await self._take(self._queue.popleft())
+            page = await self._take()
             self._current = page
             await self._look_ahead()
         except StopAsyncIteration:
@@ -170,46 +155,33 @@ class ReadStream:
         if self._current is not None:
             self._current.release()
             self._current = None
-        pool = self._pool
         while self._queue:
-            e = self._queue.popleft()
-            if e.desc is not None:
-                pool._unpin(e.desc, e.owner)
-        pool._streams.discard(self)
+            op = self._queue.popleft().op
+            if op is not None:
+                op.release()
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
-            # Abandoned mid-way (a `break` out of `async for`): give the pins back.
+            # Abandoned mid-way (a `break` out of `async for`): each read operation dropped
+            # with the queue gives its pins back.
             self._closed = True
-            for e in self._queue:
-                if e.desc is not None:
-                    self._pool._unpin(e.desc, e.owner, notify=False)
             self._queue.clear()
 
-    async def _take(self, entry: _Entry) -> Page:
-        pool = self._pool
-        desc = entry.desc
-        if desc is None:
+    async def _take(self) -> Page:
+        entry = self._queue[0]
+        op = entry.op
+        if op is None:
+            self._queue.popleft()
             assert entry.error is not None
             raise entry.error
-        io = entry.io
-        if io is not None and not io.done.is_set():
-            try:
-                await io.done.wait()
-            except BaseException:
-                pool._unpin(desc, entry.owner)
-                raise
-        if entry.io_head:
+        pool = self._pool
+        await pool.wait_read_buffers(op)  # on an error or a cancellation the entry stays: close releases it
+        self._queue.popleft()
+        if op.started_read and op.taken == 0:
             self._ios_in_progress -= 1
             self.distance = min(self.distance * 2, self.max_pinned)
             pool.last_distance = self.distance
-        if desc.valid:
-            return Page(pool, desc, entry.owner)
-        pool._unpin(desc, entry.owner)
-        if entry.own_io and io is not None and io.error is not None:
-            raise io.error
-        # Another task's read of it failed: read it ourselves, as that task would retry.
-        return await pool.read_page(self._rel, entry.blockno)
+        return op.take()
 
     # -- look-ahead -------------------------------------------------------------------------
 
@@ -270,67 +242,31 @@ class ReadStream:
                 break
 
     async def _start_pending_read(self) -> bool:
-        """read_stream_start_pending_read: pin the first pending block if it is a hit, else
-        start one read of the consecutive missing blocks from it. False when the pool has no
-        buffer free now and the stream holds others to return meanwhile."""
+        """read_stream_start_pending_read: one ``start_read_buffers`` call for the pending
+        blocks, which pins the first if it is a hit, else starts one read of the consecutive
+        missing blocks from it. False when the pool has no buffer free now and the stream
+        holds others to return meanwhile."""
         pool = self._pool
-        rel = self._rel
         start = self._pending_start
-        me = current_task_identity()
-        while True:
-            if start < 0 or start >= rel.nblocks:
-                try:
-                    pool._check_block(rel, start)
-                except BlockOutOfRangeError as exc:
-                    self._queue.append(_Entry(start, None, me, error=exc))
-                self._advance(1)
-                return True
-            mapping = pool._mapping
-            rel_id = rel.rel_id
-            desc = mapping.get((rel_id, start))
-            if desc is not None:
-                desc.pin()
-                pool._count_pin(me)
-                pool.hits += 1
-                self._queue.append(_Entry(start, desc, me, desc.io))
-                if desc.io is None and self.distance > 1:
-                    self.distance -= 1
-                    pool.last_distance = self.distance
-                self._advance(1)
-                return True
-            want = 1
-            limit = min(self._pending_n, rel.nblocks - start)
-            while want < limit and (rel_id, start + want) not in mapping:
-                want += 1
-            claimed: list[BufferDesc] = []
-            first = await pool._get_victim(me, wait=self._may_wait and not self._queue)
-            if first is None:
-                return False
-            claimed.append(first)
-            while len(claimed) < want:
-                d = pool._claim_clean_now(me)
-                if d is None:
-                    break
-                claimed.append(d)
-            # The awaits above let other tasks run: they may have read some of these blocks.
-            n = 0
-            if not rel.closed:
-                while n < len(claimed) and start + n < rel.nblocks and (rel_id, start + n) not in mapping:
-                    n += 1
-            for d in claimed[n:]:
-                pool._unpin(d, me)
-            if n == 0:
-                pool._check_rel(rel)
-                continue  # the first block is a hit now
-            descs = claimed[:n]
-            pool.misses += n
-            io = pool._start_read(rel, start, descs)
-            pool._spawn_read(rel, start, descs, io)
-            for i, d in enumerate(descs):
-                self._queue.append(_Entry(start + i, d, me, io, own_io=True, io_head=i == 0))
-            self._ios_in_progress += 1
-            self._advance(n)
+        try:
+            op = await pool.start_read_buffers(
+                self._rel, start, self._pending_n, wait=self._may_wait and not self._queue
+            )
+        except BlockOutOfRangeError as exc:
+            self._queue.append(_Entry(start, None, exc))  # raised when the consumer gets there
+            self._advance(1)
             return True
+        if op is None:
+            return False
+        for i in range(op.nblocks):
+            self._queue.append(_Entry(start + i, op))
+        if op.started_read:
+            self._ios_in_progress += 1
+        elif not op.needs_wait and self.distance > 1:
+            self.distance -= 1
+            pool.last_distance = self.distance
+        self._advance(op.nblocks)
+        return True
 
     def _advance(self, n: int) -> None:
         self._pending_start += n

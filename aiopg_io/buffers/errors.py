@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import operator
+from typing import SupportsIndex
+
 from ..errors import AiopgIOError
 
 __all__ = ["BlockOutOfRangeError", "NoUnpinnedBuffersError", "RelationInUseError", "RelationSizeError"]
@@ -32,3 +35,12 @@ class RelationInUseError(AiopgIOError, RuntimeError):
     a hard link) is refused too. Share one pool, or close the relation in the other pool
     (``close_relation``, or leave its ``async with``) first.
     """
+
+
+def at_least_one(name: str, value: SupportsIndex) -> int:
+    """``value`` as an int (``operator.index``), or ValueError naming it when below 1: the
+    check of every count the pool and its read streams take."""
+    n = operator.index(value)
+    if n < 1:
+        raise ValueError(f"{name} {n} must be at least 1")
+    return n

@@ -6,6 +6,8 @@
 - :class:`PowerLossSimulator` / :func:`simulate`: a driver wrapper that remembers what is not
   durable yet and, on :meth:`~PowerLossSimulator.crash`, leaves the files as a power cut could
   (SQLite's src/test6.c model).
+- :class:`CheckpointWorkload`: a power-loss scenario for a buffer pool (writers and
+  checkpoints, the power cut after a given number of changes), with :func:`page_version`.
 - :func:`sweep`: run a scenario failing its 1st, 2nd, 3rd... I/O until a run completes.
 - :func:`default_driver`: make any driver factory the default for files opened in a block.
 - A pytest plugin (:mod:`aiopg_io.testing.pytest_plugin`, entry point ``aiopg_io``) with the
@@ -17,6 +19,8 @@ docs/testing.md says what each tool models and what it cannot.
 from __future__ import annotations
 
 from ..drivers import default_driver as default_driver
+from ._checkpoint_workload import CheckpointWorkload as CheckpointWorkload
+from ._checkpoint_workload import page_version as page_version
 from ._errors import SimulatorBusyError as SimulatorBusyError
 from ._errors import SweepLimitError as SweepLimitError
 from ._faults import KIND_GROUPS as KIND_GROUPS
@@ -37,6 +41,7 @@ from ._sweep import sweep as sweep
 
 __all__ = [
     "KIND_GROUPS",
+    "CheckpointWorkload",
     "CrashReport",
     "EntryCrash",
     "Fault",
@@ -52,6 +57,7 @@ __all__ = [
     "SweepReport",
     "default_driver",
     "inject",
+    "page_version",
     "simulate",
     "sweep",
 ]

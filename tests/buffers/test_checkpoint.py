@@ -19,12 +19,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from aiopg_io.buffers import BufferPool
-from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator
+from aiopg_io.testing import CheckpointWorkload, Fault, FaultInjector, PowerLossSimulator, page_version
 
 pytestmark = pytest.mark.anyio
 
@@ -38,7 +39,7 @@ DEAD_DISK = Fault(kind=("writes", "syncs", "fallocate", "ftruncate"), errno=errn
 
 def version(blockno: int, v: int) -> bytes:
     """Version ``v`` of a block; version 0 is the zeros the file starts with."""
-    return bytes(PS) if v == 0 else bytes([(blockno * 37 + v) % 255 + 1]) * PS
+    return page_version(blockno, v, PS)
 
 
 async def wait_until(cond: Callable[[], bool]) -> None:
@@ -122,6 +123,57 @@ async def test_a_checkpoint_waits_for_the_fdatasync_another_one_began(
     assert path.read_bytes()[PS:] == version(1, 1)
 
 
+class TwoStepWrites:
+    """A relation's file whose first write reads its buffer in two steps, with the loop
+    running between them, as a write in flight does: a worker thread copies the buffer, the
+    device reads it by DMA (O_DIRECT), while the tasks of the loop go on."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+        self.halfway = anyio.Event()  # the first half is written; the loop runs
+        self.go_on = anyio.Event()  # then the second half is read from the buffer and written
+        self._split = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    async def pwrite(self, data: memoryview, offset: int) -> int:
+        if not self._split:
+            return int(await self._file.pwrite(data, offset))
+        self._split = False
+        half = len(data) // 2
+        await self._file.pwrite(data[:half], offset)
+        self.halfway.set()
+        await self.go_on.wait()
+        await self._file.pwrite(data[half:], offset + half)
+        return len(data)
+
+
+async def test_a_pinned_page_changed_while_it_is_written_is_not_torn(tmp_path: Path, driver: str) -> None:
+    """A checkpoint writes a page its holder keeps pinned; the holder changes it, in one step
+    with no await, while the write is in flight. The file must get the page as it was when
+    the write began (the change is dirty again, for the next checkpoint), never half of each:
+    a torn page that a power cut after this checkpoint would keep."""
+    path = tmp_path / "rel"
+    path.write_bytes(bytes(2 * PS))
+    async with BufferPool(2, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        file = TwoStepWrites(rel.file)
+        rel.file = file
+        with await pool.read_page(rel, 0) as page:
+            page.data[:] = version(0, 1)
+            page.mark_dirty()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.flush)
+                await file.halfway.wait()
+                page.data[:] = version(0, 2)
+                page.mark_dirty()
+                file.go_on.set()
+            assert path.read_bytes()[:PS] == version(0, 1), "the checkpoint wrote a torn page"
+            assert pool.statistics().dirty == 1
+    assert path.read_bytes()[:PS] == version(0, 2)
+
+
 @dataclass
 class Tally:
     seeds: int = 0
@@ -145,59 +197,18 @@ async def run_seed(seed: int, directory: Path, driver: str, tally: Tally) -> Non
     path.write_bytes(bytes(PS * NBLOCKS))
     sim = PowerLossSimulator(driver, atomic_sectors=True)
     inj = FaultInjector(driver=sim)
-    # block -> [(change number, version)]; change 0 is the file as created, durable.
-    history: dict[int, list[tuple[int, int]]] = {b: [(0, 0)] for b in range(NBLOCKS)}
-    changes = 0
-    completed: list[int] = []  # the change number each completed checkpoint began at
-    cut = False
+    work = CheckpointWorkload(NBLOCKS, seed=seed, writers=rng.choice([2, 3]), cut_at=cut_at)
     try:
         async with BufferPool(nbuffers, PS, driver=inj) as pool:
             rel = await pool.open(path)
-
-            async def writer(k: int) -> None:
-                nonlocal changes, cut
-                wr = random.Random(seed * 1000 + k)
-                while not cut:
-                    b = wr.randrange(NBLOCKS)
-                    with await pool.read_page(rel, b) as page:
-                        if wr.random() < 0.3:
-                            await anyio.sleep(0)  # keep it pinned across a step of the others
-                        if cut:
-                            return
-                        v = history[b][-1][1] + 1
-                        changes += 1
-                        page.data[:] = version(b, v)
-                        page.mark_dirty()
-                        history[b].append((changes, v))
-                        if changes >= cut_at:
-                            cut = True
-                            inj.add(DEAD_DISK)
-                            return
-                    if wr.random() < 0.5:
-                        await anyio.sleep(0)
-
-            async def checkpointer() -> None:
-                cr = random.Random(seed * 1000 + 999)
-                while not cut:
-                    for _ in range(cr.randint(0, 6)):
-                        await anyio.sleep(0)
-                    began = changes
-                    try:
-                        await pool.flush()
-                    except OSError:
-                        return  # the power was cut
-                    completed.append(began)
-
-            async with anyio.create_task_group() as tg:
-                for k in range(rng.choice([2, 3])):
-                    tg.start_soon(writer, k)
-                tg.start_soon(checkpointer)
+            await work.run(pool, rel, inj, DEAD_DISK)
     except OSError:
         pass  # the closing checkpoint, on the dead disk
     sim.crash(seed=seed)
     data = path.read_bytes()
     path.unlink()
     tally.seeds += 1
+    history, completed = work.history, work.completed
     tally.checkpoints += len(completed)
     if not completed:
         return

@@ -454,3 +454,65 @@ async def test_a_failed_sync_is_never_retried(data_dir: Path, driver: str) -> No
             with pytest.raises(OSError, match=r"an earlier fdatasync of .* failed"):
                 await pool.flush()  # a retry could succeed without the lost pages: refused
     assert open_fds() == fds
+
+
+async def test_start_and_wait_read_buffers(data_dir: Path, driver: str) -> None:
+    """The two calls the read stream is built on, by their contract: a hit alone, else one
+    read of the consecutive misses (up to a hit, the count asked, the end); pages handed
+    out in order after the wait; release gives back the rest."""
+    path = make_relation(data_dir / "rel", 10)
+    async with BufferPool(8, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        with await pool.read_page(rel, 4):
+            pass
+        before = pool.statistics()
+        op = await pool.start_read_buffers(rel, 1, 8)
+        assert op is not None
+        assert (op.blockno, op.nblocks, op.started_read, op.needs_wait) == (1, 3, True, True)  # 1..3
+        with pytest.raises(RuntimeError, match="wait_read_buffers"):
+            op.take()  # not before the wait
+        hit = await pool.start_read_buffers(rel, 4, 8)
+        assert hit is not None
+        assert (hit.nblocks, hit.started_read, hit.needs_wait) == (1, False, False)
+        await pool.wait_read_buffers(op)
+        await pool.wait_read_buffers(op)  # again: at once
+        with op.take() as page:
+            assert (page.blockno, bytes(page.data)) == (1, page_bytes(1))
+        assert pool.statistics().pinned == 3  # blocks 2 and 3, and the hit
+        op.release()
+        op.release()
+        with pytest.raises(IndexError, match="taken"):
+            op.take()
+        await pool.wait_read_buffers(hit)
+        with hit.take() as page:
+            assert bytes(page.data) == page_bytes(4)
+        tail = await pool.start_read_buffers(rel, 8, 16)
+        assert tail is not None and tail.nblocks == 2  # stops at the end of the relation
+        del tail  # dropped: its pins are given back
+        stats = pool.statistics()
+        assert stats.pinned == 0
+        got = (stats.hits - before.hits, stats.misses - before.misses, stats.reads - before.reads)
+        assert got == (1, 5, 2)
+        with pytest.raises(BlockOutOfRangeError):
+            await pool.start_read_buffers(rel, 10, 1)
+        with pytest.raises(ValueError, match="nblocks 0 must be at least 1"):
+            await pool.start_read_buffers(rel, 0, 0)
+        pool._check_invariants()
+
+
+async def test_start_read_buffers_without_waiting_for_a_buffer(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 4)
+    async with BufferPool(2, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        a = await pool.read_page(rel, 0)
+        b = await pool.read_page(rel, 1)
+        assert await pool.start_read_buffers(rel, 2, 2, wait=False) is None  # nothing pinned
+        with pytest.raises(NoUnpinnedBuffersError):
+            await pool.start_read_buffers(rel, 2, 2)  # waiting cannot help: only we hold pins
+        b.release()
+        op = await pool.start_read_buffers(rel, 2, 2, wait=False)
+        assert op is not None and op.nblocks == 1  # as many as are free now
+        await pool.wait_read_buffers(op)
+        with op.take() as page:
+            assert bytes(page.data) == page_bytes(2)
+        a.release()

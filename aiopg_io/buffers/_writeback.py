@@ -1,0 +1,322 @@
+"""Writing dirty pages: write-back of buffers about to be reused, and checkpoints.
+
+The writing half of PostgreSQL's bufmgr.c (``FlushBuffer``, ``BufferSync``) and the job of
+its bgwriter, for the pool in ``_pool.py``, which owns a :class:`PageWriter` and calls it
+when the clock sweep finds a dirty victim and for :meth:`BufferPool.flush`:
+
+- **Write-back**: before a dirty victim can be reused it is written, together with the
+  other dirty buffers the hand will reach soon (bgwriter's job), adjacent blocks combined
+  into one vectored write. Write-back does not sync; the relation is remembered as needing
+  one, and the next checkpoint syncs it. ``dirty`` is cleared when a write starts, so a page
+  changed and marked dirty again while it is being written stays dirty for the next write
+  (``BM_JUST_DIRTIED``).
+- **What a write sends**: the page as it was when its write started. A buffer nobody has
+  pinned cannot change while it is written (a new pin waits for the write to end, as for a
+  read). A pinned one can: its holder may change it while the write is in flight, and the
+  kernel, a worker thread or the device reads the buffer at any time until the write
+  completes, so the file could get a mix of the two versions (a torn page that no
+  checkpoint would repair). A pinned page is therefore written from a copy taken when its
+  write starts; PostgreSQL gets the same from the share content lock a write takes (a
+  change needs the exclusive one) and copies the page when it checksums it
+  (``PageSetChecksumCopy``). A change made across an await of its own is not one change to
+  the pool: a write that starts during that await sends the page half-changed (docs/guide.md,
+  "The buffer pool").
+- **Checkpoints** follow BufferSync: every page dirty when ``flush`` starts is marked
+  (``BM_CHECKPOINT_NEEDED``, see :class:`Checkpoint`), and the relations are synced only
+  once each marked page has been written by a write that completed, whoever issued it: the
+  checkpoint itself, or a write-back that an eviction began meanwhile (fsync(2) covers the
+  writes completed before it; a write still in flight may be lost). A checkpoint that finds
+  another one's fdatasync of a relation in flight waits for it to end.
+- **A file the pool created** has a directory entry that is not durable until its directory
+  is fsynced (fsync(2)); the next checkpoint does that, so after ``flush`` the file survives
+  a power cut along with its pages.
+
+Facts relied on:
+- After ``fdatasync`` fails, dirty data may be lost and the error may not be reported again
+  (fsync(2); PostgreSQL's "fsyncgate", 2018). A relation whose sync failed refuses further
+  checkpoints instead of retrying one that would wrongly succeed.
+- fdatasync(2) also flushes "metadata needed for a subsequent data retrieval", which
+  includes a file size grown by ``extend``.
+- A write's buffer belongs to the I/O until the write completes: io_uring and POSIX AIO
+  read it asynchronously (with O_DIRECT the device reads it by DMA), a worker thread reads
+  it while the loop runs on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .._direct import aligned_buffer
+from .._dirsync import fsync_directory
+from ..drivers import DriverFactory
+from ._descriptors import BufferDesc, ClockSweep, InFlightIO
+
+if TYPE_CHECKING:
+    from ._pool import Relation
+
+__all__ = ["WRITEBACK_BATCH", "Checkpoint", "PageWriter"]
+
+#: Buffers written back in one batch when a dirty victim is found (PostgreSQL's
+#: bgwriter_lru_maxpages is 100 per round; a smaller batch keeps the first reuse quick).
+WRITEBACK_BATCH = 32
+#: Runs of adjacent dirty blocks written at once by a checkpoint.
+_FLUSH_RUNS_IN_FLIGHT = 64
+
+
+class Checkpoint:
+    """One running :meth:`BufferPool.flush`: the pages dirty when it began, each until a
+    write that holds the page's bytes as of then has completed, whoever issued it.
+
+    PostgreSQL's BufferSync marks every dirty buffer ``BM_CHECKPOINT_NEEDED`` when it starts
+    and syncs only after each of them was written, by the checkpointer or by a backend that
+    evicted it meanwhile. Waiting only for the writes in flight when the checkpoint starts is
+    not enough: an eviction that starts while it waits clears ``dirty`` on a page dirtied
+    before the checkpoint, which then neither writes that page nor waits for the write, and
+    may sync before the write lands (a checkpointed page lost to a power cut, issue 20).
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        # buffer -> the page it held when marked; a buffer holding another page by now was
+        # dropped with its relation (a written page may be evicted, but is no longer pending).
+        self.pending: dict[BufferDesc, tuple[Relation, int]] = {}
+
+    def written(self, desc: BufferDesc) -> None:
+        self.pending.pop(desc, None)
+
+
+def _runs(descs: list[BufferDesc], limit: int) -> list[list[BufferDesc]]:
+    """Adjacent blocks of one relation, in order, in runs of at most ``limit``."""
+    ordered = sorted(descs, key=lambda d: (d.rel.rel_id if d.rel else -1, d.blockno))
+    runs: list[list[BufferDesc]] = []
+    for d in ordered:
+        if runs:
+            last = runs[-1]
+            tail = last[-1]
+            if tail.rel is d.rel and tail.blockno + 1 == d.blockno and len(last) < limit:
+                last.append(d)
+                continue
+        runs.append([d])
+    return runs
+
+
+class PageWriter:
+    """Writes a pool's dirty buffers: :meth:`write_back` for the sweep, :meth:`checkpoint`
+    for ``flush``. ``io_started`` and ``io_ended`` are the pool's accounting of I/Os in
+    flight (what a task waiting for a buffer waits on); the counters feed its statistics."""
+
+    def __init__(
+        self,
+        descs: list[BufferDesc],
+        sweep: ClockSweep,
+        *,
+        page_size: int,
+        io_combine_limit: int,
+        driver: str | DriverFactory | None,
+        io_started: Callable[[], None],
+        io_ended: Callable[[InFlightIO], None],
+    ) -> None:
+        self._descs = descs
+        self._sweep = sweep
+        self._page_size = page_size
+        self._io_combine_limit = io_combine_limit
+        self._driver = driver
+        self._io_started = io_started
+        self._io_ended = io_ended
+        self.writebacks = 0  # dirty buffers written so that a buffer could be reused
+        self.writes = 0  # write I/Os issued
+        self.blocks_written = 0
+        self.syncs = 0  # fdatasync calls
+
+    # -- write-back -------------------------------------------------------------------------
+
+    async def write_back(self, victim: BufferDesc) -> None:
+        """Write ``victim`` (dirty, unpinned) and the dirty buffers the hand reaches next."""
+        batch = [victim]
+        for d in self._sweep.dirty_ahead(WRITEBACK_BATCH):
+            if d is not victim:
+                batch.append(d)
+            if len(batch) == WRITEBACK_BATCH:
+                break
+        self.writebacks += len(batch)
+        await self._write_buffers(batch)
+
+    async def _write_buffers(self, descs: list[BufferDesc]) -> None:
+        """Write valid buffers (adjacent ones combined) and mark their relations for sync.
+        Buffers whose write fails stay dirty; the first error is raised after all ended.
+
+        Each write takes along the checkpoints waiting for its buffers (``checkpoint_needed``)
+        and, once it has completed, tells them; one that fails hands them back, so a
+        checkpoint never counts a page as written before a write of it is done."""
+        io = InFlightIO("write")
+        for d in descs:
+            d.io = io
+            d.dirty = False
+            io.carries[d] = d.checkpoint_needed
+            d.checkpoint_needed = set()
+        sources = self._sources(descs)
+        self._io_started()
+        errors: list[BaseException] = []
+        try:
+            runs = _runs(descs, self._io_combine_limit)
+            if len(runs) == 1:
+                await self._write_run(runs[0], sources, io, errors)
+            else:
+                for i in range(0, len(runs), _FLUSH_RUNS_IN_FLIGHT):
+                    async with anyio.create_task_group() as tg:
+                        for run in runs[i : i + _FLUSH_RUNS_IN_FLIGHT]:
+                            tg.start_soon(self._write_run, run, sources, io, errors)
+        finally:
+            # A run that never started (cancelled before its first step) wrote nothing.
+            self._unwritten(list(io.carries), io)
+            for d in descs:
+                d.io = None
+            self._io_ended(io)
+        if errors:
+            raise errors[0]
+
+    def _sources(self, descs: list[BufferDesc]) -> dict[BufferDesc, memoryview]:
+        """What to write for each buffer, fixed now, in the step that cleared ``dirty``: the
+        buffer itself, or a copy of a pinned one (see the module doc). The copies are one
+        aligned allocation, so they suit O_DIRECT as the arena does."""
+        pinned = [d for d in descs if d.refcount]
+        sources = {d: d.data for d in descs}
+        if pinned:
+            ps = self._page_size
+            copies = aligned_buffer(len(pinned) * ps)
+            for i, d in enumerate(pinned):
+                copy = copies[i * ps : (i + 1) * ps]
+                copy[:] = d.data
+                sources[d] = copy
+        return sources
+
+    def _unwritten(self, run: list[BufferDesc], io: InFlightIO) -> None:
+        for d in run:
+            d.dirty = True
+            d.checkpoint_needed |= io.carries.pop(d, set())
+
+    async def _write_run(
+        self,
+        run: list[BufferDesc],
+        sources: dict[BufferDesc, memoryview],
+        io: InFlightIO,
+        errors: list[BaseException],
+    ) -> None:
+        rel = run[0].rel
+        assert rel is not None
+        if rel.sync_error is not None:
+            self._unwritten(run, io)
+            errors.append(sync_failed(rel))
+            return
+        offset = run[0].blockno * self._page_size
+        try:
+            if len(run) == 1:
+                await rel.file.pwrite(sources[run[0]], offset)
+            else:
+                await rel.file.pwritev([sources[d] for d in run], offset)
+        except BaseException as exc:
+            self._unwritten(run, io)  # may or may not have reached the file: write it again
+            if not isinstance(exc, Exception):
+                raise
+            errors.append(exc)
+            return
+        rel.needs_sync = True
+        for d in run:
+            for ckpt in io.carries.pop(d, ()):
+                ckpt.written(d)
+        self.writes += 1
+        self.blocks_written += len(run)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    async def checkpoint(self, rels: list[Relation], only: Relation | None) -> None:
+        """Write every page (of ``only``, or of all relations) dirty now, or wait for the
+        write that writes it meanwhile; then fdatasync each of ``rels`` written since its
+        last sync, and fsync the directory of each one the pool created."""
+        ckpt = Checkpoint()
+        for d in self._descs:
+            if d.rel is None or (only is not None and d.rel is not only) or not d.valid:
+                continue
+            if d.dirty:
+                d.checkpoint_needed.add(ckpt)
+            elif d.io is not None and d.io.kind == "write":
+                # Clean while being written: no change since that write began, so it holds
+                # the page as of now; it is ours to wait for.
+                d.io.carries.setdefault(d, set()).add(ckpt)
+            else:
+                continue
+            ckpt.pending[d] = (d.rel, d.blockno)
+        try:
+            await self._write_pending(ckpt)
+        finally:
+            for d in ckpt.pending:  # cut short by an error or a cancellation
+                d.checkpoint_needed.discard(ckpt)
+        synced_dirs: set[str] = set()  # one fsync per directory per checkpoint
+        for r in rels:
+            if r.sync_error is not None:
+                raise sync_failed(r)
+            if r.needs_sync and not r.closed:
+                r.needs_sync = False
+                done = r.sync_done = anyio.Event()
+                try:
+                    await r.file.fdatasync()
+                except OSError as exc:
+                    r.sync_error = exc
+                    raise
+                finally:
+                    done.set()
+                self.syncs += 1
+            elif r.sync_done is not None and not r.sync_done.is_set():
+                # Another checkpoint's fdatasync is in flight, submitted after the writes this
+                # one waited for completed: it covers them, but only once it has completed.
+                await r.sync_done.wait()
+                if r.sync_error is not None:
+                    raise sync_failed(r)
+            if r.needs_dir_sync and not r.closed:
+                directory = os.path.dirname(os.path.abspath(r.path))
+                if directory not in synced_dirs:
+                    await fsync_directory(directory, self._driver)
+                    synced_dirs.add(directory)
+                r.needs_dir_sync = False
+
+    async def _write_pending(self, ckpt: Checkpoint) -> None:
+        """Until no page of ``ckpt`` is pending: write those idle now (dirty, pinned or not),
+        else wait for a write of one in flight, issued by anyone (a write-back, another
+        checkpoint). A write that fails leaves its pages dirty and pending: one by another
+        task is retried here, one of ours raises."""
+        while ckpt.pending:
+            todo: list[BufferDesc] = []
+            busy: InFlightIO | None = None
+            for d, (r, blockno) in list(ckpt.pending.items()):
+                if d.rel is not r or d.blockno != blockno:
+                    del ckpt.pending[d]  # dropped with its relation
+                    d.checkpoint_needed.discard(ckpt)
+                elif d.io is not None:
+                    busy = d.io
+                else:
+                    d.checkpoint_needed.add(ckpt)  # there already; so the write we issue reports back
+                    todo.append(d)
+            if todo:
+                await self._write_buffers(todo)
+            elif busy is not None:
+                await busy.done.wait()
+
+
+def sync_failed(rel: Relation) -> OSError:
+    """The error every later write or checkpoint of ``rel`` raises once an fdatasync failed."""
+    err = rel.sync_error
+    assert err is not None
+    out = OSError(
+        err.errno,
+        f"an earlier fdatasync of {rel.path!r} failed ({err.strerror}); pages written before it may be "
+        "lost and will not be reported again, so this relation takes no more checkpoints (PostgreSQL "
+        "PANICs here): close it and recover from the WAL or a copy",
+        rel.path,
+    )
+    out.__cause__ = err
+    return out
