@@ -185,7 +185,7 @@ class PosixAioDriver(Driver):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(vectored=False, cancel_in_flight=False, max_in_flight=max(256, self._limit))
+        return Capabilities(max_in_flight=max(256, self._limit))
 
     def submit(self, ops: Sequence[Op]) -> None:
         if self._closed:
