@@ -42,15 +42,15 @@ from __future__ import annotations
 
 import errno
 import io
-import operator
 import os
 import stat as stat_mod
 import warnings
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, SupportsIndex
+from typing import Any
 
 import anyio
 
+from ._checks import as_int, check_end, file_offset, optional_int, readable_view, writable_view
 from ._context import IOContext
 from ._direct import Alignment, aligned_buffer, check_aligned, fd_is_direct
 from ._handoff import FifoLock
@@ -65,59 +65,6 @@ _LINE = b"\n"
 # Offsets below this cannot reach OFF_T_MAX with any buffer this process could hold, so
 # the exact check of a transfer's end is skipped for them (one compare per op).
 _NEAR_OFF_T_MAX = OFF_T_MAX - 2**56
-
-
-def _as_int(value: object, what: str) -> int:
-    if type(value) is int:  # the common case; a Protocol isinstance check costs microseconds
-        return value
-    if isinstance(value, bool) or not isinstance(value, SupportsIndex):
-        raise TypeError(f"{what} must be an integer, not {type(value).__name__}")
-    return operator.index(value)
-
-
-def _offset(value: object, path: str) -> int:
-    off = _as_int(value, "offset")
-    if off < 0:
-        raise InvalidOffsetError(errno.EINVAL, f"offset {off} is negative; file offsets start at 0", path)
-    if off > OFF_T_MAX:
-        raise InvalidOffsetError(
-            errno.EINVAL, f"offset {off} is past the largest file offset, {OFF_T_MAX} (2**63 - 1)", path
-        )
-    return off
-
-
-def _check_end(offset: int, nbytes: int, path: str) -> None:
-    if offset + nbytes > OFF_T_MAX:
-        raise InvalidOffsetError(
-            errno.EINVAL,
-            f"{nbytes} bytes at offset {offset} would end at {offset + nbytes}, past the largest "
-            f"file offset, {OFF_T_MAX} (2**63 - 1)",
-            path,
-        )
-
-
-def _writable_view(buf: object, what: str = "buffer") -> memoryview:
-    try:
-        mv = memoryview(buf)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{what} must be a writable bytes-like object, not {type(buf).__name__}") from None
-    if mv.readonly:
-        raise TypeError(f"{what} must be writable; {type(buf).__name__} is read-only")
-    if not mv.c_contiguous:
-        raise TypeError(f"{what} must be C-contiguous")
-    return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
-
-
-def _readable_view(data: object, what: str = "data") -> memoryview:
-    if isinstance(data, str):
-        raise TypeError(f"{what} must be a bytes-like object, not 'str' (open the file in text mode for str)")
-    try:
-        mv = memoryview(data)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{what} must be a bytes-like object, not {type(data).__name__}") from None
-    if not mv.c_contiguous:
-        raise TypeError(f"{what} must be C-contiguous")
-    return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
 
 
 class AsyncFile:
@@ -272,7 +219,7 @@ class AsyncFile:
 
     def _op(self, kind: OpKind, offset: int, bufs: Sequence[memoryview], keep: object) -> Op:
         if offset > _NEAR_OFF_T_MAX:
-            _check_end(offset, sum(len(b) for b in bufs), self._path)
+            check_end(offset, sum(len(b) for b in bufs), self._path)
         return Op(
             kind, self._fd, offset, tuple(bufs), path=self._path, keepalive=keep, direct=self._fd_direct
         )
@@ -301,11 +248,11 @@ class AsyncFile:
     async def pread(self, n: int, offset: int) -> bytes:
         """Read up to ``n`` bytes at ``offset``; fewer only at end of file."""
         self._check_readable()
-        n = _as_int(n, "n")
+        n = as_int(n, "n")
         if n < 0:
             raise InvalidOffsetError(errno.EINVAL, f"read length {n} is negative", self._path)
-        offset = _offset(offset, self._path)
-        _check_end(offset, n, self._path)
+        offset = file_offset(offset, self._path)
+        check_end(offset, n, self._path)
         want = self._read_size(n, offset)
         if want < n and self._alignment is not None:  # bounded by the size: keep it aligned
             want = -(-want // self._alignment.offset) * self._alignment.offset
@@ -318,8 +265,8 @@ class AsyncFile:
     async def preadinto(self, buf: Any, offset: int) -> int:
         """Read into ``buf`` at ``offset``; returns the byte count (short only at EOF)."""
         self._check_readable()
-        mv = _writable_view(buf)
-        offset = _offset(offset, self._path)
+        mv = writable_view(buf)
+        offset = file_offset(offset, self._path)
         self._check_direct(offset, [mv])
         return await self._transfer(OpKind.READ, offset, (mv,), buf)
 
@@ -328,16 +275,16 @@ class AsyncFile:
         self._check_readable()
         if isinstance(bufs, (bytes, bytearray, memoryview)):
             raise TypeError("bufs must be an iterable of buffers, not a single buffer")
-        views = [_writable_view(b, "each buffer") for b in bufs]
-        offset = _offset(offset, self._path)
+        views = [writable_view(b, "each buffer") for b in bufs]
+        offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         return await self._transfer(OpKind.READV, offset, views, bufs)
 
     async def pwrite(self, data: Any, offset: int) -> int:
         """Write all of ``data`` at ``offset``; returns its length."""
         self._check_writable()
-        mv = _readable_view(data)
-        offset = _offset(offset, self._path)
+        mv = readable_view(data)
+        offset = file_offset(offset, self._path)
         self._check_direct(offset, [mv])
         return await self._transfer(OpKind.WRITE, offset, (mv,), data)
 
@@ -346,8 +293,8 @@ class AsyncFile:
         self._check_writable()
         if isinstance(bufs, (bytes, bytearray, memoryview, str)):
             raise TypeError("bufs must be an iterable of buffers, not a single buffer")
-        views = [_readable_view(b, "each buffer") for b in bufs]
-        offset = _offset(offset, self._path)
+        views = [readable_view(b, "each buffer") for b in bufs]
+        offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         return await self._transfer(OpKind.WRITEV, offset, views, bufs)
 
@@ -368,11 +315,11 @@ class AsyncFile:
     async def fallocate(self, offset: int, length: int, mode: int = 0) -> None:
         """Reserve ``length`` bytes at ``offset`` (mode 0 extends the file as needed)."""
         self._check_writable()
-        offset = _offset(offset, self._path)
-        length = _as_int(length, "length")
+        offset = file_offset(offset, self._path)
+        length = as_int(length, "length")
         if length <= 0:
             raise InvalidOffsetError(errno.EINVAL, f"fallocate length {length} must be positive", self._path)
-        _check_end(offset, length, self._path)
+        check_end(offset, length, self._path)
         await self._submit(Op(OpKind.FALLOCATE, self._fd, offset, length=length, mode=mode, path=self._path))
 
     async def stat(self) -> os.stat_result:
@@ -387,7 +334,7 @@ class AsyncFile:
 
     async def _raw_read(self, n: int, offset: int) -> bytes:
         """Up to ``n`` bytes at ``offset``, at any alignment (bounced on a direct file)."""
-        _check_end(offset, n, self._path)
+        check_end(offset, n, self._path)
         n = self._read_size(n, offset)
         if self._alignment is None:
             buf = self._read_buffer(n)
@@ -498,7 +445,7 @@ class AsyncFile:
 
     async def read(self, size: int | None = -1) -> bytes:
         """Up to ``size`` bytes from the cursor (all the rest when ``size`` is -1 or None)."""
-        size = -1 if size is None else _as_int(size, "size")
+        size = optional_int(size, "size")
         if size < -1:
             if self._buffer_size:
                 raise ValueError(f"read length {size} must be non-negative or -1")
@@ -542,7 +489,7 @@ class AsyncFile:
 
     async def read1(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes with at most one read from the file."""
-        size = -1 if size is None else _as_int(size, "size")
+        size = optional_int(size, "size")
         self._check_readable()
         async with self._lock:
             await self._prepare_read()
@@ -556,21 +503,21 @@ class AsyncFile:
 
     async def readinto(self, buf: Any) -> int:
         """Fill ``buf`` from the cursor; returns the count (short only at EOF)."""
-        mv = _writable_view(buf)
+        mv = writable_view(buf)
         data = await self.read(len(mv))
         mv[: len(data)] = data
         return len(data)
 
     async def readinto1(self, buf: Any) -> int:
         """Like :meth:`readinto` with at most one read from the file."""
-        mv = _writable_view(buf)
+        mv = writable_view(buf)
         data = await self.read1(len(mv))
         mv[: len(data)] = data
         return len(data)
 
     async def readline(self, size: int | None = -1) -> bytes:
         """One line including its b'\\n' (at most ``size`` bytes); b'' at EOF."""
-        size = -1 if size is None else _as_int(size, "size")
+        size = optional_int(size, "size")
         self._check_readable()
         async with self._lock:
             await self._prepare_read()
@@ -592,7 +539,7 @@ class AsyncFile:
 
     async def readlines(self, hint: int | None = -1) -> list[bytes]:
         """All remaining lines (stopping once more than ``hint`` bytes have been read, if given)."""
-        hint = -1 if hint is None else _as_int(hint, "hint")
+        hint = optional_int(hint, "hint")
         lines: list[bytes] = []
         total = 0
         while True:
@@ -617,7 +564,7 @@ class AsyncFile:
 
     async def write(self, data: Any) -> int:
         """Write ``data`` at the cursor (at the end in append mode); returns its length."""
-        mv = _readable_view(data)
+        mv = readable_view(data)
         self._check_writable()
         n = len(mv)
         async with self._lock:
@@ -644,8 +591,8 @@ class AsyncFile:
 
     async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         """Move the cursor; returns the new position. Flushes buffered writes first."""
-        offset = _as_int(offset, "offset")
-        whence = _as_int(whence, "whence")
+        offset = as_int(offset, "offset")
+        whence = as_int(whence, "whence")
         self._check_open()
         async with self._lock:
             await self._flush_writes()
@@ -690,7 +637,7 @@ class AsyncFile:
         self._check_writable()
         async with self._lock:
             await self._flush_writes()
-            new = self._pos if size is None else _as_int(size, "size")
+            new = self._pos if size is None else as_int(size, "size")
             if new < 0:
                 raise InvalidOffsetError(errno.EINVAL, f"negative size value {new}", self._path)
             if new > OFF_T_MAX:

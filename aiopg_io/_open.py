@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from ._checks import check_newline, check_text_arg_types, exact_int
 from ._context import get_context
 from ._direct import Alignment, dio_alignment, direct_open_flags, enable_direct
 from ._file import DEFAULT_BUFFER_SIZE, AsyncFile, is_directory
@@ -27,7 +28,6 @@ from .errors import DirectIOUnsupportedError
 __all__ = ["OpenCall", "open"]
 
 Opener = Callable[[str, int], int]
-_NEWLINES = (None, "", "\n", "\r", "\r\n")
 
 
 class _Mode:
@@ -127,8 +127,7 @@ async def _open(
     if not closefd and not isinstance(file, int):
         raise ValueError("Cannot use closefd=False with file name")
     path: str | int = file if isinstance(file, int) else os.fsdecode(os.fspath(file))
-    if isinstance(buffering, bool) or not isinstance(buffering, int):
-        raise TypeError(f"buffering must be an int, not {type(buffering).__name__}")
+    buffering = exact_int("buffering", buffering)
     if m.binary:
         for argname, value in (("encoding", encoding), ("errors", errors), ("newline", newline)):
             if value is not None:
@@ -141,15 +140,10 @@ async def _open(
                 stacklevel=3,
             )
     else:
-        for argname, value in (("encoding", encoding), ("errors", errors), ("newline", newline)):
-            if value is not None and not isinstance(value, str):
-                raise TypeError(
-                    f"open() argument '{argname}' must be str or None, not {type(value).__name__}"
-                )
+        check_text_arg_types(encoding, errors, newline)
         if buffering == 0:
             raise ValueError("can't have unbuffered text I/O")
-        if newline not in _NEWLINES:
-            raise ValueError(f"illegal newline value: {newline!r}")
+        check_newline(newline)
         if direct:
             raise ValueError("direct I/O needs binary mode: open with 'b' in the mode and aligned buffers")
     ctx = get_context(driver, direct=direct)

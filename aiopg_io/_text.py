@@ -49,6 +49,7 @@ import warnings
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Protocol
 
+from ._checks import check_newline, check_text_arg_types, text_size
 from ._file import AsyncFile
 from ._handoff import FifoLock
 from .errors import ClosedError
@@ -57,7 +58,6 @@ __all__ = ["AsyncTextFile"]
 
 _CHUNK_SIZE = 8192  # CPython's TextIOWrapper._CHUNK_SIZE (textio.c)
 _UNIVERSAL_EOL = re.compile(r"\r\n?|\n")
-_NEWLINES = (None, "", "\n", "\r", "\r\n")
 
 
 class _Decoder(Protocol):
@@ -82,15 +82,6 @@ def _resolve_encoding(encoding: str | None) -> str:
         getencoding = getattr(locale, "getencoding", None)  # 3.11+; ignores UTF-8 mode, as io does
         chosen = getencoding() if getencoding is not None else locale.getpreferredencoding(False)
     return chosen
-
-
-def _size_arg(size: object) -> int:
-    if size is None:
-        return -1
-    try:
-        return operator.index(size)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"argument should be integer or None, not '{type(size).__name__}'") from None
 
 
 def _pack_cookie(
@@ -125,12 +116,8 @@ class AsyncTextFile:
         line_buffering: bool = False,
         write_through: bool = False,
     ) -> None:
-        for argname, value in (("encoding", encoding), ("errors", errors), ("newline", newline)):
-            if value is not None and not isinstance(value, str):
-                kind = type(value).__name__
-                raise TypeError(f"open() argument '{argname}' must be str or None, not {kind}")
-        if newline not in _NEWLINES:
-            raise ValueError(f"illegal newline value: {newline!r}")
+        check_text_arg_types(encoding, errors, newline)
+        check_newline(newline)
         encoding = _resolve_encoding(encoding)
         if not codecs.lookup(encoding)._is_text_encoding:
             raise LookupError(
@@ -300,7 +287,7 @@ class AsyncTextFile:
 
     async def read(self, size: int | None = -1) -> str:
         """Up to ``size`` characters (everything left when ``size`` is negative or None)."""
-        n = _size_arg(size)
+        n = text_size(size)
         decoder = self._check_readable()
         async with self._lock:
             if n < 0:
@@ -394,7 +381,7 @@ class AsyncTextFile:
 
     async def readlines(self, hint: int | None = -1) -> list[str]:
         """The remaining lines; stops after the line that brings the total past ``hint``."""
-        limit = _size_arg(hint)
+        limit = text_size(hint)
         decoder = self._check_readable()
         lines: list[str] = []
         total = 0

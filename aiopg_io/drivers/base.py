@@ -222,13 +222,13 @@ class Op:
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a driver can do here, so callers pick paths without trying and failing."""
+    """What a driver can do here that changes how the IOContext drives it.
 
-    vectored: bool = True  # READV/WRITEV are native (else the driver splits them)
-    direct: bool = True  # O_DIRECT files work through it
-    cancel_in_flight: bool = False  # can stop an op the kernel already started
+    Every field has a reader (``IOContext``); what a user may want to know besides (direct
+    I/O, cancellation of started ops) is in ``unavailable_reason(direct=True)`` and the
+    guide, not here."""
+
     asynchronous: bool = True  # False: submit() performs the I/O before returning
-    registered_buffers: bool = False
     inline: bool = False  # try_inline() may complete ops without a submission
     max_in_flight: int = 1024  # the IOContext caps ops in flight at this
 
@@ -262,13 +262,15 @@ class Driver(abc.ABC):
     name: ClassVar[str]
 
     @classmethod
-    @abc.abstractmethod
     def unavailable_reason(cls, *, direct: bool = False) -> str | None:
         """Why this driver cannot run on this machine (one line a user can act on), or None.
 
         Shall be cheap enough to call once per process and shall leave nothing open. A
-        driver that can run only buffered I/O says why for ``direct=True``.
+        driver that can run only buffered I/O says why for ``direct=True``. Optional: the
+        default, None, is for a driver that runs wherever Python does (sync, worker, the
+        testing wrappers); one that needs a kernel facility overrides it.
         """
+        return None
 
     @property
     @abc.abstractmethod

@@ -87,8 +87,8 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
   a small part of what a read costs through ``aiopg_io.open(..., direct=True)``, below
   run-to-run noise, while it would need a buffer index on every op, a registration per
   ring (one per IOContext) and pinned memory charged to the memory cgroup. Not worth it
-  until the per-op Python cost is far lower; so ``Capabilities.registered_buffers`` is
-  False and the pool does not ask for it.
+  until the per-op Python cost is far lower; so no buffer is registered and the pool does
+  not ask for it.
 
 Convoys (``reap_batch``): at high queue depth with direct I/O, the reads of one submission
 tend to complete together, so one reap returns all of them, every task resumes in the same
@@ -393,15 +393,7 @@ class IoUringDriver(Driver):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            vectored=True,
-            direct=True,
-            cancel_in_flight=True,
-            asynchronous=True,
-            registered_buffers=False,
-            inline=self._nowait,
-            max_in_flight=self._cq_entries,
-        )
+        return Capabilities(asynchronous=True, inline=self._nowait, max_in_flight=self._cq_entries)
 
     @property
     def nowait_fast_path(self) -> bool:

@@ -24,10 +24,6 @@ class SyncDriver(Driver):
         self._closed = False
         self._counters = DriverCounters()
 
-    @classmethod
-    def unavailable_reason(cls, *, direct: bool = False) -> str | None:
-        return None
-
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(asynchronous=False, max_in_flight=1024)

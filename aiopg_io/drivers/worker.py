@@ -66,10 +66,6 @@ class WorkerDriver(Driver):
         self._closed = False
         self._counters = DriverCounters()
 
-    @classmethod
-    def unavailable_reason(cls, *, direct: bool = False) -> str | None:
-        return None
-
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(max_in_flight=max(256, 4 * self._nthreads))

@@ -255,7 +255,8 @@ class FaultyDriver(Driver):
     """The driver a :class:`FaultInjector` makes: forwards to ``inner``, applying the rules.
 
     Always asynchronous (it completes ops of its own on a pollable fd), whatever ``inner``
-    is; otherwise it reports the inner driver's capabilities.
+    is, and never inline (every op passes the rules); ops in flight are capped as the inner
+    driver caps them.
     """
 
     name = "faulty"
@@ -275,21 +276,9 @@ class FaultyDriver(Driver):
         self._reaping = False
         self.closed = False
 
-    @classmethod
-    def unavailable_reason(cls, *, direct: bool = False) -> str | None:
-        return None
-
     @property
     def capabilities(self) -> Capabilities:
-        caps = self.inner.capabilities
-        return Capabilities(
-            vectored=caps.vectored,
-            direct=caps.direct,
-            cancel_in_flight=caps.cancel_in_flight,
-            asynchronous=True,
-            registered_buffers=False,
-            max_in_flight=caps.max_in_flight,
-        )
+        return Capabilities(asynchronous=True, max_in_flight=self.inner.capabilities.max_in_flight)
 
     def fileno(self) -> int:
         return self._mux.fileno()

@@ -684,10 +684,6 @@ class PowerLossDriver(Driver):
         self._refused: list[Op] = []
         self._mux = Mux(inner.fileno())
 
-    @classmethod
-    def unavailable_reason(cls, *, direct: bool = False) -> str | None:
-        return None
-
     @property
     def capabilities(self) -> Capabilities:
         # Every op goes through submit(), where it is recorded: no inline completions.

@@ -28,11 +28,12 @@ import pytest
 import aiopg_io
 from aiopg_io.drivers import posix_aio
 from aiopg_io.drivers.base import Op, OpKind, OpState
+from aiopg_io.drivers.posix_aio import _layouts, _libc, _notifiers, _platforms
 from tests.conftest import open_fds
 
 REASON = posix_aio.PosixAioDriver.unavailable_reason()
 needs_posix_aio = pytest.mark.skipif(REASON is not None, reason=f"posix_aio cannot run here: {REASON}")
-LINUX_GLIBC = posix_aio._PLATFORM is posix_aio._LINUX_GLIBC
+LINUX_GLIBC = _platforms.PLATFORM is _platforms.LINUX_GLIBC
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ def test_linux_layout_matches_the_c_headers(tmp_path: Path) -> None:
         out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
         c = {k: int(v) for k, v in (line.split() for line in out.splitlines())}
 
-        A, S = posix_aio._LinuxAiocb, posix_aio._LinuxSigevent
+        A, S = _layouts.LinuxAiocb, _layouts.LinuxSigevent
         sev = A.aio_sigevent.offset
         mine = {
             "sizeof.aiocb": ctypes.sizeof(A),
@@ -155,14 +156,14 @@ def test_linux_layout_matches_the_c_headers(tmp_path: Path) -> None:
             "sigevent.sigev_signo": S.sigev_signo.offset,
             "sigevent.sigev_notify": S.sigev_notify.offset,
             "sigevent._sigev_un": S.sigev_un.offset,
-            "sigevent.sigev_notify_function": S.sigev_un.offset + posix_aio._LinuxSigevUnion.thread.offset,
+            "sigevent.sigev_notify_function": S.sigev_un.offset + _layouts.LinuxSigevUnion.thread.offset,
             "sigevent.sigev_notify_attributes": S.sigev_un.offset
-            + posix_aio._LinuxSigevUnion.thread.offset
-            + posix_aio._LinuxSigevThread.attribute.offset,
-            "sigevent._sigev_un._tid": S.sigev_un.offset + posix_aio._LinuxSigevUnion.tid.offset,
+            + _layouts.LinuxSigevUnion.thread.offset
+            + _layouts.LinuxSigevThread.attribute.offset,
+            "sigevent._sigev_un._tid": S.sigev_un.offset + _layouts.LinuxSigevUnion.tid.offset,
         }
         assert {k: c[k] for k in mine} == mine
-        plat = posix_aio._LINUX_GLIBC
+        plat = _platforms.LINUX_GLIBC
         assert c["const.LIO_READ"] == plat.lio_read
         assert c["const.LIO_WRITE"] == plat.lio_write
         assert c["const.LIO_NOWAIT"] == plat.lio_nowait
@@ -177,7 +178,7 @@ def test_linux_layout_matches_the_c_headers(tmp_path: Path) -> None:
 def test_other_platform_layouts_have_the_header_sizes() -> None:
     """FreeBSD and macOS cannot be compiled against here: check the sizes and offsets the
     headers imply (LP64), so an edit to a field list cannot go unnoticed."""
-    F, FS = posix_aio._FreeBSDAiocb, posix_aio._FreeBSDSigevent
+    F, FS = _layouts.FreeBSDAiocb, _layouts.FreeBSDSigevent
     assert ctypes.sizeof(FS) == 80
     assert (FS.sigev_notify.offset, FS.sigev_signo.offset, FS.sigev_value.offset, FS.sigev_un.offset) == (
         0,
@@ -193,7 +194,7 @@ def test_other_platform_layouts_have_the_header_sizes() -> None:
         48,
     )
     assert (F.aiocb_private.offset, F.aio_sigevent.offset) == (56, 80)
-    M, MS = posix_aio._MacOSAiocb, posix_aio._MacOSSigevent
+    M, MS = _layouts.MacOSAiocb, _layouts.MacOSSigevent
     assert ctypes.sizeof(MS) == 32
     assert ctypes.sizeof(M) == 80
     assert (M.aio_reqprio.offset, M.aio_sigevent.offset, M.aio_lio_opcode.offset) == (32, 40, 72)
@@ -266,14 +267,14 @@ def test_bsd_layouts_match_a_c_compiler(tmp_path: Path) -> None:
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
     c = {k: int(v) for k, v in (line.split() for line in out.splitlines())}
     mine = {
-        **_ctypes_layout("fbsd_sigevent", posix_aio._FreeBSDSigevent, {"sigev_un": "_sigev_un"}),
+        **_ctypes_layout("fbsd_sigevent", _layouts.FreeBSDSigevent, {"sigev_un": "_sigev_un"}),
         **_ctypes_layout(
             "fbsd_aiocb",
-            posix_aio._FreeBSDAiocb,
+            _layouts.FreeBSDAiocb,
             {"spare": "__spare__", "spare2": "__spare2__", "aiocb_private": "_aiocb_private"},
         ),
-        **_ctypes_layout("mac_sigevent", posix_aio._MacOSSigevent, {}),
-        **_ctypes_layout("mac_aiocb", posix_aio._MacOSAiocb, {}),
+        **_ctypes_layout("mac_sigevent", _layouts.MacOSSigevent, {}),
+        **_ctypes_layout("mac_aiocb", _layouts.MacOSAiocb, {}),
     }
     assert mine == c
 
@@ -284,10 +285,10 @@ def test_bsd_constants_are_the_headers() -> None:
         # FreeBSD sys/sys/aio.h: LIO_NOP 0, LIO_WRITE 1, LIO_READ 2; LIO_NOWAIT 0; AIO_CANCELED 1,
         # AIO_NOTCANCELED 2, AIO_ALLDONE 3; AIO_LISTIO_MAX 16. sys/sys/signal.h: SIGEV_NONE 0.
         # sys/sys/fcntl.h: O_SYNC 0x80, O_DSYNC 0x1000000.
-        posix_aio._FREEBSD: (2, 1, 0, 1, 2, 3, 0, 0x80, 0x1000000, 16),
+        _platforms.FREEBSD: (2, 1, 0, 1, 2, 3, 0, 0x80, 0x1000000, 16),
         # XNU bsd/sys/aio.h: LIO_READ 1, LIO_WRITE 2; LIO_NOWAIT 1; AIO_ALLDONE 1, AIO_CANCELED 2,
         # AIO_NOTCANCELED 4; AIO_LISTIO_MAX 16; O_SYNC 0x80, "O_DSYNC - NOT SUPPORTED" by aio_fsync.
-        posix_aio._MACOS: (1, 2, 1, 2, 4, 1, 0, 0x80, 0x80, 16),
+        _platforms.MACOS: (1, 2, 1, 2, 4, 1, 0, 0x80, 0x80, 16),
     }
     for plat, facts in header_facts.items():
         ours = (
@@ -306,15 +307,15 @@ def test_bsd_constants_are_the_headers() -> None:
     # sys/sys/event.h: EVFILT_AIO -3, EVFILT_TIMER -7, EVFILT_USER -11, NOTE_TRIGGER 0x01000000;
     # sys/sys/signal.h: SIGEV_KEVENT 3.
     assert (
-        posix_aio._FREEBSD_EVFILT_AIO,
-        posix_aio._FREEBSD_EVFILT_TIMER,
-        posix_aio._FREEBSD_EVFILT_USER,
+        _notifiers.FREEBSD_EVFILT_AIO,
+        _notifiers.FREEBSD_EVFILT_TIMER,
+        _notifiers.FREEBSD_EVFILT_USER,
     ) == (
         -3,
         -7,
         -11,
     )
-    assert (posix_aio._FREEBSD_NOTE_TRIGGER, posix_aio._FREEBSD_SIGEV_KEVENT) == (0x01000000, 3)
+    assert (_notifiers.FREEBSD_NOTE_TRIGGER, _notifiers.FREEBSD_SIGEV_KEVENT) == (0x01000000, 3)
 
 
 def test_platform_selection_and_reason() -> None:
@@ -333,22 +334,22 @@ def test_other_platforms_say_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
     monkeypatch.setattr(sys, "platform", "sunos5")
-    assert posix_aio._select_platform() == (
+    assert _platforms.select_platform() == (
         None,
         "POSIX AIO is not supported by this driver on sunos5 (use the worker driver)",
     )
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(platform, "libc_ver", lambda *a, **k: ("", ""))
-    plat, why = posix_aio._select_platform()
+    plat, why = _platforms.select_platform()
     assert plat is None and why is not None
     assert why.startswith(
         "POSIX AIO through ctypes needs glibc's struct aiocb layout; this Python runs on an unknown"
     )
-    for name, expected in (("freebsd14", posix_aio._FREEBSD), ("darwin", posix_aio._MACOS)):
+    for name, expected in (("freebsd14", _platforms.FREEBSD), ("darwin", _platforms.MACOS)):
         monkeypatch.setattr(sys, "platform", name)
-        assert posix_aio._select_platform() == (expected, None)
-    monkeypatch.setattr(posix_aio, "_PLATFORM", None)
-    monkeypatch.setattr(posix_aio, "_PLATFORM_REASON", "POSIX AIO is not supported by this driver on sunos5")
+        assert _platforms.select_platform() == (expected, None)
+    monkeypatch.setattr(_platforms, "PLATFORM", None)
+    monkeypatch.setattr(_platforms, "PLATFORM_REASON", "POSIX AIO is not supported by this driver on sunos5")
     assert (
         posix_aio.PosixAioDriver.unavailable_reason() == "POSIX AIO is not supported by this driver on sunos5"
     )
@@ -368,8 +369,8 @@ def test_info_marks_an_untested_platform(monkeypatch: pytest.MonkeyPatch, tmp_pa
     from aiopg_io import _info
 
     assert "posix_aio" not in _info.machine_matrix(str(tmp_path)).untested
-    assert posix_aio._PLATFORM is not None
-    monkeypatch.setattr(posix_aio, "_PLATFORM", dataclasses.replace(posix_aio._PLATFORM, tested=False))
+    assert _platforms.PLATFORM is not None
+    monkeypatch.setattr(_platforms, "PLATFORM", dataclasses.replace(_platforms.PLATFORM, tested=False))
     m = _info.machine_matrix(str(tmp_path))
     assert m.untested == {"posix_aio": "not tested on this machine"}
     row = [line for line in _info.render(m).splitlines() if line.strip().startswith("posix_aio")]
@@ -513,7 +514,7 @@ def test_direct_io_round_trip(data_dir: Path) -> None:
 class _Wrapped:
     """An _AioLib stand-in that forwards to the real one, with hooks to misbehave."""
 
-    def __init__(self, real: posix_aio._AioLib) -> None:
+    def __init__(self, real: _libc.AioLib) -> None:
         self.real = real
         self.aio_read = real.aio_read
         self.aio_write = real.aio_write
@@ -525,8 +526,8 @@ class _Wrapped:
         self.lio_listio = real.lio_listio
 
 
-def _cbs(arr: ctypes.Array[ctypes.c_void_p], n: int) -> list[posix_aio._LinuxAiocb]:
-    return [posix_aio._LinuxAiocb.from_address(arr[i] or 0) for i in range(n)]
+def _cbs(arr: ctypes.Array[ctypes.c_void_p], n: int) -> list[_layouts.LinuxAiocb]:
+    return [_layouts.LinuxAiocb.from_address(arr[i] or 0) for i in range(n)]
 
 
 @needs_posix_aio
@@ -908,16 +909,16 @@ def test_the_macos_fallback_notifier_runs_here(
     import dataclasses
 
     path, data = data_file
-    assert posix_aio._PLATFORM is not None
+    assert _platforms.PLATFORM is not None
     monkeypatch.setattr(
-        posix_aio, "_PLATFORM", dataclasses.replace(posix_aio._PLATFORM, notifier="suspend+rescan")
+        _platforms, "PLATFORM", dataclasses.replace(_platforms.PLATFORM, notifier="suspend+rescan")
     )
     before_fds = open_fds()
     fd = os.open(path, os.O_RDONLY)
     r, w = os.pipe()
     d = posix_aio.PosixAioDriver()
     try:
-        assert isinstance(d._notifier, posix_aio._SuspendNotifier) and d._notifier._pipe is None
+        assert isinstance(d._notifier, _notifiers.SuspendNotifier) and d._notifier._pipe is None
         calls = [0]
         real_suspend = d._lib.aio_suspend
 
@@ -942,7 +943,7 @@ def test_the_macos_fallback_notifier_runs_here(
         idle_from = calls[0]
         time.sleep(0.3)
         assert calls[0] - idle_from <= 1, f"{calls[0] - idle_from} aio_suspend calls while idle"
-        assert d._notifier._state == posix_aio._SuspendNotifier._GRACE  # asleep on its condition
+        assert d._notifier._state == _notifiers.SuspendNotifier._GRACE  # asleep on its condition
         again = Op(OpKind.READV, fd, offset=7, buffers=(memoryview(bytearray(10)), memoryview(bytearray(5))))
         drive(d, [again], timeout=5)
         assert again.result == 15 and b"".join(bytes(b) for b in again.buffers) == data[7:22]

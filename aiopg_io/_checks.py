@@ -1,0 +1,139 @@
+"""Argument checks shared by ``open()``, the binary file and the text file.
+
+Each raises what CPython's ``io`` raises for the same mistake (same type, same message), so
+code moving from ``open`` keeps its error handling, or, where ``io`` has no equivalent (file
+offsets past ``off_t``), the documented error that names the value and the limit. Where
+``io`` itself words one mistake two ways (``BufferedReader.read("x")`` and
+``TextIOWrapper.read("x")`` differ), there are two checks, each named for its caller.
+
+Offsets: ``off_t`` is 64 bits on every platform aiopg_io runs on (CPython is built with
+large-file support), and Linux refuses a transfer whose end passes ``2**63 - 1``
+(``rw_verify_area`` in fs/read_write.c); see :mod:`aiopg_io._file` for why every offset is
+checked before a driver sees it.
+"""
+
+from __future__ import annotations
+
+import errno
+import operator
+from typing import SupportsIndex
+
+from .drivers.base import OFF_T_MAX
+from .errors import InvalidOffsetError
+
+__all__ = [
+    "NEWLINES",
+    "as_int",
+    "check_end",
+    "check_newline",
+    "check_text_arg_types",
+    "exact_int",
+    "file_offset",
+    "optional_int",
+    "readable_view",
+    "text_size",
+    "writable_view",
+]
+
+#: The ``newline`` values ``open()`` accepts in text mode.
+NEWLINES = (None, "", "\n", "\r", "\r\n")
+
+
+def as_int(value: object, what: str) -> int:
+    """``value`` as an int: anything with ``__index__`` except bool, else TypeError."""
+    if type(value) is int:  # the common case; a Protocol isinstance check costs microseconds
+        return value
+    if isinstance(value, bool) or not isinstance(value, SupportsIndex):
+        raise TypeError(f"{what} must be an integer, not {type(value).__name__}")
+    return operator.index(value)
+
+
+def optional_int(value: object, what: str) -> int:
+    """A size of the binary file's calls: None means -1 ("all"), else :func:`as_int`."""
+    return -1 if value is None else as_int(value, what)
+
+
+def text_size(size: object) -> int:
+    """A size of the text file's calls, worded as ``io.TextIOWrapper`` words it: None means
+    -1; anything with ``__index__`` (bool too, as there) is taken."""
+    if size is None:
+        return -1
+    try:
+        return operator.index(size)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"argument should be integer or None, not '{type(size).__name__}'") from None
+
+
+def exact_int(name: str, value: object, minimum: int | None = None) -> int:
+    """A configuration number that must be a plain int (not bool, not another ``__index__``
+    type), at least ``minimum`` when one is given."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} {value} is below the minimum {minimum}")
+    return value
+
+
+def file_offset(value: object, path: str) -> int:
+    """A file offset: an integer from 0 to ``OFF_T_MAX``, else InvalidOffsetError naming ``path``."""
+    off = as_int(value, "offset")
+    if off < 0:
+        raise InvalidOffsetError(errno.EINVAL, f"offset {off} is negative; file offsets start at 0", path)
+    if off > OFF_T_MAX:
+        raise InvalidOffsetError(
+            errno.EINVAL, f"offset {off} is past the largest file offset, {OFF_T_MAX} (2**63 - 1)", path
+        )
+    return off
+
+
+def check_end(offset: int, nbytes: int, path: str) -> None:
+    """InvalidOffsetError when ``nbytes`` at ``offset`` would end past ``OFF_T_MAX``."""
+    if offset + nbytes > OFF_T_MAX:
+        raise InvalidOffsetError(
+            errno.EINVAL,
+            f"{nbytes} bytes at offset {offset} would end at {offset + nbytes}, past the largest "
+            f"file offset, {OFF_T_MAX} (2**63 - 1)",
+            path,
+        )
+
+
+def writable_view(buf: object, what: str = "buffer") -> memoryview:
+    """A flat byte view of a writable, C-contiguous buffer (what a read fills), else TypeError."""
+    try:
+        mv = memoryview(buf)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be a writable bytes-like object, not {type(buf).__name__}") from None
+    if mv.readonly:
+        raise TypeError(f"{what} must be writable; {type(buf).__name__} is read-only")
+    if not mv.c_contiguous:
+        raise TypeError(f"{what} must be C-contiguous")
+    return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+
+
+def readable_view(
+    data: object, what: str = "data", str_hint: str = "open the file in text mode for str"
+) -> memoryview:
+    """A flat byte view of a C-contiguous bytes-like object (what a write sends), else
+    TypeError; a str gets ``str_hint`` (what to do instead) in its message."""
+    if isinstance(data, str):
+        raise TypeError(f"{what} must be a bytes-like object, not 'str' ({str_hint})")
+    try:
+        mv = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be a bytes-like object, not {type(data).__name__}") from None
+    if not mv.c_contiguous:
+        raise TypeError(f"{what} must be C-contiguous")
+    return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+
+
+def check_text_arg_types(encoding: object, errors: object, newline: object) -> None:
+    """``open()``'s TypeError for a text argument that is neither str nor None."""
+    for argname, value in (("encoding", encoding), ("errors", errors), ("newline", newline)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"open() argument '{argname}' must be str or None, not {type(value).__name__}")
+
+
+def check_newline(newline: str | None) -> None:
+    """``open()``'s ValueError for a ``newline`` it does not know."""
+    if newline not in NEWLINES:
+        raise ValueError(f"illegal newline value: {newline!r}")
