@@ -52,7 +52,8 @@ from typing import Any
 
 import anyio
 
-from ._file import AsyncFile, _as_int
+from ._checks import as_int
+from ._file import AsyncFile
 from ._glue import Glue, current_glue
 from .errors import InvalidOffsetError, SendfileError
 
@@ -121,13 +122,13 @@ async def sendfile(
     if method not in ("auto", "copy"):
         raise ValueError(f"sendfile method must be 'auto' or 'copy', not {method!r}")
     res = progress if progress is not None else SendfileResult()
-    offset = _as_int(offset, "offset")
+    offset = as_int(offset, "offset")
     in_fd = file.fileno() if not isinstance(file, int) else file
     if offset < 0:
         raise InvalidOffsetError(errno.EINVAL, f"sendfile offset {offset} is negative")
     if count is None:
         count = max(0, os.fstat(in_fd).st_size - offset)
-    count = _as_int(count, "count")
+    count = as_int(count, "count")
     if count < 0:
         raise InvalidOffsetError(errno.EINVAL, f"sendfile count {count} is negative")
     glue = current_glue()

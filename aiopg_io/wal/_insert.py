@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import anyio.lowlevel
 
+from aiopg_io._checks import readable_view
 from aiopg_io._handoff import FifoLock
 
 from ._format import (
@@ -47,18 +48,6 @@ from ._format import (
 from ._xlogctl import XLogCtl
 
 __all__ = ["XLogInsert"]
-
-
-def _record_view(data: object) -> memoryview:
-    if isinstance(data, str):
-        raise TypeError("a WAL record must be a bytes-like object, not 'str' (encode it first)")
-    try:
-        mv = memoryview(data)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"a WAL record must be a bytes-like object, not {type(data).__name__}") from None
-    if not mv.c_contiguous:
-        raise TypeError("a WAL record must be a C-contiguous buffer")
-    return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
 
 
 class XLogInsert:
@@ -81,7 +70,7 @@ class XLogInsert:
         ctl = self._ctl
         if ctl.closed or ctl.poison is not None:
             ctl.check_usable()
-        mv = _record_view(data)
+        mv = readable_view(data, "a WAL record", str_hint="encode it first")
         if len(mv) > self.max_record_size:
             raise ValueError(
                 f"a WAL record of {len(mv)} bytes is over max_record_size ({self.max_record_size} bytes); "

@@ -32,6 +32,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from aiopg_io._checks import exact_int
 from aiopg_io.drivers import DriverFactory
 
 from ._flush import SYNC_METHODS, SyncMethod, XLogFlush
@@ -70,14 +71,6 @@ class WALStatistics:
     oldest_lsn: int
     epoch: int
     poisoned: bool
-
-
-def _check_size(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} {value} is below the minimum {minimum}")
-    return value
 
 
 class _OpenCall:
@@ -164,18 +157,18 @@ class WAL:
         if sync_method not in SYNC_METHODS:
             raise ValueError(f"sync_method {sync_method!r} is not one of {', '.join(SYNC_METHODS)}")
         if segment_size is not None:
-            _check_size("segment_size", segment_size, MIN_SEGMENT_SIZE)
+            exact_int("segment_size", segment_size, MIN_SEGMENT_SIZE)
             if segment_size % PAGE_SIZE:
                 raise ValueError(
                     f"segment_size {segment_size} is not a multiple of the page size {PAGE_SIZE}"
                 )
-        _check_size("wal_buffers", wal_buffers, 1)
-        _check_size("max_record_size", max_record_size, 0)
+        exact_int("wal_buffers", wal_buffers, 1)
+        exact_int("max_record_size", max_record_size, 0)
         if max_record_size > HARD_MAX_RECORD:
             raise ValueError(
                 f"max_record_size {max_record_size} is over the format's limit {HARD_MAX_RECORD}"
             )
-        _check_size("segments_ahead", segments_ahead, 0)
+        exact_int("segments_ahead", segments_ahead, 0)
         path = os.fspath(directory)
         if not os.path.isdir(path):
             if os.path.exists(path):
