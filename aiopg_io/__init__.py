@@ -15,6 +15,8 @@ from ._direct import dio_alignment as dio_alignment
 from ._file import AsyncFile as AsyncFile
 from ._open import open as open
 from ._text import AsyncTextFile as AsyncTextFile
+from ._wrap import WrappedFile as WrappedFile
+from ._wrap import wrap as wrap
 from .errors import AiopgIOError as AiopgIOError
 from .errors import AlignmentError as AlignmentError
 from .errors import ClosedError as ClosedError
@@ -37,10 +39,12 @@ __all__ = [
     "DriverOptionError",
     "DriverUnavailableError",
     "InvalidOffsetError",
+    "WrappedFile",
     "WrongLoopError",
     "aligned_buffer",
     "buffers",
     "dio_alignment",
     "open",
     "wal",
+    "wrap",
 ]

@@ -289,6 +289,7 @@ class FaultyDriver(Driver):
             asynchronous=True,
             registered_buffers=False,
             max_in_flight=caps.max_in_flight,
+            threads=caps.threads,
         )
 
     def fileno(self) -> int:
