@@ -75,7 +75,7 @@ def pytest_unconfigure(config):
         json.dump(report, out)
 '''
 
-_FUNCTION_LOOPS = '''
+_FUNCTION_LOOPS = """
 import errno
 
 import pytest
@@ -122,9 +122,9 @@ async def test_left_open(tmp_path, driver):
 
 def test_each_function_loop_closed_its_contexts():
     assert [c for c in live_contexts() if c.completion_fd is not None] == []
-'''
+"""
 
-_MODULE_LOOP = '''
+_MODULE_LOOP = """
 import pytest
 import pytest_asyncio
 
@@ -165,17 +165,17 @@ async def test_the_injector_fixture_sees_a_file_left_open(tmp_path, fault_inject
 
 async def test_contexts_of_a_running_module_loop_stay_open():
     assert len([c for c in live_contexts() if c.completion_fd is not None]) == 2
-'''
+"""
 
-_MODULE_LOOP_ENDED = '''
+_MODULE_LOOP_ENDED = """
 from aiopg_io._context import live_contexts
 
 
 def test_the_module_loop_closed_its_contexts():
     assert [c for c in live_contexts() if c.completion_fd is not None] == []
-'''
+"""
 
-_SESSION_LOOP = '''
+_SESSION_LOOP = """
 import pytest
 import pytest_asyncio
 
@@ -195,7 +195,7 @@ async def test_session_loop(session_file, driver):
     await session_file.write(driver.encode())
     async with aiopg_io.open(session_file.path, "rb", driver=driver) as f:
         assert await f.read(0) == b""
-'''
+"""
 
 
 def test_pytest_asyncio_loops_close_their_contexts(tmp_path: Path) -> None:
@@ -210,9 +210,10 @@ def test_pytest_asyncio_loops_close_their_contexts(tmp_path: Path) -> None:
         "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
     )
     report_path = tmp_path / "report.json"
+    # -W error: any warning (a ResourceWarning, pytest-asyncio's own) fails the run.
+    command = [sys.executable, "-m", "pytest", "-q", "-rN", "-p", "no:cacheprovider", "-p", "no:anyio"]
     r = subprocess.run(
-        # -W error: any warning (a ResourceWarning, pytest-asyncio's own) fails the run.
-        [sys.executable, "-m", "pytest", "-q", "-rN", "-p", "no:cacheprovider", "-p", "no:anyio", "-W", "error"],
+        [*command, "-W", "error"],
         cwd=project,
         capture_output=True,
         text=True,
