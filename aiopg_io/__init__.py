@@ -17,6 +17,8 @@ from ._open import open as open
 from ._sendfile import SendfileResult as SendfileResult
 from ._sendfile import sendfile as sendfile
 from ._text import AsyncTextFile as AsyncTextFile
+from ._wrap import WrappedFile as WrappedFile
+from ._wrap import wrap as wrap
 from .errors import AiopgIOError as AiopgIOError
 from .errors import AlignmentError as AlignmentError
 from .errors import ClosedError as ClosedError
@@ -42,6 +44,7 @@ __all__ = [
     "InvalidOffsetError",
     "SendfileError",
     "SendfileResult",
+    "WrappedFile",
     "WrongLoopError",
     "aligned_buffer",
     "buffers",
@@ -49,4 +52,5 @@ __all__ = [
     "open",
     "sendfile",
     "wal",
+    "wrap",
 ]

@@ -89,6 +89,7 @@ class AsyncFile:
         alignment: Alignment | None,
         buffer_size: int,
         closefd: bool = True,
+        limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
         self._fd = fd
         self._closefd = closefd
@@ -106,6 +107,11 @@ class AsyncFile:
         self._alignment = alignment
         self._buffer_size = buffer_size
         self._closed = False
+        self._detached = False
+        self._limiter = limiter
+        # Applied where ops run on threads of this process (the worker pool); elsewhere
+        # (io_uring, posix_aio, sync) no thread of ours is used, so there is nothing to bound.
+        self._op_limiter = limiter if limiter is not None and ctx.driver.capabilities.threads else None
         self._pos = 0  # the cursor, in bytes
         self._rbuf = b""  # bytes read ahead; _rbuf[_rpos:] starts at _pos
         self._rpos = 0
@@ -125,15 +131,26 @@ class AsyncFile:
 
     @property
     def name(self) -> str | int:
+        self._check_attached()
         return self._name
 
     @property
     def mode(self) -> str:
+        self._check_attached()
         return self._mode
 
     @property
     def closed(self) -> bool:
+        if self._closed:  # a detached file is closed too: open files pay nothing
+            self._check_attached()
         return self._closed
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter | None:
+        """The ``limiter=`` given to :func:`aiopg_io.open` (anyio's ``AsyncFile.limiter``):
+        it bounds the threads this file's ops hold on the worker driver, and the thread that
+        ran open(2); on other drivers its ops use no thread of this process."""
+        return self._limiter
 
     @property
     def direct(self) -> bool:
@@ -180,6 +197,8 @@ class AsyncFile:
         return os.isatty(self._fd)
 
     def __repr__(self) -> str:
+        if self._detached:
+            return "<aiopg_io.AsyncFile detached>"
         state = "closed" if self._closed else f"driver={self.driver}"
         return f"<aiopg_io.AsyncFile name={self._name!r} mode={self._mode!r} direct={self._direct} {state}>"
 
@@ -187,7 +206,12 @@ class AsyncFile:
 
     def _check_open(self) -> None:
         if self._closed:
+            self._check_attached()
             raise ClosedError(f"I/O operation on closed file {self._path!r}")
+
+    def _check_attached(self) -> None:
+        if self._detached:  # io.BufferedReader's own words, after detach()
+            raise ValueError("raw stream has been detached")
 
     def _check_readable(self) -> None:
         self._check_open()
@@ -206,10 +230,17 @@ class AsyncFile:
     # -- the one path to the driver -----------------------------------------------------------
 
     async def _submit(self, op: Op) -> int:
+        limiter = self._op_limiter
+        if limiter is not None:
+            # The op is the borrower (as anyio.to_thread gives each call its own token), so a
+            # task that holds a token of the same limiter itself can still do I/O.
+            await limiter.acquire_on_behalf_of(op)
         self._in_flight += 1
         try:
             return await self._ctx.run(op)
         finally:
+            if limiter is not None:
+                limiter.release_on_behalf_of(op)
             self._in_flight -= 1
             if self._in_flight == 0:
                 if self._idle is not None:
@@ -488,8 +519,11 @@ class AsyncFile:
         return await self.read(-1)
 
     async def read1(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes with at most one read from the file."""
-        size = optional_int(size, "size")
+        """Up to ``size`` bytes with at most one read from the file, as
+        ``io.BufferedReader.read1``: what the buffer holds when it holds anything (at most
+        ``size``; any negative size means all of it), else one read, which also fills the
+        buffer (docs/guide.md, "read1 and peek")."""
+        size = as_int(size, "size")
         self._check_readable()
         async with self._lock:
             await self._prepare_read()
@@ -500,6 +534,21 @@ class AsyncFile:
                 if not await self._fill(size if size > 0 else self._buffer_size):
                     return b""
             return self._take(self._buffered() if size < 0 else min(size, self._buffered()))
+
+    async def peek(self, size: int = 0) -> bytes:
+        """Bytes at the cursor without moving it, as ``io.BufferedReader.peek``: what the
+        buffer holds, or, when it is empty, what one read brings (at least one byte unless at
+        end of file). ``size`` is a hint only: the result may be longer or shorter."""
+        size = as_int(size, "size")
+        self._check_readable()
+        async with self._lock:
+            await self._prepare_read()
+            if not self._buffered():
+                self._drop_read_buffer()
+                # Unbuffered (buffering=0) this reads ``size`` bytes, which the next call drops
+                # and reads again at the cursor: io's FileIO has no peek to compare with.
+                await self._fill(max(size, 1))
+            return self._rbuf[self._rpos :]
 
     async def readinto(self, buf: Any) -> int:
         """Fill ``buf`` from the cursor; returns the count (short only at EOF)."""
@@ -659,6 +708,7 @@ class AsyncFile:
         way); the cancellation is raised afterwards, as trio's ``aclose`` convention asks.
         """
         if self._closed:
+            self._check_attached()
             return
         if not self._ctx.owned_here():
             self._close_elsewhere()  # another loop, thread or process: see the module docstring
@@ -685,6 +735,45 @@ class AsyncFile:
     async def close(self) -> None:
         """Same as :meth:`aclose` (aiofiles spells it ``close``)."""
         await self.aclose()
+
+    def detach(self) -> AsyncFile:
+        """Separate the buffer from the file, as ``io.BufferedReader.detach``: return an
+        unbuffered :class:`AsyncFile` (``buffering=0``, this design's raw layer) on the same fd,
+        driver and cursor, which now owns the fd; this object then raises ValueError for every
+        call, ``aclose()`` included.
+
+        Synchronous, as in io and aiofiles: bytes still buffered for writing are written with
+        blocking calls first (``await f.flush()`` before, to keep the loop free). Bytes read
+        ahead are not lost: the raw file starts at this file's cursor, not, as io's raw file
+        does, past its read-ahead. Refused (RuntimeError) while a call of another task is
+        still running on this file: its op holds the fd."""
+        self._check_open()
+        if self._in_flight or self._lock.contended:
+            raise RuntimeError(
+                f"detach() of {self._path!r} while another task's call on it is still running; "
+                "await it first"
+            )
+        self._write_buffered_blocking()
+        raw = AsyncFile(
+            self._fd,
+            self._name,
+            self._mode,
+            self._ctx,
+            readable=self._readable,
+            writable=self._writable,
+            appending=self._appending,
+            direct=self._direct,
+            alignment=self._alignment,
+            buffer_size=0,
+            closefd=self._closefd,
+            limiter=self._limiter,
+        )
+        raw._pos = self._pos
+        # The fd and this file's hold on the context pass to the raw file: this one never
+        # closes, releases or finalizes anything again.
+        self._fd_claim.pop("fd", None)
+        self._closed = self._detached = True
+        return raw
 
     async def __aenter__(self) -> AsyncFile:
         return self

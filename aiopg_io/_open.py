@@ -118,12 +118,15 @@ async def _open(
     newline: str | None,
     closefd: bool,
     opener: Opener | None,
+    limiter: anyio.CapacityLimiter | None,
 ) -> Any:
     m = _Mode(mode)
     if isinstance(file, bool) or not isinstance(file, (str, bytes, os.PathLike, int)):
         raise TypeError(f"expected str, bytes, os.PathLike or int for the file, not {type(file).__name__}")
     if isinstance(file, int) and file < 0:
         raise ValueError(f"negative file descriptor {file}")
+    if limiter is not None and not isinstance(limiter, anyio.CapacityLimiter):
+        raise TypeError(f"limiter must be a CapacityLimiter or None, not {type(limiter).__name__}")
     if not closefd and not isinstance(file, int):
         raise ValueError("Cannot use closefd=False with file name")
     path: str | int = file if isinstance(file, int) else os.fsdecode(os.fspath(file))
@@ -149,7 +152,7 @@ async def _open(
     ctx = get_context(driver, direct=direct)
     ctx.acquire()
     try:
-        fd, alignment = await anyio.to_thread.run_sync(_open_fd, path, m, direct, opener)
+        fd, alignment = await anyio.to_thread.run_sync(_open_fd, path, m, direct, opener, limiter=limiter)
     except BaseException:
         with anyio.CancelScope(shield=True):
             await ctx.release()
@@ -172,6 +175,7 @@ async def _open(
         alignment=alignment,
         buffer_size=size,
         closefd=bool(closefd),
+        limiter=limiter,
     )
     if m.appending:
         raw._pos = os.fstat(fd).st_size
@@ -240,16 +244,20 @@ def open(
     *,
     direct: bool = False,
     driver: str | DriverFactory | None = None,
+    limiter: anyio.CapacityLimiter | None = None,
 ) -> OpenCall:
     """Open a file for asynchronous I/O; ``await`` the result or ``async with`` it.
 
     The arguments are ``open()``'s, in its positions and with its meanings (``closefd=False``
-    leaves an fd open when the file closes), plus two keyword-only ones: ``direct`` (O_DIRECT /
-    F_NOCACHE; binary mode, aligned I/O) and ``driver`` (a name such as ``"io_uring"``,
+    leaves an fd open when the file closes), plus keyword-only ones: ``direct`` (O_DIRECT /
+    F_NOCACHE; binary mode, aligned I/O), ``driver`` (a name such as ``"io_uring"``,
     ``"worker"``, ``"sync"``, ``"worker:threads=4"``, or a
     :class:`~aiopg_io.drivers.DriverFactory`; default:
-    ``AIOPG_IO_DRIVER`` or ``auto``). Binary modes give an :class:`AsyncFile`, text modes
-    an :class:`AsyncTextFile`.
+    ``AIOPG_IO_DRIVER`` or ``auto``) and ``limiter`` (an ``anyio.CapacityLimiter``, as in
+    ``anyio.open_file``: it bounds the threads used for this file, which are the thread
+    that runs open(2) and, on the worker driver, those that run its ops; other drivers
+    use no thread of this process for ops, and there it bounds only the open). Binary
+    modes give an :class:`AsyncFile`, text modes an :class:`AsyncTextFile`.
     """
     return OpenCall(
         file=file,
@@ -262,4 +270,5 @@ def open(
         newline=newline,
         closefd=closefd,
         opener=opener,
+        limiter=limiter,
     )

@@ -47,7 +47,9 @@ import re
 import sys
 import warnings
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol, cast
+
+import anyio
 
 from ._checks import check_newline, check_text_arg_types, text_size
 from ._file import AsyncFile
@@ -58,6 +60,17 @@ __all__ = ["AsyncTextFile"]
 
 _CHUNK_SIZE = 8192  # CPython's TextIOWrapper._CHUNK_SIZE (textio.c)
 _UNIVERSAL_EOL = re.compile(r"\r\n?|\n")
+
+
+class _Detached:
+    """What stands for the binary file after :meth:`AsyncTextFile.detach`: every use raises
+    io's ValueError, so no text method pays for a check of its own."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise ValueError("underlying buffer has been detached")
+
+
+_DETACHED = cast(AsyncFile, _Detached())
 
 
 class _Decoder(Protocol):
@@ -160,9 +173,14 @@ class AsyncTextFile:
     # -- properties ---------------------------------------------------------------------------
 
     @property
-    def buffer(self) -> AsyncFile:
-        """The binary file underneath."""
-        return self._buffer
+    def buffer(self) -> AsyncFile | None:
+        """The binary file underneath (None after :meth:`detach`, as in io)."""
+        return None if self._buffer is _DETACHED else self._buffer
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter | None:
+        """The ``limiter=`` given to :func:`aiopg_io.open` (see :attr:`AsyncFile.limiter`)."""
+        return self._buffer.limiter
 
     @property
     def name(self) -> str | int:
@@ -196,6 +214,7 @@ class AsyncTextFile:
     @property
     def newlines(self) -> str | tuple[str, ...] | None:
         """The newline kinds seen so far (universal newline modes only), as io reports them."""
+        self._buffer.closed  # noqa: B018 - raises after detach(), as io does
         return getattr(self._decoder, "newlines", None)
 
     @property
@@ -218,6 +237,8 @@ class AsyncTextFile:
         return self._buffer.isatty()
 
     def __repr__(self) -> str:
+        if self._buffer is _DETACHED:
+            return f"<aiopg_io.AsyncTextFile mode={self._mode!r} encoding={self._encoding!r} detached>"
         state = " closed" if self.closed else ""
         return (
             f"<aiopg_io.AsyncTextFile name={self.name!r} mode={self._mode!r} "
@@ -580,6 +601,24 @@ class AsyncTextFile:
     async def close(self) -> None:
         """Same as :meth:`aclose` (aiofiles spells it ``close``)."""
         await self._buffer.aclose()
+
+    def detach(self) -> AsyncFile:
+        """Separate the binary file from this text layer and return it, as
+        ``io.TextIOWrapper.detach``; this object then raises ValueError for every call,
+        ``aclose()`` included. Synchronous, as in io and aiofiles; it does no I/O (text
+        writes are already in the binary file's buffer, which goes with it). Decoded text
+        not yet returned is dropped, so the binary cursor is where the text layer's reads
+        reached, as in io. Refused (RuntimeError) while a call of another task is still
+        running on this file."""
+        self._check_closed()
+        if self._lock.contended:
+            raise RuntimeError(
+                f"detach() of {self._buffer.path!r} while another task's call on it is still "
+                "running; await it first"
+            )
+        buffer, self._buffer = self._buffer, _DETACHED
+        self._forget_read_ahead()
+        return buffer
 
     async def __aenter__(self) -> AsyncTextFile:
         return self

@@ -19,7 +19,14 @@ Where the Python side is steered, and why (each is also said where it is done):
 - append mode: Python flushes after each write (io.BufferedRandom's cursor lags behind
   an append until then; aiopg_io's does not);
 - text writes: Python flushes after each, sidestepping a CPython 3.11 BufferedRandom.read1
-  bug that misplaces a write followed by a read.
+  bug that misplaces a write followed by a read;
+- peek: how much it returns depends on buffer sizes too, so Python reads as many bytes as
+  aiopg_io's peek returned and seeks back (the bytes must be the file's at the cursor, and
+  the cursor must not move); io.FileIO (unbuffered) has no peek, and this is its twin;
+- detach: each side goes on with the detached object (every call then raises ValueError on
+  both) and closes what detach returned at the end; binary detach is drawn only for buffered
+  files (io.FileIO has no detach). Python's raw file starts past its read-ahead, aiopg_io's
+  at its cursor (docs/guide.md), so only the text side compares the position detach leaves.
 
 One event loop runs per example (``anyio.run`` on the test's backend); examples are few
 per matrix cell (``max_examples``); a larger profile runs under ``-m slow``.
@@ -74,6 +81,8 @@ _binary_op = st.one_of(
     st.tuples(st.just("preadv"), st.lists(st.integers(0, 30), max_size=4), _offset),
     st.tuples(st.just("pwritev"), st.lists(_payload, max_size=4), _offset),
     st.tuples(st.just("fdatasync")),
+    st.tuples(st.just("peek"), st.integers(-1, 60)),
+    st.tuples(st.just("detach")),
 )
 
 
@@ -120,8 +129,19 @@ async def _aoutcome(call: Callable[[], Any]) -> Outcome:
 # then reads exactly that many bytes, which must be the same bytes.
 
 
-def _py_call(f: Any, op: Op, aio_result: Outcome) -> Any:
+def _py_call(f: Any, op: Op, aio_result: Outcome, detached: list[Any]) -> Any:
     name = op[0]
+    if name == "peek":
+        status, data = aio_result
+        if status != "ok":  # the same error is expected from Python's own call
+            return f.peek(op[1]) if hasattr(f, "peek") else f.read(op[1])
+        pos = f.tell()
+        got = f.read(len(data) if data else 1)  # b"" from both only at end of file
+        f.seek(pos)
+        return got
+    if name == "detach":
+        detached.append(f.detach())
+        return "detached"
     if name in ("write", "writelines") and "a" in f.mode:
         # In append mode io.BufferedRandom counts the cursor from where it was until the
         # bytes are flushed, and even after that flush a read starts short of the end;
@@ -212,8 +232,13 @@ def _py_call(f: Any, op: Op, aio_result: Outcome) -> Any:
     raise AssertionError(op)
 
 
-async def _aio_call(f: aiopg_io.AsyncFile, op: Op) -> Any:
+async def _aio_call(f: aiopg_io.AsyncFile, op: Op, detached: list[Any]) -> Any:
     name = op[0]
+    if name == "peek":
+        return await f.peek(op[1])
+    if name == "detach":
+        detached.append(f.detach())
+        return "detached"
     if name == "write":
         return await f.write(op[1])
     if name == "writelines":
@@ -284,13 +309,28 @@ async def _run_both(
     py_path.write_bytes(initial)
     aio_path.write_bytes(initial)
     steps = []
-    with open(py_path, mode, buffering=buffering) as pf:
-        async with aiopg_io.open(aio_path, mode, buffering=buffering, driver=driver) as af:
+    py_detached: list[Any] = []
+    aio_detached: list[Any] = []
+    pf = open(py_path, mode, buffering=buffering)  # noqa: SIM115 - closed below, detached or not
+    try:
+        af = await aiopg_io.open(aio_path, mode, buffering=buffering, driver=driver)
+        try:
             for op in ops:
-                got = await _aoutcome(lambda op=op: _aio_call(af, op))
-                want = _outcome(lambda op=op, got=got: _py_call(pf, op, got))
+                got = await _aoutcome(lambda op=op: _aio_call(af, op, aio_detached))
+                want = _outcome(lambda op=op, got=got: _py_call(pf, op, got, py_detached))
                 steps.append((want, got))
+        finally:
+            await _close(af, aio_detached)
+    finally:
+        if py_detached:
+            py_detached[0].close()
+        else:
+            pf.close()
     return steps, py_path.read_bytes(), aio_path.read_bytes()
+
+
+async def _close(f: Any, detached: list[Any]) -> None:
+    await (detached[0] if detached else f).aclose()
 
 
 def _compare(ops: Sequence[Op], trace: Trace) -> None:
@@ -322,6 +362,8 @@ def _binary_check(
     @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(initial=_initial, ops=_binary_ops)
     def check(initial: bytes, ops: list[Op]) -> None:
+        if buffering == 0:  # io.FileIO has no detach
+            ops = [op for op in ops if op[0] != "detach"]
         trace = anyio.run(
             _run_both, paths, initial, mode, buffering, driver, ops, backend=backend, backend_options=options
         )
@@ -365,14 +407,18 @@ _text_op = st.one_of(
     st.tuples(st.just("seek"), st.sampled_from([(0, 0), (0, 1), (0, 2), (3, 1), (-1, 0)])),
     st.tuples(st.just("truncate")),
     st.tuples(st.just("flush")),
+    st.tuples(st.just("detach")),
 )
 _text_ops = st.lists(_text_op, max_size=25)
 TEXT_ENCODINGS = ["utf-8", "utf-16", "utf-8-sig", "latin-1"]
 NEWLINES = [None, "", "\n", "\r", "\r\n"]
 
 
-def _text_call(f: Any, op: Op, cookies: list[int]) -> Any:
+def _text_call(f: Any, op: Op, cookies: list[int], detached: list[Any]) -> Any:
     name = op[0]
+    if name == "detach":
+        detached.append(f.detach())
+        return "detached", detached[0].tell()
     if name == "seek_cookie":
         return f.seek(cookies[op[1] % len(cookies)] if cookies else 0)
     if name == "seek":
@@ -403,8 +449,11 @@ def _text_call(f: Any, op: Op, cookies: list[int]) -> Any:
     return getattr(f, name)(op[1])
 
 
-async def _atext_call(f: Any, op: Op, cookies: list[int]) -> Any:
+async def _atext_call(f: Any, op: Op, cookies: list[int], detached: list[Any]) -> Any:
     name = op[0]
+    if name == "detach":
+        detached.append(f.detach())
+        return "detached", await detached[0].tell()
     if name == "seek_cookie":
         return await f.seek(cookies[op[1] % len(cookies)] if cookies else 0)
     if name == "seek":
@@ -430,15 +479,26 @@ async def _run_text_both(
     steps = []
     py_cookies: list[int] = []
     aio_cookies: list[int] = []
-    with open(py_path, mode, encoding=encoding, newline=newline) as pf:
-        async with aiopg_io.open(aio_path, mode, encoding=encoding, newline=newline, driver=driver) as af:
+    py_detached: list[Any] = []
+    aio_detached: list[Any] = []
+    pf = open(py_path, mode, encoding=encoding, newline=newline)  # noqa: SIM115 - closed below
+    try:
+        af = await aiopg_io.open(aio_path, mode, encoding=encoding, newline=newline, driver=driver)
+        try:
             for op in ops:
-                got = await _aoutcome(lambda op=op: _atext_call(af, op, aio_cookies))
-                want = _outcome(lambda op=op: _text_call(pf, op, py_cookies))
+                got = await _aoutcome(lambda op=op: _atext_call(af, op, aio_cookies, aio_detached))
+                want = _outcome(lambda op=op: _text_call(pf, op, py_cookies, py_detached))
                 steps.append((want, got))
                 if op[0] == "tell" and got[0] == want[0] == "ok":
                     aio_cookies.append(got[1])
                     py_cookies.append(want[1])
+        finally:
+            await _close(af, aio_detached)
+    finally:
+        if py_detached:
+            py_detached[0].close()
+        else:
+            pf.close()
     return steps, py_path.read_bytes(), aio_path.read_bytes()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import random
 from pathlib import Path
@@ -434,3 +435,155 @@ async def test_direct_by_fd_and_through_an_opener_that_drops_the_flag(
     async with aiopg_io.open(p, "rb", direct=True, driver=direct_driver, opener=opener) as f:
         assert is_direct(f.fileno())
         assert await f.pread(8192, 8192) == data[8192:]
+
+
+async def test_peek_as_buffered_reader(driver: str, tmp_path: Path) -> None:
+    """io.BufferedReader.peek: what the buffer holds (the size is a hint), else one read;
+    the cursor does not move; b"" only at end of file."""
+    data = rand(200_000, seed=3)
+    p = tmp_path / "peek.bin"
+    p.write_bytes(data)
+    async with aiopg_io.open(p, "rb", driver=driver) as f:
+        first = await f.peek(1)
+        assert len(first) >= 1 and data.startswith(first)
+        assert await f.peek() == first == await f.peek(-5)  # buffered: no second read
+        assert await f.tell() == 0
+        assert await f.read(10) == data[:10]
+        assert await f.peek(10**9) == first[10:]  # what is buffered, not more
+        await f.seek(len(first))  # buffer used up: one read, at least one byte
+        assert (await f.peek(1)).startswith(data[len(first) : len(first) + 1])
+        await f.seek(len(data) - 3)
+        assert await f.peek(100) == data[-3:]
+        assert await f.read() == data[-3:]
+        assert await f.peek(1) == b""
+    async with aiopg_io.open(p, "r+b", driver=driver) as f:
+        await f.write(b"new")  # peek flushes writes first and sees them, as BufferedRandom
+        await f.seek(0)
+        assert (await f.peek(3))[:3] == b"new"
+    async with aiopg_io.open(p, "rb", buffering=0, driver=driver) as f:
+        assert await f.peek(5) == b"new" + data[3:5]  # unbuffered: the size read, nothing kept
+        assert await f.read(4) == b"new" + data[3:4]
+
+
+async def test_read1_returns_what_is_buffered(driver: str, tmp_path: Path) -> None:
+    """io.BufferedReader.read1: the buffered bytes when there are any (at most n), else
+    one read; any negative n means all that one read or the buffer gives."""
+    data = rand(300_000, seed=4)
+    p = tmp_path / "r1.bin"
+    p.write_bytes(data)
+    async with aiopg_io.open(p, "rb", driver=driver) as f:
+        assert await f.read(10) == data[:10]
+        held = len(await f.peek())
+        assert await f.read1(held + 1000) == data[10 : 10 + held]  # fewer than asked
+        got = await f.read1(-7)  # empty buffer: one read
+        assert got and got == data[10 + held : 10 + held + len(got)]
+        assert await f.read1(0) == b""
+    async with aiopg_io.open(p, "rb", buffering=0, driver=driver) as f:
+        assert await f.read1(5) == data[:5]
+
+
+async def test_detach_binary_gives_the_raw_file(driver: str, tmp_path: Path) -> None:
+    data = rand(100_000, seed=5)
+    p = tmp_path / "d.bin"
+    p.write_bytes(data)
+    before = open_fds()
+    f = await aiopg_io.open(p, "r+b", driver=driver)
+    assert await f.read(7) == data[:7]
+    await f.write(b"written")  # still buffered: detach writes it out
+    raw = f.detach()
+    assert isinstance(raw, aiopg_io.AsyncFile) and raw is not f
+    assert raw.name == str(p) and raw.mode == "rb+" and raw.driver == driver
+    assert await raw.tell() == 14  # this file's cursor; its read-ahead is not lost
+    assert p.read_bytes()[7:14] == b"written"
+    assert await raw.read(3) == data[14:17]
+    for sync_call in (f.fileno, f.readable, f.detach, lambda: f.closed, lambda: f.name):
+        with pytest.raises(ValueError, match=r"^raw stream has been detached$"):
+            sync_call()
+    for call in (f.read(1), f.peek(), f.read1(1), f.write(b"x"), f.seek(0), f.pread(1, 0), f.aclose()):
+        with pytest.raises(ValueError, match=r"^raw stream has been detached$"):
+            await call
+    assert repr(f) == "<aiopg_io.AsyncFile detached>"
+    await raw.aclose()
+    assert open_fds() == before
+    assert p.read_bytes() == data[:7] + b"written" + data[14:]
+
+
+async def test_detach_refused_while_another_task_uses_the_file(driver: str) -> None:
+    if driver == "sync":
+        pytest.skip("the sync driver blocks the loop in a read of an empty pipe")
+    r, w = os.pipe()
+    try:
+        f = await aiopg_io.open(r, "rb", closefd=False, driver=driver)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(f.read, 1)  # waits on the empty pipe
+            while f.driver_statistics().in_flight == 0:
+                await anyio.sleep(0)
+            with pytest.raises(RuntimeError, match="while another task's call on it is still running"):
+                f.detach()
+            os.close(w)  # end of file: the read (which continues short reads) returns
+        raw = f.detach()  # nothing in flight now
+        assert not raw.closed
+        await raw.aclose()
+    finally:
+        os.close(r)
+
+
+async def test_limiter_bounds_the_worker_threads_of_a_file(tmp_path: Path) -> None:
+    """limiter= as in anyio: with the worker driver, this file's ops hold a token each while
+    on a thread; a task that holds a token itself can still do I/O (the op borrows)."""
+    p = tmp_path / "lim.bin"
+    p.write_bytes(rand(64 * 1024, seed=6))
+    limiter = anyio.CapacityLimiter(1)
+    seen: list[int] = []
+    async with aiopg_io.open(p, "rb", driver="worker", limiter=limiter) as f:
+        assert f.limiter is limiter
+
+        async def one(i: int) -> None:
+            await f.pread(4096, i * 4096)
+            seen.append(limiter.borrowed_tokens)
+
+        async with limiter:  # the test's own token: ops must not deadlock on it
+            pass
+        async with anyio.create_task_group() as tg:
+            for i in range(16):
+                tg.start_soon(one, i)
+        assert limiter.borrowed_tokens == 0
+        assert await f.read(3) == p.read_bytes()[:3]
+    assert max(seen) <= 1
+
+
+async def test_limiter_is_accepted_everywhere(driver: str, tmp_path: Path) -> None:
+    p = tmp_path / "lim2.txt"
+    limiter = anyio.CapacityLimiter(2)
+    async with aiopg_io.open(p, "w", encoding="utf-8", driver=driver, limiter=limiter) as t:
+        assert t.limiter is limiter
+        await t.write("text")
+    async with aiopg_io.open(p, "rb", driver=driver) as f:
+        assert f.limiter is None and await f.read() == b"text"
+    assert limiter.borrowed_tokens == 0
+
+
+async def test_peek_read1_detach_bad_input_as_python(driver: str, tmp_path: Path) -> None:
+    """What io.BufferedRandom raises, by type: a size that is no integer is a TypeError (None
+    too, for read1 and peek); negative sizes are allowed (peek ignores its size, read1 reads
+    what one read gives); a file not open for reading raises io.UnsupportedOperation."""
+    p = tmp_path / "bad.bin"
+    p.write_bytes(b"0123456789")
+    with open(p, "r+b") as py:  # the reference
+        for bad in ("1", 1.5, None):
+            for name in ("peek", "read1"):
+                with pytest.raises(TypeError):
+                    getattr(py, name)(bad)
+    async with aiopg_io.open(p, "r+b", driver=driver) as f:
+        for bad in ("1", 1.5, None):
+            with pytest.raises(TypeError, match=f"^size must be an integer, not {type(bad).__name__}$"):
+                await f.peek(bad)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=f"^size must be an integer, not {type(bad).__name__}$"):
+                await f.read1(bad)  # type: ignore[arg-type]
+        assert (await f.peek(-1))[:2] == b"01" and await f.read1(-5) == b"0123456789"
+    f = await aiopg_io.open(p, "ab", driver=driver)
+    for call in (f.peek(1), f.read1(1)):
+        with pytest.raises(io.UnsupportedOperation, match=r"is not open for reading \(mode 'ab'\)"):
+            await call
+    await f.detach().aclose()  # a write-only file detaches too
+    assert p.read_bytes() == b"0123456789"

@@ -9,6 +9,7 @@ import inspect
 import os
 from pathlib import Path
 
+import anyio
 import pytest
 import trio
 
@@ -19,7 +20,7 @@ from tests.conftest import open_fds
 anyio_mark = pytest.mark.anyio
 
 
-def test_the_signature_is_opens_then_two_keyword_only_arguments() -> None:
+def test_the_signature_is_opens_then_keyword_only_arguments() -> None:
     ours = list(inspect.signature(aiopg_io.open).parameters.values())
     theirs = list(inspect.signature(builtins.open).parameters.values())
     assert [(p.name, p.kind, p.default) for p in ours[: len(theirs)]] == [
@@ -28,6 +29,7 @@ def test_the_signature_is_opens_then_two_keyword_only_arguments() -> None:
     assert [(p.name, p.kind) for p in ours[len(theirs) :]] == [
         ("direct", inspect.Parameter.KEYWORD_ONLY),
         ("driver", inspect.Parameter.KEYWORD_ONLY),
+        ("limiter", inspect.Parameter.KEYWORD_ONLY),  # anyio.open_file's
     ]
 
 
@@ -92,3 +94,37 @@ async def test_an_open_call_runs_once(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
         await call
     await f.aclose()
+
+
+@anyio_mark
+async def test_limiter_of_the_wrong_type_is_refused_as_anyio_refuses_it(driver: str, tmp_path: Path) -> None:
+    before = open_fds()
+    for bad in (3, "limiter", anyio.Semaphore(1)):
+        message = f"^limiter must be a CapacityLimiter or None, not {type(bad).__name__}$"
+        with pytest.raises(TypeError, match=message):
+            await aiopg_io.open(tmp_path / "f", "wb", driver=driver, limiter=bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "f").exists() and open_fds() == before
+
+
+@anyio_mark
+async def test_limiter_bounds_the_thread_that_runs_open(driver: str, tmp_path: Path) -> None:
+    """As anyio.open_file: open(2) runs in a thread only once the limiter gives a token."""
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"data")
+    limiter = anyio.CapacityLimiter(1)
+    opened: list[aiopg_io.AsyncFile] = []
+    holder = object()
+    await limiter.acquire_on_behalf_of(holder)
+
+    async def open_it() -> None:
+        opened.append(await aiopg_io.open(p, "rb", driver=driver, limiter=limiter))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(open_it)
+        while limiter.statistics().tasks_waiting == 0:  # the open waits for the token
+            await anyio.sleep(0)
+        assert not opened
+        limiter.release_on_behalf_of(holder)
+    async with opened[0] as f:
+        assert f.limiter is limiter and await f.read() == b"data"
+    assert limiter.borrowed_tokens == 0

@@ -491,3 +491,58 @@ async def test_mode_w_with_bad_encoding_truncates_like_python(tmp_path: Path, dr
         await aiopg_io.open(ours, "w", encoding="no-such-codec", driver=driver)
     assert open_fds() == fds
     assert ours.read_bytes() == theirs.read_bytes() == b""
+
+
+async def test_detach_gives_the_binary_file_as_python(tmp_path: Path, driver: str) -> None:
+    """io.TextIOWrapper.detach: the binary file comes back, at the position the text
+    layer's reads reached (its decoded read-ahead is dropped), with text writes in it."""
+    path = tmp_path / "detach.txt"
+    text = "héllo\nworld\n" * 2000
+    path.write_text(text, encoding="utf-8")
+    py = open(path, encoding="utf-8")  # noqa: SIM115 - the reference (a with would raise at exit)
+    py.readline()
+    py_buffer = py.detach()
+    py_pos = py_buffer.tell()
+    py_buffer.close()
+    before = open_fds()
+    f = await aiopg_io.open(path, "r+", encoding="utf-8", driver=driver)
+    assert await f.readline() == "héllo\n"
+    binary = f.detach()
+    assert isinstance(binary, AsyncFile) and f.buffer is None
+    assert await binary.tell() == py_pos  # 8192: one chunk, as CPython
+    for sync_call in (f.fileno, f.readable, f.writable, f.detach, lambda: f.closed, lambda: f.name):
+        with pytest.raises(ValueError, match=r"^underlying buffer has been detached$"):
+            sync_call()
+    for call in (f.read(), f.readline(), f.write("x"), f.tell(), f.seek(0), f.flush(), f.aclose()):
+        with pytest.raises(ValueError, match=r"^underlying buffer has been detached$"):
+            await call
+    assert f.encoding == "utf-8" and f.mode == "r+"  # as io: what needs no buffer still answers
+    assert "detached" in repr(f)
+    await binary.seek(0)
+    assert (await binary.read(6)).decode() == "héllo"
+    await binary.aclose()
+    assert open_fds() == before
+
+    detached: list[AsyncFile] = []
+    # As with Python's files, leaving the block closes the text file, which then raises.
+    with pytest.raises(ValueError, match=r"^underlying buffer has been detached$"):
+        async with aiopg_io.open(path, "w", encoding="utf-8", driver=driver) as w:
+            await w.write("kept")  # in the binary file's buffer: detach does no I/O
+            detached.append(w.detach())
+    await detached[0].aclose()
+    assert path.read_text(encoding="utf-8") == "kept"
+
+
+async def test_detach_closed_file(tmp_path: Path, driver: str) -> None:
+    path = tmp_path / "c.txt"
+    f = await aiopg_io.open(path, "w", encoding="utf-8", driver=driver)
+    await f.aclose()
+    with pytest.raises(aiopg_io.ClosedError, match="I/O operation on closed file"):
+        f.detach()
+    b = await aiopg_io.open(path, "rb", driver=driver)
+    await b.aclose()
+    for call in (b.peek(1), b.read1(1)):
+        with pytest.raises(aiopg_io.ClosedError, match="I/O operation on closed file"):
+            await call
+    with pytest.raises(aiopg_io.ClosedError, match="I/O operation on closed file"):
+        b.detach()

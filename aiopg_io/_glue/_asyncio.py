@@ -16,13 +16,22 @@
   has a done-callback schedules it with ``call_soon``, which raises "Event loop is closed".
   A context closed after its loop (a file closed in a later ``asyncio.run``) wakes such
   futures, so waking tolerates it: the task they belong to will never run again anyway.
+- The end of a loop: asyncio has no close hook, but every runner that ends a loop in order
+  (``asyncio.run``, ``asyncio.Runner`` and so pytest-asyncio's loop fixtures and anyio's
+  runner, ``uvloop.run``) awaits ``loop.shutdown_asyncgens()`` before ``loop.close()``,
+  which ``aclose()``s every async generator first iterated on the loop (the loop learns of
+  them through ``sys.set_asyncgen_hooks``, which ``run_forever`` installs; asyncio/base_events.py).
+  So while a completion fd is watched, the glue keeps one such generator suspended; its
+  ``finally`` calls each watcher's ``on_loop_end`` (the IOContext closes: ring, threads,
+  eventfd), as trio's end of run does. A loop closed without that step (``loop.close()``
+  alone) leaves its contexts to the next user that finds the loop gone, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from ..drivers.base import Op, OpState
@@ -40,16 +49,35 @@ class AsyncioGlue:
         self.loop = loop
         self.loop_key: object = loop
         self._contexts: dict[object, Any] = {}
+        self._on_loop_end: dict[int, Callable[[], None]] = {}
+        self._loop_end_sentinel: AsyncGenerator[None, None] | None = None
+        self._loop_ended = False
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         self.loop.call_soon(fn)
 
     def watch(self, fd: int, on_readable: Callable[[], None], on_loop_end: Callable[[], None]) -> None:
-        # asyncio says nothing when a loop closes: a context left open then is closed by
-        # the next user that finds its loop gone (IOContext.release_elsewhere).
         self.loop.add_reader(fd, on_readable)
+        self._on_loop_end[fd] = on_loop_end
+        if self._loop_end_sentinel is None and not self._loop_ended:
+            sentinel = self._loop_end_sentinel = self._until_loop_end()
+            try:
+                sentinel.asend(None).send(None)  # first iteration: the loop now tracks it
+            except StopIteration:
+                pass  # suspended at its yield, as intended
+
+    async def _until_loop_end(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            # shutdown_asyncgens(): the loop is ending (see the module docstring).
+            self._loop_ended = True
+            self._loop_end_sentinel = None
+            for on_loop_end in list(self._on_loop_end.values()):
+                on_loop_end()
 
     def unwatch(self, fd: int) -> None:
+        self._on_loop_end.pop(fd, None)
         if not self.loop.is_closed():  # a closed loop watches nothing any more
             self.loop.remove_reader(fd)
 

@@ -231,6 +231,9 @@ class Capabilities:
     asynchronous: bool = True  # False: submit() performs the I/O before returning
     inline: bool = False  # try_inline() may complete ops without a submission
     max_in_flight: int = 1024  # the IOContext caps ops in flight at this
+    # Each op runs on a thread of this process that the driver schedules (the worker pool),
+    # so a file's ``limiter=`` (an anyio CapacityLimiter) bounds how many it holds at once.
+    threads: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,7 @@ class WorkerDriver(Driver):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(max_in_flight=max(256, 4 * self._nthreads))
+        return Capabilities(max_in_flight=max(256, 4 * self._nthreads), threads=True)
 
     def _run(self) -> None:
         get, done, notifier, claim = self._queue.get, self._done, self._notifier, self._queued.pop

@@ -278,7 +278,8 @@ class FaultyDriver(Driver):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(asynchronous=True, max_in_flight=self.inner.capabilities.max_in_flight)
+        caps = self.inner.capabilities
+        return Capabilities(asynchronous=True, max_in_flight=caps.max_in_flight, threads=caps.threads)
 
     def fileno(self) -> int:
         return self._mux.fileno()

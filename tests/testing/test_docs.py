@@ -17,7 +17,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
 BLOCKS = [
     b
     for b in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    if "async def test_" in b and "fault_injector," not in b  # the fixture sketch is not standalone
+    # The fixture sketches (the plugin's, pytest-asyncio's) are not standalone.
+    if "async def test_" in b and "fault_injector," not in b and "pytest_asyncio" not in b
 ]
 
 
