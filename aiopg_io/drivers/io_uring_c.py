@@ -6,17 +6,21 @@ compiled path. It is :class:`~aiopg_io.drivers.io_uring.IoUringDriver` with the 
 ``io_uring_setup``/``io_uring_enter``/``io_uring_register`` system calls and ``mmap``. The
 driver logic (batching, the page-cache fast path, short transfers, EAGAIN, cancellation,
 overflow, close, fork) is the parent's, inherited unchanged; only the calls that touch the
-ring are overridden here, under the same method names. So the pure driver is this one's
+ring are overridden here, under the same method names, and the common case of the
+page-cache fast path runs in C (its Python twin, the parent's ``try_inline``, takes every
+other case). So the pure driver is this one's
 differential reference, and ``AIOPG_IO_PURE=1`` (or a build without a C compiler) leaves
 this driver unavailable, with the reason in ``python -m aiopg_io info``.
 
 What the figures say (docs/benchmarks.md, "Compiled path"): mypyc on ``_context``,
 ``drivers/base``, ``drivers/io_uring`` and ``_file`` saved about a tenth of the CPU per op
 and needed source changes; this C ring, with the driver logic still Python, is within noise
-of the pure ring, because the liburing binding was not where the time goes. Neither won
-clearly, so ``auto`` keeps the pure driver. The ring is kept as the base of the next step
-(submit/reap walking ops in C and resuming waiters from C), and because it removes the
-liburing package's kernel floor (6.14): it probes features, not versions.
+of the pure ring, because the liburing binding was not where the time goes. The
+page-cache fast path moved into C (``Ring.try_inline``, installed as this driver's
+``try_inline``: the IOContext calls it with no Python frame) saves about as much as mypyc
+did, from one function. Not a clear win overall, so ``auto`` keeps the pure driver. The ring
+is the base of the next step (submit/reap walking ops in C, waiters resumed from C), and it
+removes the liburing package's kernel floor (6.14): it probes features, not versions.
 
 Facts this module relies on (the ring's own are in ``_uring.c``):
 
@@ -32,6 +36,7 @@ Facts this module relies on (the ring's own are in ``_uring.c``):
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import importlib
 import os
@@ -39,9 +44,10 @@ import select
 from typing import Any
 
 from ..errors import DriverUnavailableError
-from .base import Op, OpKind
+from .base import DriverStatistics, Op, OpKind, OpState
 from .io_uring import (
     _PROBE_TIMEOUT_SECONDS,
+    _TRIED_INLINE,
     _UNTRACKED,
     DEFAULT_ENTRIES,
     DEFAULT_REAP_BATCH,
@@ -146,6 +152,35 @@ class IoUringCDriver(IoUringDriver):
         ops = self._ring.probe()
         self._ftruncate = ops is not None and _U.IORING_OP_FTRUNCATE in ops
         self._init_state()
+        if self._nowait:
+            # The page-cache fast path in C: the IOContext calls the ring's try_inline with
+            # no Python frame; what C leaves (see _uring.c) goes to the parent's, its twin.
+            self._ring.enable_inline(
+                OpKind.READ, OpKind.READV, OpState.IDLE, OpState.REAPED, _TRIED_INLINE,
+                super().try_inline, self._inline_partial,
+            )  # fmt: skip
+            self.try_inline = self._ring.try_inline  # type: ignore[method-assign]
+
+    def _inline_partial(self, op: Op, n: int) -> bool:
+        """The C fast path read ``n`` bytes, fewer than asked: account them as the parent's
+        ``_read_inline`` loop does, and let the parent go on from there."""
+        op.advance(n)  # 0 < n < the bytes asked: more to read
+        self._counters.short_transfers += 1
+        return super().try_inline(op)
+
+    def close(self) -> list[Op]:
+        out = super().close()
+        self._ring.disable_inline()  # try_inline -> False; drops the ring's refs to self
+        return out
+
+    def statistics(self) -> DriverStatistics:
+        s = super().statistics()
+        done = self._ring.inline_done  # whole reads the C fast path completed
+        extra = dict(s.extra)
+        extra["fast_path_hits"] += done
+        return dataclasses.replace(
+            s, submitted=s.submitted + done, completed=s.completed + done, extra=tuple(sorted(extra.items()))
+        )
 
     def __repr__(self) -> str:
         return (

@@ -167,3 +167,50 @@ def test_pure_forced_by_environment() -> None:
     reason, compiled = out.stdout.splitlines()
     assert reason == "AIOPG_IO_PURE=1 forces the pure-Python path"
     assert compiled == "pure Python (AIOPG_IO_PURE=1 forces the pure-Python path)"
+
+
+def test_fast_path_in_c_matches_its_python_twin(tmp_path: Path) -> None:
+    """try_inline on the same ops through the C fast path and the pure driver's: whole,
+    short at EOF (C hands the rest to the twin), past EOF, vectored, an fd of unknown mode
+    (the twin asks fcntl), a read-only buffer and a pipe (both left to the ring), an op not
+    IDLE; then the same states, results, bytes and counters, and nothing after close."""
+    data = os.urandom(5 * PAGE + 123)
+    p = tmp_path / "f.bin"
+    p.write_bytes(data)
+
+    def run(cls: type[IoUringDriver]) -> list[object]:
+        fd = os.open(p, os.O_RDONLY)
+        rfd, wfd = os.pipe()
+        d = cls(nowait_fast_path=True)
+        try:
+            bufs = [bytearray(n) for n in (PAGE, 2 * PAGE, PAGE, 100, 7, 50)]
+            ops = [
+                Op(OpKind.READ, fd, PAGE, (memoryview(bufs[0]),), direct=False),
+                Op(OpKind.READ, fd, 4 * PAGE, (memoryview(bufs[1]),), direct=False),
+                Op(OpKind.READ, fd, 9 * PAGE, (memoryview(bufs[2]),), direct=False),
+                Op(OpKind.READV, fd, 5, (memoryview(bufs[3]), memoryview(bufs[4])), direct=False),
+                Op(OpKind.READ, fd, 77, (memoryview(bufs[5]),)),
+                Op(OpKind.READ, fd, 0, (memoryview(b"read-only"),), direct=False),
+                Op(OpKind.READ, rfd, 0, (memoryview(bytearray(8)),), direct=False),
+                Op(OpKind.WRITE, fd, 0, (memoryview(b"x"),), direct=False),
+                Op(OpKind.READ, fd, 3, (memoryview(bytearray(9)),), direct=False),
+            ]
+            ops[7].state = OpState.SUBMITTED  # not IDLE: C leaves it to the twin
+            done = [d.try_inline(op) for op in ops]
+            out: list[object] = [done, [(op.state, op.result, op.transferred, op.retries) for op in ops]]
+            out.append([op.driver_data is not None for op in ops])
+            out.append([bytes(b) for b in bufs])
+            st = d.statistics()
+            out.append((st.submitted, st.completed, st.short_transfers, dict(st.extra)["fast_path_hits"]))
+            d.close()
+            out.append(d.try_inline(Op(OpKind.READ, fd, 0, (memoryview(bytearray(8)),), direct=False)))
+            return out
+        finally:
+            d.close()
+            for f in (fd, rfd, wfd):
+                os.close(f)
+
+    c, pure = run(IoUringCDriver), run(IoUringDriver)
+    assert c == pure
+    assert c[0] == [True, True, True, True, True, False, False, False, True]
+    assert c[-1] is False
