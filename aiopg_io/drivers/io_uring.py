@@ -654,19 +654,9 @@ class IoUringDriver(Driver):
             self._retry_backlog()
         out = self._ready
         self._ready = []
-        ops = self._ops
         limit = self._reap_batch
         while True:
-            entries, left_over = self._take_cqes(limit)
-            continued = False
-            for token, res in entries:
-                op = ops.pop(token, None)
-                if op is None:
-                    continue  # a cancel's own CQE, or a NOP that stood in for a refused prep
-                if self._on_cqe(op, res):
-                    out.append(op)
-                else:
-                    continued = True
+            continued, left_over = self._harvest(limit, out)
             if continued and not self._sq_unsubmitted:
                 self._submit_sq()
             if left_over:
@@ -697,6 +687,22 @@ class IoUringDriver(Driver):
                 c.cancelled += 1
         c.completed += len(out)
         return out
+
+    def _harvest(self, limit: int, out: list[Op]) -> tuple[bool, bool]:
+        """Apply up to ``limit`` CQEs (0: all): finished ops go to ``out``. Returns whether
+        an op went on (its next SQE queued) and whether the limit left CQEs behind."""
+        entries, left_over = self._take_cqes(limit)
+        ops = self._ops
+        continued = False
+        for token, res in entries:
+            op = ops.pop(token, None)
+            if op is None:
+                continue  # a cancel's own CQE, or a NOP that stood in for a refused prep
+            if self._on_cqe(op, res):
+                out.append(op)
+            else:
+                continued = True
+        return continued, left_over
 
     def _take_cqes(self, limit: int) -> tuple[list[tuple[int, int]], bool]:
         """Up to ``limit`` CQEs (0: all) as (user_data, res), retired from the CQ, and

@@ -214,3 +214,32 @@ def test_fast_path_in_c_matches_its_python_twin(tmp_path: Path) -> None:
     assert c == pure
     assert c[0] == [True, True, True, True, True, False, False, False, True]
     assert c[-1] is False
+
+
+def test_a_subclass_that_overrides_on_cqe_sees_every_completion(tmp_path: Path) -> None:
+    """Whole completions are handled in C (Ring.harvest), but a driver that overrides
+    _on_cqe (a fault-injecting test driver) is handed every CQE, as on the pure driver."""
+    p = tmp_path / "f.bin"
+    p.write_bytes(os.urandom(4 * PAGE))
+    seen: list[int] = []
+
+    class Counting(IoUringCDriver):
+        def _on_cqe(self, op: Op, res: int) -> bool:
+            seen.append(res)
+            return super()._on_cqe(op, res)
+
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        for cls, expect in ((IoUringCDriver, []), (Counting, [PAGE] * 3)):
+            d = cls(nowait_fast_path=False)
+            try:
+                ops = [Op(OpKind.READ, fd, i * PAGE, (memoryview(bytearray(PAGE)),)) for i in range(3)]
+                d.submit(ops)
+                wait_all(d, ops)
+                assert [op.result for op in ops] == [PAGE] * 3
+                assert all(op.state is OpState.REAPED and op.driver_data is None for op in ops)
+                assert seen == expect
+            finally:
+                d.close()
+    finally:
+        os.close(fd)
