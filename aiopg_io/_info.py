@@ -35,6 +35,8 @@ class Matrix:
     drivers: dict[str, dict[str, str]] = field(default_factory=dict)
     untested: dict[str, str] = field(default_factory=dict)
     auto: str | None = None
+    #: Which path runs the io_uring ring: the C extension or pure Python, and why.
+    compiled: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -61,6 +63,20 @@ def _direct_probe(directory: str) -> str | None:
         return None
     finally:
         os.unlink(tmp)
+
+
+def _compiled_path() -> str:
+    """One line: whether the C ring (driver io_uring_c) is loaded, and why (not)."""
+    if not sys.platform.startswith("linux"):
+        return "pure Python (the C ring is built on Linux only)"
+    try:
+        from .drivers.io_uring_c import compiled_status
+    except Exception as exc:  # reported, not raised
+        return f"pure Python (the io_uring_c driver cannot be imported: {exc!r})"
+    loaded, why = compiled_status()
+    if loaded:
+        return f"C ring for driver io_uring_c ({why}); auto still picks the pure path"
+    return f"pure Python ({why})"
 
 
 def machine_matrix(directory: str = ".") -> Matrix:
@@ -108,6 +124,7 @@ def machine_matrix(directory: str = ".") -> Matrix:
                 tested = None
             if tested is not None and not tested():
                 m.untested[name] = "not tested on this machine"
+    m.compiled = _compiled_path()
     for name in auto_order():
         if m.drivers.get(name, {}).get("buffered") == "available":
             m.auto = name
@@ -122,6 +139,7 @@ def render(m: Matrix) -> str:
         f"  OS        {m.os} {m.kernel} ({m.machine})",
         f"  Python    {m.python}",
         f"  liburing  {m.liburing or 'not installed'}",
+        f"  compiled  {m.compiled}",
         f"  directory {m.directory}",
     ]
     if m.alignment is not None:

@@ -47,6 +47,8 @@ __all__ = [
 # name -> (module, class). The order is the order `info` prints them in.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "io_uring": ("aiopg_io.drivers.io_uring", "IoUringDriver"),
+    # The io_uring driver on the C ring (opt-in: auto does not pick it yet).
+    "io_uring_c": ("aiopg_io.drivers.io_uring_c", "IoUringCDriver"),
     "posix_aio": ("aiopg_io.drivers.posix_aio", "PosixAioDriver"),
     "worker": ("aiopg_io.drivers.worker", "WorkerDriver"),
     "sync": ("aiopg_io.drivers.sync", "SyncDriver"),

@@ -161,6 +161,9 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _CLOSE_POLL_SECONDS = 0.05
 _PROBE_TIMEOUT_SECONDS = 2.0
+#: io_uring_prep_cancel(3) flags (5.19): match any request, cancel every match.
+_CANCEL_ANY = 1 << 2
+_CANCEL_ALL = 1 << 0
 #: user_data of SQEs whose CQE nobody waits for (cancels, NOPs standing in for failed preps).
 _UNTRACKED = 0
 
@@ -317,19 +320,9 @@ class IoUringDriver(Driver):
         nowait_fast_path: bool | int | str | None = None,
         reap_batch: int = DEFAULT_REAP_BATCH,
     ) -> None:
-        entries = int_option("io_uring", "entries", entries, 1, 32768)
-        if isinstance(reap_batch, bool) or not isinstance(reap_batch, int) or reap_batch < 0:
-            raise DriverOptionError(
-                f"io_uring reap_batch={reap_batch!r} must be 0 (no limit) or a positive count"
-            )
+        entries = self._options(entries, nowait_fast_path, reap_batch)
         if _L is None:
             raise DriverUnavailableError(f"driver 'io_uring' cannot run here: {_probe()}")
-        self._nowait = (
-            _env_nowait_default()
-            if nowait_fast_path is None
-            else flag_option("io_uring", "nowait_fast_path", nowait_fast_path)
-        )
-        self._nowait = self._nowait and bool(_RWF_NOWAIT) and hasattr(os, "preadv")
         try:
             self._ring = _setup_ring(entries)
         except OSError as exc:
@@ -353,8 +346,29 @@ class IoUringDriver(Driver):
         self._sq_entries = 1 << (entries - 1).bit_length()
         self._cq_entries = 2 * self._sq_entries
         self._ftruncate = _ftruncate_supported()
-        self._reap_batch = reap_batch
         self._cqe = _L.Cqe()
+        self._init_state()
+
+    def _options(self, entries: int, nowait_fast_path: bool | int | str | None, reap_batch: int) -> int:
+        """Check the options (named after ``self.name``), keep the fast path's and the reap
+        batch; return ``entries``."""
+        name = self.name
+        entries = int_option(name, "entries", entries, 1, 32768)
+        if isinstance(reap_batch, bool) or not isinstance(reap_batch, int) or reap_batch < 0:
+            raise DriverOptionError(
+                f"{name} reap_batch={reap_batch!r} must be 0 (no limit) or a positive count"
+            )
+        self._nowait = (
+            _env_nowait_default()
+            if nowait_fast_path is None
+            else flag_option(name, "nowait_fast_path", nowait_fast_path)
+        )
+        self._nowait = self._nowait and bool(_RWF_NOWAIT) and hasattr(os, "preadv")
+        self._reap_batch = reap_batch
+        return entries
+
+    def _init_state(self) -> None:
+        """The bookkeeping around a ring that is set up (``_ring``, ``_efd`` and the sizes)."""
         self._ops: dict[int, Op] = {}  # token (user_data) -> op the kernel owns
         # fd -> ops the ring holds on it, and whether it is O_DIRECT (valid while held).
         self._fd_refs: dict[int, int] = {}
@@ -526,15 +540,7 @@ class IoUringDriver(Driver):
                 self._fail_now(op, OSError(errno.EINVAL, f"buffers not accepted by io_uring: {exc}", op.path))
                 return False
         elif kind is OpKind.FTRUNCATE and not self._ftruncate:
-            # Kernels before 6.9 have no IORING_OP_FTRUNCATE: do it here (metadata only, fast).
-            try:
-                os.ftruncate(op.fd, op.length)
-            except OSError as exc:
-                self._fail_now(op, OSError(exc.errno, exc.strerror, op.path))
-            else:
-                op.complete(0)
-                self._ready.append(op)
-            return False
+            return self._ftruncate_inline(op)
         sqe = self._get_sqe()
         if sqe is None:
             self._backlog.append(op)
@@ -577,6 +583,18 @@ class IoUringDriver(Driver):
         sqe.user_data = data.token
         self._ops[data.token] = op
         return True
+
+    def _ftruncate_inline(self, op: Op) -> bool:
+        """Kernels before 6.9 have no IORING_OP_FTRUNCATE: do it here (metadata only, fast).
+        False, as ``_prep`` returns for an op that queued no SQE."""
+        try:
+            os.ftruncate(op.fd, op.length)
+        except OSError as exc:
+            self._fail_now(op, OSError(exc.errno, exc.strerror, op.path))
+        else:
+            op.complete(0)
+            self._ready.append(op)
+        return False
 
     def _submit_sq(self) -> None:
         try:
@@ -628,37 +646,18 @@ class IoUringDriver(Driver):
             self._retry_backlog()
         out = self._ready
         self._ready = []
-        ring, cqe, ops = self._ring, self._cqe, self._ops
         limit = self._reap_batch
         while True:
-            entries: list[tuple[int, int]] = []
-            left_over = False
-            for _ in _L.CqeIter(ring, cqe):
-                if limit and len(entries) >= limit:
-                    left_over = True
-                    break
-                entry = cqe[0]
-                entries.append((entry.user_data, _res_of(entry)))
-            if entries:
-                _L.io_uring_cq_advance(ring, len(entries))
-            continued = False
-            for token, res in entries:
-                op = ops.pop(token, None)
-                if op is None:
-                    continue  # a cancel's own CQE, or a NOP that stood in for a refused prep
-                if self._on_cqe(op, res):
-                    out.append(op)
-                else:
-                    continued = True
+            continued, left_over = self._harvest(limit, out)
             if continued and not self._sq_unsubmitted:
                 self._submit_sq()
             if left_over:
                 self._signal()  # the rest of the CQ is for the next reap
                 break
-            if _L.io_uring_cq_has_overflow(ring):
+            if self._cq_has_overflow():
                 # CQEs wait on the kernel's overflow list: move them into the CQ and go on.
                 c.overflows += 1
-                _L.io_uring_get_events(ring)
+                self._get_events()
                 self._clear_eventfd()
                 continue
             break
@@ -680,6 +679,44 @@ class IoUringDriver(Driver):
                 c.cancelled += 1
         c.completed += len(out)
         return out
+
+    def _harvest(self, limit: int, out: list[Op]) -> tuple[bool, bool]:
+        """Apply up to ``limit`` CQEs (0: all): finished ops go to ``out``. Returns whether
+        an op went on (its next SQE queued) and whether the limit left CQEs behind."""
+        entries, left_over = self._take_cqes(limit)
+        ops = self._ops
+        continued = False
+        for token, res in entries:
+            op = ops.pop(token, None)
+            if op is None:
+                continue  # a cancel's own CQE, or a NOP that stood in for a refused prep
+            if self._on_cqe(op, res):
+                out.append(op)
+            else:
+                continued = True
+        return continued, left_over
+
+    def _take_cqes(self, limit: int) -> tuple[list[tuple[int, int]], bool]:
+        """Up to ``limit`` CQEs (0: all) as (user_data, res), retired from the CQ, and
+        whether the limit left some behind."""
+        ring, cqe = self._ring, self._cqe
+        entries: list[tuple[int, int]] = []
+        left_over = False
+        for _ in _L.CqeIter(ring, cqe):
+            if limit and len(entries) >= limit:
+                left_over = True
+                break
+            entry = cqe[0]
+            entries.append((entry.user_data, _res_of(entry)))
+        if entries:
+            _L.io_uring_cq_advance(ring, len(entries))
+        return entries, left_over
+
+    def _cq_has_overflow(self) -> bool:
+        return bool(_L.io_uring_cq_has_overflow(self._ring))
+
+    def _get_events(self) -> None:
+        _L.io_uring_get_events(self._ring)
 
     def _on_cqe(self, op: Op, res: int) -> bool:
         """Apply one completion; True when the op is finished, False when it goes on (its
@@ -783,7 +820,7 @@ class IoUringDriver(Driver):
         for op in self._ops.values():
             op.cancel_requested = True  # no continuation after a short transfer
         while True:
-            if cancel_all and self._queue_cancel(0, _L.IORING_ASYNC_CANCEL_ANY | _L.IORING_ASYNC_CANCEL_ALL):
+            if cancel_all and self._queue_cancel(0, _CANCEL_ANY | _CANCEL_ALL):
                 cancel_all = False
                 self._submit_sq()
             self._clear_eventfd()
@@ -794,10 +831,14 @@ class IoUringDriver(Driver):
             select.select([self._efd], [], [], _CLOSE_POLL_SECONDS)
             if self._sq_unsubmitted:
                 time.sleep(_CLOSE_POLL_SECONDS)
+        self._teardown()
+        return out
+
+    def _teardown(self) -> None:
+        """Release the ring and the eventfd (nothing is in flight any more)."""
         _L.io_uring_unregister_eventfd(self._ring)
         _L.io_uring_queue_exit(self._ring)
         os.close(self._efd)
-        return out
 
     def statistics(self) -> DriverStatistics:
         return self._counters.snapshot(

@@ -373,12 +373,13 @@ def test_info_marks_an_untested_platform(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setattr(_platforms, "PLATFORM", dataclasses.replace(_platforms.PLATFORM, tested=False))
     m = _info.machine_matrix(str(tmp_path))
     assert m.untested == {"posix_aio": "not tested on this machine"}
+    name = "posix_aio".ljust(max(map(len, m.drivers)) + 2)  # the column fits the longest name
     row = [line for line in _info.render(m).splitlines() if line.strip().startswith("posix_aio")]
-    assert row == ["  posix_aio  yes         yes   (not tested on this machine)"]
+    assert row == [f"  {name}yes         yes   (not tested on this machine)"]
     # A row whose direct column is refused keeps the note too.
     m.drivers["posix_aio"] = {"buffered": "available", "direct": "refused"}
     row = [line for line in _info.render(m).splitlines() if line.strip().startswith("posix_aio")]
-    assert row == ["  posix_aio  yes         no: refused   (not tested on this machine)"]
+    assert row == [f"  {name}yes         no: refused   (not tested on this machine)"]
 
 
 # -- every op kind ------------------------------------------------------------------------------

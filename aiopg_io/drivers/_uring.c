@@ -1,0 +1,1064 @@
+/* aiopg_io.drivers._uring: an io_uring ring on the raw system calls, for the io_uring_c driver.
+ *
+ * The Python twin is aiopg_io/drivers/io_uring.py on the PyPI liburing package; this module
+ * replaces that package's part only (set up, SQE preparation, submit, CQE harvest), under
+ * the same names, and the driver logic stays in Python (drivers/io_uring_c.py), except two
+ * common cases: the page-cache fast path (try_inline) and a CQE that finishes its transfer
+ * whole (harvest), each with its Python twin named. Measured against the pure
+ * ring and mypyc (docs/benchmarks.md, "Compiled path"): the ring alone is within noise of
+ * the pure one end to end; the fast path in C saves about as much per cached read as mypyc
+ * on four modules. It is the base for the C driver core the figures call for, and it runs on
+ * kernels the liburing package refuses.
+ *
+ * Facts this module relies on (the kernel's ABI, so no liburing and no kernel headers are
+ * needed: the layouts below are the uapi ones, include/uapi/linux/io_uring.h, stable since
+ * 5.1 and only ever extended):
+ *
+ * - io_uring_setup(2): fills struct io_uring_params with the ring sizes and the offsets of
+ *   head/tail/mask/array/cqes inside the SQ and CQ ring mappings, mapped from the ring fd
+ *   at IORING_OFF_SQ_RING (0), IORING_OFF_CQ_RING (0x8000000) and IORING_OFF_SQES
+ *   (0x10000000). With IORING_FEAT_SINGLE_MMAP (5.4) the SQ and CQ rings share one mapping.
+ *   The ring fd is close-on-exec. An unknown setup flag is EINVAL, so SUBMIT_ALL (5.18) is
+ *   asked for and dropped when refused.
+ * - The SQ: the application writes SQEs and the SQ index array, then publishes the tail
+ *   with a release store; the kernel consumes from head (read with an acquire load). The
+ *   CQ: the kernel publishes the tail (acquire load here), the application retires entries
+ *   by storing head (release). io_uring_enter(2) with to_submit = tail - head submits what
+ *   is queued; it returns how many SQEs it consumed, and what it left stays queued for
+ *   the next call. IORING_ENTER_GETEVENTS with min_complete 0 flushes the kernel's CQ
+ *   overflow list (IORING_FEAT_NODROP, 5.5) without waiting.
+ * - IORING_SQ_CQ_OVERFLOW in the SQ ring's flags word says CQEs wait on that list.
+ * - io_uring_register(2): IORING_REGISTER_EVENTFD (4) / IORING_UNREGISTER_EVENTFD (5);
+ *   IORING_REGISTER_PROBE (8, 5.6) fills struct io_uring_probe, an op supported when its
+ *   flags have IO_URING_OP_SUPPORTED (1). Before 5.6 it is EINVAL: then only the 5.1 ops
+ *   (nop, readv, writev, fsync) are assumed.
+ * - Fork: madvise(MADV_DONTFORK) keeps the ring mappings out of a child (what
+ *   io_uring_ring_dontfork(3) does); the Python driver refuses to run in a child.
+ * - An SQE's iovec array must stay valid until the op's CQE (the kernel may read it when
+ *   it issues the op from a worker). iovec() returns it as a bytes object that the driver
+ *   keeps on the op; the buffers it points into are kept by the op (its memoryviews), as
+ *   with liburing's Iovec, which keeps no reference either.
+ * - System calls that do not wait (submit, flush) run with the GIL released: the kernel
+ *   may copy cached pages inline during a submit.
+ */
+/* Python.h comes first and defines _GNU_SOURCE (pyconfig.h): preadv2 and RWF_NOWAIT. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#ifndef RWF_NOWAIT
+#define RWF_NOWAIT 0x00000008 /* include/uapi/linux/fs.h, 4.14 */
+#endif
+#ifndef __NR_io_uring_setup
+#define __NR_io_uring_setup 425
+#endif
+#ifndef __NR_io_uring_enter
+#define __NR_io_uring_enter 426
+#endif
+#ifndef __NR_io_uring_register
+#define __NR_io_uring_register 427
+#endif
+
+/* -- uapi (include/uapi/linux/io_uring.h) ------------------------------------------------ */
+
+struct u_sqe {
+    uint8_t opcode;
+    uint8_t flags;
+    uint16_t ioprio;
+    int32_t fd;
+    uint64_t off;
+    uint64_t addr;
+    uint32_t len;
+    uint32_t op_flags; /* rw_flags, fsync_flags, cancel_flags... */
+    uint64_t user_data;
+    uint16_t buf_index;
+    uint16_t personality;
+    int32_t splice_fd_in;
+    uint64_t addr3;
+    uint64_t pad2;
+};
+
+struct u_cqe {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+};
+
+struct u_sqring_offsets {
+    uint32_t head, tail, ring_mask, ring_entries, flags, dropped, array, resv1;
+    uint64_t user_addr;
+};
+
+struct u_cqring_offsets {
+    uint32_t head, tail, ring_mask, ring_entries, overflow, cqes, flags, resv1;
+    uint64_t user_addr;
+};
+
+struct u_params {
+    uint32_t sq_entries, cq_entries, flags, sq_thread_cpu, sq_thread_idle, features, wq_fd;
+    uint32_t resv[3];
+    struct u_sqring_offsets sq_off;
+    struct u_cqring_offsets cq_off;
+};
+
+struct u_probe_op {
+    uint8_t op;
+    uint8_t resv;
+    uint16_t flags;
+    uint32_t resv2;
+};
+
+struct u_probe {
+    uint8_t last_op;
+    uint8_t ops_len;
+    uint16_t resv;
+    uint32_t resv2[3];
+    struct u_probe_op ops[256];
+};
+
+_Static_assert(sizeof(struct u_sqe) == 64, "io_uring_sqe is 64 bytes");
+_Static_assert(sizeof(struct u_cqe) == 16, "io_uring_cqe is 16 bytes");
+_Static_assert(sizeof(struct u_params) == 120, "io_uring_params is 120 bytes");
+
+#define OFF_SQ_RING 0ULL
+#define OFF_CQ_RING 0x8000000ULL
+#define OFF_SQES 0x10000000ULL
+#define FEAT_SINGLE_MMAP (1U << 0)
+#define SETUP_SUBMIT_ALL (1U << 7)
+#define SQ_CQ_OVERFLOW (1U << 1)
+#define ENTER_GETEVENTS (1U << 0)
+#define REGISTER_EVENTFD 4
+#define UNREGISTER_EVENTFD 5
+#define REGISTER_PROBE 8
+#define OP_SUPPORTED 1
+
+enum {
+    OP_NOP = 0,
+    OP_READV = 1,
+    OP_WRITEV = 2,
+    OP_FSYNC = 3,
+    OP_ASYNC_CANCEL = 14,
+    OP_FALLOCATE = 17,
+    OP_FTRUNCATE = 55,
+};
+
+/* -- the ring ---------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    int fd;                  /* -1 once closed */
+    unsigned sq_entries, cq_entries, features, setup_flags;
+    void *sq_map, *cq_map;   /* cq_map == sq_map with FEAT_SINGLE_MMAP */
+    size_t sq_map_len, cq_map_len;
+    struct u_sqe *sqes;
+    size_t sqes_len;
+    unsigned *sq_head, *sq_tail, *sq_mask, *sq_flags, *sq_array;
+    unsigned *cq_head, *cq_tail, *cq_mask;
+    struct u_cqe *cqes;
+    unsigned sqe_tail;       /* SQEs handed out; published to *sq_tail by submit() */
+    /* The page-cache fast path (try_inline), set up by enable_inline(); NULL when off. */
+    PyObject *k_read, *k_readv, *s_idle, *s_reaped, *tried, *fallback, *partial;
+    unsigned long long inline_done; /* ops try_inline completed whole, here in C */
+} Ring;
+
+static void
+ring_unmap(Ring *r)
+{
+    if (r->sqes != NULL && r->sqes != MAP_FAILED)
+        munmap(r->sqes, r->sqes_len);
+    if (r->cq_map != NULL && r->cq_map != MAP_FAILED && r->cq_map != r->sq_map)
+        munmap(r->cq_map, r->cq_map_len);
+    if (r->sq_map != NULL && r->sq_map != MAP_FAILED)
+        munmap(r->sq_map, r->sq_map_len);
+    r->sqes = NULL;
+    r->sq_map = r->cq_map = NULL;
+}
+
+static void
+ring_release(Ring *r)
+{
+    ring_unmap(r);
+    if (r->fd >= 0) {
+        close(r->fd);
+        r->fd = -1;
+    }
+}
+
+static int
+ring_check(Ring *r)
+{
+    if (r->fd < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "the io_uring ring is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+ring_init(Ring *r, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"entries", "submit_all", NULL};
+    unsigned int entries;
+    int submit_all = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "I|p", kwlist, &entries, &submit_all))
+        return -1;
+    if (r->fd >= 0) {
+        PyErr_SetString(PyExc_RuntimeError, "Ring is already set up");
+        return -1;
+    }
+    struct u_params p;
+    long fd;
+    for (;;) {
+        memset(&p, 0, sizeof p);
+        p.flags = submit_all ? SETUP_SUBMIT_ALL : 0;
+        fd = syscall(__NR_io_uring_setup, entries, &p);
+        if (fd < 0 && errno == EINVAL && submit_all) {
+            submit_all = 0; /* a kernel before 5.18: no SUBMIT_ALL */
+            continue;
+        }
+        break;
+    }
+    if (fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    r->fd = (int)fd;
+    r->sq_entries = p.sq_entries;
+    r->cq_entries = p.cq_entries;
+    r->features = p.features;
+    r->setup_flags = p.flags;
+    r->sq_map_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    r->cq_map_len = p.cq_off.cqes + p.cq_entries * sizeof(struct u_cqe);
+    if (p.features & FEAT_SINGLE_MMAP) {
+        if (r->cq_map_len > r->sq_map_len)
+            r->sq_map_len = r->cq_map_len;
+        r->cq_map_len = r->sq_map_len;
+    }
+    r->sq_map = mmap(NULL, r->sq_map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd,
+                     OFF_SQ_RING);
+    if (r->sq_map == MAP_FAILED)
+        goto fail;
+    if (p.features & FEAT_SINGLE_MMAP) {
+        r->cq_map = r->sq_map;
+    } else {
+        r->cq_map = mmap(NULL, r->cq_map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                         r->fd, OFF_CQ_RING);
+        if (r->cq_map == MAP_FAILED)
+            goto fail;
+    }
+    r->sqes_len = p.sq_entries * sizeof(struct u_sqe);
+    r->sqes = mmap(NULL, r->sqes_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd,
+                   OFF_SQES);
+    if (r->sqes == MAP_FAILED)
+        goto fail;
+    if (madvise(r->sq_map, r->sq_map_len, MADV_DONTFORK) < 0 ||
+        (r->cq_map != r->sq_map && madvise(r->cq_map, r->cq_map_len, MADV_DONTFORK) < 0) ||
+        madvise(r->sqes, r->sqes_len, MADV_DONTFORK) < 0)
+        goto fail;
+    char *sq = r->sq_map, *cq = r->cq_map;
+    r->sq_head = (unsigned *)(sq + p.sq_off.head);
+    r->sq_tail = (unsigned *)(sq + p.sq_off.tail);
+    r->sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
+    r->sq_flags = (unsigned *)(sq + p.sq_off.flags);
+    r->sq_array = (unsigned *)(sq + p.sq_off.array);
+    r->cq_head = (unsigned *)(cq + p.cq_off.head);
+    r->cq_tail = (unsigned *)(cq + p.cq_off.tail);
+    r->cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
+    r->cqes = (struct u_cqe *)(cq + p.cq_off.cqes);
+    r->sqe_tail = *r->sq_tail;
+    return 0;
+fail:
+    PyErr_SetFromErrno(PyExc_OSError);
+    ring_release(r);
+    return -1;
+}
+
+static PyObject *
+ring_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Ring *r = (Ring *)type->tp_alloc(type, 0);
+    if (r != NULL)
+        r->fd = -1;
+    return (PyObject *)r;
+}
+
+static int
+ring_traverse(Ring *r, visitproc visit, void *arg)
+{
+    Py_VISIT(r->k_read);
+    Py_VISIT(r->k_readv);
+    Py_VISIT(r->s_idle);
+    Py_VISIT(r->s_reaped);
+    Py_VISIT(r->tried);
+    Py_VISIT(r->fallback);
+    Py_VISIT(r->partial);
+    return 0;
+}
+
+static int
+ring_clear(Ring *r)
+{
+    Py_CLEAR(r->k_read);
+    Py_CLEAR(r->k_readv);
+    Py_CLEAR(r->s_idle);
+    Py_CLEAR(r->s_reaped);
+    Py_CLEAR(r->tried);
+    Py_CLEAR(r->fallback); /* bound methods of the driver: a cycle the GC must see */
+    Py_CLEAR(r->partial);
+    return 0;
+}
+
+static void
+ring_dealloc(Ring *r)
+{
+    /* A ring collected unclosed: its memory and fd go with it (the kernel cancels and
+       reaps whatever was in flight when the last reference to the ring file goes). */
+    PyObject_GC_UnTrack(r);
+    ring_clear(r);
+    ring_release(r);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+/* The next free SQE zeroed, or NULL when the SQ is full (nothing raised). */
+static struct u_sqe *
+get_sqe(Ring *r)
+{
+    unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+    if (r->sqe_tail - head >= r->sq_entries)
+        return NULL;
+    struct u_sqe *sqe = &r->sqes[r->sqe_tail & *r->sq_mask];
+    r->sqe_tail++;
+    memset(sqe, 0, sizeof *sqe);
+    return sqe;
+}
+
+static PyObject *
+negative(const char *what, long long value)
+{
+    /* The SQE's fields are unsigned: a negative value would wrap to a huge one. Checked
+       before an SQE is taken, so a refused prep leaves the SQ as it was. */
+    PyErr_Format(PyExc_OverflowError, "%s %lld is negative", what, value);
+    return NULL;
+}
+
+/* Every prep_* takes the SQE's user_data last and returns False when the SQ is full, as
+   liburing's io_uring_get_sqe returning NULL. */
+
+static PyObject *
+prep_rw(Ring *r, PyObject *args, uint8_t opcode)
+{
+    int fd;
+    Py_buffer iov;
+    long long offset;
+    unsigned long long user_data;
+    if (!PyArg_ParseTuple(args, "iy*LK", &fd, &iov, &offset, &user_data))
+        return NULL;
+    if (offset < 0) {
+        PyBuffer_Release(&iov);
+        return negative("offset", offset);
+    }
+    if (ring_check(r) < 0 || iov.len % sizeof(struct iovec) != 0 || iov.len == 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "iovec: not a non-empty array of struct iovec");
+        PyBuffer_Release(&iov);
+        return NULL;
+    }
+    struct u_sqe *sqe = get_sqe(r);
+    if (sqe != NULL) {
+        sqe->opcode = opcode;
+        sqe->fd = fd;
+        sqe->addr = (uint64_t)(uintptr_t)iov.buf; /* kept alive by the caller until the CQE */
+        sqe->len = (uint32_t)(iov.len / sizeof(struct iovec));
+        sqe->off = offset;
+        sqe->user_data = user_data;
+    }
+    PyBuffer_Release(&iov);
+    return PyBool_FromLong(sqe != NULL);
+}
+
+static PyObject *
+ring_prep_readv(Ring *r, PyObject *args)
+{
+    return prep_rw(r, args, OP_READV);
+}
+
+static PyObject *
+ring_prep_writev(Ring *r, PyObject *args)
+{
+    return prep_rw(r, args, OP_WRITEV);
+}
+
+static PyObject *
+ring_prep_fsync(Ring *r, PyObject *args)
+{
+    int fd;
+    unsigned int flags;
+    unsigned long long user_data;
+    if (!PyArg_ParseTuple(args, "iIK", &fd, &flags, &user_data) || ring_check(r) < 0)
+        return NULL;
+    struct u_sqe *sqe = get_sqe(r);
+    if (sqe != NULL) {
+        sqe->opcode = OP_FSYNC;
+        sqe->fd = fd;
+        sqe->op_flags = flags;
+        sqe->user_data = user_data;
+    }
+    return PyBool_FromLong(sqe != NULL);
+}
+
+static PyObject *
+ring_prep_fallocate(Ring *r, PyObject *args)
+{
+    int fd;
+    unsigned int mode;
+    long long offset, length;
+    unsigned long long user_data;
+    if (!PyArg_ParseTuple(args, "iILLK", &fd, &mode, &offset, &length, &user_data) || ring_check(r) < 0)
+        return NULL;
+    if (offset < 0 || length < 0)
+        return negative(offset < 0 ? "offset" : "length", offset < 0 ? offset : length);
+    struct u_sqe *sqe = get_sqe(r);
+    if (sqe != NULL) {
+        sqe->opcode = OP_FALLOCATE;
+        sqe->fd = fd;
+        sqe->len = mode;     /* as io_uring_prep_fallocate(3): mode in len, length in addr */
+        sqe->off = offset;
+        sqe->addr = length;
+        sqe->user_data = user_data;
+    }
+    return PyBool_FromLong(sqe != NULL);
+}
+
+static PyObject *
+ring_prep_ftruncate(Ring *r, PyObject *args)
+{
+    int fd;
+    long long length;
+    unsigned long long user_data;
+    if (!PyArg_ParseTuple(args, "iLK", &fd, &length, &user_data) || ring_check(r) < 0)
+        return NULL;
+    if (length < 0)
+        return negative("length", length);
+    struct u_sqe *sqe = get_sqe(r);
+    if (sqe != NULL) {
+        sqe->opcode = OP_FTRUNCATE;
+        sqe->fd = fd;
+        sqe->off = length;   /* io_uring_prep_ftruncate(3): the new size in off */
+        sqe->user_data = user_data;
+    }
+    return PyBool_FromLong(sqe != NULL);
+}
+
+static PyObject *
+ring_prep_nop(Ring *r, PyObject *args)
+{
+    unsigned long long user_data;
+    if (!PyArg_ParseTuple(args, "K", &user_data) || ring_check(r) < 0)
+        return NULL;
+    struct u_sqe *sqe = get_sqe(r);
+    if (sqe != NULL) {
+        sqe->opcode = OP_NOP;
+        sqe->user_data = user_data;
+    }
+    return PyBool_FromLong(sqe != NULL);
+}
+
+static PyObject *
+ring_prep_cancel64(Ring *r, PyObject *args)
+{
+    unsigned long long target, user_data;
+    unsigned int flags;
+    if (!PyArg_ParseTuple(args, "KIK", &target, &flags, &user_data) || ring_check(r) < 0)
+        return NULL;
+    struct u_sqe *sqe = get_sqe(r);
+    if (sqe != NULL) {
+        sqe->opcode = OP_ASYNC_CANCEL;
+        sqe->fd = -1;
+        sqe->addr = target;  /* io_uring_prep_cancel64(3): the target's user_data */
+        sqe->op_flags = flags;
+        sqe->user_data = user_data;
+    }
+    return PyBool_FromLong(sqe != NULL);
+}
+
+static PyObject *
+ring_submit(Ring *r, PyObject *Py_UNUSED(ignored))
+{
+    if (ring_check(r) < 0)
+        return NULL;
+    unsigned tail = r->sqe_tail;
+    unsigned mask = *r->sq_mask;
+    /* The SQ array maps ring slots to SQE indexes; ours are the identity. Written for every
+       slot not yet consumed, so SQEs a refused submit left queued stay valid. */
+    unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+    for (unsigned i = head; i != tail; i++)
+        r->sq_array[i & mask] = i & mask;
+    __atomic_store_n(r->sq_tail, tail, __ATOMIC_RELEASE);
+    unsigned to_submit = tail - head;
+    if (to_submit == 0)
+        return PyLong_FromLong(0);
+    long ret;
+    int saved;
+    Py_BEGIN_ALLOW_THREADS
+    ret = syscall(__NR_io_uring_enter, r->fd, to_submit, 0, 0, NULL, 0);
+    saved = errno;
+    Py_END_ALLOW_THREADS
+    if (ret < 0) {
+        errno = saved;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong((long)to_submit - ret);
+}
+
+static PyObject *
+ring_unsubmitted(Ring *r, PyObject *Py_UNUSED(ignored))
+{
+    /* SQEs handed out that the kernel has not consumed yet. */
+    if (ring_check(r) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLong(r->sqe_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE));
+}
+
+static PyObject *
+ring_get_events(Ring *r, PyObject *Py_UNUSED(ignored))
+{
+    if (ring_check(r) < 0)
+        return NULL;
+    long ret;
+    int saved;
+    Py_BEGIN_ALLOW_THREADS
+    ret = syscall(__NR_io_uring_enter, r->fd, 0, 0, ENTER_GETEVENTS, NULL, 0);
+    saved = errno;
+    Py_END_ALLOW_THREADS
+    if (ret < 0) {
+        errno = saved;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ring_cq_has_overflow(Ring *r, PyObject *Py_UNUSED(ignored))
+{
+    if (ring_check(r) < 0)
+        return NULL;
+    return PyBool_FromLong(__atomic_load_n(r->sq_flags, __ATOMIC_ACQUIRE) & SQ_CQ_OVERFLOW);
+}
+
+static PyObject *
+ring_reap(Ring *r, PyObject *args)
+{
+    /* reap(limit) -> (entries, left_over): up to ``limit`` CQEs (0: all) as (user_data, res)
+       pairs, retired from the CQ; left_over is True when the limit left CQEs behind. */
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "n", &limit) || ring_check(r) < 0)
+        return NULL;
+    unsigned head = *r->cq_head;
+    unsigned tail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
+    unsigned mask = *r->cq_mask;
+    Py_ssize_t n = (Py_ssize_t)(tail - head);
+    int left_over = 0;
+    if (limit > 0 && n > limit) {
+        n = limit;
+        left_over = 1;
+    }
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        struct u_cqe *cqe = &r->cqes[(head + (unsigned)i) & mask];
+        PyObject *pair = Py_BuildValue("(Ki)", (unsigned long long)cqe->user_data, (int)cqe->res);
+        if (pair == NULL) {
+            Py_DECREF(list); /* nothing retired: the CQEs stay for the next reap */
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, pair);
+    }
+    __atomic_store_n(r->cq_head, head + (unsigned)n, __ATOMIC_RELEASE);
+    PyObject *out = Py_BuildValue("(NO)", list, left_over ? Py_True : Py_False);
+    return out;
+}
+
+static PyObject *
+register_call(Ring *r, unsigned opcode, void *arg, unsigned nr)
+{
+    if (ring_check(r) < 0)
+        return NULL;
+    if (syscall(__NR_io_uring_register, r->fd, opcode, arg, nr) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ring_register_eventfd(Ring *r, PyObject *args)
+{
+    int efd;
+    if (!PyArg_ParseTuple(args, "i", &efd))
+        return NULL;
+    return register_call(r, REGISTER_EVENTFD, &efd, 1);
+}
+
+static PyObject *
+ring_unregister_eventfd(Ring *r, PyObject *Py_UNUSED(ignored))
+{
+    return register_call(r, UNREGISTER_EVENTFD, NULL, 0);
+}
+
+static PyObject *
+ring_probe(Ring *r, PyObject *Py_UNUSED(ignored))
+{
+    /* The opcodes this kernel supports, or None where IORING_REGISTER_PROBE is unknown. */
+    if (ring_check(r) < 0)
+        return NULL;
+    struct u_probe *probe = PyMem_Calloc(1, sizeof *probe);
+    if (probe == NULL)
+        return PyErr_NoMemory();
+    if (syscall(__NR_io_uring_register, r->fd, REGISTER_PROBE, probe, 256) < 0) {
+        PyMem_Free(probe);
+        if (errno == EINVAL)
+            Py_RETURN_NONE;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *ops = PyFrozenSet_New(NULL);
+    for (unsigned i = 0; ops != NULL && i < probe->ops_len && i < 256; i++) {
+        if (!(probe->ops[i].flags & OP_SUPPORTED))
+            continue;
+        PyObject *op = PyLong_FromLong(probe->ops[i].op);
+        if (op == NULL || PySet_Add(ops, op) < 0)
+            Py_CLEAR(ops);
+        Py_XDECREF(op);
+    }
+    PyMem_Free(probe);
+    return ops;
+}
+
+/* -- the page-cache fast path ----------------------------------------------------------- */
+
+/* The Python twin is IoUringDriver.try_inline/_read_inline (drivers/io_uring.py): a buffered
+   read the page cache holds whole is done with one preadv2(RWF_NOWAIT) and the op goes
+   straight to REAPED. C does the common case only, and hands the rest to the twin: an fd
+   not known to be buffered (op.direct None: the twin asks fcntl), an op not IDLE, more than
+   MAX_INLINE_IOV buffers or none, a buffer that cannot be written (the twin reports it), and
+   a read the cache held in part (``partial(op, n)`` goes on from n bytes). EAGAIN or any
+   other error marks the op tried (``op.driver_data = tried``): the ring does it and reports
+   what fails, as the twin. */
+
+#define MAX_INLINE_IOV 16
+
+static PyObject *S_kind, *S_direct, *S_state, *S_remaining, *S_fd, *S_offset, *S_transferred,
+    *S_result, *S_driver_data;
+
+static PyObject *
+ring_enable_inline(Ring *r, PyObject *args)
+{
+    PyObject *k_read, *k_readv, *s_idle, *s_reaped, *tried, *fallback, *partial;
+    if (!PyArg_ParseTuple(args, "OOOOOOO", &k_read, &k_readv, &s_idle, &s_reaped, &tried, &fallback,
+                          &partial))
+        return NULL;
+    ring_clear(r);
+    r->k_read = Py_NewRef(k_read);
+    r->k_readv = Py_NewRef(k_readv);
+    r->s_idle = Py_NewRef(s_idle);
+    r->s_reaped = Py_NewRef(s_reaped);
+    r->tried = Py_NewRef(tried);
+    r->fallback = Py_NewRef(fallback);
+    r->partial = Py_NewRef(partial);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ring_disable_inline(Ring *r, PyObject *Py_UNUSED(ignored))
+{
+    ring_clear(r);
+    Py_RETURN_NONE;
+}
+
+static int
+get_ll(PyObject *op, PyObject *name, long long *out)
+{
+    PyObject *v = PyObject_GetAttr(op, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static PyObject *
+ring_try_inline(Ring *r, PyObject *op)
+{
+    if (r->fallback == NULL) /* off: the driver is closed (or never enabled it) */
+        Py_RETURN_FALSE;
+    PyObject *v = PyObject_GetAttr(op, S_kind);
+    if (v == NULL)
+        return NULL;
+    int is_read = v == r->k_read || v == r->k_readv;
+    Py_DECREF(v);
+    if (!is_read)
+        Py_RETURN_FALSE;
+    if ((v = PyObject_GetAttr(op, S_direct)) == NULL)
+        return NULL;
+    int buffered = v == Py_False;
+    Py_DECREF(v);
+    if ((v = PyObject_GetAttr(op, S_state)) == NULL)
+        return NULL;
+    int idle = v == r->s_idle;
+    Py_DECREF(v);
+    if (!buffered || !idle)
+        return PyObject_CallOneArg(r->fallback, op);
+    PyObject *rest = PyObject_GetAttr(op, S_remaining);
+    if (rest == NULL)
+        return NULL;
+    Py_ssize_t n_iov = PyList_Check(rest) ? PyList_GET_SIZE(rest) : 0;
+    if (n_iov < 1 || n_iov > MAX_INLINE_IOV) {
+        Py_DECREF(rest);
+        return PyObject_CallOneArg(r->fallback, op);
+    }
+    struct iovec iov[MAX_INLINE_IOV];
+    Py_buffer views[MAX_INLINE_IOV];
+    Py_ssize_t got = 0, total = 0;
+    for (; got < n_iov; got++) {
+        if (PyObject_GetBuffer(PyList_GET_ITEM(rest, got), &views[got],
+                               PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+            break;
+        iov[got].iov_base = views[got].buf;
+        iov[got].iov_len = (size_t)views[got].len;
+        total += views[got].len;
+    }
+    long long fd = -1, offset = 0, transferred = 0;
+    ssize_t n = -1;
+    int ok = got == n_iov && get_ll(op, S_fd, &fd) == 0 && get_ll(op, S_offset, &offset) == 0 &&
+             get_ll(op, S_transferred, &transferred) == 0;
+    if (ok && fd >= 0 && fd <= INT_MAX) {
+        /* The buffers stay exported (views held) across the call, so none can be resized
+           or freed while the kernel copies into it. */
+        Py_BEGIN_ALLOW_THREADS
+        n = preadv2((int)fd, iov, (int)n_iov, (off_t)(offset + transferred), RWF_NOWAIT);
+        Py_END_ALLOW_THREADS
+    }
+    for (Py_ssize_t i = 0; i < got; i++)
+        PyBuffer_Release(&views[i]);
+    Py_DECREF(rest);
+    if (!ok) {
+        PyErr_Clear(); /* a buffer the twin will refuse with its own message */
+        return PyObject_CallOneArg(r->fallback, op);
+    }
+    if (n < 0) { /* not cached (EAGAIN), or an error the ring will report */
+        if (PyObject_SetAttr(op, S_driver_data, r->tried) < 0)
+            return NULL;
+        Py_RETURN_FALSE;
+    }
+    if (n != 0 && n != total)
+        return PyObject_CallFunction(r->partial, "On", op, (Py_ssize_t)n);
+    /* Whole, or EOF (a read of 0): as op.advance(n) then op.complete(0), and REAPED. */
+    PyObject *t = PyLong_FromLongLong(transferred + n);
+    PyObject *empty = PyList_New(0);
+    int err = t == NULL || empty == NULL || PyObject_SetAttr(op, S_transferred, t) < 0 ||
+              PyObject_SetAttr(op, S_remaining, empty) < 0 || PyObject_SetAttr(op, S_result, t) < 0 ||
+              PyObject_SetAttr(op, S_state, r->s_reaped) < 0;
+    Py_XDECREF(t);
+    Py_XDECREF(empty);
+    if (err)
+        return NULL;
+    r->inline_done++;
+    Py_RETURN_TRUE;
+}
+
+/* -- completions ------------------------------------------------------------------------ */
+
+/* The Python twin is IoUringDriver._harvest: each CQE's op is popped from ``ops`` (token ->
+   op); a transfer the CQE finishes whole (res equal to the bytes left, the op SUBMITTED) is
+   completed here as op.advance(res) then op.complete(res) would; every other CQE (an error,
+   a short transfer, EAGAIN, another kind) goes to ``on_cqe(op, res)``, the twin's
+   _on_cqe. A CQE is retired before its op is handled, so a callback that raises loses no
+   other CQE: the rest stay in the CQ for the next reap. */
+
+static PyObject *
+ring_harvest(Ring *r, PyObject *args)
+{
+    Py_ssize_t limit;
+    PyObject *ops, *out, *on_cqe, *kinds, *s_submitted, *s_completed;
+    if (!PyArg_ParseTuple(args, "nO!O!OO!OO", &limit, &PyDict_Type, &ops, &PyList_Type, &out, &on_cqe,
+                          &PyFrozenSet_Type, &kinds, &s_submitted, &s_completed) ||
+        ring_check(r) < 0)
+        return NULL;
+    unsigned mask = *r->cq_mask;
+    int continued = 0, left_over = 0;
+    Py_ssize_t taken = 0;
+    for (;;) {
+        unsigned head = *r->cq_head;
+        if (head == __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE))
+            break;
+        if (limit > 0 && taken >= limit) {
+            left_over = 1;
+            break;
+        }
+        struct u_cqe cqe = r->cqes[head & mask];
+        __atomic_store_n(r->cq_head, head + 1, __ATOMIC_RELEASE);
+        taken++;
+        PyObject *token = PyLong_FromUnsignedLongLong(cqe.user_data);
+        if (token == NULL)
+            return NULL;
+        PyObject *op = PyDict_GetItemWithError(ops, token);
+        if (op == NULL) {
+            Py_DECREF(token);
+            if (PyErr_Occurred())
+                return NULL;
+            continue; /* a cancel's own CQE, or a NOP that stood in for a refused prep */
+        }
+        Py_INCREF(op);
+        int err = PyDict_DelItem(ops, token);
+        Py_DECREF(token);
+        if (err < 0)
+            goto fail;
+        int done = -1; /* -1: not handled here */
+        if (cqe.res > 0) {
+            PyObject *kind = PyObject_GetAttr(op, S_kind);
+            PyObject *state = kind ? PyObject_GetAttr(op, S_state) : NULL;
+            PyObject *rest = state ? PyObject_GetAttr(op, S_remaining) : NULL;
+            int whole = 0;
+            if (rest != NULL && state == s_submitted && PyList_Check(rest) &&
+                PySet_Contains(kinds, kind) == 1) {
+                long long left = 0;
+                for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rest); i++) {
+                    Py_ssize_t len = PyObject_Length(PyList_GET_ITEM(rest, i));
+                    if (len < 0) {
+                        left = -1;
+                        break;
+                    }
+                    left += len;
+                }
+                whole = left == cqe.res;
+            }
+            Py_XDECREF(kind);
+            Py_XDECREF(state);
+            Py_XDECREF(rest);
+            if (PyErr_Occurred())
+                goto fail;
+            if (whole) {
+                long long transferred;
+                if (get_ll(op, S_transferred, &transferred) < 0)
+                    goto fail;
+                PyObject *t = PyLong_FromLongLong(transferred + cqe.res);
+                PyObject *empty = PyList_New(0);
+                int bad = t == NULL || empty == NULL || PyObject_SetAttr(op, S_transferred, t) < 0 ||
+                          PyObject_SetAttr(op, S_remaining, empty) < 0 ||
+                          PyObject_SetAttr(op, S_result, t) < 0 ||
+                          PyObject_SetAttr(op, S_state, s_completed) < 0;
+                Py_XDECREF(t);
+                Py_XDECREF(empty);
+                if (bad)
+                    goto fail;
+                done = 1;
+            }
+        }
+        if (done < 0) {
+            PyObject *res = PyObject_CallFunction(on_cqe, "Oi", op, (int)cqe.res);
+            if (res == NULL)
+                goto fail;
+            done = PyObject_IsTrue(res);
+            Py_DECREF(res);
+            if (done < 0)
+                goto fail;
+        }
+        if (done) {
+            if (PyList_Append(out, op) < 0)
+                goto fail;
+        } else {
+            continued = 1;
+        }
+        Py_DECREF(op);
+        continue;
+    fail:
+        Py_DECREF(op);
+        return NULL;
+    }
+    return Py_BuildValue("(OO)", continued ? Py_True : Py_False, left_over ? Py_True : Py_False);
+}
+
+static PyObject *
+ring_get_inline_done(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(r->inline_done);
+}
+
+static PyObject *
+ring_close(Ring *r, PyObject *Py_UNUSED(ignored))
+{
+    ring_release(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ring_get_fd(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(r->fd);
+}
+
+static PyObject *
+ring_get_sq_entries(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLong(r->sq_entries);
+}
+
+static PyObject *
+ring_get_cq_entries(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLong(r->cq_entries);
+}
+
+static PyObject *
+ring_get_features(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLong(r->features);
+}
+
+static PyObject *
+ring_get_submit_all(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(r->setup_flags & SETUP_SUBMIT_ALL);
+}
+
+static PyMethodDef ring_methods[] = {
+    {"prep_readv", (PyCFunction)ring_prep_readv, METH_VARARGS, "prep_readv(fd, iovec, offset, user_data) -> bool"},
+    {"prep_writev", (PyCFunction)ring_prep_writev, METH_VARARGS, "prep_writev(fd, iovec, offset, user_data) -> bool"},
+    {"prep_fsync", (PyCFunction)ring_prep_fsync, METH_VARARGS, "prep_fsync(fd, flags, user_data) -> bool"},
+    {"prep_fallocate", (PyCFunction)ring_prep_fallocate, METH_VARARGS,
+     "prep_fallocate(fd, mode, offset, length, user_data) -> bool"},
+    {"prep_ftruncate", (PyCFunction)ring_prep_ftruncate, METH_VARARGS, "prep_ftruncate(fd, length, user_data) -> bool"},
+    {"prep_nop", (PyCFunction)ring_prep_nop, METH_VARARGS, "prep_nop(user_data) -> bool"},
+    {"prep_cancel64", (PyCFunction)ring_prep_cancel64, METH_VARARGS, "prep_cancel64(target, flags, user_data) -> bool"},
+    {"submit", (PyCFunction)ring_submit, METH_NOARGS, "submit() -> SQEs left queued (0: the kernel took all)"},
+    {"unsubmitted", (PyCFunction)ring_unsubmitted, METH_NOARGS, "unsubmitted() -> SQEs queued, not consumed"},
+    {"get_events", (PyCFunction)ring_get_events, METH_NOARGS, "get_events(): flush the CQ overflow list"},
+    {"cq_has_overflow", (PyCFunction)ring_cq_has_overflow, METH_NOARGS, "cq_has_overflow() -> bool"},
+    {"reap", (PyCFunction)ring_reap, METH_VARARGS, "reap(limit) -> ([(user_data, res)], left_over)"},
+    {"harvest", (PyCFunction)ring_harvest, METH_VARARGS,
+     "harvest(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED) -> (continued, left_over)"},
+    {"register_eventfd", (PyCFunction)ring_register_eventfd, METH_VARARGS, "register_eventfd(fd)"},
+    {"unregister_eventfd", (PyCFunction)ring_unregister_eventfd, METH_NOARGS, "unregister_eventfd()"},
+    {"probe", (PyCFunction)ring_probe, METH_NOARGS, "probe() -> frozenset of opcodes, or None"},
+    {"close", (PyCFunction)ring_close, METH_NOARGS, "close(): unmap and close the ring (idempotent)"},
+    {"enable_inline", (PyCFunction)ring_enable_inline, METH_VARARGS,
+     "enable_inline(READ, READV, IDLE, REAPED, tried, fallback, partial): turn try_inline on"},
+    {"disable_inline", (PyCFunction)ring_disable_inline, METH_NOARGS, "disable_inline(): try_inline -> False"},
+    {"try_inline", (PyCFunction)ring_try_inline, METH_O, "try_inline(op) -> bool (IoUringDriver.try_inline)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef ring_getset[] = {
+    {"fd", (getter)ring_get_fd, NULL, "the ring fd (-1 once closed)", NULL},
+    {"sq_entries", (getter)ring_get_sq_entries, NULL, "SQ size", NULL},
+    {"cq_entries", (getter)ring_get_cq_entries, NULL, "CQ size", NULL},
+    {"features", (getter)ring_get_features, NULL, "IORING_FEAT_* bits", NULL},
+    {"submit_all", (getter)ring_get_submit_all, NULL, "whether IORING_SETUP_SUBMIT_ALL is on", NULL},
+    {"inline_done", (getter)ring_get_inline_done, NULL, "ops try_inline completed whole in C", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aiopg_io.drivers._uring.Ring",
+    .tp_basicsize = sizeof(Ring),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)ring_traverse,
+    .tp_clear = (inquiry)ring_clear,
+    .tp_doc = "Ring(entries, submit_all=True): an io_uring on the raw system calls",
+    .tp_new = ring_new,
+    .tp_init = (initproc)ring_init,
+    .tp_dealloc = (destructor)ring_dealloc,
+    .tp_methods = ring_methods,
+    .tp_getset = ring_getset,
+};
+
+/* -- iovec ------------------------------------------------------------------------------- */
+
+static PyObject *
+make_iovec(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    /* iovec(buffers, writable) -> bytes: the struct iovec array of a list of contiguous
+       byte buffers (writable ones for a read). The pointers stay valid while the buffers'
+       exporters are alive and exported: the caller keeps the memoryviews until the CQE. */
+    PyObject *bufs;
+    int writable;
+    if (!PyArg_ParseTuple(args, "O!p", &PyList_Type, &bufs, &writable))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(bufs);
+    if (n == 0 || n > IOV_MAX) {
+        PyErr_Format(PyExc_ValueError, "%zd buffers: a vectored op takes 1 to %d", n, IOV_MAX);
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(struct iovec));
+    if (out == NULL)
+        return NULL;
+    struct iovec *iov = (struct iovec *)PyBytes_AS_STRING(out);
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(PyList_GET_ITEM(bufs, i), &view, flags) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        iov[i].iov_base = view.buf;
+        iov[i].iov_len = (size_t)view.len;
+        PyBuffer_Release(&view);
+    }
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"iovec", make_iovec, METH_VARARGS, "iovec(buffers, writable) -> bytes (struct iovec[])"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "aiopg_io.drivers._uring",
+    .m_doc = "An io_uring ring on the raw system calls (see the io_uring_c driver).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__uring(void)
+{
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
+    INTERN(S_kind, "kind");
+    INTERN(S_direct, "direct");
+    INTERN(S_state, "state");
+    INTERN(S_remaining, "_remaining");
+    INTERN(S_fd, "fd");
+    INTERN(S_offset, "offset");
+    INTERN(S_transferred, "transferred");
+    INTERN(S_result, "result");
+    INTERN(S_driver_data, "driver_data");
+#undef INTERN
+    if (PyType_Ready(&RingType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&RingType);
+    if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0) {
+        Py_DECREF(&RingType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "IORING_OP_FTRUNCATE", OP_FTRUNCATE) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_FALLOCATE", OP_FALLOCATE) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_FSYNC_DATASYNC", 1) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_ASYNC_CANCEL_ALL", 1 << 0) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_ASYNC_CANCEL_ANY", 1 << 2) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

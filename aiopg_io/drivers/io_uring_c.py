@@ -1,0 +1,329 @@
+"""The ``io_uring_c`` driver: the ``io_uring`` driver on a ring of our own C (``_uring.c``).
+
+Opt-in for now (``driver="io_uring_c"``; ``auto`` does not pick it): the first step of the
+compiled path. It is :class:`~aiopg_io.drivers.io_uring.IoUringDriver` with the PyPI
+``liburing`` package replaced by ``aiopg_io/drivers/_uring.c``, a ring driven by the raw
+``io_uring_setup``/``io_uring_enter``/``io_uring_register`` system calls and ``mmap``. The
+driver logic (batching, the page-cache fast path, short transfers, EAGAIN, cancellation,
+overflow, close, fork) is the parent's, inherited unchanged; only the calls that touch the
+ring are overridden here, under the same method names, and two common cases run in C:
+the page-cache fast path (its twin, the parent's ``try_inline``, takes every other case)
+and a CQE that finishes its transfer whole (the parent's ``_on_cqe`` takes every other
+CQE). So the pure driver is this one's differential reference, and ``AIOPG_IO_PURE=1`` (or
+a build without a C compiler) leaves this driver unavailable, with the reason in
+``python -m aiopg_io info``.
+
+What the figures say (docs/benchmarks.md, "Compiled path"): mypyc on ``_context``,
+``drivers/base``, ``drivers/io_uring`` and ``_file`` saved about a tenth of the CPU per op
+and needed source changes; this C ring alone, with the driver logic all Python, was within
+noise of the pure ring, because the liburing binding was not where the time goes. The
+page-cache fast path moved into C (``Ring.try_inline``, installed as this driver's
+``try_inline``: the IOContext calls it with no Python frame) saves about as much as mypyc
+did, from one function; completions in C (``Ring.harvest``) take about a quarter off the
+ring path's CPU at 32 in flight. Not yet the issue's targets, and not yet through the whole
+suite's matrix in CI, so ``auto`` keeps the pure driver. The ring
+is the base of the next step (submit/reap walking ops in C, waiters resumed from C), and it
+removes the liburing package's kernel floor (6.14): it probes features, not versions.
+
+Facts this module relies on (the ring's own are in ``_uring.c``):
+
+- ``IORING_REGISTER_PROBE`` (5.6) lists the opcodes the kernel has; ``IORING_OP_FTRUNCATE``
+  (6.9) is used only where listed, else the op runs inline as in the parent. Before 5.6
+  the probe is refused and only the 5.1 opcodes are assumed.
+- ``IORING_SETUP_SUBMIT_ALL`` (5.18) is asked for and dropped where the kernel refuses it.
+  Without it ``io_uring_enter`` stops at an SQE that fails early and leaves the rest queued:
+  :meth:`_submit_sq` then marks the SQ unsubmitted, and the next reap submits the rest.
+- ``IORING_ASYNC_CANCEL_ANY``/``ALL`` (5.19), used by close, are EINVAL before; close then
+  still drains (it waits for every CQE), it only cannot stop a read that never ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import importlib
+import os
+import select
+from typing import Any
+
+from ..errors import DriverUnavailableError
+from .base import TRANSFER_KINDS, DriverStatistics, Op, OpKind, OpState
+from .io_uring import (
+    _PROBE_TIMEOUT_SECONDS,
+    _TRIED_INLINE,
+    _UNTRACKED,
+    DEFAULT_ENTRIES,
+    DEFAULT_REAP_BATCH,
+    IoUringDriver,
+    _explain_setup_error,
+    _InFlight,
+    _io_uring_disabled,
+)
+
+__all__ = ["IoUringCDriver", "compiled_status"]
+
+_U: Any
+_IMPORT_ERROR: str | None
+if os.environ.get("AIOPG_IO_PURE", "").strip().lower() in ("1", "true", "yes", "on"):
+    _U, _IMPORT_ERROR = None, "AIOPG_IO_PURE=1 forces the pure-Python path"
+else:
+    try:
+        _U = importlib.import_module("aiopg_io.drivers._uring")
+        _IMPORT_ERROR = None
+    except ImportError as _exc:
+        _U = None
+        _IMPORT_ERROR = (
+            f"the C extension aiopg_io.drivers._uring is not built ({_exc}); reinstall with a C "
+            "compiler (pip install -e .) to build it"
+        )
+
+
+def compiled_status() -> tuple[bool, str]:
+    """Whether the compiled ring is loaded here, and the one line that says why (not)."""
+    if _U is None:
+        assert _IMPORT_ERROR is not None
+        return False, _IMPORT_ERROR
+    return True, f"C extension loaded from {_U.__file__}"
+
+
+def _probe() -> str | None:
+    """Set up a small ring and round-trip a NOP through it; a reason on any failure."""
+    if _U is None:
+        return _IMPORT_ERROR
+    disabled = _io_uring_disabled()
+    if disabled >= 2:
+        return "io_uring is disabled system-wide (/proc/sys/kernel/io_uring_disabled = 2); set it to 0"
+    try:
+        ring = _U.Ring(4)
+    except OSError as exc:
+        return _explain_setup_error(exc, disabled)
+    efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    try:
+        ring.register_eventfd(efd)
+        ring.prep_nop(1)
+        ring.submit()
+        readable, _, _ = select.select([efd], [], [], _PROBE_TIMEOUT_SECONDS)
+        if not readable:
+            return f"a NOP submitted to io_uring did not complete within {_PROBE_TIMEOUT_SECONDS} s"
+        got, _ = ring.reap(0)
+        if got != [(1, 0)]:
+            return f"a NOP round trip through io_uring returned {got!r}, expected [(1, 0)]"
+        return None
+    except OSError as exc:
+        return f"io_uring NOP round trip failed: {exc}"
+    finally:
+        ring.close()
+        os.close(efd)
+
+
+_REASON: list[str | None] = []
+
+
+class IoUringCDriver(IoUringDriver):
+    name = "io_uring_c"
+
+    def __init__(
+        self,
+        *,
+        entries: int = DEFAULT_ENTRIES,
+        nowait_fast_path: bool | int | str | None = None,
+        reap_batch: int = DEFAULT_REAP_BATCH,
+    ) -> None:
+        entries = self._options(entries, nowait_fast_path, reap_batch)
+        if _U is None:
+            raise DriverUnavailableError(f"driver 'io_uring_c' cannot run here: {_IMPORT_ERROR}")
+        try:
+            self._ring = _U.Ring(entries)
+        except OSError as exc:
+            raise DriverUnavailableError(
+                f"driver 'io_uring_c' cannot set up a ring of {entries} entries: "
+                f"{_explain_setup_error(exc, _io_uring_disabled())}"
+            ) from exc
+        try:
+            self._efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        except OSError:
+            self._ring.close()
+            raise
+        try:
+            self._ring.register_eventfd(self._efd)
+        except OSError:
+            self._ring.close()
+            os.close(self._efd)
+            raise
+        self._sq_entries = self._ring.sq_entries
+        self._cq_entries = self._ring.cq_entries
+        ops = self._ring.probe()
+        self._ftruncate = ops is not None and _U.IORING_OP_FTRUNCATE in ops
+        self._init_state()
+        self._own_on_cqe = type(self)._on_cqe is not IoUringDriver._on_cqe
+        if self._nowait:
+            # The page-cache fast path in C: the IOContext calls the ring's try_inline with
+            # no Python frame; what C leaves (see _uring.c) goes to the parent's, its twin.
+            self._ring.enable_inline(
+                OpKind.READ, OpKind.READV, OpState.IDLE, OpState.REAPED, _TRIED_INLINE,
+                super().try_inline, self._inline_partial,
+            )  # fmt: skip
+            self.try_inline = self._ring.try_inline  # type: ignore[method-assign]
+
+    def _inline_partial(self, op: Op, n: int) -> bool:
+        """The C fast path read ``n`` bytes, fewer than asked: account them as the parent's
+        ``_read_inline`` loop does, and let the parent go on from there."""
+        op.advance(n)  # 0 < n < the bytes asked: more to read
+        self._counters.short_transfers += 1
+        return super().try_inline(op)
+
+    def close(self) -> list[Op]:
+        out = super().close()
+        self._ring.disable_inline()  # try_inline -> False; drops the ring's refs to self
+        return out
+
+    def statistics(self) -> DriverStatistics:
+        s = super().statistics()
+        done = self._ring.inline_done  # whole reads the C fast path completed
+        extra = dict(s.extra)
+        extra["fast_path_hits"] += done
+        return dataclasses.replace(
+            s, submitted=s.submitted + done, completed=s.completed + done, extra=tuple(sorted(extra.items()))
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<IoUringCDriver entries={self._sq_entries} in_flight={len(self._ops)} "
+            f"nowait_fast_path={self._nowait} closed={self._closed}>"
+        )
+
+    @classmethod
+    def unavailable_reason(cls, *, direct: bool = False) -> str | None:
+        if not _REASON:
+            try:
+                _REASON.append(_probe())
+            except Exception as exc:  # a probe never raises: whatever broke is the reason
+                _REASON.append(f"io_uring probe failed: {exc!r}")
+        return _REASON[0]
+
+    # -- the calls that touch the ring (the parent's, on _uring.Ring) -------------------------
+
+    def _prep(self, op: Op) -> bool:
+        """Queue one SQE for ``op``, as the parent's ``_prep`` (same outcomes and errors)."""
+        kind = op.kind
+        iovec: bytes | None = None
+        bufs: list[memoryview] | None = None
+        is_read = kind is OpKind.READ or kind is OpKind.READV
+        if is_read or kind is OpKind.WRITE or kind is OpKind.WRITEV:
+            bufs = list(op.remaining())
+            if not bufs:
+                op.complete(0)
+                self._ready.append(op)
+                return False
+            if op.offset < 0:
+                self._fail_now(op, OSError(errno.EINVAL, f"offset {op.offset} is negative", op.path))
+                return False
+            try:
+                iovec = _U.iovec(bufs, is_read)
+            except BufferError:
+                msg = "a read needs writable buffers" if is_read else "buffers not accepted by io_uring"
+                self._fail_now(op, OSError(errno.EFAULT if is_read else errno.EINVAL, msg, op.path))
+                return False
+            except (ValueError, TypeError) as exc:
+                self._fail_now(op, OSError(errno.EINVAL, f"buffers not accepted by io_uring: {exc}", op.path))
+                return False
+        elif kind is OpKind.FTRUNCATE and not self._ftruncate:
+            return self._ftruncate_inline(op)
+        data = op.driver_data
+        token = data.token if isinstance(data, _InFlight) else self._next_token()
+        try:
+            queued = self._prep_sqe(op, kind, iovec, token)
+            if not queued:
+                self._submit_sq()  # the SQ is full: send what is queued and go on
+                queued = self._prep_sqe(op, kind, iovec, token)
+        except (OverflowError, ValueError, TypeError, NotImplementedError) as exc:
+            # Refused before an SQE was taken: the SQ is as it was.
+            if isinstance(exc, NotImplementedError):
+                err = OSError(errno.EOPNOTSUPP, f"op kind {kind.value} is not supported by io_uring", op.path)
+            else:
+                err = OSError(errno.EINVAL, f"io_uring refused the op's arguments: {exc}", op.path)
+            self._fail_now(op, err)
+            return False
+        if not queued:
+            self._backlog.append(op)
+            self._signal()  # reap retries the backlog
+            return False
+        if not isinstance(data, _InFlight):
+            data = op.driver_data = _InFlight(token)
+            refs = self._fd_refs
+            refs[op.fd] = refs.get(op.fd, 0) + 1
+        data.iovec = iovec  # the kernel reads it until the CQE
+        data.buffers = bufs
+        self._ops[token] = op
+        return True
+
+    def _prep_sqe(self, op: Op, kind: OpKind, iovec: bytes | None, token: int) -> bool:
+        """One SQE for ``op``; False when the SQ is full."""
+        ring = self._ring
+        if kind is OpKind.READ or kind is OpKind.READV:
+            return bool(ring.prep_readv(op.fd, iovec, op.position(), token))
+        if kind is OpKind.WRITE or kind is OpKind.WRITEV:
+            return bool(ring.prep_writev(op.fd, iovec, op.position(), token))
+        if kind is OpKind.FSYNC:
+            return bool(ring.prep_fsync(op.fd, 0, token))
+        if kind is OpKind.FDATASYNC:
+            return bool(ring.prep_fsync(op.fd, _U.IORING_FSYNC_DATASYNC, token))
+        if kind is OpKind.FALLOCATE:
+            return bool(ring.prep_fallocate(op.fd, op.mode, op.offset, op.length, token))
+        if kind is OpKind.FTRUNCATE:
+            return bool(ring.prep_ftruncate(op.fd, op.length, token))
+        if kind is OpKind.NOP:
+            return bool(ring.prep_nop(token))
+        raise NotImplementedError(kind)
+
+    def _submit_sq(self) -> None:
+        try:
+            left = self._ring.submit()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EBUSY, errno.EINTR):
+                raise
+            left = 1
+        if left:
+            # The kernel is short of resources, or (before SUBMIT_ALL) stopped at an SQE
+            # that failed early: the rest stay queued, reap submits them.
+            self._sq_unsubmitted = True
+            self._signal()
+        else:
+            self._sq_unsubmitted = self._sq_deferred = False
+        self._ring_submits += 1
+
+    def _queue_cancel(self, token: int, flags: int) -> bool:
+        queued = bool(self._ring.prep_cancel64(token, flags, _UNTRACKED))
+        if not queued:
+            self._submit_sq()
+            queued = bool(self._ring.prep_cancel64(token, flags, _UNTRACKED))
+        return queued
+
+    def _harvest(self, limit: int, out: list[Op]) -> tuple[bool, bool]:
+        # In C: a CQE that finishes its transfer whole completes the op there; every other
+        # CQE goes to the parent's _on_cqe, the twin (see _uring.c). A subclass that
+        # overrides _on_cqe (the tests' fault-injecting drivers) sees every CQE instead.
+        if self._own_on_cqe:
+            return super()._harvest(limit, out)
+        continued: bool
+        left_over: bool
+        continued, left_over = self._ring.harvest(
+            limit, self._ops, out, self._on_cqe, TRANSFER_KINDS, OpState.SUBMITTED, OpState.COMPLETED
+        )
+        return continued, left_over
+
+    def _take_cqes(self, limit: int) -> tuple[list[tuple[int, int]], bool]:
+        entries: list[tuple[int, int]]
+        entries, left_over = self._ring.reap(limit)
+        return entries, left_over
+
+    def _cq_has_overflow(self) -> bool:
+        return bool(self._ring.cq_has_overflow())
+
+    def _get_events(self) -> None:
+        self._ring.get_events()
+
+    def _teardown(self) -> None:
+        self._ring.unregister_eventfd()
+        self._ring.close()
+        os.close(self._efd)

@@ -1,0 +1,24 @@
+"""Only the optional C extension lives here; the metadata is pyproject.toml's [project].
+
+``aiopg_io.drivers._uring`` (the ring of the ``io_uring_c`` driver) is built where a C
+compiler and Python's headers are present, on Linux only. ``optional=True`` makes a failed
+build a warning, not a failed install: the package then runs its pure-Python path, and
+``python -m aiopg_io info`` says the extension is missing and why.
+"""
+
+import sys
+
+from setuptools import Extension, setup
+
+ext_modules = []
+if sys.platform.startswith("linux"):
+    ext_modules.append(
+        Extension(
+            "aiopg_io.drivers._uring",
+            ["aiopg_io/drivers/_uring.c"],
+            extra_compile_args=["-O2", "-std=gnu11"],
+            optional=True,
+        )
+    )
+
+setup(ext_modules=ext_modules)

@@ -1,0 +1,245 @@
+"""The io_uring_c driver (the C ring, aiopg_io/drivers/_uring.c) against its pure twin.
+
+The whole matrix runs on it with AIOPG_IO_TEST_COMPILED=1 (tests/conftest.py); these are the
+checks that always run: the ring's own contract (SQ full, refused arguments, close), data
+read back through the driver and through ``aiopg_io.open`` on every loop, the same results
+as the pure driver for the same ops, and the pure path forced by AIOPG_IO_PURE=1.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import aiopg_io
+from aiopg_io.drivers.base import Op, OpKind, OpState
+from aiopg_io.drivers.io_uring import IoUringDriver
+from aiopg_io.drivers.io_uring_c import IoUringCDriver, compiled_status
+
+from ..conftest import open_fds
+
+_REASON = IoUringCDriver.unavailable_reason()
+pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"io_uring_c cannot run here: {_REASON}")
+
+PAGE = 4096
+
+
+def wait_all(d: IoUringDriver, ops: list[Op], timeout: float = 20.0) -> None:
+    pending = {id(op) for op in ops if op.state is not OpState.REAPED}
+    while pending:
+        readable, _, _ = select.select([d.fileno()], [], [], timeout)
+        assert readable, f"{len(pending)} ops did not complete within {timeout} s"
+        for op in d.reap():
+            pending.discard(id(op))
+
+
+@pytest.fixture
+def ring() -> Iterator[object]:
+    from aiopg_io.drivers import _uring
+
+    r = _uring.Ring(4)
+    yield r
+    r.close()
+
+
+def test_ring_sq_full_refused_arguments_and_close(ring: object, tmp_path: Path) -> None:
+    from aiopg_io.drivers import _uring
+
+    r: object = ring
+    assert r.sq_entries == 4 and r.cq_entries == 8  # type: ignore[attr-defined]
+    assert all(r.prep_nop(i + 1) for i in range(4))  # type: ignore[attr-defined]
+    assert r.prep_nop(9) is False  # type: ignore[attr-defined]  # full: nothing taken
+    assert r.submit() == 0  # type: ignore[attr-defined]
+    with pytest.raises(OverflowError, match="offset -1 is negative"):
+        r.prep_readv(0, _uring.iovec([memoryview(bytearray(8))], True), -1, 1)  # type: ignore[attr-defined]
+    with pytest.raises(BufferError):
+        _uring.iovec([memoryview(b"read-only")], True)
+    with pytest.raises(ValueError, match="0 buffers"):
+        _uring.iovec([], False)
+    ops = r.probe()  # type: ignore[attr-defined]
+    assert ops is None or {0, 1, 2, 3} <= ops  # nop, readv, writev, fsync (5.1)
+    fd = r.fd  # type: ignore[attr-defined]
+    r.close()  # type: ignore[attr-defined]
+    r.close()  # type: ignore[attr-defined]  # idempotent
+    assert r.fd == -1  # type: ignore[attr-defined]
+    with pytest.raises(OSError) as closed:
+        os.fstat(fd)  # the ring fd is closed (nothing opened since could have taken it)
+    assert closed.value.errno == errno.EBADF
+    with pytest.raises(RuntimeError, match="ring is closed"):
+        r.submit()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_same_results_as_the_pure_driver(tmp_path: Path, fast_path: bool) -> None:
+    """The differential check: one batch of reads (whole, short at EOF, past EOF, vectored),
+    writes, syncs, a truncate and a bad fd through both drivers; results must agree."""
+    data = os.urandom(5 * PAGE + 123)
+
+    def run(cls: type[IoUringDriver]) -> list[tuple[object, ...]]:
+        p = tmp_path / f"{cls.name}.bin"
+        p.write_bytes(data)
+        fd = os.open(p, os.O_RDWR)
+        d = cls(nowait_fast_path=fast_path, entries=4)
+        try:
+            bufs = [bytearray(n) for n in (PAGE, 2 * PAGE, PAGE, 100, 7)]
+            reads = [
+                Op(OpKind.READ, fd, 0, (memoryview(bufs[0]),)),
+                Op(OpKind.READ, fd, 4 * PAGE, (memoryview(bufs[1]),)),  # short: EOF
+                Op(OpKind.READ, fd, 10 * PAGE, (memoryview(bufs[2]),)),  # past EOF: 0
+                Op(OpKind.READV, fd, 123, (memoryview(bufs[3]), memoryview(bufs[4]))),
+                Op(OpKind.READ, 987654, 0, (memoryview(bytearray(8)),), path="nowhere"),
+                Op(OpKind.NOP, -1),
+            ]
+            # Ops of one batch run concurrently: the size changes go in a later batch.
+            writes = [
+                Op(OpKind.WRITE, fd, 6 * PAGE, (memoryview(b"w" * 300),)),
+                Op(OpKind.FTRUNCATE, fd, length=7 * PAGE),
+            ]
+            ops = [*reads, *writes, Op(OpKind.FDATASYNC, fd)]
+            for batch in (reads, writes, ops[-1:]):
+                d.submit(batch)
+                wait_all(d, batch)
+            out = [
+                (op.kind, op.result, None if op.error is None else (op.error.errno, op.error.filename))
+                for op in ops
+            ]
+            out.append(tuple(bytes(b) for b in bufs))
+            out.append((os.fstat(fd).st_size, os.pread(fd, 300, 6 * PAGE)))
+            return out
+        finally:
+            d.close()
+            os.close(fd)
+
+    assert run(IoUringCDriver) == run(IoUringDriver)
+
+
+def test_cancel_waits_for_the_cqe_and_close_leaves_nothing_open() -> None:
+    before = open_fds()
+    rfd, wfd = os.pipe()
+    d = IoUringCDriver()
+    try:
+        op = Op(OpKind.READ, rfd, 0, (memoryview(bytearray(64)),))
+        d.submit([op])
+        d.cancel(op)
+        assert op.state is OpState.SUBMITTED  # the buffer stays the kernel's until the CQE
+        wait_all(d, [op], timeout=5)
+        assert isinstance(op.error, OSError) and op.error.errno == errno.ECANCELED
+        stuck = Op(OpKind.READ, rfd, 0, (memoryview(bytearray(64)),))
+        d.submit([stuck])
+        assert d.close() == [stuck]  # close cancels what is in flight and waits for it
+        assert stuck.error is not None and stuck.error.errno == errno.ECANCELED
+    finally:
+        d.close()
+        os.close(rfd)
+        os.close(wfd)
+    assert open_fds() == before
+
+
+@pytest.mark.anyio
+async def test_open_reads_back_on_every_loop(tmp_path: Path) -> None:
+    p = tmp_path / "f.bin"
+    data = os.urandom(8 * PAGE)
+    p.write_bytes(data)
+    async with aiopg_io.open(p, "r+b", driver="io_uring_c") as f:
+        assert f.driver == "io_uring_c"
+        buf = bytearray(PAGE)
+        assert await f.preadinto(buf, 3 * PAGE) == PAGE and bytes(buf) == data[3 * PAGE : 4 * PAGE]
+        assert await f.pwrite(b"x" * 10, 5) == 10
+        assert await f.pread(20, 0) == data[:5] + b"x" * 10 + data[15:20]
+
+
+def test_pure_forced_by_environment() -> None:
+    assert compiled_status()[0] is True
+    code = (
+        "from aiopg_io.drivers import unavailable_reason as r\n"
+        "from aiopg_io._info import machine_matrix as m\n"
+        "print(r('io_uring_c')); print(m().compiled)"
+    )
+    env = dict(os.environ, AIOPG_IO_PURE="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    reason, compiled = out.stdout.splitlines()
+    assert reason == "AIOPG_IO_PURE=1 forces the pure-Python path"
+    assert compiled == "pure Python (AIOPG_IO_PURE=1 forces the pure-Python path)"
+
+
+def test_fast_path_in_c_matches_its_python_twin(tmp_path: Path) -> None:
+    """try_inline on the same ops through the C fast path and the pure driver's: whole,
+    short at EOF (C hands the rest to the twin), past EOF, vectored, an fd of unknown mode
+    (the twin asks fcntl), a read-only buffer and a pipe (both left to the ring), an op not
+    IDLE; then the same states, results, bytes and counters, and nothing after close."""
+    data = os.urandom(5 * PAGE + 123)
+    p = tmp_path / "f.bin"
+    p.write_bytes(data)
+
+    def run(cls: type[IoUringDriver]) -> list[object]:
+        fd = os.open(p, os.O_RDONLY)
+        rfd, wfd = os.pipe()
+        d = cls(nowait_fast_path=True)
+        try:
+            bufs = [bytearray(n) for n in (PAGE, 2 * PAGE, PAGE, 100, 7, 50)]
+            ops = [
+                Op(OpKind.READ, fd, PAGE, (memoryview(bufs[0]),), direct=False),
+                Op(OpKind.READ, fd, 4 * PAGE, (memoryview(bufs[1]),), direct=False),
+                Op(OpKind.READ, fd, 9 * PAGE, (memoryview(bufs[2]),), direct=False),
+                Op(OpKind.READV, fd, 5, (memoryview(bufs[3]), memoryview(bufs[4])), direct=False),
+                Op(OpKind.READ, fd, 77, (memoryview(bufs[5]),)),
+                Op(OpKind.READ, fd, 0, (memoryview(b"read-only"),), direct=False),
+                Op(OpKind.READ, rfd, 0, (memoryview(bytearray(8)),), direct=False),
+                Op(OpKind.WRITE, fd, 0, (memoryview(b"x"),), direct=False),
+                Op(OpKind.READ, fd, 3, (memoryview(bytearray(9)),), direct=False),
+            ]
+            ops[7].state = OpState.SUBMITTED  # not IDLE: C leaves it to the twin
+            done = [d.try_inline(op) for op in ops]
+            out: list[object] = [done, [(op.state, op.result, op.transferred, op.retries) for op in ops]]
+            out.append([op.driver_data is not None for op in ops])
+            out.append([bytes(b) for b in bufs])
+            st = d.statistics()
+            out.append((st.submitted, st.completed, st.short_transfers, dict(st.extra)["fast_path_hits"]))
+            d.close()
+            out.append(d.try_inline(Op(OpKind.READ, fd, 0, (memoryview(bytearray(8)),), direct=False)))
+            return out
+        finally:
+            d.close()
+            for f in (fd, rfd, wfd):
+                os.close(f)
+
+    c, pure = run(IoUringCDriver), run(IoUringDriver)
+    assert c == pure
+    assert c[0] == [True, True, True, True, True, False, False, False, True]
+    assert c[-1] is False
+
+
+def test_a_subclass_that_overrides_on_cqe_sees_every_completion(tmp_path: Path) -> None:
+    """Whole completions are handled in C (Ring.harvest), but a driver that overrides
+    _on_cqe (a fault-injecting test driver) is handed every CQE, as on the pure driver."""
+    p = tmp_path / "f.bin"
+    p.write_bytes(os.urandom(4 * PAGE))
+    seen: list[int] = []
+
+    class Counting(IoUringCDriver):
+        def _on_cqe(self, op: Op, res: int) -> bool:
+            seen.append(res)
+            return super()._on_cqe(op, res)
+
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        for cls, expect in ((IoUringCDriver, []), (Counting, [PAGE] * 3)):
+            d = cls(nowait_fast_path=False)
+            try:
+                ops = [Op(OpKind.READ, fd, i * PAGE, (memoryview(bytearray(PAGE)),)) for i in range(3)]
+                d.submit(ops)
+                wait_all(d, ops)
+                assert [op.result for op in ops] == [PAGE] * 3
+                assert all(op.state is OpState.REAPED and op.driver_data is None for op in ops)
+                assert seen == expect
+            finally:
+                d.close()
+    finally:
+        os.close(fd)
