@@ -88,10 +88,10 @@ import anyio.lowlevel
 
 import aiopg_io
 from aiopg_io._direct import aligned_buffer, dio_alignment
-from aiopg_io._dirsync import fsync_directory
 from aiopg_io._file import AsyncFile
 from aiopg_io._glue import Park, current_glue
 from aiopg_io._handoff import FifoLock
+from aiopg_io._paths import fsync_directory
 from aiopg_io.drivers import DriverFactory
 from aiopg_io.errors import ClosedError
 

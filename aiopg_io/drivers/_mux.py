@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import select
 
-from ..drivers._notify import Notifier
+from ._notify import Notifier
 
 __all__ = ["Mux"]
 
