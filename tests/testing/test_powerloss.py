@@ -500,7 +500,9 @@ def test_path_ops_through_the_driver_are_entries(tmp_path: Path) -> None:
     old.write_bytes(b"old content")
     d = sim.create()
     try:
-        (op,) = run(d, [Op(OpKind.OPENAT, AT_FDCWD, path=str(new), flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL)])
+        (op,) = run(
+            d, [Op(OpKind.OPENAT, AT_FDCWD, path=str(new), flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL)]
+        )
         run(d, [Op(OpKind.CLOSE, op.result or -1)])
         (op,) = run(d, [Op(OpKind.UNLINKAT, AT_FDCWD, path=str(old))])
         assert op.error is None and not old.exists()
