@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import functools
 import importlib
 import inspect
 import sys
@@ -59,6 +60,18 @@ def _repr(value: object) -> str:
     return repr(value)
 
 
+@functools.cache
+def _documented() -> frozenset[type]:
+    out: set[type] = set()
+    for modname in MODULES:
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError:
+            continue
+        out |= {obj for obj in (getattr(mod, n) for n in getattr(mod, "__all__", [])) if inspect.isclass(obj)}
+    return frozenset(out)
+
+
 def _class(name: str, cls: type) -> list[str]:
     if issubclass(cls, enum.Enum):
         # Enum's own constructor signature differs between Python versions (3.11 added
@@ -66,7 +79,13 @@ def _class(name: str, cls: type) -> list[str]:
         members = ", ".join(f"`{m.name}`" for m in cls)
         return [f"### enum `{name}`", "", _doc(cls), "", f"Members: {members}.", "", ""]
     out = [f"### class `{name}{_sig(cls)}`", "", _doc(cls), ""]
-    for attr, value in sorted(vars(cls).items()):
+    # A base of aiopg_io's own that the reference does not document (the power-loss
+    # simulator's model) lends its members: they are the class's API too.
+    members: dict[str, object] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is cls or (klass.__module__.startswith("aiopg_io") and klass not in _documented()):
+            members.update(vars(klass))
+    for attr, value in sorted(members.items()):
         if attr.startswith("_") and attr not in ("__aenter__", "__aiter__"):
             continue
         if isinstance(value, property):

@@ -84,8 +84,14 @@ class PowerLossSimulator(SimulatedDisk):
         return len(self._drivers)
 
     def crash(self, seed: int = 0, *, policy: Policy = "random") -> CrashReport:
-        """See :meth:`SimulatedDisk.crash`. Raises :class:`SimulatorBusyError` while a driver
-        this simulator made is still open."""
+        """Leave every file written through the simulator, and every directory entry it saw
+        made, in a state a power cut at this instant could leave; then forget them.
+
+        ``policy``: ``"random"`` (seeded, see :mod:`aiopg_io.testing._simulated_disk`),
+        ``"keep"`` (every unsynced change survived), ``"drop"`` (none did: the durable state
+        exactly), ``"garble"`` (every unsynced sector is garbage; not with
+        ``atomic_sectors``). Raises :class:`SimulatorBusyError` while a driver this
+        simulator made is still open."""
         if self.open_drivers:
             raise SimulatorBusyError(
                 f"{self.open_drivers} driver(s) of {self!r} still open: close every file (and WAL, buffer "
@@ -117,11 +123,13 @@ def simulate(
 
 class PowerLossDriver(Driver):
     """The driver a :class:`PowerLossSimulator` makes: forwards every op to ``inner``
-    unchanged, recording writes before they go and syncs when they complete.
+    unchanged, showing it to the simulator before it goes (a write's old sectors are kept,
+    a rename's replaced file read) and once it completed (a sync, a create, a rename...).
 
     An op whose old content cannot be kept (its fd cannot be reopened) is failed with the
     reason instead of being forwarded, so the model never silently misses a write; such
-    ops are signalled on the wrapper's own flag, multiplexed with the inner fd (:mod:`aiopg_io.drivers._mux`).
+    ops are signalled on the wrapper's own flag, multiplexed with the inner fd
+    (:mod:`aiopg_io.drivers._mux`).
     """
 
     name = "powerloss"
