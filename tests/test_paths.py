@@ -312,3 +312,24 @@ async def test_a_rename_is_undone_by_a_crash_unless_its_directory_was_fsynced(
         else:
             assert [e.fate for e in report.entries] == ["vanished", "reverted"]
             assert sorted(os.listdir(d)) == ["old"]
+
+
+async def test_a_path_op_cancelled_as_the_last_user_of_a_new_context(tmp_path: Path, driver: str) -> None:
+    # The child makes a context, parks on its first op and is cancelled in the same tick:
+    # the context closes before trio's reaper task for it first ran (which once registered
+    # the closed fd with epoll: TrioInternalError). Every call either happened or did not.
+    import anyio
+
+    async def child() -> None:
+        while True:
+            await _paths.create(tmp_path / "x", driver, exclusive=False)
+            await _paths.fsync_directory(tmp_path, driver)
+
+    before = open_fds()
+    for i in range(40):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(child)
+            for _ in range(i % 5):
+                await anyio.sleep(0)
+            tg.cancel_scope.cancel()
+    assert open_fds() == before
