@@ -35,9 +35,27 @@ def _doc(obj: object) -> str:
 
 def _sig(obj: object) -> str:
     try:
-        return str(inspect.signature(obj))  # type: ignore[arg-type]
+        sig = inspect.signature(obj)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return "(...)"
+    # Defaults through _repr (a set of op kinds has no fixed order), annotations as written.
+    params = [
+        p.replace(default=_Verbatim(_repr(p.default)))
+        if isinstance(p.default, (set, frozenset, dict, list, tuple))
+        else p
+        for p in sig.parameters.values()
+    ]
+    return str(sig.replace(parameters=params))
+
+
+class _Verbatim:
+    """A default shown as the given text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def _indent(text: str) -> str:
@@ -81,11 +99,11 @@ def _class(name: str, cls: type) -> list[str]:
     out = [f"### class `{name}{_sig(cls)}`", "", _doc(cls), ""]
     # A base of aiopg_io's own that the reference does not document (the power-loss
     # simulator's model) lends its members: they are the class's API too.
-    members: dict[str, object] = {}
+    own: dict[str, object] = {}
     for klass in reversed(cls.__mro__):
         if klass is cls or (klass.__module__.startswith("aiopg_io") and klass not in _documented()):
-            members.update(vars(klass))
-    for attr, value in sorted(members.items()):
+            own.update(vars(klass))
+    for attr, value in sorted(own.items()):
         if attr.startswith("_") and attr not in ("__aenter__", "__aiter__"):
             continue
         if isinstance(value, property):
