@@ -42,6 +42,7 @@ import weakref
 from ._glue import Glue, current_glue
 from ._handoff import HandOff
 from .drivers import DriverFactory, resolve
+from .drivers._fallback import with_thread_fallback
 from .drivers._fork import generation as fork_generation
 from .drivers.base import DriverStatistics, Op, OpState
 from .errors import DriverUnavailableError, WrongLoopError
@@ -60,7 +61,9 @@ class IOContext:
     def __init__(self, factory: DriverFactory, glue: Glue) -> None:
         self.factory = factory
         self.glue = glue
-        self.driver = factory.create()
+        # A factory of a user's own may make a driver that lacks kinds (DriverSpec and the
+        # testing wrappers already add the threads): with_thread_fallback is a no-op otherwise.
+        self.driver = with_thread_fallback(factory.create())
         caps = self.driver.capabilities
         self.max_in_flight = caps.max_in_flight
         self._asynchronous = caps.asynchronous

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import functools
 import importlib
 import inspect
 import sys
@@ -35,9 +36,27 @@ def _doc(obj: object) -> str:
 
 def _sig(obj: object) -> str:
     try:
-        return str(inspect.signature(obj))  # type: ignore[arg-type]
+        sig = inspect.signature(obj)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return "(...)"
+    # Defaults through _repr (a set of op kinds has no fixed order), annotations as written.
+    params = [
+        p.replace(default=_Verbatim(_repr(p.default)))
+        if isinstance(p.default, (set, frozenset, dict, list, tuple))
+        else p
+        for p in sig.parameters.values()
+    ]
+    return str(sig.replace(parameters=params))
+
+
+class _Verbatim:
+    """A default shown as the given text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def _indent(text: str) -> str:
@@ -60,6 +79,18 @@ def _repr(value: object) -> str:
     return repr(value)
 
 
+@functools.cache
+def _documented() -> frozenset[type]:
+    out: set[type] = set()
+    for modname in MODULES:
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError:
+            continue
+        out |= {obj for obj in (getattr(mod, n) for n in getattr(mod, "__all__", [])) if inspect.isclass(obj)}
+    return frozenset(out)
+
+
 def _class(name: str, cls: type) -> list[str]:
     if issubclass(cls, enum.Enum):
         # Enum's own constructor signature differs between Python versions (3.11 added
@@ -67,7 +98,13 @@ def _class(name: str, cls: type) -> list[str]:
         members = ", ".join(f"`{m.name}`" for m in cls)
         return [f"### enum `{name}`", "", _doc(cls), "", f"Members: {members}.", "", ""]
     out = [f"### class `{name}{_sig(cls)}`", "", _doc(cls), ""]
-    for attr, value in sorted(vars(cls).items()):
+    # A base of aiopg_io's own that the reference does not document (the power-loss
+    # simulator's model) lends its members: they are the class's API too.
+    own: dict[str, object] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is cls or (klass.__module__.startswith("aiopg_io") and klass not in _documented()):
+            own.update(vars(klass))
+    for attr, value in sorted(own.items()):
         if attr.startswith("_") and attr not in ("__aenter__", "__aiter__"):
             continue
         if isinstance(value, property):

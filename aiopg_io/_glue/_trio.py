@@ -96,7 +96,10 @@ class TrioGlue:
     ) -> None:
         try:
             with scope:
-                while True:
+                # Unwatched before this task first ran (a context made and closed within
+                # one tick): the fd may be closed already, and wait_readable would register
+                # it with epoll before it checks for cancellation (EBADF inside trio).
+                while not scope.cancel_called:
                     await trio.lowlevel.wait_readable(fd)
                     if scope.cancel_called:  # unwatched while the wake-up was on its way
                         break

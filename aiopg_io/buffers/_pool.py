@@ -27,10 +27,12 @@ PostgreSQL's shared buffers (src/backend/storage/buffer/bufmgr.c) for one event 
   per cluster for this reason). Closing the relation, or the pool, releases it.
 - **Extension**: ``extend`` grows the file (fallocate, else ftruncate) under a per-relation
   lock, PostgreSQL's relation extension lock; new blocks read back as zeros.
-- **A file the pool created** (``open(path, create=True)``) has a directory entry that
-  the next checkpoint makes durable (``_writeback.py``). The create and the directory fsync
-  are reported to a driver factory that models directory entries (aiopg_io.testing's
-  power-loss simulator; docs/testing.md), which is how it is tested.
+- **A file the pool created** (``open(path, create=True)``) has a directory entry that is
+  not durable until its directory is fsynced (fsync(2)); the next checkpoint does that
+  (``_writeback.py``),
+  so after ``flush`` the file survives a power cut along with its pages. The create and the
+  directory fsync are ops (:mod:`aiopg_io._paths`), which aiopg_io.testing's power-loss
+  simulator records like any other (docs/testing.md): that is how it is tested.
 - **No registered io_uring buffers** for the arena: the io_uring driver does not register
   buffers (its module docstring says why), so the arena goes through ``readv``/``writev``
   like any other buffer; what registering would save is measured in docs/benchmarks.md
@@ -62,8 +64,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from .. import _paths
 from .._direct import aligned_buffer
-from .._dirsync import note_entry
 from .._glue import current_task_identity
 from .._open import open as aio_open
 from ..drivers import DriverFactory
@@ -102,19 +104,6 @@ def _finished(owner: Any) -> bool:
     return getattr(owner, "cr_frame", True) is None
 
 
-class _CreateOpener:
-    """Opens ``path``, creating it if missing, and remembers whether it did."""
-
-    def __init__(self) -> None:
-        self.created = False
-
-    def __call__(self, path: str, flags: int) -> int:
-        try:
-            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            return os.open(path, flags)
-        self.created = True
-        return fd
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,11 +454,12 @@ class BufferPool:
         pool of this process raises RelationInUseError."""
         self._check_open()
         spath = os.fsdecode(os.fspath(path))
-        opener = _CreateOpener() if create else None
-        file: AsyncFile = await aio_open(spath, "r+b", direct=self.direct, driver=self.driver, opener=opener)
-        created = opener is not None and opener.created
-        if created:
-            note_entry(self.driver, "note_create", spath)
+        created = False
+        if create:
+            with contextlib.suppress(FileExistsError):
+                await _paths.create(spath, self.driver)
+                created = True
+        file: AsyncFile = await aio_open(spath, "r+b", direct=self.direct, driver=self.driver)
         try:
             st = await file.stat()
             key = (st.st_dev, st.st_ino)

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .._direct import aligned_buffer
-from .._dirsync import fsync_directory
+from .._paths import fsync_directory
 from ..drivers import DriverFactory
 from ._descriptors import BufferDesc, ClockSweep, InFlightIO
 

@@ -162,7 +162,10 @@ class DriverSpec:
                 f"driver {self.name!r} cannot run here: {reason}; "
                 f"available here: {', '.join(_available()) or 'none'}"
             )
-        return cls(**dict(self.options))
+        from ._fallback import with_thread_fallback  # imports the worker driver: lazily
+
+        # Kinds the driver does not run itself go to threads (posix_aio's path ops).
+        return with_thread_fallback(cls(**dict(self.options)))
 
 
 @functools.cache

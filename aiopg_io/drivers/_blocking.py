@@ -11,6 +11,12 @@ io_uring reads and writes such a file as a stream, ignoring the offset (``FMODE_
 and glibc's POSIX AIO retries with read(2)/write(2) on ESPIPE (sysdeps/pthread/aio_misc.c);
 the blocking drivers do the same, so a pipe reads alike through every driver.
 
+Path ops use the ``*at`` forms through ``os``'s ``dir_fd`` arguments (AT_FDCWD: none).
+Python's ``os.rename`` has no flags; RENAME_NOREPLACE goes through glibc's ``renameat2``
+(Linux 3.15, glibc 2.28) where the C library has it, else the target is checked and then
+renamed, which a concurrent creator of the target can race (the only way there is without
+renameat2; macOS's ``renameatx_np`` is not used).
+
 Whatever goes wrong while an op runs ends that op, never the thread running it: a worker
 thread that died would leave its op's task waiting forever.
 """
@@ -22,7 +28,7 @@ import ctypes.util
 import errno
 import os
 
-from .base import Op, OpKind
+from .base import AT_FDCWD, AT_REMOVEDIR, RENAME_NOREPLACE, Op, OpKind
 
 __all__ = ["perform"]
 
@@ -37,6 +43,14 @@ if hasattr(os, "posix_fallocate"):
             _fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
             _fn.restype = ctypes.c_int
             _libc_fallocate = _fn
+_libc_renameat2 = None
+_libc_path = ctypes.util.find_library("c")
+if _libc_path is not None:
+    _fn = getattr(ctypes.CDLL(_libc_path, use_errno=True), "renameat2", None)
+    if _fn is not None:
+        _fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        _fn.restype = ctypes.c_int
+        _libc_renameat2 = _fn
 
 
 def _transfer(op: Op) -> None:
@@ -74,6 +88,40 @@ def _fallocate(op: Op) -> None:
         raise OSError(err, os.strerror(err), op.path)
 
 
+def _dir_fd(op: Op) -> int | None:
+    return None if op.fd == AT_FDCWD else op.fd
+
+
+def _openat(op: Op) -> int:
+    assert op.path is not None
+    return os.open(op.path, op.flags, op.mode, dir_fd=_dir_fd(op))
+
+
+def _renameat(op: Op) -> None:
+    assert op.path is not None and op.newpath is not None
+    dfd = _dir_fd(op)
+    if op.flags == 0:
+        os.rename(op.path, op.newpath, src_dir_fd=dfd, dst_dir_fd=dfd)
+    elif _libc_renameat2 is not None:
+        src, dst = os.fsencode(op.path), os.fsencode(op.newpath)
+        if _libc_renameat2(op.fd, src, op.fd, dst, op.flags) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), op.path, None, op.newpath)
+    elif op.flags == RENAME_NOREPLACE:
+        if os.path.lexists(op.newpath if dfd is None else os.path.join(f"/dev/fd/{dfd}", op.newpath)):
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), op.path, None, op.newpath)
+        os.rename(op.path, op.newpath, src_dir_fd=dfd, dst_dir_fd=dfd)
+    else:
+        raise OSError(errno.EINVAL, f"renameat flags {op.flags:#x} need renameat2", op.path, None, op.newpath)
+
+
+def _unlinkat(op: Op) -> None:
+    assert op.path is not None
+    if op.flags & ~AT_REMOVEDIR:
+        raise OSError(errno.EINVAL, f"unlinkat flags {op.flags:#x}: only AT_REMOVEDIR", op.path)
+    (os.rmdir if op.flags else os.unlink)(op.path, dir_fd=_dir_fd(op))
+
+
 def perform(op: Op) -> None:
     """Run ``op`` to completion in this thread and record the outcome on it."""
     try:
@@ -89,13 +137,22 @@ def perform(op: Op) -> None:
             _fallocate(op)
         elif kind is OpKind.FTRUNCATE:
             os.ftruncate(op.fd, op.length)
+        elif kind is OpKind.OPENAT:
+            op.complete(_openat(op))
+            return
+        elif kind is OpKind.RENAMEAT:
+            _renameat(op)
+        elif kind is OpKind.UNLINKAT:
+            _unlinkat(op)
+        elif kind is OpKind.CLOSE:
+            os.close(op.fd)
         elif kind is OpKind.NOP:
             pass
         else:
             raise OSError(errno.EOPNOTSUPP, f"op kind {kind.value} is not supported by this driver")
     except OSError as exc:
         if exc.filename is None and op.path is not None:
-            exc = OSError(exc.errno, exc.strerror, op.path)
+            exc = OSError(exc.errno, exc.strerror, op.path, None, op.newpath)
         op.fail(exc)
         return
     except Exception as exc:  # OverflowError, TypeError...: the op's arguments, not the thread's

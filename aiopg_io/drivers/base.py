@@ -26,6 +26,17 @@ Facts the protocol relies on:
 - An op owns its fd and its buffers from :meth:`Driver.submit` until :meth:`Driver.reap`
   has returned it. Cancelling is a request: the op still completes through ``reap``, either
   with ``ECANCELED`` (it never ran) or with its real result (it ran anyway).
+- Path ops (:data:`PATH_KINDS`: openat, renameat, unlinkat; and close) name files the way the
+  ``*at`` system calls do: ``fd`` is the directory fd a relative ``path`` starts from
+  (:data:`AT_FDCWD`, the default, for the working directory). Linux openat(2), renameat(2),
+  unlinkat(2): the call either happened or failed whole; none is ever short. A path op
+  handed to the kernel or a thread may still happen after a cancel, like any other op: a
+  cancelled rename may have renamed, a cancelled open may have opened (and the op's result
+  is then the fd, which the caller must close). ``fsync`` on an fd opened ``O_DIRECTORY``
+  makes the directory's entries durable (fsync(2)): that is the FSYNC kind, on that fd.
+- Not every driver runs every kind itself: :attr:`Capabilities.kinds` names those it does.
+  A driver made through :class:`~aiopg_io.drivers.DriverSpec` gets the rest run in threads
+  (:mod:`aiopg_io.drivers._fallback`), so every kind works through every driver.
 """
 
 from __future__ import annotations
@@ -41,7 +52,13 @@ from typing import ClassVar
 from ..errors import DriverOptionError
 
 __all__ = [
+    "ALL_KINDS",
+    "AT_FDCWD",
+    "AT_REMOVEDIR",
+    "FILE_KINDS",
     "OFF_T_MAX",
+    "PATH_KINDS",
+    "RENAME_NOREPLACE",
     "Capabilities",
     "Driver",
     "DriverStatistics",
@@ -60,6 +77,15 @@ __all__ = [
 #: value would wrap silently there.
 OFF_T_MAX = 2**63 - 1
 
+#: The ``dirfd`` meaning "relative to the working directory" (Linux fcntl.h; -100 there, and
+#: what the kernel, liburing and the ``*at`` calls take). A path op's ``fd`` defaults to it.
+AT_FDCWD = -100
+#: UNLINKAT's flag to remove a directory (Linux fcntl.h; ``os`` has no constant for it).
+AT_REMOVEDIR = 0x200
+#: RENAMEAT's flag to fail with EEXIST rather than replace the target (renameat2(2), Linux
+#: uapi fs.h; Linux 3.15).
+RENAME_NOREPLACE = 1
+
 
 class OpKind(enum.Enum):
     """What an op asks the kernel to do. New kinds may be added; drivers reject unknown ones."""
@@ -73,6 +99,11 @@ class OpKind(enum.Enum):
     FALLOCATE = "fallocate"  # offset, length, mode (Linux FALLOC_FL_*; 0 extends the file)
     FTRUNCATE = "ftruncate"  # length is the new size
     NOP = "nop"  # completes with 0; used by probes and tests
+    # Path ops (see the module docstring): ``fd`` is the directory fd ``path`` is relative to.
+    OPENAT = "openat"  # path, flags (O_*), mode; the result is the new fd
+    RENAMEAT = "renameat"  # path -> newpath; flags: 0 (replace) or RENAME_NOREPLACE
+    UNLINKAT = "unlinkat"  # path; flags: 0 or AT_REMOVEDIR
+    CLOSE = "close"  # ``fd`` itself is closed
 
     # Members are singletons, so identity hashing is right, and it runs in C where
     # Enum.__hash__ runs Python code: ops test their kind against sets on every op.
@@ -82,6 +113,13 @@ class OpKind(enum.Enum):
 READ_KINDS = frozenset({OpKind.READ, OpKind.READV})
 WRITE_KINDS = frozenset({OpKind.WRITE, OpKind.WRITEV})
 TRANSFER_KINDS = READ_KINDS | WRITE_KINDS
+#: The kinds every driver ran before path ops existed: a driver's default :attr:`Capabilities.kinds`.
+FILE_KINDS = TRANSFER_KINDS | frozenset(
+    {OpKind.FSYNC, OpKind.FDATASYNC, OpKind.FALLOCATE, OpKind.FTRUNCATE, OpKind.NOP}
+)
+#: Ops that name a file by path (``fd`` is the directory fd the path starts from).
+PATH_KINDS = frozenset({OpKind.OPENAT, OpKind.RENAMEAT, OpKind.UNLINKAT})
+ALL_KINDS = frozenset(OpKind)
 
 
 class OpState(enum.Enum):
@@ -112,9 +150,13 @@ class Op:
     them (and whatever object owns their memory, in ``keepalive``) referenced until it is
     reaped, so nothing the kernel or a thread still uses can be freed or reused.
 
-    ``result`` is the byte count for transfers (a read may be short only at EOF) and 0 for
-    the other kinds; ``error`` is the OSError when the op failed. Exactly one of the two is
-    set once the op is COMPLETED.
+    ``result`` is the byte count for transfers (a read may be short only at EOF), the new
+    fd for OPENAT and 0 for the other kinds; ``error`` is the OSError when the op failed.
+    Exactly one of the two is set once the op is COMPLETED.
+
+    A path op's ``path`` is the file it acts on (relative to the directory fd ``fd``), and
+    RENAMEAT's ``newpath`` its new name; the caller has checked both (no NUL byte: the
+    kernel would read the path only up to it).
     """
 
     kind: OpKind
@@ -122,8 +164,10 @@ class Op:
     offset: int = 0
     buffers: tuple[memoryview, ...] = ()
     length: int = 0  # FALLOCATE: byte count; FTRUNCATE: new size
-    mode: int = 0  # FALLOCATE mode bits
-    path: str | None = None  # named in errors
+    mode: int = 0  # FALLOCATE mode bits; OPENAT: the new file's permission bits
+    path: str | None = None  # named in errors; a path op's file
+    newpath: str | None = None  # RENAMEAT: the new name (named in errors too)
+    flags: int = 0  # OPENAT: O_* flags; RENAMEAT: RENAME_*; UNLINKAT: AT_REMOVEDIR
     keepalive: object = None
     # Whether fd is O_DIRECT, when the caller knows (None: a driver that cares asks fcntl).
     direct: bool | None = None
@@ -159,7 +203,13 @@ class Op:
     def fail(self, err: int | OSError) -> None:
         """Record failure; an errno becomes an OSError naming the op's path."""
         if isinstance(err, int):
-            err = OSError(err, os.strerror(err), self.path) if self.path else OSError(err, os.strerror(err))
+            if self.newpath is not None:
+                # As os.rename names both: "[Errno 2] No such file or directory: 'a' -> 'b'".
+                err = OSError(err, os.strerror(err), self.path, None, self.newpath)
+            elif self.path:
+                err = OSError(err, os.strerror(err), self.path)
+            else:
+                err = OSError(err, os.strerror(err))
         self.error = err
         self.set_state(OpState.COMPLETED)
 
@@ -234,6 +284,9 @@ class Capabilities:
     # Each op runs on a thread of this process that the driver schedules (the worker pool),
     # so a file's ``limiter=`` (an anyio CapacityLimiter) bounds how many it holds at once.
     threads: bool = False
+    #: The op kinds ``submit`` runs itself; a DriverSpec runs the others in threads for it
+    #: (``drivers/_fallback.py``). The default is what every driver ran before path ops.
+    kinds: frozenset[OpKind] = FILE_KINDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,16 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
   which is why the CQ is read with ``CqeIter`` instead.
 - A prep function that raises (a negative offset overflows ``u64``) has already taken an
   SQE; it is turned into a NOP with the reserved ``user_data`` 0 so it completes harmlessly.
+- Path ops: ``io_uring_prep_open`` (IORING_OP_OPENAT, 5.6), ``io_uring_prep_rename``
+  (RENAMEAT, 5.11), ``io_uring_prep_unlink`` (UNLINKAT, 5.11) and ``io_uring_prep_close``
+  (CLOSE, 5.6) take their paths as ``pathlib.Path`` only (bytes and str raise TypeError), and
+  pass the kernel a pointer into the Path's string, not a copy: the Path objects are kept on
+  the op (``_InFlight.buffers``) until its CQE. The kernel copies a path when it prepares
+  the SQE (``getname`` in ``io_openat_prep``, ``io_renameat_prep``, ``io_unlinkat_prep``),
+  but nothing here relies on that. A NUL byte inside a path silently ends it there: the
+  caller has refused such paths before. Which of these opcodes the kernel has is asked
+  once (``io_uring_get_probe``, 5.6: "don't compare versions"); the ones it lacks are left
+  out of :attr:`Capabilities.kinds`, and a DriverSpec runs them in threads.
 - Registered buffers (``io_uring_register_buffers``, every function of it marked "coded but
   not tested" by the package) are not used. ``io_uring_prep_read_fixed`` takes only a
   ``bytearray``, but ``io_uring_prep_readv_fixed`` (IORING_OP_READV_FIXED, 6.15) takes an
@@ -118,6 +128,7 @@ import errno
 import importlib
 import itertools
 import os
+import pathlib
 import platform
 import resource
 import select
@@ -130,6 +141,7 @@ from ..errors import DriverOptionError, DriverUnavailableError
 from ._fork import generation as fork_generation
 from ._memory import fd_is_direct
 from .base import (
+    FILE_KINDS,
     Capabilities,
     Driver,
     DriverCounters,
@@ -278,17 +290,34 @@ def _probe() -> str | None:
 
 
 _REASONS: dict[bool, str | None] = {}
-_FTRUNCATE_SUPPORTED: list[bool] = []
+_PROBED: list[dict[str, bool]] = []
+# The opcode each path kind needs (CLOSE counts as one: it came with OPENAT).
+_PATH_OPCODES = {
+    OpKind.OPENAT: "IORING_OP_OPENAT",
+    OpKind.RENAMEAT: "IORING_OP_RENAMEAT",
+    OpKind.UNLINKAT: "IORING_OP_UNLINKAT",
+    OpKind.CLOSE: "IORING_OP_CLOSE",
+}
 
 
-def _ftruncate_supported() -> bool:
-    if not _FTRUNCATE_SUPPORTED:
+def _opcodes() -> dict[str, bool]:
+    """The kernel's opcodes (``io_uring_get_probe``), asked once per process."""
+    if not _PROBED:
         try:
             ops = _L.probe() or {}
         except OSError:
             ops = {}
-        _FTRUNCATE_SUPPORTED.append(bool(ops.get("IORING_OP_FTRUNCATE")))
-    return _FTRUNCATE_SUPPORTED[0]
+        _PROBED.append(dict(ops))
+    return _PROBED[0]
+
+
+def _ftruncate_supported() -> bool:
+    return bool(_opcodes().get("IORING_OP_FTRUNCATE"))
+
+
+def _native_kinds() -> frozenset[OpKind]:
+    ops = _opcodes()
+    return FILE_KINDS | {kind for kind, name in _PATH_OPCODES.items() if ops.get(name)}
 
 
 # -- the driver ------------------------------------------------------------------------------
@@ -301,13 +330,14 @@ _TRIED_INLINE = object()
 class _InFlight:
     """What the driver keeps on an op (``op.driver_data``) while the kernel may use it."""
 
-    __slots__ = ("buffers", "cancel_queued", "iovec", "token")
+    __slots__ = ("buffers", "cancel_queued", "iovec", "paths", "token")
 
     def __init__(self, token: int) -> None:
         self.token = token
         self.cancel_queued = False
         self.iovec: Any = None  # the liburing.Iovec of the SQE in flight
         self.buffers: list[memoryview] | None = None  # what the Iovec points into
+        self.paths: tuple[pathlib.Path, ...] = ()  # what a path op's SQE points into
 
 
 class IoUringDriver(Driver):
@@ -346,6 +376,7 @@ class IoUringDriver(Driver):
         self._sq_entries = 1 << (entries - 1).bit_length()
         self._cq_entries = 2 * self._sq_entries
         self._ftruncate = _ftruncate_supported()
+        self._kinds = _native_kinds()
         self._cqe = _L.Cqe()
         self._init_state()
 
@@ -407,7 +438,9 @@ class IoUringDriver(Driver):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(asynchronous=True, inline=self._nowait, max_in_flight=self._cq_entries)
+        return Capabilities(
+            asynchronous=True, inline=self._nowait, max_in_flight=self._cq_entries, kinds=self._kinds
+        )
 
     @property
     def nowait_fast_path(self) -> bool:
@@ -521,6 +554,7 @@ class IoUringDriver(Driver):
         kind = op.kind
         iovec: Any = None
         bufs: list[memoryview] | None = None
+        paths: tuple[pathlib.Path, ...] = ()
         is_read = kind is OpKind.READ or kind is OpKind.READV
         if is_read or kind is OpKind.WRITE or kind is OpKind.WRITEV:
             bufs = list(op.remaining())
@@ -566,6 +600,17 @@ class IoUringDriver(Driver):
                 _L.io_uring_prep_ftruncate(sqe, op.fd, op.length)
             elif kind is OpKind.NOP:
                 _L.io_uring_prep_nop(sqe)
+            elif kind is OpKind.OPENAT and kind in self._kinds:
+                paths = (pathlib.Path(op.path or ""),)
+                _L.io_uring_prep_open(sqe, paths[0], op.flags, op.mode, op.fd)
+            elif kind is OpKind.RENAMEAT and kind in self._kinds:
+                paths = (pathlib.Path(op.path or ""), pathlib.Path(op.newpath or ""))
+                _L.io_uring_prep_rename(sqe, paths[0], paths[1], op.flags, op.fd, op.fd)
+            elif kind is OpKind.UNLINKAT and kind in self._kinds:
+                paths = (pathlib.Path(op.path or ""),)
+                _L.io_uring_prep_unlink(sqe, paths[0], op.flags, op.fd)
+            elif kind is OpKind.CLOSE and kind in self._kinds:
+                _L.io_uring_prep_close(sqe, op.fd)
             else:
                 raise NotImplementedError(kind)
         except (OverflowError, ValueError, TypeError, NotImplementedError) as exc:
@@ -580,6 +625,7 @@ class IoUringDriver(Driver):
             return True
         data.iovec = iovec
         data.buffers = bufs
+        data.paths = paths
         sqe.user_data = data.token
         self._ops[data.token] = op
         return True

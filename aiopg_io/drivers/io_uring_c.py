@@ -47,7 +47,7 @@ import select
 from typing import Any
 
 from ..errors import DriverUnavailableError
-from .base import TRANSFER_KINDS, DriverStatistics, Op, OpKind, OpState
+from .base import FILE_KINDS, TRANSFER_KINDS, DriverStatistics, Op, OpKind, OpState
 from .io_uring import (
     _PROBE_TIMEOUT_SECONDS,
     _TRIED_INLINE,
@@ -154,6 +154,9 @@ class IoUringCDriver(IoUringDriver):
         self._cq_entries = self._ring.cq_entries
         ops = self._ring.probe()
         self._ftruncate = ops is not None and _U.IORING_OP_FTRUNCATE in ops
+        # The C ring preps file ops only: path ops (openat, renameat, ...) go to the shared
+        # thread fallback (drivers/_fallback.py) until the ring learns them.
+        self._kinds = FILE_KINDS
         self._init_state()
         self._own_on_cqe = type(self)._on_cqe is not IoUringDriver._on_cqe
         if self._nowait:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ._blocking import perform
-from .base import Capabilities, Driver, DriverCounters, DriverStatistics, Op, OpState
+from .base import ALL_KINDS, Capabilities, Driver, DriverCounters, DriverStatistics, Op, OpState
 
 __all__ = ["SyncDriver"]
 
@@ -26,7 +26,7 @@ class SyncDriver(Driver):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(asynchronous=False, max_in_flight=1024)
+        return Capabilities(asynchronous=False, max_in_flight=1024, kinds=ALL_KINDS)
 
     def submit(self, ops: Sequence[Op]) -> None:
         if self._closed:

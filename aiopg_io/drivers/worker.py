@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 
 from ._blocking import perform
 from ._notify import Notifier
-from .base import Capabilities, Driver, DriverCounters, DriverStatistics, Op, OpState, int_option
+from .base import ALL_KINDS, Capabilities, Driver, DriverCounters, DriverStatistics, Op, OpState, int_option
 
 __all__ = ["DEFAULT_THREADS", "WorkerDriver"]
 
@@ -68,7 +68,7 @@ class WorkerDriver(Driver):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(max_in_flight=max(256, 4 * self._nthreads), threads=True)
+        return Capabilities(max_in_flight=max(256, 4 * self._nthreads), threads=True, kinds=ALL_KINDS)
 
     def _run(self) -> None:
         get, done, notifier, claim = self._queue.get, self._done, self._notifier, self._queued.pop

@@ -29,12 +29,12 @@ from ._faults import Injection as Injection
 from ._injector import FaultInjector as FaultInjector
 from ._injector import FaultyDriver as FaultyDriver
 from ._injector import inject as inject
-from ._powerloss import CrashReport as CrashReport
-from ._powerloss import EntryCrash as EntryCrash
-from ._powerloss import FileCrash as FileCrash
 from ._powerloss import PowerLossDriver as PowerLossDriver
 from ._powerloss import PowerLossSimulator as PowerLossSimulator
 from ._powerloss import simulate as simulate
+from ._simulated_disk import CrashReport as CrashReport
+from ._simulated_disk import EntryCrash as EntryCrash
+from ._simulated_disk import FileCrash as FileCrash
 from ._sweep import SweepOutcome as SweepOutcome
 from ._sweep import SweepReport as SweepReport
 from ._sweep import sweep as sweep

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
-from ..drivers.base import READ_KINDS, TRANSFER_KINDS, WRITE_KINDS, Op, OpKind
+from ..drivers.base import PATH_KINDS, READ_KINDS, TRANSFER_KINDS, WRITE_KINDS, Op, OpKind
 
 __all__ = ["KIND_GROUPS", "Fault", "Injection", "KindSpec", "PathSpec"]
 
@@ -27,6 +27,7 @@ KIND_GROUPS: dict[str, frozenset[OpKind]] = {
     "writes": frozenset(WRITE_KINDS),
     "transfers": frozenset(TRANSFER_KINDS),
     "syncs": frozenset({OpKind.FSYNC, OpKind.FDATASYNC}),
+    "paths": frozenset(PATH_KINDS),  # openat, renameat, unlinkat
     "any": frozenset(OpKind),
 }
 
@@ -63,7 +64,7 @@ class Fault:
     Matching (all must hold):
 
     - ``kind``: an op kind or its name (``"read"``, ``"writev"``, ``"fdatasync"``...), a group
-      (``"reads"``, ``"writes"``, ``"transfers"``, ``"syncs"``, ``"any"``), or several of
+      (``"reads"``, ``"writes"``, ``"transfers"``, ``"syncs"``, ``"paths"``, ``"any"``), or several of
       these; None matches every kind. A fault with ``short`` matches transfers only.
     - ``path``: None matches every file. A string without a path separator is matched
       against the file's base name, one with a separator against its absolute path; either

@@ -14,7 +14,7 @@ accepts. How it sits between the IOContext and the real driver:
   reach the real driver (``when="before"`` failures) and completions a rule holds back
   (``delay``) are completed by the wrapper itself; it signals them on its own
   :class:`~aiopg_io.drivers._notify.Notifier`, multiplexed with the real driver's fd (see
-  :mod:`._mux`), and a :class:`threading.Timer` raises the flag when a delay is over.
+  :mod:`aiopg_io.drivers._mux`), and a :class:`threading.Timer` raises the flag when a delay is over.
 - Facts the rewriting relies on (see :mod:`aiopg_io.drivers.base`): the real drivers
   already continue short transfers and Python retries EINTR (PEP 475), so a caller never
   sees either from a real driver; an injected EAGAIN/EINTR therefore reaches the caller as
@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..drivers import DriverFactory, default_driver, resolve
+from ..drivers._fallback import with_thread_fallback
+from ..drivers._mux import Mux
 from ..drivers.base import (
     READ_KINDS,
     TRANSFER_KINDS,
@@ -55,10 +57,10 @@ from ..drivers.base import (
     DriverCounters,
     DriverStatistics,
     Op,
+    OpKind,
     OpState,
 )
 from ._faults import Fault, Injection
-from ._mux import Mux
 
 __all__ = ["FaultInjector", "FaultyDriver", "inject"]
 
@@ -108,25 +110,9 @@ class FaultInjector:
         return f"faulty({self.inner.name})"
 
     def create(self) -> FaultyDriver:
-        d = FaultyDriver(self, self.inner.create())
+        d = FaultyDriver(self, with_thread_fallback(self.inner.create()))
         self._drivers.append(d)
         return d
-
-    # -- directory entries, passed down to a PowerLossSimulator underneath -------------------
-
-    def note_create(self, path: str | os.PathLike[str]) -> None:
-        """Forwarded to the driver underneath if it records directory entries (a
-        :class:`~aiopg_io.testing.PowerLossSimulator`), so code that reports them through
-        whatever factory it was given keeps working with an injector on top."""
-        _forward_note(self.inner, "note_create", path)
-
-    def note_rename(self, src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        """See :meth:`note_create`."""
-        _forward_note(self.inner, "note_rename", src, dst)
-
-    def note_dir_fsync(self, directory: str | os.PathLike[str]) -> None:
-        """See :meth:`note_create`."""
-        _forward_note(self.inner, "note_dir_fsync", directory)
 
     # -- rules ------------------------------------------------------------------------------
 
@@ -192,12 +178,6 @@ class FaultInjector:
                 )
             )
         return chosen
-
-
-def _forward_note(factory: object, method: str, *args: str | os.PathLike[str]) -> None:
-    fn = getattr(factory, method, None)
-    if fn is not None:
-        fn(*args)
 
 
 @contextlib.contextmanager
@@ -279,7 +259,9 @@ class FaultyDriver(Driver):
     @property
     def capabilities(self) -> Capabilities:
         caps = self.inner.capabilities
-        return Capabilities(asynchronous=True, max_in_flight=caps.max_in_flight, threads=caps.threads)
+        return Capabilities(
+            asynchronous=True, max_in_flight=caps.max_in_flight, threads=caps.threads, kinds=caps.kinds
+        )
 
     def fileno(self) -> int:
         return self._mux.fileno()
@@ -357,6 +339,7 @@ class FaultyDriver(Driver):
                 # length would fail with EINVAL.
                 bufs = _trim(bufs, f.short)
             shadow = Op(op.kind, op.fd, op.offset, bufs, op.length, op.mode, op.path, keepalive=op)
+            shadow.newpath, shadow.flags = op.newpath, op.flags
             shadow.waiter = t
             t.shadow = shadow
             shadows.append(shadow)
@@ -406,6 +389,8 @@ class FaultyDriver(Driver):
                 op.transferred = min(f.short, shadow.transferred)
                 op.fail(_injected_error(f.write_errno(), op, t.seq))
         elif f.errno is not None:  # after: it ran, the caller is told it failed
+            if op.kind is OpKind.OPENAT and shadow.error is None and shadow.result is not None:
+                os.close(shadow.result)  # the fd the caller will never hear of
             op.transferred = 0
             op.fail(_injected_error(f.errno, op, t.seq))
         else:
@@ -510,5 +495,5 @@ class FaultyDriver(Driver):
 
     def statistics(self) -> DriverStatistics:
         return self._counters.snapshot(
-            f"faulty({self.inner.name})", len(self._in_flight), injected=len(self.injector.log)
+            f"faulty({self.injector.inner.name})", len(self._in_flight), injected=len(self.injector.log)
         )

@@ -33,7 +33,6 @@ seg_size u32, blcksz u32, oldest u64, crc u32``, then zeros to 512 bytes.
 
 from __future__ import annotations
 
-import errno
 import os
 import struct
 import zlib
@@ -43,8 +42,8 @@ import anyio
 import anyio.to_thread
 
 import aiopg_io
+from aiopg_io import _paths
 from aiopg_io._direct import aligned_buffer
-from aiopg_io._dirsync import fsync_directory, note_entry
 from aiopg_io.drivers import DriverFactory
 
 from ._format import CONTROL_NAME, FORMAT_VERSION, TEMP_PREFIX
@@ -124,17 +123,16 @@ async def create_control(
     off = (data.seq % 2) * _SLOT
     image[off : off + _SLOT] = _pack(data)
     try:
+        await _paths.create(tmp, driver, exclusive=False)
         async with aiopg_io.open(tmp, "w+b", driver=driver) as f:
-            note_entry(driver, "note_create", tmp)
             await f.pwrite(image, 0)
             await f.fsync()
-        await anyio.to_thread.run_sync(os.rename, tmp, final)
+        await _paths.rename(tmp, final, driver)
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_unlink_quietly, tmp)
+            await _paths.unlink(tmp, driver, missing_ok=True)
         raise
-    note_entry(driver, "note_rename", tmp, final)
-    await fsync_directory(directory, driver)
+    await _paths.fsync_directory(directory, driver)
     return data
 
 
@@ -147,11 +145,3 @@ async def write_control(directory: str, data: ControlData, driver: str | DriverF
         await f.pwrite(_pack(data), (data.seq % 2) * _SLOT)
         await f.fdatasync()
     return data
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise

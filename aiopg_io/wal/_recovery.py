@@ -54,7 +54,7 @@ import anyio.to_thread
 
 import aiopg_io
 from aiopg_io._direct import aligned_buffer, dio_alignment
-from aiopg_io._dirsync import fsync_directory
+from aiopg_io._paths import fsync_directory
 
 from ._control import ControlData, create_control, read_control
 from ._flush import XLogFlush

@@ -19,8 +19,9 @@ Facts relied on:
 
 - A new file's directory entry is durable only once the *directory* is fsynced, as
   PostgreSQL's ``durable_rename`` does after creating or renaming a segment
-  (:mod:`aiopg_io._dirsync` has the fsync(2) facts and the one way this package does it).
-- ``rename(2)`` replaces atomically: a crash leaves either the old name or the new one.
+  (:mod:`aiopg_io._paths` has the fsync(2) facts and the one way this package does it).
+- ``rename(2)`` replaces atomically: a crash leaves either the old name or the new one;
+  ``RENAME_NOREPLACE`` (renameat2(2)) installs a segment only where none is.
   A segment is therefore built under a temporary name (allocated, zero-filled, fsynced)
   and only then renamed into place, as PostgreSQL's ``XLogFileInit`` does, so a segment
   name never refers to a half-made file.
@@ -43,14 +44,13 @@ Facts relied on:
   in order, what survives a cut is always the log's segments from some point on, plus
   recycled segments under future numbers (their pages carry their old addresses).
 
-Every create, rename, unlink and directory fsync is reported through
-``_dirsync.note_entry`` too, which is how the power-loss tests check the directory fsyncs
-above.
+Every create, rename, unlink and directory fsync is an op (:mod:`aiopg_io._paths`), run
+through the IOContext like file I/O: the power-loss simulator records them from the ops it
+is handed, which is how its tests check the directory fsyncs above.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -62,8 +62,8 @@ import anyio.lowlevel
 import anyio.to_thread
 
 import aiopg_io
+from aiopg_io import _paths
 from aiopg_io._direct import aligned_buffer
-from aiopg_io._dirsync import fsync_directory, note_entry
 from aiopg_io.drivers import DriverFactory
 
 from ._control import write_control
@@ -147,14 +147,6 @@ def list_segments(directory: str) -> dict[int, str]:
     return out
 
 
-def _install(tmp: str, final: str) -> bool:
-    if os.path.exists(final):
-        os.unlink(tmp)
-        return False
-    os.rename(tmp, final)
-    return True
-
-
 async def create_segment(
     directory: str,
     segno: int,
@@ -170,8 +162,8 @@ async def create_segment(
     final = os.path.join(directory, segment_name(segno))
     tmp = os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}.{segment_name(segno)}")
     try:
+        await _paths.create(tmp, driver, exclusive=False)
         async with aiopg_io.open(tmp, "w+b", direct=direct, driver=driver, opener=opener) as f:
-            note_entry(driver, "note_create", tmp)
             zero_fill = init_zero
             try:
                 await f.fallocate(0, size)
@@ -187,20 +179,16 @@ async def create_segment(
                     await f.pwrite(zeros[:n], off)
                     off += n
             await f.fsync()
-        created = await anyio.to_thread.run_sync(_install, tmp, final)
+        created = await _paths.rename(tmp, final, driver, replace=False)
+        if not created:
+            await _paths.unlink(tmp, driver)
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_unlink_quietly, tmp)
+            await _paths.unlink(tmp, driver, missing_ok=True)
         raise
     if created:
-        note_entry(driver, "note_rename", tmp, final)
-        await fsync_directory(directory, driver)
+        await _paths.fsync_directory(directory, driver)
     return created
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 async def recycle_or_remove(
@@ -211,28 +199,18 @@ async def recycle_or_remove(
     recycled."""
     path = os.path.join(directory, segment_name(old))
     target = None if new is None else os.path.join(directory, segment_name(new))
-    if target is not None and await anyio.to_thread.run_sync(_rename_if_free, path, target):
-        note_entry(driver, "note_rename", path, target)
+    if target is not None and await _paths.rename(path, target, driver, replace=False):
         recycled = True
     else:
         await remove_file(path, driver)
         recycled = False
-    await fsync_directory(directory, driver)
+    await _paths.fsync_directory(directory, driver)
     return recycled
 
 
 async def remove_file(path: str, driver: str | DriverFactory | None) -> None:
-    """Unlink ``path`` (the caller fsyncs the directory). A power-loss simulator is told
-    first, while the file is still there to be brought back by a crash."""
-    note_entry(driver, "note_unlink", path)
-    await anyio.to_thread.run_sync(os.unlink, path)
-
-
-def _rename_if_free(path: str, target: str) -> bool:
-    if os.path.exists(target):
-        return False
-    os.rename(path, target)
-    return True
+    """Unlink ``path`` (the caller fsyncs the directory)."""
+    await _paths.unlink(path, driver)
 
 
 class WALSegments:
@@ -382,5 +360,5 @@ class WALSegments:
         for segno in segnos:
             await remove_file(self._ctl.segment_path(segno), self._ctl.driver)
         if segnos:
-            await fsync_directory(self._ctl.directory, self._ctl.driver)
+            await _paths.fsync_directory(self._ctl.directory, self._ctl.driver)
         return segnos

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from aiopg_io.drivers import Op, OpKind
+from aiopg_io.drivers.base import AT_FDCWD
 from aiopg_io.testing import (
     CrashReport,
     Fault,
@@ -447,7 +448,7 @@ def test_a_created_file_vanishes_unless_its_directory_was_synced(tmp_path: Path)
     assert [(e.fate, e.path) for e in report.entries] == [("vanished", str(a))]
 
     os.close(sim.opener(str(b), os.O_RDWR | os.O_CREAT))
-    sim.note_dir_fsync(tmp_path)
+    sim.fsync_directory(tmp_path)
     assert sim.crash(policy="drop").entries == ()
     assert b.exists()
 
@@ -473,14 +474,56 @@ def test_an_unsynced_rename_is_undone_and_the_replaced_file_comes_back(tmp_path:
     assert src.read_bytes() == b"new" and dst.read_bytes() == b"old"
 
 
-def test_a_rename_noted_after_the_fact_is_undone(tmp_path: Path) -> None:
+def test_a_rename_op_is_recorded_and_undone(tmp_path: Path) -> None:
     sim = PowerLossSimulator("sync")
     src, dst = tmp_path / "s", tmp_path / "d"
     src.write_bytes(b"1")
-    os.rename(src, dst)
-    sim.note_rename(src, dst)
-    sim.crash(policy="drop")
-    assert src.read_bytes() == b"1" and not dst.exists()
+    dst.write_bytes(b"replaced")
+    d = sim.create()
+    try:
+        (op,) = run(d, [Op(OpKind.RENAMEAT, AT_FDCWD, path=str(src), newpath=str(dst))])
+        assert op.error is None and dst.read_bytes() == b"1"
+        # A rename that failed changed nothing, and is not recorded.
+        (op,) = run(d, [Op(OpKind.RENAMEAT, AT_FDCWD, path=str(src), newpath=str(dst))])
+        assert isinstance(op.error, FileNotFoundError)
+    finally:
+        d.close()
+    report = sim.crash(policy="drop")
+    assert [(e.fate, e.path, e.source) for e in report.entries] == [("reverted", str(dst), str(src))]
+    assert src.read_bytes() == b"1" and dst.read_bytes() == b"replaced"
+
+
+def test_path_ops_through_the_driver_are_entries(tmp_path: Path) -> None:
+    # Created with O_EXCL, unlinked, and a directory fsync: each from the op it is handed.
+    sim = PowerLossSimulator("sync")
+    new, old = tmp_path / "new", tmp_path / "old"
+    old.write_bytes(b"old content")
+    d = sim.create()
+    try:
+        (op,) = run(
+            d, [Op(OpKind.OPENAT, AT_FDCWD, path=str(new), flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL)]
+        )
+        run(d, [Op(OpKind.CLOSE, op.result or -1)])
+        (op,) = run(d, [Op(OpKind.UNLINKAT, AT_FDCWD, path=str(old))])
+        assert op.error is None and not old.exists()
+    finally:
+        d.close()
+    report = sim.crash(policy="drop")
+    assert [(e.fate, e.path) for e in report.entries] == [("vanished", str(new)), ("restored", str(old))]
+    assert not new.exists() and old.read_bytes() == b"old content"
+
+    d = sim.create()
+    try:
+        (op,) = run(d, [Op(OpKind.OPENAT, AT_FDCWD, path=str(new), flags=os.O_WRONLY | os.O_CREAT)])
+        run(d, [Op(OpKind.CLOSE, op.result or -1)])
+        dfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        (op,) = run(d, [Op(OpKind.FSYNC, dfd)])  # no path given: the simulator finds it
+        os.close(dfd)
+        assert op.error is None
+    finally:
+        d.close()
+    assert sim.crash(policy="drop").entries == ()
+    assert new.exists()
 
 
 def test_a_rename_is_durable_once_both_directories_are_synced(tmp_path: Path) -> None:
@@ -490,11 +533,11 @@ def test_a_rename_is_durable_once_both_directories_are_synced(tmp_path: Path) ->
     src, dst = tmp_path / "x" / "f", tmp_path / "y" / "f"
     src.write_bytes(b"1")
     sim.rename(src, dst)
-    sim.note_dir_fsync(tmp_path / "y")
+    sim.fsync_directory(tmp_path / "y")
     assert sim.crash(policy="drop").entries[0].fate == "reverted"
     sim.rename(src, dst)
-    sim.note_dir_fsync(tmp_path / "y")
-    sim.note_dir_fsync(tmp_path / "x")
+    sim.fsync_directory(tmp_path / "y")
+    sim.fsync_directory(tmp_path / "x")
     assert sim.crash(policy="drop").entries == ()
     assert dst.read_bytes() == b"1"
 
@@ -566,21 +609,25 @@ def test_a_tracked_file_is_reported_under_its_new_name(tmp_path: Path) -> None:
         report.file(s.path)
 
 
-def test_an_injector_passes_directory_notes_down(tmp_path: Path) -> None:
+def test_an_injector_passes_path_ops_down(tmp_path: Path) -> None:
     sim = PowerLossSimulator("sync")
-    inj = FaultInjector(driver=sim)
+    inj = FaultInjector(Fault(kind="renameat", errno=errno.EIO, nth=2), driver=sim)
     a, b = tmp_path / "a", tmp_path / "b"
-    a.write_bytes(b"1")
-    inj.note_create(a)
-    os.rename(a, b)
-    inj.note_rename(a, b)
+    create = Op(OpKind.OPENAT, AT_FDCWD, path=str(a), flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    d = inj.create()
+    try:
+        (op,) = run(d, [create])
+        run(d, [Op(OpKind.CLOSE, op.result or -1)])
+        (op,) = run(d, [Op(OpKind.RENAMEAT, AT_FDCWD, path=str(a), newpath=str(b))])
+        assert op.error is None
+        # The second rename is failed before it reaches the simulator: nothing to record.
+        (op,) = run(d, [Op(OpKind.RENAMEAT, AT_FDCWD, path=str(b), newpath=str(a))])
+        assert isinstance(op.error, OSError) and op.error.errno == errno.EIO
+    finally:
+        d.close()
     report = sim.crash(policy="drop")
     assert [(e.fate, e.path) for e in report.entries] == [("vanished", str(b))]
-    a.write_bytes(b"1")
-    inj.note_create(a)
-    inj.note_dir_fsync(tmp_path)
-    assert sim.crash(policy="drop").entries == ()
-    FaultInjector(driver="sync").note_create(a)  # no simulator underneath: nothing to tell
+    assert not a.exists() and not b.exists()
 
 
 def test_simulate_discards_what_was_not_crashed(tmp_path: Path) -> None:
@@ -632,9 +679,8 @@ def test_an_unlink_is_durable_once_its_directory_is_synced(tmp_path: Path) -> No
     sim = PowerLossSimulator("sync")
     p = tmp_path / "f"
     p.write_bytes(b"x")
-    sim.note_unlink(p)  # told before the code unlinks it itself
-    os.unlink(p)
-    sim.note_dir_fsync(tmp_path)
+    sim.unlink(p)
+    sim.fsync_directory(tmp_path)
     assert sim.crash(policy="drop").entries == ()
     assert not p.exists()
 
@@ -658,8 +704,7 @@ def test_a_rename_and_an_unlink_are_undone_independently(tmp_path: Path) -> None
         sim = PowerLossSimulator("sync")
         (d / "6").write_bytes(b"six")
         (d / "7").write_bytes(b"seven")
-        os.rename(d / "6", d / "9")
-        sim.note_rename(d / "6", d / "9")
+        sim.rename(d / "6", d / "9")
         sim.unlink(d / "7")
         fates = tuple(e.fate for e in sim.crash(seed=seed).entries)
         assert (d / "6").exists() == (fates[0] == "reverted") != (d / "9").exists()

@@ -35,14 +35,6 @@ FAULTS = {
 }
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @pytest.mark.parametrize("fault", list(FAULTS.values()), ids=list(FAULTS))
 async def test_file_api_full_sweep_with_crash(driver: str, tmp_path: Path, fault: Fault) -> None:
     sim = PowerLossSimulator(driver)
@@ -54,8 +46,7 @@ async def test_file_api_full_sweep_with_crash(driver: str, tmp_path: Path, fault
         path = tmp_path / f"run{len(runs)}.dat"
         runs[len(runs)] = (path, b"")
         async with aiopg_io.open(path, "w+b", driver=inj, opener=sim.opener) as f:
-            fsync_dir(tmp_path)
-            sim.note_dir_fsync(tmp_path)
+            sim.fsync_directory(tmp_path)
             await f.write(page1)  # buffered: goes out at fdatasync
             await f.fdatasync()
             runs[len(runs) - 1] = (path, page1)

@@ -22,7 +22,7 @@ import anyio
 import pytest
 
 from aiopg_io.errors import AiopgIOError
-from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator, _powerloss
+from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator, _simulated_disk
 from aiopg_io.wal import PAGE_SIZE, WAL, WALCorruptError, WALPoisonedError
 
 from ._util import SEG, check_payload, open_wal, payload, read_all
@@ -136,7 +136,7 @@ async def test_o_dsync_records_are_lost_to_a_simulator_blind_to_o_dsync(
     # after it: what keeps the records is the simulator's O_DSYNC model, which the test
     # above relies on. Without it, the same scenario must lose acknowledged records, or
     # leave a log that does not open (a torn segment before one that holds records).
-    monkeypatch.setattr(_powerloss, "_SYNC_WRITE_FLAGS", 0)
+    monkeypatch.setattr(_simulated_disk, "_SYNC_WRITE_FLAGS", 0)
     with pytest.raises((AssertionError, WALCorruptError)) as info:
         await _power_loss(tmp_path, driver, power_loss, "o_dsync", range(1))
     if isinstance(info.value, AssertionError):

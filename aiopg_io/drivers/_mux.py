@@ -3,7 +3,8 @@ wrapped driver's completion fd is readable.
 
 An IOContext watches exactly one fd per driver. A wrapper that completes some ops itself
 (an injected failure never reaches the real driver; a delayed completion is released by a
-timer) needs its own :class:`~aiopg_io.drivers._notify.Notifier`, yet the real driver keeps
+timer; the thread fallback, :mod:`aiopg_io.drivers._fallback`, runs kinds the driver lacks)
+needs its own :class:`~aiopg_io.drivers._notify.Notifier`, yet the real driver keeps
 signalling on its fd. Both are registered, level-triggered, in an epoll (Linux) or kqueue
 (BSD, macOS) instance, and the instance's own fd is what the context watches: an epoll or
 kqueue fd polls readable while any registered event is pending (epoll(7), "Q: Can an epoll
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import select
 
-from ..drivers._notify import Notifier
+from ._notify import Notifier
 
 __all__ = ["Mux"]
 

@@ -1,0 +1,126 @@
+"""Directory entries, durably: the calls the WAL and the buffer pool make on paths.
+
+PostgreSQL's ``durable_rename`` / ``durable_unlink`` / ``fsync_fname(dir)``
+(src/backend/storage/file/fd.c), as ops run through the IOContext like file ops, so every
+driver runs them (natively where it can, else in its threads: ``drivers/_fallback.py``) and
+the testing wrappers see them (a power-loss simulator records them, a fault injector can
+fail them). Facts relied on:
+
+- A new, renamed or removed file's directory entry is durable only once the *directory* is
+  fsynced (Linux fsync(2): "Calling fsync() does not necessarily ensure that the entry in
+  the directory containing the file has also reached disk. For that an explicit fsync() on
+  a file descriptor for the directory is also needed."). :func:`fsync_directory` does that:
+  openat(O_DIRECTORY), fsync on that fd, close. The caller decides when, as PostgreSQL's
+  callers do (one fsync after several entries in one directory is enough).
+- ``rename(2)`` replaces its target atomically; ``renameat2(RENAME_NOREPLACE)`` fails with
+  EEXIST instead, which is how :func:`rename` with ``replace=False`` installs a file only
+  where none is (no check-then-rename race).
+- A path with a NUL byte is refused with ValueError("embedded null byte"), as ``os`` does:
+  the kernel would read the path only up to the NUL.
+- Cancelling one of these calls cancels its op (docs/guide.md, "Cancellation"): an op
+  already handed to the kernel or a thread may still happen. A create whose open completed
+  anyway closes the fd it got before the cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import anyio
+
+from ._context import IOContext, get_context
+from .drivers import DriverFactory
+from .drivers.base import AT_FDCWD, RENAME_NOREPLACE, Op, OpKind
+
+__all__ = ["create", "fsync_directory", "rename", "unlink"]
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+Driver = str | DriverFactory | None
+PathArg = str | os.PathLike[str]
+
+
+def _checked(path: PathArg) -> str:
+    p = os.fsdecode(os.fspath(path))
+    if "\0" in p:
+        raise ValueError("embedded null byte")
+    return p
+
+
+async def _run(ctx: IOContext, op: Op) -> int:
+    try:
+        return await ctx.run(op)
+    except BaseException:
+        if op.kind is OpKind.OPENAT and op.error is None and op.result is not None:
+            os.close(op.result)  # opened after all (the cancel came too late): not ours to keep
+        raise
+
+
+class _Session:
+    """The running loop's IOContext for ``driver``, held for a few ops."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.ctx = get_context(driver)
+
+    async def __aenter__(self) -> IOContext:
+        self.ctx.acquire()
+        return self.ctx
+
+    async def __aexit__(self, *exc: object) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.ctx.release()
+
+
+async def fsync_directory(directory: PathArg, driver: Driver = None) -> None:
+    """Make ``directory``'s entries durable: open it, fsync it, close it (three ops)."""
+    d = _checked(directory)
+    async with _Session(driver) as ctx:
+        flags = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
+        fd = await _run(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=d, flags=flags))
+        try:
+            await _run(ctx, Op(OpKind.FSYNC, fd, path=d))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _run(ctx, Op(OpKind.CLOSE, fd, path=d))
+
+
+async def create(path: PathArg, driver: Driver = None, *, exclusive: bool = True, mode: int = 0o666) -> None:
+    """Create the file ``path`` (empty) and close it; with ``exclusive`` (O_EXCL), raise
+    FileExistsError naming ``path`` when it exists. Its entry is durable once the caller
+    fsyncs the directory."""
+    p = _checked(path)
+    flags = os.O_WRONLY | os.O_CREAT | _O_CLOEXEC | (os.O_EXCL if exclusive else 0)
+    async with _Session(driver) as ctx:
+        fd = await _run(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=p, flags=flags, mode=mode))
+        with anyio.CancelScope(shield=True):
+            await _run(ctx, Op(OpKind.CLOSE, fd, path=p))
+
+
+async def rename(src: PathArg, dst: PathArg, driver: Driver = None, *, replace: bool = True) -> bool:
+    """Rename ``src`` to ``dst`` (replacing it atomically). With ``replace=False`` an existing
+    ``dst`` is left alone and False returned (RENAME_NOREPLACE). Durable once the caller
+    fsyncs the directories of both."""
+    s, d = _checked(src), _checked(dst)
+    op = Op(OpKind.RENAMEAT, AT_FDCWD, path=s, newpath=d, flags=0 if replace else RENAME_NOREPLACE)
+    async with _Session(driver) as ctx:
+        try:
+            await _run(ctx, op)
+        except FileExistsError:
+            if replace:
+                raise
+            return False
+    return True
+
+
+async def unlink(path: PathArg, driver: Driver = None, *, missing_ok: bool = False) -> None:
+    """Remove ``path`` (FileNotFoundError when missing, unless ``missing_ok``). Durable once
+    the caller fsyncs the directory."""
+    p = _checked(path)
+    async with _Session(driver) as ctx:
+        try:
+            await _run(ctx, Op(OpKind.UNLINKAT, AT_FDCWD, path=p))
+        except OSError as exc:
+            if not (missing_ok and exc.errno == errno.ENOENT):
+                raise

@@ -1,0 +1,137 @@
+"""The one fallback for op kinds a driver does not run itself: a few threads beside it.
+
+A driver names the kinds its ``submit`` runs in :attr:`Capabilities.kinds`: posix_aio has
+no AIO form of a path op (POSIX ``aio_*`` covers read, write and fsync only), and an
+io_uring kernel may lack an opcode (RENAMEAT and UNLINKAT came in 5.11; the driver asks the
+kernel's probe, ``io_uring_get_probe(3)``). :func:`with_thread_fallback` wraps such a driver
+in a :class:`ThreadFallback`, which hands the other kinds to a small ``worker`` driver
+(:mod:`aiopg_io.drivers.worker`, so they run through the same blocking body,
+``_blocking.perform``, as on the worker and sync drivers) and everything else to the
+driver untouched. Both complete ops the usual way: through ``Op.set_state`` and ``reap``.
+
+Why here, under every wrapper: a :class:`~aiopg_io.drivers.DriverSpec` applies it when it
+makes a driver, and the testing wrappers (fault injector, power-loss simulator) apply it to
+what their inner factory made, so they see path ops like any other whatever the driver.
+The IOContext applies it too, for a factory of a user's own whose driver lacks kinds.
+
+Completions: the worker's flag is raised through its ``notify_with`` hook on the wrapper's
+own flag, multiplexed with the driver's completion fd (:mod:`aiopg_io.drivers._mux`), so the
+IOContext still watches one fd. A driver that completes everything inside ``submit``
+(``capabilities.asynchronous`` False) is reaped by the wrapper's flag instead.
+
+Cancellation is the worker's: an op still queued is cancelled at once, one a thread has
+taken runs to the end (a rename may have happened).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from ._mux import Mux
+from .base import ALL_KINDS, Capabilities, Driver, DriverStatistics, Op
+from .worker import WorkerDriver
+
+__all__ = ["FALLBACK_THREADS", "ThreadFallback", "with_thread_fallback"]
+
+#: Threads for the kinds a driver lacks: metadata calls, issued one at a time by the WAL
+#: and the pool; a directory fsync may wait for a journal commit, so more than one.
+FALLBACK_THREADS = 4
+
+
+def with_thread_fallback(driver: Driver) -> Driver:
+    """``driver`` itself when it runs every op kind, else a :class:`ThreadFallback` over it."""
+    if driver.capabilities.kinds >= ALL_KINDS:
+        return driver
+    return ThreadFallback(driver)
+
+
+class ThreadFallback(Driver):
+    """``inner`` for the kinds it runs (``inner.capabilities.kinds``), threads for the others."""
+
+    name = "fallback"
+
+    def __init__(self, inner: Driver) -> None:
+        self.inner = inner
+        caps = inner.capabilities
+        self._native = caps.kinds
+        self._inner_fd = inner.fileno() if caps.asynchronous else None
+        self._mux = Mux(self._inner_fd)
+        self._threads = WorkerDriver(threads=FALLBACK_THREADS)
+        self._threads.notify_with(self._mux.notifier.raise_flag)
+        self._in_threads: set[Op] = set()
+        self._inner_pending = False  # a synchronous inner completed ops not reaped yet
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<ThreadFallback {self.inner!r} in_threads={len(self._in_threads)}>"
+
+    @classmethod
+    def unavailable_reason(cls, *, direct: bool = False) -> str | None:
+        return None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(self.inner.capabilities, kinds=ALL_KINDS, asynchronous=True)
+
+    def try_inline(self, op: Op) -> bool:
+        return op.kind in self._native and self.inner.try_inline(op)
+
+    def submit(self, ops: Sequence[Op]) -> None:
+        if self._closed:
+            raise RuntimeError(f"driver {self.inner.name} is closed")
+        native = self._native
+        mine = [op for op in ops if op.kind not in native]
+        if mine:
+            self._in_threads.update(mine)
+            self._threads.submit(mine)
+            ops = [op for op in ops if op.kind in native]
+        if ops:
+            self.inner.submit(ops)
+            if self._inner_fd is None:
+                self._inner_pending = True
+                self._mux.notifier.raise_flag()
+
+    def fileno(self) -> int:
+        return self._mux.fileno()
+
+    def notify_with(self, fn: Callable[[], None]) -> bool:
+        if self._inner_fd is not None and not self.inner.notify_with(fn):
+            return False
+        self._mux.notifier.on_raise = fn
+        return True
+
+    def reap(self) -> list[Op]:
+        if self._closed:
+            return []
+        self._mux.notifier.clear()
+        out = self._threads.reap()
+        self._in_threads.difference_update(out)
+        if self._inner_fd is not None or self._inner_pending:
+            self._inner_pending = False
+            out += self.inner.reap()
+        return out
+
+    def cancel(self, op: Op) -> None:
+        (self._threads if op in self._in_threads else self.inner).cancel(op)
+
+    def close(self) -> list[Op]:
+        if self._closed:
+            return []
+        self._closed = True
+        out = self._threads.close() + self.inner.close()
+        self._in_threads.clear()
+        self._mux.close()
+        return out
+
+    def statistics(self) -> DriverStatistics:
+        stats = self.inner.statistics()
+        threads = self._threads.statistics()
+        return dataclasses.replace(
+            stats,
+            in_flight=stats.in_flight + threads.in_flight,
+            submitted=stats.submitted + threads.submitted,
+            completed=stats.completed + threads.completed,
+            cancelled=stats.cancelled + threads.cancelled,
+            extra=(*stats.extra, ("fallback_ops", threads.submitted)),
+        )
