@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
 from pathlib import Path
 
 import anyio
@@ -11,7 +10,6 @@ import pytest
 
 import aiopg_io
 from aiopg_io._context import live_contexts
-from aiopg_io.drivers import Op
 from tests.conftest import open_fds
 
 pytestmark = pytest.mark.anyio
@@ -69,26 +67,6 @@ async def test_cancellation_storm_large(driver: str, tmp_path: Path) -> None:
     await _storm(driver, tmp_path / "storm.bin", 100_000, 2)
 
 
-async def test_cancel_before_submission_never_reaches_the_driver(
-    tmp_path: Path, anyio_backend_name: str
-) -> None:
-    """trio checks for cancellation as the task parks, so a cancelled scope never submits.
-    anyio's asyncio backend delivers a cancel one loop iteration later, after the end-of-tick
-    submission: there the op runs or is cancelled by the driver, and either way is over."""
-    p = tmp_path / "c.bin"
-    p.write_bytes(b"x" * 4096)
-    async with aiopg_io.open(p, "rb", driver="worker") as f:
-        before = f._ctx.driver.statistics().submitted
-        with anyio.CancelScope() as scope:
-            scope.cancel()
-            await f.pread(10, 0)
-        assert scope.cancelled_caught
-        stats = f._ctx.driver.statistics()
-        assert stats.in_flight == 0
-        if anyio_backend_name == "trio":
-            assert stats.submitted == before
-
-
 async def test_close_waits_for_ops_in_flight(driver: str, tmp_path: Path) -> None:
     p = tmp_path / "w.bin"
     results: list[int] = []
@@ -125,67 +103,3 @@ async def test_close_is_shielded_from_cancellation(driver: str, tmp_path: Path) 
     assert p.read_bytes() == b"buffered, not yet written"
     assert open_fds() == before
 
-
-async def test_many_waiters_over_the_in_flight_cap(tmp_path: Path) -> None:
-    """More ops than the context admits: callers wait for a slot, none fails."""
-    p = tmp_path / "cap.bin"
-    p.write_bytes(bytes(range(256)) * 16)
-    async with aiopg_io.open(p, "rb", driver="worker:threads=2") as f:
-        f._ctx.max_in_flight = 4
-        out: list[bytes] = []
-
-        async def one(i: int) -> None:
-            out.append(await f.pread(16, (i % 256) * 16))
-
-        async with anyio.create_task_group() as tg:
-            for i in range(500):
-                tg.start_soon(one, i)
-        assert len(out) == 500
-        assert f._ctx.driver.statistics().extra == (("threads", 2),)
-
-
-async def test_a_queued_op_is_cancelled_without_waiting_for_the_ops_ahead(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """worker: an op still queued behind a busy thread completes with ECANCELED at once when
-    its task is cancelled; it does not wait for the thread (held here for up to 10 s)."""
-    from aiopg_io.drivers import worker
-
-    gate = threading.Event()
-    real_perform = worker.perform
-    touched: list[int] = []
-
-    def perform(op: Op) -> None:
-        touched.append(op.offset)
-        if op.offset == 0:
-            gate.wait(10)
-        real_perform(op)
-
-    monkeypatch.setattr(worker, "perform", perform)
-    p = tmp_path / "q.bin"
-    p.write_bytes(b"a" * 4096 + b"b" * 4096)
-    before = open_fds()
-    firsts: list[bytes] = []
-    async with aiopg_io.open(p, "rb", driver="worker:threads=1") as f:
-
-        async def first() -> None:
-            firsts.append(await f.pread(10, 0))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(first)
-            while f._ctx.driver.statistics().submitted < 1:
-                await anyio.sleep(0)
-            buf = bytearray(10)
-            started = anyio.current_time()
-            with anyio.fail_after(5), anyio.move_on_after(0.05) as scope:
-                await f.preadinto(buf, 4096)  # queued behind the held one: the one thread is busy
-            assert scope.cancelled_caught
-            assert anyio.current_time() - started < 2
-            stats = f._ctx.driver.statistics()
-            assert (stats.cancelled, stats.in_flight) == (1, 1)
-            gate.set()
-        assert firsts == [b"a" * 10]
-        assert buf == bytes(10)  # never read into: the op never reached a thread
-        assert await f.pread(10, 4096) == b"b" * 10
-    assert touched == [0, 4096]  # the thread skipped the cancelled op without touching it
-    assert open_fds() == before

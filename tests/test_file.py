@@ -230,85 +230,6 @@ async def test_direct_short_read_at_eof(direct_driver: str, data_dir: Path) -> N
         assert await f.read() == b"q" * 5000
 
 
-async def test_files_share_one_context_and_release_it(driver: str, tmp_path: Path) -> None:
-    from aiopg_io._context import live_contexts
-
-    before = open_fds()
-    p = tmp_path / "s.bin"
-    p.write_bytes(b"abc")
-    async with aiopg_io.open(p, "rb", driver=driver) as f1, aiopg_io.open(p, "rb", driver=driver) as f2:
-        assert f1._ctx is f2._ctx
-        assert len(live_contexts()) == 1
-        assert await f1.pread(3, 0) == await f2.pread(3, 0) == b"abc"
-    assert live_contexts() == []
-    assert open_fds() == before
-
-
-async def test_one_submission_per_tick(tmp_path: Path) -> None:
-    """32 tasks issuing a read in the same tick reach the driver as one batch."""
-    p = tmp_path / "b.bin"
-    p.write_bytes(rand(32 * 4096, 6))
-    async with aiopg_io.open(p, "rb", driver="worker") as f:
-        ready = anyio.Event()
-        out: list[bytes] = []
-
-        async def reader(i: int) -> None:
-            await ready.wait()
-            out.append(await f.pread(4096, i * 4096))
-
-        async with anyio.create_task_group() as tg:
-            for i in range(32):
-                tg.start_soon(reader, i)
-            await anyio.sleep(0.01)
-            before = f._ctx.driver.statistics()
-            ready.set()
-        after = f._ctx.driver.statistics()
-    assert len(out) == 32
-    assert after.submitted - before.submitted == 32
-    assert after.submit_calls - before.submit_calls == 1
-
-
-def test_worker_signals_a_burst_once_and_reaps_it_in_one_batch(tmp_path: Path) -> None:
-    """The worker driver's completions go through one eventfd (a pipe off Linux): a burst of
-    completions raises it once, and one reap returns the whole burst."""
-    import select
-    import sys
-
-    from aiopg_io.drivers.worker import WorkerDriver
-
-    data = rand(64 * 4096, 8)
-    p = tmp_path / "burst.bin"
-    p.write_bytes(data)
-    fd = os.open(p, os.O_RDONLY)
-    d = WorkerDriver(threads=4)
-    try:
-        done_fd = d.fileno()
-        if hasattr(os, "eventfd"):
-            assert os.readlink(f"/proc/self/fd/{done_fd}") == "anon_inode:[eventfd]"
-        bufs = [bytearray(4096) for _ in range(64)]
-        ops = [Op(OpKind.READ, fd, i * 4096, (memoryview(b),), keepalive=b) for i, b in enumerate(bufs)]
-        d.submit(ops)
-        assert d.fileno() == done_fd  # one fd for the driver's life, whatever is in flight
-        for _ in range(5000):  # until every op is done and queued for reaping (white box)
-            if len(d._done) == 64:
-                break
-            select.select([], [], [], 0.001)
-        assert select.select([done_fd], [], [], 5)[0] == [done_fd]
-        if hasattr(os, "eventfd"):
-            # The counter says how many times threads signalled: once for 64 completions.
-            assert int.from_bytes(os.read(done_fd, 8), sys.byteorder) == 1
-        reaped = d.reap()
-        assert select.select([done_fd], [], [], 0)[0] == []
-        assert len(reaped) == 64 and {id(o) for o in reaped} == {id(o) for o in ops}
-        assert all(o.result == 4096 for o in reaped)
-        assert b"".join(bufs) == data
-        stats = d.statistics()
-        assert (stats.reap_calls, stats.completed, stats.submit_calls, stats.in_flight) == (1, 64, 1, 0)
-    finally:
-        d.close()
-        os.close(fd)
-
-
 def _drive(d: Driver, ops: list[Op], timeout: float = 10.0) -> list[Op]:
     """Submit ``ops`` and reap until all are back, as an IOContext would (no event loop)."""
     import select
@@ -526,30 +447,6 @@ async def test_detach_refused_while_another_task_uses_the_file(driver: str) -> N
         await raw.aclose()
     finally:
         os.close(r)
-
-
-async def test_limiter_bounds_the_worker_threads_of_a_file(tmp_path: Path) -> None:
-    """limiter= as in anyio: with the worker driver, this file's ops hold a token each while
-    on a thread; a task that holds a token itself can still do I/O (the op borrows)."""
-    p = tmp_path / "lim.bin"
-    p.write_bytes(rand(64 * 1024, seed=6))
-    limiter = anyio.CapacityLimiter(1)
-    seen: list[int] = []
-    async with aiopg_io.open(p, "rb", driver="worker", limiter=limiter) as f:
-        assert f.limiter is limiter
-
-        async def one(i: int) -> None:
-            await f.pread(4096, i * 4096)
-            seen.append(limiter.borrowed_tokens)
-
-        async with limiter:  # the test's own token: ops must not deadlock on it
-            pass
-        async with anyio.create_task_group() as tg:
-            for i in range(16):
-                tg.start_soon(one, i)
-        assert limiter.borrowed_tokens == 0
-        assert await f.read(3) == p.read_bytes()[:3]
-    assert max(seen) <= 1
 
 
 async def test_limiter_is_accepted_everywhere(driver: str, tmp_path: Path) -> None:

@@ -3,16 +3,17 @@
 Each call is compared with what ``os`` does with the same path: the result on disk, and on
 failure the exception's type and message (``str`` names the path, and both paths for a
 rename). The fd table is checked after each. posix_aio has no native path op: it runs them
-through the thread fallback (drivers/_fallback.py), checked here too, as is a driver whose
-capabilities deny a kind. Injected faults on these ops reach the caller, and the power-loss
-simulator sees them: a rename not followed by a directory fsync is undone by a crash.
+through the thread fallback (drivers/_fallback.py), checked here too (a driver whose
+capabilities deny a kind: tests/drivers/test_fallback.py). Injected faults on these ops
+reach the caller, and the power-loss simulator sees them: a rename not followed by a
+directory fsync is undone by a crash.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,8 @@ import pytest
 import aiopg_io
 from aiopg_io import _paths
 from aiopg_io.buffers import BufferPool
-from aiopg_io.drivers import Driver, DriverSpec, Op, OpKind
-from aiopg_io.drivers._fallback import ThreadFallback
-from aiopg_io.drivers.base import AT_FDCWD, FILE_KINDS, Capabilities
-from aiopg_io.drivers.sync import SyncDriver
+from aiopg_io.drivers import Op, OpKind
+from aiopg_io.drivers.base import AT_FDCWD
 from aiopg_io.testing import Fault, PowerLossSimulator, inject
 
 from .conftest import open_fds
@@ -169,86 +168,6 @@ async def test_an_openat_op_gives_an_fd_and_a_close_op_closes_it(tmp_path: Path,
         await ctx.release()
     assert not (tmp_path / "f").exists()
     assert open_fds() == before
-
-
-# -- the fallback for a driver that denies a kind --------------------------------------------
-
-
-class _NoPathOps(SyncDriver):
-    """A driver that runs only the file kinds, and fails loudly if handed another."""
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities(asynchronous=False, kinds=FILE_KINDS)
-
-    def submit(self, ops: Sequence[Op]) -> None:
-        for op in ops:
-            assert op.kind in FILE_KINDS, f"{op.kind} reached a driver that does not run it"
-        super().submit(ops)
-
-
-class _Factory:
-    name = "no-path-ops"
-
-    def __init__(self) -> None:
-        self.made: list[Driver] = []
-
-    @property
-    def key(self) -> object:
-        return self
-
-    def create(self) -> Driver:
-        d = _NoPathOps()
-        self.made.append(d)
-        return d
-
-
-async def test_a_driver_whose_capabilities_deny_path_ops_gets_them_run_in_threads(
-    tmp_path: Path, anyio_backend: object
-) -> None:
-    factory = _Factory()
-    before = open_fds()
-    async with aiopg_io.open(tmp_path / "keep", "wb", driver=factory) as f:
-        assert isinstance(f._ctx.driver, ThreadFallback)
-        await f.write(b"through the driver")
-        await _paths.create(tmp_path / "a", factory)
-        await _paths.rename(tmp_path / "a", tmp_path / "b", factory)
-        await _paths.fsync_directory(tmp_path, factory)
-        with pytest.raises(FileNotFoundError):
-            await _paths.unlink(tmp_path / "a", factory)
-        await _paths.unlink(tmp_path / "b", factory)
-        stats = f._ctx.driver.statistics()
-    assert dict(stats.extra)["fallback_ops"] == 7
-    assert (tmp_path / "keep").read_bytes() == b"through the driver"
-    assert sorted(os.listdir(tmp_path)) == ["keep"]
-    assert open_fds() == before
-
-
-def test_io_uring_without_an_opcode_runs_that_kind_in_threads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from aiopg_io.drivers import io_uring, unavailable_reason
-
-    reason = unavailable_reason("io_uring")
-    if reason is not None:
-        pytest.skip(f"driver io_uring cannot run here: {reason}")
-    ops = dict(io_uring._opcodes())
-    ops["IORING_OP_RENAMEAT"] = False  # a kernel before 5.11
-    monkeypatch.setattr(io_uring, "_PROBED", [ops])
-    d = DriverSpec("io_uring").create()
-    try:
-        assert isinstance(d, ThreadFallback)
-        assert OpKind.RENAMEAT not in d.inner.capabilities.kinds
-        assert OpKind.UNLINKAT in d.inner.capabilities.kinds
-        (tmp_path / "a").write_bytes(b"1")
-        op = Op(OpKind.RENAMEAT, AT_FDCWD, path=str(tmp_path / "a"), newpath=str(tmp_path / "b"))
-        d.submit([op])
-        while not op.done:
-            d.reap()
-        assert op.error is None and (tmp_path / "b").read_bytes() == b"1"
-        assert dict(d.statistics().extra)["fallback_ops"] == 1
-    finally:
-        d.close()
 
 
 # -- faults and power loss ---------------------------------------------------------------------

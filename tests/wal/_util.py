@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
 from aiopg_io.wal import WAL
@@ -38,3 +39,25 @@ async def read_all(directory: str | os.PathLike[str], driver: Any, **kw: Any) ->
     kw.setdefault("segment_size", SEG)
     async with WAL.open(directory, driver=driver, **kw) as wal:
         return [r async for r in wal.read()]
+
+
+async def commit_records(directory: Path, driver: str, n: int, size: int = 700) -> list[tuple[int, bytes]]:
+    """``n`` records committed one by one; their (LSN, bytes)."""
+    async with open_wal(directory, driver) as wal:
+        return [(await wal.commit(payload(f"t{i}", size)), payload(f"t{i}", size)) for i in range(n)]
+
+
+async def append_records(directory: Path, driver: str, n: int, size: int = 700) -> list[tuple[int, bytes]]:
+    """``n`` records appended, then flushed once; their (LSN, bytes)."""
+    records = [payload(f"t{i}", size) for i in range(n)]
+    async with open_wal(directory, driver) as wal:
+        lsns = [await wal.append(r) for r in records]
+        await wal.flush()
+    return list(zip(lsns, records, strict=True))
+
+
+def patch_file(path: Path, offset: int, data: bytes) -> None:
+    """Overwrite ``data`` at ``offset`` of ``path`` in place."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)

@@ -29,19 +29,11 @@ from aiopg_io.wal import (
 )
 from aiopg_io.wal._format import XLP_MAGIC_V1, segment_name
 
-from ._util import SEG, open_wal, payload, read_all
+from ._util import SEG, append_records, open_wal, patch_file, payload, read_all
 
 pytestmark = pytest.mark.anyio
 
 CONTROL = "wal.control"
-
-
-async def _fill(directory: Path, driver: str, n: int, size: int = 700) -> list[tuple[int, bytes]]:
-    records = [payload(f"t{i}", size) for i in range(n)]
-    async with open_wal(directory, driver) as wal:
-        lsns = [await wal.append(r) for r in records]
-        await wal.flush()
-    return list(zip(lsns, records, strict=True))
 
 
 def _seg(directory: Path, segno: int) -> Path:
@@ -50,12 +42,6 @@ def _seg(directory: Path, segno: int) -> Path:
 
 def _in_segment(recs: list[tuple[int, bytes]], segno: int) -> list[tuple[int, bytes]]:
     return [r for r in recs if r[0] // SEG == segno]
-
-
-def _patch(path: Path, offset: int, data: bytes) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write(data)
 
 
 async def _refused(directory: Path, driver: str, segno: int, match: str) -> WALCorruptError:
@@ -69,7 +55,7 @@ async def _refused(directory: Path, driver: str, segno: int, match: str) -> WALC
 
 
 async def test_middle_segment_truncated_to_zero_is_refused(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 400)
+    recs = await append_records(tmp_path, driver, 400)
     assert _in_segment(recs, 3), "the log should reach segment 3"
     keep = _seg(tmp_path, 1).read_bytes()
     os.truncate(_seg(tmp_path, 1), 0)
@@ -90,7 +76,7 @@ async def test_middle_segment_truncated_to_zero_is_refused(tmp_path: Path, drive
 
 
 async def test_zeroed_middle_segment_is_refused(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 400)
+    recs = await append_records(tmp_path, driver, 400)
     _seg(tmp_path, 2).write_bytes(bytes(SEG))
     await _refused(
         tmp_path,
@@ -103,7 +89,7 @@ async def test_zeroed_middle_segment_is_refused(tmp_path: Path, driver: str) -> 
 
 
 async def test_segment_cut_short_in_the_middle_is_refused(tmp_path: Path, driver: str) -> None:
-    await _fill(tmp_path, driver, 400)
+    await append_records(tmp_path, driver, 400)
     os.truncate(_seg(tmp_path, 1), 3 * PAGE_SIZE + 100)
     await _refused(
         tmp_path, driver, 1, rf"segment {segment_name(1)} in .* is cut short \({3 * PAGE_SIZE + 100} bytes"
@@ -115,8 +101,8 @@ async def test_segment_cut_short_in_the_middle_is_refused(tmp_path: Path, driver
 
 async def test_first_segment_of_another_wal_is_refused(tmp_path: Path, driver: str) -> None:
     ours, other = tmp_path / "ours", tmp_path / "other"
-    await _fill(ours, driver, 400)
-    theirs = await _fill(other, driver, 30)
+    await append_records(ours, driver, 400)
+    theirs = await append_records(other, driver, 30)
     shutil.copyfile(_seg(other, 0), _seg(ours, 0))
     await _refused(
         ours,
@@ -131,8 +117,8 @@ async def test_first_segment_of_another_wal_is_refused(tmp_path: Path, driver: s
 
 async def test_middle_segment_of_another_wal_is_refused(tmp_path: Path, driver: str) -> None:
     ours, other = tmp_path / "ours", tmp_path / "other"
-    await _fill(ours, driver, 400)
-    await _fill(other, driver, 400, size=650)
+    await append_records(ours, driver, 400)
+    await append_records(other, driver, 400, size=650)
     shutil.copyfile(_seg(other, 2), _seg(ours, 2))
     await _refused(ours, driver, 2, rf"segment {segment_name(2)} in .* belongs to another WAL")
 
@@ -140,8 +126,8 @@ async def test_middle_segment_of_another_wal_is_refused(tmp_path: Path, driver: 
 async def test_another_wal_segment_after_the_end_is_refused(tmp_path: Path, driver: str) -> None:
     # Not in the way of any record yet, but the log would write over it when it got there.
     ours, other = tmp_path / "ours", tmp_path / "other"
-    await _fill(ours, driver, 20)
-    await _fill(other, driver, 400)
+    await append_records(ours, driver, 20)
+    await append_records(other, driver, 400)
     shutil.copyfile(_seg(other, 3), _seg(ours, 3))
     await _refused(ours, driver, 3, "belongs to another WAL")
 
@@ -150,7 +136,7 @@ async def test_another_wal_segment_after_the_end_is_refused(tmp_path: Path, driv
 
 
 async def test_clean_end_is_reported_as_clean(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 50)
+    recs = await append_records(tmp_path, driver, 50)
     async with open_wal(tmp_path, driver) as wal:
         end = wal.insert_lsn  # where the next record goes: right after the last one
         assert end % PAGE_SIZE and end - recs[-1][0] < 24 + 700 + 24 + 8
@@ -172,9 +158,9 @@ async def test_clean_end_is_reported_as_clean(tmp_path: Path, driver: str) -> No
 
 
 async def test_flipped_byte_is_a_torn_tail_at_its_record(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 50)
+    recs = await append_records(tmp_path, driver, 50)
     lsn = recs[45][0]
-    _patch(_seg(tmp_path, 0), lsn + 24 + 300, bytes([recs[45][1][300] ^ 0x01]))
+    patch_file(_seg(tmp_path, 0), lsn + 24 + 300, bytes([recs[45][1][300] ^ 0x01]))
     async with open_wal(tmp_path, driver) as wal:
         end = wal.recovery.end
         assert (end.kind, end.lsn, end.segment) == (WALEndKind.TORN, lsn, segment_name(0))
@@ -191,7 +177,7 @@ async def test_flipped_byte_is_a_torn_tail_at_its_record(tmp_path: Path, driver:
 
 
 async def test_segment_truncated_mid_record_is_a_torn_tail(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 50)
+    recs = await append_records(tmp_path, driver, 50)
     lsn = recs[40][0]
     size = lsn % SEG + 300
     os.truncate(_seg(tmp_path, 0), size)
@@ -206,10 +192,10 @@ async def test_segment_truncated_mid_record_is_a_torn_tail(tmp_path: Path, drive
 
 
 async def test_zeroed_page_is_a_torn_tail_at_the_record_spanning_into_it(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 20, size=3000)
+    recs = await append_records(tmp_path, driver, 20, size=3000)
     assert recs[-1][0] < SEG
     i = next(i for i, (lsn, d) in enumerate(recs) if lsn // PAGE_SIZE == 3 and (lsn + 3024) // PAGE_SIZE == 4)
-    _patch(_seg(tmp_path, 0), 4 * PAGE_SIZE, bytes(PAGE_SIZE))
+    patch_file(_seg(tmp_path, 0), 4 * PAGE_SIZE, bytes(PAGE_SIZE))
     async with open_wal(tmp_path, driver) as wal:
         end = wal.recovery.end
         assert (end.kind, end.lsn) == (WALEndKind.TORN, recs[i][0])
@@ -222,9 +208,9 @@ async def test_break_inside_a_whole_segment_before_later_ones_is_reported_as_dam
 ) -> None:
     # As in PostgreSQL the log ends there (test_wal.py checks what is kept); that later
     # segments held records says it was no crash: the end is reported as damage.
-    recs = await _fill(tmp_path, driver, 400)
+    recs = await append_records(tmp_path, driver, 400)
     lsn = _in_segment(recs, 1)[10][0]
-    _patch(_seg(tmp_path, 1), lsn % SEG + 24 + 5, b"\xff")
+    patch_file(_seg(tmp_path, 1), lsn % SEG + 24 + 5, b"\xff")
     async with open_wal(tmp_path, driver) as wal:
         end = wal.recovery.end
         assert (end.kind, end.lsn, end.segment) == (WALEndKind.DAMAGED, lsn, segment_name(1))
@@ -238,7 +224,7 @@ async def test_break_inside_a_whole_segment_before_later_ones_is_reported_as_dam
 async def test_reader_meeting_damage_before_the_durable_end(tmp_path: Path, driver: str) -> None:
     async with open_wal(tmp_path, driver) as wal:
         lsns = [await wal.commit(payload(f"d{i}", 500)) for i in range(10)]
-        _patch(_seg(tmp_path, 0), lsns[6] + 24 + 1, b"\x00\xff")  # under the open WAL
+        patch_file(_seg(tmp_path, 0), lsns[6] + 24 + 1, b"\x00\xff")  # under the open WAL
         reader = wal.read()
         got = []
         with pytest.raises(
@@ -261,32 +247,11 @@ async def test_reader_meeting_damage_before_the_durable_end(tmp_path: Path, driv
 
 
 async def test_format_1_directory_is_refused_with_its_version(tmp_path: Path, driver: str) -> None:
-    await _fill(tmp_path, driver, 10)
+    await append_records(tmp_path, driver, 10)
     os.unlink(tmp_path / CONTROL)
-    _patch(_seg(tmp_path, 0), 0, XLP_MAGIC_V1.to_bytes(2, "little"))
+    patch_file(_seg(tmp_path, 0), 0, XLP_MAGIC_V1.to_bytes(2, "little"))
     with pytest.raises(
         WALFormatError, match=r"is in format 1 \(page magic 0xd0a1, no wal\.control\).* reads format 2"
     ):
         await open_wal(tmp_path, driver)
 
-
-async def test_lost_control_file_is_refused(tmp_path: Path, driver: str) -> None:
-    await _fill(tmp_path, driver, 10)
-    os.unlink(tmp_path / CONTROL)
-    with pytest.raises(
-        WALCorruptError, match=r"holds segments of a WAL \(system id 0x[0-9a-f]+\) but no wal\.control"
-    ):
-        await open_wal(tmp_path, driver)
-
-
-async def test_control_file_survives_one_torn_slot_and_not_two(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 10)
-    control = tmp_path / CONTROL
-    assert control.stat().st_size == 1024
-    _patch(control, 0, b"\xff" * 512)  # slot 0 holds nothing yet: a torn write there changes nothing
-    assert await read_all(tmp_path, driver) == recs
-    _patch(control, 512 + 30, b"\xff")
-    with pytest.raises(
-        WALCorruptError, match=r"the control file .* is damaged \(1024 bytes, no slot with a valid CRC\)"
-    ):
-        await open_wal(tmp_path, driver)

@@ -21,7 +21,7 @@ from aiopg_io.wal import PAGE_SIZE, WAL, NotAWALError, WALCorruptError, WALLocke
 from aiopg_io.wal._format import segment_name
 from tests.conftest import open_fds
 
-from ._util import SEG, check_payload, open_wal, payload, read_all
+from ._util import SEG, check_payload, commit_records, open_wal, payload, read_all
 
 pytestmark = pytest.mark.anyio
 
@@ -275,11 +275,6 @@ async def test_second_process_is_refused(tmp_path: Path, driver: str) -> None:
 # -- recovery from a damaged tail ------------------------------------------------------------
 
 
-async def _fill(directory: Path, driver: str, n: int, size: int = 700) -> list[tuple[int, bytes]]:
-    async with open_wal(directory, driver) as wal:
-        return [(await wal.commit(payload(f"t{i}", size)), payload(f"t{i}", size)) for i in range(n)]
-
-
 def _patch(directory: Path, lsn: int, data: bytes) -> None:
     seg = lsn // SEG
     with open(directory / segment_name(seg), "r+b") as f:
@@ -297,27 +292,27 @@ async def _recovers_to(directory: Path, driver: str, expect: list[tuple[int, byt
 
 
 async def test_torn_tail_bad_crc(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 50)
+    recs = await commit_records(tmp_path, driver, 50)
     _patch(tmp_path, recs[45][0] + 30, b"\xff\x00\xff")  # a torn write inside record 45
     await _recovers_to(tmp_path, driver, recs[:45])
 
 
 async def test_zeroed_tail(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 50)
+    recs = await commit_records(tmp_path, driver, 50)
     cut = recs[40][0] + 100
     _patch(tmp_path, cut, bytes(SEG - cut % SEG))
     await _recovers_to(tmp_path, driver, recs[:40])
 
 
 async def test_garbage_tail(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 50)
+    recs = await commit_records(tmp_path, driver, 50)
     cut = recs[30][0] + 5
     _patch(tmp_path, cut, os.urandom(SEG - cut % SEG))
     await _recovers_to(tmp_path, driver, recs[:30])
 
 
 async def test_torn_page_header_cuts_the_record_spanning_it(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 30, size=3000)
+    recs = await commit_records(tmp_path, driver, 30, size=3000)
     spanning = next(i for i, (lsn, d) in enumerate(recs) if lsn // PAGE_SIZE != (lsn + 3024) // PAGE_SIZE)
     page = (recs[spanning][0] // PAGE_SIZE + 1) * PAGE_SIZE
     _patch(tmp_path, page, b"\0" * 8)
@@ -339,7 +334,7 @@ async def test_stale_records_after_a_cut_never_come_back(tmp_path: Path, driver:
 
 
 async def test_segment_missing_in_the_middle_is_refused(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 300)
+    recs = await commit_records(tmp_path, driver, 300)
     last_seg = recs[-1][0] // SEG
     assert last_seg >= 3
     os.unlink(tmp_path / segment_name(1))
@@ -350,46 +345,13 @@ async def test_segment_missing_in_the_middle_is_refused(tmp_path: Path, driver: 
 
 
 async def test_missing_last_segment_ends_the_log(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 300)
+    recs = await commit_records(tmp_path, driver, 300)
     last_seg = recs[-1][0] // SEG
     for name in os.listdir(tmp_path):
         if name not in ("wal.lock", "wal.control") and int(name, 16) >= last_seg:
             os.unlink(tmp_path / name)
     keep = [(lsn, d) for lsn, d in recs if lsn + 24 + len(d) <= last_seg * SEG]
     await _recovers_to(tmp_path, driver, keep)
-
-
-async def test_truncate_before_recycles_segments(tmp_path: Path, driver: str) -> None:
-    recs = await _fill(tmp_path, driver, 400)
-    async with open_wal(tmp_path, driver, segments_ahead=2) as wal:
-        cut = next(lsn for lsn, _ in recs if lsn >= 3 * SEG)
-        gone = await wal.truncate_before(cut)
-        stats = wal.statistics()
-        assert gone == 3 == stats.segments_recycled + stats.segments_removed
-        assert stats.segments_recycled >= 1
-        assert wal.oldest_lsn == 3 * SEG
-        names = sorted(os.listdir(tmp_path))
-        assert not {segment_name(0), segment_name(1), segment_name(2)} & set(names)
-        kept = [r for r in recs if r[0] >= 3 * SEG]
-        assert [r async for r in wal.read()] == kept  # resynchronised past the continuation
-        with pytest.raises(ValueError, match="removed by truncate_before"):
-            wal.read(start=recs[0][0])
-        assert await wal.truncate_before(cut) == 0
-        # Write through the recycled segments (they hold stale pages of old positions).
-        more = [(await wal.commit(payload(f"n{i}", 900)), payload(f"n{i}", 900)) for i in range(200)]
-    assert await read_all(tmp_path, driver) == kept + more
-
-
-async def test_preallocation_runs_ahead(tmp_path: Path, driver: str) -> None:
-    async with open_wal(tmp_path, driver, segments_ahead=2) as wal:
-        await wal.commit(b"x")
-        for _ in range(100):
-            if {segment_name(1), segment_name(2)} <= set(os.listdir(tmp_path)):
-                break
-            await anyio.sleep(0.01)
-        assert {segment_name(1), segment_name(2)} <= set(os.listdir(tmp_path))
-        assert os.path.getsize(tmp_path / segment_name(2)) == SEG
-        assert not [n for n in os.listdir(tmp_path) if n.startswith("xlogtemp")]
 
 
 async def test_cancelled_committer_does_not_break_the_group(tmp_path: Path, driver: str) -> None:
