@@ -8,6 +8,7 @@ pool, or inline. See the README and docs/ for the guide.
 from __future__ import annotations
 
 from . import buffers as buffers
+from . import os as os  # aiopg_io.os (aiofiles.os); not in __all__: a star-import must not shadow os
 from . import wal as wal
 from ._direct import Alignment as Alignment
 from ._direct import aligned_buffer as aligned_buffer

@@ -20,7 +20,8 @@ What it does, in PostgreSQL's terms:
 - **Lifetime**: files (and the WAL and buffer pool, through files) ``acquire`` the
   context and ``release`` it when they close; the last release closes the driver, so
   closing every file leaves no thread, ring or fd behind. A context is created on first
-  use, per (loop, driver).
+  use, per (loop, driver). Calls that hold no file (``aiopg_io.os``) instead keep it open
+  until the loop ends (:meth:`IOContext.hold_for_loop`), so a run of them shares one driver.
 - **Ownership**: a context serves the loop that made it, in the process that made it.
   Its completions arrive on that loop, its waiters are that loop's futures or tasks, and
   its driver's rings, threads and eventfds are that process's (a fork child shares the
@@ -73,6 +74,7 @@ class IOContext:
         self._in_flight = 0  # staged + owned by the driver
         self._slot_waiters = HandOff()  # callers waiting for an op slot
         self._users = 0
+        self._held = False  # see hold_for_loop
         self._fork_generation = fork_generation()
         self._pid = os.getpid()
         self.closed = False
@@ -104,6 +106,19 @@ class IOContext:
 
     def acquire(self) -> None:
         self._users += 1
+
+    def hold_for_loop(self) -> None:
+        """Keep this context open until its loop ends, for calls that hold no file
+        (``aiopg_io.os``): without it each such call would make and close a driver (a
+        ring, threads). The hold is one more user, dropped by closing the context when the
+        loop ends (the glue's ``at_loop_end``), so nothing outlives the loop. A loop that
+        has ended already (a call from its last clean-up) gets no hold: the caller's own
+        acquire/release then closes the context as usual."""
+        if self._held or self.closed:
+            return
+        if self.glue.at_loop_end(self.close_now):
+            self._held = True
+            self._users += 1
 
     async def release(self) -> None:
         """Drop one user; the last one closes the driver (after its ops drained)."""

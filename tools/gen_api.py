@@ -20,6 +20,8 @@ from pathlib import Path
 MODULES = [
     "aiopg_io",
     "aiopg_io.errors",
+    "aiopg_io.os",
+    "aiopg_io.ospath",
     "aiopg_io.drivers",
     "aiopg_io.testing",
     "aiopg_io.wal",

@@ -47,6 +47,10 @@ class Glue(Protocol):
         """Call ``on_readable`` whenever ``fd`` is readable, until :meth:`unwatch`; call
         ``on_loop_end`` if the loop ends (trio's run returns) while still watching."""
 
+    def at_loop_end(self, fn: Callable[[], None]) -> bool:
+        """Call ``fn`` when the loop ends (as ``watch``'s ``on_loop_end``, with no fd);
+        False, and ``fn`` is never called, when the loop has ended already."""
+
     def unwatch(self, fd: int) -> None:
         """Stop watching ``fd``; after it the fd may be closed."""
 

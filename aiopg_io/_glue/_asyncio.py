@@ -23,8 +23,10 @@
   them through ``sys.set_asyncgen_hooks``, which ``run_forever`` installs; asyncio/base_events.py).
   So while a completion fd is watched, the glue keeps one such generator suspended; its
   ``finally`` calls each watcher's ``on_loop_end`` (the IOContext closes: ring, threads,
-  eventfd), as trio's end of run does. A loop closed without that step (``loop.close()``
-  alone) leaves its contexts to the next user that finds the loop gone, as before.
+  eventfd), as trio's end of run does, and each callback given to ``at_loop_end`` (a
+  context held for the loop's path calls, which may watch no fd: the sync driver). A loop
+  closed without that step (``loop.close()`` alone) leaves its contexts to the next user
+  that finds the loop gone, as before.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class AsyncioGlue:
         self.loop_key: object = loop
         self._contexts: dict[object, Any] = {}
         self._on_loop_end: dict[int, Callable[[], None]] = {}
+        self._at_loop_end: list[Callable[[], None]] = []
         self._loop_end_sentinel: AsyncGenerator[None, None] | None = None
         self._loop_ended = False
 
@@ -59,6 +62,16 @@ class AsyncioGlue:
     def watch(self, fd: int, on_readable: Callable[[], None], on_loop_end: Callable[[], None]) -> None:
         self.loop.add_reader(fd, on_readable)
         self._on_loop_end[fd] = on_loop_end
+        self._track_loop_end()
+
+    def at_loop_end(self, fn: Callable[[], None]) -> bool:
+        if self._loop_ended:
+            return False
+        self._at_loop_end.append(fn)
+        self._track_loop_end()
+        return True
+
+    def _track_loop_end(self) -> None:
         if self._loop_end_sentinel is None and not self._loop_ended:
             sentinel = self._loop_end_sentinel = self._until_loop_end()
             try:
@@ -73,8 +86,9 @@ class AsyncioGlue:
             # shutdown_asyncgens(): the loop is ending (see the module docstring).
             self._loop_ended = True
             self._loop_end_sentinel = None
-            for on_loop_end in list(self._on_loop_end.values()):
+            for on_loop_end in [*self._on_loop_end.values(), *self._at_loop_end]:
                 on_loop_end()
+            self._at_loop_end.clear()
 
     def unwatch(self, fd: int) -> None:
         self._on_loop_end.pop(fd, None)

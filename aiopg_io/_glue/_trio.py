@@ -16,7 +16,8 @@
   overlapped I/O in ``_io_windows.py``).
 - End of run: system tasks are cancelled when the main task returns; the reaper's
   ``finally`` calls the watcher's ``on_loop_end`` (the IOContext closes itself), so
-  nothing outlives ``trio.run``.
+  nothing outlives ``trio.run``; the end-of-tick task's ``finally`` runs the callbacks
+  given to ``at_loop_end`` the same way.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class TrioGlue:
         self._soon: list[Callable[[], None]] = []
         self._runner: trio.lowlevel.Task | None = None  # set while parked
         self._ended = False
+        self._at_loop_end: list[Callable[[], None]] = []
         trio.lowlevel.spawn_system_task(self._run_soon, name="aiopg_io-end-of-tick")
 
     async def _run_soon(self) -> None:
@@ -72,6 +74,15 @@ class TrioGlue:
                     fn()
         finally:
             self._ended = True  # system tasks are cancelled when the run ends
+            at_end, self._at_loop_end = self._at_loop_end, []
+            for fn in at_end:
+                fn()
+
+    def at_loop_end(self, fn: Callable[[], None]) -> bool:
+        if self._ended:
+            return False
+        self._at_loop_end.append(fn)
+        return True
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         self._soon.append(fn)

@@ -144,6 +144,9 @@ def perform(op: Op) -> None:
             _renameat(op)
         elif kind is OpKind.UNLINKAT:
             _unlinkat(op)
+        elif kind is OpKind.MKDIRAT:
+            assert op.path is not None
+            os.mkdir(op.path, op.mode, dir_fd=_dir_fd(op))
         elif kind is OpKind.CLOSE:
             os.close(op.fd)
         elif kind is OpKind.NOP:

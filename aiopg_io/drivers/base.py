@@ -26,7 +26,7 @@ Facts the protocol relies on:
 - An op owns its fd and its buffers from :meth:`Driver.submit` until :meth:`Driver.reap`
   has returned it. Cancelling is a request: the op still completes through ``reap``, either
   with ``ECANCELED`` (it never ran) or with its real result (it ran anyway).
-- Path ops (:data:`PATH_KINDS`: openat, renameat, unlinkat; and close) name files the way the
+- Path ops (:data:`PATH_KINDS`: openat, renameat, unlinkat, mkdirat; and close) name files the way the
   ``*at`` system calls do: ``fd`` is the directory fd a relative ``path`` starts from
   (:data:`AT_FDCWD`, the default, for the working directory). Linux openat(2), renameat(2),
   unlinkat(2): the call either happened or failed whole; none is ever short. A path op
@@ -103,6 +103,7 @@ class OpKind(enum.Enum):
     OPENAT = "openat"  # path, flags (O_*), mode; the result is the new fd
     RENAMEAT = "renameat"  # path -> newpath; flags: 0 (replace) or RENAME_NOREPLACE
     UNLINKAT = "unlinkat"  # path; flags: 0 or AT_REMOVEDIR
+    MKDIRAT = "mkdirat"  # path, mode (permission bits, less the umask)
     CLOSE = "close"  # ``fd`` itself is closed
 
     # Members are singletons, so identity hashing is right, and it runs in C where
@@ -118,7 +119,7 @@ FILE_KINDS = TRANSFER_KINDS | frozenset(
     {OpKind.FSYNC, OpKind.FDATASYNC, OpKind.FALLOCATE, OpKind.FTRUNCATE, OpKind.NOP}
 )
 #: Ops that name a file by path (``fd`` is the directory fd the path starts from).
-PATH_KINDS = frozenset({OpKind.OPENAT, OpKind.RENAMEAT, OpKind.UNLINKAT})
+PATH_KINDS = frozenset({OpKind.OPENAT, OpKind.RENAMEAT, OpKind.UNLINKAT, OpKind.MKDIRAT})
 ALL_KINDS = frozenset(OpKind)
 
 
@@ -164,7 +165,7 @@ class Op:
     offset: int = 0
     buffers: tuple[memoryview, ...] = ()
     length: int = 0  # FALLOCATE: byte count; FTRUNCATE: new size
-    mode: int = 0  # FALLOCATE mode bits; OPENAT: the new file's permission bits
+    mode: int = 0  # FALLOCATE mode bits; OPENAT, MKDIRAT: the new entry's permission bits
     path: str | None = None  # named in errors; a path op's file
     newpath: str | None = None  # RENAMEAT: the new name (named in errors too)
     flags: int = 0  # OPENAT: O_* flags; RENAMEAT: RENAME_*; UNLINKAT: AT_REMOVEDIR

@@ -80,12 +80,14 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
 - A prep function that raises (a negative offset overflows ``u64``) has already taken an
   SQE; it is turned into a NOP with the reserved ``user_data`` 0 so it completes harmlessly.
 - Path ops: ``io_uring_prep_open`` (IORING_OP_OPENAT, 5.6), ``io_uring_prep_rename``
-  (RENAMEAT, 5.11), ``io_uring_prep_unlink`` (UNLINKAT, 5.11) and ``io_uring_prep_close``
-  (CLOSE, 5.6) take their paths as ``pathlib.Path`` only (bytes and str raise TypeError), and
-  pass the kernel a pointer into the Path's string, not a copy: the Path objects are kept on
-  the op (``_InFlight.buffers``) until its CQE. The kernel copies a path when it prepares
-  the SQE (``getname`` in ``io_openat_prep``, ``io_renameat_prep``, ``io_unlinkat_prep``),
-  but nothing here relies on that. A NUL byte inside a path silently ends it there: the
+  (RENAMEAT, 5.11), ``io_uring_prep_unlink`` (UNLINKAT, 5.11), ``io_uring_prep_mkdir``
+  (MKDIRAT, 5.15; the binding marks it "coded but not tested": tests/test_os.py checks it
+  against ``os.mkdir``) and ``io_uring_prep_close`` (CLOSE, 5.6) take their paths as
+  ``pathlib.Path`` only (bytes and str raise TypeError), and pass the kernel a pointer into
+  the Path's string, not a copy: the Path objects are kept on the op (``_InFlight.buffers``)
+  until its CQE. The kernel copies a path when it prepares the SQE (``getname`` in
+  ``io_openat_prep``, ``io_renameat_prep``, ``io_unlinkat_prep``, ``io_mkdirat_prep``), but
+  nothing here relies on that. A NUL byte inside a path silently ends it there: the
   caller has refused such paths before. Which of these opcodes the kernel has is asked
   once (``io_uring_get_probe``, 5.6: "don't compare versions"); the ones it lacks are left
   out of :attr:`Capabilities.kinds`, and a DriverSpec runs them in threads.
@@ -296,6 +298,7 @@ _PATH_OPCODES = {
     OpKind.OPENAT: "IORING_OP_OPENAT",
     OpKind.RENAMEAT: "IORING_OP_RENAMEAT",
     OpKind.UNLINKAT: "IORING_OP_UNLINKAT",
+    OpKind.MKDIRAT: "IORING_OP_MKDIRAT",
     OpKind.CLOSE: "IORING_OP_CLOSE",
 }
 
@@ -609,6 +612,9 @@ class IoUringDriver(Driver):
             elif kind is OpKind.UNLINKAT and kind in self._kinds:
                 paths = (pathlib.Path(op.path or ""),)
                 _L.io_uring_prep_unlink(sqe, paths[0], op.flags, op.fd)
+            elif kind is OpKind.MKDIRAT and kind in self._kinds:
+                paths = (pathlib.Path(op.path or ""),)
+                _L.io_uring_prep_mkdir(sqe, paths[0], op.mode, op.fd)
             elif kind is OpKind.CLOSE and kind in self._kinds:
                 _L.io_uring_prep_close(sqe, op.fd)
             else:
