@@ -14,8 +14,9 @@ distinct files (2048, 64 and 3 of them), with the page cache warm (read once bef
 cold (``POSIX_FADV_DONTNEED`` on every file right before the cell, so each file's first
 read in the cell comes from the disk). Every cell runs ``--seconds`` per server; rounds are
 interleaved (all servers, all cells, then again) and each figure is the median over
-``--rounds``. Printed side by side: requests/s, MiB/s (requests/s x file size) and p99
-latency, then the issue's targets: aiopg_io >= 2x Starlette's requests/s on 1 MiB files
+``--rounds``. Printed side by side: requests/s, MiB/s (bytes wrk read per second, partial responses
+included) and p99 latency, each with its min-max over the rounds, then the issue's targets
+(ratios paired round by round): aiopg_io >= 2x Starlette's requests/s on 1 MiB files
 and >= 1.5x on 4 KiB; on 100 MiB files MiB/s >= 0.9x the sendfile server's.
 
 Setup: ``wrk`` is Debian's package; when it is missing the script says so and installs it
@@ -51,6 +52,7 @@ SERVERS = ("aiopg_io", "starlette", "sendfile")
 # size name -> (bytes per file, files in the rotation)
 SIZES = {"4k": (4096, 2048), "1m": (1 << 20, 64), "100m": (100 << 20, 3)}
 CACHES = ("warm", "cold")
+SPREAD = ("requests_per_s", "mib_per_s")  # figures printed with their min-max over the rounds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -165,12 +167,22 @@ def ensure_wrk() -> str | None:
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+_BINARY = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}  # wrk's units are powers of 1024
 
 
 def wrk(exe: str, port: int, script_path: str, args: argparse.Namespace) -> dict[str, float]:
     cmd = [
-        exe, f"-t{args.threads}", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
-        "-s", script_path, f"http://127.0.0.1:{port}/",
+        exe,
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.seconds}s",
+        "--latency",
+        # wrk's default timeout (2 s) is shorter than a 100 MiB response takes with 32 of them
+        # in flight: every one would count as a socket error and none as a request.
+        f"--timeout={args.seconds + 60}s",
+        "-s",
+        script_path,
+        f"http://127.0.0.1:{port}/",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=args.seconds + 120)
     if done.returncode != 0:
@@ -178,12 +190,16 @@ def wrk(exe: str, port: int, script_path: str, args: argparse.Namespace) -> dict
     out = done.stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
-    if rps is None or p99 is None:
+    # Bytes read per second, partial responses included: with 100 MiB files only a handful
+    # of responses end within the run, so requests/s x size would count whole files or none.
+    transfer = re.search(r"Transfer/sec:\s+([\d.]+)(B|KB|MB|GB)", out)
+    if rps is None or p99 is None or transfer is None:
         raise SystemExit(f"could not read wrk's output:\n{out}")
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
         "requests_per_s": float(rps[1]),
+        "mib_per_s": float(transfer[1]) * _BINARY[transfer[2]] / (1 << 20),
         "p99_ms": float(p99[1]) * _UNITS[p99[2]],
         "bad_responses": float(bad[1]) if bad else 0.0,
         "socket_errors": float(sum(int(x) for x in errors.groups())) if errors else 0.0,
@@ -264,38 +280,58 @@ def measure(args: argparse.Namespace, exe: str, directory: Path) -> dict[str, An
                 proc.kill()
     results: dict[str, Any] = {}
     for (size_name, cache, server), runs in samples.items():
-        rps = statistics.median(r["requests_per_s"] for r in runs)
         results[f"{size_name}/{cache}/{server}"] = {
-            "size": size_name, "cache": cache, "server": server, "requests_per_s": rps,
-            "mib_per_s": rps * SIZES[size_name][0] / (1 << 20),
-            "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+            "size": size_name,
+            "cache": cache,
+            "server": server,
+            **{key: statistics.median(r[key] for r in runs) for key in (*SPREAD, "p99_ms")},
+            **{f"{key}_range": (min(r[key] for r in runs), max(r[key] for r in runs)) for key in SPREAD},
             "bad_responses": sum(r["bad_responses"] for r in runs),
             "socket_errors": sum(r["socket_errors"] for r in runs),
+            "runs": runs,
         }
     return results
 
 
+def ratios(results: dict[str, Any], ours: str, theirs: str, key: str) -> tuple[float, float, float] | None:
+    """Median and min-max of ``ours / theirs`` for ``key``, paired round by round."""
+    if ours not in results or theirs not in results:
+        return None
+    pairs = zip(results[ours]["runs"], results[theirs]["runs"], strict=True)
+    each = [a[key] / b[key] if b[key] else float("inf") for a, b in pairs]
+    return statistics.median(each), min(each), max(each)
+
+
 def report(results: dict[str, Any]) -> None:
-    print(f"{'size':>5} {'cache':>5} {'server':>10} {'req/s':>10} {'MiB/s':>9} {'p99 ms':>8}  errors")
+    print("medians over the rounds, (min-max) over the rounds")
+    print(
+        f"{'size':>5} {'cache':>5} {'server':>10} {'req/s (min-max)':>20} "
+        f"{'MiB/s (min-max)':>24} {'p99 ms':>8}  errors"
+    )
     for r in results.values():
         errors = int(r["bad_responses"] + r["socket_errors"])
-        print(
-            f"{r['size']:>5} {r['cache']:>5} {r['server']:>10} {r['requests_per_s']:10.0f} "
-            f"{r['mib_per_s']:9.1f} {r['p99_ms']:8.2f}  {errors or ''}"
-        )
-    print("targets (issue 17):")
+        (rlo, rhi), (mlo, mhi) = r["requests_per_s_range"], r["mib_per_s_range"]
+        rps = f"{r['requests_per_s']:.0f} ({rlo:.0f}-{rhi:.0f})"
+        mib = f"{r['mib_per_s']:.1f} ({mlo:.1f}-{mhi:.1f})"
+        # wrk prints a p99 of 0 when no response ended within the run (100 MiB files).
+        p99 = f"{r['p99_ms']:8.2f}" if r["requests_per_s"] else f"{'-':>8}"
+        print(f"{r['size']:>5} {r['cache']:>5} {r['server']:>10} {rps:>20} {mib:>24} {p99}  {errors or ''}")
+    print("targets (issue 17), ratios paired round by round: median (min-max)")
     for cache in CACHES:
         for size_name, target in (("1m", 2.0), ("4k", 1.5)):
-            ours = results.get(f"{size_name}/{cache}/aiopg_io")
-            theirs = results.get(f"{size_name}/{cache}/starlette")
-            if ours and theirs:
-                ratio = ours["requests_per_s"] / theirs["requests_per_s"]
-                what = f"aiopg_io / starlette req/s {ratio:.2f}x"
-                print(f"  {size_name:>4} {cache}: {what} (target >= {target}x)")
-        ours, floor = results.get(f"100m/{cache}/aiopg_io"), results.get(f"100m/{cache}/sendfile")
-        if ours and floor:
-            ratio = ours["mib_per_s"] / floor["mib_per_s"]
-            print(f"  100m {cache}: aiopg_io / blocking sendfile MiB/s {ratio:.2f}x (target >= 0.9x)")
+            cell = f"{size_name}/{cache}"
+            got = ratios(results, f"{cell}/aiopg_io", f"{cell}/starlette", "requests_per_s")
+            if got:
+                print(
+                    f"  {size_name:>4} {cache}: aiopg_io / starlette req/s "
+                    f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) (target >= {target}x)"
+                )
+        got = ratios(results, f"100m/{cache}/aiopg_io", f"100m/{cache}/sendfile", "mib_per_s")
+        if got:
+            print(
+                f"  100m {cache}: aiopg_io / blocking sendfile MiB/s "
+                f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) (target >= 0.9x)"
+            )
 
 
 def main(args: argparse.Namespace) -> int:
