@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -148,3 +152,48 @@ def in_child(child: Callable[[], str]) -> str:
     elif sys.version_info < (3, 12):
         assert not fork_warnings
     return report
+
+
+#: The file the bad-input and direct-I/O tests start from (16 KiB), and must find unchanged.
+CONTENT = bytes(range(256)) * 64
+
+
+def rand(n: int, seed: int = 0) -> bytes:
+    """``n`` random bytes, the same for the same seed."""
+    return random.Random(seed).randbytes(n)
+
+
+@pytest.fixture
+def existing(tmp_path: Path) -> Path:
+    p = tmp_path / "keep.bin"
+    p.write_bytes(CONTENT)
+    return p
+
+
+def _mount(fstype: str, options: str = "") -> Iterator[Path]:
+    """A fresh ``fstype`` mount in a temporary directory, unmounted afterwards (needs root)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip(f"mounting a {fstype} needs root and mount(8)")
+    d = Path(tempfile.mkdtemp(prefix=f"aiopg-{fstype}-"))
+    args = ["mount", "-t", fstype, *(["-o", options] if options else []), fstype, str(d)]
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0:
+        d.rmdir()
+        pytest.skip(f"cannot mount a {fstype} here: {r.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=True)
+        d.rmdir()
+
+
+@pytest.fixture
+def ramfs() -> Iterator[Path]:
+    """A ramfs mount: a filesystem that refuses O_DIRECT (tmpfs accepts it since Linux 6.6)."""
+    yield from _mount("ramfs")
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Path]:
+    """A small tmpfs mount (256 KiB): a disk that fills up."""
+    yield from _mount("tmpfs", "size=256k")

@@ -4,36 +4,20 @@ from __future__ import annotations
 
 import errno
 import io
-import os
 import random
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import aiopg_io
 from aiopg_io.errors import (
-    AlignmentError,
     ClosedError,
-    DirectIOUnsupportedError,
     DriverUnavailableError,
     InvalidOffsetError,
 )
-from tests.conftest import open_fds
+from tests.conftest import CONTENT, open_fds
 
 pytestmark = pytest.mark.anyio
-
-CONTENT = bytes(range(256)) * 64  # 16 KiB
-
-
-@pytest.fixture
-def existing(tmp_path: Path) -> Path:
-    p = tmp_path / "keep.bin"
-    p.write_bytes(CONTENT)
-    return p
 
 
 async def test_closed_file(driver: str, existing: Path) -> None:
@@ -146,87 +130,6 @@ async def test_bad_fd(driver: str, tmp_path: Path) -> None:
         await aiopg_io.open(-3, "rb", driver=driver)
 
 
-async def test_misaligned_direct_io(direct_driver: str, data_dir: Path) -> None:
-    p = data_dir / "d.bin"
-    p.write_bytes(CONTENT)
-    async with aiopg_io.open(p, "r+b", direct=True, driver=direct_driver) as f:
-        a = f.alignment
-        assert a is not None
-        good = aiopg_io.aligned_buffer(4096)
-        msg = "is not a multiple of the direct-I/O alignment"
-        with pytest.raises(AlignmentError, match=rf"offset 100 {msg} {a.offset}"):
-            await f.preadinto(good, 100)
-        with pytest.raises(AlignmentError, match=rf"length 100 {msg} {a.offset}"):
-            await f.preadinto(aiopg_io.aligned_buffer(100), 0)
-        misaligned = aiopg_io.aligned_buffer(4096 + 8)[8:]
-        with pytest.raises(AlignmentError, match=r"buffer address 0x[0-9a-f]+ is not aligned to \d+ bytes"):
-            await f.preadinto(misaligned, 0)
-        with pytest.raises(AlignmentError, match="not aligned"):
-            await f.pwrite(misaligned, 0)
-        with pytest.raises(AlignmentError, match="must start at a multiple of"):
-            await f.write(b"abc")
-        assert isinstance(AlignmentError("x"), ValueError)
-    assert p.read_bytes() == CONTENT
-
-
-async def test_direct_text_mode_is_refused(existing: Path) -> None:
-    with pytest.raises(ValueError, match="direct I/O needs binary mode"):
-        await aiopg_io.open(existing, "r", direct=True)
-
-
-def _mount(fstype: str, options: str = "") -> Iterator[Path]:
-    """A fresh ``fstype`` mount in a temporary directory, unmounted afterwards (needs root)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip(f"mounting a {fstype} needs root and mount(8)")
-    d = Path(tempfile.mkdtemp(prefix=f"aiopg-{fstype}-"))
-    args = ["mount", "-t", fstype, *(["-o", options] if options else []), fstype, str(d)]
-    r = subprocess.run(args, capture_output=True, text=True)
-    if r.returncode != 0:
-        d.rmdir()
-        pytest.skip(f"cannot mount a {fstype} here: {r.stderr.strip()}")
-    try:
-        yield d
-    finally:
-        subprocess.run(["umount", str(d)], check=True)
-        d.rmdir()
-
-
-@pytest.fixture
-def ramfs() -> Iterator[Path]:
-    """A ramfs mount: a filesystem that refuses O_DIRECT (tmpfs accepts it since Linux 6.6)."""
-    yield from _mount("ramfs")
-
-
-@pytest.fixture
-def tmpfs() -> Iterator[Path]:
-    """A small tmpfs mount (256 KiB): a disk that fills up."""
-    yield from _mount("tmpfs", "size=256k")
-
-
-def _accepts_o_direct(directory: Path) -> bool:
-    probe = directory / ".probe"
-    try:
-        fd = os.open(probe, os.O_CREAT | os.O_RDWR | os.O_DIRECT)
-    except OSError as exc:
-        assert exc.errno == errno.EINVAL, exc
-        return False
-    os.close(fd)
-    probe.unlink()
-    return True
-
-
-async def test_direct_io_on_a_filesystem_that_refuses_it(driver: str, ramfs: Path) -> None:
-    p = ramfs / "r.bin"
-    p.write_bytes(b"data")
-    before = open_fds()
-    with pytest.raises(DirectIOUnsupportedError, match=r"the filesystem refuses O_DIRECT .*r\.bin") as ei:
-        await aiopg_io.open(p, "rb", direct=True, driver=driver)
-    assert ei.value.errno == errno.EINVAL and ei.value.filename == str(p)
-    assert isinstance(ei.value, OSError)
-    assert open_fds() == before
-    assert p.read_bytes() == b"data"
-
-
 async def test_unknown_and_unavailable_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "x"
     p.write_bytes(b"")
@@ -245,48 +148,6 @@ async def test_unknown_and_unavailable_driver(tmp_path: Path, monkeypatch: pytes
         match=r"driver 'sync' cannot run here: kernel says no \(test\); available here:",
     ):
         await aiopg_io.open(p, "rb", driver="sync")
-
-
-@pytest.fixture
-def shm() -> Iterator[Path]:
-    """A directory in /dev/shm when that is a tmpfs (no root needed)."""
-    try:
-        with open("/proc/mounts") as mounts:
-            tmpfs_mounts = {line.split()[1] for line in mounts if line.split()[2] == "tmpfs"}
-    except OSError:
-        tmpfs_mounts = set()
-    if "/dev/shm" not in tmpfs_mounts:
-        pytest.skip("/dev/shm is not a tmpfs here")
-    d = Path(tempfile.mkdtemp(prefix="aiopg-shm-", dir="/dev/shm"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d)
-
-
-async def test_direct_io_on_tmpfs(driver: str, shm: Path) -> None:
-    """tmpfs refused O_DIRECT before Linux 6.6 and accepts it since: either way the caller
-    gets what the guide says, a working direct file or DirectIOUnsupportedError naming it."""
-    tmpfs = shm
-    p = tmpfs / "t.bin"
-    p.write_bytes(CONTENT)
-    before = open_fds()
-    if not _accepts_o_direct(tmpfs):
-        with pytest.raises(DirectIOUnsupportedError, match=r"the filesystem refuses O_DIRECT .*t\.bin"):
-            await aiopg_io.open(p, "r+b", direct=True, driver=driver)
-    else:
-        async with aiopg_io.open(p, "r+b", direct=True, driver=driver) as f:
-            a = f.alignment
-            assert a is not None and a.offset >= 512  # tmpfs reports none through statx: 4096
-            buf = aiopg_io.aligned_buffer(4096)
-            assert await f.preadinto(buf, 4096) == 4096 and bytes(buf) == CONTENT[4096:8192]
-            assert await f.pwrite(buf, 8192) == 4096
-            with pytest.raises(AlignmentError, match=rf"offset 1 is not a multiple of .* {a.offset}"):
-                await f.preadinto(buf, 1)
-        assert p.read_bytes() == CONTENT[:8192] + CONTENT[4096:8192] + CONTENT[12288:]
-        p.write_bytes(CONTENT)
-    assert open_fds() == before
-    assert p.read_bytes() == CONTENT
 
 
 async def test_full_disk(driver: str, tmpfs: Path) -> None:
@@ -321,19 +182,3 @@ async def test_full_disk(driver: str, tmpfs: Path) -> None:
     with pytest.raises(OSError, match="No space left on device"):
         await f.aclose()
     assert f.closed and open_fds() == before
-
-
-async def test_direct_io_by_fd_on_a_filesystem_that_refuses_it(driver: str, ramfs: Path) -> None:
-    """An fd the caller opened gets O_DIRECT through fcntl(F_SETFL); ramfs refuses that too."""
-    p = ramfs / "fd.bin"
-    p.write_bytes(b"data")
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        with pytest.raises(
-            DirectIOUnsupportedError, match=r"refuses O_DIRECT \(fcntl\(F_SETFL\) returned EINVAL\)"
-        ) as ei:
-            await aiopg_io.open(fd, "rb", direct=True, driver=driver)
-        assert ei.value.errno == errno.EINVAL and ei.value.filename == str(fd)
-        assert os.read(fd, 10) == b"data"  # the caller's fd is left to the caller, untouched
-    finally:
-        os.close(fd)

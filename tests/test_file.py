@@ -13,13 +13,9 @@ import pytest
 
 import aiopg_io
 from aiopg_io.drivers import Driver, Op, OpKind
-from tests.conftest import open_fds
+from tests.conftest import open_fds, rand
 
 pytestmark = pytest.mark.anyio
-
-
-def rand(n: int, seed: int = 0) -> bytes:
-    return random.Random(seed).randbytes(n)
 
 
 async def test_write_then_read_back(driver: str, tmp_path: Path) -> None:
@@ -190,46 +186,6 @@ async def test_open_by_fd_and_opener(driver: str, tmp_path: Path) -> None:
     assert seen and seen[0] & os.O_CLOEXEC
 
 
-async def test_direct_io_round_trip(direct_driver: str, data_dir: Path) -> None:
-    p = data_dir / "d.bin"
-    data = rand(1 << 20, 4)
-    p.write_bytes(data)
-    async with aiopg_io.open(p, "r+b", direct=True, driver=direct_driver) as f:
-        a = f.alignment
-        assert a is not None and a.offset in (512, 1024, 2048, 4096) and f.direct
-        buf = aiopg_io.aligned_buffer(8192)
-        assert await f.preadinto(buf, 8192 * 7) == 8192
-        assert bytes(buf) == data[8192 * 7 : 8192 * 8]
-        assert await f.pread(4096, 4096) == data[4096:8192]
-        bufs = [aiopg_io.aligned_buffer(4096), aiopg_io.aligned_buffer(a.block)]
-        assert await f.preadv(bufs, 0) == 4096 + a.block
-        assert bytes(bufs[0]) + bytes(bufs[1]) == data[: 4096 + a.block]
-        new = aiopg_io.aligned_buffer(8192)
-        new[:] = rand(8192, 5)
-        assert await f.pwrite(new, 0) == 8192
-        await f.fdatasync()
-        # Cursor reads bounce: any position, any size.
-        await f.seek(9001)
-        assert await f.read(5) == data[9001:9006]
-        assert await f.readline() == data[9006:].split(b"\n", 1)[0] + b"\n"
-        # Cursor writes: aligned position and length; the data may live anywhere.
-        await f.seek(16384)
-        assert await f.write(b"z" * a.offset) == a.offset
-    out = p.read_bytes()
-    assert out[:8192] == bytes(new)
-    assert out[16384 : 16384 + a.offset] == b"z" * a.offset
-    assert len(out) == len(data)
-
-
-async def test_direct_short_read_at_eof(direct_driver: str, data_dir: Path) -> None:
-    p = data_dir / "eof.bin"
-    p.write_bytes(b"q" * 5000)
-    async with aiopg_io.open(p, "rb", direct=True, driver=direct_driver) as f:
-        buf = aiopg_io.aligned_buffer(8192)
-        assert await f.preadinto(buf, 0) == 5000
-        assert await f.read() == b"q" * 5000
-
-
 def _drive(d: Driver, ops: list[Op], timeout: float = 10.0) -> list[Op]:
     """Submit ``ops`` and reap until all are back, as an IOContext would (no event loop)."""
     import select
@@ -327,35 +283,6 @@ async def test_driver_choice_argument_then_environment_then_auto(
     async with aiopg_io.open(p, "rb") as f, aiopg_io.open(p, "rb", driver="auto") as g:
         assert f.driver == g.driver == best
         assert await f.read() == b"abc"
-
-
-async def test_direct_by_fd_and_through_an_opener_that_drops_the_flag(
-    direct_driver: str, data_dir: Path
-) -> None:
-    """direct=True means O_DIRECT on the fd however it was opened: an fd passed in, or an
-    opener that leaves the flag out, gets it through fcntl(F_SETFL)."""
-    import fcntl
-
-    p = data_dir / "byfd.bin"
-    data = rand(16384, 11)
-    p.write_bytes(data)
-
-    def is_direct(fd: int) -> bool:
-        return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
-
-    fd = os.open(p, os.O_RDWR)
-    assert not is_direct(fd)
-    async with aiopg_io.open(fd, "r+b", direct=True, driver=direct_driver) as f:
-        assert is_direct(f.fileno()) and f.alignment is not None
-        buf = aiopg_io.aligned_buffer(4096)
-        assert await f.preadinto(buf, 4096) == 4096 and bytes(buf) == data[4096:8192]
-
-    def opener(path: str, flags: int) -> int:
-        return os.open(path, flags & ~os.O_DIRECT)
-
-    async with aiopg_io.open(p, "rb", direct=True, driver=direct_driver, opener=opener) as f:
-        assert is_direct(f.fileno())
-        assert await f.pread(8192, 8192) == data[8192:]
 
 
 async def test_peek_as_buffered_reader(driver: str, tmp_path: Path) -> None:
