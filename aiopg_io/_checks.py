@@ -136,4 +136,4 @@ def check_text_arg_types(encoding: object, errors: object, newline: object) -> N
 def check_newline(newline: str | None) -> None:
     """``open()``'s ValueError for a ``newline`` it does not know."""
     if newline not in NEWLINES:
-        raise ValueError(f"illegal newline value: {newline!r}")
+        raise ValueError(f"illegal newline value: {newline}")  # io's words: the value unquoted

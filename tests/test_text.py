@@ -465,7 +465,7 @@ async def test_open_argument_errors_leave_no_fd(tmp_path: Path, driver: str) -> 
         await aiopg_io.open(path, encoding="no-such-codec", driver=driver)
     with pytest.raises(LookupError, match="'hex' is not a text encoding"):
         await aiopg_io.open(path, encoding="hex", driver=driver)
-    with pytest.raises(ValueError, match="illegal newline value: 'x'"):
+    with pytest.raises(ValueError, match=r"^illegal newline value: x$"):  # as open() says it
         await aiopg_io.open(path, newline="x", driver=driver)
     with pytest.raises(TypeError, match="open\\(\\) argument 'newline' must be str or None, not int"):
         await aiopg_io.open(path, newline=5, driver=driver)  # type: ignore[arg-type]
