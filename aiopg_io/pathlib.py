@@ -66,9 +66,11 @@ class Path(anyio.Path):
             data: bytes = await f.read()
             return data
 
-    async def read_text(self, encoding: str | None = None, errors: str | None = None) -> str:
-        """The file's text, read through an aiopg_io file."""
-        async with self.open("r", encoding=encoding, errors=errors) as f:
+    async def read_text(
+        self, encoding: str | None = None, errors: str | None = None, newline: str | None = None
+    ) -> str:
+        """The file's text, read through an aiopg_io file (``newline`` as Python 3.13's)."""
+        async with self.open("r", encoding=encoding, errors=errors, newline=newline) as f:
             text: str = await f.read()
             return text
 

@@ -85,6 +85,7 @@ async def _file_on_fd(
     """A new temporary file from ``mkstemp``, opened as an aiopg_io file on its fd."""
     fd, name = await anyio.to_thread.run_sync(tempfile.mkstemp, suffix, prefix, dir)
     taken = False
+    name_left = True  # on disk and not ours to keep
 
     def opener(path: str, flags: int) -> int:
         # Called once aiopg_io.open has accepted the arguments: from here the file owns fd.
@@ -95,12 +96,14 @@ async def _file_on_fd(
     try:
         if delete_name:
             await anyio.to_thread.run_sync(os.unlink, name)
+            name_left = False
         f = await aopen(name, mode, buffering, encoding, errors, newline, opener=opener, driver=driver)
     except BaseException:
+        # A bad argument, or a cancellation delivered after mkstemp's thread returned.
         with anyio.CancelScope(shield=True):
             if not taken:
                 os.close(fd)
-            if not delete_name:
+            if name_left:
                 await anyio.to_thread.run_sync(_unlink_if_there, name)
         raise
     return f, name

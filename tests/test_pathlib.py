@@ -55,6 +55,7 @@ async def test_data_goes_through_aiopg_io_files(tmp_path: pathlib.Path, driver: 
     await f2.aclose()
     assert await p.write_text("a\nb", newline="\r\n") == 3
     assert pathlib.Path(p).read_bytes() == b"a\r\nb"
+    assert await p.read_text(newline="") == "a\r\nb" and await p.read_text() == "a\nb"
     assert open_fds() == before
 
 

@@ -60,7 +60,9 @@ async def test_named_file_is_deleted_as_the_stdlib_deletes(tmp_path: Path, drive
         assert Path(f.name).read_bytes() == b"open again"  # closed, not yet deleted
     assert not Path(f.name).exists()
     f = await aiopg_io.tempfile.NamedTemporaryFile("w+", dir=tmp_path)
-    await f.write("x")
+    await f.write("x\ny\n")
+    await f.seek(0)
+    assert [line async for line in f] == ["x\n", "y\n"]
     await f.aclose()
     assert list(tmp_path.iterdir()) == []
 
