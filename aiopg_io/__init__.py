@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import buffers as buffers
 from . import os as os  # aiopg_io.os (aiofiles.os); not in __all__: a star-import must not shadow os
+from . import tempfile as tempfile  # aiopg_io.tempfile (aiofiles.tempfile); not in __all__, as os
 from . import wal as wal
 from ._direct import Alignment as Alignment
 from ._direct import aligned_buffer as aligned_buffer
@@ -29,6 +30,7 @@ from .errors import DriverUnavailableError as DriverUnavailableError
 from .errors import InvalidOffsetError as InvalidOffsetError
 from .errors import SendfileError as SendfileError
 from .errors import WrongLoopError as WrongLoopError
+from .pathlib import Path as Path
 
 __version__ = "0.1.0"
 
@@ -43,6 +45,7 @@ __all__ = [
     "DriverOptionError",
     "DriverUnavailableError",
     "InvalidOffsetError",
+    "Path",
     "SendfileError",
     "SendfileResult",
     "WrappedFile",

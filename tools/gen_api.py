@@ -22,6 +22,7 @@ MODULES = [
     "aiopg_io.errors",
     "aiopg_io.os",
     "aiopg_io.ospath",
+    "aiopg_io.tempfile",
     "aiopg_io.drivers",
     "aiopg_io.testing",
     "aiopg_io.wal",
