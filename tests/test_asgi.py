@@ -18,6 +18,12 @@ import pytest
 starlette_responses = pytest.importorskip("starlette.responses")
 
 from aiopg_io.asgi import FileResponse, StaticFiles  # noqa: E402
+
+# Starlette before 1.10 (the newest on Python 3.10 is 1.7) answers a Range on POST with 206;
+# RFC 9110, 14.2: a server MUST ignore Range for a method whose range handling is not defined
+# (only GET's is). There the reply is checked against the RFC rather than against Starlette.
+_STARLETTE = tuple(int(x) for x in __import__("starlette").__version__.split(".")[:2])
+RANGE_ON_POST_IGNORED = _STARLETTE >= (1, 10)
 from tests.conftest import open_fds  # noqa: E402
 
 pytestmark = pytest.mark.anyio
@@ -124,8 +130,11 @@ async def test_same_replies_as_starlette(files: Path, driver: str) -> None:
             if path.stat().st_size < 300_000 and any(b"300001" in v or b"299999" in v for _, v in headers):
                 continue
             ours = await call(FileResponse(path, **kwargs), method, headers)
-            theirs = await call(starlette_responses.FileResponse(path, **kwargs), method, headers)
             what = (name, kwargs, method, headers)
+            if method == "POST" and headers and not RANGE_ON_POST_IGNORED:
+                assert ours.status == 200 and ours.body == path.read_bytes(), what
+                continue
+            theirs = await call(starlette_responses.FileResponse(path, **kwargs), method, headers)
             assert ours.status == theirs.status, what
             assert ours.headers == theirs.headers, what
             assert ours.body == theirs.body, what
