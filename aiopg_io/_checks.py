@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import operator
+import sys
 from typing import SupportsIndex
 
 from .drivers.base import OFF_T_MAX
@@ -137,3 +138,18 @@ def check_newline(newline: str | None) -> None:
     """``open()``'s ValueError for a ``newline`` it does not know."""
     if newline not in NEWLINES:
         raise ValueError(f"illegal newline value: {newline}")  # io's words: the value unquoted
+
+
+def has_nul(path: str | bytes) -> bool:
+    """Whether a path holds a NUL byte (which the kernel would take as its end)."""
+    return "\0" in path if isinstance(path, str) else b"\0" in path
+
+
+def nul_byte_error(fn: str, arg: str, is_bytes: bool) -> ValueError:
+    """What ``os.<fn>`` raises for a path argument ``arg`` holding a NUL byte (its
+    ``path_converter``, Modules/posixmodule.c): "fn: embedded null character in arg" for a
+    bytes path, and since Python 3.13 for a str one too; before 3.13 a str path got its
+    encoder's "embedded null byte"."""
+    if is_bytes or sys.version_info >= (3, 13):
+        return ValueError(f"{fn}: embedded null character in {arg}")
+    return ValueError("embedded null byte")

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ._checks import check_newline, check_text_arg_types, exact_int
+from ._checks import check_newline, check_text_arg_types, exact_int, has_nul
 from ._context import get_context
 from ._direct import Alignment, dio_alignment, direct_open_flags, enable_direct
 from ._file import DEFAULT_BUFFER_SIZE, AsyncFile, is_directory
@@ -129,6 +129,8 @@ async def _open(
         raise TypeError(f"limiter must be a CapacityLimiter or None, not {type(limiter).__name__}")
     if not closefd and not isinstance(file, int):
         raise ValueError("Cannot use closefd=False with file name")
+    if not isinstance(file, int) and has_nul(os.fspath(file)):
+        raise ValueError("embedded null byte")  # io.open's words on every version (os.open's differ)
     path: str | int = file if isinstance(file, int) else os.fsdecode(os.fspath(file))
     buffering = exact_int("buffering", buffering)
     if m.binary:

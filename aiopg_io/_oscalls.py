@@ -3,10 +3,9 @@
 - An op (rename, unlink, rmdir, mkdir): the path is checked the way ``os`` checks it (its
   ``path_converter`` in Modules/posixmodule.c: str, bytes or os.PathLike, else TypeError
   "``fn``: ``arg`` should be string, bytes or os.PathLike, not ``type``"; a NUL byte is
-  ValueError "embedded null byte" in a str, "``fn``: embedded null character in ``arg``" in
-  bytes), then it runs on the loop's context for ``driver``,
-  natively where the driver has the kind, else in the fallback's threads
-  (drivers/_fallback.py). The context is held until the loop ends
+  the ValueError :func:`aiopg_io._checks.nul_byte_error` gives for the Python version), then
+  it runs on the loop's context for ``driver``, natively where the driver has the kind,
+  else in the fallback's threads (drivers/_fallback.py). The context is held until the loop ends
   (:meth:`IOContext.hold_for_loop`): a hundred calls share one driver instead of making
   and closing a ring or a thread pool each. An error names the paths as given (bytes stay
   bytes, a PathLike its ``fspath``), as ``os``'s errors do.
@@ -24,6 +23,7 @@ from typing import TypeVar
 
 import anyio.to_thread
 
+from ._checks import has_nul, nul_byte_error
 from ._context import get_context
 from ._paths import Driver, _run
 from .drivers.base import Op
@@ -42,11 +42,8 @@ def checked_path(fn: str, arg: str, value: object) -> str | bytes:
         p = os.fspath(value)
     else:
         raise TypeError(f"{fn}: {arg} should be string, bytes or os.PathLike, not {type(value).__name__}")
-    if isinstance(p, bytes):
-        if b"\0" in p:  # os checks a bytes path itself, a str one through its encoder
-            raise ValueError(f"{fn}: embedded null character in {arg}")
-    elif "\0" in p:
-        raise ValueError("embedded null byte")
+    if has_nul(p):
+        raise nul_byte_error(fn, arg, isinstance(p, bytes))
     return p
 
 

@@ -15,8 +15,9 @@ fail them). Facts relied on:
 - ``rename(2)`` replaces its target atomically; ``renameat2(RENAME_NOREPLACE)`` fails with
   EEXIST instead, which is how :func:`rename` with ``replace=False`` installs a file only
   where none is (no check-then-rename race).
-- A path with a NUL byte is refused with ValueError("embedded null byte"), as ``os`` does:
-  the kernel would read the path only up to the NUL.
+- A path with a NUL byte is refused with the ValueError ``os`` raises for it (the words
+  depend on the Python version: :func:`aiopg_io._checks.nul_byte_error`): the kernel would
+  read the path only up to the NUL.
 - Cancelling one of these calls cancels its op (docs/guide.md, "Cancellation"): an op
   already handed to the kernel or a thread may still happen. A create whose open completed
   anyway closes the fd it got before the cancellation propagates.
@@ -29,6 +30,7 @@ import os
 
 import anyio
 
+from ._checks import has_nul, nul_byte_error
 from ._context import IOContext, get_context
 from .drivers import DriverFactory
 from .drivers.base import AT_FDCWD, RENAME_NOREPLACE, Op, OpKind
@@ -42,11 +44,12 @@ Driver = str | DriverFactory | None
 PathArg = str | os.PathLike[str]
 
 
-def _checked(path: PathArg) -> str:
-    p = os.fsdecode(os.fspath(path))
-    if "\0" in p:
-        raise ValueError("embedded null byte")
-    return p
+def _checked(path: PathArg, fn: str, arg: str = "path") -> str:
+    """``path`` as a str; a NUL byte is refused as ``os.<fn>`` refuses it in ``arg``."""
+    p = os.fspath(path)
+    if has_nul(p):
+        raise nul_byte_error(fn, arg, isinstance(p, bytes))
+    return os.fsdecode(p)
 
 
 async def _run(ctx: IOContext, op: Op) -> int:
@@ -75,7 +78,7 @@ class _Session:
 
 async def fsync_directory(directory: PathArg, driver: Driver = None) -> None:
     """Make ``directory``'s entries durable: open it, fsync it, close it (three ops)."""
-    d = _checked(directory)
+    d = _checked(directory, "open")
     async with _Session(driver) as ctx:
         flags = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
         fd = await _run(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=d, flags=flags))
@@ -90,7 +93,7 @@ async def create(path: PathArg, driver: Driver = None, *, exclusive: bool = True
     """Create the file ``path`` (empty) and close it; with ``exclusive`` (O_EXCL), raise
     FileExistsError naming ``path`` when it exists. Its entry is durable once the caller
     fsyncs the directory."""
-    p = _checked(path)
+    p = _checked(path, "open")
     flags = os.O_WRONLY | os.O_CREAT | _O_CLOEXEC | (os.O_EXCL if exclusive else 0)
     async with _Session(driver) as ctx:
         fd = await _run(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=p, flags=flags, mode=mode))
@@ -102,7 +105,7 @@ async def rename(src: PathArg, dst: PathArg, driver: Driver = None, *, replace: 
     """Rename ``src`` to ``dst`` (replacing it atomically). With ``replace=False`` an existing
     ``dst`` is left alone and False returned (RENAME_NOREPLACE). Durable once the caller
     fsyncs the directories of both."""
-    s, d = _checked(src), _checked(dst)
+    s, d = _checked(src, "rename", "src"), _checked(dst, "rename", "dst")
     op = Op(OpKind.RENAMEAT, AT_FDCWD, path=s, newpath=d, flags=0 if replace else RENAME_NOREPLACE)
     async with _Session(driver) as ctx:
         try:
@@ -117,7 +120,7 @@ async def rename(src: PathArg, dst: PathArg, driver: Driver = None, *, replace: 
 async def unlink(path: PathArg, driver: Driver = None, *, missing_ok: bool = False) -> None:
     """Remove ``path`` (FileNotFoundError when missing, unless ``missing_ok``). Durable once
     the caller fsyncs the directory."""
-    p = _checked(path)
+    p = _checked(path, "unlink")
     async with _Session(driver) as ctx:
         try:
             await _run(ctx, Op(OpKind.UNLINKAT, AT_FDCWD, path=p))

@@ -96,8 +96,9 @@ class Path(anyio.Path):
         return await aos.stat(self, follow_symlinks=follow_symlinks)
 
     async def lstat(self) -> os.stat_result:
-        """``aiopg_io.os.lstat``."""
-        return await aos.lstat(self)
+        """``aiopg_io.os.stat(follow_symlinks=False)``, as pathlib's ``lstat`` is (so its errors
+        name ``stat``, as pathlib's do)."""
+        return await aos.stat(self, follow_symlinks=False)
 
     async def _mode_is(self, test: Any, follow_symlinks: bool) -> bool:
         try:
