@@ -424,6 +424,9 @@ class StaticFiles:
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
+        if "\x00" in path:  # never a file's name (and aiopg_io.open refuses it with ValueError)
+            await _plain(send, 404, "Not Found")
+            return
         response = FileResponse(self.directory + "/" + path.lstrip("/"))
         response._guard = self._guard
         try:

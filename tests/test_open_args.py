@@ -98,6 +98,7 @@ async def test_a_nul_byte_in_the_path_is_refused_as_open_refuses_it(driver: str,
     assert open_fds() == before and os.listdir(tmp_path) == []
 
 
+@anyio_mark
 async def test_an_open_call_runs_once(tmp_path: Path) -> None:
     p = tmp_path / "f.bin"
     p.write_bytes(b"x")
