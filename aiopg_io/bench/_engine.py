@@ -340,7 +340,7 @@ async def _run(job: Job, opener: Opener) -> JobResult:
         stop = False
         running = depth
         finished = anyio.Event()
-        # A window in which no op completed measures nothing (0 IOPS, no latency): a short
+        # A window in which no op completed measures nothing (no rate, no latency): a short
         # runtime on a busy machine can end before the first completion, so the window is
         # kept open until one op has been counted.
         counted = anyio.Event()
