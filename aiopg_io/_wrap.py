@@ -22,9 +22,10 @@ for aiopg_io's drivers on a file that is already open, ``flush()`` it and open i
 
 from __future__ import annotations
 
+import abc
 import io
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -32,7 +33,43 @@ import anyio.to_thread
 __all__ = ["WrappedFile", "wrap"]
 
 
-class WrappedFile:
+_F = TypeVar("_F", bound="AsyncFileProtocol")
+
+
+class AsyncFileProtocol(abc.ABC):
+    """What every async file object here offers on top of its own ``aclose`` and
+    ``readline``: ``close`` (aiofiles' spelling of ``aclose``), line iteration with
+    ``async for``, and ``async with`` closing the file."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the file."""
+
+    @abc.abstractmethod
+    async def readline(self, size: int = -1) -> Any:
+        """One line (empty at the end)."""
+
+    async def close(self) -> None:
+        """Same as :meth:`aclose` (aiofiles spells it ``close``)."""
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        line = await self.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line
+
+    async def __aenter__(self: _F) -> _F:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class WrappedFile(AsyncFileProtocol):
     """A Python file object made awaitable (what :func:`wrap` returns).
 
     Reads, writes, ``seek``, ``tell``, ``truncate``, ``flush``, ``peek`` and closing are
@@ -113,24 +150,6 @@ class WrappedFile:
         with anyio.CancelScope(shield=True):
             await self._call("close")
 
-    async def close(self) -> None:
-        """Same as :meth:`aclose` (aiofiles spells it ``close``)."""
-        await self.aclose()
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self
-
-    async def __anext__(self) -> Any:
-        line = await self.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line
-
-    async def __aenter__(self) -> WrappedFile:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 def wrap(fileobj: Any, *, limiter: anyio.CapacityLimiter | None = None) -> WrappedFile:

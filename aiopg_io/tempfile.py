@@ -36,7 +36,7 @@ import anyio.to_thread
 from . import os as aos
 from ._open import open as aopen
 from ._paths import Driver
-from ._wrap import WrappedFile, wrap
+from ._wrap import AsyncFileProtocol, WrappedFile, wrap
 
 __all__ = [
     "NamedTemporaryFile",
@@ -222,7 +222,7 @@ def NamedTemporaryFile(
     return _NamedMaker(make)
 
 
-class SpooledTemporaryFile:
+class SpooledTemporaryFile(AsyncFileProtocol):
     """``tempfile.SpooledTemporaryFile``: in memory (an ``io.BytesIO``, or an
     ``io.TextIOWrapper`` over one in a text mode, each call in a thread as
     :func:`aiopg_io.wrap` runs it) until a write or a truncate takes it past ``max_size``
@@ -349,24 +349,6 @@ class SpooledTemporaryFile:
         """Close the memory or the file (whose name is gone already)."""
         await self._file.aclose()
 
-    async def close(self) -> None:
-        """Same as :meth:`aclose`."""
-        await self.aclose()
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self
-
-    async def __anext__(self) -> Any:
-        line = await self.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line
-
-    async def __aenter__(self) -> SpooledTemporaryFile:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 class TemporaryDirectory:
