@@ -138,6 +138,14 @@ def _entry_errors(tree: Path) -> list[tuple[str, tuple[object, ...]]]:
         ("mkdir", (f / "sub",)),  # ENOTDIR
         ("mkdir", (b"a\0",)),
         ("mkdir", (tree / "new", "0o777")),  # a mode that is no int
+        # The path's text as given (io_uring once normalized it as pathlib does):
+        ("unlink", (f"{f}/",)),  # ENOTDIR, where "f" would be removed
+        ("remove", (f"{f}/.",)),
+        ("rename", (f"{f}/", tree / "x")),
+        ("rmdir", (f"{d}/.",)),  # EINVAL, where "d" would be tried
+        ("rmdir", ("",)),  # ENOENT, where "" would be "."
+        ("mkdir", ("",)),
+        ("mkdir", (f"{d}/.",)),
     ]
 
 
