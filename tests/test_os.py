@@ -398,13 +398,14 @@ async def test_stat_and_links_fail_as_os_does(tree: Path, driver: str) -> None:
     assert sorted(os.listdir(tree)) == ["d", "dangling", "f", "link"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root passes every permission check (CAP_DAC_OVERRIDE)")
 async def test_a_directory_without_permission_fails_as_os_does(tree: Path, driver: str) -> None:
     locked = tree / "locked"
     locked.mkdir()
     (locked / "in").write_bytes(b"")
     locked.chmod(0)
     try:
+        if os.access(locked / "in", os.F_OK):
+            pytest.skip("this process passes every permission check (root's CAP_DAC_OVERRIDE)")
         for name, args in [
             ("stat", (locked / "in",)),
             ("lstat", (locked / "in",)),
