@@ -38,23 +38,14 @@ __all__ = ["CARRIES_STAT", "new_buffer", "pack", "to_stat_result"]
 
 # The fields up to stx_dio_offset_align; the rest of the 256 bytes is spare.
 _LAYOUT = struct.Struct("=IIQIIIH2xQQQQ" + "qIi" * 4 + "IIIIQII")
-# The ``os.stat_result`` fields past the ten in sequence that a struct statx fills.
-_NAMED = (
-    "st_atime",
-    "st_mtime",
-    "st_ctime",
-    "st_atime_ns",
-    "st_mtime_ns",
-    "st_ctime_ns",
-    "st_blksize",
-    "st_blocks",
-    "st_rdev",
-)
-_EXTRA = [n for n in dir(os.stat_result) if n.startswith("st_")]
+# The ``os.stat_result`` fields a struct statx fills: Linux's ``struct stat``, all of them.
+_FILLED = frozenset({
+    "st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size",
+    "st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns",
+    "st_blksize", "st_blocks", "st_rdev",
+})  # fmt: skip
 #: Whether a struct statx gives every field of this platform's ``os.stat_result``.
-CARRIES_STAT = set(_EXTRA) <= set(_NAMED) | {
-    "st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size"
-}  # fmt: skip
+CARRIES_STAT = {n for n in dir(os.stat_result) if n.startswith("st_")} <= _FILLED
 _BILLION = 10**9
 
 
