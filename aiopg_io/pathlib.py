@@ -10,7 +10,7 @@ them with ``type(self)``). These go through aiopg_io:
   moves through the loop's driver;
 - ``rename``, ``replace``, ``unlink``, ``rmdir``, ``mkdir`` are :mod:`aiopg_io.os`'s ops
   (RENAMEAT, UNLINKAT, MKDIRAT through the driver); ``stat``, ``lstat``, ``exists``,
-  ``is_file``, ``is_dir`` are :mod:`aiopg_io.os` / ``aiopg_io.os.path`` calls (threads).
+  ``is_file``, ``is_dir`` are :mod:`aiopg_io.os` / ``aiopg_io.os.path`` calls (STATX ops).
 
 The driver is the default one (``AIOPG_IO_DRIVER`` or ``auto``); a ``limiter`` given to
 the path bounds its ``open`` (as :func:`aiopg_io.open`'s) and anyio's threads. Every other

@@ -15,7 +15,9 @@ the loop's driver. The arguments are the stdlib's, in its positions, plus keywor
 - :class:`SpooledTemporaryFile`: an ``io.BytesIO`` (or an ``io.TextIOWrapper`` over one)
   run through :func:`aiopg_io.wrap` until it grows past ``max_size``, then copied into a
   :func:`TemporaryFile` at the same position (:meth:`SpooledTemporaryFile.rollover`).
-- :class:`TemporaryDirectory`: ``mkdtemp`` on entry, ``shutil.rmtree`` on exit (threads).
+- :class:`TemporaryDirectory`: ``mkdtemp`` on entry, ``shutil.rmtree`` on exit (threads);
+  awaited instead, it is the directory object (``name``, ``await cleanup()``), as
+  ``aiofiles.tempfile.TemporaryDirectory``'s.
 
 Each of the first two is awaitable and an async context manager (as ``aiofiles``'s);
 the context closes the file on exit.
@@ -354,7 +356,12 @@ class SpooledTemporaryFile(AsyncFileProtocol):
 class TemporaryDirectory:
     """``tempfile.TemporaryDirectory``: ``async with`` it for the new directory's name
     (``mkdtemp``, in a thread); on exit the tree is removed (``shutil.rmtree``, in a
-    thread; errors ignored with ``ignore_cleanup_errors``) unless ``delete`` is False."""
+    thread; errors ignored with ``ignore_cleanup_errors``) unless ``delete`` is False.
+
+    Or ``await`` it, as ``aiofiles.tempfile.TemporaryDirectory``: that makes the directory
+    and gives this object, whose ``name`` is its path; ``await cleanup()`` (or
+    ``close()``) removes it. Awaiting again, or entering ``async with`` after, makes no
+    second directory."""
 
     def __init__(
         self,
@@ -376,9 +383,24 @@ class TemporaryDirectory:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(shutil.rmtree, self.name, self._ignore)
 
-    async def __aenter__(self) -> str:
-        self.name = await anyio.to_thread.run_sync(tempfile.mkdtemp, *self._args)
+    async def close(self) -> None:
+        """:meth:`cleanup` (aiofiles' ``AsyncTemporaryDirectory.close``)."""
+        await self.cleanup()
+
+    async def _make(self) -> str:
+        if self.name is None:
+            self.name = await anyio.to_thread.run_sync(tempfile.mkdtemp, *self._args)
         return self.name
+
+    async def _made(self) -> TemporaryDirectory:
+        await self._make()
+        return self
+
+    def __await__(self) -> Generator[Any, None, TemporaryDirectory]:
+        return self._made().__await__()
+
+    async def __aenter__(self) -> str:
+        return await self._make()
 
     async def __aexit__(self, *exc: object) -> None:
         if self.delete:

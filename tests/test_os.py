@@ -5,11 +5,12 @@ result (stat fields, listdir sets, scandir names and types, readlink text...) or
 disk, a failure by the exception's type and message (a missing path, a directory where a
 file is expected and the reverse, a non-empty directory, EPERM for a hard link to a
 directory, which root gets too, a NUL byte, a wrong type, bytes and PathLike paths).
-The calls built on ops (rename, replace, remove, unlink, rmdir, mkdir) run on every loop x
-driver; the rest run the ``os`` function in a thread whatever the driver, so they run on
-every loop. The fd table is the same before and after (once the loop's context is open:
-it is held until the loop ends), and after the loop ends nothing is left, with one
-context for a hundred calls.
+The calls built on ops (rename, replace, remove, unlink, rmdir, mkdir, stat, lstat, link,
+symlink, and makedirs, renames, removedirs and the os.path predicates built from them) run
+on every loop x driver; the rest run the ``os`` function in a thread whatever the driver.
+The fd table is the same before and after (once the loop's context is open: it is held
+until the loop ends), and after the loop ends nothing is left, with one context for a
+hundred calls.
 """
 
 from __future__ import annotations
@@ -92,18 +93,18 @@ async def test_entry_calls_change_the_disk_as_os_does(tree: Path, driver: str) -
         await aiopg_io.os.unlink("inner", dir_fd=dfd, driver=driver)
     finally:
         os.close(dfd)
-    # The thread-only entry calls.
-    await aiopg_io.os.makedirs(tree / "a" / "b" / "c")
-    await aiopg_io.os.makedirs(tree / "a" / "b" / "c", exist_ok=True)
+    # The calls built from ops, and the link ops.
+    await aiopg_io.os.makedirs(tree / "a" / "b" / "c", driver=driver)
+    await aiopg_io.os.makedirs(tree / "a" / "b" / "c", exist_ok=True, driver=driver)
     (tree / "a" / "b" / "c" / "x").write_bytes(b"x")
-    await aiopg_io.os.renames(tree / "a" / "b" / "c" / "x", tree / "p" / "q" / "x")
+    await aiopg_io.os.renames(tree / "a" / "b" / "c" / "x", tree / "p" / "q" / "x", driver=driver)
     assert not (tree / "a").exists() and (tree / "p" / "q" / "x").read_bytes() == b"x"
-    await aiopg_io.os.link(tree / "p" / "q" / "x", tree / "hard")
+    await aiopg_io.os.link(tree / "p" / "q" / "x", tree / "hard", driver=driver)
     assert (tree / "hard").stat().st_ino == (tree / "p" / "q" / "x").stat().st_ino
-    await aiopg_io.os.symlink("p", tree / "soft", target_is_directory=True)
+    await aiopg_io.os.symlink("p", tree / "soft", target_is_directory=True, driver=driver)
     assert os.readlink(tree / "soft") == "p"
     (tree / "p" / "q" / "x").unlink()
-    await aiopg_io.os.removedirs(tree / "p" / "q")
+    await aiopg_io.os.removedirs(tree / "p" / "q", driver=driver)
     assert not (tree / "p").exists()
     assert sorted(os.listdir(tree)) == ["d", "dangling", "hard", "m700", "soft"]
     assert os.listdir(d) == []
@@ -137,6 +138,14 @@ def _entry_errors(tree: Path) -> list[tuple[str, tuple[object, ...]]]:
         ("mkdir", (f / "sub",)),  # ENOTDIR
         ("mkdir", (b"a\0",)),
         ("mkdir", (tree / "new", "0o777")),  # a mode that is no int
+        # The path's text as given (io_uring once normalized it as pathlib does):
+        ("unlink", (f"{f}/",)),  # ENOTDIR, where "f" would be removed
+        ("remove", (f"{f}/.",)),
+        ("rename", (f"{f}/", tree / "x")),
+        ("rmdir", (f"{d}/.",)),  # EINVAL, where "d" would be tried
+        ("rmdir", ("",)),  # ENOENT, where "" would be "."
+        ("mkdir", ("",)),
+        ("mkdir", (f"{d}/.",)),
     ]
 
 
@@ -158,16 +167,20 @@ async def _made(p: Path) -> Path:
 # -- threads: every loop ---------------------------------------------------------------------------
 
 
-def _stat_fields(st: os.stat_result) -> tuple[int, ...]:
-    return (st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns)
+def _stat_fields(st: os.stat_result) -> tuple[object, ...]:
+    """Every field os.stat gives here, by name, and the sequence itself."""
+    return (tuple(st), *((n, getattr(st, n)) for n in dir(st) if n.startswith("st_")))
 
 
-async def test_queries_answer_as_os_does(tree: Path) -> None:
+async def test_queries_answer_as_os_does(tree: Path, driver: str) -> None:
     f, d, link = tree / "f", tree / "d", tree / "link"
+    await aiopg_io.os.stat(f, driver=driver)  # opens the loop's context
+    before = open_fds()
     for p in (f, d, link, str(f), os.fsencode(f)):
-        assert _stat_fields(await aiopg_io.os.stat(p)) == _stat_fields(os.stat(p))
-        assert _stat_fields(await aiopg_io.os.lstat(p)) == _stat_fields(os.lstat(p))
-    assert _stat_fields(await aiopg_io.os.stat(link, follow_symlinks=False)) == _stat_fields(os.lstat(link))
+        assert _stat_fields(await aiopg_io.os.stat(p, driver=driver)) == _stat_fields(os.stat(p))
+        assert _stat_fields(await aiopg_io.os.lstat(p, driver=driver)) == _stat_fields(os.lstat(p))
+    got = await aiopg_io.os.stat(link, follow_symlinks=False, driver=driver)
+    assert _stat_fields(got) == _stat_fields(os.lstat(link))
     fd = os.open(f, os.O_RDONLY)
     try:
         assert _stat_fields(await aiopg_io.os.stat(fd)) == _stat_fields(os.stat(fd))
@@ -191,18 +204,20 @@ async def test_queries_answer_as_os_does(tree: Path) -> None:
     assert [getattr(got_vfs, k) for k in fixed] == [getattr(want_vfs, k) for k in fixed]
     # os.path: the predicates on a file, a directory, a link, a dangling link, a missing path,
     # a NUL byte (False, as os.path answers, never an error).
-    for p in (f, d, link, tree / "dangling", tree / "missing", "a\0b", "/"):
-        for name in ("exists", "isfile", "isdir", "islink", "ismount"):
-            assert await getattr(ASYNC_PATH, name)(p) is getattr(os.path, name)(p), (name, p)
+    for p in (f, d, link, tree / "dangling", tree / "missing", "a\0b", "/", "", str(f) + "/"):
+        for name in ("exists", "isfile", "isdir", "islink"):
+            assert await getattr(ASYNC_PATH, name)(p, driver=driver) is getattr(os.path, name)(p), (name, p)
+        assert await aiopg_io.os.path.ismount(p) is os.path.ismount(p)
     for name in ("getsize", "getatime", "getmtime", "getctime"):
-        assert await getattr(ASYNC_PATH, name)(f) == getattr(os.path, name)(f)
+        assert await getattr(ASYNC_PATH, name)(f, driver=driver) == getattr(os.path, name)(f)
     assert await aiopg_io.os.path.samefile(f, link) is True
     assert await aiopg_io.os.path.samefile(f, d) is False
     assert await aiopg_io.os.path.abspath("x/../y") == os.path.abspath("x/../y")
     assert await aiopg_io.os.path.abspath(b"y") == os.path.abspath(b"y")
+    assert open_fds() == before
 
 
-async def test_queries_fail_as_os_does(tree: Path) -> None:
+async def test_queries_fail_as_os_does(tree: Path, driver: str) -> None:
     f, d, missing = tree / "f", tree / "d", tree / "missing"
     cases: list[tuple[Any, Any, tuple[object, ...]]] = [
         (os, "stat", (missing,)),
@@ -228,6 +243,7 @@ async def test_queries_fail_as_os_does(tree: Path) -> None:
         (os.path, "samefile", (f, missing)),
         (os.path, "abspath", (1.5,)),
     ]
+    await aiopg_io.os.stat(f, driver=driver)  # opens the loop's context
     before = open_fds()
     for twin, name, args in cases:
         want = os_error(functools.partial(getattr(twin, name), *args))
@@ -289,3 +305,243 @@ def test_a_hundred_calls_share_one_context_closed_when_the_loop_ends(
     assert live_contexts() == []
     assert open_fds() == before
     assert os.listdir(tmp_path) == ["f"]
+
+
+# -- STATX, LINKAT, SYMLINKAT: every loop x driver, against os -----------------------------------
+
+
+def _odd_paths(tree: Path) -> list[str | bytes | Path]:
+    """Paths whose text matters to the kernel: a trailing slash or ``/.`` (a directory is
+    required), ``//``, ``./``, the empty path, a name that is not UTF-8, bytes."""
+    f, d = str(tree / "f"), str(tree / "d")
+    return [
+        tree / "f", d + "/", f + "/", d + "/.", f + "/.", str(tree) + "//f", "", ".",
+        os.fsencode(tree) + b"/\xff", os.fsencode(f), tree / "fifo", "/dev/null", tree / "link",
+        tree / "dangling", tree / "missing",
+    ]  # fmt: skip
+
+
+async def test_stat_gives_what_os_stat_gives(tree: Path, driver: str) -> None:
+    os.mkfifo(tree / "fifo")
+    (tree / os.fsdecode(b"\xff")).write_bytes(b"not utf-8")
+    os.utime(tree / "f", ns=(1_234_567_891_234_567_891, 1_700_000_000_123_456_789))
+    await aiopg_io.os.stat(tree, driver=driver)
+    before = open_fds()
+    for p in _odd_paths(tree):
+        for mine, twin in ((aiopg_io.os.stat, os.stat), (aiopg_io.os.lstat, os.lstat)):
+            try:
+                want: Any = _stat_fields(twin(p))
+            except OSError as exc:
+                await same_error(exc, functools.partial(mine, p, driver=driver))
+            else:
+                assert _stat_fields(await mine(p, driver=driver)) == want, (mine, p)
+    assert (await aiopg_io.os.stat(tree / "f", driver=driver)).st_mtime_ns == 1_700_000_000_123_456_789
+    assert open_fds() == before
+    # STATX goes through the ring on io_uring (no fallback thread), threads on posix_aio.
+    extra = dict(get_context(driver).driver.statistics().extra)
+    assert ("fallback_ops" in extra) == (driver in ("posix_aio", "io_uring_c"))
+
+
+async def test_link_and_symlink_make_what_os_makes(tree: Path, driver: str) -> None:
+    mine, theirs = tree / "mine", tree / "theirs"
+    mine.mkdir()
+    theirs.mkdir()
+    targets: list[str | bytes] = ["f", "./x//y/", "../d/.", "/abs/path", "a" * 200, b"\xff\xfe", "d/"]
+    for i, target in enumerate(targets):
+        name = f"s{i}".encode() if isinstance(target, bytes) else f"s{i}"
+        await aiopg_io.os.symlink(target, os.path.join(os.fsencode(mine) if isinstance(name, bytes) else mine, name), driver=driver)  # noqa: E501
+        os.symlink(target, os.path.join(os.fsencode(theirs) if isinstance(name, bytes) else theirs, name))
+    for name in os.listdir(theirs):
+        assert os.readlink(mine / name) == os.readlink(theirs / name), name
+    await aiopg_io.os.link(tree / "f", mine / "hard", driver=driver)
+    assert os.stat(mine / "hard").st_ino == os.stat(tree / "f").st_ino
+    # follow_symlinks, as os.link does it (Linux's link(2) links the symbolic link itself).
+    for kwargs, name in (({}, "default"), ({"follow_symlinks": False}, "unfollowed")):
+        await aiopg_io.os.link(tree / "link", mine / name, driver=driver, **kwargs)
+        os.link(tree / "link", theirs / name, **kwargs)
+        assert os.path.islink(mine / name) is os.path.islink(theirs / name)
+        assert os.path.samefile(mine / name, theirs / name)
+
+
+def _link_errors(tree: Path) -> list[tuple[str, tuple[object, ...]]]:
+    f, d, missing = tree / "f", tree / "d", tree / "missing"
+    return [
+        ("link", (d, tree / "h")),  # EPERM: no hard link to a directory, not even for root
+        ("link", (missing, tree / "h")),  # ENOENT, naming both
+        ("link", (f, d)),  # EEXIST
+        ("link", (f, str(missing / "h"))),
+        ("link", (f, f"{f}/")),  # a trailing slash: ENOENT or ENOTDIR, as the kernel says
+        ("link", (f, "h\0")),
+        ("link", (1.5, "h")),
+        ("symlink", (f, d)),  # EEXIST
+        ("symlink", ("", tree / "e")),  # ENOENT: an empty target
+        ("symlink", ("t", missing / "s")),
+        ("symlink", ("t\0", tree / "s")),
+        ("symlink", (b"t", None)),
+        ("stat", (missing,)),
+        ("stat", (f / "x",)),  # ENOTDIR
+        ("stat", ("a\0",)),
+        ("stat", (1.5,)),
+        ("stat", (None,)),
+        ("lstat", (3,)),  # an fd is no path for lstat
+        ("lstat", (os.fsencode(missing),)),
+    ]
+
+
+async def test_stat_and_links_fail_as_os_does(tree: Path, driver: str) -> None:
+    await aiopg_io.os.stat(tree, driver=driver)
+    before = open_fds()
+    for name, args in _link_errors(tree):
+        want = os_error(functools.partial(getattr(os, name), *args))
+        await same_error(want, functools.partial(getattr(ASYNC_OS, name), *args, driver=driver))
+    assert open_fds() == before
+    assert sorted(os.listdir(tree)) == ["d", "dangling", "f", "link"]
+
+
+async def test_a_directory_without_permission_fails_as_os_does(tree: Path, driver: str) -> None:
+    locked = tree / "locked"
+    locked.mkdir()
+    (locked / "in").write_bytes(b"")
+    locked.chmod(0)
+    try:
+        if os.access(locked / "in", os.F_OK):
+            pytest.skip("this process passes every permission check (root's CAP_DAC_OVERRIDE)")
+        for name, args in [
+            ("stat", (locked / "in",)),
+            ("lstat", (locked / "in",)),
+            ("link", (tree / "f", locked / "h")),
+            ("symlink", ("t", locked / "s")),
+            ("mkdir", (locked / "m",)),
+            ("makedirs", (locked / "m" / "n",)),
+        ]:
+            want = os_error(functools.partial(getattr(os, name), *args))
+            assert isinstance(want, PermissionError)
+            await same_error(want, functools.partial(getattr(ASYNC_OS, name), *args, driver=driver))
+        for name in ("exists", "isfile", "isdir", "islink"):
+            assert await getattr(ASYNC_PATH, name)(locked / "in", driver=driver) is False
+    finally:
+        locked.chmod(0o700)
+
+
+# -- makedirs, renames, removedirs: os's steps over the ops -------------------------------------------
+
+
+async def test_makedirs_renames_removedirs_do_what_os_does(tmp_path: Path, driver: str) -> None:
+    """The same calls on two twin trees, one through os, one through aiopg_io.os: the same
+    trees after, and the same errors."""
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    for root in (mine, theirs):
+        (root / "d").mkdir(parents=True)
+        (root / "f").write_bytes(b"f")
+        (root / "old" / "deep").mkdir(parents=True)
+        (root / "old" / "deep" / "x").write_bytes(b"x")
+        (root / "full" / "empty").mkdir(parents=True)
+        (root / "full" / "keep").write_bytes(b"")
+    steps: list[tuple[str, tuple[str | bytes, ...], dict[str, object]]] = [
+        ("makedirs", ("a/b/c",), {}),
+        ("makedirs", ("a/b/c",), {}),  # EEXIST
+        ("makedirs", ("a/b/c",), {"exist_ok": True}),
+        ("makedirs", ("a/b/c/",), {"exist_ok": True}),  # a trailing slash
+        ("makedirs", ("p/q/.",), {}),  # a "." tail: made up to q
+        ("makedirs", ("f",), {"exist_ok": True}),  # a file there: EEXIST even with exist_ok
+        ("makedirs", ("f/sub",), {}),  # ENOTDIR
+        ("makedirs", ("m700/n",), {"mode": 0o700}),  # the mode is the leaf's
+        ("makedirs", ("bytes/b",), {}),
+        ("renames", ("old/deep/x", "new/place/x"), {}),  # old/deep and old are pruned
+        ("renames", ("missing", "z/y"), {}),  # ENOENT after making z
+        ("removedirs", ("a/b/c",), {}),  # all of a
+        ("removedirs", ("full/empty",), {}),  # stops at full (not empty)
+        ("removedirs", ("missing",), {}),
+        ("removedirs", ("f",), {}),  # ENOTDIR
+    ]
+    for name, rel, kwargs in steps:
+        paths_t = tuple(str(theirs / r) for r in rel)
+        paths_m = tuple(str(mine / r) for r in rel)
+        if rel == ("bytes/b",):
+            paths_t, paths_m = tuple(map(os.fsencode, paths_t)), tuple(map(os.fsencode, paths_m))
+        try:
+            getattr(os, name)(*paths_t, **kwargs)
+        except OSError as exc:
+            with pytest.raises(type(exc)) as info:
+                await getattr(ASYNC_OS, name)(*paths_m, driver=driver, **kwargs)
+            assert str(info.value) == str(exc).replace(str(theirs), str(mine)), (name, rel)
+        else:
+            await getattr(ASYNC_OS, name)(*paths_m, driver=driver, **kwargs)
+
+    def walk(root: Path) -> list[tuple[str, int]]:
+        return sorted(
+            (os.path.relpath(p, root), stat_module.S_IMODE(os.lstat(p).st_mode))
+            for top, dirs, files in os.walk(root)
+            for p in (os.path.join(top, n) for n in dirs + files)
+        )
+
+    assert walk(mine) == walk(theirs)
+    assert ("m700/n", 0o700 & ~_umask()) in walk(mine)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+async def test_makedirs_family_refuses_bad_input_as_os_does(tree: Path, driver: str) -> None:
+    for name, args in [
+        ("makedirs", (1.5,)),
+        ("makedirs", (None,)),
+        ("makedirs", ("a\0b",)),
+        ("makedirs", (str(tree / "x\0y" / "z"),)),
+        ("renames", (tree / "f", "a\0/b")),
+        ("renames", (1.5, tree / "g")),
+        ("removedirs", (b"\0",)),
+        ("removedirs", (3,)),
+    ]:
+        want = os_error(functools.partial(getattr(os, name), *args))
+        await same_error(want, functools.partial(getattr(ASYNC_OS, name), *args, driver=driver))
+    assert sorted(os.listdir(tree)) == ["d", "dangling", "f", "link"]
+
+
+# -- limiter= ---------------------------------------------------------------------------------------
+
+
+async def test_limiter_bounds_the_threads_an_os_call_uses(tree: Path, driver: str) -> None:
+    """A CapacityLimiter of one token, held elsewhere: a call that needs a thread (the
+    thread calls always; an op where its kind runs on a thread of this process) waits for
+    the token; an op the driver runs without a thread ignores it."""
+    limiter = anyio.CapacityLimiter(1)
+    holder = object()
+    await aiopg_io.os.stat(tree, driver=driver)
+    threaded = get_context(driver).driver.capabilities.threaded_kinds
+    calls: list[tuple[Callable[[], Awaitable[object]], bool]] = [
+        (lambda: aiopg_io.os.listdir(tree, limiter=limiter), True),
+        (lambda: aiopg_io.os.path.samefile(tree, tree, limiter=limiter), True),
+        (lambda: aiopg_io.os.mkdir(tree / "m", dir_fd=None, driver=driver, limiter=limiter), "mkdirat" in {k.value for k in threaded}),  # noqa: E501
+        (lambda: aiopg_io.os.stat(tree / "f", driver=driver, limiter=limiter), "statx" in {k.value for k in threaded}),  # noqa: E501
+        (lambda: aiopg_io.os.symlink("f", tree / "s", driver=driver, limiter=limiter), "symlinkat" in {k.value for k in threaded}),  # noqa: E501
+    ]
+    for call, waits in calls:
+        await limiter.acquire_on_behalf_of(holder)
+        done = anyio.Event()
+
+        async def run(call: Callable[[], Awaitable[object]] = call, done: anyio.Event = done) -> None:
+            await call()
+            done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            if waits:
+                await anyio.wait_all_tasks_blocked()
+                assert limiter.statistics().tasks_waiting == 1 and not done.is_set()
+                limiter.release_on_behalf_of(holder)
+            else:
+                await done.wait()  # never waited for the token
+                limiter.release_on_behalf_of(holder)
+        assert done.is_set() and limiter.borrowed_tokens == 0
+    assert (tree / "m").is_dir() and os.readlink(tree / "s") == "f"
+    # The kinds run on threads, by driver: the worker's pool, the fallback's threads.
+    if driver == "worker":
+        assert {k.value for k in threaded} >= {"statx", "linkat", "symlinkat", "read"}
+    elif driver in ("sync", "io_uring"):
+        assert not threaded
+    with pytest.raises(TypeError, match="limiter must be a CapacityLimiter or None, not int"):
+        await aiopg_io.os.stat(tree, limiter=1)  # type: ignore[arg-type]

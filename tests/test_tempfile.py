@@ -180,3 +180,22 @@ def test_the_package_s_tempfile_shadows_nothing() -> None:
     names: dict[str, object] = {}
     exec("from aiopg_io import *", names)
     assert "tempfile" not in names and "os" not in names and "Path" in names
+
+
+async def test_temporary_directory_awaited_is_the_directory_object(tmp_path: Path) -> None:
+    """``await TemporaryDirectory()`` as aiofiles': the object, with ``name`` and an awaitable
+    ``cleanup`` / ``close``; awaiting again makes no second directory."""
+    made = aiopg_io.tempfile.TemporaryDirectory(dir=tmp_path, suffix=".t")
+    d = await made
+    assert d is made and d.name is not None and d.name.endswith(".t") and Path(d.name).is_dir()
+    assert await made is d and os.listdir(tmp_path) == [Path(d.name).name]
+    (Path(d.name) / "f").write_bytes(b"x")
+    await d.cleanup()
+    assert os.listdir(tmp_path) == []
+    await d.close()  # once gone, nothing to do
+    other = await aiopg_io.tempfile.TemporaryDirectory(dir=tmp_path)
+    async with other as name:  # entering after the await: the same directory
+        assert name == other.name and Path(name).is_dir()
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(FileNotFoundError):
+        await aiopg_io.tempfile.TemporaryDirectory(dir=tmp_path / "missing")

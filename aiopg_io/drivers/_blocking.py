@@ -15,7 +15,9 @@ Path ops use the ``*at`` forms through ``os``'s ``dir_fd`` arguments (AT_FDCWD: 
 Python's ``os.rename`` has no flags; RENAME_NOREPLACE goes through glibc's ``renameat2``
 (Linux 3.15, glibc 2.28) where the C library has it, else the target is checked and then
 renamed, which a concurrent creator of the target can race (the only way there is without
-renameat2; macOS's ``renameatx_np`` is not used).
+renameat2; macOS's ``renameatx_np`` is not used). STATX is ``os.stat`` written into the op's
+buffer as the ``struct statx`` the kernel would write (:func:`._statx.pack`), so every
+driver hands back the same record; LINKAT and SYMLINKAT are ``os.link`` and ``os.symlink``.
 
 Whatever goes wrong while an op runs ends that op, never the thread running it: a worker
 thread that died would leave its op's task waiting forever.
@@ -28,7 +30,8 @@ import ctypes.util
 import errno
 import os
 
-from .base import AT_FDCWD, AT_REMOVEDIR, RENAME_NOREPLACE, Op, OpKind
+from . import _statx
+from .base import AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW, RENAME_NOREPLACE, Op, OpKind
 
 __all__ = ["perform"]
 
@@ -122,6 +125,23 @@ def _unlinkat(op: Op) -> None:
     (os.rmdir if op.flags else os.unlink)(op.path, dir_fd=_dir_fd(op))
 
 
+def _stat_into(op: Op) -> None:
+    assert op.path is not None
+    if op.flags & ~AT_SYMLINK_NOFOLLOW:
+        raise OSError(errno.EINVAL, f"statx flags {op.flags:#x}: only AT_SYMLINK_NOFOLLOW", op.path)
+    st = os.stat(op.path, dir_fd=_dir_fd(op), follow_symlinks=not op.flags)
+    _statx.pack(st, op.buffers[0])
+
+
+def _linkat(op: Op) -> None:
+    assert op.path is not None and op.newpath is not None
+    if op.flags & ~AT_SYMLINK_FOLLOW:
+        msg = f"linkat flags {op.flags:#x}: only AT_SYMLINK_FOLLOW"
+        raise OSError(errno.EINVAL, msg, op.path, None, op.newpath)
+    dfd = _dir_fd(op)
+    os.link(op.path, op.newpath, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=bool(op.flags))
+
+
 def perform(op: Op) -> None:
     """Run ``op`` to completion in this thread and record the outcome on it."""
     try:
@@ -147,6 +167,13 @@ def perform(op: Op) -> None:
         elif kind is OpKind.MKDIRAT:
             assert op.path is not None
             os.mkdir(op.path, op.mode, dir_fd=_dir_fd(op))
+        elif kind is OpKind.STATX:
+            _stat_into(op)
+        elif kind is OpKind.LINKAT:
+            _linkat(op)
+        elif kind is OpKind.SYMLINKAT:
+            assert op.path is not None and op.newpath is not None
+            os.symlink(op.path, op.newpath, dir_fd=_dir_fd(op))
         elif kind is OpKind.CLOSE:
             os.close(op.fd)
         elif kind is OpKind.NOP:

@@ -72,7 +72,13 @@ class ThreadFallback(Driver):
 
     @property
     def capabilities(self) -> Capabilities:
-        return dataclasses.replace(self.inner.capabilities, kinds=ALL_KINDS, asynchronous=True)
+        caps = self.inner.capabilities
+        return dataclasses.replace(
+            caps,
+            kinds=ALL_KINDS,
+            asynchronous=True,
+            threaded_kinds=caps.threaded_kinds | (ALL_KINDS - self._native),
+        )
 
     def try_inline(self, op: Op) -> bool:
         return op.kind in self._native and self.inner.try_inline(op)

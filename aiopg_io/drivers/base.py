@@ -26,10 +26,13 @@ Facts the protocol relies on:
 - An op owns its fd and its buffers from :meth:`Driver.submit` until :meth:`Driver.reap`
   has returned it. Cancelling is a request: the op still completes through ``reap``, either
   with ``ECANCELED`` (it never ran) or with its real result (it ran anyway).
-- Path ops (:data:`PATH_KINDS`: openat, renameat, unlinkat, mkdirat; and close) name files the way the
-  ``*at`` system calls do: ``fd`` is the directory fd a relative ``path`` starts from
-  (:data:`AT_FDCWD`, the default, for the working directory). Linux openat(2), renameat(2),
-  unlinkat(2): the call either happened or failed whole; none is ever short. A path op
+- Path ops (:data:`PATH_KINDS`: openat, renameat, unlinkat, mkdirat, statx, linkat,
+  symlinkat; and close) name files the way the ``*at`` system calls do: ``fd`` is the
+  directory fd a relative ``path`` starts from (:data:`AT_FDCWD`, the default, for the
+  working directory). Linux openat(2), renameat(2), unlinkat(2), mkdirat(2), statx(2),
+  linkat(2), symlinkat(2): the call either happened or failed whole; none is ever short.
+  STATX writes a ``struct statx`` (:data:`STATX_SIZE` bytes) into the op's one buffer, as
+  a read fills its buffer; :mod:`aiopg_io.drivers._statx` reads it. A path op
   handed to the kernel or a thread may still happen after a cancel, like any other op: a
   cancelled rename may have renamed, a cancelled open may have opened (and the op's result
   is then the fd, which the caller must close). ``fsync`` on an fd opened ``O_DIRECTORY``
@@ -55,10 +58,14 @@ __all__ = [
     "ALL_KINDS",
     "AT_FDCWD",
     "AT_REMOVEDIR",
+    "AT_SYMLINK_FOLLOW",
+    "AT_SYMLINK_NOFOLLOW",
     "FILE_KINDS",
     "OFF_T_MAX",
     "PATH_KINDS",
     "RENAME_NOREPLACE",
+    "STATX_BASIC_STATS",
+    "STATX_SIZE",
     "Capabilities",
     "Driver",
     "DriverStatistics",
@@ -85,6 +92,14 @@ AT_REMOVEDIR = 0x200
 #: RENAMEAT's flag to fail with EEXIST rather than replace the target (renameat2(2), Linux
 #: uapi fs.h; Linux 3.15).
 RENAME_NOREPLACE = 1
+#: STATX's flag to stat a symbolic link itself (lstat), and LINKAT's to link what a symbolic
+#: link points to (Linux fcntl.h; os.link's ``follow_symlinks=True``).
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_SYMLINK_FOLLOW = 0x400
+#: STATX's mask: the fields stat(2) gives (Linux uapi stat.h), and the size of the
+#: ``struct statx`` it writes (fixed by the kernel ABI; spare fields pad it to 256 bytes).
+STATX_BASIC_STATS = 0x7FF
+STATX_SIZE = 256
 
 
 class OpKind(enum.Enum):
@@ -104,6 +119,9 @@ class OpKind(enum.Enum):
     RENAMEAT = "renameat"  # path -> newpath; flags: 0 (replace) or RENAME_NOREPLACE
     UNLINKAT = "unlinkat"  # path; flags: 0 or AT_REMOVEDIR
     MKDIRAT = "mkdirat"  # path, mode (permission bits, less the umask)
+    STATX = "statx"  # path; flags: 0 or AT_SYMLINK_NOFOLLOW; buffers: one of STATX_SIZE bytes
+    LINKAT = "linkat"  # path -> newpath (a hard link); flags: 0 or AT_SYMLINK_FOLLOW
+    SYMLINKAT = "symlinkat"  # newpath becomes a symbolic link holding path (never resolved)
     CLOSE = "close"  # ``fd`` itself is closed
 
     # Members are singletons, so identity hashing is right, and it runs in C where
@@ -119,7 +137,9 @@ FILE_KINDS = TRANSFER_KINDS | frozenset(
     {OpKind.FSYNC, OpKind.FDATASYNC, OpKind.FALLOCATE, OpKind.FTRUNCATE, OpKind.NOP}
 )
 #: Ops that name a file by path (``fd`` is the directory fd the path starts from).
-PATH_KINDS = frozenset({OpKind.OPENAT, OpKind.RENAMEAT, OpKind.UNLINKAT, OpKind.MKDIRAT})
+PATH_KINDS = frozenset({OpKind.OPENAT, OpKind.RENAMEAT, OpKind.UNLINKAT, OpKind.MKDIRAT}) | frozenset(
+    {OpKind.STATX, OpKind.LINKAT, OpKind.SYMLINKAT}
+)
 ALL_KINDS = frozenset(OpKind)
 
 
@@ -156,7 +176,8 @@ class Op:
     Exactly one of the two is set once the op is COMPLETED.
 
     A path op's ``path`` is the file it acts on (relative to the directory fd ``fd``), and
-    RENAMEAT's ``newpath`` its new name; the caller has checked both (no NUL byte: the
+    RENAMEAT's and LINKAT's ``newpath`` its new name; SYMLINKAT's ``path`` is the text the
+    link holds and ``newpath`` the link. The caller has checked both (no NUL byte: the
     kernel would read the path only up to it).
     """
 
@@ -167,8 +188,10 @@ class Op:
     length: int = 0  # FALLOCATE: byte count; FTRUNCATE: new size
     mode: int = 0  # FALLOCATE mode bits; OPENAT, MKDIRAT: the new entry's permission bits
     path: str | None = None  # named in errors; a path op's file
-    newpath: str | None = None  # RENAMEAT: the new name (named in errors too)
-    flags: int = 0  # OPENAT: O_* flags; RENAMEAT: RENAME_*; UNLINKAT: AT_REMOVEDIR
+    newpath: str | None = None  # RENAMEAT, LINKAT, SYMLINKAT: the new name (named in errors too)
+    # OPENAT: O_* flags; RENAMEAT: RENAME_*; UNLINKAT: AT_REMOVEDIR; STATX: AT_SYMLINK_NOFOLLOW;
+    # LINKAT: AT_SYMLINK_FOLLOW
+    flags: int = 0
     keepalive: object = None
     # Whether fd is O_DIRECT, when the caller knows (None: a driver that cares asks fcntl).
     direct: bool | None = None
@@ -285,6 +308,10 @@ class Capabilities:
     # Each op runs on a thread of this process that the driver schedules (the worker pool),
     # so a file's ``limiter=`` (an anyio CapacityLimiter) bounds how many it holds at once.
     threads: bool = False
+    #: The op kinds that run on a thread of this process (the worker's pool, the fallback's
+    #: threads): what an ``aiopg_io.os`` call's ``limiter=`` bounds. ``threads`` says the same
+    #: of every kind at once, for files.
+    threaded_kinds: frozenset[OpKind] = frozenset()
     #: The op kinds ``submit`` runs itself; a DriverSpec runs the others in threads for it
     #: (``drivers/_fallback.py``). The default is what every driver ran before path ops.
     kinds: frozenset[OpKind] = FILE_KINDS

@@ -91,6 +91,26 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
   caller has refused such paths before. Which of these opcodes the kernel has is asked
   once (``io_uring_get_probe``, 5.6: "don't compare versions"); the ones it lacks are left
   out of :attr:`Capabilities.kinds`, and a DriverSpec runs them in threads.
+  ``io_uring_prep_statx`` (STATX, 5.6), ``io_uring_prep_link`` (LINKAT, 5.15) and
+  ``io_uring_prep_symlink`` (SYMLINKAT, 5.15; both "coded but not tested" in the binding,
+  checked against ``os`` in tests/test_os.py) take their paths the same way.
+- The binding reads a path through ``__fspath__`` and accepts a subclass of
+  ``pathlib.Path``, but a plain ``pathlib.Path`` normalizes its text: it drops a trailing
+  ``/`` or ``/.``, collapses ``//`` and makes ``""`` into ``"."``, which changes what the
+  kernel is asked (``unlink("f/")`` fails with ENOTDIR, ``unlink("f")`` removes f;
+  ``stat("")`` is ENOENT, ``stat(".")`` the working directory) and the text a symbolic
+  link holds. So paths go in as :class:`_RawPath`, whose ``__fspath__`` is the caller's
+  text. The binding encodes it as strict UTF-8: a name that is not (bytes decoded with
+  ``surrogateescape``) cannot reach the ring, and its op runs inline with the blocking call
+  (``_blocking.perform``, metadata only, as ftruncate before 6.9).
+- ``Statx`` (the binding's ``struct statx``) gives its times only as floats, ``sec + nsec
+  * 1e-9``, which lose the nanoseconds ``os.stat`` gives (``st_mtime_ns``). Its struct is
+  behind a pointer the binding does not expose; the PyOZ object holds it right after the
+  object header. :func:`_statx_address` reads it there once the object's size says the
+  layout is the one expected, and the first time checks it: it writes a known record at
+  that address and asks the getters for it back. If anything differs, STATX is left out of
+  :attr:`Capabilities.kinds` (threads run it). A completed STATX's 256 bytes are copied
+  from there into the op's buffer.
 - Registered buffers (``io_uring_register_buffers``, every function of it marked "coded but
   not tested" by the package) are not used. ``io_uring_prep_read_fixed`` takes only a
   ``bytearray``, but ``io_uring_prep_readv_fixed`` (IORING_OP_READV_FIXED, 6.15) takes an
@@ -126,6 +146,7 @@ with ``fcntl(F_SETFL)`` on an fd with ops in flight would go unnoticed; aiopg_io
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import importlib
 import itertools
@@ -140,10 +161,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import DriverOptionError, DriverUnavailableError
+from . import _blocking
 from ._fork import generation as fork_generation
 from ._memory import fd_is_direct
 from .base import (
     FILE_KINDS,
+    STATX_BASIC_STATS,
+    STATX_SIZE,
     Capabilities,
     Driver,
     DriverCounters,
@@ -300,7 +324,12 @@ _PATH_OPCODES = {
     OpKind.UNLINKAT: "IORING_OP_UNLINKAT",
     OpKind.MKDIRAT: "IORING_OP_MKDIRAT",
     OpKind.CLOSE: "IORING_OP_CLOSE",
+    OpKind.STATX: "IORING_OP_STATX",
+    OpKind.LINKAT: "IORING_OP_LINKAT",
+    OpKind.SYMLINKAT: "IORING_OP_SYMLINKAT",
 }
+#: The kinds whose SQE names paths (CLOSE names none).
+_NAMED_KINDS = frozenset(_PATH_OPCODES) - {OpKind.CLOSE}
 
 
 def _opcodes() -> dict[str, bool]:
@@ -320,7 +349,75 @@ def _ftruncate_supported() -> bool:
 
 def _native_kinds() -> frozenset[OpKind]:
     ops = _opcodes()
-    return FILE_KINDS | {kind for kind, name in _PATH_OPCODES.items() if ops.get(name)}
+    kinds = FILE_KINDS | {kind for kind, name in _PATH_OPCODES.items() if ops.get(name)}
+    return kinds if _statx_readable() else kinds - {OpKind.STATX}
+
+
+class _RawPath(pathlib.PosixPath):
+    """A ``pathlib.Path`` for the binding whose ``__fspath__`` is the caller's text, as given
+    (see the module docstring: a plain Path would normalize it)."""
+
+    raw = ""
+
+    def __fspath__(self) -> str:
+        return self.raw
+
+    def __str__(self) -> str:
+        return self.raw
+
+
+def _ring_path(text: str | None) -> _RawPath | None:
+    """``text`` as the binding takes it, or None when it cannot (not UTF-8)."""
+    text = text or ""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    p = _RawPath(text or ".")
+    p.raw = text
+    return p
+
+
+# Where the PyOZ object keeps its pointer: right after the object header (refcount, type).
+_STATX_POINTER_OFFSET = 2 * ctypes.sizeof(ctypes.c_void_p)
+_STATX_CHECKED: list[bool] = []
+
+
+def _statx_address(stx: Any) -> int:
+    """The address of ``stx``'s ``struct statx`` (0 when the object is not laid out as
+    expected)."""
+    if type(stx).__basicsize__ < _STATX_POINTER_OFFSET + ctypes.sizeof(ctypes.c_void_p):
+        return 0
+    return ctypes.c_void_p.from_address(id(stx) + _STATX_POINTER_OFFSET).value or 0
+
+
+def _statx_readable() -> bool:
+    """Whether :func:`_statx_address` finds the struct the getters read (checked once)."""
+    if not _STATX_CHECKED:
+        _STATX_CHECKED.append(_check_statx_address())
+    return _STATX_CHECKED[0]
+
+
+def _check_statx_address() -> bool:
+    from . import _statx
+
+    stx = _L.Statx()
+    addr = _statx_address(stx)
+    if not addr or ctypes.string_at(addr, STATX_SIZE) != bytes(STATX_SIZE):
+        return False  # a new Statx is zeroed: anything else is not its struct
+    probe = os.stat_result(
+        (0o100640, 2**40 + 3, os.makedev(8, 3), 7, 1001, 1002, 2**33 + 5, 11, 1_700_000_000, 13),
+        {"st_atime_ns": 11 * 10**9 + 1, "st_ctime_ns": 13 * 10**9 + 3,
+         "st_mtime_ns": 1_700_000_000 * 10**9 + 2,
+         "st_blksize": 4096, "st_blocks": 99, "st_rdev": os.makedev(1, 5)},
+    )  # fmt: skip
+    buf = _statx.new_buffer()
+    _statx.pack(probe, buf)
+    ctypes.memmove(addr, bytes(buf), STATX_SIZE)
+    names = "mask mode ino nlink uid gid size blocks blksize dev_major dev_minor rdev_major rdev_minor mtime"
+    got = [getattr(stx, name) for name in names.split()]
+    want = [STATX_BASIC_STATS, 0o100640, 2**40 + 3, 7, 1001, 1002, 2**33 + 5, 99, 4096, 8, 3, 1, 5]
+    return got == [*want, 1_700_000_000 + 2e-9]
 
 
 # -- the driver ------------------------------------------------------------------------------
@@ -340,7 +437,7 @@ class _InFlight:
         self.cancel_queued = False
         self.iovec: Any = None  # the liburing.Iovec of the SQE in flight
         self.buffers: list[memoryview] | None = None  # what the Iovec points into
-        self.paths: tuple[pathlib.Path, ...] = ()  # what a path op's SQE points into
+        self.paths: tuple[object, ...] = ()  # what a path op's SQE points into (and STATX's Statx)
 
 
 class IoUringDriver(Driver):
@@ -557,7 +654,7 @@ class IoUringDriver(Driver):
         kind = op.kind
         iovec: Any = None
         bufs: list[memoryview] | None = None
-        paths: tuple[pathlib.Path, ...] = ()
+        paths: tuple[object, ...] = ()
         is_read = kind is OpKind.READ or kind is OpKind.READV
         if is_read or kind is OpKind.WRITE or kind is OpKind.WRITEV:
             bufs = list(op.remaining())
@@ -578,6 +675,10 @@ class IoUringDriver(Driver):
                 return False
         elif kind is OpKind.FTRUNCATE and not self._ftruncate:
             return self._ftruncate_inline(op)
+        elif kind in _NAMED_KINDS and kind in self._kinds:
+            paths = self._paths_of(op)
+            if not paths:
+                return self._path_op_inline(op)
         sqe = self._get_sqe()
         if sqe is None:
             self._backlog.append(op)
@@ -603,18 +704,20 @@ class IoUringDriver(Driver):
                 _L.io_uring_prep_ftruncate(sqe, op.fd, op.length)
             elif kind is OpKind.NOP:
                 _L.io_uring_prep_nop(sqe)
-            elif kind is OpKind.OPENAT and kind in self._kinds:
-                paths = (pathlib.Path(op.path or ""),)
+            elif kind is OpKind.OPENAT and paths:
                 _L.io_uring_prep_open(sqe, paths[0], op.flags, op.mode, op.fd)
-            elif kind is OpKind.RENAMEAT and kind in self._kinds:
-                paths = (pathlib.Path(op.path or ""), pathlib.Path(op.newpath or ""))
+            elif kind is OpKind.RENAMEAT and paths:
                 _L.io_uring_prep_rename(sqe, paths[0], paths[1], op.flags, op.fd, op.fd)
-            elif kind is OpKind.UNLINKAT and kind in self._kinds:
-                paths = (pathlib.Path(op.path or ""),)
+            elif kind is OpKind.UNLINKAT and paths:
                 _L.io_uring_prep_unlink(sqe, paths[0], op.flags, op.fd)
-            elif kind is OpKind.MKDIRAT and kind in self._kinds:
-                paths = (pathlib.Path(op.path or ""),)
+            elif kind is OpKind.MKDIRAT and paths:
                 _L.io_uring_prep_mkdir(sqe, paths[0], op.mode, op.fd)
+            elif kind is OpKind.STATX and paths:
+                _L.io_uring_prep_statx(sqe, paths[1], paths[0], op.flags, STATX_BASIC_STATS, op.fd)
+            elif kind is OpKind.LINKAT and paths:
+                _L.io_uring_prep_link(sqe, paths[0], paths[1], op.flags, op.fd, op.fd)
+            elif kind is OpKind.SYMLINKAT and paths:
+                _L.io_uring_prep_symlink(sqe, paths[0], paths[1], op.fd)
             elif kind is OpKind.CLOSE and kind in self._kinds:
                 _L.io_uring_prep_close(sqe, op.fd)
             else:
@@ -635,6 +738,30 @@ class IoUringDriver(Driver):
         sqe.user_data = data.token
         self._ops[data.token] = op
         return True
+
+    def _paths_of(self, op: Op) -> tuple[object, ...]:
+        """What the SQE of path op ``op`` points into: its paths as :class:`_RawPath` (and a
+        STATX's ``Statx``); empty when a path cannot go to the ring, or the op's buffer is no
+        place for a ``struct statx``."""
+        first = _ring_path(op.path)
+        if first is None:
+            return ()
+        if op.kind is OpKind.STATX:
+            bufs = op.buffers
+            if len(bufs) != 1 or bufs[0].readonly or bufs[0].nbytes < STATX_SIZE:
+                return ()  # the blocking call reports it
+            return (first, _L.Statx())
+        if op.kind in (OpKind.RENAMEAT, OpKind.LINKAT, OpKind.SYMLINKAT):
+            second = _ring_path(op.newpath)
+            return () if second is None else (first, second)
+        return (first,)
+
+    def _path_op_inline(self, op: Op) -> bool:
+        """A path op the ring cannot be given (see :meth:`_paths_of`): the blocking call
+        here. False, as ``_prep`` returns for an op that queued no SQE."""
+        _blocking.perform(op)
+        self._ready.append(op)
+        return False
 
     def _ftruncate_inline(self, op: Op) -> bool:
         """Kernels before 6.9 have no IORING_OP_FTRUNCATE: do it here (metadata only, fast).
@@ -779,6 +906,10 @@ class IoUringDriver(Driver):
             if not (
                 kind is OpKind.READ or kind is OpKind.READV or kind is OpKind.WRITE or kind is OpKind.WRITEV
             ):
+                if kind is OpKind.STATX:
+                    data = op.driver_data
+                    assert isinstance(data, _InFlight)
+                    op.buffers[0][:STATX_SIZE] = ctypes.string_at(_statx_address(data.paths[1]), STATX_SIZE)
                 op.complete(res)
                 return True
             try:

@@ -68,7 +68,12 @@ class WorkerDriver(Driver):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(max_in_flight=max(256, 4 * self._nthreads), threads=True, kinds=ALL_KINDS)
+        return Capabilities(
+            max_in_flight=max(256, 4 * self._nthreads),
+            threads=True,
+            kinds=ALL_KINDS,
+            threaded_kinds=ALL_KINDS,
+        )
 
     def _run(self) -> None:
         get, done, notifier, claim = self._queue.get, self._done, self._notifier, self._queued.pop

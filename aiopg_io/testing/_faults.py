@@ -27,7 +27,7 @@ KIND_GROUPS: dict[str, frozenset[OpKind]] = {
     "writes": frozenset(WRITE_KINDS),
     "transfers": frozenset(TRANSFER_KINDS),
     "syncs": frozenset({OpKind.FSYNC, OpKind.FDATASYNC}),
-    "paths": frozenset(PATH_KINDS),  # openat, renameat, unlinkat, mkdirat
+    "paths": frozenset(PATH_KINDS),  # openat, renameat, unlinkat, mkdirat, statx, linkat, symlinkat
     "any": frozenset(OpKind),
 }
 

@@ -33,6 +33,7 @@ its drivers may be open on that loop; they share the counters and the log).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import heapq
@@ -258,10 +259,7 @@ class FaultyDriver(Driver):
 
     @property
     def capabilities(self) -> Capabilities:
-        caps = self.inner.capabilities
-        return Capabilities(
-            asynchronous=True, max_in_flight=caps.max_in_flight, threads=caps.threads, kinds=caps.kinds
-        )
+        return dataclasses.replace(self.inner.capabilities, asynchronous=True, inline=False)
 
     def fileno(self) -> int:
         return self._mux.fileno()

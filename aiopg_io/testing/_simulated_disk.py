@@ -39,15 +39,20 @@ memory to the page cache the kernel keeps for us:
     cut at a sector boundary), as with ext4's ``data=ordered``.
 
 - Directory entries: a file created (an openat op with O_CREAT that made it, or a file
-  opened through :meth:`~SimulatedDisk.opener`), renamed (a renameat op, or
-  :meth:`~SimulatedDisk.rename`) or unlinked (an unlinkat op, or
+  opened through :meth:`~SimulatedDisk.opener`), a directory made (a mkdirat op), a hard or
+  symbolic link made (a linkat or symlinkat op), an entry renamed (a renameat op, or
+  :meth:`~SimulatedDisk.rename`) or removed (an unlinkat op, or
   :meth:`~SimulatedDisk.unlink`) is durable only once its directory was fsynced (an fsync op
   on a directory fd, or :meth:`~SimulatedDisk.fsync_directory`); until then, a crash may
-  make it vanish, undo the rename or bring the unlinked file back, each entry on its own
+  make it vanish, undo the rename or bring the removed entry back, each entry on its own
   draw, in no order (POSIX fsync(2): "It does not necessarily ensure that the entry in the
   directory containing the file has also reached disk. For that an explicit fsync() on a
-  file descriptor for the directory is also needed."). A rename's replaced file and an
-  unlinked file are read (for test-sized files) before the op goes, while they can be.
+  file descriptor for the directory is also needed."). A new directory is an entry in its
+  parent like any other: fsyncing the directory itself makes what is *in* it durable, not
+  the directory, and a directory that vanishes takes everything in it along (nothing
+  reaches it any more). A rename's replaced entry and a removed one are read before the
+  op goes, while they can be (a file's content, for test-sized files; a symbolic link's
+  text; a directory's mode), and come back as what they were.
 
 What it cannot see: I/O that does not go through its drivers (``os.write`` on another fd,
 mmap), metadata other than the directory entries named above (permissions, times, xattrs),
@@ -65,6 +70,7 @@ import contextlib
 import fcntl
 import os
 import random
+import shutil
 import stat
 from dataclasses import dataclass, field
 from typing import Literal
@@ -102,8 +108,9 @@ class FileCrash:
 @dataclass(frozen=True, slots=True)
 class EntryCrash:
     """What :meth:`PowerLossSimulator.crash` did to a directory entry not made durable:
-    ``"kept"``, ``"vanished"`` (a created file), ``"reverted"`` (a rename undone:
-    ``path`` is back at ``source``) or ``"restored"`` (an unlink undone: ``path`` is back)."""
+    ``"kept"``, ``"vanished"`` (a created file, directory or link), ``"reverted"`` (a rename
+    undone: ``path`` is back at ``source``) or ``"restored"`` (an unlink undone: ``path``
+    is back)."""
 
     fate: Literal["kept", "vanished", "reverted", "restored"]
     path: str
@@ -154,13 +161,36 @@ class _File:
     pending: list[_Change] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    """An entry a rename replaced or an unlink removed, as a crash would bring it back."""
+
+    what: Literal["file", "dir", "symlink"]
+    data: bytes = b""  # a file's content, a symbolic link's text
+    mode: int = 0o644
+
+    def restore(self, path: str) -> None:
+        """Bring it back at ``path`` (never over an entry that is there now)."""
+        with contextlib.suppress(FileExistsError):
+            if self.what == "dir":
+                os.mkdir(path, self.mode)
+            elif self.what == "symlink":
+                os.symlink(self.data, os.fsencode(path))
+            else:
+                _restore(path, self.data, self.mode)
+
+
+#: The entries that give a new name (a crash that undoes one removes the name).
+_NEW_NAMES = frozenset({"create", "mkdir", "link", "symlink"})
+EntryKind = Literal["create", "mkdir", "link", "symlink", "rename", "unlink"]
+
+
 @dataclass(eq=False, slots=True)
 class _Entry:
-    kind: Literal["create", "rename", "unlink"]
+    kind: EntryKind
     path: str  # where the entry is now (an unlink: where it was)
     source: str | None = None  # a rename's old name
-    replaced: bytes | None = None  # the file a rename replaced, or an unlink removed, when known
-    replaced_mode: int = 0o644
+    replaced: _Saved | None = None  # what a rename replaced, or an unlink removed, when known
     unsynced_dirs: set[str] = field(default_factory=set)
 
 
@@ -171,11 +201,19 @@ class _PathNote:
     kind: OpKind
     path: str  # absolute; for a directory fsync, the directory
     newpath: str | None = None
-    saved: tuple[bytes, int] | None = None  # the file a rename replaces / an unlink removes
+    saved: _Saved | None = None  # what a rename replaces / an unlink removes
     created: bool = False  # an openat that creates the file (it was not there)
 
 
 _Note = _Change | tuple[_File, list[_Change]] | _PathNote | None
+
+
+#: The path ops whose success is a new name, and the entry each records.
+_NEW_ENTRY_KINDS: dict[OpKind, EntryKind] = {
+    OpKind.MKDIRAT: "mkdir",
+    OpKind.LINKAT: "link",
+    OpKind.SYMLINKAT: "symlink",
+}
 
 
 def _abs(path: str | os.PathLike[str]) -> str:
@@ -238,7 +276,7 @@ class SimulatedDisk:
         existed = os.path.lexists(path)
         fd = os.open(path, flags, 0o666)
         if flags & os.O_CREAT and not existed:
-            self._record_create(_abs(path))
+            self._record_new("create", _abs(path))
         return fd
 
     def rename(self, src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
@@ -267,47 +305,58 @@ class SimulatedDisk:
             os.close(fd)
         self._record_dir_fsync(d)
 
-    def _content_of(self, path: str) -> tuple[bytes, int] | None:
+    def _content_of(self, path: str) -> _Saved | None:
         """What a crash would bring back at ``path`` if it undid its removal (a rename over it,
-        an unlink): the file's content and mode; None when there is nothing to bring back
-        (no regular file, or one created and not durable yet)."""
-        if not os.path.isfile(path) or self._created_unsynced(path):
+        an unlink): a file's content and mode, a symbolic link's text, a directory's mode;
+        None when there is nothing to bring back (nothing there, something else, or an
+        entry made and not durable yet)."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if self._created_unsynced(path):
+            return None
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISLNK(st.st_mode):
+            return _Saved("symlink", os.fsencode(os.readlink(path)))
+        if stat.S_ISDIR(st.st_mode):
+            return _Saved("dir", mode=mode)
+        if not stat.S_ISREG(st.st_mode):
             return None
         with open(path, "rb") as fh:
-            content = fh.read()
-        return content, stat.S_IMODE(os.stat(path).st_mode)
+            return _Saved("file", fh.read(), mode)
 
-    def _record_create(self, p: str) -> None:
-        self._entries.append(_Entry("create", p, unsynced_dirs={os.path.dirname(p)}))
+    def _record_new(self, kind: EntryKind, p: str) -> None:
+        """A new name ``p`` (a created file, a directory, a link): gone in a crash unless
+        its directory is fsynced first."""
+        self._entries.append(_Entry(kind, p, unsynced_dirs={os.path.dirname(p)}))
 
-    def _record_rename(self, s: str, d: str, replaced: tuple[bytes, int] | None) -> None:
+    def _record_rename(self, s: str, d: str, replaced: _Saved | None) -> None:
         for f in self._files.values():
             if f.path is not None and _abs(f.path) == s:
                 f.path = d
         for e in self._entries:
-            if e.kind == "create" and e.path == s:
-                # Never durable under its first name: it is a new file at its new name.
+            if e.kind in _NEW_NAMES and e.path == s:
+                # Never durable under its first name: it is a new entry at its new name.
                 e.path = d
                 e.unsynced_dirs.add(os.path.dirname(d))
                 return
-        content, mode = replaced if replaced is not None else (None, 0o644)
         self._entries.append(
-            _Entry("rename", d, s, content, mode, unsynced_dirs={os.path.dirname(s), os.path.dirname(d)})
+            _Entry("rename", d, s, replaced, unsynced_dirs={os.path.dirname(s), os.path.dirname(d)})
         )
 
-    def _record_unlink(self, p: str, content: tuple[bytes, int] | None) -> None:
-        """Until its directory is fsynced, a crash may bring the file back with ``content``
-        (its own unsynced writes are not crashed separately). A file created and not yet
-        durable just stays gone."""
+    def _record_unlink(self, p: str, content: _Saved | None) -> None:
+        """Until its directory is fsynced, a crash may bring the entry back as ``content``
+        (a file's own unsynced writes are not crashed separately). An entry made and not
+        yet durable just stays gone."""
         for e in self._entries:
-            if e.kind == "create" and e.path == p:
+            if e.kind in _NEW_NAMES and e.path == p:
                 self._entries.remove(e)  # never durable: gone whether the unlink is or not
                 return
-        data, mode = content if content is not None else (None, 0o644)
-        self._entries.append(_Entry("unlink", p, None, data, mode, unsynced_dirs={os.path.dirname(p)}))
+        self._entries.append(_Entry("unlink", p, None, content, unsynced_dirs={os.path.dirname(p)}))
 
     def _created_unsynced(self, path: str) -> bool:
-        return any(e.kind == "create" and e.path == path for e in self._entries)
+        return any(e.kind in _NEW_NAMES and e.path == path for e in self._entries)
 
     def _record_dir_fsync(self, d: str) -> None:
         keep = []
@@ -382,6 +431,10 @@ class SimulatedDisk:
         elif kind is OpKind.UNLINKAT:
             p = _at(op.fd, op.path)
             return _PathNote(kind, p, saved=self._content_of(p))
+        elif kind is OpKind.MKDIRAT:
+            return _PathNote(kind, _at(op.fd, op.path))
+        elif kind in (OpKind.LINKAT, OpKind.SYMLINKAT):
+            return _PathNote(kind, _at(op.fd, op.newpath))  # the new name (a symlink's text is no path)
         else:
             return None
         f.pending.append(change)
@@ -393,7 +446,9 @@ class SimulatedDisk:
                 return  # nothing happened (a path op is never partly done)
             if note.kind is OpKind.OPENAT:
                 if note.created:
-                    self._record_create(note.path)
+                    self._record_new("create", note.path)
+            elif note.kind in _NEW_ENTRY_KINDS:
+                self._record_new(_NEW_ENTRY_KINDS[note.kind], note.path)
             elif note.kind is OpKind.RENAMEAT:
                 assert note.newpath is not None
                 self._record_rename(note.path, note.newpath, note.saved)
@@ -579,20 +634,23 @@ class SimulatedDisk:
         for e, undo in reversed(fates):
             if not undo:
                 out.append(EntryCrash("kept", e.path, e.source))
-            elif e.kind == "create":
+            elif e.kind in _NEW_NAMES:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(e.path)
+                    if e.kind == "mkdir" and not os.path.islink(e.path):
+                        shutil.rmtree(e.path)  # what was made in it is lost with it
+                    else:
+                        os.unlink(e.path)
                 out.append(EntryCrash("vanished", e.path))
             elif e.kind == "unlink":
                 if e.replaced is not None:
-                    _restore(e.path, e.replaced, e.replaced_mode)
+                    e.replaced.restore(e.path)
                 out.append(EntryCrash("restored", e.path))
             else:
                 assert e.source is not None
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(e.path, e.source)
                     if e.replaced is not None:
-                        _restore(e.path, e.replaced, e.replaced_mode)
+                        e.replaced.restore(e.path)
                 out.append(EntryCrash("reverted", e.path, e.source))
         out.reverse()
         return out

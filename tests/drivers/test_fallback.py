@@ -95,3 +95,36 @@ def test_io_uring_without_an_opcode_runs_that_kind_in_threads(
         assert dict(d.statistics().extra)["fallback_ops"] == 1
     finally:
         d.close()
+
+
+def test_io_uring_that_cannot_read_statx_s_struct_runs_statx_in_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ring's STATX needs the binding's ``struct statx`` (its getters lose nanoseconds):
+    found and checked here; where the object is not laid out as expected, threads run STATX
+    and give the same record."""
+    from aiopg_io.drivers import _statx, io_uring, unavailable_reason
+
+    reason = unavailable_reason("io_uring")
+    if reason is not None:
+        pytest.skip(f"driver io_uring cannot run here: {reason}")
+    assert io_uring._check_statx_address() is True  # the binding's layout, as relied on
+    monkeypatch.setattr(io_uring, "_statx_address", lambda stx: 0)
+    assert io_uring._check_statx_address() is False
+    monkeypatch.setattr(io_uring, "_STATX_CHECKED", [False])
+    d = DriverSpec("io_uring").create()
+    try:
+        assert isinstance(d, ThreadFallback)
+        assert OpKind.STATX not in d.inner.capabilities.kinds
+        assert OpKind.STATX in d.capabilities.threaded_kinds
+        assert OpKind.SYMLINKAT not in d.capabilities.threaded_kinds
+        (tmp_path / "f").write_bytes(b"12345")
+        buf = _statx.new_buffer()
+        op = Op(OpKind.STATX, AT_FDCWD, buffers=(buf,), path=str(tmp_path / "f"))
+        d.submit([op])
+        while not op.done:
+            d.reap()
+        assert op.error is None and _statx.to_stat_result(buf) == os.stat(tmp_path / "f")
+        assert dict(d.statistics().extra)["fallback_ops"] == 1
+    finally:
+        d.close()

@@ -10,12 +10,16 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import stat
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 
+import aiopg_io.os
 from aiopg_io.drivers import Op, OpKind
-from aiopg_io.drivers.base import AT_FDCWD
+from aiopg_io.drivers.base import AT_FDCWD, AT_REMOVEDIR
 from aiopg_io.testing import (
     CrashReport,
     Fault,
@@ -711,3 +715,109 @@ def test_a_rename_and_an_unlink_are_undone_independently(tmp_path: Path) -> None
         assert (d / "7").exists() == (fates[1] == "restored")
         seen.add(fates)
     assert seen == {("kept", "kept"), ("reverted", "kept"), ("kept", "restored"), ("reverted", "restored")}
+
+
+# -- directories and links (MKDIRAT, LINKAT, SYMLINKAT) -----------------------------------------
+
+
+def test_a_made_directory_is_lost_with_its_contents_unless_its_parent_was_synced(tmp_path: Path) -> None:
+    sim = PowerLossSimulator("sync")
+    d = tmp_path / "d"
+    drv = sim.create()
+    try:
+        (op,) = run(drv, [Op(OpKind.MKDIRAT, AT_FDCWD, path=str(d), mode=0o755)])
+        assert op.error is None and d.is_dir()
+        (op,) = run(drv, [Op(OpKind.OPENAT, AT_FDCWD, path=str(d / "f"), flags=os.O_WRONLY | os.O_CREAT)])
+        run(drv, [Op(OpKind.CLOSE, op.result or -1)])
+    finally:
+        drv.close()
+    sim.fsync_directory(d)  # makes d/f durable *in d*; d itself is an entry of tmp_path
+    report = sim.crash(policy="drop")
+    assert [(e.fate, e.path) for e in report.entries] == [("vanished", str(d))]
+    assert not d.exists()
+
+    drv = sim.create()
+    try:
+        run(drv, [Op(OpKind.MKDIRAT, AT_FDCWD, path=str(d), mode=0o755)])
+    finally:
+        drv.close()
+    sim.fsync_directory(tmp_path)
+    assert sim.crash(policy="drop").entries == ()
+    assert d.is_dir()
+
+
+def test_links_vanish_unless_their_directory_was_synced(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"data")
+    sim = PowerLossSimulator("sync")
+    hard, soft, failed = tmp_path / "hard", tmp_path / "soft", tmp_path / "f"
+    drv = sim.create()
+    try:
+        ops = run(
+            drv,
+            [
+                Op(OpKind.LINKAT, AT_FDCWD, path=str(f), newpath=str(hard)),
+                Op(OpKind.SYMLINKAT, AT_FDCWD, path="./f", newpath=str(soft)),
+                Op(OpKind.SYMLINKAT, AT_FDCWD, path="x", newpath=str(failed)),  # EEXIST: no entry
+            ],
+        )
+        assert [op.error is None for op in ops] == [True, True, False]
+    finally:
+        drv.close()
+    report = sim.crash(policy="drop")
+    assert sorted((e.fate, e.path) for e in report.entries) == [("vanished", str(p)) for p in (hard, soft)]
+    assert os.listdir(tmp_path) == ["f"] and f.read_bytes() == b"data" and os.stat(f).st_nlink == 1
+
+    drv = sim.create()
+    try:
+        run(drv, [Op(OpKind.SYMLINKAT, AT_FDCWD, path="./f", newpath=str(soft))])
+    finally:
+        drv.close()
+    sim.fsync_directory(tmp_path)
+    assert sim.crash(policy="drop").entries == ()
+    assert os.readlink(soft) == "./f"
+
+
+def test_a_removed_directory_or_link_comes_back_as_it_was(tmp_path: Path) -> None:
+    d, soft = tmp_path / "d", tmp_path / "soft"
+    d.mkdir(mode=0o750)
+    os.chmod(d, 0o750)
+    soft.symlink_to("somewhere/else")
+    (tmp_path / "target").write_bytes(b"t")
+    sim = PowerLossSimulator("sync")
+    drv = sim.create()
+    try:
+        run(drv, [Op(OpKind.UNLINKAT, AT_FDCWD, path=str(d), flags=AT_REMOVEDIR)])
+        run(drv, [Op(OpKind.UNLINKAT, AT_FDCWD, path=str(soft))])
+    finally:
+        drv.close()
+    assert not d.exists() and not os.path.lexists(soft)
+    report = sim.crash(policy="drop")
+    assert sorted((e.fate, e.path) for e in report.entries) == [("restored", str(d)), ("restored", str(soft))]
+    assert d.is_dir() and stat.S_IMODE(d.stat().st_mode) == 0o750
+    assert os.readlink(soft) == "somewhere/else"
+
+
+def test_os_calls_under_the_simulator_on_every_loop_and_driver(
+    tmp_path: Path, anyio_backend: Any, driver: str
+) -> None:
+    """``aiopg_io.os``'s makedirs, link and symlink are ops the simulator sees; a durable
+    parent keeps what is in it only once it is fsynced itself."""
+    (tmp_path / "f").write_bytes(b"data")
+    sim = PowerLossSimulator(driver)
+
+    async def main() -> None:
+        await aiopg_io.os.makedirs(tmp_path / "a" / "b", driver=sim)
+        await aiopg_io.os.symlink("../f", tmp_path / "a" / "s", driver=sim)
+        await aiopg_io.os.link(tmp_path / "f", tmp_path / "a" / "h", driver=sim)
+        assert await aiopg_io.os.path.isdir(tmp_path / "a" / "b", driver=sim)
+
+    backend, options = anyio_backend
+    anyio.run(main, backend=backend, backend_options=options)  # the loop's context closes with it
+    sim.fsync_directory(tmp_path)
+    report = sim.crash(policy="drop")
+    a = tmp_path / "a"
+    assert sorted((e.fate, e.path) for e in report.entries) == [
+        ("vanished", str(a / "b")), ("vanished", str(a / "h")), ("vanished", str(a / "s")),
+    ]  # fmt: skip
+    assert os.listdir(a) == [] and os.stat(tmp_path / "f").st_nlink == 1
