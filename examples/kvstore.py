@@ -257,7 +257,7 @@ def read_ack_log(ack_log: str) -> tuple[dict[str, int], int]:
                 runs += 1
                 continue
             k, v = line.split()
-            last[k] = max(int(v), last.get(k, 0))
+            last[k] = max(int(v), last[k]) if k in last else int(v)
     return last, runs
 
 

@@ -162,6 +162,15 @@ def test_kvstore_runs_and_prints_throughput(tmp_path: Path, loop: str, driver: s
     assert r.returncode == 1 and "1 lost" in r.stdout, r
 
 
+def test_kvstore_ack_log_keeps_any_acknowledged_version(tmp_path: Path) -> None:
+    # The last version of a key is its largest, whatever its sign: a default of 0 used to stand
+    # in for a key seen once with a version below it, so --verify passed a log it should fail
+    # (the throughput test's "two ahead" line is version - 2, below 0 when a run acked version 1).
+    log = tmp_path / "acks"
+    log.write_text("# run\nkey1 -1\nkey2 3\nkey2 2\n# run\nkey3 0\ncut")
+    assert load_example("kvstore").read_ack_log(str(log)) == ({"key1": -1, "key2": 3, "key3": 0}, 2)
+
+
 async def wait_for_acks(proc: subprocess.Popen[str], acks: Path, start: int, count: int) -> None:
     """Until this run (its lines from byte ``start`` of the log on) has written ``count`` lines."""
     deadline = time.monotonic() + 120
