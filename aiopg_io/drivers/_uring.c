@@ -33,7 +33,13 @@
  *   flags have IO_URING_OP_SUPPORTED (1). Before 5.6 it is EINVAL: then only the 5.1 ops
  *   (nop, readv, writev, fsync) are assumed.
  * - Fork: madvise(MADV_DONTFORK) keeps the ring mappings out of a child (what
- *   io_uring_ring_dontfork(3) does); the Python driver refuses to run in a child.
+ *   io_uring_ring_dontfork(3) does); the Python driver refuses to run in a child. So a
+ *   child that releases its copy of a Ring closes the fd only: the addresses are not the
+ *   ring's in the child, and may by then be another mapping's.
+ * - Closing the ring fd does not wait for the ops in flight (the kernel cancels and reaps
+ *   them in a work item after the close returns), and they write into their buffers until
+ *   their CQEs. The Ring holds no buffer: its owner (the driver) keeps the buffers, and the
+ *   Ring open, until every CQE is in, also when it is collected unclosed (see _orphans.py).
  * - An SQE's iovec array must stay valid until the op's CQE (the kernel may read it when
  *   it issues the op from a worker). iovec() returns it as a bytes object that the driver
  *   keeps on the op; the buffers it points into are kept by the op (its memoryviews), as
@@ -167,11 +173,17 @@ typedef struct {
     /* The page-cache fast path (try_inline), set up by enable_inline(); NULL when off. */
     PyObject *k_read, *k_readv, *s_idle, *s_reaped, *tried, *fallback, *partial;
     unsigned long long inline_done; /* ops try_inline completed whole, here in C */
+    pid_t owner;             /* the process that mapped the ring (fork: see ring_unmap) */
 } Ring;
 
 static void
 ring_unmap(Ring *r)
 {
+    if (r->owner != getpid()) { /* a fork child: the mappings were never its own */
+        r->sqes = NULL;
+        r->sq_map = r->cq_map = NULL;
+        return;
+    }
     if (r->sqes != NULL && r->sqes != MAP_FAILED)
         munmap(r->sqes, r->sqes_len);
     if (r->cq_map != NULL && r->cq_map != MAP_FAILED && r->cq_map != r->sq_map)
@@ -231,6 +243,7 @@ ring_init(Ring *r, PyObject *args, PyObject *kwds)
         return -1;
     }
     r->fd = (int)fd;
+    r->owner = getpid();
     r->sq_entries = p.sq_entries;
     r->cq_entries = p.cq_entries;
     r->features = p.features;

@@ -40,6 +40,11 @@ Some facts about io_uring this module relies on
   finds no SQ slot even after a flush (the kernel refused the submit for now) is kept and
   queued again by the next reap, and close retries its cancel-all the same way: an op that
   only a cancel can end (a read from an empty pipe) is never left waiting forever.
+- **Collected without close().** Closing a ring fd does not wait for its ops (the kernel
+  cancels and reaps them in a work item afterwards), and the kernel writes into an op's
+  buffers until its CQE. So the driver's finalizer does what close does, for at most
+  ``_COLLECTED_WAIT_SECONDS``, and what the kernel has not returned by then keeps the
+  whole driver alive (:mod:`._orphans`) until it has: no buffer is freed before its CQE.
 - **Fork.** The SQ/CQ rings are memory shared with the kernel. A child that submitted on
   its parent's ring would corrupt the parent's queues; ``io_uring_ring_dontfork(3)`` keeps
   the mappings out of children, and every method checks first that it is not running in a
@@ -72,6 +77,8 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
 - ``io_uring_prep_read`` takes only a ``bytearray``; ``Iovec`` takes a *list* (not a tuple)
   of bytes-like objects, memoryviews included, so every transfer goes through
   readv/writev. ``Iovec`` keeps no reference to its buffers: the op does (``driver_data``).
+  (Yet it takes a reference to each *memoryview* it is given and never drops it, checked
+  on 2026.3.30: a memoryview passed to an ``Iovec``, and what it views, is never freed.)
 - ``cqe[i]`` for ``i > 0`` ignores the ring mask; completions are read with ``CqeIter``
   (only ``cqe[0]`` is valid inside it) and retired with ``io_uring_cq_advance``.
 - ``CQE.res`` *raises* the OSError for a negative result (the package's ``trap_error``);
@@ -135,11 +142,13 @@ import platform
 import resource
 import select
 import time
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import DriverOptionError, DriverUnavailableError
+from . import _orphans
 from ._fork import generation as fork_generation
 from ._memory import fd_is_direct
 from .base import (
@@ -174,6 +183,10 @@ MIN_KERNEL = (6, 14)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _CLOSE_POLL_SECONDS = 0.05
+#: How long a driver collected without close() waits for the CQEs of the ops it cancels
+#: before it parks its ring and buffers instead (``_orphans``); the finalizer runs on the
+#: collecting thread, so not long.
+_COLLECTED_WAIT_SECONDS = 1.0
 _PROBE_TIMEOUT_SECONDS = 2.0
 #: io_uring_prep_cancel(3) flags (5.19): match any request, cancel every match.
 _CANCEL_ANY = 1 << 2
@@ -412,6 +425,7 @@ class IoUringDriver(Driver):
         self._sq_unsubmitted = False  # io_uring_submit refused for now (EAGAIN/EBUSY)
         self._sq_deferred = False  # cancel SQEs queued for the next submit or reap
         self._cancel_later: list[Op] = []  # cancels that found no SQ slot; retried in reap
+        self._cancel_all_pending = False  # closing: the cancel of everything found no SQ slot yet
         self._signalled = False  # we wrote the eventfd and no reap has read it yet
         self._next_token = itertools.count(_UNTRACKED + 1).__next__
         self._pid = os.getpid()
@@ -861,30 +875,85 @@ class IoUringDriver(Driver):
         self._check_process()
         if self._closed:
             return []
-        self._closed = True
+        self._cancel_everything()
         out: list[Op] = []
-        while self._backlog:
-            op = self._backlog.popleft()
-            op.cancelled()
-            self._ready.append(op)
-        self._cancel_later.clear()  # the cancel of everything below covers them
-        cancel_all = bool(self._ops)
-        for op in self._ops.values():
-            op.cancel_requested = True  # no continuation after a short transfer
-        while True:
-            if cancel_all and self._queue_cancel(0, _CANCEL_ANY | _CANCEL_ALL):
-                cancel_all = False
-                self._submit_sq()
-            self._clear_eventfd()
-            out.extend(self._collect())
-            if not self._ops and not self._ready:
-                break
+        while not self._drain_step(out):
             # The kernel still owns buffers (a running read cannot be stopped): wait for it.
             select.select([self._efd], [], [], _CLOSE_POLL_SECONDS)
             if self._sq_unsubmitted:
                 time.sleep(_CLOSE_POLL_SECONDS)
         self._teardown()
         return out
+
+    def _cancel_everything(self) -> None:
+        """Start closing: no new ops, the backlog cancelled (reaped by :meth:`_drain_step`),
+        a cancel of every op in flight to be sent by it."""
+        self._closed = True
+        while self._backlog:
+            op = self._backlog.popleft()
+            op.cancelled()
+            self._ready.append(op)
+        self._cancel_later.clear()  # the cancel of everything below covers them
+        self._cancel_all_pending = bool(self._ops)
+        for op in self._ops.values():
+            op.cancel_requested = True  # no continuation after a short transfer
+
+    def _drain_step(self, out: list[Op]) -> bool:
+        """One round of closing: send the cancel of everything (again, if it found no SQ
+        slot), reap into ``out``; True once the kernel holds no op of ours."""
+        if self._cancel_all_pending and self._queue_cancel(0, _CANCEL_ANY | _CANCEL_ALL):
+            self._cancel_all_pending = False
+            self._submit_sq()
+        self._clear_eventfd()
+        out.extend(self._collect())
+        return not self._ops and not self._ready
+
+    def __del__(self) -> None:
+        # Collected without close(). The kernel may still write into the buffers of ops in
+        # flight (see _orphans.py): cancel everything and wait for the CQEs a little; what
+        # does not come back in time keeps this driver (ring, ops, buffers) alive on purpose.
+        if getattr(self, "_closed", True) or self._generation != fork_generation():
+            return  # closed, never set up, or a fork child's copy of the parent's ring
+        held = len(self._ops) + len(self._backlog)
+        released = False
+        try:
+            self._cancel_everything()
+            out: list[Op] = []
+            deadline = time.monotonic() + _COLLECTED_WAIT_SECONDS
+            while not (released := self._drain_step(out)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                select.select([self._efd], [], [], min(left, _CLOSE_POLL_SECONDS))
+            if released:
+                self._teardown()
+        finally:
+            if not released:
+                _orphans.park(self)  # before anything that may raise (a warning as error)
+        if released:
+            what = f"{held} ops in flight were cancelled and drained" if held else "nothing was in flight"
+            warnings.warn(
+                f"unclosed {self.name} driver collected: {what}; call close()", ResourceWarning, stacklevel=1
+            )
+        else:
+            warnings.warn(
+                f"unclosed {self.name} driver collected with {len(self._ops)} ops the kernel has not "
+                f"returned within {_COLLECTED_WAIT_SECONDS} s of a cancel: its ring and their buffers are "
+                "kept alive until it does (never freed under the kernel); call close()",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    def orphan_fd(self) -> int:
+        """The completion fd, for :mod:`._orphans` (a parked driver's)."""
+        return self._efd
+
+    def orphan_step(self) -> bool:
+        """Reap a parked driver; once the kernel holds nothing, release ring and fds."""
+        if not self._drain_step([]):
+            return False
+        self._teardown()
+        return True
 
     def _teardown(self) -> None:
         """Release the ring and the eventfd (nothing is in flight any more)."""

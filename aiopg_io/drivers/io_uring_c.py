@@ -175,11 +175,6 @@ class IoUringCDriver(IoUringDriver):
         self._counters.short_transfers += 1
         return super().try_inline(op)
 
-    def close(self) -> list[Op]:
-        out = super().close()
-        self._ring.disable_inline()  # try_inline -> False; drops the ring's refs to self
-        return out
-
     def statistics(self) -> DriverStatistics:
         s = super().statistics()
         done = self._ring.inline_done  # whole reads the C fast path completed
@@ -327,6 +322,7 @@ class IoUringCDriver(IoUringDriver):
         self._ring.get_events()
 
     def _teardown(self) -> None:
+        self._ring.disable_inline()  # try_inline -> False; drops the ring's refs to self
         self._ring.unregister_eventfd()
         self._ring.close()
         os.close(self._efd)
