@@ -37,6 +37,8 @@ class Matrix:
     auto: str | None = None
     #: Which path runs the io_uring ring: the C extension or pure Python, and why.
     compiled: str = ""
+    #: io_uring driver -> whether ``sqpoll=1`` runs here, and its default.
+    sqpoll: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -77,6 +79,25 @@ def _compiled_path() -> str:
     if loaded:
         return f"C ring for driver io_uring_c ({why}); auto still picks the pure path"
     return f"pure Python ({why})"
+
+
+def _sqpoll_rows(drivers: dict[str, dict[str, str]]) -> dict[str, str]:
+    """For each io_uring driver that runs here: can ``sqpoll=1`` run, and is it on."""
+    rows: dict[str, str] = {}
+    for name in ("io_uring", "io_uring_c"):
+        if drivers.get(name, {}).get("buffered") != "available":
+            continue
+        try:
+            from .drivers.io_uring import DEFAULT_SQPOLL
+
+            reason = driver_class(name).sqpoll_unavailable_reason()  # type: ignore[attr-defined]
+        except Exception as exc:  # reported, not raised
+            rows[name] = f"probe failed: {exc!r}"
+            continue
+        on, other = ("on", 0) if DEFAULT_SQPOLL else ("off", 1)
+        change = f"{name}:sqpoll={other} to change"
+        rows[name] = f"no: {reason}" if reason else f"available, {on} by default ({change})"
+    return rows
 
 
 def machine_matrix(directory: str = ".") -> Matrix:
@@ -125,6 +146,7 @@ def machine_matrix(directory: str = ".") -> Matrix:
             if tested is not None and not tested():
                 m.untested[name] = "not tested on this machine"
     m.compiled = _compiled_path()
+    m.sqpoll = _sqpoll_rows(m.drivers)
     for name in auto_order():
         if m.drivers.get(name, {}).get("buffered") == "available":
             m.auto = name
@@ -160,6 +182,10 @@ def render(m: Matrix) -> str:
             lines.append(f"  {name.ljust(w)}{'yes'.ljust(12)}no: {d}{tail}")
         else:
             lines.append(f"  {name.ljust(w)}no: {b}")
+    if m.sqpoll:
+        lines.append("")
+    for name, sq in m.sqpoll.items():
+        lines.append(f"  sqpoll    {name}: {sq}")
     lines.append("")
     lines.append(f"  auto -> {m.auto or 'nothing runs here'}")
     return "\n".join(lines)

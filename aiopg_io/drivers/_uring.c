@@ -46,6 +46,17 @@
  *   with liburing's Iovec, which keeps no reference either.
  * - System calls that do not wait (submit, flush) run with the GIL released: the kernel
  *   may copy cached pages inline during a submit.
+ * - SQPOLL (io_uring_setup(2), IORING_SETUP_SQPOLL): a kernel thread of this process
+ *   ("iou-sqp-<pid>") polls the SQ and submits what it finds, so a submit is only the tail
+ *   store, with no system call, while the thread is awake. After sq_thread_idle ms (the
+ *   kernel's default 1000 when 0) without work it sleeps and sets IORING_SQ_NEED_WAKEUP in
+ *   the SQ flags; io_uring_enter(IORING_ENTER_SQ_WAKEUP) wakes it. The flags load must not
+ *   pass the tail store: a full barrier between them (liburing's io_uring_smp_mb in
+ *   sq_ring_needs_enter). With SQPOLL, io_uring_enter returns to_submit whatever the thread
+ *   took; IORING_ENTER_SQ_WAIT (5.10) waits until the thread has made room in a full SQ.
+ *   Before 5.11 (IORING_FEAT_SQPOLL_NONFIXED) the thread took registered files only, and
+ *   needed CAP_SYS_ADMIN: the ring then refuses sqpoll (EOPNOTSUPP), it never half-works.
+ *   The thread belongs to the ring, so to the process that set it up (fork: see above).
  */
 /* Python.h comes first and defines _GNU_SOURCE (pyconfig.h): preadv2 and RWF_NOWAIT. */
 #define PY_SSIZE_T_CLEAN
@@ -138,9 +149,14 @@ _Static_assert(sizeof(struct u_params) == 120, "io_uring_params is 120 bytes");
 #define OFF_CQ_RING 0x8000000ULL
 #define OFF_SQES 0x10000000ULL
 #define FEAT_SINGLE_MMAP (1U << 0)
+#define FEAT_SQPOLL_NONFIXED (1U << 7)
+#define SETUP_SQPOLL (1U << 1)
 #define SETUP_SUBMIT_ALL (1U << 7)
+#define SQ_NEED_WAKEUP (1U << 0)
 #define SQ_CQ_OVERFLOW (1U << 1)
 #define ENTER_GETEVENTS (1U << 0)
+#define ENTER_SQ_WAKEUP (1U << 1)
+#define ENTER_SQ_WAIT (1U << 2)
 #define REGISTER_EVENTFD 4
 #define UNREGISTER_EVENTFD 5
 #define REGISTER_PROBE 8
@@ -174,6 +190,7 @@ typedef struct {
     PyObject *k_read, *k_readv, *s_idle, *s_reaped, *tried, *fallback, *partial;
     unsigned long long inline_done; /* ops try_inline completed whole, here in C */
     pid_t owner;             /* the process that mapped the ring (fork: see ring_unmap) */
+    unsigned long long sqpoll_wakeups; /* io_uring_enter calls that woke the SQ thread */
 } Ring;
 
 static void
@@ -217,10 +234,11 @@ ring_check(Ring *r)
 static int
 ring_init(Ring *r, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"entries", "submit_all", NULL};
-    unsigned int entries;
-    int submit_all = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "I|p", kwlist, &entries, &submit_all))
+    static char *kwlist[] = {"entries", "submit_all", "sqpoll", "sq_thread_idle", NULL};
+    unsigned int entries, sq_thread_idle = 0;
+    int submit_all = 1, sqpoll = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "I|p$pI", kwlist, &entries, &submit_all, &sqpoll,
+                                     &sq_thread_idle))
         return -1;
     if (r->fd >= 0) {
         PyErr_SetString(PyExc_RuntimeError, "Ring is already set up");
@@ -230,7 +248,8 @@ ring_init(Ring *r, PyObject *args, PyObject *kwds)
     long fd;
     for (;;) {
         memset(&p, 0, sizeof p);
-        p.flags = submit_all ? SETUP_SUBMIT_ALL : 0;
+        p.flags = (submit_all ? SETUP_SUBMIT_ALL : 0) | (sqpoll ? SETUP_SQPOLL : 0);
+        p.sq_thread_idle = sq_thread_idle;
         fd = syscall(__NR_io_uring_setup, entries, &p);
         if (fd < 0 && errno == EINVAL && submit_all) {
             submit_all = 0; /* a kernel before 5.18: no SUBMIT_ALL */
@@ -244,6 +263,13 @@ ring_init(Ring *r, PyObject *args, PyObject *kwds)
     }
     r->fd = (int)fd;
     r->owner = getpid();
+    if (sqpoll && !(p.features & FEAT_SQPOLL_NONFIXED)) {
+        close(r->fd);
+        r->fd = -1;
+        errno = EOPNOTSUPP; /* a kernel before 5.11: SQPOLL on registered files only */
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
     r->sq_entries = p.sq_entries;
     r->cq_entries = p.cq_entries;
     r->features = p.features;
@@ -502,6 +528,33 @@ ring_prep_cancel64(Ring *r, PyObject *args)
     return PyBool_FromLong(sqe != NULL);
 }
 
+/* The one io_uring_enter that submits: ``to_submit`` SQEs published (the tail stored), how
+   many the kernel took, or -1 with errno set. With SQPOLL the thread takes them: a system
+   call only to wake it (or, the SQ full, to wait for room). Runs with the GIL released. */
+static long
+ring_enter_submit(Ring *r, unsigned to_submit)
+{
+    unsigned flags = 0;
+    if (r->setup_flags & SETUP_SQPOLL) {
+        __atomic_thread_fence(__ATOMIC_SEQ_CST); /* the tail store before the flags load */
+        if (__atomic_load_n(r->sq_flags, __ATOMIC_RELAXED) & SQ_NEED_WAKEUP)
+            flags |= ENTER_SQ_WAKEUP;
+        if (to_submit >= r->sq_entries)
+            flags |= ENTER_SQ_WAIT;
+        if (flags == 0)
+            return (long)to_submit;
+        r->sqpoll_wakeups += (flags & ENTER_SQ_WAKEUP) != 0;
+    }
+    long ret;
+    int saved;
+    Py_BEGIN_ALLOW_THREADS
+    ret = syscall(__NR_io_uring_enter, r->fd, to_submit, 0, flags, NULL, 0);
+    saved = errno;
+    Py_END_ALLOW_THREADS
+    errno = saved;
+    return ret;
+}
+
 static PyObject *
 ring_submit(Ring *r, PyObject *Py_UNUSED(ignored))
 {
@@ -518,16 +571,9 @@ ring_submit(Ring *r, PyObject *Py_UNUSED(ignored))
     unsigned to_submit = tail - head;
     if (to_submit == 0)
         return PyLong_FromLong(0);
-    long ret;
-    int saved;
-    Py_BEGIN_ALLOW_THREADS
-    ret = syscall(__NR_io_uring_enter, r->fd, to_submit, 0, 0, NULL, 0);
-    saved = errno;
-    Py_END_ALLOW_THREADS
-    if (ret < 0) {
-        errno = saved;
+    long ret = ring_enter_submit(r, to_submit);
+    if (ret < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
-    }
     return PyLong_FromLong((long)to_submit - ret);
 }
 
@@ -940,6 +986,18 @@ ring_get_submit_all(Ring *r, void *Py_UNUSED(closure))
     return PyBool_FromLong(r->setup_flags & SETUP_SUBMIT_ALL);
 }
 
+static PyObject *
+ring_get_sqpoll(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(r->setup_flags & SETUP_SQPOLL);
+}
+
+static PyObject *
+ring_get_sqpoll_wakeups(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(r->sqpoll_wakeups);
+}
+
 static PyMethodDef ring_methods[] = {
     {"prep_readv", (PyCFunction)ring_prep_readv, METH_VARARGS, "prep_readv(fd, iovec, offset, user_data) -> bool"},
     {"prep_writev", (PyCFunction)ring_prep_writev, METH_VARARGS, "prep_writev(fd, iovec, offset, user_data) -> bool"},
@@ -973,6 +1031,8 @@ static PyGetSetDef ring_getset[] = {
     {"cq_entries", (getter)ring_get_cq_entries, NULL, "CQ size", NULL},
     {"features", (getter)ring_get_features, NULL, "IORING_FEAT_* bits", NULL},
     {"submit_all", (getter)ring_get_submit_all, NULL, "whether IORING_SETUP_SUBMIT_ALL is on", NULL},
+    {"sqpoll", (getter)ring_get_sqpoll, NULL, "whether a kernel thread polls the SQ (IORING_SETUP_SQPOLL)", NULL},
+    {"sqpoll_wakeups", (getter)ring_get_sqpoll_wakeups, NULL, "submits that had to wake the SQ thread", NULL},
     {"inline_done", (getter)ring_get_inline_done, NULL, "ops try_inline completed whole in C", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -984,7 +1044,7 @@ static PyTypeObject RingType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_traverse = (traverseproc)ring_traverse,
     .tp_clear = (inquiry)ring_clear,
-    .tp_doc = "Ring(entries, submit_all=True): an io_uring on the raw system calls",
+    .tp_doc = "Ring(entries, submit_all=True, *, sqpoll=False, sq_thread_idle=0): an io_uring on the raw system calls",
     .tp_new = ring_new,
     .tp_init = (initproc)ring_init,
     .tp_dealloc = (destructor)ring_dealloc,

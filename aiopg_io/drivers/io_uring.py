@@ -40,6 +40,16 @@ Some facts about io_uring this module relies on
   finds no SQ slot even after a flush (the kernel refused the submit for now) is kept and
   queued again by the next reap, and close retries its cancel-all the same way: an op that
   only a cancel can end (a read from an empty pipe) is never left waiting forever.
+- **SQPOLL** (``sqpoll=1``; io_uring_setup(2), ``IORING_SETUP_SQPOLL``): a kernel thread of
+  this process ("iou-sqp-<pid>", counted in the process's CPU time) polls the SQ, so a
+  submit needs no system call while it is awake; after ``sq_thread_idle`` ms without work
+  it sleeps and sets ``IORING_SQ_NEED_WAKEUP``, and the next submit wakes it with
+  ``io_uring_enter(IORING_ENTER_SQ_WAKEUP)`` (liburing's ``io_uring_submit`` does that
+  here; the C ring in ``_uring.c``). The package's ``Param`` cannot be written, so this
+  driver gets the kernel's idle time (1 s); ``io_uring_c`` takes ``sq_thread_idle``. The
+  thread is the ring's: a fork child neither has nor may use it (see Fork). Off by
+  default (:data:`DEFAULT_SQPOLL`): on the measured two-core machine the polling thread
+  costs more CPU per read than the system calls it saves (docs/benchmarks.md, "SQPOLL").
 - **Collected without close().** Closing a ring fd does not wait for its ops (the kernel
   cancels and reaps them in a work item afterwards), and the kernel writes into an op's
   buffers until its CQE. So the driver's finalizer does what close does, for at most
@@ -173,10 +183,19 @@ except Exception as _exc:  # ImportError, or the package failing to read /proc a
 else:
     _IMPORT_ERROR = None
 
-__all__ = ["DEFAULT_ENTRIES", "DEFAULT_REAP_BATCH", "MAX_EAGAIN_RETRIES", "MIN_KERNEL", "IoUringDriver"]
+__all__ = [
+    "DEFAULT_ENTRIES",
+    "DEFAULT_REAP_BATCH",
+    "DEFAULT_SQPOLL",
+    "MAX_EAGAIN_RETRIES",
+    "MIN_KERNEL",
+    "IoUringDriver",
+]
 
 DEFAULT_ENTRIES = 256
 DEFAULT_REAP_BATCH = 8
+#: Whether a kernel thread polls the SQ (``sqpoll=1``): off, by the figures (module docstring).
+DEFAULT_SQPOLL = False
 MAX_EAGAIN_RETRIES = 1000
 #: What the PyPI liburing package needs (its README: "Linux >= 6.14").
 MIN_KERNEL = (6, 14)
@@ -235,10 +254,11 @@ def _io_uring_group() -> str:
         return "?"
 
 
-def _setup_ring(entries: int) -> Any:
+def _setup_ring(entries: int, *, sqpoll: bool = False) -> Any:
     """A ring ready for use (tests replace this to simulate refusals)."""
     ring = _L.Ring()
-    _L.io_uring_queue_init(entries, ring, _L.IORING_SETUP_SUBMIT_ALL)
+    flags = _L.IORING_SETUP_SUBMIT_ALL | (_L.IORING_SETUP_SQPOLL if sqpoll else 0)
+    _L.io_uring_queue_init(entries, ring, flags)
     return ring
 
 
@@ -305,6 +325,7 @@ def _probe() -> str | None:
 
 
 _REASONS: dict[bool, str | None] = {}
+_SQPOLL_REASONS: dict[str, str | None] = {}  # driver name -> why sqpoll=1 cannot run (None: it can)
 _PROBED: list[dict[str, bool]] = []
 # The opcode each path kind needs (CLOSE counts as one: it came with OPENAT).
 _PATH_OPCODES = {
@@ -365,17 +386,15 @@ class IoUringDriver(Driver):
         entries: int = DEFAULT_ENTRIES,
         nowait_fast_path: bool | int | str | None = None,
         reap_batch: int = DEFAULT_REAP_BATCH,
+        sqpoll: bool | int | str = DEFAULT_SQPOLL,
     ) -> None:
-        entries = self._options(entries, nowait_fast_path, reap_batch)
+        entries = self._options(entries, nowait_fast_path, reap_batch, sqpoll)
         if _L is None:
             raise DriverUnavailableError(f"driver 'io_uring' cannot run here: {_probe()}")
         try:
-            self._ring = _setup_ring(entries)
+            self._ring = _setup_ring(entries, sqpoll=True) if self._sqpoll else _setup_ring(entries)
         except OSError as exc:
-            raise DriverUnavailableError(
-                f"driver 'io_uring' cannot set up a ring of {entries} entries: "
-                f"{_explain_setup_error(exc, _io_uring_disabled())}"
-            ) from exc
+            raise DriverUnavailableError(self._setup_refused(entries, exc)) from exc
         try:
             self._efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         except OSError:
@@ -396,10 +415,30 @@ class IoUringDriver(Driver):
         self._cqe = _L.Cqe()
         self._init_state()
 
-    def _options(self, entries: int, nowait_fast_path: bool | int | str | None, reap_batch: int) -> int:
-        """Check the options (named after ``self.name``), keep the fast path's and the reap
-        batch; return ``entries``."""
+    def _setup_refused(self, entries: int, exc: OSError) -> str:
+        """Why a ring of ``entries`` (with this driver's options) could not be set up."""
+        with_sqpoll = " with sqpoll=1" if self._sqpoll else ""
+        hint = (
+            "; sqpoll needs Linux >= 5.11 (IORING_FEAT_SQPOLL_NONFIXED): drop the option"
+            if self._sqpoll and exc.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL)
+            else ""
+        )
+        return (
+            f"driver {self.name!r} cannot set up a ring of {entries} entries{with_sqpoll}: "
+            f"{_explain_setup_error(exc, _io_uring_disabled())}{hint}"
+        )
+
+    def _options(
+        self,
+        entries: int,
+        nowait_fast_path: bool | int | str | None,
+        reap_batch: int,
+        sqpoll: bool | int | str,
+    ) -> int:
+        """Check the options (named after ``self.name``), keep the fast path's, the reap
+        batch's and SQPOLL's; return ``entries``."""
         name = self.name
+        self._sqpoll = flag_option(name, "sqpoll", sqpoll)
         entries = int_option(name, "entries", entries, 1, 32768)
         if isinstance(reap_batch, bool) or not isinstance(reap_batch, int) or reap_batch < 0:
             raise DriverOptionError(
@@ -439,7 +478,7 @@ class IoUringDriver(Driver):
     def __repr__(self) -> str:
         return (
             f"<IoUringDriver entries={self._sq_entries} in_flight={len(self._ops)} "
-            f"nowait_fast_path={self._nowait} closed={self._closed}>"
+            f"nowait_fast_path={self._nowait} sqpoll={self._sqpoll} closed={self._closed}>"
         )
 
     @classmethod
@@ -453,6 +492,26 @@ class IoUringDriver(Driver):
                 _REASONS[key] = f"io_uring probe failed: {exc!r}"
         return _REASONS[key]
 
+    @classmethod
+    def sqpoll_unavailable_reason(cls) -> str | None:
+        """None when ``sqpoll=1`` can run here (a small SQPOLL ring was set up), else why."""
+        key = cls.name
+        if key not in _SQPOLL_REASONS:
+            reason = cls.unavailable_reason()
+            if reason is None:
+                try:
+                    cls._try_sqpoll_ring()
+                except OSError as exc:
+                    reason = f"an SQPOLL ring is refused: {_explain_setup_error(exc, _io_uring_disabled())}"
+                except Exception as exc:  # a probe never raises
+                    reason = f"SQPOLL probe failed: {exc!r}"
+            _SQPOLL_REASONS[key] = reason
+        return _SQPOLL_REASONS[key]
+
+    @classmethod
+    def _try_sqpoll_ring(cls) -> None:
+        _L.io_uring_queue_exit(_setup_ring(4, sqpoll=True))
+
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(
@@ -462,6 +521,11 @@ class IoUringDriver(Driver):
     @property
     def nowait_fast_path(self) -> bool:
         return self._nowait
+
+    @property
+    def sqpoll(self) -> bool:
+        """Whether a kernel thread of this process polls the ring's SQ (``sqpoll=1``)."""
+        return self._sqpoll
 
     # -- guards -----------------------------------------------------------------------------
 

@@ -47,20 +47,25 @@ import select
 from typing import Any
 
 from ..errors import DriverUnavailableError
-from .base import FILE_KINDS, TRANSFER_KINDS, DriverStatistics, Op, OpKind, OpState
+from .base import FILE_KINDS, TRANSFER_KINDS, DriverStatistics, Op, OpKind, OpState, int_option
 from .io_uring import (
     _PROBE_TIMEOUT_SECONDS,
     _TRIED_INLINE,
     _UNTRACKED,
     DEFAULT_ENTRIES,
     DEFAULT_REAP_BATCH,
+    DEFAULT_SQPOLL,
     IoUringDriver,
     _explain_setup_error,
     _InFlight,
     _io_uring_disabled,
 )
 
-__all__ = ["IoUringCDriver", "compiled_status"]
+__all__ = ["MAX_SQ_THREAD_IDLE_MS", "IoUringCDriver", "compiled_status"]
+
+#: ``sq_thread_idle`` (ms the SQ thread polls an idle ring before it sleeps): 0 is the
+#: kernel's default (1000); the bound only catches a unit mistake (seconds as ms).
+MAX_SQ_THREAD_IDLE_MS = 60_000
 
 _U: Any
 _IMPORT_ERROR: str | None
@@ -128,17 +133,17 @@ class IoUringCDriver(IoUringDriver):
         entries: int = DEFAULT_ENTRIES,
         nowait_fast_path: bool | int | str | None = None,
         reap_batch: int = DEFAULT_REAP_BATCH,
+        sqpoll: bool | int | str = DEFAULT_SQPOLL,
+        sq_thread_idle: int = 0,
     ) -> None:
-        entries = self._options(entries, nowait_fast_path, reap_batch)
+        entries = self._options(entries, nowait_fast_path, reap_batch, sqpoll)
+        idle = int_option(self.name, "sq_thread_idle", sq_thread_idle, 0, MAX_SQ_THREAD_IDLE_MS)
         if _U is None:
             raise DriverUnavailableError(f"driver 'io_uring_c' cannot run here: {_IMPORT_ERROR}")
         try:
-            self._ring = _U.Ring(entries)
+            self._ring = _U.Ring(entries, sqpoll=self._sqpoll, sq_thread_idle=idle)
         except OSError as exc:
-            raise DriverUnavailableError(
-                f"driver 'io_uring_c' cannot set up a ring of {entries} entries: "
-                f"{_explain_setup_error(exc, _io_uring_disabled())}"
-            ) from exc
+            raise DriverUnavailableError(self._setup_refused(entries, exc)) from exc
         try:
             self._efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         except OSError:
@@ -180,6 +185,8 @@ class IoUringCDriver(IoUringDriver):
         done = self._ring.inline_done  # whole reads the C fast path completed
         extra = dict(s.extra)
         extra["fast_path_hits"] += done
+        if self._sqpoll:
+            extra["sqpoll_wakeups"] = self._ring.sqpoll_wakeups  # submits that woke the SQ thread
         return dataclasses.replace(
             s, submitted=s.submitted + done, completed=s.completed + done, extra=tuple(sorted(extra.items()))
         )
@@ -187,7 +194,7 @@ class IoUringCDriver(IoUringDriver):
     def __repr__(self) -> str:
         return (
             f"<IoUringCDriver entries={self._sq_entries} in_flight={len(self._ops)} "
-            f"nowait_fast_path={self._nowait} closed={self._closed}>"
+            f"nowait_fast_path={self._nowait} sqpoll={self._sqpoll} closed={self._closed}>"
         )
 
     @classmethod
@@ -198,6 +205,10 @@ class IoUringCDriver(IoUringDriver):
             except Exception as exc:  # a probe never raises: whatever broke is the reason
                 _REASON.append(f"io_uring probe failed: {exc!r}")
         return _REASON[0]
+
+    @classmethod
+    def _try_sqpoll_ring(cls) -> None:
+        _U.Ring(4, sqpoll=True).close()
 
     # -- the calls that touch the ring (the parent's, on _uring.Ring) -------------------------
 
