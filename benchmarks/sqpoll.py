@@ -10,7 +10,7 @@ thread of this process, so it is counted there. It is also shown on its own, rea
 /proc/self/task/<tid>/stat while the job runs (utime + stime, clock-tick resolution): the
 seconds it burned over the seconds it lived, i.e. how much of a core it took.
 
-Run from a checkout::
+Run from a checkout, with the ``bench`` extra installed (``pip install -e '.[bench]'``)::
 
     python benchmarks/sqpoll.py [--size 256M] [--seconds 2] [--repeat 3] [--json out.json]
 """
@@ -157,8 +157,7 @@ def main(args: argparse.Namespace) -> int:
                         flush=True,
                     )
     finally:
-        if args.path is None:
-            os.unlink(path)
+        os.unlink(path)
     results = [
         Result(
             mode,
