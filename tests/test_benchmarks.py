@@ -72,7 +72,8 @@ def test_uring_buffered(tmp_path: Path) -> None:
 def test_sqpoll(tmp_path: Path) -> None:
     run(
         "sqpoll", "--size", "1m", "--seconds", "0.02", "--depths", "1", "--repeat", "1",
-        "--drivers", "io_uring", "--path", str(tmp_path / "s.dat"), "--json", str(tmp_path / "s.json"), cwd=tmp_path,
+        "--drivers", "io_uring", "--path", str(tmp_path / "s.dat"), "--json", str(tmp_path / "s.json"),
+        cwd=tmp_path,
     )  # fmt: skip
     doc = json.loads((tmp_path / "s.json").read_text())
     ran = {(r["mode"], r["sqpoll"]) for r in doc["results"]}
