@@ -39,6 +39,8 @@ class Matrix:
     compiled: str = ""
     #: io_uring driver -> whether ``sqpoll=1`` runs here, and its default.
     sqpoll: dict[str, str] = field(default_factory=dict)
+    #: driver -> where its op kinds run: in the driver, or in the fallback threads.
+    ops: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -100,6 +102,35 @@ def _sqpoll_rows(drivers: dict[str, dict[str, str]]) -> dict[str, str]:
     return rows
 
 
+def _op_placement(name: str) -> str:
+    """Which op kinds driver ``name`` runs itself here, and which go to the fallback threads
+    (an io_uring kernel without the opcode, POSIX AIO without path ops): one driver made and
+    closed, as a file would make it."""
+    from .drivers import DriverSpec
+    from .drivers._fallback import ThreadFallback
+    from .drivers.base import ALL_KINDS
+
+    try:
+        d = DriverSpec(name).create()
+    except Exception as exc:  # reported, not raised
+        return f"cannot tell: {exc}"
+    try:
+        inner = d.inner if isinstance(d, ThreadFallback) else d
+        native = inner.capabilities.kinds
+        inline = ["ftruncate"] if getattr(inner, "ftruncate_inline", False) else []
+    finally:
+        d.close()
+    threads = sorted(k.value for k in ALL_KINDS - native)
+    where = (
+        "every kind in the driver"
+        if not threads
+        else f"in threads: {', '.join(threads)}; the rest in the driver"
+    )
+    if inline:
+        where += f" ({', '.join(inline)} inline: the kernel lacks the opcode)"
+    return where
+
+
 def machine_matrix(directory: str = ".") -> Matrix:
     directory = os.path.abspath(directory)
     uname = platform.uname()
@@ -147,6 +178,7 @@ def machine_matrix(directory: str = ".") -> Matrix:
                 m.untested[name] = "not tested on this machine"
     m.compiled = _compiled_path()
     m.sqpoll = _sqpoll_rows(m.drivers)
+    m.ops = {name: _op_placement(name) for name, row in m.drivers.items() if row["buffered"] == "available"}
     for name in auto_order():
         if m.drivers.get(name, {}).get("buffered") == "available":
             m.auto = name
@@ -182,10 +214,12 @@ def render(m: Matrix) -> str:
             lines.append(f"  {name.ljust(w)}{'yes'.ljust(12)}no: {d}{tail}")
         else:
             lines.append(f"  {name.ljust(w)}no: {b}")
-    if m.sqpoll:
+    if m.sqpoll or m.ops:
         lines.append("")
     for name, sq in m.sqpoll.items():
         lines.append(f"  sqpoll    {name}: {sq}")
+    for name, where in m.ops.items():
+        lines.append(f"  ops       {name}: {where}")
     lines.append("")
     lines.append(f"  auto -> {m.auto or 'nothing runs here'}")
     return "\n".join(lines)

@@ -110,7 +110,7 @@ async def test_entry_calls_change_the_disk_as_os_does(tree: Path, driver: str) -
     assert open_fds() == before
     # Native where the driver has the kinds: posix_aio has no path op (the fallback's threads).
     extra = dict(get_context(driver).driver.statistics().extra)
-    assert ("fallback_ops" in extra) == (driver in ("posix_aio", "io_uring_c"))
+    assert ("fallback_ops" in extra) == (driver == "posix_aio")
 
 
 def _entry_errors(tree: Path) -> list[tuple[str, tuple[object, ...]]]:

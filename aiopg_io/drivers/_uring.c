@@ -169,6 +169,11 @@ enum {
     OP_FSYNC = 3,
     OP_ASYNC_CANCEL = 14,
     OP_FALLOCATE = 17,
+    OP_OPENAT = 18,
+    OP_CLOSE = 19,
+    OP_RENAMEAT = 35,
+    OP_UNLINKAT = 36,
+    OP_MKDIRAT = 37,
     OP_FTRUNCATE = 55,
 };
 
@@ -491,6 +496,47 @@ ring_prep_ftruncate(Ring *r, PyObject *args)
         sqe->opcode = OP_FTRUNCATE;
         sqe->fd = fd;
         sqe->off = length;   /* io_uring_prep_ftruncate(3): the new size in off */
+        sqe->user_data = user_data;
+    }
+    return PyBool_FromLong(sqe != NULL);
+}
+
+/* The path ops, laid out as liburing's io_uring_prep_openat/close/renameat/unlinkat/mkdirat
+   (3): the directory fd in fd, the path's address in addr, RENAMEAT's new directory fd in
+   len and its new path's address in off, the permission bits (OPENAT, MKDIRAT) in len, the
+   open, rename or unlink flags in the op flags word. A path is a bytes object: its buffer ends in
+   a NUL (the caller refused a NUL inside), it cannot change, and the caller keeps it until
+   the CQE (the kernel copies it at prep time, getname(), but nothing relies on that). */
+static PyObject *
+ring_prep_path(Ring *r, PyObject *args)
+{
+    unsigned int opcode, len, flags;
+    int fd;
+    PyObject *path, *newpath;
+    unsigned long long user_data;
+    if (!PyArg_ParseTuple(args, "IiOOIIK", &opcode, &fd, &path, &newpath, &len, &flags, &user_data) ||
+        ring_check(r) < 0)
+        return NULL;
+    int takes_path = opcode == OP_OPENAT || opcode == OP_RENAMEAT || opcode == OP_UNLINKAT ||
+                     opcode == OP_MKDIRAT;
+    if (!takes_path && opcode != OP_CLOSE) {
+        PyErr_Format(PyExc_ValueError, "opcode %u is not a path op", opcode);
+        return NULL;
+    }
+    if (takes_path != PyBytes_Check(path) || (opcode == OP_RENAMEAT) != PyBytes_Check(newpath) ||
+        (!takes_path && path != Py_None) || (opcode != OP_RENAMEAT && newpath != Py_None)) {
+        PyErr_Format(PyExc_TypeError, "opcode %u: path and newpath must be bytes where it takes them, else None",
+                     opcode);
+        return NULL;
+    }
+    struct u_sqe *sqe = get_sqe(r);
+    if (sqe != NULL) {
+        sqe->opcode = (uint8_t)opcode;
+        sqe->fd = fd;
+        sqe->addr = takes_path ? (uint64_t)(uintptr_t)PyBytes_AS_STRING(path) : 0;
+        sqe->len = len;
+        sqe->off = opcode == OP_RENAMEAT ? (uint64_t)(uintptr_t)PyBytes_AS_STRING(newpath) : 0;
+        sqe->op_flags = flags;
         sqe->user_data = user_data;
     }
     return PyBool_FromLong(sqe != NULL);
@@ -1005,6 +1051,8 @@ static PyMethodDef ring_methods[] = {
     {"prep_fallocate", (PyCFunction)ring_prep_fallocate, METH_VARARGS,
      "prep_fallocate(fd, mode, offset, length, user_data) -> bool"},
     {"prep_ftruncate", (PyCFunction)ring_prep_ftruncate, METH_VARARGS, "prep_ftruncate(fd, length, user_data) -> bool"},
+    {"prep_path", (PyCFunction)ring_prep_path, METH_VARARGS,
+     "prep_path(opcode, dfd, path, newpath, len, flags, user_data) -> bool (OPENAT, CLOSE, RENAMEAT, UNLINKAT, MKDIRAT)"},
     {"prep_nop", (PyCFunction)ring_prep_nop, METH_VARARGS, "prep_nop(user_data) -> bool"},
     {"prep_cancel64", (PyCFunction)ring_prep_cancel64, METH_VARARGS, "prep_cancel64(target, flags, user_data) -> bool"},
     {"submit", (PyCFunction)ring_submit, METH_NOARGS, "submit() -> SQEs left queued (0: the kernel took all)"},
@@ -1127,6 +1175,15 @@ PyInit__uring(void)
     }
     if (PyModule_AddIntConstant(m, "IORING_OP_FTRUNCATE", OP_FTRUNCATE) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_FALLOCATE", OP_FALLOCATE) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_OPENAT", OP_OPENAT) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_CLOSE", OP_CLOSE) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_RENAMEAT", OP_RENAMEAT) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_UNLINKAT", OP_UNLINKAT) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_MKDIRAT", OP_MKDIRAT) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_NOP", OP_NOP) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_READV", OP_READV) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_WRITEV", OP_WRITEV) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_FSYNC", OP_FSYNC) < 0 ||
         PyModule_AddIntConstant(m, "IORING_FSYNC_DATASYNC", 1) < 0 ||
         PyModule_AddIntConstant(m, "IORING_ASYNC_CANCEL_ALL", 1 << 0) < 0 ||
         PyModule_AddIntConstant(m, "IORING_ASYNC_CANCEL_ANY", 1 << 2) < 0) {

@@ -327,8 +327,11 @@ def _probe() -> str | None:
 _REASONS: dict[bool, str | None] = {}
 _SQPOLL_REASONS: dict[str, str | None] = {}  # driver name -> why sqpoll=1 cannot run (None: it can)
 _PROBED: list[dict[str, bool]] = []
-# The opcode each path kind needs (CLOSE counts as one: it came with OPENAT).
-_PATH_OPCODES = {
+# The opcode each kind needs beyond the 5.1 ones (CLOSE counts as a path kind: it came with
+# OPENAT). A kind whose opcode the probe lacks goes to the fallback threads (FTRUNCATE is
+# not here: it runs inline where it is missing, see _ftruncate_inline).
+_KIND_OPCODES = {
+    OpKind.FALLOCATE: "IORING_OP_FALLOCATE",
     OpKind.OPENAT: "IORING_OP_OPENAT",
     OpKind.RENAMEAT: "IORING_OP_RENAMEAT",
     OpKind.UNLINKAT: "IORING_OP_UNLINKAT",
@@ -354,7 +357,7 @@ def _ftruncate_supported() -> bool:
 
 def _native_kinds() -> frozenset[OpKind]:
     ops = _opcodes()
-    return FILE_KINDS | {kind for kind, name in _PATH_OPCODES.items() if ops.get(name)}
+    return FILE_KINDS - {OpKind.FALLOCATE} | {kind for kind, name in _KIND_OPCODES.items() if ops.get(name)}
 
 
 # -- the driver ------------------------------------------------------------------------------
@@ -374,7 +377,7 @@ class _InFlight:
         self.cancel_queued = False
         self.iovec: Any = None  # the liburing.Iovec of the SQE in flight
         self.buffers: list[memoryview] | None = None  # what the Iovec points into
-        self.paths: tuple[pathlib.Path, ...] = ()  # what a path op's SQE points into
+        self.paths: tuple[pathlib.Path | bytes, ...] = ()  # what a path op's SQE points into
 
 
 class IoUringDriver(Driver):
@@ -521,6 +524,11 @@ class IoUringDriver(Driver):
     @property
     def nowait_fast_path(self) -> bool:
         return self._nowait
+
+    @property
+    def ftruncate_inline(self) -> bool:
+        """Whether FTRUNCATE runs inline (the kernel lacks IORING_OP_FTRUNCATE, 6.9)."""
+        return not self._ftruncate
 
     @property
     def sqpoll(self) -> bool:
@@ -675,7 +683,7 @@ class IoUringDriver(Driver):
                 _L.io_uring_prep_fsync(sqe, op.fd, 0)
             elif kind is OpKind.FDATASYNC:
                 _L.io_uring_prep_fsync(sqe, op.fd, _L.IORING_FSYNC_DATASYNC)
-            elif kind is OpKind.FALLOCATE:
+            elif kind is OpKind.FALLOCATE and kind in self._kinds:
                 _L.io_uring_prep_fallocate(sqe, op.fd, op.mode, op.offset, op.length)
             elif kind is OpKind.FTRUNCATE:
                 _L.io_uring_prep_ftruncate(sqe, op.fd, op.length)
