@@ -63,6 +63,7 @@ from .base import (
     int_option,
 )
 from .io_uring import (
+    _KIND_OPCODES,
     _PROBE_TIMEOUT_SECONDS,
     _TRIED_INLINE,
     _UNTRACKED,
@@ -146,15 +147,10 @@ def _ring_opcodes(ring: Any) -> frozenset[int] | None:
 
 
 def _kind_opcodes() -> dict[OpKind, int]:
-    """The opcode each kind needs beyond the 5.1 ones (readv, writev, fsync, nop)."""
-    return {
-        OpKind.FALLOCATE: _U.IORING_OP_FALLOCATE,
-        OpKind.OPENAT: _U.IORING_OP_OPENAT,
-        OpKind.CLOSE: _U.IORING_OP_CLOSE,
-        OpKind.RENAMEAT: _U.IORING_OP_RENAMEAT,
-        OpKind.UNLINKAT: _U.IORING_OP_UNLINKAT,
-        OpKind.MKDIRAT: _U.IORING_OP_MKDIRAT,
-    }
+    """The opcode each kind needs beyond the 5.1 ones (readv, writev, fsync, nop): the
+    parent's table, by the names ``_uring`` exports too."""
+    codes: dict[OpKind, int] = {kind: getattr(_U, name) for kind, name in _KIND_OPCODES.items()}
+    return codes
 
 
 def _native_kinds(ops: frozenset[int] | None) -> frozenset[OpKind]:
