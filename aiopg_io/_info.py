@@ -37,6 +37,10 @@ class Matrix:
     auto: str | None = None
     #: Which path runs the io_uring ring: the C extension or pure Python, and why.
     compiled: str = ""
+    #: io_uring driver -> whether ``sqpoll=1`` runs here, and its default.
+    sqpoll: dict[str, str] = field(default_factory=dict)
+    #: driver -> where its op kinds run: in the driver, or in the fallback threads.
+    ops: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -77,6 +81,54 @@ def _compiled_path() -> str:
     if loaded:
         return f"C ring for driver io_uring_c ({why}); auto still picks the pure path"
     return f"pure Python ({why})"
+
+
+def _sqpoll_rows(drivers: dict[str, dict[str, str]]) -> dict[str, str]:
+    """For each io_uring driver that runs here: can ``sqpoll=1`` run, and is it on."""
+    rows: dict[str, str] = {}
+    for name in ("io_uring", "io_uring_c"):
+        if drivers.get(name, {}).get("buffered") != "available":
+            continue
+        try:
+            from .drivers.io_uring import DEFAULT_SQPOLL
+
+            reason = driver_class(name).sqpoll_unavailable_reason()  # type: ignore[attr-defined]
+        except Exception as exc:  # reported, not raised
+            rows[name] = f"probe failed: {exc!r}"
+            continue
+        on, other = ("on", 0) if DEFAULT_SQPOLL else ("off", 1)
+        change = f"{name}:sqpoll={other} to change"
+        rows[name] = f"no: {reason}" if reason else f"available, {on} by default ({change})"
+    return rows
+
+
+def _op_placement(name: str) -> str:
+    """Which op kinds driver ``name`` runs itself here, and which go to the fallback threads
+    (an io_uring kernel without the opcode, POSIX AIO without path ops): one driver made and
+    closed, as a file would make it."""
+    from .drivers import DriverSpec
+    from .drivers._fallback import ThreadFallback
+    from .drivers.base import ALL_KINDS
+
+    try:
+        d = DriverSpec(name).create()
+    except Exception as exc:  # reported, not raised
+        return f"cannot tell: {exc}"
+    try:
+        inner = d.inner if isinstance(d, ThreadFallback) else d
+        native = inner.capabilities.kinds
+        inline = ["ftruncate"] if getattr(inner, "ftruncate_inline", False) else []
+    finally:
+        d.close()
+    threads = sorted(k.value for k in ALL_KINDS - native)
+    where = (
+        "every kind in the driver"
+        if not threads
+        else f"in threads: {', '.join(threads)}; the rest in the driver"
+    )
+    if inline:
+        where += f" ({', '.join(inline)} inline: the kernel lacks the opcode)"
+    return where
 
 
 def machine_matrix(directory: str = ".") -> Matrix:
@@ -125,6 +177,8 @@ def machine_matrix(directory: str = ".") -> Matrix:
             if tested is not None and not tested():
                 m.untested[name] = "not tested on this machine"
     m.compiled = _compiled_path()
+    m.sqpoll = _sqpoll_rows(m.drivers)
+    m.ops = {name: _op_placement(name) for name, row in m.drivers.items() if row["buffered"] == "available"}
     for name in auto_order():
         if m.drivers.get(name, {}).get("buffered") == "available":
             m.auto = name
@@ -160,6 +214,12 @@ def render(m: Matrix) -> str:
             lines.append(f"  {name.ljust(w)}{'yes'.ljust(12)}no: {d}{tail}")
         else:
             lines.append(f"  {name.ljust(w)}no: {b}")
+    if m.sqpoll or m.ops:
+        lines.append("")
+    for name, sq in m.sqpoll.items():
+        lines.append(f"  sqpoll    {name}: {sq}")
+    for name, where in m.ops.items():
+        lines.append(f"  ops       {name}: {where}")
     lines.append("")
     lines.append(f"  auto -> {m.auto or 'nothing runs here'}")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from aiopg_io.drivers import unavailable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
-NAMES = ["core", "uring", "posix_aio", "wal", "buffers", "powerloss", "serve"]
+NAMES = ["core", "uring", "sqpoll", "posix_aio", "wal", "buffers", "powerloss", "serve"]
 
 
 def run_process(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -66,6 +66,20 @@ def test_uring_buffered(tmp_path: Path) -> None:
     assert {"aiopg_io io_uring", "aiopg_io worker", "aiofile (caio)", "aiofiles"} <= contenders
     assert all(r["iops"] > 0 for r in doc["results"])
     assert not (tmp_path / "u.dat").exists()
+
+
+@pytest.mark.skipif(unavailable_reason("io_uring") is not None, reason=str(unavailable_reason("io_uring")))
+def test_sqpoll(tmp_path: Path) -> None:
+    run(
+        "sqpoll", "--size", "1m", "--seconds", "0.02", "--depths", "1", "--repeat", "1",
+        "--drivers", "io_uring", "--path", str(tmp_path / "s.dat"), "--json", str(tmp_path / "s.json"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    doc = json.loads((tmp_path / "s.json").read_text())
+    ran = {(r["mode"], r["sqpoll"]) for r in doc["results"]}
+    assert ran == {("direct", False), ("direct", True), ("warm", False), ("warm", True)}
+    assert all(r["iops"] > 0 and r["cpu_us_per_op"] > 0 for r in doc["results"])
+    assert not (tmp_path / "s.dat").exists()
 
 
 def test_posix_aio(tmp_path: Path) -> None:

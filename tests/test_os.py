@@ -109,7 +109,8 @@ async def test_entry_calls_change_the_disk_as_os_does(tree: Path, driver: str) -
     assert sorted(os.listdir(tree)) == ["d", "dangling", "hard", "m700", "soft"]
     assert os.listdir(d) == []
     assert open_fds() == before
-    # Native where the driver has the kinds: posix_aio has no path op (the fallback's threads).
+    # Native where the driver has the kinds: posix_aio has no path op (the fallback's threads),
+    # io_uring_c no LINKAT / SYMLINKAT.
     extra = dict(get_context(driver).driver.statistics().extra)
     assert ("fallback_ops" in extra) == (driver in ("posix_aio", "io_uring_c"))
 

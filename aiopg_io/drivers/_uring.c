@@ -33,13 +33,30 @@
  *   flags have IO_URING_OP_SUPPORTED (1). Before 5.6 it is EINVAL: then only the 5.1 ops
  *   (nop, readv, writev, fsync) are assumed.
  * - Fork: madvise(MADV_DONTFORK) keeps the ring mappings out of a child (what
- *   io_uring_ring_dontfork(3) does); the Python driver refuses to run in a child.
+ *   io_uring_ring_dontfork(3) does); the Python driver refuses to run in a child. So a
+ *   child that releases its copy of a Ring closes the fd only: the addresses are not the
+ *   ring's in the child, and may by then be another mapping's.
+ * - Closing the ring fd does not wait for the ops in flight (the kernel cancels and reaps
+ *   them in a work item after the close returns), and they write into their buffers until
+ *   their CQEs. The Ring holds no buffer: its owner (the driver) keeps the buffers, and the
+ *   Ring open, until every CQE is in, also when it is collected unclosed (see _orphans.py).
  * - An SQE's iovec array must stay valid until the op's CQE (the kernel may read it when
  *   it issues the op from a worker). iovec() returns it as a bytes object that the driver
  *   keeps on the op; the buffers it points into are kept by the op (its memoryviews), as
  *   with liburing's Iovec, which keeps no reference either.
  * - System calls that do not wait (submit, flush) run with the GIL released: the kernel
  *   may copy cached pages inline during a submit.
+ * - SQPOLL (io_uring_setup(2), IORING_SETUP_SQPOLL): a kernel thread of this process
+ *   ("iou-sqp-<pid>") polls the SQ and submits what it finds, so a submit is only the tail
+ *   store, with no system call, while the thread is awake. After sq_thread_idle ms (the
+ *   kernel's default 1000 when 0) without work it sleeps and sets IORING_SQ_NEED_WAKEUP in
+ *   the SQ flags; io_uring_enter(IORING_ENTER_SQ_WAKEUP) wakes it. The flags load must not
+ *   pass the tail store: a full barrier between them (liburing's io_uring_smp_mb in
+ *   sq_ring_needs_enter). With SQPOLL, io_uring_enter returns to_submit whatever the thread
+ *   took; IORING_ENTER_SQ_WAIT (5.10) waits until the thread has made room in a full SQ.
+ *   Before 5.11 (IORING_FEAT_SQPOLL_NONFIXED) the thread took registered files only, and
+ *   needed CAP_SYS_ADMIN: the ring then refuses sqpoll (EOPNOTSUPP), it never half-works.
+ *   The thread belongs to the ring, so to the process that set it up (fork: see above).
  */
 /* Python.h comes first and defines _GNU_SOURCE (pyconfig.h): preadv2 and RWF_NOWAIT. */
 #define PY_SSIZE_T_CLEAN
@@ -132,9 +149,14 @@ _Static_assert(sizeof(struct u_params) == 120, "io_uring_params is 120 bytes");
 #define OFF_CQ_RING 0x8000000ULL
 #define OFF_SQES 0x10000000ULL
 #define FEAT_SINGLE_MMAP (1U << 0)
+#define FEAT_SQPOLL_NONFIXED (1U << 7)
+#define SETUP_SQPOLL (1U << 1)
 #define SETUP_SUBMIT_ALL (1U << 7)
+#define SQ_NEED_WAKEUP (1U << 0)
 #define SQ_CQ_OVERFLOW (1U << 1)
 #define ENTER_GETEVENTS (1U << 0)
+#define ENTER_SQ_WAKEUP (1U << 1)
+#define ENTER_SQ_WAIT (1U << 2)
 #define REGISTER_EVENTFD 4
 #define UNREGISTER_EVENTFD 5
 #define REGISTER_PROBE 8
@@ -147,6 +169,11 @@ enum {
     OP_FSYNC = 3,
     OP_ASYNC_CANCEL = 14,
     OP_FALLOCATE = 17,
+    OP_OPENAT = 18,
+    OP_CLOSE = 19,
+    OP_RENAMEAT = 35,
+    OP_UNLINKAT = 36,
+    OP_MKDIRAT = 37,
     OP_FTRUNCATE = 55,
 };
 
@@ -167,11 +194,18 @@ typedef struct {
     /* The page-cache fast path (try_inline), set up by enable_inline(); NULL when off. */
     PyObject *k_read, *k_readv, *s_idle, *s_reaped, *tried, *fallback, *partial;
     unsigned long long inline_done; /* ops try_inline completed whole, here in C */
+    pid_t owner;             /* the process that mapped the ring (fork: see ring_unmap) */
+    unsigned long long sqpoll_wakeups; /* io_uring_enter calls that woke the SQ thread */
 } Ring;
 
 static void
 ring_unmap(Ring *r)
 {
+    if (r->owner != getpid()) { /* a fork child: the mappings were never its own */
+        r->sqes = NULL;
+        r->sq_map = r->cq_map = NULL;
+        return;
+    }
     if (r->sqes != NULL && r->sqes != MAP_FAILED)
         munmap(r->sqes, r->sqes_len);
     if (r->cq_map != NULL && r->cq_map != MAP_FAILED && r->cq_map != r->sq_map)
@@ -205,10 +239,11 @@ ring_check(Ring *r)
 static int
 ring_init(Ring *r, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"entries", "submit_all", NULL};
-    unsigned int entries;
-    int submit_all = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "I|p", kwlist, &entries, &submit_all))
+    static char *kwlist[] = {"entries", "submit_all", "sqpoll", "sq_thread_idle", NULL};
+    unsigned int entries, sq_thread_idle = 0;
+    int submit_all = 1, sqpoll = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "I|p$pI", kwlist, &entries, &submit_all, &sqpoll,
+                                     &sq_thread_idle))
         return -1;
     if (r->fd >= 0) {
         PyErr_SetString(PyExc_RuntimeError, "Ring is already set up");
@@ -218,7 +253,8 @@ ring_init(Ring *r, PyObject *args, PyObject *kwds)
     long fd;
     for (;;) {
         memset(&p, 0, sizeof p);
-        p.flags = submit_all ? SETUP_SUBMIT_ALL : 0;
+        p.flags = (submit_all ? SETUP_SUBMIT_ALL : 0) | (sqpoll ? SETUP_SQPOLL : 0);
+        p.sq_thread_idle = sq_thread_idle;
         fd = syscall(__NR_io_uring_setup, entries, &p);
         if (fd < 0 && errno == EINVAL && submit_all) {
             submit_all = 0; /* a kernel before 5.18: no SUBMIT_ALL */
@@ -231,6 +267,14 @@ ring_init(Ring *r, PyObject *args, PyObject *kwds)
         return -1;
     }
     r->fd = (int)fd;
+    r->owner = getpid();
+    if (sqpoll && !(p.features & FEAT_SQPOLL_NONFIXED)) {
+        close(r->fd);
+        r->fd = -1;
+        errno = EOPNOTSUPP; /* a kernel before 5.11: SQPOLL on registered files only */
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
     r->sq_entries = p.sq_entries;
     r->cq_entries = p.cq_entries;
     r->features = p.features;
@@ -457,6 +501,47 @@ ring_prep_ftruncate(Ring *r, PyObject *args)
     return PyBool_FromLong(sqe != NULL);
 }
 
+/* The path ops, laid out as liburing's io_uring_prep_openat/close/renameat/unlinkat/mkdirat
+   (3): the directory fd in fd, the path's address in addr, RENAMEAT's new directory fd in
+   len and its new path's address in off, the permission bits (OPENAT, MKDIRAT) in len, the
+   open, rename or unlink flags in the op flags word. A path is a bytes object: its buffer ends in
+   a NUL (the caller refused a NUL inside), it cannot change, and the caller keeps it until
+   the CQE (the kernel copies it at prep time, getname(), but nothing relies on that). */
+static PyObject *
+ring_prep_path(Ring *r, PyObject *args)
+{
+    unsigned int opcode, len, flags;
+    int fd;
+    PyObject *path, *newpath;
+    unsigned long long user_data;
+    if (!PyArg_ParseTuple(args, "IiOOIIK", &opcode, &fd, &path, &newpath, &len, &flags, &user_data) ||
+        ring_check(r) < 0)
+        return NULL;
+    int takes_path = opcode == OP_OPENAT || opcode == OP_RENAMEAT || opcode == OP_UNLINKAT ||
+                     opcode == OP_MKDIRAT;
+    if (!takes_path && opcode != OP_CLOSE) {
+        PyErr_Format(PyExc_ValueError, "opcode %u is not a path op", opcode);
+        return NULL;
+    }
+    if (takes_path != PyBytes_Check(path) || (opcode == OP_RENAMEAT) != PyBytes_Check(newpath) ||
+        (!takes_path && path != Py_None) || (opcode != OP_RENAMEAT && newpath != Py_None)) {
+        PyErr_Format(PyExc_TypeError, "opcode %u: path and newpath must be bytes where it takes them, else None",
+                     opcode);
+        return NULL;
+    }
+    struct u_sqe *sqe = get_sqe(r);
+    if (sqe != NULL) {
+        sqe->opcode = (uint8_t)opcode;
+        sqe->fd = fd;
+        sqe->addr = takes_path ? (uint64_t)(uintptr_t)PyBytes_AS_STRING(path) : 0;
+        sqe->len = len;
+        sqe->off = opcode == OP_RENAMEAT ? (uint64_t)(uintptr_t)PyBytes_AS_STRING(newpath) : 0;
+        sqe->op_flags = flags;
+        sqe->user_data = user_data;
+    }
+    return PyBool_FromLong(sqe != NULL);
+}
+
 static PyObject *
 ring_prep_nop(Ring *r, PyObject *args)
 {
@@ -489,6 +574,33 @@ ring_prep_cancel64(Ring *r, PyObject *args)
     return PyBool_FromLong(sqe != NULL);
 }
 
+/* The one io_uring_enter that submits: ``to_submit`` SQEs published (the tail stored), how
+   many the kernel took, or -1 with errno set. With SQPOLL the thread takes them: a system
+   call only to wake it (or, the SQ full, to wait for room). Runs with the GIL released. */
+static long
+ring_enter_submit(Ring *r, unsigned to_submit)
+{
+    unsigned flags = 0;
+    if (r->setup_flags & SETUP_SQPOLL) {
+        __atomic_thread_fence(__ATOMIC_SEQ_CST); /* the tail store before the flags load */
+        if (__atomic_load_n(r->sq_flags, __ATOMIC_RELAXED) & SQ_NEED_WAKEUP)
+            flags |= ENTER_SQ_WAKEUP;
+        if (to_submit >= r->sq_entries)
+            flags |= ENTER_SQ_WAIT;
+        if (flags == 0)
+            return (long)to_submit;
+        r->sqpoll_wakeups += (flags & ENTER_SQ_WAKEUP) != 0;
+    }
+    long ret;
+    int saved;
+    Py_BEGIN_ALLOW_THREADS
+    ret = syscall(__NR_io_uring_enter, r->fd, to_submit, 0, flags, NULL, 0);
+    saved = errno;
+    Py_END_ALLOW_THREADS
+    errno = saved;
+    return ret;
+}
+
 static PyObject *
 ring_submit(Ring *r, PyObject *Py_UNUSED(ignored))
 {
@@ -505,16 +617,9 @@ ring_submit(Ring *r, PyObject *Py_UNUSED(ignored))
     unsigned to_submit = tail - head;
     if (to_submit == 0)
         return PyLong_FromLong(0);
-    long ret;
-    int saved;
-    Py_BEGIN_ALLOW_THREADS
-    ret = syscall(__NR_io_uring_enter, r->fd, to_submit, 0, 0, NULL, 0);
-    saved = errno;
-    Py_END_ALLOW_THREADS
-    if (ret < 0) {
-        errno = saved;
+    long ret = ring_enter_submit(r, to_submit);
+    if (ret < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
-    }
     return PyLong_FromLong((long)to_submit - ret);
 }
 
@@ -927,6 +1032,18 @@ ring_get_submit_all(Ring *r, void *Py_UNUSED(closure))
     return PyBool_FromLong(r->setup_flags & SETUP_SUBMIT_ALL);
 }
 
+static PyObject *
+ring_get_sqpoll(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(r->setup_flags & SETUP_SQPOLL);
+}
+
+static PyObject *
+ring_get_sqpoll_wakeups(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(r->sqpoll_wakeups);
+}
+
 static PyMethodDef ring_methods[] = {
     {"prep_readv", (PyCFunction)ring_prep_readv, METH_VARARGS, "prep_readv(fd, iovec, offset, user_data) -> bool"},
     {"prep_writev", (PyCFunction)ring_prep_writev, METH_VARARGS, "prep_writev(fd, iovec, offset, user_data) -> bool"},
@@ -934,6 +1051,8 @@ static PyMethodDef ring_methods[] = {
     {"prep_fallocate", (PyCFunction)ring_prep_fallocate, METH_VARARGS,
      "prep_fallocate(fd, mode, offset, length, user_data) -> bool"},
     {"prep_ftruncate", (PyCFunction)ring_prep_ftruncate, METH_VARARGS, "prep_ftruncate(fd, length, user_data) -> bool"},
+    {"prep_path", (PyCFunction)ring_prep_path, METH_VARARGS,
+     "prep_path(opcode, dfd, path, newpath, len, flags, user_data) -> bool (OPENAT, CLOSE, RENAMEAT, UNLINKAT, MKDIRAT)"},
     {"prep_nop", (PyCFunction)ring_prep_nop, METH_VARARGS, "prep_nop(user_data) -> bool"},
     {"prep_cancel64", (PyCFunction)ring_prep_cancel64, METH_VARARGS, "prep_cancel64(target, flags, user_data) -> bool"},
     {"submit", (PyCFunction)ring_submit, METH_NOARGS, "submit() -> SQEs left queued (0: the kernel took all)"},
@@ -960,6 +1079,8 @@ static PyGetSetDef ring_getset[] = {
     {"cq_entries", (getter)ring_get_cq_entries, NULL, "CQ size", NULL},
     {"features", (getter)ring_get_features, NULL, "IORING_FEAT_* bits", NULL},
     {"submit_all", (getter)ring_get_submit_all, NULL, "whether IORING_SETUP_SUBMIT_ALL is on", NULL},
+    {"sqpoll", (getter)ring_get_sqpoll, NULL, "whether a kernel thread polls the SQ (IORING_SETUP_SQPOLL)", NULL},
+    {"sqpoll_wakeups", (getter)ring_get_sqpoll_wakeups, NULL, "submits that had to wake the SQ thread", NULL},
     {"inline_done", (getter)ring_get_inline_done, NULL, "ops try_inline completed whole in C", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -971,7 +1092,7 @@ static PyTypeObject RingType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_traverse = (traverseproc)ring_traverse,
     .tp_clear = (inquiry)ring_clear,
-    .tp_doc = "Ring(entries, submit_all=True): an io_uring on the raw system calls",
+    .tp_doc = "Ring(entries, submit_all=True, *, sqpoll=False, sq_thread_idle=0): an io_uring on the raw system calls",
     .tp_new = ring_new,
     .tp_init = (initproc)ring_init,
     .tp_dealloc = (destructor)ring_dealloc,
@@ -1054,6 +1175,15 @@ PyInit__uring(void)
     }
     if (PyModule_AddIntConstant(m, "IORING_OP_FTRUNCATE", OP_FTRUNCATE) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_FALLOCATE", OP_FALLOCATE) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_OPENAT", OP_OPENAT) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_CLOSE", OP_CLOSE) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_RENAMEAT", OP_RENAMEAT) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_UNLINKAT", OP_UNLINKAT) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_MKDIRAT", OP_MKDIRAT) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_NOP", OP_NOP) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_READV", OP_READV) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_WRITEV", OP_WRITEV) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_FSYNC", OP_FSYNC) < 0 ||
         PyModule_AddIntConstant(m, "IORING_FSYNC_DATASYNC", 1) < 0 ||
         PyModule_AddIntConstant(m, "IORING_ASYNC_CANCEL_ALL", 1 << 0) < 0 ||
         PyModule_AddIntConstant(m, "IORING_ASYNC_CANCEL_ANY", 1 << 2) < 0) {

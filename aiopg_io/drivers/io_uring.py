@@ -40,6 +40,21 @@ Some facts about io_uring this module relies on
   finds no SQ slot even after a flush (the kernel refused the submit for now) is kept and
   queued again by the next reap, and close retries its cancel-all the same way: an op that
   only a cancel can end (a read from an empty pipe) is never left waiting forever.
+- **SQPOLL** (``sqpoll=1``; io_uring_setup(2), ``IORING_SETUP_SQPOLL``): a kernel thread of
+  this process ("iou-sqp-<pid>", counted in the process's CPU time) polls the SQ, so a
+  submit needs no system call while it is awake; after ``sq_thread_idle`` ms without work
+  it sleeps and sets ``IORING_SQ_NEED_WAKEUP``, and the next submit wakes it with
+  ``io_uring_enter(IORING_ENTER_SQ_WAKEUP)`` (liburing's ``io_uring_submit`` does that
+  here; the C ring in ``_uring.c``). The package's ``Param`` cannot be written, so this
+  driver gets the kernel's idle time (1 s); ``io_uring_c`` takes ``sq_thread_idle``. The
+  thread is the ring's: a fork child neither has nor may use it (see Fork). Off by
+  default (:data:`DEFAULT_SQPOLL`): on the measured two-core machine the polling thread
+  costs more CPU per read than the system calls it saves (docs/benchmarks.md, "SQPOLL").
+- **Collected without close().** Closing a ring fd does not wait for its ops (the kernel
+  cancels and reaps them in a work item afterwards), and the kernel writes into an op's
+  buffers until its CQE. So the driver's finalizer does what close does, for at most
+  ``_COLLECTED_WAIT_SECONDS``, and what the kernel has not returned by then keeps the
+  whole driver alive (:mod:`._orphans`) until it has: no buffer is freed before its CQE.
 - **Fork.** The SQ/CQ rings are memory shared with the kernel. A child that submitted on
   its parent's ring would corrupt the parent's queues; ``io_uring_ring_dontfork(3)`` keeps
   the mappings out of children, and every method checks first that it is not running in a
@@ -72,6 +87,8 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
 - ``io_uring_prep_read`` takes only a ``bytearray``; ``Iovec`` takes a *list* (not a tuple)
   of bytes-like objects, memoryviews included, so every transfer goes through
   readv/writev. ``Iovec`` keeps no reference to its buffers: the op does (``driver_data``).
+  (Yet it takes a reference to each *memoryview* it is given and never drops it, checked
+  on 2026.3.30: a memoryview passed to an ``Iovec``, and what it views, is never freed.)
 - ``cqe[i]`` for ``i > 0`` ignores the ring mask; completions are read with ``CqeIter``
   (only ``cqe[0]`` is valid inside it) and retired with ``io_uring_cq_advance``.
 - ``CQE.res`` *raises* the OSError for a negative result (the package's ``trap_error``);
@@ -156,12 +173,13 @@ import platform
 import resource
 import select
 import time
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import DriverOptionError, DriverUnavailableError
-from . import _blocking
+from . import _blocking, _orphans
 from ._fork import generation as fork_generation
 from ._memory import fd_is_direct
 from .base import (
@@ -188,16 +206,29 @@ except Exception as _exc:  # ImportError, or the package failing to read /proc a
 else:
     _IMPORT_ERROR = None
 
-__all__ = ["DEFAULT_ENTRIES", "DEFAULT_REAP_BATCH", "MAX_EAGAIN_RETRIES", "MIN_KERNEL", "IoUringDriver"]
+__all__ = [
+    "DEFAULT_ENTRIES",
+    "DEFAULT_REAP_BATCH",
+    "DEFAULT_SQPOLL",
+    "MAX_EAGAIN_RETRIES",
+    "MIN_KERNEL",
+    "IoUringDriver",
+]
 
 DEFAULT_ENTRIES = 256
 DEFAULT_REAP_BATCH = 8
+#: Whether a kernel thread polls the SQ (``sqpoll=1``): off, by the figures (module docstring).
+DEFAULT_SQPOLL = False
 MAX_EAGAIN_RETRIES = 1000
 #: What the PyPI liburing package needs (its README: "Linux >= 6.14").
 MIN_KERNEL = (6, 14)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _CLOSE_POLL_SECONDS = 0.05
+#: How long a driver collected without close() waits for the CQEs of the ops it cancels
+#: before it parks its ring and buffers instead (``_orphans``); the finalizer runs on the
+#: collecting thread, so not long.
+_COLLECTED_WAIT_SECONDS = 1.0
 _PROBE_TIMEOUT_SECONDS = 2.0
 #: io_uring_prep_cancel(3) flags (5.19): match any request, cancel every match.
 _CANCEL_ANY = 1 << 2
@@ -246,10 +277,11 @@ def _io_uring_group() -> str:
         return "?"
 
 
-def _setup_ring(entries: int) -> Any:
+def _setup_ring(entries: int, *, sqpoll: bool = False) -> Any:
     """A ring ready for use (tests replace this to simulate refusals)."""
     ring = _L.Ring()
-    _L.io_uring_queue_init(entries, ring, _L.IORING_SETUP_SUBMIT_ALL)
+    flags = _L.IORING_SETUP_SUBMIT_ALL | (_L.IORING_SETUP_SQPOLL if sqpoll else 0)
+    _L.io_uring_queue_init(entries, ring, flags)
     return ring
 
 
@@ -316,9 +348,13 @@ def _probe() -> str | None:
 
 
 _REASONS: dict[bool, str | None] = {}
+_SQPOLL_REASONS: dict[str, str | None] = {}  # driver name -> why sqpoll=1 cannot run (None: it can)
 _PROBED: list[dict[str, bool]] = []
-# The opcode each path kind needs (CLOSE counts as one: it came with OPENAT).
-_PATH_OPCODES = {
+# The opcode each kind needs beyond the 5.1 ones (CLOSE counts as a path kind: it came with
+# OPENAT). A kind whose opcode the probe lacks goes to the fallback threads (FTRUNCATE is
+# not here: it runs inline where it is missing, see _ftruncate_inline).
+_KIND_OPCODES = {
+    OpKind.FALLOCATE: "IORING_OP_FALLOCATE",
     OpKind.OPENAT: "IORING_OP_OPENAT",
     OpKind.RENAMEAT: "IORING_OP_RENAMEAT",
     OpKind.UNLINKAT: "IORING_OP_UNLINKAT",
@@ -329,7 +365,7 @@ _PATH_OPCODES = {
     OpKind.SYMLINKAT: "IORING_OP_SYMLINKAT",
 }
 #: The kinds whose SQE names paths (CLOSE names none).
-_NAMED_KINDS = frozenset(_PATH_OPCODES) - {OpKind.CLOSE}
+_NAMED_KINDS = frozenset(_KIND_OPCODES) - {OpKind.CLOSE, OpKind.FALLOCATE}
 
 
 def _opcodes() -> dict[str, bool]:
@@ -349,7 +385,7 @@ def _ftruncate_supported() -> bool:
 
 def _native_kinds() -> frozenset[OpKind]:
     ops = _opcodes()
-    kinds = FILE_KINDS | {kind for kind, name in _PATH_OPCODES.items() if ops.get(name)}
+    kinds = FILE_KINDS - {OpKind.FALLOCATE} | {kind for kind, name in _KIND_OPCODES.items() if ops.get(name)}
     return kinds if _statx_readable() else kinds - {OpKind.STATX}
 
 
@@ -449,17 +485,15 @@ class IoUringDriver(Driver):
         entries: int = DEFAULT_ENTRIES,
         nowait_fast_path: bool | int | str | None = None,
         reap_batch: int = DEFAULT_REAP_BATCH,
+        sqpoll: bool | int | str = DEFAULT_SQPOLL,
     ) -> None:
-        entries = self._options(entries, nowait_fast_path, reap_batch)
+        entries = self._options(entries, nowait_fast_path, reap_batch, sqpoll)
         if _L is None:
             raise DriverUnavailableError(f"driver 'io_uring' cannot run here: {_probe()}")
         try:
-            self._ring = _setup_ring(entries)
+            self._ring = _setup_ring(entries, sqpoll=True) if self._sqpoll else _setup_ring(entries)
         except OSError as exc:
-            raise DriverUnavailableError(
-                f"driver 'io_uring' cannot set up a ring of {entries} entries: "
-                f"{_explain_setup_error(exc, _io_uring_disabled())}"
-            ) from exc
+            raise DriverUnavailableError(self._setup_refused(entries, exc)) from exc
         try:
             self._efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         except OSError:
@@ -480,10 +514,30 @@ class IoUringDriver(Driver):
         self._cqe = _L.Cqe()
         self._init_state()
 
-    def _options(self, entries: int, nowait_fast_path: bool | int | str | None, reap_batch: int) -> int:
-        """Check the options (named after ``self.name``), keep the fast path's and the reap
-        batch; return ``entries``."""
+    def _setup_refused(self, entries: int, exc: OSError) -> str:
+        """Why a ring of ``entries`` (with this driver's options) could not be set up."""
+        with_sqpoll = " with sqpoll=1" if self._sqpoll else ""
+        hint = (
+            "; sqpoll needs Linux >= 5.11 (IORING_FEAT_SQPOLL_NONFIXED): drop the option"
+            if self._sqpoll and exc.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL)
+            else ""
+        )
+        return (
+            f"driver {self.name!r} cannot set up a ring of {entries} entries{with_sqpoll}: "
+            f"{_explain_setup_error(exc, _io_uring_disabled())}{hint}"
+        )
+
+    def _options(
+        self,
+        entries: int,
+        nowait_fast_path: bool | int | str | None,
+        reap_batch: int,
+        sqpoll: bool | int | str,
+    ) -> int:
+        """Check the options (named after ``self.name``), keep the fast path's, the reap
+        batch's and SQPOLL's; return ``entries``."""
         name = self.name
+        self._sqpoll = flag_option(name, "sqpoll", sqpoll)
         entries = int_option(name, "entries", entries, 1, 32768)
         if isinstance(reap_batch, bool) or not isinstance(reap_batch, int) or reap_batch < 0:
             raise DriverOptionError(
@@ -509,6 +563,7 @@ class IoUringDriver(Driver):
         self._sq_unsubmitted = False  # io_uring_submit refused for now (EAGAIN/EBUSY)
         self._sq_deferred = False  # cancel SQEs queued for the next submit or reap
         self._cancel_later: list[Op] = []  # cancels that found no SQ slot; retried in reap
+        self._cancel_all_pending = False  # closing: the cancel of everything found no SQ slot yet
         self._signalled = False  # we wrote the eventfd and no reap has read it yet
         self._next_token = itertools.count(_UNTRACKED + 1).__next__
         self._pid = os.getpid()
@@ -522,7 +577,7 @@ class IoUringDriver(Driver):
     def __repr__(self) -> str:
         return (
             f"<IoUringDriver entries={self._sq_entries} in_flight={len(self._ops)} "
-            f"nowait_fast_path={self._nowait} closed={self._closed}>"
+            f"nowait_fast_path={self._nowait} sqpoll={self._sqpoll} closed={self._closed}>"
         )
 
     @classmethod
@@ -536,6 +591,26 @@ class IoUringDriver(Driver):
                 _REASONS[key] = f"io_uring probe failed: {exc!r}"
         return _REASONS[key]
 
+    @classmethod
+    def sqpoll_unavailable_reason(cls) -> str | None:
+        """None when ``sqpoll=1`` can run here (a small SQPOLL ring was set up), else why."""
+        key = cls.name
+        if key not in _SQPOLL_REASONS:
+            reason = cls.unavailable_reason()
+            if reason is None:
+                try:
+                    cls._try_sqpoll_ring()
+                except OSError as exc:
+                    reason = f"an SQPOLL ring is refused: {_explain_setup_error(exc, _io_uring_disabled())}"
+                except Exception as exc:  # a probe never raises
+                    reason = f"SQPOLL probe failed: {exc!r}"
+            _SQPOLL_REASONS[key] = reason
+        return _SQPOLL_REASONS[key]
+
+    @classmethod
+    def _try_sqpoll_ring(cls) -> None:
+        _L.io_uring_queue_exit(_setup_ring(4, sqpoll=True))
+
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(
@@ -545,6 +620,16 @@ class IoUringDriver(Driver):
     @property
     def nowait_fast_path(self) -> bool:
         return self._nowait
+
+    @property
+    def ftruncate_inline(self) -> bool:
+        """Whether FTRUNCATE runs inline (the kernel lacks IORING_OP_FTRUNCATE, 6.9)."""
+        return not self._ftruncate
+
+    @property
+    def sqpoll(self) -> bool:
+        """Whether a kernel thread of this process polls the ring's SQ (``sqpoll=1``)."""
+        return self._sqpoll
 
     # -- guards -----------------------------------------------------------------------------
 
@@ -698,7 +783,7 @@ class IoUringDriver(Driver):
                 _L.io_uring_prep_fsync(sqe, op.fd, 0)
             elif kind is OpKind.FDATASYNC:
                 _L.io_uring_prep_fsync(sqe, op.fd, _L.IORING_FSYNC_DATASYNC)
-            elif kind is OpKind.FALLOCATE:
+            elif kind is OpKind.FALLOCATE and kind in self._kinds:
                 _L.io_uring_prep_fallocate(sqe, op.fd, op.mode, op.offset, op.length)
             elif kind is OpKind.FTRUNCATE:
                 _L.io_uring_prep_ftruncate(sqe, op.fd, op.length)
@@ -992,30 +1077,85 @@ class IoUringDriver(Driver):
         self._check_process()
         if self._closed:
             return []
-        self._closed = True
+        self._cancel_everything()
         out: list[Op] = []
-        while self._backlog:
-            op = self._backlog.popleft()
-            op.cancelled()
-            self._ready.append(op)
-        self._cancel_later.clear()  # the cancel of everything below covers them
-        cancel_all = bool(self._ops)
-        for op in self._ops.values():
-            op.cancel_requested = True  # no continuation after a short transfer
-        while True:
-            if cancel_all and self._queue_cancel(0, _CANCEL_ANY | _CANCEL_ALL):
-                cancel_all = False
-                self._submit_sq()
-            self._clear_eventfd()
-            out.extend(self._collect())
-            if not self._ops and not self._ready:
-                break
+        while not self._drain_step(out):
             # The kernel still owns buffers (a running read cannot be stopped): wait for it.
             select.select([self._efd], [], [], _CLOSE_POLL_SECONDS)
             if self._sq_unsubmitted:
                 time.sleep(_CLOSE_POLL_SECONDS)
         self._teardown()
         return out
+
+    def _cancel_everything(self) -> None:
+        """Start closing: no new ops, the backlog cancelled (reaped by :meth:`_drain_step`),
+        a cancel of every op in flight to be sent by it."""
+        self._closed = True
+        while self._backlog:
+            op = self._backlog.popleft()
+            op.cancelled()
+            self._ready.append(op)
+        self._cancel_later.clear()  # the cancel of everything below covers them
+        self._cancel_all_pending = bool(self._ops)
+        for op in self._ops.values():
+            op.cancel_requested = True  # no continuation after a short transfer
+
+    def _drain_step(self, out: list[Op]) -> bool:
+        """One round of closing: send the cancel of everything (again, if it found no SQ
+        slot), reap into ``out``; True once the kernel holds no op of ours."""
+        if self._cancel_all_pending and self._queue_cancel(0, _CANCEL_ANY | _CANCEL_ALL):
+            self._cancel_all_pending = False
+            self._submit_sq()
+        self._clear_eventfd()
+        out.extend(self._collect())
+        return not self._ops and not self._ready
+
+    def __del__(self) -> None:
+        # Collected without close(). The kernel may still write into the buffers of ops in
+        # flight (see _orphans.py): cancel everything and wait for the CQEs a little; what
+        # does not come back in time keeps this driver (ring, ops, buffers) alive on purpose.
+        if getattr(self, "_closed", True) or self._generation != fork_generation():
+            return  # closed, never set up, or a fork child's copy of the parent's ring
+        held = len(self._ops) + len(self._backlog)
+        released = False
+        try:
+            self._cancel_everything()
+            out: list[Op] = []
+            deadline = time.monotonic() + _COLLECTED_WAIT_SECONDS
+            while not (released := self._drain_step(out)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                select.select([self._efd], [], [], min(left, _CLOSE_POLL_SECONDS))
+            if released:
+                self._teardown()
+        finally:
+            if not released:
+                _orphans.park(self)  # before anything that may raise (a warning as error)
+        if released:
+            what = f"{held} ops in flight were cancelled and drained" if held else "nothing was in flight"
+            warnings.warn(
+                f"unclosed {self.name} driver collected: {what}; call close()", ResourceWarning, stacklevel=1
+            )
+        else:
+            warnings.warn(
+                f"unclosed {self.name} driver collected with {len(self._ops)} ops the kernel has not "
+                f"returned within {_COLLECTED_WAIT_SECONDS} s of a cancel: its ring and their buffers are "
+                "kept alive until it does (never freed under the kernel); call close()",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    def orphan_fd(self) -> int:
+        """The completion fd, for :mod:`._orphans` (a parked driver's)."""
+        return self._efd
+
+    def orphan_step(self) -> bool:
+        """Reap a parked driver; once the kernel holds nothing, release ring and fds."""
+        if not self._drain_step([]):
+            return False
+        self._teardown()
+        return True
 
     def _teardown(self) -> None:
         """Release the ring and the eventfd (nothing is in flight any more)."""

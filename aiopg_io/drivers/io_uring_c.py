@@ -28,8 +28,13 @@ removes the liburing package's kernel floor (6.14): it probes features, not vers
 Facts this module relies on (the ring's own are in ``_uring.c``):
 
 - ``IORING_REGISTER_PROBE`` (5.6) lists the opcodes the kernel has; ``IORING_OP_FTRUNCATE``
-  (6.9) is used only where listed, else the op runs inline as in the parent. Before 5.6
-  the probe is refused and only the 5.1 opcodes are assumed.
+  (6.9) is used only where listed, else the op runs inline as in the parent. FALLOCATE
+  (5.6), OPENAT and CLOSE (5.6), RENAMEAT and UNLINKAT (5.11), MKDIRAT (5.15) are prepped in
+  the ring where listed (the SQE fields of liburing's ``io_uring_prep_*``, see
+  ``_uring.c``), and left out of :attr:`Capabilities.kinds` where not, so a DriverSpec
+  runs them in threads (drivers/_fallback.py). Before 5.6 the probe is refused and only
+  the 5.1 opcodes (readv, writev, fsync, nop) are assumed. A path goes to the kernel as a
+  bytes object (``os.fsencode``; NUL-terminated), kept on the op until its CQE.
 - ``IORING_SETUP_SUBMIT_ALL`` (5.18) is asked for and dropped where the kernel refuses it.
   Without it ``io_uring_enter`` stops at an SQE that fails early and leaves the rest queued:
   :meth:`_submit_sq` then marks the SQ unsubmitted, and the next reap submits the rest.
@@ -47,20 +52,35 @@ import select
 from typing import Any
 
 from ..errors import DriverUnavailableError
-from .base import FILE_KINDS, TRANSFER_KINDS, DriverStatistics, Op, OpKind, OpState
+from .base import (
+    FILE_KINDS,
+    PATH_KINDS,
+    TRANSFER_KINDS,
+    DriverStatistics,
+    Op,
+    OpKind,
+    OpState,
+    int_option,
+)
 from .io_uring import (
+    _KIND_OPCODES,
     _PROBE_TIMEOUT_SECONDS,
     _TRIED_INLINE,
     _UNTRACKED,
     DEFAULT_ENTRIES,
     DEFAULT_REAP_BATCH,
+    DEFAULT_SQPOLL,
     IoUringDriver,
     _explain_setup_error,
     _InFlight,
     _io_uring_disabled,
 )
 
-__all__ = ["IoUringCDriver", "compiled_status"]
+__all__ = ["MAX_SQ_THREAD_IDLE_MS", "IoUringCDriver", "compiled_status"]
+
+#: ``sq_thread_idle`` (ms the SQ thread polls an idle ring before it sleeps): 0 is the
+#: kernel's default (1000); the bound only catches a unit mistake (seconds as ms).
+MAX_SQ_THREAD_IDLE_MS = 60_000
 
 _U: Any
 _IMPORT_ERROR: str | None
@@ -119,6 +139,37 @@ def _probe() -> str | None:
 _REASON: list[str | None] = []
 
 
+def _ring_opcodes(ring: Any) -> frozenset[int] | None:
+    """The opcodes the kernel lists for ``ring`` (None before 5.6: no probe). Tests mask
+    this to play an older kernel."""
+    ops: frozenset[int] | None = ring.probe()
+    return ops
+
+
+#: The kinds ``_uring.c`` preps (``Ring.prep_path`` for the path ones); STATX, LINKAT and
+#: SYMLINKAT are not among them, so they always go to the fallback threads here.
+_C_PREPPED = FILE_KINDS | frozenset(
+    {OpKind.OPENAT, OpKind.CLOSE, OpKind.RENAMEAT, OpKind.UNLINKAT, OpKind.MKDIRAT}
+)
+
+
+def _kind_opcodes() -> dict[OpKind, int]:
+    """The opcode each kind needs beyond the 5.1 ones (readv, writev, fsync, nop): the
+    parent's table, by the names ``_uring`` exports too."""
+    codes: dict[OpKind, int] = {
+        kind: getattr(_U, name) for kind, name in _KIND_OPCODES.items() if kind in _C_PREPPED
+    }
+    return codes
+
+
+def _native_kinds(ops: frozenset[int] | None) -> frozenset[OpKind]:
+    """The kinds this ring runs, given the probed opcodes (``ops``)."""
+    needs = _kind_opcodes()
+    return frozenset(k for k in _C_PREPPED if k not in needs) | frozenset(
+        k for k, code in needs.items() if ops is not None and code in ops
+    )
+
+
 class IoUringCDriver(IoUringDriver):
     name = "io_uring_c"
 
@@ -128,17 +179,17 @@ class IoUringCDriver(IoUringDriver):
         entries: int = DEFAULT_ENTRIES,
         nowait_fast_path: bool | int | str | None = None,
         reap_batch: int = DEFAULT_REAP_BATCH,
+        sqpoll: bool | int | str = DEFAULT_SQPOLL,
+        sq_thread_idle: int = 0,
     ) -> None:
-        entries = self._options(entries, nowait_fast_path, reap_batch)
+        entries = self._options(entries, nowait_fast_path, reap_batch, sqpoll)
+        idle = int_option(self.name, "sq_thread_idle", sq_thread_idle, 0, MAX_SQ_THREAD_IDLE_MS)
         if _U is None:
             raise DriverUnavailableError(f"driver 'io_uring_c' cannot run here: {_IMPORT_ERROR}")
         try:
-            self._ring = _U.Ring(entries)
+            self._ring = _U.Ring(entries, sqpoll=self._sqpoll, sq_thread_idle=idle)
         except OSError as exc:
-            raise DriverUnavailableError(
-                f"driver 'io_uring_c' cannot set up a ring of {entries} entries: "
-                f"{_explain_setup_error(exc, _io_uring_disabled())}"
-            ) from exc
+            raise DriverUnavailableError(self._setup_refused(entries, exc)) from exc
         try:
             self._efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         except OSError:
@@ -152,11 +203,11 @@ class IoUringCDriver(IoUringDriver):
             raise
         self._sq_entries = self._ring.sq_entries
         self._cq_entries = self._ring.cq_entries
-        ops = self._ring.probe()
+        ops = _ring_opcodes(self._ring)
         self._ftruncate = ops is not None and _U.IORING_OP_FTRUNCATE in ops
-        # The C ring preps file ops only: path ops (openat, renameat, ...) go to the shared
-        # thread fallback (drivers/_fallback.py) until the ring learns them.
-        self._kinds = FILE_KINDS
+        # A kind whose opcode the probe does not list is left out: a DriverSpec runs it in
+        # threads (drivers/_fallback.py); FTRUNCATE stays, run inline where it is missing.
+        self._kinds = _native_kinds(ops)
         self._init_state()
         self._own_on_cqe = type(self)._on_cqe is not IoUringDriver._on_cqe
         if self._nowait:
@@ -175,16 +226,13 @@ class IoUringCDriver(IoUringDriver):
         self._counters.short_transfers += 1
         return super().try_inline(op)
 
-    def close(self) -> list[Op]:
-        out = super().close()
-        self._ring.disable_inline()  # try_inline -> False; drops the ring's refs to self
-        return out
-
     def statistics(self) -> DriverStatistics:
         s = super().statistics()
         done = self._ring.inline_done  # whole reads the C fast path completed
         extra = dict(s.extra)
         extra["fast_path_hits"] += done
+        if self._sqpoll:
+            extra["sqpoll_wakeups"] = self._ring.sqpoll_wakeups  # submits that woke the SQ thread
         return dataclasses.replace(
             s, submitted=s.submitted + done, completed=s.completed + done, extra=tuple(sorted(extra.items()))
         )
@@ -192,7 +240,7 @@ class IoUringCDriver(IoUringDriver):
     def __repr__(self) -> str:
         return (
             f"<IoUringCDriver entries={self._sq_entries} in_flight={len(self._ops)} "
-            f"nowait_fast_path={self._nowait} closed={self._closed}>"
+            f"nowait_fast_path={self._nowait} sqpoll={self._sqpoll} closed={self._closed}>"
         )
 
     @classmethod
@@ -203,6 +251,10 @@ class IoUringCDriver(IoUringDriver):
             except Exception as exc:  # a probe never raises: whatever broke is the reason
                 _REASON.append(f"io_uring probe failed: {exc!r}")
         return _REASON[0]
+
+    @classmethod
+    def _try_sqpoll_ring(cls) -> None:
+        _U.Ring(4, sqpoll=True).close()
 
     # -- the calls that touch the ring (the parent's, on _uring.Ring) -------------------------
 
@@ -234,11 +286,16 @@ class IoUringCDriver(IoUringDriver):
             return self._ftruncate_inline(op)
         data = op.driver_data
         token = data.token if isinstance(data, _InFlight) else self._next_token()
+        paths: tuple[bytes, ...] = ()
         try:
-            queued = self._prep_sqe(op, kind, iovec, token)
+            if kind in PATH_KINDS:
+                paths = (os.fsencode(op.path or ""),)
+                if kind is OpKind.RENAMEAT:
+                    paths += (os.fsencode(op.newpath or ""),)
+            queued = self._prep_sqe(op, kind, iovec, paths, token)
             if not queued:
                 self._submit_sq()  # the SQ is full: send what is queued and go on
-                queued = self._prep_sqe(op, kind, iovec, token)
+                queued = self._prep_sqe(op, kind, iovec, paths, token)
         except (OverflowError, ValueError, TypeError, NotImplementedError) as exc:
             # Refused before an SQE was taken: the SQ is as it was.
             if isinstance(exc, NotImplementedError):
@@ -257,12 +314,18 @@ class IoUringCDriver(IoUringDriver):
             refs[op.fd] = refs.get(op.fd, 0) + 1
         data.iovec = iovec  # the kernel reads it until the CQE
         data.buffers = bufs
+        data.paths = paths  # NUL-terminated bytes the SQE points into
         self._ops[token] = op
         return True
 
-    def _prep_sqe(self, op: Op, kind: OpKind, iovec: bytes | None, token: int) -> bool:
-        """One SQE for ``op``; False when the SQ is full."""
+    def _prep_sqe(
+        self, op: Op, kind: OpKind, iovec: bytes | None, paths: tuple[bytes, ...], token: int
+    ) -> bool:
+        """One SQE for ``op``; False when the SQ is full. A kind the ring lacks (not in
+        ``_kinds``) never gets here through a DriverSpec; handed directly, it is refused."""
         ring = self._ring
+        if kind not in self._kinds:
+            raise NotImplementedError(kind)
         if kind is OpKind.READ or kind is OpKind.READV:
             return bool(ring.prep_readv(op.fd, iovec, op.position(), token))
         if kind is OpKind.WRITE or kind is OpKind.WRITEV:
@@ -277,6 +340,21 @@ class IoUringCDriver(IoUringDriver):
             return bool(ring.prep_ftruncate(op.fd, op.length, token))
         if kind is OpKind.NOP:
             return bool(ring.prep_nop(token))
+        # The path ops, as the parent preps them through liburing (same fields).
+        dfd = op.fd
+        if kind is OpKind.OPENAT:
+            return bool(ring.prep_path(_U.IORING_OP_OPENAT, dfd, paths[0], None, op.mode, op.flags, token))
+        if kind is OpKind.RENAMEAT:  # len: the new path's directory fd, the same one
+            newdfd = dfd & 0xFFFFFFFF  # an int in the kernel's eyes: AT_FDCWD stays -100
+            return bool(
+                ring.prep_path(_U.IORING_OP_RENAMEAT, dfd, paths[0], paths[1], newdfd, op.flags, token)
+            )
+        if kind is OpKind.UNLINKAT:
+            return bool(ring.prep_path(_U.IORING_OP_UNLINKAT, dfd, paths[0], None, 0, op.flags, token))
+        if kind is OpKind.MKDIRAT:
+            return bool(ring.prep_path(_U.IORING_OP_MKDIRAT, dfd, paths[0], None, op.mode, 0, token))
+        if kind is OpKind.CLOSE:
+            return bool(ring.prep_path(_U.IORING_OP_CLOSE, dfd, None, None, 0, 0, token))
         raise NotImplementedError(kind)
 
     def _submit_sq(self) -> None:
@@ -327,6 +405,7 @@ class IoUringCDriver(IoUringDriver):
         self._ring.get_events()
 
     def _teardown(self) -> None:
+        self._ring.disable_inline()  # try_inline -> False; drops the ring's refs to self
         self._ring.unregister_eventfd()
         self._ring.close()
         os.close(self._efd)
