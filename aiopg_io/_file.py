@@ -45,7 +45,7 @@ import io
 import os
 import stat as stat_mod
 import warnings
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -126,6 +126,13 @@ class AsyncFile:
         # atomic dict.pop decides between the closing thread and the owner's last op).
         self._close_when_idle = False
         self._fd_claim: dict[str, int] = {"fd": fd}
+        # The driver's fast path for reads the page cache holds (io_uring_c; see
+        # IOContext.fast_reader): preadinto and pread with no op and no coroutine. Only
+        # where such a read is one op with nothing else to do (a buffered regular file, no
+        # thread limiter); dropped when the file closes, so a closed file takes the checks.
+        self._fast: Any = None
+        if readable and self._regular and not self._fd_direct and self._op_limiter is None:
+            self._fast = ctx.fast_reader(fd, _MAX_READ_CHUNK)
 
     # -- properties -------------------------------------------------------------------------
 
@@ -276,8 +283,20 @@ class AsyncFile:
 
     # -- positional API ---------------------------------------------------------------------
 
-    async def pread(self, n: int, offset: int) -> bytes:
+    # pread and preadinto are plain functions that return an awaitable: the driver's fast
+    # path (self._fast) answers a read the page cache holds with no coroutine; anything
+    # else, every check and error included, is the coroutine below each.
+
+    def pread(self, n: int, offset: int) -> Awaitable[bytes]:
         """Read up to ``n`` bytes at ``offset``; fewer only at end of file."""
+        fast = self._fast
+        if fast is not None:
+            done: Awaitable[bytes] | None = fast.pread(n, offset)
+            if done is not None:
+                return done
+        return self._pread(n, offset)
+
+    async def _pread(self, n: int, offset: int) -> bytes:
         self._check_readable()
         n = as_int(n, "n")
         if n < 0:
@@ -293,8 +312,16 @@ class AsyncFile:
         got = await self._transfer(OpKind.READ, offset, (memoryview(buf),), buf)
         return bytes(buf[:got])
 
-    async def preadinto(self, buf: Any, offset: int) -> int:
+    def preadinto(self, buf: Any, offset: int) -> Awaitable[int]:
         """Read into ``buf`` at ``offset``; returns the byte count (short only at EOF)."""
+        fast = self._fast
+        if fast is not None:
+            done: Awaitable[int] | None = fast.preadinto(buf, offset)
+            if done is not None:
+                return done
+        return self._preadinto(buf, offset)
+
+    async def _preadinto(self, buf: Any, offset: int) -> int:
         self._check_readable()
         mv = writable_view(buf)
         offset = file_offset(offset, self._path)
@@ -723,6 +750,7 @@ class AsyncFile:
                     self._idle = anyio.Event()
                     await self._idle.wait()
                 self._closed = True
+                self._fast = None
                 fd = self._fd_claim.pop("fd", None)
                 if fd is not None:
                     try:
@@ -750,8 +778,7 @@ class AsyncFile:
         self._check_open()
         if self._in_flight or self._lock.contended:
             raise RuntimeError(
-                f"detach() of {self._path!r} while another task's call on it is still running; "
-                "await it first"
+                f"detach() of {self._path!r} while another task's call on it is still running; await it first"
             )
         self._write_buffered_blocking()
         raw = AsyncFile(
@@ -773,6 +800,7 @@ class AsyncFile:
         # closes, releases or finalizes anything again.
         self._fd_claim.pop("fd", None)
         self._closed = self._detached = True
+        self._fast = None
         return raw
 
     async def __aenter__(self) -> AsyncFile:
@@ -786,6 +814,7 @@ class AsyncFile:
         free the fd at once, or, while an op of the owner's still uses it, when that op ends
         (the fd number must not be reused under it)."""
         self._closed = True
+        self._fast = None
         try:
             self._write_buffered_blocking()
         finally:

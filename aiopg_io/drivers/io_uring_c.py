@@ -167,6 +167,8 @@ class IoUringCDriver(IoUringDriver):
                 super().try_inline, self._inline_partial,
             )  # fmt: skip
             self.try_inline = self._ring.try_inline  # type: ignore[method-assign]
+            # The file calls' fast path (see _uring.c): preadinto/pread with no op at all.
+            self.fast_reads = _U.FastPath()
 
     def _inline_partial(self, op: Op, n: int) -> bool:
         """The C fast path read ``n`` bytes, fewer than asked: account them as the parent's
@@ -178,11 +180,15 @@ class IoUringCDriver(IoUringDriver):
     def close(self) -> list[Op]:
         out = super().close()
         self._ring.disable_inline()  # try_inline -> False; drops the ring's refs to self
+        if self.fast_reads is not None:
+            self.fast_reads.disable()  # every file's reader -> the pure path
         return out
 
     def statistics(self) -> DriverStatistics:
         s = super().statistics()
-        done = self._ring.inline_done  # whole reads the C fast path completed
+        done = self._ring.inline_done  # whole reads the C fast paths completed
+        if self.fast_reads is not None:
+            done += self.fast_reads.done
         extra = dict(s.extra)
         extra["fast_path_hits"] += done
         return dataclasses.replace(
