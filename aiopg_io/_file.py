@@ -288,7 +288,8 @@ class AsyncFile:
     # else, every check and error included, is the coroutine below each.
 
     def pread(self, n: int, offset: int) -> Awaitable[bytes]:
-        """Read up to ``n`` bytes at ``offset``; fewer only at end of file."""
+        """Read up to ``n`` bytes at ``offset``; fewer only at end of file. Await it as a
+        coroutine (on ``io_uring_c`` a read of cached pages returns a C awaitable instead)."""
         fast = self._fast
         if fast is not None:
             done: Awaitable[bytes] | None = fast.pread(n, offset)
@@ -313,7 +314,8 @@ class AsyncFile:
         return bytes(buf[:got])
 
     def preadinto(self, buf: Any, offset: int) -> Awaitable[int]:
-        """Read into ``buf`` at ``offset``; returns the byte count (short only at EOF)."""
+        """Read into ``buf`` at ``offset``; returns the byte count (short only at EOF). Await
+        it as a coroutine (on ``io_uring_c`` a read of cached pages returns a C awaitable)."""
         fast = self._fast
         if fast is not None:
             done: Awaitable[int] | None = fast.preadinto(buf, offset)
