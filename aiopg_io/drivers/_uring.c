@@ -1068,6 +1068,48 @@ done_next(Done *d)
     return NULL;
 }
 
+/* send/throw/close make a Done a collections.abc.Coroutine (with __await__), so what takes
+   only coroutines (asyncio.create_task, anyio's start_soon) takes it as it took the pure
+   path's coroutine. */
+
+static PyObject *
+done_send_method(Done *d, PyObject *Py_UNUSED(value))
+{
+    return done_next(d);
+}
+
+static PyObject *
+done_throw(Done *d, PyObject *args)
+{
+    /* Thrown in at the yield (a cancellation): raised as if the caller had no handler. */
+    PyObject *typ, *val = Py_None, *tb = Py_None;
+    if (!PyArg_ParseTuple(args, "O|OO", &typ, &val, &tb))
+        return NULL;
+    d->yield = 0;
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    } else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+    }
+    return NULL;
+}
+
+static PyObject *
+done_close(Done *d, PyObject *Py_UNUSED(ignored))
+{
+    d->yield = 0;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef done_methods[] = {
+    {"send", (PyCFunction)done_send_method, METH_O, "send(value): as a coroutine's"},
+    {"throw", (PyCFunction)done_throw, METH_VARARGS, "throw(exc): raises it"},
+    {"close", (PyCFunction)done_close, METH_NOARGS, "close()"},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyAsyncMethods done_as_async = {
     .am_await = (unaryfunc)done_await,
     .am_send = (sendfunc)done_send,
@@ -1083,6 +1125,7 @@ static PyTypeObject DoneType = {
     .tp_as_async = &done_as_async,
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)done_next,
+    .tp_methods = done_methods,
 };
 
 typedef struct {
