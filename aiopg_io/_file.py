@@ -503,8 +503,33 @@ class AsyncFile:
 
     # -- cursor reads -------------------------------------------------------------------------
 
-    async def read(self, size: int | None = -1) -> bytes:
+    def read(self, size: int | None = -1) -> Awaitable[bytes]:
         """Up to ``size`` bytes from the cursor (all the rest when ``size`` is -1 or None)."""
+        fast = self._fast
+        if (
+            fast is not None
+            and type(size) is int
+            and size > 0
+            and size >= self._buffer_size
+            and self._straight_to_one_read()
+        ):
+            # The cursor call is one read of ``size`` at the cursor: the fast path's, when it
+            # completes now without yielding (read_now), so the cursor moves with the result.
+            done: Any = fast.read_now(size, self._pos)
+            if done is not None:
+                self._drop_read_buffer()
+                self._pos += len(done.result)
+                return done  # type: ignore[no-any-return]
+        return self._read(size)
+
+    def _straight_to_one_read(self) -> bool:
+        """True when a cursor read of at least the buffer size is one read at the cursor:
+        nothing to write first, nothing buffered to take, no other call holding the cursor."""
+        if self._wbuf or self._lock.contended:
+            return False
+        return self._buffer_size == 0 or not self._buffered()
+
+    async def _read(self, size: int | None) -> bytes:
         size = optional_int(size, "size")
         if size < -1:
             if self._buffer_size:
@@ -579,10 +604,24 @@ class AsyncFile:
                 await self._fill(max(size, 1))
             return self._rbuf[self._rpos :]
 
-    async def readinto(self, buf: Any) -> int:
+    def readinto(self, buf: Any) -> Awaitable[int]:
         """Fill ``buf`` from the cursor; returns the count (short only at EOF)."""
+        fast = self._fast
+        if (
+            fast is not None
+            and self._straight_to_one_read()
+            and (self._buffer_size == 0 or _known_size(buf) >= self._buffer_size)
+        ):
+            done: Any = fast.readinto_now(buf, self._pos)  # as read()'s
+            if done is not None:
+                self._drop_read_buffer()
+                self._pos += done.result
+                return done  # type: ignore[no-any-return]
+        return self._readinto(buf)
+
+    async def _readinto(self, buf: Any) -> int:
         mv = writable_view(buf)
-        data = await self.read(len(mv))
+        data = await self._read(len(mv))  # not read(): its fast path declined here already
         mv[: len(data)] = data
         return len(data)
 
@@ -853,6 +892,15 @@ class AsyncFile:
         # warnings is imported at module level: an import here fails at interpreter exit.
         warnings.warn(f"unclosed file {self!r}", ResourceWarning, stacklevel=2, source=self)
         self._close_elsewhere()
+
+
+def _known_size(buf: object) -> int:
+    """The byte size of a bytearray or memoryview, without a view; -1 for anything else."""
+    if type(buf) is bytearray:
+        return len(buf)
+    if type(buf) is memoryview:
+        return buf.nbytes
+    return -1
 
 
 def is_directory(fd: int) -> bool:

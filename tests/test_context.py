@@ -139,22 +139,26 @@ async def _longest_run_alone(f: aiopg_io.AsyncFile, call: str, size: int, calls:
             seen = ticks
             if call == "preadinto":
                 assert await f.preadinto(buf, i % 2 * size) == size
-            else:
+            elif call == "pread":
                 assert len(await f.pread(size, i % 2 * size)) == size
+            else:  # the cursor: seek (no schedule point) and read or readinto
+                await f.seek(i % 2 * size)
+                assert (await f.readinto(buf) if call == "readinto" else len(await f.read(size))) == size
             run = run + 1 if ticks == seen else 0
             longest = max(longest, run)
         stop = True
     return longest
 
 
-@pytest.mark.parametrize("call", ["preadinto", "pread"])
+@pytest.mark.parametrize("call", ["preadinto", "pread", "read", "readinto"])
 async def test_a_task_reading_cached_pages_lets_others_run(driver: str, tmp_path: Path, call: str) -> None:
     """Another task runs at least once every ``bound`` calls of a task that reads cached
-    pages in a loop (no call parks: the page cache holds the file)."""
+    pages in a loop (no call parks: the page cache holds the file); the cursor calls on an
+    unbuffered file, where each is one read."""
     p = tmp_path / "c.bin"
     p.write_bytes(rand(4096, 3))
     bound = _inline_bound(driver)
-    async with aiopg_io.open(p, "rb", driver=driver) as f:
+    async with aiopg_io.open(p, "rb", buffering=0, driver=driver) as f:
         await f.pread(4096, 0)  # cached
         longest = await _longest_run_alone(f, call, 512, 4 * bound + 4)
     assert longest < bound, f"{longest + 1} cached reads in a row with no other task run (bound {bound})"
@@ -176,18 +180,26 @@ async def test_a_cancellation_reaches_a_task_reading_cached_pages(driver: str, t
     p = tmp_path / "c.bin"
     p.write_bytes(rand(4096, 5))
     bound = _inline_bound(driver)
-    async with aiopg_io.open(p, "rb", driver=driver) as f:
+    async with aiopg_io.open(p, "rb", buffering=0, driver=driver) as f:
         await f.pread(4096, 0)
         buf = bytearray(512)
-        for call in ("preadinto", "pread"):
+        for call in ("preadinto", "pread", "read", "readinto"):
             done = 0
+            await f.seek(0)
             with anyio.CancelScope() as scope:
                 scope.cancel()
                 for _ in range(4 * bound + 4):
                     if call == "preadinto":
                         await f.preadinto(buf, 0)
-                    else:
+                    elif call == "pread":
                         await f.pread(512, 0)
+                    elif call == "read":
+                        assert len(await f.read(8)) == 8
+                    else:
+                        assert await f.readinto(bytearray(8)) == 8
                     done += 1
             assert scope.cancelled_caught
             assert done < bound, f"{done} cached reads completed after the cancellation (bound {bound})"
+            if call in ("read", "readinto"):
+                # The cancelled call's bytes were not returned: the cursor did not pass them.
+                assert await f.tell() == 8 * done

@@ -999,6 +999,9 @@ static PyTypeObject RingType = {
      the cache holds in part or not at all (the pure path tries it again and goes to the
      ring), any error, a call from another loop (``owner_get()`` is not ``owner``) or from a
      fork child (a pthread_atfork counter, as drivers/_fork.py's), a disabled FastPath.
+     ``read_now(n, offset)`` / ``readinto_now(buf, offset)`` serve the file's cursor calls
+     (read, readinto where they are one read at the cursor): the same, but only with a Done
+     that does not yield (see fastread_cursor_ok), so the file moves its cursor at once.
    - Done: the awaitable of a completed read. ``after`` None (asyncio and uvloop) makes a Done:
      awaiting it returns the result at once, except that every YIELD_EVERY_OPS-th completion,
      or the first after YIELD_EVERY_BYTES bytes, since the last such yield, in this process,
@@ -1103,6 +1106,17 @@ done_close(Done *d, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+static PyObject *
+done_get_result(Done *d, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(d->result);
+}
+
+static PyGetSetDef done_getset[] = {
+    {"result", (getter)done_get_result, NULL, "the read's result (the count, or the bytes)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMethodDef done_methods[] = {
     {"send", (PyCFunction)done_send_method, METH_O, "send(value): as a coroutine's"},
     {"throw", (PyCFunction)done_throw, METH_VARARGS, "throw(exc): raises it"},
@@ -1126,6 +1140,7 @@ static PyTypeObject DoneType = {
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)done_next,
     .tp_methods = done_methods,
+    .tp_getset = done_getset,
 };
 
 typedef struct {
@@ -1319,6 +1334,24 @@ fastread_read(int fd, char *buf, Py_ssize_t len, long long offset, Py_ssize_t *g
     return 1;
 }
 
+/* A cursor call (read_now/readinto_now) must not yield: the file moves its cursor as soon as
+   the call returns, so a cancellation delivered at a yield would lose bytes the cursor went
+   past. So it declines (the caller's pure path, which yields, runs instead) where a Done
+   would yield, or where ``after`` makes the awaitable (trio's checkpoint); declining where
+   the rule asks for a yield restarts the count, as that path yields. */
+static int
+fastread_cursor_ok(FastRead *fr, Py_ssize_t len)
+{
+    if (fr->after != Py_None)
+        return 0;
+    if (fp_ops_since_yield + 1 >= YIELD_EVERY_OPS || fp_bytes_since_yield + len >= YIELD_EVERY_BYTES) {
+        fp_ops_since_yield = 0;
+        fp_bytes_since_yield = 0;
+        return 0;
+    }
+    return 1;
+}
+
 /* The awaitable of a completed read (steals ``result``). */
 static PyObject *
 fastread_done(FastRead *fr, PyObject *result, Py_ssize_t got)
@@ -1349,7 +1382,7 @@ fastread_done(FastRead *fr, PyObject *result, Py_ssize_t got)
 }
 
 static PyObject *
-fastread_preadinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
+fastread_readinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int cursor)
 {
     if (nargs != 2) {
         PyErr_Format(PyExc_TypeError, "preadinto(buf, offset) takes 2 arguments, not %zd", nargs);
@@ -1366,6 +1399,7 @@ fastread_preadinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t got = 0;
     /* The buffer stays exported across the read: it cannot be resized or freed meanwhile. */
     int ok = view.len > 0 && fastread_offset(args[1], view.len, &offset) &&
+             (!cursor || fastread_cursor_ok(fr, view.len)) &&
              fastread_read(fr->fd, view.buf, view.len, offset, &got);
     PyBuffer_Release(&view);
     if (!ok)
@@ -1374,7 +1408,19 @@ fastread_preadinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-fastread_pread(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
+fastread_preadinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
+{
+    return fastread_readinto(fr, args, nargs, 0);
+}
+
+static PyObject *
+fastread_readinto_now(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
+{
+    return fastread_readinto(fr, args, nargs, 1);
+}
+
+static PyObject *
+fastread_read_n(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int cursor)
 {
     if (nargs != 2) {
         PyErr_Format(PyExc_TypeError, "pread(n, offset) takes 2 arguments, not %zd", nargs);
@@ -1385,7 +1431,8 @@ fastread_pread(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
     int overflow;
     long long n = PyLong_AsLongLongAndOverflow(args[0], &overflow);
     long long offset;
-    if (overflow || n < 1 || n > fr->max_read || !fastread_offset(args[1], (Py_ssize_t)n, &offset))
+    if (overflow || n < 1 || n > fr->max_read || !fastread_offset(args[1], (Py_ssize_t)n, &offset) ||
+        (cursor && !fastread_cursor_ok(fr, (Py_ssize_t)n)))
         Py_RETURN_NONE;
     /* A new bytes object nobody else sees yet: read straight into it. */
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
@@ -1401,11 +1448,27 @@ fastread_pread(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
     return fastread_done(fr, out, got);
 }
 
+static PyObject *
+fastread_pread(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
+{
+    return fastread_read_n(fr, args, nargs, 0);
+}
+
+static PyObject *
+fastread_read_now(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
+{
+    return fastread_read_n(fr, args, nargs, 1);
+}
+
 static PyMethodDef fastread_methods[] = {
     {"preadinto", (PyCFunction)(void (*)(void))fastread_preadinto, METH_FASTCALL,
      "preadinto(buf, offset) -> awaitable of the count, or None: take the pure path"},
     {"pread", (PyCFunction)(void (*)(void))fastread_pread, METH_FASTCALL,
      "pread(n, offset) -> awaitable of the bytes, or None: take the pure path"},
+    {"read_now", (PyCFunction)(void (*)(void))fastread_read_now, METH_FASTCALL,
+     "read_now(n, offset) -> as pread, a Done that never yields (a cursor read), or None"},
+    {"readinto_now", (PyCFunction)(void (*)(void))fastread_readinto_now, METH_FASTCALL,
+     "readinto_now(buf, offset) -> as preadinto, a Done that never yields, or None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,12 +32,13 @@ rest was the ``Op``, the coroutine frames of the file, the context and the glue,
 (a) no ``Op`` where the page cache holds the bytes: the file's reader takes the fd, buffer
 and offset, and an op is built only on a miss (the pure path then tries the cache again
 before the ring, one failed system call more on a miss, which also keeps this path out of
-the context's code); (b) no coroutine where it hits: ``pread``/``preadinto`` are plain
-functions returning a C awaitable, and the coroutine with every check and error runs only
-when the reader declines; (c) on asyncio no yield per call but one every few completions (or
-bytes), with a bound (docs/guide.md, "Schedule points"): the yield alone cost about what the
-read did, and it was the one cost left that the file layer could remove. trio keeps a
-checkpoint per call, its convention. The before/after figures are in docs/benchmarks.md.
+the context's code); (b) no coroutine where it hits: ``pread``/``preadinto`` (and the
+cursor's ``read``/``readinto`` where each is one read) are plain functions returning a C
+awaitable, and the coroutine with every check and error runs only when the reader declines;
+(c) on asyncio no yield per call but one every few completions (or bytes), with a bound
+(docs/guide.md, "Schedule points"): the yield alone cost about what the read did, and it was
+the one cost left that the file layer could remove. trio keeps a checkpoint per call, its
+convention. The before/after figures are in docs/benchmarks.md.
 
 Facts this module relies on (the ring's own are in ``_uring.c``):
 
