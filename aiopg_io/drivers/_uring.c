@@ -1408,18 +1408,6 @@ fastread_readinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int cur
 }
 
 static PyObject *
-fastread_preadinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
-{
-    return fastread_readinto(fr, args, nargs, 0);
-}
-
-static PyObject *
-fastread_readinto_now(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
-{
-    return fastread_readinto(fr, args, nargs, 1);
-}
-
-static PyObject *
 fastread_read_n(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int cursor)
 {
     if (nargs != 2) {
@@ -1448,17 +1436,17 @@ fastread_read_n(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int curso
     return fastread_done(fr, out, got);
 }
 
-static PyObject *
-fastread_pread(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
-{
-    return fastread_read_n(fr, args, nargs, 0);
-}
-
-static PyObject *
-fastread_read_now(FastRead *fr, PyObject *const *args, Py_ssize_t nargs)
-{
-    return fastread_read_n(fr, args, nargs, 1);
-}
+/* The entry points: each body with the cursor rule (fastread_cursor_ok) off or on. */
+#define FASTREAD_ENTRY(name, body, cursor)                                          \
+    static PyObject *name(FastRead *fr, PyObject *const *args, Py_ssize_t nargs) \
+    {                                                                            \
+        return body(fr, args, nargs, cursor);                                    \
+    }
+FASTREAD_ENTRY(fastread_preadinto, fastread_readinto, 0)
+FASTREAD_ENTRY(fastread_readinto_now, fastread_readinto, 1)
+FASTREAD_ENTRY(fastread_pread, fastread_read_n, 0)
+FASTREAD_ENTRY(fastread_read_now, fastread_read_n, 1)
+#undef FASTREAD_ENTRY
 
 static PyMethodDef fastread_methods[] = {
     {"preadinto", (PyCFunction)(void (*)(void))fastread_preadinto, METH_FASTCALL,
