@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 import sys
 import weakref
+from typing import Any
 
 from ._glue import Glue, current_glue
 from ._handoff import HandOff
@@ -196,6 +197,17 @@ class IOContext:
         self._slot_waiters.wake_all()
 
     # -- ops --------------------------------------------------------------------------------
+
+    def fast_reader(self, fd: int, max_read: int) -> Any:
+        """The driver's fast path for one buffered file's reads (``Driver.fast_reads``), bound
+        to this context's loop and process; None where the driver has none. Its calls return
+        an awaitable of a read the page cache completed, or None: then the caller runs an op
+        here, which also raises what a call from elsewhere or on a closed context raises."""
+        fast = self.driver.fast_reads
+        if fast is None:
+            return None
+        get, owner = self.glue.owner_probe()
+        return fast.reader(fd, get, owner, self.glue.inline_result, max_read)
 
     async def run(self, op: Op) -> int:
         """Perform ``op``; return its result or raise its error. See the module docstring."""

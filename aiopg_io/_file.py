@@ -45,7 +45,7 @@ import io
 import os
 import stat as stat_mod
 import warnings
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -126,6 +126,13 @@ class AsyncFile:
         # atomic dict.pop decides between the closing thread and the owner's last op).
         self._close_when_idle = False
         self._fd_claim: dict[str, int] = {"fd": fd}
+        # The driver's fast path for reads the page cache holds (io_uring_c; see
+        # IOContext.fast_reader): preadinto and pread with no op and no coroutine. Only
+        # where such a read is one op with nothing else to do (a buffered regular file, no
+        # thread limiter); dropped when the file closes, so a closed file takes the checks.
+        self._fast: Any = None
+        if readable and self._regular and not self._fd_direct and self._op_limiter is None:
+            self._fast = ctx.fast_reader(fd, _MAX_READ_CHUNK)
 
     # -- properties -------------------------------------------------------------------------
 
@@ -276,8 +283,21 @@ class AsyncFile:
 
     # -- positional API ---------------------------------------------------------------------
 
-    async def pread(self, n: int, offset: int) -> bytes:
-        """Read up to ``n`` bytes at ``offset``; fewer only at end of file."""
+    # pread and preadinto are plain functions that return an awaitable: the driver's fast
+    # path (self._fast) answers a read the page cache holds with no coroutine; anything
+    # else, every check and error included, is the coroutine below each.
+
+    def pread(self, n: int, offset: int) -> Awaitable[bytes]:
+        """Read up to ``n`` bytes at ``offset``; fewer only at end of file. Await it as a
+        coroutine (on ``io_uring_c`` a read of cached pages returns a C awaitable instead)."""
+        fast = self._fast
+        if fast is not None:
+            done: Awaitable[bytes] | None = fast.pread(n, offset)
+            if done is not None:
+                return done
+        return self._pread(n, offset)
+
+    async def _pread(self, n: int, offset: int) -> bytes:
         self._check_readable()
         n = as_int(n, "n")
         if n < 0:
@@ -293,8 +313,17 @@ class AsyncFile:
         got = await self._transfer(OpKind.READ, offset, (memoryview(buf),), buf)
         return bytes(buf[:got])
 
-    async def preadinto(self, buf: Any, offset: int) -> int:
-        """Read into ``buf`` at ``offset``; returns the byte count (short only at EOF)."""
+    def preadinto(self, buf: Any, offset: int) -> Awaitable[int]:
+        """Read into ``buf`` at ``offset``; returns the byte count (short only at EOF). Await
+        it as a coroutine (on ``io_uring_c`` a read of cached pages returns a C awaitable)."""
+        fast = self._fast
+        if fast is not None:
+            done: Awaitable[int] | None = fast.preadinto(buf, offset)
+            if done is not None:
+                return done
+        return self._preadinto(buf, offset)
+
+    async def _preadinto(self, buf: Any, offset: int) -> int:
         self._check_readable()
         mv = writable_view(buf)
         offset = file_offset(offset, self._path)
@@ -474,8 +503,33 @@ class AsyncFile:
 
     # -- cursor reads -------------------------------------------------------------------------
 
-    async def read(self, size: int | None = -1) -> bytes:
+    def read(self, size: int | None = -1) -> Awaitable[bytes]:
         """Up to ``size`` bytes from the cursor (all the rest when ``size`` is -1 or None)."""
+        fast = self._fast
+        if (
+            fast is not None
+            and type(size) is int
+            and size > 0
+            and size >= self._buffer_size
+            and self._straight_to_one_read()
+        ):
+            # The cursor call is one read of ``size`` at the cursor: the fast path's, when it
+            # completes now without yielding (read_now), so the cursor moves with the result.
+            done: Any = fast.read_now(size, self._pos)
+            if done is not None:
+                self._drop_read_buffer()
+                self._pos += len(done.result)
+                return done  # type: ignore[no-any-return]
+        return self._read(size)
+
+    def _straight_to_one_read(self) -> bool:
+        """True when a cursor read of at least the buffer size is one read at the cursor:
+        nothing to write first, nothing buffered to take, no other call holding the cursor."""
+        if self._wbuf or self._lock.contended:
+            return False
+        return self._buffer_size == 0 or not self._buffered()
+
+    async def _read(self, size: int | None) -> bytes:
         size = optional_int(size, "size")
         if size < -1:
             if self._buffer_size:
@@ -550,10 +604,24 @@ class AsyncFile:
                 await self._fill(max(size, 1))
             return self._rbuf[self._rpos :]
 
-    async def readinto(self, buf: Any) -> int:
+    def readinto(self, buf: Any) -> Awaitable[int]:
         """Fill ``buf`` from the cursor; returns the count (short only at EOF)."""
+        fast = self._fast
+        if (
+            fast is not None
+            and self._straight_to_one_read()
+            and (self._buffer_size == 0 or _known_size(buf) >= self._buffer_size)
+        ):
+            done: Any = fast.readinto_now(buf, self._pos)  # as read()'s
+            if done is not None:
+                self._drop_read_buffer()
+                self._pos += done.result
+                return done  # type: ignore[no-any-return]
+        return self._readinto(buf)
+
+    async def _readinto(self, buf: Any) -> int:
         mv = writable_view(buf)
-        data = await self.read(len(mv))
+        data = await self._read(len(mv))  # not read(): its fast path declined here already
         mv[: len(data)] = data
         return len(data)
 
@@ -723,6 +791,7 @@ class AsyncFile:
                     self._idle = anyio.Event()
                     await self._idle.wait()
                 self._closed = True
+                self._fast = None
                 fd = self._fd_claim.pop("fd", None)
                 if fd is not None:
                     try:
@@ -750,8 +819,7 @@ class AsyncFile:
         self._check_open()
         if self._in_flight or self._lock.contended:
             raise RuntimeError(
-                f"detach() of {self._path!r} while another task's call on it is still running; "
-                "await it first"
+                f"detach() of {self._path!r} while another task's call on it is still running; await it first"
             )
         self._write_buffered_blocking()
         raw = AsyncFile(
@@ -773,6 +841,7 @@ class AsyncFile:
         # closes, releases or finalizes anything again.
         self._fd_claim.pop("fd", None)
         self._closed = self._detached = True
+        self._fast = None
         return raw
 
     async def __aenter__(self) -> AsyncFile:
@@ -786,6 +855,7 @@ class AsyncFile:
         free the fd at once, or, while an op of the owner's still uses it, when that op ends
         (the fd number must not be reused under it)."""
         self._closed = True
+        self._fast = None
         try:
             self._write_buffered_blocking()
         finally:
@@ -822,6 +892,15 @@ class AsyncFile:
         # warnings is imported at module level: an import here fails at interpreter exit.
         warnings.warn(f"unclosed file {self!r}", ResourceWarning, stacklevel=2, source=self)
         self._close_elsewhere()
+
+
+def _known_size(buf: object) -> int:
+    """The byte size of a bytearray or memoryview, without a view; -1 for anything else."""
+    if type(buf) is bytearray:
+        return len(buf)
+    if type(buf) is memoryview:
+        return buf.nbytes
+    return -1
 
 
 def is_directory(fd: int) -> bool:

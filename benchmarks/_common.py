@@ -8,6 +8,7 @@ Not a module of the package: the scripts in this directory import it as their ne
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import shutil
 import subprocess
@@ -127,11 +128,36 @@ class _Aiofile:
 
 
 @asynccontextmanager
-async def open_aiofile(job: Job) -> AsyncIterator[Target]:
-    """An engine opener (``run_job(job, open_aiofile)``); buffered I/O only, on asyncio."""
+async def open_aiofile(job: Job, **context_options: Any) -> AsyncIterator[Target]:
+    """An engine opener (``run_job(job, open_aiofile)``); buffered I/O only, on asyncio.
+    With ``context_options`` (``sqpoll=False``) aiofile runs on a caio context of its own
+    made with them; without, on its default context (caio's defaults)."""
     if job.direct or job.loop == "trio":
         raise ValueError("the aiofile contender runs buffered, on asyncio or uvloop")
+    import caio
     from aiofile import AIOFile
 
-    async with AIOFile(job.filename, "r+b" if job.is_write else "rb") as afp:
-        yield _Aiofile(afp)
+    context = (
+        caio.AsyncioContext(loop=asyncio.get_running_loop(), **context_options) if context_options else None
+    )
+    try:
+        async with AIOFile(job.filename, "r+b" if job.is_write else "rb", context=context) as afp:
+            yield _Aiofile(afp)
+    finally:
+        if context is not None:
+            context.close()
+
+
+def caio_sqpoll_option() -> bool:
+    """True where caio's default context takes ``sqpoll=`` (its io_uring backend, in the
+    versions that have the option; SQPOLL is then its default where the kernel allows it)."""
+    try:
+        import caio
+    except ImportError:
+        return False
+    uring = getattr(caio, "linux_uring_asyncio", None)
+    return (
+        uring is not None
+        and caio.AsyncioContext is uring.AsyncioContext
+        and hasattr(caio.linux_uring, "SQPOLL_ALLOWED")
+    )

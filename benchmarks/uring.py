@@ -20,11 +20,20 @@ Run from a checkout, with the ``bench`` extra (aiofile, aiofiles, trio, uvloop) 
 (``pip install -e '.[bench]'``) and fio on the PATH for the direct baseline::
 
     python benchmarks/uring.py [--size 1G] [--seconds 3] [--repeat 3] [--json out.json]
+
+``--warm-cpu`` runs the compiled path's comparison instead (issue 14): page cache warm, 4 KiB
+random reads at each depth on asyncio (and at 32 on trio): ``io_uring_c``, the pure
+``io_uring``, aiofile on caio's defaults and with ``sqpoll=False`` (where caio has the
+option) and aiofiles, in interleaved rounds; medians of IOPS and CPU per read, and the
+ratios against caio and aiofiles::
+
+    python benchmarks/uring.py --warm-cpu --size 256M --seconds 0.8 --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -34,7 +43,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from _common import fio, int_list, open_aiofile, script
+from _common import caio_sqpoll_option, fio, int_list, open_aiofile, script
 
 import aiopg_io
 from aiopg_io.bench import Job, Opener, parse_size, prepare_file, run_job
@@ -75,6 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-file", action="store_true", help="keep (and reuse) the test file")
     parser.add_argument("--only", choices=("direct", "buffered"), default=None, help="run one half only")
     parser.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
+    parser.add_argument(
+        "--warm-cpu",
+        action="store_true",
+        help="the compiled path's comparison instead: warm reads, io_uring_c vs pure, caio, aiofiles",
+    )
 
 
 Sample = tuple[float, float]  # (reads per second, CPU microseconds per read)
@@ -213,8 +227,159 @@ def _print_table(results: list[Result], depths: tuple[int, ...], what: str) -> N
         print(f"{mode:9} {contender:33} {loop:8} {cells}")
 
 
+# -- --warm-cpu: the compiled path against the pure path, caio and aiofiles (issue 14) ----------
+
+#: Targets from issue 14, page cache warm, 32 in flight (IOPS ratios).
+WARM_TARGETS = {
+    "io_uring_c/asyncio vs caio": 1.5,
+    "io_uring_c/trio vs caio": 1.0,
+    "io_uring_c/asyncio vs aiofiles": 25.0,
+    "io_uring_c/asyncio vs pure": 1.0,
+}
+_WARM_TRIO_DEPTH = 32
+_C, _PURE, _CAIO, _CAIO_NOPOLL, _AIOFILES = (
+    "aiopg_io io_uring_c",
+    "aiopg_io io_uring (pure)",
+    "aiofile/caio defaults",
+    "aiofile/caio sqpoll=False",
+    "aiofiles",
+)
+
+
+def _warm_plan(args: argparse.Namespace, path: str) -> list[tuple[str, str, tuple[int, ...], _Run]]:
+    def run(loop: str, driver: str, opener: Opener | None = None) -> _Run:
+        def one(depth: int) -> Sample:
+            r = run_job(_job(args, path, depth, False, driver, loop), opener)
+            return r.iops, r.cpu_us_per_op
+
+        return one
+
+    depths = tuple(args.depths)
+    plan: list[tuple[str, str, tuple[int, ...], _Run]] = [
+        (_C, "asyncio", depths, run("asyncio", "io_uring_c")),
+        (_PURE, "asyncio", depths, run("asyncio", "io_uring")),
+        (_CAIO, "asyncio", depths, run("asyncio", "aiofile", open_aiofile)),
+    ]
+    if caio_sqpoll_option():
+        plan.append(
+            (
+                _CAIO_NOPOLL,
+                "asyncio",
+                depths,
+                run("asyncio", "aiofile", functools.partial(open_aiofile, sqpoll=False)),
+            )
+        )
+    plan.append((_AIOFILES, "asyncio", depths, run("asyncio", "aiofiles")))
+    plan.append((_C, "trio", (_WARM_TRIO_DEPTH,), run("trio", "io_uring_c")))
+    plan.append((_PURE, "trio", (_WARM_TRIO_DEPTH,), run("trio", "io_uring")))
+    return plan
+
+
+def _warm_cpu(args: argparse.Namespace, path: str) -> int:
+    for name in ("io_uring_c", "io_uring"):
+        reason = aiopg_io.drivers.unavailable_reason(name)
+        if reason is not None:
+            print(f"{name} cannot run here: {reason}", file=sys.stderr)
+            return 1
+    print(f"preparing {args.size / (1 << 20):.0f} MiB file {path} (page cache warm) ...", flush=True)
+    prepare_file(path, args.size, warm=True)
+    plan = _warm_plan(args, path)
+    samples: dict[tuple[str, str, int], list[Sample]] = {}
+    try:
+        # Interleaved: each round visits every depth and, within it, every contender, so a
+        # burst of load from elsewhere lands on all of them.
+        for rnd in range(max(1, args.repeat)):
+            for depth in args.depths:
+                for contender, loop, depths, one in plan:
+                    if depth not in depths:
+                        continue
+                    iops, cpu = sample = one(depth)
+                    samples.setdefault((contender, loop, depth), []).append(sample)
+                    print(
+                        f"  [{rnd + 1}] {contender:27} {loop:8} QD{depth:<4} {iops:>10,.0f} IOPS "
+                        f"{cpu:>7.2f} us CPU/read",
+                        flush=True,
+                    )
+    finally:
+        if not args.keep_file:
+            os.unlink(path)
+    results = [
+        Result(
+            "buffered",
+            contender,
+            loop,
+            depth,
+            statistics.median(s[0] for s in runs),
+            statistics.median(s[1] for s in runs),
+            runs,
+        )
+        for (contender, loop, depth), runs in samples.items()
+    ]
+    print()
+    _print_table(results, args.depths, "iops")
+    print()
+    _print_table(results, args.depths, "cpu")
+
+    def get(contender: str, loop: str, depth: int) -> Result | None:
+        return _find(results, ("buffered", contender, loop), depth)
+
+    pairs = {
+        "io_uring_c/asyncio vs caio": (_C, "asyncio", _CAIO),
+        "io_uring_c/asyncio vs caio sqpoll=False": (_C, "asyncio", _CAIO_NOPOLL),
+        "io_uring_c/asyncio vs aiofiles": (_C, "asyncio", _AIOFILES),
+        "io_uring_c/asyncio vs pure": (_C, "asyncio", _PURE),
+        "pure/asyncio vs caio": (_PURE, "asyncio", _CAIO),
+        "io_uring_c/trio vs caio": (_C, "trio", _CAIO),
+        "pure/trio vs caio": (_PURE, "trio", _CAIO),
+    }
+    ratios: dict[str, dict[int, dict[str, float]]] = {}
+    print("\nIOPS ratio ours/theirs (target at QD32) | CPU per read theirs/ours (> 1: we spend less)")
+    for name, (ours_name, loop, theirs_name) in pairs.items():
+        for depth in args.depths:
+            ours, theirs = get(ours_name, loop, depth), get(theirs_name, "asyncio", depth)
+            if ours is None or theirs is None or not theirs.iops or not ours.cpu_us_per_op:
+                continue
+            by_iops, by_cpu = ours.iops / theirs.iops, theirs.cpu_us_per_op / ours.cpu_us_per_op
+            ratios.setdefault(name, {})[depth] = {"iops": by_iops, "cpu": by_cpu}
+            target = WARM_TARGETS.get(name) if depth == 32 else None
+            goal = "" if target is None else f"[>= {target}x] {'ok' if by_iops >= target else 'MISSED'}"
+            print(f"  {name:40} QD{depth:<4} {by_iops:>6.2f}x {goal:18} | {by_cpu:>5.2f}x")
+    flat: dict[str, float] = {}
+    for contender, loop in ((_C, "asyncio"), (_PURE, "asyncio")):
+        cpus = [r.cpu_us_per_op for d in args.depths if (r := get(contender, loop, d)) is not None]
+        if len(cpus) > 1:
+            flat[contender] = max(cpus) / min(cpus)
+            ok = "ok" if flat[contender] <= 1.3 else "MISSED"
+            print(
+                f"  CPU per read, highest / lowest over the depths: {contender} "
+                f"{flat[contender]:.2f}x [<= 1.3x] {ok}"
+            )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "benchmark": "uring --warm-cpu",
+                    "block_size": BS,
+                    "file_size": args.size,
+                    "seconds": args.seconds,
+                    "repeat": args.repeat,
+                    "kernel": os.uname().release,
+                    "python": sys.version.split()[0],
+                    "results": [asdict(r) for r in results],
+                    "ratios": ratios,  # iops: ours/theirs; cpu: theirs/ours per read
+                    "cpu_spread_over_depths": flat,
+                    "targets_at_32": WARM_TARGETS,
+                },
+                f,
+                indent=2,
+            )
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     path = args.path or os.path.join(tempfile.gettempdir(), "aiopg_io-bench-uring.dat")
+    if args.warm_cpu:
+        return _warm_cpu(args, path)
     reason = aiopg_io.drivers.unavailable_reason("io_uring", direct=True)
     if reason is not None:
         print(f"io_uring cannot run here: {reason}", file=sys.stderr)

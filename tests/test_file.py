@@ -6,6 +6,7 @@ import errno
 import io
 import os
 import random
+from collections.abc import Awaitable
 from pathlib import Path
 
 import anyio
@@ -57,6 +58,37 @@ async def test_awaited_open_and_properties(driver: str, tmp_path: Path) -> None:
         await f.close()
     assert f.closed
     await f.aclose()  # idempotent
+
+
+async def test_pread_and_preadinto_start_as_tasks(driver: str, tmp_path: Path) -> None:
+    """What pread/preadinto return is a coroutine to whatever takes only coroutines (a task
+    group's start_soon, asyncio.create_task), on the fast path (io_uring_c, cached pages)
+    as on the others."""
+    import sniffio
+
+    data = rand(8192, 7)
+    p = tmp_path / "t.bin"
+    p.write_bytes(data)
+    got: list[object] = []
+    async with aiopg_io.open(p, "rb", driver=driver) as f:
+        await f.pread(8192, 0)  # cached
+        bufs = [bytearray(100) for _ in range(20)]
+
+        async def keep(aw: Awaitable[bytes]) -> None:
+            got.append(await aw)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):  # more than one yield's worth of fast-path completions
+                tg.start_soon(f.pread, 100, i * 100)
+                tg.start_soon(f.preadinto, bufs[i], i * 100)
+                tg.start_soon(keep, f.pread(100, i * 100))
+        assert sorted(got) == sorted(data[i * 100 : i * 100 + 100] for i in range(20))  # type: ignore[type-var]
+        assert [bytes(b) for b in bufs] == [data[i * 100 : i * 100 + 100] for i in range(20)]
+        if sniffio.current_async_library() == "asyncio":
+            import asyncio
+
+            tasks = [asyncio.create_task(f.pread(10, i)) for i in range(40)]
+            assert [await t for t in tasks] == [data[i : i + 10] for i in range(40)]
 
 
 async def test_positional_calls_leave_the_cursor(driver: str, tmp_path: Path) -> None:

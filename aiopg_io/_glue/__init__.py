@@ -67,6 +67,18 @@ class Glue(Protocol):
         """A schedule point that also delivers a pending cancellation (trio's
         ``checkpoint``): what an op that completed without parking still owes the loop."""
 
+    def owner_probe(self) -> tuple[Callable[[], object], object]:
+        """``(get, owner)``: ``get()`` returns ``owner`` exactly when called from a task of
+        this glue's loop, in its thread (else another object, or it raises): :meth:`is_current`
+        in a form C code calls with no Python frame (the file calls' fast path)."""
+
+    @property
+    def inline_result(self) -> Callable[[Any], Awaitable[Any]] | None:
+        """What a file call the C fast path completed returns (``_uring.c``, FastRead): None
+        for the fast path's own awaitable (asyncio: a yield to the loop every few completions,
+        the rule in docs/guide.md), else a function of the result that makes the awaitable
+        (trio: a checkpoint per call, trio's convention)."""
+
     def registry(self) -> dict[object, Any]:
         """The contexts of this loop, by driver key (kept here, made by the IOContext)."""
 

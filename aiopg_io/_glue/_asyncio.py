@@ -46,6 +46,7 @@ _glues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncioGlue] = weak
 class AsyncioGlue:
     raw_stream_sockets = False
     broken_stream_errors: tuple[type[Exception], ...] = ()
+    inline_result: Callable[[Any], Awaitable[Any]] | None = None
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -151,6 +152,9 @@ class AsyncioGlue:
 
     def is_current(self) -> bool:
         return asyncio._get_running_loop() is self.loop
+
+    def owner_probe(self) -> tuple[Callable[[], object], object]:
+        return asyncio._get_running_loop, self.loop
 
     def running(self) -> bool:
         return self.loop.is_running()

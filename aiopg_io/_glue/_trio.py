@@ -152,6 +152,14 @@ class TrioGlue:
     async def checkpoint(self) -> None:
         await trio.lowlevel.checkpoint()
 
+    @staticmethod
+    async def inline_result(result: Any) -> Any:
+        await trio.lowlevel.checkpoint()
+        return result
+
+    def owner_probe(self) -> tuple[Callable[[], object], object]:
+        return _GLUE.get, self
+
     async def wait_writable(self, fd: int) -> None:
         await trio.lowlevel.wait_writable(fd)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import random
 import statistics
@@ -340,13 +341,17 @@ async def _run(job: Job, opener: Opener) -> JobResult:
         stop = False
         running = depth
         finished = anyio.Event()
+        # The workers move the window themselves (start after the ramp, stop after the
+        # runtime), checking the clock at each completion: a target whose awaits never
+        # yield (caio completing cached reads inline) would never let a timer task run.
         # A window in which no op completed measures nothing (no rate, no latency): a short
-        # runtime on a busy machine can end before the first completion, so the window is
-        # kept open until one op has been counted.
-        counted = anyio.Event()
+        # runtime on a busy machine can end before the first completion, so the window
+        # closes only at a completion it counted.
+        window = [0.0, 0.0, 0.0, 0.0]  # start, cpu at start, end, cpu at end
+        stop_at = math.inf
 
         async def worker(i: int) -> None:
-            nonlocal ops, running
+            nonlocal ops, running, counting, stop, stop_at
             buf = aiopg_io.aligned_buffer(job.bs, max(align, 4096))
             if job.is_write:
                 buf[:] = random.Random(job.seed * 1000 + i).randbytes(job.bs)
@@ -358,31 +363,35 @@ async def _run(job: Job, opener: Opener) -> JobResult:
                     while not stop and j < end:
                         t0 = perf()
                         await op(buf, sequence[j % length])
+                        t1 = perf()
+                        if not counting and not stop and t1 >= ramp_end:
+                            # Every completion since ramp_end is this one: the window
+                            # starts there (its CPU clock starts one op late).
+                            counting = True
+                            window[0], window[1] = ramp_end, time.process_time()
+                            stop_at = ramp_end + job.runtime
                         if counting:
-                            lat.append(perf() - t0)
+                            lat.append(t1 - t0)
                             ops += 1
-                            if ops == 1:
-                                counted.set()
+                            if t1 >= stop_at:
+                                counting, stop = False, True
+                                window[2], window[3] = t1, time.process_time()
                         j += depth
             finally:
                 running -= 1
                 if running == 0:
+                    if counting:  # number_ios reached: the window ends with the last op
+                        counting, stop = False, True
+                        window[2], window[3] = time.perf_counter(), time.process_time()
                     finished.set()
-                    counted.set()
 
+        ramp_end = time.perf_counter() + job.ramp
         async with anyio.create_task_group() as tg:
             for i in range(depth):
                 tg.start_soon(worker, i)
-            await anyio.sleep(job.ramp)
-            counting = True
-            t_start, cpu_start = time.perf_counter(), time.process_time()
-            with anyio.move_on_after(job.runtime):
-                await finished.wait()
-            await counted.wait()
-            counting = False
-            elapsed = time.perf_counter() - t_start
-            cpu = time.process_time() - cpu_start
-            stop = True
+            await finished.wait()
+        elapsed = window[2] - window[0] if ops else 1.0  # no op counted: rates of 0
+        cpu = window[3] - window[1]
         driver = target.driver
     lat.sort()
     q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [lat[0] if lat else 0.0] * 99
@@ -408,4 +417,3 @@ def run_job(job: Job, opener: Opener | None = None) -> JobResult:
     options: dict[str, Any] = {"use_uvloop": True} if job.loop == "uvloop" else {}
     result: JobResult = anyio.run(_run, job, opener, backend=backend, backend_options=options)
     return result
-

@@ -29,7 +29,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 from ._mux import Mux
-from .base import ALL_KINDS, Capabilities, Driver, DriverStatistics, Op
+from .base import ALL_KINDS, Capabilities, Driver, DriverStatistics, Op, OpKind
 from .worker import WorkerDriver
 
 __all__ = ["FALLBACK_THREADS", "ThreadFallback", "with_thread_fallback"]
@@ -62,6 +62,9 @@ class ThreadFallback(Driver):
         self._in_threads: set[Op] = set()
         self._inner_pending = False  # a synchronous inner completed ops not reaped yet
         self._closed = False
+        # Reads are the inner driver's: its fast path (if any) is this driver's too.
+        if OpKind.READ in self._native:
+            self.fast_reads = inner.fast_reads
 
     def __repr__(self) -> str:
         return f"<ThreadFallback {self.inner!r} in_threads={len(self._in_threads)}>"

@@ -63,6 +63,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
@@ -1100,6 +1101,498 @@ static PyTypeObject RingType = {
     .tp_getset = ring_getset,
 };
 
+/* -- the file calls' fast path (FastPath, FastRead, Done) -------------------------------- */
+
+/* What ``await f.preadinto(buf, off)`` and ``await f.pread(n, off)`` cost when the page cache
+   holds the bytes: one preadv2(RWF_NOWAIT) and one await, with no Op, no coroutine frame and
+   no IOContext call. The Python twin is the whole pure path (AsyncFile._preadinto/_pread ->
+   IOContext.run -> the driver's try_inline), which takes every case this does not:
+
+   - FastPath: one per driver, made by the io_uring_c driver when its page-cache fast path is
+     on; ``disable()`` (the driver closes) turns every reader of it off, and ``done`` counts
+     the reads it completed (the driver adds them to its statistics).
+   - FastRead: one per open file (``FastPath.reader(fd, owner_get, owner, after, max_read)``).
+     ``preadinto(buf, offset)`` / ``pread(n, offset)`` return an awaitable of the result when
+     the read was whole (or reached end of file), else None: the caller then takes the pure
+     path, which checks and words every error (a closed file never reaches here: the file
+     drops its reader first). None for anything unusual: an argument that is not a plain
+     int, an offset past off_t, a buffer that is empty, read-only or not contiguous, a read
+     the cache holds in part or not at all (the pure path tries it again and goes to the
+     ring), any error, a call from another loop (``owner_get()`` is not ``owner``) or from a
+     fork child (a pthread_atfork counter, as drivers/_fork.py's), a disabled FastPath.
+     ``read_now(n, offset)`` / ``readinto_now(buf, offset)`` serve the file's cursor calls
+     (read, readinto where they are one read at the cursor): the same, but only with a Done
+     that does not yield (see fastread_cursor_ok), so the file moves its cursor at once.
+   - Done: the awaitable of a completed read. ``after`` None (asyncio and uvloop) makes a Done:
+     awaiting it returns the result at once, except that every YIELD_EVERY_OPS-th completion,
+     or the first after YIELD_EVERY_BYTES bytes, since the last such yield, in this process,
+     first yields once to the loop (a bare yield: asyncio's Task reschedules the task behind
+     everything runnable, as asyncio.sleep(0) does; a cancellation is delivered there). While
+     a task does not yield no other task runs, so every completion counted between two of its
+     yields is its own: the bound holds per task. ``after`` a callable (trio) is called with
+     the result and its awaitable returned (trio: a checkpoint per call, trio's convention).
+
+   A read of at least GIL_RELEASE_BYTES releases the GIL around the copy; a shorter one costs
+   less than handing the GIL over (RWF_NOWAIT: it never waits for the device either). */
+
+#define YIELD_EVERY_OPS 16
+#define YIELD_EVERY_BYTES (256 * 1024)
+#define GIL_RELEASE_BYTES (64 * 1024)
+
+static unsigned long fp_forks;          /* bumped in every fork child */
+static unsigned fp_ops_since_yield;     /* completions since a Done last yielded */
+static long long fp_bytes_since_yield;  /* bytes read by them */
+
+static void
+fp_after_fork_child(void)
+{
+    fp_forks++;
+}
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *result;
+    int yield; /* yield once to the loop before returning */
+} Done;
+
+static void
+done_dealloc(Done *d)
+{
+    Py_XDECREF(d->result);
+    PyObject_Free(d);
+}
+
+static PyObject *
+done_await(Done *d)
+{
+    return Py_NewRef(d);
+}
+
+static PySendResult
+done_send(Done *d, PyObject *Py_UNUSED(arg), PyObject **out)
+{
+    if (d->yield) {
+        d->yield = 0;
+        *out = Py_NewRef(Py_None);
+        return PYGEN_NEXT;
+    }
+    *out = Py_NewRef(d->result);
+    return PYGEN_RETURN;
+}
+
+static PyObject *
+done_next(Done *d)
+{
+    /* The interpreter's SEND uses am_send (3.10, 3.11) or this (3.12+, and next()). */
+    if (d->yield) {
+        d->yield = 0;
+        Py_RETURN_NONE;
+    }
+    PyErr_SetObject(PyExc_StopIteration, d->result); /* an int or bytes: never a tuple */
+    return NULL;
+}
+
+/* send/throw/close make a Done a collections.abc.Coroutine (with __await__), so what takes
+   only coroutines (asyncio.create_task, anyio's start_soon) takes it as it took the pure
+   path's coroutine. */
+
+static PyObject *
+done_send_method(Done *d, PyObject *Py_UNUSED(value))
+{
+    return done_next(d);
+}
+
+static PyObject *
+done_throw(Done *d, PyObject *args)
+{
+    /* Thrown in at the yield (a cancellation): raised as if the caller had no handler. */
+    PyObject *typ, *val = Py_None, *tb = Py_None;
+    if (!PyArg_ParseTuple(args, "O|OO", &typ, &val, &tb))
+        return NULL;
+    d->yield = 0;
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    } else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+    }
+    return NULL;
+}
+
+static PyObject *
+done_close(Done *d, PyObject *Py_UNUSED(ignored))
+{
+    d->yield = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+done_get_result(Done *d, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(d->result);
+}
+
+static PyGetSetDef done_getset[] = {
+    {"result", (getter)done_get_result, NULL, "the read's result (the count, or the bytes)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef done_methods[] = {
+    {"send", (PyCFunction)done_send_method, METH_O, "send(value): as a coroutine's"},
+    {"throw", (PyCFunction)done_throw, METH_VARARGS, "throw(exc): raises it"},
+    {"close", (PyCFunction)done_close, METH_NOARGS, "close()"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods done_as_async = {
+    .am_await = (unaryfunc)done_await,
+    .am_send = (sendfunc)done_send,
+};
+
+static PyTypeObject DoneType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aiopg_io.drivers._uring.Done",
+    .tp_basicsize = sizeof(Done),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The awaitable of a read the page cache completed (see FastRead).",
+    .tp_dealloc = (destructor)done_dealloc,
+    .tp_as_async = &done_as_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)done_next,
+    .tp_methods = done_methods,
+    .tp_getset = done_getset,
+};
+
+typedef struct {
+    PyObject_HEAD
+    int enabled;
+    unsigned long long done;
+} FastPath;
+
+typedef struct {
+    PyObject_HEAD
+    FastPath *fp;
+    int fd;
+    unsigned long forks;
+    Py_ssize_t max_read;
+    PyObject *owner_get, *owner, *after;
+} FastRead;
+
+static PyTypeObject FastPathType;
+static PyTypeObject FastReadType;
+
+static PyObject *
+fastpath_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "FastPath() takes no arguments");
+        return NULL;
+    }
+    FastPath *fp = (FastPath *)type->tp_alloc(type, 0);
+    if (fp != NULL)
+        fp->enabled = 1;
+    return (PyObject *)fp;
+}
+
+static PyObject *
+fastpath_disable(FastPath *fp, PyObject *Py_UNUSED(ignored))
+{
+    fp->enabled = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+fastpath_reader(FastPath *fp, PyObject *args)
+{
+    int fd;
+    Py_ssize_t max_read;
+    PyObject *owner_get, *owner, *after;
+    if (!PyArg_ParseTuple(args, "iOOOn", &fd, &owner_get, &owner, &after, &max_read))
+        return NULL;
+    if (!PyCallable_Check(owner_get) || (after != Py_None && !PyCallable_Check(after))) {
+        PyErr_SetString(PyExc_TypeError, "owner_get and after (unless None) must be callable");
+        return NULL;
+    }
+    if (fd < 0 || max_read < 1) {
+        PyErr_Format(PyExc_ValueError, "fd %d must be >= 0 and max_read %zd >= 1", fd, max_read);
+        return NULL;
+    }
+    FastRead *fr = PyObject_GC_New(FastRead, &FastReadType);
+    if (fr == NULL)
+        return NULL;
+    fr->fp = (FastPath *)Py_NewRef(fp);
+    fr->fd = fd;
+    fr->forks = fp_forks;
+    fr->max_read = max_read;
+    fr->owner_get = Py_NewRef(owner_get);
+    fr->owner = Py_NewRef(owner);
+    fr->after = Py_NewRef(after);
+    PyObject_GC_Track(fr);
+    return (PyObject *)fr;
+}
+
+static PyObject *
+fastpath_get_done(FastPath *fp, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(fp->done);
+}
+
+static PyObject *
+fastpath_get_enabled(FastPath *fp, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(fp->enabled);
+}
+
+static PyMethodDef fastpath_methods[] = {
+    {"disable", (PyCFunction)fastpath_disable, METH_NOARGS, "disable(): every reader returns None from now on"},
+    {"reader", (PyCFunction)fastpath_reader, METH_VARARGS,
+     "reader(fd, owner_get, owner, after, max_read) -> FastRead for one file"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef fastpath_getset[] = {
+    {"done", (getter)fastpath_get_done, NULL, "reads completed here", NULL},
+    {"enabled", (getter)fastpath_get_enabled, NULL, "False once disabled", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject FastPathType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aiopg_io.drivers._uring.FastPath",
+    .tp_basicsize = sizeof(FastPath),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "FastPath(): the file calls' page-cache fast path of one driver",
+    .tp_new = fastpath_new,
+    .tp_methods = fastpath_methods,
+    .tp_getset = fastpath_getset,
+};
+
+static int
+fastread_traverse(FastRead *fr, visitproc visit, void *arg)
+{
+    Py_VISIT(fr->fp);
+    Py_VISIT(fr->owner_get);
+    Py_VISIT(fr->owner);
+    Py_VISIT(fr->after);
+    return 0;
+}
+
+static int
+fastread_clear(FastRead *fr)
+{
+    Py_CLEAR(fr->fp);
+    Py_CLEAR(fr->owner_get);
+    Py_CLEAR(fr->owner);
+    Py_CLEAR(fr->after);
+    return 0;
+}
+
+static void
+fastread_dealloc(FastRead *fr)
+{
+    PyObject_GC_UnTrack(fr);
+    fastread_clear(fr);
+    PyObject_GC_Del(fr);
+}
+
+/* 1 when this call may take the fast path: enabled, same process, called from the owner. */
+static int
+fastread_ready(FastRead *fr)
+{
+    if (fr->fp == NULL || !fr->fp->enabled || fr->forks != fp_forks)
+        return 0;
+    PyObject *cur = PyObject_CallNoArgs(fr->owner_get);
+    if (cur == NULL) {
+        PyErr_Clear(); /* no loop running here: the pure path raises WrongLoopError */
+        return 0;
+    }
+    int same = cur == fr->owner;
+    Py_DECREF(cur);
+    return same;
+}
+
+/* A file offset the pure path would accept for ``len`` bytes: a plain int, 0 <= offset and
+   offset + len <= OFF_T_MAX (2**63 - 1). 0 for anything else (nothing raised). */
+static int
+fastread_offset(PyObject *o, Py_ssize_t len, long long *out)
+{
+    if (!PyLong_CheckExact(o))
+        return 0;
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || v < 0 || v > LLONG_MAX - (long long)len)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+/* Read ``len`` bytes at ``offset`` from the page cache: 1 when whole or cut short by end of
+   file (``*got``), 0 when not cached in whole, or on any error (nothing raised). As the
+   twin's _read_inline: a short read is followed by another, which returns 0 at end of file
+   or EAGAIN where the cache holds no more. */
+static int
+fastread_read(int fd, char *buf, Py_ssize_t len, long long offset, Py_ssize_t *got)
+{
+    Py_ssize_t have = 0;
+    while (have < len) {
+        struct iovec iov = {buf + have, (size_t)(len - have)};
+        ssize_t n;
+        if (len - have >= GIL_RELEASE_BYTES) {
+            Py_BEGIN_ALLOW_THREADS
+            n = preadv2(fd, &iov, 1, (off_t)(offset + have), RWF_NOWAIT);
+            Py_END_ALLOW_THREADS
+        } else {
+            n = preadv2(fd, &iov, 1, (off_t)(offset + have), RWF_NOWAIT);
+        }
+        if (n < 0)
+            return 0;
+        if (n == 0)
+            break;
+        have += n;
+    }
+    *got = have;
+    return 1;
+}
+
+/* A cursor call (read_now/readinto_now) must not yield: the file moves its cursor as soon as
+   the call returns, so a cancellation delivered at a yield would lose bytes the cursor went
+   past. So it declines (the caller's pure path, which yields, runs instead) where a Done
+   would yield, or where ``after`` makes the awaitable (trio's checkpoint); declining where
+   the rule asks for a yield restarts the count, as that path yields. */
+static int
+fastread_cursor_ok(FastRead *fr, Py_ssize_t len)
+{
+    if (fr->after != Py_None)
+        return 0;
+    if (fp_ops_since_yield + 1 >= YIELD_EVERY_OPS || fp_bytes_since_yield + len >= YIELD_EVERY_BYTES) {
+        fp_ops_since_yield = 0;
+        fp_bytes_since_yield = 0;
+        return 0;
+    }
+    return 1;
+}
+
+/* The awaitable of a completed read (steals ``result``). */
+static PyObject *
+fastread_done(FastRead *fr, PyObject *result, Py_ssize_t got)
+{
+    if (result == NULL)
+        return NULL;
+    fr->fp->done++;
+    if (fr->after != Py_None) {
+        PyObject *aw = PyObject_CallOneArg(fr->after, result);
+        Py_DECREF(result);
+        return aw;
+    }
+    Done *d = PyObject_New(Done, &DoneType);
+    if (d == NULL) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    d->result = result;
+    fp_bytes_since_yield += got;
+    if (++fp_ops_since_yield >= YIELD_EVERY_OPS || fp_bytes_since_yield >= YIELD_EVERY_BYTES) {
+        fp_ops_since_yield = 0;
+        fp_bytes_since_yield = 0;
+        d->yield = 1;
+    } else {
+        d->yield = 0;
+    }
+    return (PyObject *)d;
+}
+
+static PyObject *
+fastread_readinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int cursor)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "preadinto(buf, offset) takes 2 arguments, not %zd", nargs);
+        return NULL;
+    }
+    if (!fastread_ready(fr))
+        Py_RETURN_NONE;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear(); /* the pure path words the error */
+        Py_RETURN_NONE;
+    }
+    long long offset;
+    Py_ssize_t got = 0;
+    /* The buffer stays exported across the read: it cannot be resized or freed meanwhile. */
+    int ok = view.len > 0 && fastread_offset(args[1], view.len, &offset) &&
+             (!cursor || fastread_cursor_ok(fr, view.len)) &&
+             fastread_read(fr->fd, view.buf, view.len, offset, &got);
+    PyBuffer_Release(&view);
+    if (!ok)
+        Py_RETURN_NONE;
+    return fastread_done(fr, PyLong_FromSsize_t(got), got);
+}
+
+static PyObject *
+fastread_read_n(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int cursor)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "pread(n, offset) takes 2 arguments, not %zd", nargs);
+        return NULL;
+    }
+    if (!fastread_ready(fr) || !PyLong_CheckExact(args[0]))
+        Py_RETURN_NONE;
+    int overflow;
+    long long n = PyLong_AsLongLongAndOverflow(args[0], &overflow);
+    long long offset;
+    if (overflow || n < 1 || n > fr->max_read || !fastread_offset(args[1], (Py_ssize_t)n, &offset) ||
+        (cursor && !fastread_cursor_ok(fr, (Py_ssize_t)n)))
+        Py_RETURN_NONE;
+    /* A new bytes object nobody else sees yet: read straight into it. */
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t got = 0;
+    if (!fastread_read(fr->fd, PyBytes_AS_STRING(out), (Py_ssize_t)n, offset, &got)) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    if (got < n && _PyBytes_Resize(&out, got) < 0)
+        return NULL;
+    return fastread_done(fr, out, got);
+}
+
+/* The entry points: each body with the cursor rule (fastread_cursor_ok) off or on. */
+#define FASTREAD_ENTRY(name, body, cursor)                                          \
+    static PyObject *name(FastRead *fr, PyObject *const *args, Py_ssize_t nargs) \
+    {                                                                            \
+        return body(fr, args, nargs, cursor);                                    \
+    }
+FASTREAD_ENTRY(fastread_preadinto, fastread_readinto, 0)
+FASTREAD_ENTRY(fastread_readinto_now, fastread_readinto, 1)
+FASTREAD_ENTRY(fastread_pread, fastread_read_n, 0)
+FASTREAD_ENTRY(fastread_read_now, fastread_read_n, 1)
+#undef FASTREAD_ENTRY
+
+static PyMethodDef fastread_methods[] = {
+    {"preadinto", (PyCFunction)(void (*)(void))fastread_preadinto, METH_FASTCALL,
+     "preadinto(buf, offset) -> awaitable of the count, or None: take the pure path"},
+    {"pread", (PyCFunction)(void (*)(void))fastread_pread, METH_FASTCALL,
+     "pread(n, offset) -> awaitable of the bytes, or None: take the pure path"},
+    {"read_now", (PyCFunction)(void (*)(void))fastread_read_now, METH_FASTCALL,
+     "read_now(n, offset) -> as pread, a Done that never yields (a cursor read), or None"},
+    {"readinto_now", (PyCFunction)(void (*)(void))fastread_readinto_now, METH_FASTCALL,
+     "readinto_now(buf, offset) -> as preadinto, a Done that never yields, or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FastReadType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aiopg_io.drivers._uring.FastRead",
+    .tp_basicsize = sizeof(FastRead),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One file's page-cache fast path (FastPath.reader)",
+    .tp_traverse = (traverseproc)fastread_traverse,
+    .tp_clear = (inquiry)fastread_clear,
+    .tp_dealloc = (destructor)fastread_dealloc,
+    .tp_methods = fastread_methods,
+};
+
 /* -- iovec ------------------------------------------------------------------------------- */
 
 static PyObject *
@@ -1162,8 +1655,13 @@ PyInit__uring(void)
     INTERN(S_result, "result");
     INTERN(S_driver_data, "driver_data");
 #undef INTERN
-    if (PyType_Ready(&RingType) < 0)
+    if (PyType_Ready(&RingType) < 0 || PyType_Ready(&DoneType) < 0 || PyType_Ready(&FastPathType) < 0 ||
+        PyType_Ready(&FastReadType) < 0)
         return NULL;
+    if (pthread_atfork(NULL, NULL, fp_after_fork_child) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
+        return NULL;
+    }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
@@ -1186,7 +1684,10 @@ PyInit__uring(void)
         PyModule_AddIntConstant(m, "IORING_OP_FSYNC", OP_FSYNC) < 0 ||
         PyModule_AddIntConstant(m, "IORING_FSYNC_DATASYNC", 1) < 0 ||
         PyModule_AddIntConstant(m, "IORING_ASYNC_CANCEL_ALL", 1 << 0) < 0 ||
-        PyModule_AddIntConstant(m, "IORING_ASYNC_CANCEL_ANY", 1 << 2) < 0) {
+        PyModule_AddIntConstant(m, "IORING_ASYNC_CANCEL_ANY", 1 << 2) < 0 ||
+        PyModule_AddIntConstant(m, "YIELD_EVERY_OPS", YIELD_EVERY_OPS) < 0 ||
+        PyModule_AddIntConstant(m, "YIELD_EVERY_BYTES", YIELD_EVERY_BYTES) < 0 ||
+        PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -50,7 +50,7 @@ import errno
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..errors import DriverOptionError
 
@@ -371,6 +371,12 @@ class Driver(abc.ABC):
         never raised: the other ops of the batch must not be lost. Raises only for a driver
         that is closed (RuntimeError).
         """
+
+    #: Optional: the file calls' fast path, for a driver whose cached reads need no op at
+    #: all (io_uring_c: a ``_uring.FastPath``, whose ``reader(fd, owner_get, owner, after,
+    #: max_read)`` serves one file; see ``_uring.c``). None, the default: every call makes an
+    #: op. A wrapper that must see every op (the testing wrappers) leaves it None.
+    fast_reads: Any = None
 
     def try_inline(self, op: Op) -> bool:
         """Optional: perform an IDLE ``op`` at once if that cannot block; True when it did.

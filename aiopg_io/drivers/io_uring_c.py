@@ -20,10 +20,25 @@ noise of the pure ring, because the liburing binding was not where the time goes
 page-cache fast path moved into C (``Ring.try_inline``, installed as this driver's
 ``try_inline``: the IOContext calls it with no Python frame) saves about as much as mypyc
 did, from one function; completions in C (``Ring.harvest``) take about a quarter off the
-ring path's CPU at 32 in flight. Not yet the issue's targets, and not yet through the whole
-suite's matrix in CI, so ``auto`` keeps the pure driver. The ring
-is the base of the next step (submit/reap walking ops in C, waiters resumed from C), and it
-removes the liburing package's kernel floor (6.14): it probes features, not versions.
+ring path's CPU at 32 in flight. Not yet through the whole suite's matrix in CI, so ``auto``
+keeps the pure driver. The ring is the base of the next step (submit/reap walking ops in C,
+waiters resumed from C), and it removes the liburing package's kernel floor (6.14): it
+probes features, not versions.
+
+The file calls' fast path (``fast_reads``, a ``_uring.FastPath``; ``_uring.c`` says how it
+works). With ``try_inline`` in C a cached read still cost several times the system call: the
+rest was the ``Op``, the coroutine frames of the file, the context and the glue, and the
+``asyncio.sleep(0)`` after it, each measured alone. So what was chosen, by those figures:
+(a) no ``Op`` where the page cache holds the bytes: the file's reader takes the fd, buffer
+and offset, and an op is built only on a miss (the pure path then tries the cache again
+before the ring, one failed system call more on a miss, which also keeps this path out of
+the context's code); (b) no coroutine where it hits: ``pread``/``preadinto`` (and the
+cursor's ``read``/``readinto`` where each is one read) are plain functions returning a C
+awaitable, and the coroutine with every check and error runs only when the reader declines;
+(c) on asyncio no yield per call but one every few completions (or bytes), with a bound
+(docs/guide.md, "Schedule points"): the yield alone cost about what the read did, and it was
+the one cost left that the file layer could remove. trio keeps a checkpoint per call, its
+convention. The before/after figures are in docs/benchmarks.md.
 
 Facts this module relies on (the ring's own are in ``_uring.c``):
 
@@ -218,6 +233,8 @@ class IoUringCDriver(IoUringDriver):
                 super().try_inline, self._inline_partial,
             )  # fmt: skip
             self.try_inline = self._ring.try_inline  # type: ignore[method-assign]
+            # The file calls' fast path (see _uring.c): preadinto/pread with no op at all.
+            self.fast_reads = _U.FastPath()
 
     def _inline_partial(self, op: Op, n: int) -> bool:
         """The C fast path read ``n`` bytes, fewer than asked: account them as the parent's
@@ -228,7 +245,9 @@ class IoUringCDriver(IoUringDriver):
 
     def statistics(self) -> DriverStatistics:
         s = super().statistics()
-        done = self._ring.inline_done  # whole reads the C fast path completed
+        done = self._ring.inline_done  # whole reads the C fast paths completed
+        if self.fast_reads is not None:
+            done += self.fast_reads.done
         extra = dict(s.extra)
         extra["fast_path_hits"] += done
         if self._sqpoll:
@@ -406,6 +425,8 @@ class IoUringCDriver(IoUringDriver):
 
     def _teardown(self) -> None:
         self._ring.disable_inline()  # try_inline -> False; drops the ring's refs to self
+        if self.fast_reads is not None:
+            self.fast_reads.disable()  # every file's reader -> the pure path
         self._ring.unregister_eventfd()
         self._ring.close()
         os.close(self._efd)

@@ -243,3 +243,226 @@ def test_a_subclass_that_overrides_on_cqe_sees_every_completion(tmp_path: Path) 
                 d.close()
     finally:
         os.close(fd)
+
+
+# -- the file calls' fast path (FastPath / FastRead / Done in _uring.c) ------------------------
+
+
+async def _file_calls(p: Path, driver: str) -> tuple[list[object], int]:
+    """The same preadinto/pread calls, with good and bad arguments, through ``driver``: each
+    call's result (and the bytes read) or its error's type and message; and the fast path's
+    hits (the driver's fast_path_hits)."""
+    size = p.stat().st_size
+    out: list[object] = []
+
+    async def call(fn: object, *args: object) -> None:
+        try:
+            res = await fn(*args)  # type: ignore[operator]
+        except Exception as exc:
+            out.append((type(exc).__name__, str(exc)))
+        else:
+            out.append(res)
+
+    async with aiopg_io.open(p, "rb", driver=driver) as f:
+        before = dict(f.driver_statistics().extra)["fast_path_hits"]
+        bufs = [bytearray(PAGE), bytearray(PAGE), bytearray(0), array_of_ints(), bytearray(300)]
+        await call(f.preadinto, bufs[0], PAGE)  # whole
+        await call(f.preadinto, bufs[1], size - 100)  # short at EOF
+        await call(f.preadinto, bufs[2], 0)  # empty buffer
+        await call(f.preadinto, bufs[3], 8)  # a buffer of another format: its bytes
+        await call(f.preadinto, memoryview(bufs[4])[::2], 0)  # not contiguous
+        await call(f.preadinto, b"read-only", 0)
+        await call(f.preadinto, bufs[4], size + PAGE)  # past EOF
+        await call(f.preadinto, bufs[4], True)  # bool is not an offset
+        await call(f.preadinto, bufs[4], -1)
+        await call(f.preadinto, bufs[4], 2**63 - 10)  # the end past off_t
+        await call(f.preadinto, bufs[4], 2**70)
+        await call(f.preadinto, bufs[4], 7.0)
+        await call(f.pread, PAGE, 3)
+        await call(f.pread, 500, size - 200)
+        await call(f.pread, 0, 0)
+        await call(f.pread, -1, 0)
+        await call(f.pread, 10, size)
+        await call(f.pread, "10", 0)
+        await call(f.pread, 10, 2**63 - 5)
+        await call(f.pread, 2**40, 0)  # bounded by the file's size
+        out.append([bytes(b) for b in bufs])
+        hits = dict(f.driver_statistics().extra)["fast_path_hits"] - before
+    await call(f.preadinto, bufs[0], 0)  # closed
+    await call(f.pread, 1, 0)
+    return out, hits
+
+
+def array_of_ints() -> object:
+    import array
+
+    return array.array("i", [0] * 16)
+
+
+@pytest.mark.anyio
+async def test_file_fast_path_matches_the_pure_path(tmp_path: Path) -> None:
+    """preadinto/pread through the C fast path (no op, no coroutine) and through the pure
+    driver: the same results, bytes and errors (type and message) for every argument, and
+    the fast path did take the whole reads."""
+    p = tmp_path / "f.bin"
+    p.write_bytes(os.urandom(5 * PAGE + 123))
+    c, c_hits = await _file_calls(p, "io_uring_c")
+    pure, _ = await _file_calls(p, "io_uring")
+    assert c == pure
+    assert c[:4] == [PAGE, 100, 0, 64] and c[6] == 0
+    assert len(c[13]) == 200 and c[14] == c[16] == b"" and len(c[19]) == p.stat().st_size  # type: ignore[arg-type]
+    assert all(isinstance(e, tuple) for e in (c[4], c[5], *c[7:12], c[15], c[17], c[18], c[21], c[22]))
+    assert c[21] == ("ClosedError", f"I/O operation on closed file {str(p)!r}")
+    assert c_hits >= 8  # whole and EOF-short reads, both calls, the bounded 2**40 read
+
+
+@pytest.mark.anyio
+async def test_file_fast_path_leaves_a_miss_to_the_ring(data_dir: Path) -> None:
+    """Pages not in the cache: the fast path declines (EAGAIN) and the read goes through an
+    op (to the ring), with the right bytes."""
+    p = data_dir / "cold.bin"
+    data = os.urandom(2048 * PAGE)
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        try:  # far from the pages read below: a miss may start readahead around it
+            os.preadv(fd, [bytearray(PAGE)], 0, os.RWF_NOWAIT)
+        except BlockingIOError:
+            pass
+        else:
+            pytest.skip("the page cache kept the file after POSIX_FADV_DONTNEED")
+    finally:
+        os.close(fd)
+    async with aiopg_io.open(p, "rb", driver="io_uring_c") as f:
+        before = f.driver_statistics()
+        fast_before = f._ctx.driver.fast_reads.done
+        buf = bytearray(PAGE)
+        assert await f.preadinto(buf, 1500 * PAGE) == PAGE and bytes(buf) == data[1500 * PAGE : 1501 * PAGE]
+        # The file's fast path declined; the op's own try (the pure twin's) may find the page
+        # that the miss started reading ahead, else the ring reads it.
+        assert f._ctx.driver.fast_reads.done == fast_before
+        after = f.driver_statistics()
+        assert after.submitted - before.submitted == 1
+        # The read may have started readahead: this one may hit or miss.
+        assert await f.pread(PAGE, 1900 * PAGE) == data[1900 * PAGE : 1901 * PAGE]
+
+
+def test_fast_read_objects_refuse_bad_arguments_and_stop_when_disabled(tmp_path: Path) -> None:
+    """The C objects alone: argument errors raise (no crash), a reader called outside its
+    owner or after disable() declines, a cycle through a reader is collected, and a Done
+    answers await (by send and by next) with its result."""
+    import asyncio
+    import gc
+    import weakref
+
+    from aiopg_io.drivers import _uring
+
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"0123456789")
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        fast = _uring.FastPath()
+        with pytest.raises(TypeError):
+            _uring.FastPath(1)
+        with pytest.raises(TypeError, match="must be callable"):
+            fast.reader(fd, 3, None, None, 10)
+        with pytest.raises(ValueError, match="max_read 0"):
+            fast.reader(fd, object, None, None, 0)
+        owner = object()
+        r = fast.reader(fd, lambda: owner, owner, None, 10)
+        with pytest.raises(TypeError, match="takes 2 arguments"):
+            r.preadinto(bytearray(1))
+        with pytest.raises(TypeError, match="takes 2 arguments"):
+            r.pread(1, 2, 3)
+        done = r.pread(4, 2)
+        assert done is not None
+        it = done.__await__()
+        got = []
+        try:
+            while True:
+                got.append(next(it))  # a yield (None) when the policy asks for one
+        except StopIteration as stop:
+            assert stop.value == b"2345"
+        assert set(got) <= {None}
+        assert asyncio.run(_await(r.pread(9, 5))) == b"56789"  # short: end of file
+        assert r.pread(11, 0) is None  # more than max_read
+        assert fast.reader(fd, lambda: None, owner, None, 10).pread(1, 0) is None  # not the owner
+
+        def boom() -> object:
+            raise RuntimeError("no loop")
+
+        assert fast.reader(fd, boom, owner, None, 10).pread(1, 0) is None
+        after = fast.reader(fd, lambda: owner, owner, lambda res: ("after", res), 10)
+        assert after.pread(2, 0) == ("after", b"01")
+        assert fast.done == 3
+        fast.disable()
+        assert r.pread(1, 0) is None and r.preadinto(bytearray(1), 0) is None and fast.enabled is False
+
+        class Holder:
+            def __init__(self) -> None:
+                self.r = fast.reader(fd, self.me, self, None, 10)  # a cycle through the reader
+
+            def me(self) -> object:
+                return self
+
+        h = Holder()
+        ref = weakref.ref(h)
+        del h
+        gc.collect()
+        assert ref() is None
+    finally:
+        os.close(fd)
+
+
+async def _await(aw: object) -> object:
+    return await aw  # type: ignore[misc]
+
+
+async def _cursor_calls(p: Path, driver: str, buffering: int) -> tuple[list[object], int]:
+    """Cursor reads that are one read each (and some that are not) through ``driver``: each
+    result or error, and the cursor after it; and the fast path's hits."""
+    out: list[object] = []
+    async with aiopg_io.open(p, "r+b", buffering=buffering, driver=driver) as f:
+        before = f._ctx.driver.fast_reads.done if driver == "io_uring_c" else 0
+        big = max(buffering, 1)
+        steps: list[tuple[str, object]] = [
+            ("read", big), ("read", 3 * big), ("readinto", bytearray(big)), ("peek", 5), ("read", big),
+            ("readinto", array_of_ints()), ("write", b"xyz"), ("read", big), ("seek", 7), ("read", big),
+            ("read", -1), ("read", big), ("readinto", bytearray(big)), ("seek", 1), ("read", "x"),
+            ("readinto", b"read-only"), ("read", 0), ("read", -5), ("read", None), ("read", True),
+        ]  # fmt: skip
+        for name, arg in steps:
+            try:
+                if name == "readinto":
+                    buf = arg
+                    res: object = await f.readinto(buf)
+                    res = (res, bytes(buf))  # type: ignore[arg-type]
+                else:
+                    res = await getattr(f, name)(arg)
+            except Exception as exc:
+                res = (type(exc).__name__, str(exc))
+            out.append((name, res, await f.tell()))
+        hits = (f._ctx.driver.fast_reads.done - before) if driver == "io_uring_c" else 0
+    return out, hits
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("buffering", [0, 4096])
+async def test_cursor_fast_path_matches_the_pure_path(tmp_path: Path, buffering: int) -> None:
+    """read/readinto on the cursor, where each is one read (unbuffered, or at least the
+    buffer's size with nothing buffered): the same results, errors and cursor through the C
+    fast path as through the pure driver, and the fast path took some of them."""
+    data = os.urandom(9 * PAGE + 77)
+    p1, p2 = tmp_path / "c1.bin", tmp_path / "c2.bin"
+    p1.write_bytes(data)
+    p2.write_bytes(data)
+    c, hits = await _cursor_calls(p1, "io_uring_c", buffering)
+    pure, _ = await _cursor_calls(p2, "io_uring", buffering)
+    assert c == pure
+    import sniffio
+
+    # On trio every call checkpoints, which a cursor read may not do after moving the
+    # cursor: there the cursor calls take the pure path (their checkpoint comes with it).
+    assert hits >= 3 if sniffio.current_async_library() == "asyncio" else hits == 0
