@@ -31,8 +31,16 @@ What differs from Starlette's ``FileResponse`` (1.x), on purpose:
   ``multipart/byteranges``.
 - The file is opened and ``fstat``-ed in one thread hop (Starlette stats, then opens: the
   headers could describe another file than the one read), then read in ``chunk_size``
-  pieces through aiopg_io (Starlette: a thread hop per 64 KiB). Body chunks are fresh
-  ``bytearray`` objects (bytes-like, never reused after they are sent), which saves a copy.
+  pieces through aiopg_io (Starlette: a thread hop per 64 KiB) straight into the
+  ``bytearray`` that is sent (bytes-like, as every server here accepts), which saves a copy.
+- Body chunks are reused (:class:`_ChunkPool`), but only when nothing else holds them. The
+  ASGI spec types ``body`` as a byte string, i.e. immutable: a server may keep the object
+  after ``await send()`` returns, and they do (uvloop's transport keeps a memoryview of
+  whatever it could not write at once; h11-based servers queue the object). So a chunk
+  goes back to the pool only when its reference count, measured the same way, is what it
+  was when the chunk was taken (nothing but this frame holds it: every holder, a
+  memoryview or a buffer export included, owns a reference); otherwise it is dropped and a
+  new one is allocated. Interpreters without ``sys.getrefcount`` never reuse.
 - ``pathsend`` gets the absolute path, as the extension asks.
 - A file that shrinks while it is sent ends the response early (the server then closes the
   connection) and a warning on the ``aiopg_io.asgi`` logger says how many bytes went out;
@@ -47,6 +55,7 @@ import hashlib
 import logging
 import os
 import stat as stat_mod
+import sys
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from email.utils import formatdate, parsedate_to_datetime
 from mimetypes import guess_type
@@ -56,6 +65,7 @@ from urllib.parse import quote
 import anyio
 import anyio.to_thread
 
+from ._context import get_context
 from ._file import AsyncFile
 from ._open import open as aio_open
 
@@ -72,6 +82,48 @@ _NOT_MODIFIED_HEADERS = (b"cache-control", b"content-location", b"date", b"etag"
 _TEXT = "text/plain; charset=utf-8"
 # Under StaticFiles these mean "not a file this directory serves": 404, not 500.
 _UNSERVABLE = frozenset({errno.EACCES, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR})
+
+
+# The reference count of a chunk, from the frame that holds it (None: reuse nothing).
+_refs: Callable[[object], int] | None = getattr(sys, "getrefcount", None)
+
+
+class _ChunkPool:
+    """Up to ``keep`` spare body chunks of ``size`` bytes, shared by the responses of one
+    :class:`StaticFiles` (or the chunks of one :class:`FileResponse`).
+
+    ``take`` hands out a spare chunk of exactly ``size`` bytes, or a new ``bytearray``;
+    the caller records ``_refs(chunk)`` at once and hands it back with ``give`` only when
+    ``_refs(chunk)`` is that figure again (see the module docstring). A chunk of another
+    size is never kept. Spares are plain memory: whatever is not kept is freed by the
+    garbage collector like any other object.
+    """
+
+    __slots__ = ("_free", "keep", "reused", "size")
+
+    def __init__(self, size: int, keep: int) -> None:
+        self.size, self.keep = size, keep
+        self.reused = 0  # chunks handed out again
+        self._free: list[bytearray] = []
+
+    def take(self, n: int) -> bytearray:
+        if n == self.size and _refs is not None:
+            try:
+                chunk = self._free.pop()
+            except IndexError:
+                pass
+            else:
+                self.reused += 1
+                return chunk
+        return bytearray(n)
+
+    def give(self, chunk: bytearray) -> None:
+        if len(chunk) == self.size and len(self._free) < self.keep:
+            self._free.append(chunk)
+
+    def spares(self) -> int:
+        """How many chunks wait to be reused."""
+        return len(self._free)
 
 
 class _NotFound(RuntimeError):
@@ -117,6 +169,10 @@ class _Opener:
 async def _open(
     path: str | os.PathLike[str], guard: Callable[[str], str] | None
 ) -> tuple[AsyncFile, os.stat_result]:
+    # A server answers request after request on one loop: hold the loop's context until the
+    # loop ends, or every moment with no file open would close the driver (a ring, threads)
+    # and the next request make it again.
+    get_context().hold_for_loop()
     opener = _Opener(guard)
     f = await aio_open(path, "rb", buffering=0, opener=opener)
     assert opener.stat is not None
@@ -197,6 +253,8 @@ class FileResponse:
 
     #: Bytes per ``http.response.body`` message (and per aiopg_io read).
     chunk_size = 1024 * 1024
+    #: Spare chunks kept for reuse, in bytes (per :class:`StaticFiles`, or per response).
+    pool_bytes = 8 * 1024 * 1024
     #: A Range header naming more ranges than this is ignored (Starlette's limit).
     max_ranges = 100
 
@@ -236,6 +294,7 @@ class FileResponse:
         if stat_result is not None:
             self._set_stat_headers(stat_result)
         self._guard: Callable[[str], str] | None = None  # StaticFiles' path check
+        self._pool: _ChunkPool | None = None  # StaticFiles' chunks, else one made per call
 
     def _get(self, name: bytes) -> str | None:
         for k, v in self.raw_headers:
@@ -366,23 +425,35 @@ class FileResponse:
                 pass
             tg.cancel_scope.cancel()
 
+    def _chunk_pool(self) -> _ChunkPool:
+        if self._pool is None or self._pool.size != self.chunk_size:
+            self._pool = _ChunkPool(self.chunk_size, max(1, self.pool_bytes // self.chunk_size))
+        return self._pool
+
     async def _stream(self, f: AsyncFile, send: Send, start: int, end: int) -> None:
+        pool = self._chunk_pool()
         pos = start
         while pos < end:
-            chunk = bytearray(min(self.chunk_size, end - pos))
-            n = await f.preadinto(chunk, pos)
-            if n < len(chunk):
-                chunk = chunk[:n]  # a copy: the op may still hold a view of the buffer
+            want = min(self.chunk_size, end - pos)
+            chunk = pool.take(want)
+            alone = _refs(chunk) if _refs is not None else 0
+            try:
+                n = await f.preadinto(chunk, pos)
                 pos += n
-                logger.warning(
-                    "%s: the file ended after %d of %d bytes (it shrank while being sent); "
-                    "the response is cut short",
-                    os.fspath(self.path), pos - start, end - start,
-                )
-                await send({"type": "http.response.body", "body": chunk, "more_body": False})
-                return
-            pos += n
-            await send({"type": "http.response.body", "body": chunk, "more_body": pos < end})
+                if n < want:
+                    logger.warning(
+                        "%s: the file ended after %d of %d bytes (it shrank while being sent); "
+                        "the response is cut short",
+                        os.fspath(self.path), pos - start, end - start,
+                    )
+                    await send({"type": "http.response.body", "body": chunk[:n], "more_body": False})
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": pos < end})
+            finally:
+                # Back to the pool only if nothing else holds it: not the server (which may
+                # keep the body after send returns), not an op a cancellation left running.
+                if _refs is not None and _refs(chunk) == alone:
+                    pool.give(chunk)
         if pos == start:  # an empty range: the body still has to end
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -401,6 +472,8 @@ class StaticFiles:
         self.directory = os.path.realpath(directory)
         if not os.path.isdir(self.directory):
             raise RuntimeError(f"Directory '{os.fspath(directory)}' does not exist")
+        size = FileResponse.chunk_size
+        self._pool = _ChunkPool(size, max(1, FileResponse.pool_bytes // size))  # shared by its responses
 
     def _guard(self, path: str) -> str:
         """The file to open for ``path`` (the directory joined with the request path), or
@@ -428,7 +501,7 @@ class StaticFiles:
             await _plain(send, 404, "Not Found")
             return
         response = FileResponse(self.directory + "/" + path.lstrip("/"))
-        response._guard = self._guard
+        response._guard, response._pool = self._guard, self._pool
         try:
             await response(scope, receive, send)
         except _NotFound:  # raised by the open, before anything was sent
