@@ -30,8 +30,9 @@ What differs from Starlette's ``FileResponse`` (1.x), on purpose:
 - A request for several ranges is answered 200 with the whole file, not
   ``multipart/byteranges``.
 - The file is opened and ``fstat``-ed in one thread hop (Starlette stats, then opens: the
-  headers could describe another file than the one read), then read in ``chunk_size``
-  pieces through aiopg_io (Starlette: a thread hop per 64 KiB) straight into the
+  headers could describe another file than the one read), then read through aiopg_io in
+  one piece up to ``whole_body_max``, else in ``chunk_size`` pieces (Starlette: a thread
+  hop per 64 KiB), straight into the
   ``bytearray`` that is sent (bytes-like, as every server here accepts), which saves a copy.
 - Body chunks are reused (:class:`_ChunkPool`), but only when nothing else holds them. The
   ASGI spec types ``body`` as a byte string, i.e. immutable: a server may keep the object
@@ -89,41 +90,39 @@ _refs: Callable[[object], int] | None = getattr(sys, "getrefcount", None)
 
 
 class _ChunkPool:
-    """Up to ``keep`` spare body chunks of ``size`` bytes, shared by the responses of one
+    """Spare body chunks, up to ``max_bytes`` in all, shared by the responses of one
     :class:`StaticFiles` (or the chunks of one :class:`FileResponse`).
 
-    ``take`` hands out a spare chunk of exactly ``size`` bytes, or a new ``bytearray``;
-    the caller records ``_refs(chunk)`` at once and hands it back with ``give`` only when
-    ``_refs(chunk)`` is that figure again (see the module docstring). A chunk of another
-    size is never kept. Spares are plain memory: whatever is not kept is freed by the
-    garbage collector like any other object.
+    ``take(n)`` hands out a spare chunk of exactly ``n`` bytes, or a new ``bytearray``; the
+    caller records ``_refs(chunk)`` at once and hands it back with ``give`` only when
+    ``_refs(chunk)`` is that figure again (see the module docstring). Spares are plain
+    memory: whatever is not kept is freed by the garbage collector like any other object.
     """
 
-    __slots__ = ("_free", "keep", "reused", "size")
+    __slots__ = ("_free", "held", "max_bytes", "reused")
 
-    def __init__(self, size: int, keep: int) -> None:
-        self.size, self.keep = size, keep
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0  # bytes in spares
         self.reused = 0  # chunks handed out again
-        self._free: list[bytearray] = []
+        self._free: dict[int, list[bytearray]] = {}
 
     def take(self, n: int) -> bytearray:
-        if n == self.size and _refs is not None:
-            try:
-                chunk = self._free.pop()
-            except IndexError:
-                pass
-            else:
-                self.reused += 1
-                return chunk
+        spares = self._free.get(n) if _refs is not None else None
+        if spares:
+            chunk = spares.pop()
+            if not spares:
+                del self._free[n]
+            self.held -= n
+            self.reused += 1
+            return chunk
         return bytearray(n)
 
     def give(self, chunk: bytearray) -> None:
-        if len(chunk) == self.size and len(self._free) < self.keep:
-            self._free.append(chunk)
-
-    def spares(self) -> int:
-        """How many chunks wait to be reused."""
-        return len(self._free)
+        n = len(chunk)
+        if self.held + n <= self.max_bytes:
+            self._free.setdefault(n, []).append(chunk)
+            self.held += n
 
 
 class _NotFound(RuntimeError):
@@ -251,8 +250,11 @@ class FileResponse:
     The differences from Starlette's, and why, are in the module docstring.
     """
 
-    #: Bytes per ``http.response.body`` message (and per aiopg_io read).
-    chunk_size = 1024 * 1024
+    #: A body up to this many bytes is read and sent in one ``http.response.body`` message.
+    whole_body_max = 1024 * 1024
+    #: Bytes per message (and per aiopg_io read) of a longer body: small enough that the
+    #: server's transport takes it without pausing (docs/benchmarks.md, "chunk size").
+    chunk_size = 256 * 1024
     #: Spare chunks kept for reuse, in bytes (per :class:`StaticFiles`, or per response).
     pool_bytes = 8 * 1024 * 1024
     #: A Range header naming more ranges than this is ignored (Starlette's limit).
@@ -409,7 +411,7 @@ class FileResponse:
             await send({"type": "http.response.zerocopysend", **message})
             return
         spec = scope.get("asgi", {}).get("spec_version", "2.0")
-        if end - start <= self.chunk_size or tuple(map(int, spec.split("."))) >= (2, 4):
+        if end - start <= self.whole_body_max or tuple(map(int, spec.split("."))) >= (2, 4):
             # One message (nothing to stop part-way), or a server that raises on send once
             # the client has gone.
             await self._stream(f, send, start, end)
@@ -425,16 +427,14 @@ class FileResponse:
                 pass
             tg.cancel_scope.cancel()
 
-    def _chunk_pool(self) -> _ChunkPool:
-        if self._pool is None or self._pool.size != self.chunk_size:
-            self._pool = _ChunkPool(self.chunk_size, max(1, self.pool_bytes // self.chunk_size))
-        return self._pool
-
     async def _stream(self, f: AsyncFile, send: Send, start: int, end: int) -> None:
-        pool = self._chunk_pool()
+        if self._pool is None:
+            self._pool = _ChunkPool(self.pool_bytes)
+        pool = self._pool
+        step = end - start if end - start <= self.whole_body_max else self.chunk_size
         pos = start
         while pos < end:
-            want = min(self.chunk_size, end - pos)
+            want = min(step, end - pos)
             chunk = pool.take(want)
             alone = _refs(chunk) if _refs is not None else 0
             try:
@@ -472,8 +472,7 @@ class StaticFiles:
         self.directory = os.path.realpath(directory)
         if not os.path.isdir(self.directory):
             raise RuntimeError(f"Directory '{os.fspath(directory)}' does not exist")
-        size = FileResponse.chunk_size
-        self._pool = _ChunkPool(size, max(1, FileResponse.pool_bytes // size))  # shared by its responses
+        self._pool = _ChunkPool(FileResponse.pool_bytes)  # shared by its responses
 
     def _guard(self, path: str) -> str:
         """The file to open for ``path`` (the directory joined with the request path), or
