@@ -130,6 +130,32 @@ class _NotFound(RuntimeError):
     directory may serve; raised before anything was sent."""
 
 
+def _not_found(e: OSError, path: str, guarded: bool) -> Exception:
+    """What to raise for ``e`` from opening or statting ``path``: :class:`_NotFound` where
+    Starlette says the file is missing or no file (and, guarded, where the directory may
+    not serve it), else ``e`` itself."""
+    if isinstance(e, FileNotFoundError):
+        return _NotFound(f"File at path {path} does not exist.")
+    if isinstance(e, IsADirectoryError):
+        return _NotFound(f"File at path {path} is not a file.")
+    if guarded and e.errno in _UNSERVABLE:
+        return _NotFound(f"File at path {path} cannot be served: {e.strerror}")
+    return e
+
+
+def _stat_for_pathsend(path: str, guard: Callable[[str], str] | None) -> tuple[str, os.stat_result]:
+    """The path the server is to send and its stat (no open: the server opens it by path),
+    refused as :class:`_Opener` refuses; runs in a thread."""
+    full = guard(path) if guard else path
+    try:
+        st = os.stat(full)
+    except OSError as e:
+        raise _not_found(e, path, guard is not None) from None
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise _NotFound(f"File at path {path} is not a file.")
+    return os.path.abspath(full), st
+
+
 class _Opener:
     """An ``opener`` for :func:`aiopg_io.open` that also checks and fstats the file, all in
     the thread that opens it. O_NONBLOCK keeps a FIFO from blocking the open; it is cleared
@@ -145,14 +171,8 @@ class _Opener:
     def __call__(self, path: str, flags: int) -> int:
         try:
             fd = os.open(self.guard(path) if self.guard else path, flags | os.O_NONBLOCK)
-        except FileNotFoundError:
-            raise _NotFound(f"File at path {path} does not exist.") from None
-        except IsADirectoryError:
-            raise _NotFound(f"File at path {path} is not a file.") from None
         except OSError as e:
-            if self.guard is not None and e.errno in _UNSERVABLE:
-                raise _NotFound(f"File at path {path} cannot be served: {e.strerror}") from None
-            raise
+            raise _not_found(e, path, self.guard is not None) from None
         try:
             st = os.fstat(fd)
             if not stat_mod.S_ISREG(st.st_mode):
@@ -322,13 +342,18 @@ class FileResponse:
         extensions = scope.get("extensions") or {}
         request = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         f = None
-        if self.stat_result is None:
-            f, st = await _open(self.path, self._guard)
-        else:
+        path = os.path.abspath(self.path)
+        if self.stat_result is not None:
             st = self.stat_result
+        elif "http.response.pathsend" in extensions:
+            # The server opens the file by its path: a stat is all the headers need (a range
+            # is read from a file opened then).
+            path, st = await anyio.to_thread.run_sync(_stat_for_pathsend, os.fspath(self.path), self._guard)
+        else:
+            f, st = await _open(self.path, self._guard)
         try:
             self._set_stat_headers(st)
-            await self._respond(scope, receive, send, method, extensions, request, st, f)
+            await self._respond(scope, receive, send, method, extensions, request, st, f, path)
         finally:
             if f is not None:
                 await f.aclose()
@@ -345,6 +370,7 @@ class FileResponse:
         request: Mapping[str, str],
         st: os.stat_result,
         f: AsyncFile | None,
+        path: str,
     ) -> None:
         size = st.st_size
         plain = self.status_code != 200 or method not in ("GET", "HEAD")
@@ -372,7 +398,7 @@ class FileResponse:
         if method == "HEAD":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         elif status != 206 and "http.response.pathsend" in extensions:
-            await send({"type": "http.response.pathsend", "path": os.path.abspath(self.path)})
+            await send({"type": "http.response.pathsend", "path": path})
         else:
             await self._send_body(scope, receive, send, extensions, f, start, end)
 

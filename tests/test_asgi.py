@@ -214,6 +214,10 @@ async def test_missing_and_non_regular_files_raise_as_starlettes(files: Path, dr
     os.mkfifo(files / "fifo")
     with pytest.raises(RuntimeError, match="is not a file"):
         await call(FileResponse(files / "fifo"))  # refused without blocking on the FIFO's open
+    missing = ((files / "nope", "does not exist"), (files, "is not a file"), (files / "fifo", "is not"))
+    for path, message in missing:  # the same under pathsend, where the file is only statted
+        with pytest.raises(RuntimeError, match=f"File at path {path} {message}"):
+            await call(FileResponse(path), extensions={"http.response.pathsend": {}})
 
 
 async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: str) -> None:
@@ -238,6 +242,18 @@ async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: s
     for path in refused:
         r = await call(app, path=path)
         assert (r.status, r.body) == (404, b"Not Found"), path
+    # Under a server offering pathsend: stat only (no open), the same refusals, and the
+    # path handed over is the one checked (a symlink in the directory: its target).
+    pathsend = {"http.response.pathsend": {}}
+    for path in refused:
+        r = await call(app, path=path, extensions=pathsend)
+        assert (r.status, r.body) == (404, b"Not Found"), path
+    for path, target in [("/a.txt", "a.txt"), ("/in", "a.txt"), ("/sub/b.bin", "sub/b.bin")]:
+        r = await call(app, path=path, extensions=pathsend)
+        assert r.messages[1] == {"type": "http.response.pathsend", "path": str(root / target)}, path
+        assert dict(r.headers)[b"content-length"] == str((root / target).stat().st_size).encode()
+    r = await call(app, path="/a.txt", headers=[(b"range", b"bytes=1-2")], extensions=pathsend)
+    assert (r.status, r.body) == (206, b"el")  # a range is read through aiopg_io
     r = await call(app, "POST", path="/a.txt")
     assert (r.status, dict(r.headers)[b"allow"]) == (405, b"GET, HEAD")
     assert open_fds() == before
