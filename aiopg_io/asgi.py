@@ -10,11 +10,12 @@ instances of its own ``Response``: there, call it from a Starlette ``Route`` or 
 Facts relied on (the ASGI HTTP spec and its extensions; RFC 9110):
 
 - The server says what it offers in ``scope["extensions"]``. ``http.response.pathsend``
-  takes an absolute path and sends the whole file itself (granian offers it);
-  ``http.response.zerocopysend`` takes an open fd, an offset and a count. uvicorn and
-  hypercorn offer neither, nor expose their socket: under them the body goes out in
-  ``http.response.body`` messages read through aiopg_io.
-- Servers of ASGI spec_version < 2.4 (uvicorn 0.3x: "2.3"; hypercorn: "2.1") drop the body
+  takes an absolute path and sends the whole file itself (granian 2.x offers it, with
+  spec_version "2.3"); ``http.response.zerocopysend`` takes an open fd, an offset and a
+  count (no server here offers it). uvicorn and hypercorn offer neither, nor expose their
+  socket: under them the body goes out in ``http.response.body`` messages read through
+  aiopg_io.
+- Servers of ASGI spec_version < 2.4 (uvicorn 0.3x-0.5x: "2.3"; hypercorn: "2.1") drop the body
   of a client that went away without telling the sender: a response longer than one
   message listens on ``receive()`` for ``http.disconnect`` and stops (Starlette does the
   same); the file is then closed at once.
@@ -42,7 +43,10 @@ What differs from Starlette's ``FileResponse`` (1.x), on purpose:
   was when the chunk was taken (nothing but this frame holds it: every holder, a
   memoryview or a buffer export included, owns a reference); otherwise it is dropped and a
   new one is allocated. Interpreters without ``sys.getrefcount`` never reuse.
-- ``pathsend`` gets the absolute path, as the extension asks.
+- Under ``pathsend`` the file is only ``stat``-ed (one thread hop, :class:`StaticFiles`'
+  checks included; Starlette stats too), not opened: the server opens it by its path, so an
+  fd would vouch for nothing. ``pathsend`` gets the absolute path that was checked, as the
+  extension asks (under :class:`StaticFiles`, with symlinks resolved).
 - A file that shrinks while it is sent ends the response early (the server then closes the
   connection) and a warning on the ``aiopg_io.asgi`` logger says how many bytes went out;
   Starlette's reads would just stop short too, without saying so.

@@ -76,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--dir", default=None, help="where the files go (default: a temp dir under .)")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--report", default=None, help="print the report of a run saved with --json")
     parser.add_argument(
         "--servers", default=",".join(SERVERS),
         help="comma list of RESPONSE@SERVER (RESPONSE: aiopg_io, starlette; SERVER: "
@@ -401,10 +402,12 @@ def report(results: dict[str, Any]) -> None:
                 cell = f"{size_name}/{cache}"
                 ours, theirs = f"{cell}/aiopg_io@{server}", f"{cell}/starlette@{server}"
                 got = ratios(results, ours, theirs, "requests_per_s")
-                if got:
+                cpu = ratios(results, theirs, ours, "cpu_ms_per_mib")
+                if got and cpu:
                     print(
                         f"  {size_name:>4} {cache}: aiopg_io / starlette req/s under {server} "
-                        f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) (target >= {target}x)"
+                        f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) (target >= {target}x); "
+                        f"starlette / aiopg_io CPU per request {cpu[0]:.2f}x ({cpu[1]:.2f}-{cpu[2]:.2f})"
                     )
             got = ratios(results, f"100m/{cache}/aiopg_io@{server}", f"100m/{cache}/sendfile", "mib_per_s")
             if got:
@@ -420,6 +423,9 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.serve == "sendfile":
         serve_sendfile(args.dir, args.port)
+        return 0
+    if args.report is not None:
+        report(json.loads(Path(args.report).read_text())["results"])
         return 0
     exe = ensure_wrk()
     if exe is None:
