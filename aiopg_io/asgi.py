@@ -10,11 +10,12 @@ instances of its own ``Response``: there, call it from a Starlette ``Route`` or 
 Facts relied on (the ASGI HTTP spec and its extensions; RFC 9110):
 
 - The server says what it offers in ``scope["extensions"]``. ``http.response.pathsend``
-  takes an absolute path and sends the whole file itself (granian offers it);
-  ``http.response.zerocopysend`` takes an open fd, an offset and a count. uvicorn and
-  hypercorn offer neither, nor expose their socket: under them the body goes out in
-  ``http.response.body`` messages read through aiopg_io.
-- Servers of ASGI spec_version < 2.4 (uvicorn 0.3x: "2.3"; hypercorn: "2.1") drop the body
+  takes an absolute path and sends the whole file itself (granian 2.x offers it, with
+  spec_version "2.3"); ``http.response.zerocopysend`` takes an open fd, an offset and a
+  count (no server here offers it). uvicorn and hypercorn offer neither, nor expose their
+  socket: under them the body goes out in ``http.response.body`` messages read through
+  aiopg_io.
+- Servers of ASGI spec_version < 2.4 (uvicorn 0.3x-0.5x: "2.3"; hypercorn: "2.1") drop the body
   of a client that went away without telling the sender: a response longer than one
   message listens on ``receive()`` for ``http.disconnect`` and stops (Starlette does the
   same); the file is then closed at once.
@@ -30,10 +31,22 @@ What differs from Starlette's ``FileResponse`` (1.x), on purpose:
 - A request for several ranges is answered 200 with the whole file, not
   ``multipart/byteranges``.
 - The file is opened and ``fstat``-ed in one thread hop (Starlette stats, then opens: the
-  headers could describe another file than the one read), then read in ``chunk_size``
-  pieces through aiopg_io (Starlette: a thread hop per 64 KiB). Body chunks are fresh
-  ``bytearray`` objects (bytes-like, never reused after they are sent), which saves a copy.
-- ``pathsend`` gets the absolute path, as the extension asks.
+  headers could describe another file than the one read), then read through aiopg_io in
+  one piece up to ``whole_body_max``, else in ``chunk_size`` pieces (Starlette: a thread
+  hop per 64 KiB), straight into the
+  ``bytearray`` that is sent (bytes-like, as every server here accepts), which saves a copy.
+- Body chunks are reused (:class:`_ChunkPool`), but only when nothing else holds them. The
+  ASGI spec types ``body`` as a byte string, i.e. immutable: a server may keep the object
+  after ``await send()`` returns, and they do (uvloop's transport keeps a memoryview of
+  whatever it could not write at once; h11-based servers queue the object). So a chunk
+  goes back to the pool only when its reference count, measured the same way, is what it
+  was when the chunk was taken (nothing but this frame holds it: every holder, a
+  memoryview or a buffer export included, owns a reference); otherwise it is dropped and a
+  new one is allocated. Interpreters without ``sys.getrefcount`` never reuse.
+- Under ``pathsend`` the file is only ``stat``-ed (one thread hop, :class:`StaticFiles`'
+  checks included; Starlette stats too), not opened: the server opens it by its path, so an
+  fd would vouch for nothing. ``pathsend`` gets the absolute path that was checked, as the
+  extension asks (under :class:`StaticFiles`, with symlinks resolved).
 - A file that shrinks while it is sent ends the response early (the server then closes the
   connection) and a warning on the ``aiopg_io.asgi`` logger says how many bytes went out;
   Starlette's reads would just stop short too, without saying so.
@@ -47,6 +60,7 @@ import hashlib
 import logging
 import os
 import stat as stat_mod
+import sys
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from email.utils import formatdate, parsedate_to_datetime
 from mimetypes import guess_type
@@ -56,6 +70,7 @@ from urllib.parse import quote
 import anyio
 import anyio.to_thread
 
+from ._context import get_context
 from ._file import AsyncFile
 from ._open import open as aio_open
 
@@ -74,9 +89,75 @@ _TEXT = "text/plain; charset=utf-8"
 _UNSERVABLE = frozenset({errno.EACCES, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR})
 
 
+# The reference count of a chunk, from the frame that holds it (None: reuse nothing).
+_refs: Callable[[object], int] | None = getattr(sys, "getrefcount", None)
+
+
+class _ChunkPool:
+    """Spare body chunks, up to ``max_bytes`` in all, shared by the responses of one
+    :class:`StaticFiles` (or the chunks of one :class:`FileResponse`).
+
+    ``take(n)`` hands out a spare chunk of exactly ``n`` bytes, or a new ``bytearray``; the
+    caller records ``_refs(chunk)`` at once and hands it back with ``give`` only when
+    ``_refs(chunk)`` is that figure again (see the module docstring). Spares are plain
+    memory: whatever is not kept is freed by the garbage collector like any other object.
+    """
+
+    __slots__ = ("_free", "held", "max_bytes", "reused")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0  # bytes in spares
+        self.reused = 0  # chunks handed out again
+        self._free: dict[int, list[bytearray]] = {}
+
+    def take(self, n: int) -> bytearray:
+        spares = self._free.get(n) if _refs is not None else None
+        if spares:
+            chunk = spares.pop()
+            if not spares:
+                del self._free[n]
+            self.held -= n
+            self.reused += 1
+            return chunk
+        return bytearray(n)
+
+    def give(self, chunk: bytearray) -> None:
+        n = len(chunk)
+        if self.held + n <= self.max_bytes:
+            self._free.setdefault(n, []).append(chunk)
+            self.held += n
+
+
 class _NotFound(RuntimeError):
     """The file is missing, not a regular file, or (under :class:`StaticFiles`) not one the
     directory may serve; raised before anything was sent."""
+
+
+def _not_found(e: OSError, path: str, guarded: bool) -> Exception:
+    """What to raise for ``e`` from opening or statting ``path``: :class:`_NotFound` where
+    Starlette says the file is missing or no file (and, guarded, where the directory may
+    not serve it), else ``e`` itself."""
+    if isinstance(e, FileNotFoundError):
+        return _NotFound(f"File at path {path} does not exist.")
+    if isinstance(e, IsADirectoryError):
+        return _NotFound(f"File at path {path} is not a file.")
+    if guarded and e.errno in _UNSERVABLE:
+        return _NotFound(f"File at path {path} cannot be served: {e.strerror}")
+    return e
+
+
+def _stat_for_pathsend(path: str, guard: Callable[[str], str] | None) -> tuple[str, os.stat_result]:
+    """The path the server is to send and its stat (no open: the server opens it by path),
+    refused as :class:`_Opener` refuses; runs in a thread."""
+    full = guard(path) if guard else path
+    try:
+        st = os.stat(full)
+    except OSError as e:
+        raise _not_found(e, path, guard is not None) from None
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise _NotFound(f"File at path {path} is not a file.")
+    return os.path.abspath(full), st
 
 
 class _Opener:
@@ -94,14 +175,8 @@ class _Opener:
     def __call__(self, path: str, flags: int) -> int:
         try:
             fd = os.open(self.guard(path) if self.guard else path, flags | os.O_NONBLOCK)
-        except FileNotFoundError:
-            raise _NotFound(f"File at path {path} does not exist.") from None
-        except IsADirectoryError:
-            raise _NotFound(f"File at path {path} is not a file.") from None
         except OSError as e:
-            if self.guard is not None and e.errno in _UNSERVABLE:
-                raise _NotFound(f"File at path {path} cannot be served: {e.strerror}") from None
-            raise
+            raise _not_found(e, path, self.guard is not None) from None
         try:
             st = os.fstat(fd)
             if not stat_mod.S_ISREG(st.st_mode):
@@ -117,6 +192,10 @@ class _Opener:
 async def _open(
     path: str | os.PathLike[str], guard: Callable[[str], str] | None
 ) -> tuple[AsyncFile, os.stat_result]:
+    # A server answers request after request on one loop: hold the loop's context until the
+    # loop ends, or every moment with no file open would close the driver (a ring, threads)
+    # and the next request make it again.
+    get_context().hold_for_loop()
     opener = _Opener(guard)
     f = await aio_open(path, "rb", buffering=0, opener=opener)
     assert opener.stat is not None
@@ -195,8 +274,13 @@ class FileResponse:
     The differences from Starlette's, and why, are in the module docstring.
     """
 
-    #: Bytes per ``http.response.body`` message (and per aiopg_io read).
-    chunk_size = 1024 * 1024
+    #: A body up to this many bytes is read and sent in one ``http.response.body`` message.
+    whole_body_max = 1024 * 1024
+    #: Bytes per message (and per aiopg_io read) of a longer body: small enough that the
+    #: server's transport takes it without pausing (docs/benchmarks.md, "chunk size").
+    chunk_size = 256 * 1024
+    #: Spare chunks kept for reuse, in bytes (per :class:`StaticFiles`, or per response).
+    pool_bytes = 8 * 1024 * 1024
     #: A Range header naming more ranges than this is ignored (Starlette's limit).
     max_ranges = 100
 
@@ -236,6 +320,7 @@ class FileResponse:
         if stat_result is not None:
             self._set_stat_headers(stat_result)
         self._guard: Callable[[str], str] | None = None  # StaticFiles' path check
+        self._pool: _ChunkPool | None = None  # StaticFiles' chunks, else one made per call
 
     def _get(self, name: bytes) -> str | None:
         for k, v in self.raw_headers:
@@ -261,13 +346,18 @@ class FileResponse:
         extensions = scope.get("extensions") or {}
         request = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         f = None
-        if self.stat_result is None:
-            f, st = await _open(self.path, self._guard)
-        else:
+        path = os.path.abspath(self.path)
+        if self.stat_result is not None:
             st = self.stat_result
+        elif "http.response.pathsend" in extensions:
+            # The server opens the file by its path: a stat is all the headers need (a range
+            # is read from a file opened then).
+            path, st = await anyio.to_thread.run_sync(_stat_for_pathsend, os.fspath(self.path), self._guard)
+        else:
+            f, st = await _open(self.path, self._guard)
         try:
             self._set_stat_headers(st)
-            await self._respond(scope, receive, send, method, extensions, request, st, f)
+            await self._respond(scope, receive, send, method, extensions, request, st, f, path)
         finally:
             if f is not None:
                 await f.aclose()
@@ -284,6 +374,7 @@ class FileResponse:
         request: Mapping[str, str],
         st: os.stat_result,
         f: AsyncFile | None,
+        path: str,
     ) -> None:
         size = st.st_size
         plain = self.status_code != 200 or method not in ("GET", "HEAD")
@@ -311,7 +402,7 @@ class FileResponse:
         if method == "HEAD":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         elif status != 206 and "http.response.pathsend" in extensions:
-            await send({"type": "http.response.pathsend", "path": os.path.abspath(self.path)})
+            await send({"type": "http.response.pathsend", "path": path})
         else:
             await self._send_body(scope, receive, send, extensions, f, start, end)
 
@@ -350,7 +441,7 @@ class FileResponse:
             await send({"type": "http.response.zerocopysend", **message})
             return
         spec = scope.get("asgi", {}).get("spec_version", "2.0")
-        if end - start <= self.chunk_size or tuple(map(int, spec.split("."))) >= (2, 4):
+        if end - start <= self.whole_body_max or tuple(map(int, spec.split("."))) >= (2, 4):
             # One message (nothing to stop part-way), or a server that raises on send once
             # the client has gone.
             await self._stream(f, send, start, end)
@@ -367,22 +458,32 @@ class FileResponse:
             tg.cancel_scope.cancel()
 
     async def _stream(self, f: AsyncFile, send: Send, start: int, end: int) -> None:
+        if self._pool is None:
+            self._pool = _ChunkPool(self.pool_bytes)
+        pool = self._pool
+        step = end - start if end - start <= self.whole_body_max else self.chunk_size
         pos = start
         while pos < end:
-            chunk = bytearray(min(self.chunk_size, end - pos))
-            n = await f.preadinto(chunk, pos)
-            if n < len(chunk):
-                chunk = chunk[:n]  # a copy: the op may still hold a view of the buffer
+            want = min(step, end - pos)
+            chunk = pool.take(want)
+            alone = _refs(chunk) if _refs is not None else 0
+            try:
+                n = await f.preadinto(chunk, pos)
                 pos += n
-                logger.warning(
-                    "%s: the file ended after %d of %d bytes (it shrank while being sent); "
-                    "the response is cut short",
-                    os.fspath(self.path), pos - start, end - start,
-                )
-                await send({"type": "http.response.body", "body": chunk, "more_body": False})
-                return
-            pos += n
-            await send({"type": "http.response.body", "body": chunk, "more_body": pos < end})
+                if n < want:
+                    logger.warning(
+                        "%s: the file ended after %d of %d bytes (it shrank while being sent); "
+                        "the response is cut short",
+                        os.fspath(self.path), pos - start, end - start,
+                    )
+                    await send({"type": "http.response.body", "body": chunk[:n], "more_body": False})
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": pos < end})
+            finally:
+                # Back to the pool only if nothing else holds it: not the server (which may
+                # keep the body after send returns), not an op a cancellation left running.
+                if _refs is not None and _refs(chunk) == alone:
+                    pool.give(chunk)
         if pos == start:  # an empty range: the body still has to end
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -401,6 +502,7 @@ class StaticFiles:
         self.directory = os.path.realpath(directory)
         if not os.path.isdir(self.directory):
             raise RuntimeError(f"Directory '{os.fspath(directory)}' does not exist")
+        self._pool = _ChunkPool(FileResponse.pool_bytes)  # shared by its responses
 
     def _guard(self, path: str) -> str:
         """The file to open for ``path`` (the directory joined with the request path), or
@@ -428,7 +530,7 @@ class StaticFiles:
             await _plain(send, 404, "Not Found")
             return
         response = FileResponse(self.directory + "/" + path.lstrip("/"))
-        response._guard = self._guard
+        response._guard, response._pool = self._guard, self._pool
         try:
             await response(scope, receive, send)
         except _NotFound:  # raised by the open, before anything was sent

@@ -1,30 +1,37 @@
 """Benchmark: serving files over HTTP (issue 17), driven by ``wrk``.
 
-Three servers on loopback, all started at once, each in its own process:
+Servers on loopback, all started at once, each in its own process, named
+``RESPONSE@SERVER`` (``--servers`` picks them; the default is the issue's three):
 
-1. ``aiopg_io``: ``examples/static_server.py`` (``aiopg_io.asgi.StaticFiles``) under uvicorn.
-2. ``starlette``: the same request path -> file mapping, answered by Starlette's
-   ``FileResponse``, under the same uvicorn settings (its default loop and HTTP parser).
-   It does not check paths against the directory (the example does): a small head start.
-3. ``sendfile``: a minimal threaded server answering each request with a blocking
-   ``os.sendfile`` loop: the floor for large files.
+- ``aiopg_io@SERVER``: ``examples/static_server.py --server SERVER``
+  (``aiopg_io.asgi.StaticFiles``), SERVER one of ``uvicorn`` (uvloop + httptools),
+  ``uvicorn-h11``, ``hypercorn`` (uvloop, h11) or ``granian`` (which offers ``pathsend``).
+- ``starlette@SERVER``: the same request path -> file mapping, answered by Starlette's
+  ``FileResponse``, under the same server and settings (the example's own launchers). It
+  does not check paths against the directory (the example does): a small head start.
+- ``sendfile``: a minimal threaded server answering each request with a blocking
+  ``os.sendfile`` loop: the floor for large files.
 
 For each file size (``--sizes``: 4 KiB, 1 MiB, 100 MiB) ``wrk`` requests a rotation of
 distinct files (2048, 64 and 3 of them), with the page cache warm (read once before) or
 cold (``POSIX_FADV_DONTNEED`` on every file right before the cell, so each file's first
 read in the cell comes from the disk). Every cell runs ``--seconds`` per server; rounds are
 interleaved (all servers, all cells, then again) and each figure is the median over
-``--rounds``. Printed side by side: requests/s, MiB/s (bytes wrk read per second, partial responses
-included) and p99 latency, each with its min-max over the rounds, then the issue's targets
-(ratios paired round by round): aiopg_io >= 2x Starlette's requests/s on 1 MiB files
-and >= 1.5x on 4 KiB; on 100 MiB files MiB/s >= 0.9x the sendfile server's.
+``--rounds``. Printed side by side: requests/s, MiB/s (bytes wrk read per second, partial
+responses included), p99 latency, and the server's CPU (user + system of its process tree,
+from /proc) per MiB sent, the figure least moved by other load on the machine; then the
+issue's targets (ratios paired round by round): aiopg_io >= 2x Starlette's requests/s on
+1 MiB files and >= 1.5x on 4 KiB (under the same server); on 100 MiB files MiB/s >= 0.9x
+the sendfile server's.
 
 Setup: ``wrk`` is Debian's package; when it is missing the script says so and installs it
 with ``apt-get install -y wrk`` (root) before anything else. Results: docs/benchmarks.md.
 
-Run from a checkout (``pip install -e '.[bench]'`` brings uvicorn, Starlette and httptools)::
+Run from a checkout (``pip install -e '.[bench]'`` brings uvicorn, Starlette, httptools,
+hypercorn and granian)::
 
     python benchmarks/serve.py [--seconds 10] [--rounds 3] [--sizes 4k,1m,100m] [--caches warm,cold]
+        [--servers aiopg_io@uvicorn,starlette@uvicorn,aiopg_io@granian,sendfile]
 """
 
 from __future__ import annotations
@@ -48,7 +55,12 @@ from typing import Any
 from _common import script
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVERS = ("aiopg_io", "starlette", "sendfile")
+sys.path.insert(0, str(ROOT / "examples"))
+import static_server  # noqa: E402  (the example: its app and its server launchers)
+
+SERVERS = ("aiopg_io@uvicorn", "starlette@uvicorn", "sendfile")
+RESPONSES = ("aiopg_io", "starlette")
+_TICK = os.sysconf("SC_CLK_TCK")
 # size name -> (bytes per file, files in the rotation)
 SIZES = {"4k": (4096, 2048), "1m": (1 << 20, 64), "100m": (100 << 20, 3)}
 CACHES = ("warm", "cold")
@@ -64,22 +76,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--dir", default=None, help="where the files go (default: a temp dir under .)")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--report", default=None, help="print the report of a run saved with --json")
+    parser.add_argument(
+        "--servers", default=",".join(SERVERS),
+        help="comma list of RESPONSE@SERVER (RESPONSE: aiopg_io, starlette; SERVER: "
+        f"{', '.join(static_server.SERVERS)}) and sendfile; default: %(default)s",
+    )
     # Internal: the script starts its own servers with this.
-    parser.add_argument("--serve", choices=["starlette", "sendfile"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
 
 
 # -- the servers ---------------------------------------------------------------------------------
 
 
-def serve_starlette(directory: str, port: int) -> None:
-    import uvicorn
+def starlette_app(directory: str) -> Any:
     from starlette.responses import FileResponse
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await FileResponse(os.path.join(directory, scope["path"].lstrip("/")))(scope, receive, send)
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+    return app
+
+
+def starlette_app_from_environment() -> Any:
+    """granian's factory (``serve:starlette_app_from_environment``)."""
+    return starlette_app(os.environ["SERVE_BENCH_DIR"])
+
+
+def serve_starlette(directory: str, server: str, port: int) -> None:
+    if server == "granian":
+        os.environ["SERVE_BENCH_DIR"] = directory
+        factory = "serve:starlette_app_from_environment"
+        static_server.serve_granian(factory, str(ROOT / "benchmarks"), "127.0.0.1", port)
+    elif server == "hypercorn":
+        static_server.serve_hypercorn(starlette_app(directory), "127.0.0.1", port)
+    else:
+        http = "h11" if server == "uvicorn-h11" else "auto"
+        static_server.serve_uvicorn(starlette_app(directory), "127.0.0.1", port, http)
 
 
 def serve_sendfile(directory: str, port: int) -> None:
@@ -123,18 +157,31 @@ def serve_sendfile(directory: str, port: int) -> None:
             threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
-def start_servers(directory: str) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
+def parse_servers(text: str) -> list[str]:
+    names = [n for n in text.split(",") if n]
+    for name in names:
+        response, _, server = name.partition("@")
+        if name != "sendfile" and (response not in RESPONSES or server not in static_server.SERVERS):
+            raise SystemExit(
+                f"unknown server {name!r}: RESPONSE@SERVER with RESPONSE in {', '.join(RESPONSES)} "
+                f"and SERVER in {', '.join(static_server.SERVERS)}, or sendfile"
+            )
+    return names
+
+
+def start_servers(directory: str, names: list[str]) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
     procs = {}
-    for name in SERVERS:
+    for name in names:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if name == "aiopg_io":
+        response, _, server = name.partition("@")
+        if response == "aiopg_io":
             example = str(ROOT / "examples" / "static_server.py")
-            cmd = [sys.executable, example, directory, "--port", str(port)]
+            cmd = [sys.executable, example, directory, "--port", str(port), "--server", server]
         else:
             cmd = [sys.executable, __file__, "--serve", name, "--dir", directory, "--port", str(port)]
-        procs[name] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL), port)
+        procs[name] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
     for name, (proc, port) in procs.items():
         deadline = time.monotonic() + 60
         while True:
@@ -148,6 +195,29 @@ def start_servers(directory: str) -> dict[str, tuple[subprocess.Popen[bytes], in
                     raise SystemExit(f"the {name} server did not listen within 60 s") from None
                 time.sleep(0.1)
     return procs
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants (granian's worker is a
+    child), from /proc; 0 where /proc is missing."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / _TICK
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += times.get(p, 0.0)
+        todo.extend(c for c, parent in parents.items() if parent == p)
+    return total
 
 
 # -- wrk -----------------------------------------------------------------------------------------
@@ -261,14 +331,20 @@ def measure(args: argparse.Namespace, exe: str, directory: Path) -> dict[str, An
     files = {name: make_files(directory, name) for name in sizes}
     scripts = {name: rotation_script(directory, name, SIZES[name][1]) for name in sizes}
     samples: dict[tuple[str, str, str], list[dict[str, float]]] = {}
-    procs = start_servers(str(directory))
+    names = parse_servers(args.servers)
+    procs = start_servers(str(directory), names)
     try:
         for round_no in range(args.rounds):
             for size_name in sizes:
                 for cache in caches:
-                    for server in SERVERS:
+                    for server in names:
                         set_cache(files[size_name], cache)
+                        pid = procs[server][0].pid
+                        cpu = tree_cpu_s(pid)
                         r = wrk(exe, procs[server][1], scripts[size_name], args)
+                        cpu = tree_cpu_s(pid) - cpu
+                        mib = r["mib_per_s"] * args.seconds
+                        r["cpu_ms_per_mib"] = cpu * 1e3 / mib if mib else 0.0
                         samples.setdefault((size_name, cache, server), []).append(r)
             print(f"round {round_no + 1}/{args.rounds} done", flush=True)
     finally:
@@ -284,7 +360,7 @@ def measure(args: argparse.Namespace, exe: str, directory: Path) -> dict[str, An
             "size": size_name,
             "cache": cache,
             "server": server,
-            **{key: statistics.median(r[key] for r in runs) for key in (*SPREAD, "p99_ms")},
+            **{key: statistics.median(r[key] for r in runs) for key in (*SPREAD, "p99_ms", "cpu_ms_per_mib")},
             **{f"{key}_range": (min(r[key] for r in runs), max(r[key] for r in runs)) for key in SPREAD},
             "bad_responses": sum(r["bad_responses"] for r in runs),
             "socket_errors": sum(r["socket_errors"] for r in runs),
@@ -303,10 +379,10 @@ def ratios(results: dict[str, Any], ours: str, theirs: str, key: str) -> tuple[f
 
 
 def report(results: dict[str, Any]) -> None:
-    print("medians over the rounds, (min-max) over the rounds")
+    print("medians over the rounds, (min-max) over the rounds; CPU: the server's, per MiB sent")
     print(
-        f"{'size':>5} {'cache':>5} {'server':>10} {'req/s (min-max)':>20} "
-        f"{'MiB/s (min-max)':>24} {'p99 ms':>8}  errors"
+        f"{'size':>5} {'cache':>5} {'server':>20} {'req/s (min-max)':>20} "
+        f"{'MiB/s (min-max)':>24} {'p99 ms':>8} {'CPU ms/MiB':>10}  errors"
     )
     for r in results.values():
         errors = int(r["bad_responses"] + r["socket_errors"])
@@ -315,31 +391,41 @@ def report(results: dict[str, Any]) -> None:
         mib = f"{r['mib_per_s']:.1f} ({mlo:.1f}-{mhi:.1f})"
         # wrk prints a p99 of 0 when no response ended within the run (100 MiB files).
         p99 = f"{r['p99_ms']:8.2f}" if r["requests_per_s"] else f"{'-':>8}"
-        print(f"{r['size']:>5} {r['cache']:>5} {r['server']:>10} {rps:>20} {mib:>24} {p99}  {errors or ''}")
+        cpu = f"{r['cpu_ms_per_mib']:10.3f}"
+        cells = f"{r['size']:>5} {r['cache']:>5} {r['server']:>20} {rps:>20} {mib:>24}"
+        print(f"{cells} {p99} {cpu}  {errors or ''}")
     print("targets (issue 17), ratios paired round by round: median (min-max)")
+    servers = sorted({r["server"].partition("@")[2] for r in results.values()} - {""})
     for cache in CACHES:
-        for size_name, target in (("1m", 2.0), ("4k", 1.5)):
-            cell = f"{size_name}/{cache}"
-            got = ratios(results, f"{cell}/aiopg_io", f"{cell}/starlette", "requests_per_s")
+        for server in servers:
+            for size_name, target in (("1m", 2.0), ("4k", 1.5)):
+                cell = f"{size_name}/{cache}"
+                ours, theirs = f"{cell}/aiopg_io@{server}", f"{cell}/starlette@{server}"
+                got = ratios(results, ours, theirs, "requests_per_s")
+                cpu = ratios(results, theirs, ours, "cpu_ms_per_mib")
+                if got and cpu:
+                    print(
+                        f"  {size_name:>4} {cache}: aiopg_io / starlette req/s under {server} "
+                        f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) (target >= {target}x); "
+                        f"starlette / aiopg_io CPU per request {cpu[0]:.2f}x ({cpu[1]:.2f}-{cpu[2]:.2f})"
+                    )
+            got = ratios(results, f"100m/{cache}/aiopg_io@{server}", f"100m/{cache}/sendfile", "mib_per_s")
             if got:
                 print(
-                    f"  {size_name:>4} {cache}: aiopg_io / starlette req/s "
-                    f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) (target >= {target}x)"
+                    f"  100m {cache}: aiopg_io under {server} / blocking sendfile MiB/s "
+                    f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) (target >= 0.9x)"
                 )
-        got = ratios(results, f"100m/{cache}/aiopg_io", f"100m/{cache}/sendfile", "mib_per_s")
-        if got:
-            print(
-                f"  100m {cache}: aiopg_io / blocking sendfile MiB/s "
-                f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) (target >= 0.9x)"
-            )
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.serve == "starlette":
-        serve_starlette(args.dir, args.port)
+    if args.serve is not None and args.serve.startswith("starlette@"):
+        serve_starlette(args.dir, args.serve.partition("@")[2], args.port)
         return 0
     if args.serve == "sendfile":
         serve_sendfile(args.dir, args.port)
+        return 0
+    if args.report is not None:
+        report(json.loads(Path(args.report).read_text())["results"])
         return 0
     exe = ensure_wrk()
     if exe is None:

@@ -17,6 +17,8 @@ import pytest
 
 starlette_responses = pytest.importorskip("starlette.responses")
 
+from aiopg_io import _context  # noqa: E402
+from aiopg_io._context import live_contexts  # noqa: E402
 from aiopg_io.asgi import FileResponse, StaticFiles  # noqa: E402
 
 # Starlette before 1.10 (the newest on Python 3.10 is 1.7) answers a Range on POST with 206;
@@ -83,6 +85,13 @@ async def call(
     return reply
 
 
+async def fds_after_one_response(path: Path) -> list[str]:
+    """The fd table after one response from ``path``: FileResponse holds the loop's
+    IOContext (its driver's fds) until the loop ends, so that is the table to come back to."""
+    await call(FileResponse(path), "HEAD")
+    return open_fds()
+
+
 @pytest.fixture
 def files(tmp_path: Path) -> Path:
     (tmp_path / "data.bin").write_bytes(os.urandom(300_001))
@@ -123,7 +132,7 @@ def cases(path: Path) -> list[tuple[dict[str, Any], str, Headers]]:
 
 
 async def test_same_replies_as_starlette(files: Path, driver: str) -> None:
-    before = open_fds()
+    before = await fds_after_one_response(files / "page.html")
     for name in ("data.bin", "page.html", "notes.txt"):
         path = files / name
         for kwargs, method, headers in cases(path):
@@ -205,6 +214,10 @@ async def test_missing_and_non_regular_files_raise_as_starlettes(files: Path, dr
     os.mkfifo(files / "fifo")
     with pytest.raises(RuntimeError, match="is not a file"):
         await call(FileResponse(files / "fifo"))  # refused without blocking on the FIFO's open
+    missing = ((files / "nope", "does not exist"), (files, "is not a file"), (files / "fifo", "is not"))
+    for path, message in missing:  # the same under pathsend, where the file is only statted
+        with pytest.raises(RuntimeError, match=f"File at path {path} {message}"):
+            await call(FileResponse(path), extensions={"http.response.pathsend": {}})
 
 
 async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: str) -> None:
@@ -217,7 +230,7 @@ async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: s
     (root / "sub" / "up").symlink_to(tmp_path)
     (root / "in").symlink_to(root / "a.txt")
     app = StaticFiles(root)
-    before = open_fds()
+    before = await fds_after_one_response(root / "a.txt")
     served = [("/a.txt", b"hello"), ("/sub/b.bin", b"\x00" * 10), ("/in", b"hello"), ("//a.txt", b"hello")]
     for path, body in served:
         r = await call(app, path=path)
@@ -229,6 +242,18 @@ async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: s
     for path in refused:
         r = await call(app, path=path)
         assert (r.status, r.body) == (404, b"Not Found"), path
+    # Under a server offering pathsend: stat only (no open), the same refusals, and the
+    # path handed over is the one checked (a symlink in the directory: its target).
+    pathsend = {"http.response.pathsend": {}}
+    for path in refused:
+        r = await call(app, path=path, extensions=pathsend)
+        assert (r.status, r.body) == (404, b"Not Found"), path
+    for path, target in [("/a.txt", "a.txt"), ("/in", "a.txt"), ("/sub/b.bin", "sub/b.bin")]:
+        r = await call(app, path=path, extensions=pathsend)
+        assert r.messages[1] == {"type": "http.response.pathsend", "path": str(root / target)}, path
+        assert dict(r.headers)[b"content-length"] == str((root / target).stat().st_size).encode()
+    r = await call(app, path="/a.txt", headers=[(b"range", b"bytes=1-2")], extensions=pathsend)
+    assert (r.status, r.body) == (206, b"el")  # a range is read through aiopg_io
     r = await call(app, "POST", path="/a.txt")
     assert (r.status, dict(r.headers)[b"allow"]) == (405, b"GET, HEAD")
     assert open_fds() == before
@@ -237,13 +262,13 @@ async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: s
 
 
 class Small(FileResponse):
-    chunk_size = 64 * 1024
+    chunk_size = whole_body_max = 64 * 1024
 
 
 async def test_a_client_that_goes_away_frees_the_fd(tmp_path: Path, driver: str) -> None:
     path = tmp_path / "big"
     path.write_bytes(os.urandom(4 << 20))
-    before = open_fds()
+    before = await fds_after_one_response(path)
     gone = anyio.Event()
 
     def after_three(reply: Reply) -> None:
@@ -270,7 +295,7 @@ async def test_a_file_that_shrinks_ends_the_response(
     path = tmp_path / "big"
     payload = os.urandom(1 << 20)
     path.write_bytes(payload)
-    before = open_fds()
+    before = await fds_after_one_response(path)
 
     def shrink(reply: Reply) -> None:
         if len(reply.messages) == 3:
@@ -281,3 +306,122 @@ async def test_a_file_that_shrinks_ends_the_response(
     assert r.body == payload[:200_000] and r.messages[-1]["more_body"] is False
     assert f"{path}: the file ended after 200000 of {1 << 20} bytes" in caplog.text
     assert open_fds() == before
+
+
+def test_static_files_share_one_context_closed_when_the_loop_ends(
+    tmp_path: Path, anyio_backend: Any, driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests one after another (no file open between them) share the loop's context,
+    which is closed when the loop ends: no fd is left."""
+    made: list[object] = []
+    real_init = _context.IOContext.__init__
+
+    def counting_init(self: _context.IOContext, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(_context.IOContext, "__init__", counting_init)
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    app = StaticFiles(tmp_path)
+
+    async def main() -> None:
+        for _ in range(20):
+            r = await call(app, path="/a.txt")
+            assert (r.status, r.body) == (200, b"hello")
+
+    backend, options = anyio_backend
+    before = open_fds()
+    anyio.run(main, backend=backend, backend_options=options)
+    assert len(made) == 1
+    assert live_contexts() == []
+    assert open_fds() == before
+
+
+async def _serve_concurrently(app: StaticFiles, names: list[str], send_body: Callable[[Any], None]) -> None:
+    """Each name requested by its own task, all at once; ``send_body`` sees each body
+    message (it may keep the body, as a server may), whose reference is then dropped."""
+
+    async def one(name: str) -> None:
+        scope = {
+            "type": "http", "method": "GET", "path": "/" + name, "root_path": "", "headers": [],
+            "asgi": {"version": "3.0", "spec_version": "2.4"}, "extensions": {},
+        }
+
+        async def receive() -> dict[str, Any]:
+            await anyio.sleep_forever()
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                send_body((name, message["body"]))
+            await anyio.lowlevel.checkpoint()
+
+        await app(scope, receive, send)
+
+    async with anyio.create_task_group() as tg:
+        for name in names:
+            tg.start_soon(one, name)
+
+
+CHUNK = 64 * 1024
+
+
+@pytest.fixture
+def pooled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[StaticFiles, dict[str, bytes]]:
+    """A StaticFiles over eight files of 3.5 chunks each, with 64 KiB chunks and room
+    for four spares."""
+    monkeypatch.setattr(FileResponse, "chunk_size", CHUNK)
+    monkeypatch.setattr(FileResponse, "whole_body_max", CHUNK)
+    monkeypatch.setattr(FileResponse, "pool_bytes", 4 * CHUNK)
+    payloads = {f"f{i}": os.urandom(CHUNK * 7 // 2) for i in range(8)}
+    for name, data in payloads.items():
+        (tmp_path / name).write_bytes(data)
+    return StaticFiles(tmp_path), payloads
+
+
+@pytest.mark.skipif(not hasattr(__import__("sys"), "getrefcount"), reason="no reference counts: no reuse")
+async def test_chunks_are_reused_when_the_server_lets_go(
+    pooled: tuple[StaticFiles, dict[str, bytes]], driver: str
+) -> None:
+    """A server that copies each body and drops it: chunks come back to the pool and go out
+    again, and every response under concurrency still carries its own file's bytes."""
+    app, payloads = pooled
+    got: dict[str, bytearray] = {name: bytearray() for name in payloads}
+
+    def copy(item: tuple[str, Any]) -> None:
+        got[item[0]] += item[1]
+
+    for _ in range(3):
+        for part in got.values():
+            part.clear()
+        await _serve_concurrently(app, list(payloads), copy)
+        assert {name: bytes(body) for name, body in got.items()} == payloads
+    assert app._pool.reused > 0
+    assert 0 < app._pool.held <= 4 * CHUNK
+
+
+async def test_no_chunk_is_reused_while_the_server_holds_it(
+    pooled: tuple[StaticFiles, dict[str, bytes]], driver: str
+) -> None:
+    """A server that keeps bodies after send returns (the object itself, as h11 queues it,
+    or a memoryview of it, as uvloop's transport does): what it holds never changes,
+    while the chunks it does not hold are reused."""
+    app, payloads = pooled
+    held: list[tuple[Any, bytes]] = []
+    count = 0
+
+    def keep_some(item: tuple[str, Any]) -> None:
+        nonlocal count
+        count += 1
+        body = item[1]
+        if count % 3 == 0:
+            held.append((body, bytes(body)))
+        elif count % 3 == 1:
+            held.append((memoryview(body), bytes(body)))
+
+    for _ in range(3):
+        await _serve_concurrently(app, list(payloads), keep_some)
+    assert len(held) >= 2 * 3 * 8 * 4 // 3 - 1
+    assert all(bytes(body) == seen for body, seen in held)
+    if hasattr(__import__("sys"), "getrefcount"):
+        assert app._pool.reused > 0

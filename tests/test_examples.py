@@ -332,17 +332,19 @@ def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[i
         conn.close()
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "hypercorn-trio"])
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn-trio", "granian"])
 def test_static_server(tmp_path: Path, server: str) -> None:
     """examples/static_server.py on loopback: a file whole and a Range of it, byte for byte;
-    a path out of the directory refused."""
+    a path out of the directory refused. Under granian the whole file goes by pathsend."""
+    if server == "granian":
+        pytest.importorskip("granian", reason="granian (the test extra) is not installed")
     (tmp_path / "www" / "sub").mkdir(parents=True)
     payload = os.urandom(3 * 1024 * 1024 + 17)
     (tmp_path / "www" / "sub" / "blob.bin").write_bytes(payload)
     (tmp_path / "secret").write_bytes(b"no")
     port = _free_port()
     cmd = [sys.executable, str(EXAMPLES / "static_server.py"), str(tmp_path / "www"), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), *(["--trio"] if server == "hypercorn-trio" else [])]
+    cmd += ["--port", str(port), *(["--trio"] if server == "hypercorn-trio" else ["--server", server])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -375,3 +377,4 @@ def test_static_server(tmp_path: Path, server: str) -> None:
 def test_static_server_help() -> None:
     out = run(str(EXAMPLES / "static_server.py"), "--help", cwd=ROOT)
     assert "under uvicorn (asyncio)" in out and "under hypercorn on trio with --trio" in out
+    assert "granian offers pathsend" in " ".join(out.split())

@@ -6,6 +6,7 @@ import errno
 import io
 import os
 import random
+import sys
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -129,6 +130,28 @@ async def test_concurrent_preads_from_many_tasks(driver: str, tmp_path: Path) ->
                 tg.start_soon(one, off)
     assert all(v == data[k : k + 4096] for k, v in results.items())
     assert len(results) == 256
+
+
+@pytest.mark.skipif(not hasattr(sys, "getrefcount"), reason="no reference counts to compare")
+async def test_a_finished_op_leaves_its_buffers(driver: str, tmp_path: Path) -> None:
+    """Once a read or write has returned, nothing in the driver still refers to its buffer
+    (aiopg_io.asgi reuses a body chunk only then). Found: posix_aio's and worker's threads
+    kept the last op they handed over while waiting for the next; io_uring leaked every view
+    given to liburing's Iovec."""
+    data = rand(200_000)
+    p = tmp_path / "f.bin"
+    p.write_bytes(data)
+    async with aiopg_io.open(p, "r+b", buffering=0, driver=driver) as f:
+        for _ in range(3):
+            buf = bytearray(len(data))
+            alone = sys.getrefcount(buf)
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # through the ring, not inline
+            assert await f.preadinto(buf, 0) == len(data) and buf == data
+            await anyio.sleep(0.05)  # a thread that hands completions over has gone back to wait
+            assert sys.getrefcount(buf) == alone
+            assert await f.pwrite(buf, 0) == len(data)
+            await anyio.sleep(0.05)
+            assert sys.getrefcount(buf) == alone
 
 
 async def test_fallocate_truncate_and_stat(driver: str, tmp_path: Path) -> None:

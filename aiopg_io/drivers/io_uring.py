@@ -87,8 +87,11 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
 - ``io_uring_prep_read`` takes only a ``bytearray``; ``Iovec`` takes a *list* (not a tuple)
   of bytes-like objects, memoryviews included, so every transfer goes through
   readv/writev. ``Iovec`` keeps no reference to its buffers: the op does (``driver_data``).
-  (Yet it takes a reference to each *memoryview* it is given and never drops it, checked
-  on 2026.3.30: a memoryview passed to an ``Iovec``, and what it views, is never freed.)
+  But for a memoryview it takes a buffer export that it never releases (its ``__del__``
+  frees only the C array; checked on 2026.3.30: the view's reference count stays up after
+  the Iovec is gone), so every view handed to it is leaked, with the memory under it. A
+  ``bytearray`` is read without an export: a view that is all of a bytearray goes in as
+  the bytearray (:func:`_iovec_item`). Other views (slices, mmap arenas) still leak.
 - ``cqe[i]`` for ``i > 0`` ignores the ring mask; completions are read with ``CqeIter``
   (only ``cqe[0]`` is valid inside it) and retired with ``io_uring_cq_advance``.
 - ``CQE.res`` *raises* the OSError for a negative result (the package's ``trap_error``);
@@ -233,6 +236,15 @@ _PROBE_TIMEOUT_SECONDS = 2.0
 #: io_uring_prep_cancel(3) flags (5.19): match any request, cancel every match.
 _CANCEL_ANY = 1 << 2
 _CANCEL_ALL = 1 << 0
+def _iovec_item(view: memoryview) -> Any:
+    """What the package's ``Iovec`` is given for ``view``: the bytearray under it when the
+    view is all of it (no buffer export, so nothing leaked; see the facts above)."""
+    base = view.obj
+    if type(base) is bytearray and view.c_contiguous and view.nbytes == len(base):
+        return base
+    return view
+
+
 #: user_data of SQEs whose CQE nobody waits for (cancels, NOPs standing in for failed preps).
 _UNTRACKED = 0
 
@@ -754,7 +766,7 @@ class IoUringDriver(Driver):
                 self._fail_now(op, OSError(errno.EFAULT, "a read needs writable buffers", op.path))
                 return False
             try:
-                iovec = _L.Iovec(bufs)
+                iovec = _L.Iovec([_iovec_item(b) for b in bufs])
             except (ValueError, TypeError) as exc:
                 self._fail_now(op, OSError(errno.EINVAL, f"buffers not accepted by io_uring: {exc}", op.path))
                 return False

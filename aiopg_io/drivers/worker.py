@@ -89,6 +89,9 @@ class WorkerDriver(Driver):
                 perform(op)
             done.append(op)
             notifier.raise_flag()
+            # Handed over: waiting for the next op, this thread must not keep this one (and
+            # its buffers) alive.
+            op = None
 
     def submit(self, ops: Sequence[Op]) -> None:
         if self._closed:

@@ -448,6 +448,14 @@ class PosixAioDriver(Driver):
 
     def _finish_run(self, op: Op, run: Run) -> None:
         """Every request of ``run`` is back: complete ``op`` or start its next round."""
+        try:
+            self._settle_run(op, run)
+        finally:
+            # A request and its run refer to each other. Cleared now, the op (and the buffers
+            # it holds) is freed when its caller lets go of it, not at the next collection.
+            run.requests.clear()
+
+    def _settle_run(self, op: Op, run: Run) -> None:
         if run.bounce is not None:  # a bounced read: hand its bytes to the op's buffers
             bounce, bufs = run.bounce
             run.bounce = None

@@ -233,29 +233,20 @@ class SuspendNotifier:
                 aio_return(ctypes.byref(self._wake_cb))
                 self._arm_wake()
                 wake_addr = ctypes.addressof(self._wake_cb)
-            finished = []
-            for _, r in items:
-                cb = r.cb
-                # glibc: __error_code is what aio_error returns; peeking it without the
-                # lock skips a locked call per unfinished request, and aio_error confirms.
-                if peek and cb.glibc_error_code == inprogress:
-                    continue
-                e = aio_error(ctypes.byref(cb))
-                if e == inprogress:
-                    continue
-                r.result = aio_return(ctypes.byref(cb))
-                r.error = e
-                finished.append(r)
+            finished = self._finished(items, peek)
             fire = False
             with lock:
-                for r in finished:
-                    del self._watched[ctypes.addressof(r.cb)]
+                for addr in [ctypes.addressof(r.cb) for r in finished]:
+                    del self._watched[addr]
                 if finished:
                     self._done.extend(finished)
                     fire = True
                 if self._retry_at is not None and time.monotonic() >= self._retry_at:
                     self._retry_at = None
                     fire = True
+            # Handed over: this thread must not keep the requests (their ops, their buffers)
+            # alive while it waits for the next ones.
+            items, finished = [], []
             if fire:
                 self._flag.raise_flag()
                 self._grace(seen, self._GRACE_SECONDS)
@@ -269,6 +260,26 @@ class SuspendNotifier:
             while aio_error(ctypes.byref(self._wake_cb)) == inprogress:
                 aio_suspend(one, 1, None)
             aio_return(ctypes.byref(self._wake_cb))
+
+    def _finished(self, items: list[tuple[int, Request]], peek: bool) -> list[Request]:
+        """The requests of ``items`` the system is done with, their result and error filled in
+        (a function of its own so that no local of the waiting thread outlives the scan)."""
+        aio_error, aio_return = self._lib.aio_error, self._lib.aio_return
+        inprogress = errno.EINPROGRESS
+        finished = []
+        for _, r in items:
+            cb = r.cb
+            # glibc: __error_code is what aio_error returns; peeking it without the
+            # lock skips a locked call per unfinished request, and aio_error confirms.
+            if peek and cb.glibc_error_code == inprogress:
+                continue
+            e = aio_error(ctypes.byref(cb))
+            if e == inprogress:
+                continue
+            r.result = aio_return(ctypes.byref(cb))
+            r.error = e
+            finished.append(r)
+        return finished
 
     def _grace(self, seen: int, timeout: float | None) -> None:
         """Wait on the condition (state ``_GRACE``) unless requests came in after the list
