@@ -63,28 +63,26 @@ from pathlib import Path
 #: in the globs ``*`` is a wildcard and ``[`` itself (it opens a test's parameters).
 #: docs/testing.md lists the same ones (tests/test_examples.py checks it names each).
 ACCEPTED: dict[tuple[str, str], str] = {
-    (
-        "aiofiles",
-        "tests/threadpool/test_binary.py::test_simple_close_ctx_mgr*",
-    ): "asserts on file._file, aiofiles' private io object under its wrapper; aiopg_io files "
-    "have no io object underneath (the public part, file.closed, is checked there too)",
-    (
-        "aiofiles",
-        "tests/threadpool/test_text.py::test_simple_close*",
-    ): "asserts on file._file, aiofiles' private io object under its wrapper",
-    (
-        "aiofiles",
-        "tests/test_tempfile.py::test_spooled_temporary_file[*b+*",
-    ): "asserts on f._file._file, the private BytesIO inside aiofiles' spooled-file wrapper",
-    (
-        "aiofiles",
-        "tests/threadpool/test_concurrency.py::test_slow_file*",
-    ): "monkeypatches aiofiles.threadpool.sync_open (aiofiles' hook for mocking the open() its "
-    "threads call); aiopg_io calls no Python open() to patch (aiopg_io.testing injects faults)",
-    (
-        "aiofiles",
-        "tests/threadpool/test_open.py::test_filetask_async_context_aexit*",
-    ): "reads file_ctx._obj, the private result slot of aiofiles' context manager",
+    ("aiofiles", "tests/threadpool/test_binary.py::test_simple_close_ctx_mgr[*"): (
+        "asserts on file._file, aiofiles' private io object under its wrapper; aiopg_io files "
+        "have no io object underneath (the public part, file.closed, passes)"
+    ),
+    ("aiofiles", "tests/threadpool/test_binary.py::test_simple_close_ctx_mgr_iter[*"): (
+        "asserts on file._file, aiofiles' private io object under its wrapper"
+    ),
+    ("aiofiles", "tests/threadpool/test_text.py::test_simple_close[*"): (
+        "asserts on file._file, aiofiles' private io object under its wrapper"
+    ),
+    ("aiofiles", "tests/test_tempfile.py::test_spooled_temporary_file[*b+*"): (
+        "asserts on f._file._file, the private BytesIO inside aiofiles' spooled-file wrapper"
+    ),
+    ("aiofiles", "tests/threadpool/test_concurrency.py::test_slow_file[*"): (
+        "monkeypatches aiofiles.threadpool.sync_open (aiofiles' hook for mocking the open() its "
+        "threads call); aiopg_io calls no Python open() to patch (aiopg_io.testing injects faults)"
+    ),
+    ("aiofiles", "tests/threadpool/test_open.py::test_filetask_async_context_aexit[*"): (
+        "reads file_ctx._obj, the private result slot of aiofiles' context manager"
+    ),
 }
 
 #: The names the anyio test file imports from anyio that aiopg_io provides.
