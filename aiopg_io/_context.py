@@ -138,19 +138,22 @@ class IOContext:
         if self.forked():
             self._users -= 1  # the parent's driver: the child never touches it
             return
-
-        def release() -> None:
-            self._users -= 1
-            if self._users <= 0 and not self._in_flight:
-                self.close_now()
-
         if sys.is_finalizing():
             return  # at interpreter exit threads are frozen: joining one would hang
-        if not self.glue.call_soon_threadsafe(release):
+        if not self.glue.call_soon_threadsafe(self.release_now):
             # The loop no longer runs, so nothing else can touch this context: its tasks
             # will never resume, and every later use raises WrongLoopError. Close it now,
             # draining what its driver still owns, whoever still holds it.
             self._users -= 1
+            self.close_now()
+
+    def release_now(self) -> None:
+        """Drop one user at once, on the owner's loop, for a user that cannot await
+        :meth:`release` (a file that ``detach()`` turned into a plain ``io.FileIO``; and
+        :meth:`release_elsewhere`'s hand-off): the last one closes the driver unless ops
+        are still in flight."""
+        self._users -= 1
+        if self._users <= 0 and not self._in_flight:
             self.close_now()
 
     def serving(self) -> bool:

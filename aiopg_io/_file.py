@@ -805,44 +805,45 @@ class AsyncFile:
         """Same as :meth:`aclose` (aiofiles spells it ``close``)."""
         await self.aclose()
 
-    def detach(self) -> AsyncFile:
-        """Separate the buffer from the file, as ``io.BufferedReader.detach``: return an
-        unbuffered :class:`AsyncFile` (``buffering=0``, this design's raw layer) on the same fd,
-        driver and cursor, which now owns the fd; this object then raises ValueError for every
-        call, ``aclose()`` included.
+    def detach(self) -> io.FileIO:
+        """Separate the buffer from the file, as ``io.BufferedReader.detach`` and aiofiles'
+        ``detach``: return the raw file, a synchronous :class:`io.FileIO` on the same fd,
+        which now owns it (``closefd`` as given to ``open``); this object then raises
+        ValueError for every call, ``aclose()`` included, and gives up its hold on the driver.
 
         Synchronous, as in io and aiofiles: bytes still buffered for writing are written with
         blocking calls first (``await f.flush()`` before, to keep the loop free). Bytes read
-        ahead are not lost: the raw file starts at this file's cursor, not, as io's raw file
-        does, past its read-ahead. Refused (RuntimeError) while a call of another task is
-        still running on this file: its op holds the fd."""
+        ahead are not lost: the fd's offset is set to this file's cursor (a seekable file), not,
+        as io's raw file is, past its read-ahead. Refused (RuntimeError) while a call of another
+        task is still running on this file: its op holds the fd."""
         self._check_open()
         if self._in_flight or self._lock.contended:
             raise RuntimeError(
                 f"detach() of {self._path!r} while another task's call on it is still running; await it first"
             )
         self._write_buffered_blocking()
-        raw = AsyncFile(
-            self._fd,
-            self._name,
-            self._mode,
-            self._ctx,
-            readable=self._readable,
-            writable=self._writable,
-            appending=self._appending,
-            direct=self._direct,
-            alignment=self._alignment,
-            buffer_size=0,
-            closefd=self._closefd,
-            limiter=self._limiter,
-        )
-        raw._pos = self._pos
-        # The fd and this file's hold on the context pass to the raw file: this one never
-        # closes, releases or finalizes anything again.
+        raw = io.FileIO(self._fd, self._raw_mode_for_fileio(), closefd=self._closefd)
+        if self._regular:
+            # aiopg_io's ops are positional and never move the fd's offset, from which
+            # FileIO's calls go (and which FileIO in an append mode has just set to the end).
+            os.lseek(self._fd, self._pos, os.SEEK_SET)
+        raw.name = self._name  # as io.open names the FileIO it makes: the path given
+        # The fd passes to the raw file; this one never closes, releases or finalizes
+        # anything again, and its hold on the context ends here.
         self._fd_claim.pop("fd", None)
         self._closed = self._detached = True
         self._fast = None
+        if self._ctx.owned_here():
+            self._ctx.release_now()
+        else:
+            self._ctx.release_elsewhere()
         return raw
+
+    def _raw_mode_for_fileio(self) -> str:
+        plus = "+" if self._readable and self._writable else ""
+        if self._appending:
+            return "ab" + plus
+        return ("wb" if self._writable and not self._readable else "rb") + plus
 
     async def __aenter__(self) -> AsyncFile:
         return self

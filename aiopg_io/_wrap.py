@@ -157,12 +157,16 @@ def wrap(fileobj: Any, *, limiter: anyio.CapacityLimiter | None = None) -> Wrapp
     (``anyio.wrap_file`` / ``aiofiles.wrap``). Its methods run in worker threads, bounded
     by ``limiter`` (an ``anyio.CapacityLimiter``) when given; see the module docstring
     for why not aiopg_io's drivers, and docs/guide.md for the differences from anyio's."""
-    if not isinstance(fileobj, io.IOBase) and not any(
-        callable(getattr(fileobj, m, None)) for m in ("read", "write")
+    # A class (io.FileIO itself) has read and write too, as unbound functions: refused, as
+    # aiofiles' wrap refuses it.
+    if isinstance(fileobj, type) or (
+        not isinstance(fileobj, io.IOBase)
+        and not any(callable(getattr(fileobj, m, None)) for m in ("read", "write"))
     ):
+        what = f"the class {fileobj.__name__}" if isinstance(fileobj, type) else type(fileobj).__name__
         raise TypeError(
             "wrap() needs an open file object (an io.IOBase, or one with read or write "
-            f"methods), not {type(fileobj).__name__}"
+            f"methods), not {what}"
         )
     if limiter is not None and not isinstance(limiter, anyio.CapacityLimiter):
         raise TypeError(f"limiter must be a CapacityLimiter or None, not {type(limiter).__name__}")

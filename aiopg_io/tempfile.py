@@ -310,6 +310,21 @@ class SpooledTemporaryFile(AsyncFileProtocol):
     def closed(self) -> bool:
         return self._file.closed  # type: ignore[no-any-return]
 
+    # The text attributes, the stdlib's way: the file underneath answers (in a binary mode,
+    # with its AttributeError).
+    @property
+    def encoding(self) -> str:
+        return self._file.encoding  # type: ignore[no-any-return]
+
+    @property
+    def errors(self) -> str | None:
+        return self._file.errors  # type: ignore[no-any-return]
+
+    @property
+    def newlines(self) -> str | tuple[str, ...] | None:
+        """The newlines met so far in reading, as ``io.TextIOWrapper.newlines``."""
+        return self._file.newlines  # type: ignore[no-any-return]
+
     def fileno(self) -> int:
         if not self._rolled:
             raise io.UnsupportedOperation("fileno: the spooled file is in memory; await rollover() first")

@@ -330,7 +330,11 @@ async def _run_both(
 
 
 async def _close(f: Any, detached: list[Any]) -> None:
-    await (detached[0] if detached else f).aclose()
+    target = detached[0] if detached else f
+    if isinstance(target, io.FileIO):  # a binary file's detach gives io's raw file
+        target.close()
+    else:
+        await target.aclose()
 
 
 def _compare(ops: Sequence[Op], trace: Trace) -> None:

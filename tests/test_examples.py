@@ -108,6 +108,7 @@ def load_example(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses looks its module up there
     spec.loader.exec_module(module)
     return module
 
@@ -270,6 +271,36 @@ def test_api_reference_is_up_to_date() -> None:
     """docs/api.md is what tools/gen_api.py generates from the docstrings as they are now."""
     r = run_process(str(ROOT / "tools" / "gen_api.py"), "--check")
     assert r.returncode == 0, r.stderr
+
+
+def _upstream_suites() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("upstream_suites", ROOT / "tools" / "upstream_suites.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_upstream_suites_accepted_differences_are_documented() -> None:
+    """Each upstream test tools/upstream_suites.py accepts as failing is in docs/testing.md."""
+    doc = (ROOT / "docs" / "testing.md").read_text()
+    section = doc[doc.index("## Checking against aiofiles' and anyio's own suites") :]
+    for suite, pattern in _upstream_suites().ACCEPTED:
+        assert f"`{pattern}`" in section, f"docs/testing.md: why is {suite}'s {pattern} accepted?"
+
+
+def test_upstream_suites_rewrite_changes_only_the_import() -> None:
+    """The anyio test file as run differs from upstream's in the one import statement."""
+    source = (
+        "import os\n\nfrom anyio import (\n    AsyncFile,\n    CancelScope,\n    Path,\n"
+        "    open_file as of,\n    wrap_file,\n)\n\n\ndef f():\n    return Path, of\n"
+    )
+    assert _upstream_suites().rewrite_anyio_import(source) == (
+        "import os\n\nfrom anyio import CancelScope\n"
+        "from aiopg_io import AsyncFile, Path, open as of, wrap as wrap_file\n"
+        "\n\ndef f():\n    return Path, of\n"
+    )
 
 
 def test_every_example_is_listed_and_run() -> None:

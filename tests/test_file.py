@@ -386,6 +386,8 @@ async def test_read1_returns_what_is_buffered(driver: str, tmp_path: Path) -> No
 
 
 async def test_detach_binary_gives_the_raw_file(driver: str, tmp_path: Path) -> None:
+    """As io.BufferedRandom.detach and aiofiles' detach: the raw file, a synchronous
+    io.FileIO that owns the fd, at this file's cursor (its read-ahead is not lost)."""
     data = rand(100_000, seed=5)
     p = tmp_path / "d.bin"
     p.write_bytes(data)
@@ -394,11 +396,12 @@ async def test_detach_binary_gives_the_raw_file(driver: str, tmp_path: Path) -> 
     assert await f.read(7) == data[:7]
     await f.write(b"written")  # still buffered: detach writes it out
     raw = f.detach()
-    assert isinstance(raw, aiopg_io.AsyncFile) and raw is not f
-    assert raw.name == str(p) and raw.mode == "rb+" and raw.driver == driver
-    assert await raw.tell() == 14  # this file's cursor; its read-ahead is not lost
+    assert type(raw) is io.FileIO
+    assert raw.name == str(p) and raw.mode == "rb+" and not raw.closed
+    assert raw.tell() == 14
     assert p.read_bytes()[7:14] == b"written"
-    assert await raw.read(3) == data[14:17]
+    assert raw.read(3) == data[14:17]
+    assert raw.write(b"raw") == 3
     for sync_call in (f.fileno, f.readable, f.detach, lambda: f.closed, lambda: f.name):
         with pytest.raises(ValueError, match=r"^raw stream has been detached$"):
             sync_call()
@@ -406,9 +409,20 @@ async def test_detach_binary_gives_the_raw_file(driver: str, tmp_path: Path) -> 
         with pytest.raises(ValueError, match=r"^raw stream has been detached$"):
             await call
     assert repr(f) == "<aiopg_io.AsyncFile detached>"
-    await raw.aclose()
+    raw.close()
     assert open_fds() == before
-    assert p.read_bytes() == data[:7] + b"written" + data[14:]
+    assert p.read_bytes() == data[:7] + b"written" + data[14:17] + b"raw" + data[20:]
+
+    # An append-mode file: the raw file appends, and starts where this file's cursor was.
+    f = await aiopg_io.open(p, "a+b", driver=driver)
+    await f.seek(3)
+    assert await f.read(2) == data[3:5]
+    raw = f.detach()
+    assert raw.mode == "ab+" and raw.tell() == 5 and raw.read(2) == data[5:7]
+    raw.write(b"end")
+    raw.close()
+    assert p.read_bytes()[-3:] == b"end"
+    assert open_fds() == before
 
 
 async def test_detach_refused_while_another_task_uses_the_file(driver: str) -> None:
@@ -425,8 +439,8 @@ async def test_detach_refused_while_another_task_uses_the_file(driver: str) -> N
                 f.detach()
             os.close(w)  # end of file: the read (which continues short reads) returns
         raw = f.detach()  # nothing in flight now
-        assert not raw.closed
-        await raw.aclose()
+        assert not raw.closed and raw.name == r
+        raw.close()  # closefd=False, as the file was opened: r stays open
     finally:
         os.close(r)
 
@@ -464,5 +478,5 @@ async def test_peek_read1_detach_bad_input_as_python(driver: str, tmp_path: Path
     for call in (f.peek(1), f.read1(1)):
         with pytest.raises(io.UnsupportedOperation, match=r"is not open for reading \(mode 'ab'\)"):
             await call
-    await f.detach().aclose()  # a write-only file detaches too
+    f.detach().close()  # a write-only file detaches too
     assert p.read_bytes() == b"0123456789"

@@ -154,6 +154,31 @@ async def test_spooled_file_rolls_over_past_max_size(tmp_path: Path, driver: str
     assert open_fds() == before
 
 
+async def test_spooled_file_has_the_text_attributes_of_the_stdlib(tmp_path: Path, driver: str) -> None:
+    """newlines, encoding and errors, in memory and rolled over, as the stdlib's answers."""
+    text = "LF\nCRLF\r\n"
+    for max_size in (0, 4):  # never rolls over; rolls over at the write
+        with tempfile.SpooledTemporaryFile(max_size, "w+", encoding="utf-8", dir=tmp_path) as py:
+            py.write(text)
+            py.seek(0)
+            want_before = py.newlines
+            py.read()
+            want = py.newlines
+        async with aiopg_io.tempfile.SpooledTemporaryFile(
+            max_size, "w+", encoding="utf-8", dir=tmp_path, driver=driver
+        ) as f:
+            await f.write(text)
+            assert f.rolled == bool(max_size)
+            await f.seek(0)
+            assert f.newlines == want_before is None
+            await f.read()
+            assert f.newlines == want == ("\n", "\r\n")
+            assert (f.encoding, f.errors) == ("utf-8", "strict")
+    async with aiopg_io.tempfile.SpooledTemporaryFile(dir=tmp_path, driver=driver) as b:
+        with pytest.raises(AttributeError, match="newlines"):
+            b.newlines  # noqa: B018 - a binary file has none, as the stdlib's BytesIO
+
+
 async def test_temporary_directory_is_removed_with_its_tree(tmp_path: Path, anyio_backend: object) -> None:
     async with aiopg_io.tempfile.TemporaryDirectory(dir=tmp_path, prefix="d") as d:
         assert Path(d).is_dir() and Path(d).name.startswith("d")

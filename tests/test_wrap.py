@@ -68,5 +68,9 @@ async def test_wrong_arguments() -> None:
         message = rf"^wrap\(\) needs an open file object .*, not {type(bad).__name__}$"
         with pytest.raises(TypeError, match=message):
             aiopg_io.wrap(bad)
+    for cls in (io.FileIO, io.BytesIO):  # classes have read and write too, as functions
+        message = rf"^wrap\(\) needs an open file object .*, not the class {cls.__name__}$"
+        with pytest.raises(TypeError, match=message):
+            aiopg_io.wrap(cls)
     with pytest.raises(TypeError, match=r"^limiter must be a CapacityLimiter or None, not int$"):
         aiopg_io.wrap(io.BytesIO(), limiter=1)  # type: ignore[arg-type]
