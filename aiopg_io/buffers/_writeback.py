@@ -304,7 +304,7 @@ class PageWriter:
             if todo:
                 await self._write_buffers(todo)
             elif busy is not None:
-                await busy.done.wait()
+                await busy.wait()
 
 
 def sync_failed(rel: Relation) -> OSError:
