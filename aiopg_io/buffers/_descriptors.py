@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ._pool import Relation
     from ._writeback import Checkpoint
 
-__all__ = ["BM_MAX_USAGE_COUNT", "BufferDesc", "ClockSweep", "InFlightIO"]
+__all__ = ["BM_MAX_USAGE_COUNT", "BufferDesc", "ClockSweep", "InFlightIO", "io_views"]
 
 BM_MAX_USAGE_COUNT = 5
 
@@ -175,3 +175,20 @@ class ClockSweep:
                 found += 1
                 if found == limit:
                     return
+
+
+def io_views(arena: memoryview, descs: list[BufferDesc], page_size: int) -> list[memoryview]:
+    """The memory of ``descs`` (buffers of consecutive blocks) for one vectored I/O: one view
+    when the buffers lie side by side in ``arena`` (as the clock hand and the free list tend
+    to hand them out), which spares every layer below a step per page; else one per buffer."""
+    first = descs[0].buf_id
+    n = len(descs)
+    if n > 1 and descs[-1].buf_id == first + n - 1:
+        i = first
+        for d in descs:
+            if d.buf_id != i:
+                break
+            i += 1
+        else:
+            return [arena[first * page_size : (first + n) * page_size]]
+    return [d.data for d in descs]

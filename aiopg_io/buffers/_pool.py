@@ -69,7 +69,7 @@ from .._glue import current_task_identity
 from .._open import open as aio_open
 from ..drivers import DriverFactory
 from ..errors import AlignmentError, ClosedError
-from ._descriptors import BufferDesc, ClockSweep, InFlightIO
+from ._descriptors import BufferDesc, ClockSweep, InFlightIO, io_views
 from ._read_stream import ReadStream
 from ._writeback import PageWriter
 from .errors import (
@@ -495,6 +495,7 @@ class BufferPool:
         self._changed: anyio.Event | None = None
         self._io_in_flight = 0
         self._writer = PageWriter(
+            self._arena,
             self._descs,
             self._sweep,
             page_size=page_size,
@@ -1000,28 +1001,12 @@ class BufferPool:
             self._read_done(rel, blockno, descs, io, nbytes, error)
 
         try:
-            await rel.file.start_preadv(self._io_views(descs), blockno * self.page_size, done)
+            views = io_views(self._arena, descs, self.page_size)
+            await rel.file.start_preadv(views, blockno * self.page_size, done)
         except BaseException as exc:
             if not io.done:
                 self._read_done(rel, blockno, descs, io, 0, exc)
             raise
-
-    def _io_views(self, descs: list[BufferDesc]) -> list[memoryview]:
-        """The memory of ``descs`` for one vectored I/O: one view when the buffers lie side by
-        side in the arena (as the clock hand and the free list tend to hand them out), which
-        spares every layer below a step per page; else a view per buffer."""
-        first = descs[0].buf_id
-        n = len(descs)
-        if n > 1 and descs[-1].buf_id == first + n - 1:
-            i = first
-            for d in descs:
-                if d.buf_id != i:
-                    break
-                i += 1
-            else:
-                ps = self.page_size
-                return [self._arena[first * ps : (first + n) * ps]]
-        return [d.data for d in descs]
 
     def _read_done(
         self,
