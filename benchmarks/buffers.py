@@ -1,23 +1,27 @@
-"""Benchmark: the buffer pool's read streams and random page reads.
+"""Benchmark: the buffer pool's read streams, random page reads and checkpoint writes.
 
-1. A sequential scan of one file with ``direct=True`` through ``read_stream`` (defaults:
-   max_ios=16, io_combine_limit=16, i.e. up to 16 reads of 128 KiB in flight), against fio
-   reading the same file sequentially in 128 KiB blocks at iodepth 16 (the target is >= 0.9x
-   fio's bandwidth); then the same scan with io_combine_limit=1 (no combining) and with
-   max_ios=1 (one read in flight: no look-ahead concurrency), to show what each buys.
-2. Random page reads through the pool at a ~10% hit rate (the pool holds a tenth of the
-   file), 32 tasks in flight, against the same reads through the file API's ``preadinto``.
+Modes (``--modes``, all by default), each contender once per round, rounds interleaved,
+medians printed with CPU µs per page (process user + sys over the pages):
 
-The file-API contenders (fio's pattern, and the random reads) run on aiopg_io's engine
-(``aiopg_io.bench``); the random ones read the very blocks the pool reads, task for task.
-Prints a table and JSON; each figure is the median of ``--repeat`` runs. Results:
+1. ``seq``: a sequential scan of one file with ``direct=True`` through ``read_stream``
+   (max_ios=16, io_combine_limit=16), page at a time and a run at a time (``runs()``),
+   against fio reading the same file sequentially in 128 KiB blocks at iodepth 16 (target
+   >= 0.95x fio) and the file API doing the same; ``--variants`` adds the scan with
+   io_combine_limit=1 and with max_ios=1, to show what combining and concurrency buy.
+2. ``random``: random page reads through the pool at a ~10% hit rate (the pool holds a
+   tenth of the file), 32 tasks in flight, against the same reads through the file API's
+   ``preadinto``, task for task (target >= 0.95x).
+3. ``writeback``: a checkpoint (``flush``: writes and one fdatasync) of ``--writeback-mib``
+   of dirty pages, against fio writing as much sequentially, 128 KiB at iodepth 16, direct.
+
+The file-API contenders run on aiopg_io's engine (``aiopg_io.bench``). Results:
 docs/benchmarks.md.
 
 Run from a checkout, on a filesystem that takes O_DIRECT, with fio on the PATH for the
 baseline (``--backend uvloop`` or ``trio`` needs the ``bench`` extra:
 ``pip install -e '.[bench]'``)::
 
-    python benchmarks/buffers.py --size-mib 256 [--dir D] [--repeat 3] [--json out.json]
+    python benchmarks/buffers.py --size-mib 256 [--dir D] [--repeat 3] [--modes seq,random,writeback]
 """
 
 from __future__ import annotations
