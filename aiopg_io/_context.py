@@ -14,6 +14,14 @@ What it does, in PostgreSQL's terms:
   A full context is back-pressure, never an error.
 - **Waiters**: each op has one parked task; a completion fd watched by the loop glue
   triggers :meth:`_on_completions`, which reaps in a batch and wakes the tasks.
+- **Ops with no task waiting** (:meth:`IOContext.start`): the caller gives a function to
+  call with the op once it is reaped, and moves on. The completion work (the buffer pool
+  marking pages valid and waking whoever waits for them) runs where the completion is
+  reaped, without a task spawned per op or a task resumed only to do it. Such an op is not
+  cancelled by anyone: it ends on its own, or with ECANCELED when the context closes. A
+  caller that starts several and goes on without yielding submits them at once with
+  :meth:`IOContext.submit_staged` (PostgreSQL's ``pgaio_submit_staged`` at the end of a
+  read stream's look-ahead), so the device works while the caller does.
 - **Cancellation**: an op still staged is simply dropped (it never reached the driver).
   An op the driver owns is asked to cancel and its task keeps waiting until the op is
   reaped: its buffers and fd stay alive, and a cancelled write may still have happened.
@@ -39,6 +47,7 @@ from __future__ import annotations
 import os
 import sys
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from ._glue import Glue, current_glue
@@ -52,6 +61,15 @@ from .errors import DriverUnavailableError, WrongLoopError
 __all__ = ["IOContext", "get_context", "live_contexts"]
 
 _live: weakref.WeakSet[IOContext] = weakref.WeakSet()
+
+
+class _OnDone:
+    """An op's waiter when no task waits for it (:meth:`IOContext.start`): what to call."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Op], None]) -> None:
+        self.fn = fn
 
 
 def live_contexts() -> list[IOContext]:
@@ -238,6 +256,36 @@ class IOContext:
         assert op.result is not None
         return op.result
 
+    async def start(self, op: Op, on_done: Callable[[Op], None]) -> None:
+        """Perform ``op`` with no task waiting for it: ``on_done(op)`` is called on this
+        loop where the op is reaped (at once when it completed inline), with ``op.result``
+        or ``op.error`` set; it must not raise. Waits only for a slot under the cap on ops in
+        flight; cancelled while waiting for one, the op was never staged."""
+        if self._fork_generation != fork_generation() or not self.glue.is_current():
+            raise self.foreign_error(op.path)
+        if self.closed:
+            raise RuntimeError("the IOContext is closed (its last file was closed)")
+        try_inline = self._try_inline
+        if try_inline is not None and try_inline(op):
+            on_done(op)
+            return
+        while self._in_flight >= self.max_in_flight:
+            await self._slot_waiters.wait()
+        self._in_flight += 1
+        op.waiter = _OnDone(on_done)
+        self._staged.append(op)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.glue.call_soon(self._flush)
+
+    def submit_staged(self) -> None:
+        """Hand the ops staged so far to the driver now, not at the end of the tick
+        (``pgaio_submit_staged``): for a caller that starts several ops and then goes on
+        working without yielding, which would otherwise leave them unsubmitted meanwhile.
+        The end-of-tick flush then finds only what was staged after."""
+        if self._staged:
+            self._flush()
+
     def _flush(self) -> None:
         self._flush_pending = False
         ops, self._staged = self._staged, []
@@ -275,7 +323,11 @@ class IOContext:
 
     def _finish(self, op: Op) -> None:
         self._in_flight -= 1
-        self.glue.wake(op)
+        waiter = op.waiter
+        if type(waiter) is _OnDone:
+            waiter.fn(op)
+        else:
+            self.glue.wake(op)
         self._slot_waiters.wake_one()
 
     def cancel(self, op: Op) -> bool:

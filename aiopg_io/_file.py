@@ -45,7 +45,7 @@ import io
 import os
 import stat as stat_mod
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -246,14 +246,34 @@ class AsyncFile:
         try:
             return await self._ctx.run(op)
         finally:
-            if limiter is not None:
-                limiter.release_on_behalf_of(op)
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                if self._idle is not None:
-                    self._idle.set()
-                if self._close_when_idle:  # aclose() ran elsewhere while this op was out
-                    self._release_fd()
+            self._op_ended(op)
+
+    def _op_ended(self, op: Op) -> None:
+        if self._op_limiter is not None:
+            self._op_limiter.release_on_behalf_of(op)
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            if self._idle is not None:
+                self._idle.set()
+            if self._close_when_idle:  # aclose() ran elsewhere while this op was out
+                self._release_fd()
+
+    async def _start(self, op: Op, on_done: Callable[[int, OSError | None], None]) -> None:
+        """:meth:`_submit` with no task waiting for the op (IOContext.start)."""
+        limiter = self._op_limiter
+        if limiter is not None:
+            await limiter.acquire_on_behalf_of(op)
+        self._in_flight += 1
+
+        def done(op: Op) -> None:
+            self._op_ended(op)
+            on_done(op.result or 0, op.error)
+
+        try:
+            await self._ctx.start(op, done)
+        except BaseException:
+            self._op_ended(op)
+            raise
 
     def _op(self, kind: OpKind, offset: int, bufs: Sequence[memoryview], keep: object) -> Op:
         if offset > _NEAR_OFF_T_MAX:
@@ -339,6 +359,42 @@ class AsyncFile:
         offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         return await self._transfer(OpKind.READV, offset, views, bufs)
+
+    async def start_preadv(
+        self, bufs: Sequence[Any], offset: int, on_done: Callable[[int, OSError | None], None]
+    ) -> None:
+        """Start one vectored read into ``bufs`` from ``offset`` and return without waiting
+        for it: ``on_done(nbytes, error)`` is called on this loop when it has completed
+        (``error`` None, or the OSError it failed with), from where the completion is reaped,
+        and must not raise. For layers that do their completion work in a callback rather
+        than in a task (the buffer pool). The op owns ``bufs`` until then; it is not
+        cancellable, and :meth:`aclose` waits for it. Checks as :meth:`preadv`."""
+        self._check_readable()
+        views = [writable_view(b, "each buffer") for b in bufs]
+        offset = file_offset(offset, self._path)
+        self._check_direct(offset, views)
+        kind = OpKind.READ if len(views) == 1 else OpKind.READV
+        await self._start(self._op(kind, offset, views, bufs), on_done)
+
+    async def start_pwritev(
+        self, bufs: Sequence[Any], offset: int, on_done: Callable[[int, OSError | None], None]
+    ) -> None:
+        """As :meth:`start_preadv`, for one vectored write of ``bufs`` at ``offset`` (a
+        write's count is all of ``bufs`` when it succeeded). Checks as :meth:`pwritev`."""
+        self._check_writable()
+        views = [readable_view(b, "each buffer") for b in bufs]
+        offset = file_offset(offset, self._path)
+        self._check_direct(offset, views)
+        kind = OpKind.WRITE if len(views) == 1 else OpKind.WRITEV
+        await self._start(self._op(kind, offset, views, bufs), on_done)
+
+    def submit_staged(self) -> None:
+        """Submit now the ops staged in this loop tick (this file's and any other's on the
+        same driver) instead of at the end of the tick, as PostgreSQL's
+        ``pgaio_submit_staged``: after :meth:`start_preadv` calls, for a caller that goes on
+        working without yielding."""
+        self._check_open()
+        self._ctx.submit_staged()
 
     async def pwrite(self, data: Any, offset: int) -> int:
         """Write all of ``data`` at ``offset``; returns its length."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._pool import BufferPool as BufferPool
 from ._pool import BufferPoolStatistics as BufferPoolStatistics
 from ._pool import Page as Page
+from ._pool import PageRun as PageRun
 from ._pool import ReadBuffersOperation as ReadBuffersOperation
 from ._pool import Relation as Relation
 from ._read_stream import ReadStream as ReadStream
@@ -25,6 +26,7 @@ __all__ = [
     "BufferPoolStatistics",
     "NoUnpinnedBuffersError",
     "Page",
+    "PageRun",
     "ReadBuffersOperation",
     "ReadStream",
     "Relation",

@@ -32,29 +32,50 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-import anyio
+from .._glue import current_glue
 
 if TYPE_CHECKING:
+    from .._glue import Park
     from ._pool import Relation
     from ._writeback import Checkpoint
 
-__all__ = ["BM_MAX_USAGE_COUNT", "BufferDesc", "ClockSweep", "InFlightIO"]
+__all__ = ["BM_MAX_USAGE_COUNT", "BufferDesc", "ClockSweep", "InFlightIO", "io_views"]
 
 BM_MAX_USAGE_COUNT = 5
 
 
 class InFlightIO:
-    """A read filling, or a write draining, one or more buffers (``BM_IO_IN_PROGRESS``)."""
+    """A read filling, or a write draining, one or more buffers (``BM_IO_IN_PROGRESS``).
 
-    __slots__ = ("carries", "done", "error", "kind")
+    ``done`` is set by :meth:`finish`, where the completion is reaped; tasks that need the
+    buffers :meth:`wait`, each on a one-shot wake-up of the loop's glue (cheaper than an
+    ``anyio.Event``, and nothing is made unless someone waits)."""
+
+    __slots__ = ("_parks", "carries", "done", "error", "kind")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind  # "read" or "write"
-        self.done = anyio.Event()
+        self.done = False
         self.error: BaseException | None = None
+        self._parks: list[Park] = []
         # A write: the checkpoints each of its buffers not written yet is written for (see
         # _writeback.Checkpoint); what is left here when the write ends was not written.
         self.carries: dict[BufferDesc, set[Checkpoint]] = {}
+
+    async def wait(self) -> None:
+        """Return once the I/O has ended (at once if it has)."""
+        if self.done:
+            return
+        park = current_glue().park()
+        self._parks.append(park)
+        await park.wait()
+
+    def finish(self) -> None:
+        """The I/O ended: wake every task waiting for it (a cancelled wait takes no wake-up)."""
+        self.done = True
+        parks, self._parks = self._parks, []
+        for park in parks:
+            park.set()
 
 
 class BufferDesc:
@@ -154,3 +175,20 @@ class ClockSweep:
                 found += 1
                 if found == limit:
                     return
+
+
+def io_views(arena: memoryview, descs: list[BufferDesc], page_size: int) -> list[memoryview]:
+    """The memory of ``descs`` (buffers of consecutive blocks) for one vectored I/O: one view
+    when the buffers lie side by side in ``arena`` (as the clock hand and the free list tend
+    to hand them out), which spares every layer below a step per page; else one per buffer."""
+    first = descs[0].buf_id
+    n = len(descs)
+    if n > 1 and descs[-1].buf_id == first + n - 1:
+        i = first
+        for d in descs:
+            if d.buf_id != i:
+                break
+            i += 1
+        else:
+            return [arena[first * page_size : (first + n) * page_size]]
+    return [d.data for d in descs]

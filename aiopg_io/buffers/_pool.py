@@ -56,13 +56,12 @@ import operator
 import os
 import warnings
 import weakref
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.abc
 
 from .. import _paths
 from .._direct import aligned_buffer
@@ -70,7 +69,7 @@ from .._glue import current_task_identity
 from .._open import open as aio_open
 from ..drivers import DriverFactory
 from ..errors import AlignmentError, ClosedError
-from ._descriptors import BufferDesc, ClockSweep, InFlightIO
+from ._descriptors import BufferDesc, ClockSweep, InFlightIO, io_views
 from ._read_stream import ReadStream
 from ._writeback import PageWriter
 from .errors import (
@@ -84,7 +83,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .._file import AsyncFile
 
-__all__ = ["BufferPool", "BufferPoolStatistics", "Page", "ReadBuffersOperation", "Relation"]
+__all__ = ["BufferPool", "BufferPoolStatistics", "Page", "PageRun", "ReadBuffersOperation", "Relation"]
 
 #: Most blocks combined into one read or write by default: 128 KiB of 8 KiB pages, as
 #: PostgreSQL's io_combine_limit.
@@ -102,8 +101,6 @@ def _forget_relation(rel: Relation) -> None:
 
 def _finished(owner: Any) -> bool:
     return getattr(owner, "cr_frame", True) is None
-
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +234,114 @@ class Page:
         self._pool._unpin(self._desc, self._owner, notify=False)
 
 
+class PageRun:
+    """Pinned pages of consecutive blocks, ``blockno`` to ``blockno + nblocks - 1`` of
+    ``rel``: what one combined read brought in (or one page found in the pool), handed out
+    at once by :meth:`ReadStream.runs` and :meth:`ReadBuffersOperation.take_run`.
+
+    ``run[i]`` is the data of block ``blockno + i`` (a memoryview valid while the run is
+    pinned; iterating gives them in order). The pins are released together, by
+    :meth:`release` or leaving ``with run:``. As for a :class:`Page`: call
+    :meth:`mark_dirty` after changing a page, with no await inside the change."""
+
+    __slots__ = (
+        "__weakref__",
+        "_descs",
+        "_owner",
+        "_pool",
+        "_released",
+        "_views",
+        "blockno",
+        "nblocks",
+        "rel",
+    )
+
+    def __init__(
+        self, pool: BufferPool, rel: Relation, blockno: int, descs: list[BufferDesc], owner: Any
+    ) -> None:
+        self._pool = pool
+        self.rel = rel
+        self.blockno = blockno
+        self.nblocks = len(descs)
+        self._descs = descs
+        self._owner = owner
+        # Views of their own, released with the pins (as Page.data); made on first use, so
+        # a run whose data is not looked at costs no view per page.
+        self._views: list[memoryview] | None = None
+        self._released = False
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "pinned"
+        return f"<PageRun {self.rel.path!r} blocks {self.blockno}..{self.blockno + self.nblocks - 1} {state}>"
+
+    def __len__(self) -> int:
+        return self.nblocks
+
+    def _check(self) -> None:
+        if self._released:
+            raise ClosedError(
+                f"pages {self.blockno}..{self.blockno + self.nblocks - 1} of {self.rel.path!r} were "
+                "released (unpinned)"
+            )
+
+    def _pages(self) -> list[memoryview]:
+        if self._released:
+            self._check()
+        views = self._views
+        if views is None:
+            views = self._views = [d.data[:] for d in self._descs]
+        return views
+
+    def __getitem__(self, i: int) -> memoryview:
+        return self._pages()[i]
+
+    def __iter__(self) -> Iterator[memoryview]:
+        return iter(self._pages())
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def mark_dirty(self, i: int | None = None) -> None:
+        """Mark the page ``run[i]`` dirty, or every page of the run when ``i`` is None."""
+        self._check()
+        if i is None:
+            for d in self._descs:
+                d.dirty = True
+        else:
+            self._descs[operator.index(i) if i >= 0 else self.nblocks + i].dirty = True
+
+    def release(self) -> None:
+        """Unpin every page of the run (idempotent)."""
+        if self._released:
+            return
+        self._released = True
+        if self._views is not None:
+            for v in self._views:
+                with contextlib.suppress(BufferError):  # exported elsewhere: cannot revoke (Page.release)
+                    v.release()
+        self._pool._unpin_all(self._descs, self._owner)
+
+    def __enter__(self) -> PageRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        if getattr(self, "_released", True):
+            return
+        warnings.warn(
+            f"pages {self.blockno}..{self.blockno + self.nblocks - 1} of {self.rel.path!r} were never "
+            "released",
+            ResourceWarning,
+            stacklevel=2,
+            source=self,
+        )
+        self._released = True
+        self._pool._unpin_all(self._descs, self._owner, notify=False)
+
+
 class ReadBuffersOperation:
     """Blocks of a relation pinned by :meth:`BufferPool.start_read_buffers` (PostgreSQL's
     ``ReadBuffersOperation``): ``nblocks`` blocks from ``blockno``, handed out in order by
@@ -247,7 +352,18 @@ class ReadBuffersOperation:
     in the pool); otherwise every block was valid already. Dropping the operation, or
     :meth:`release`, unpins the blocks not taken."""
 
-    __slots__ = ("_descs", "_io", "_owner", "_pool", "_taken", "blockno", "nblocks", "rel", "started_read")
+    __slots__ = (
+        "_descs",
+        "_io",
+        "_owner",
+        "_pool",
+        "_taken",
+        "_waited",
+        "blockno",
+        "nblocks",
+        "rel",
+        "started_read",
+    )
 
     def __init__(
         self,
@@ -269,6 +385,7 @@ class ReadBuffersOperation:
         self._owner = owner
         self._io = io
         self._taken = 0
+        self._waited = io is None  # wait_read_buffers returned (or there is nothing to wait for)
         self.started_read = started_read
 
     def __repr__(self) -> str:
@@ -294,12 +411,28 @@ class ReadBuffersOperation:
                 f"all {self.nblocks} pages of {self!r} were taken (or released); start another read"
             )
         desc = self._descs[self._taken]
-        io = self._io
-        if desc is None or not desc.valid or (io is not None and not io.done.is_set()):
+        if desc is None or not desc.valid or not self._waited:
             raise RuntimeError(f"{self!r}: await pool.wait_read_buffers(op) before taking its pages")
         self._descs[self._taken] = None
         self._taken += 1
         return Page(self._pool, desc, self._owner)
+
+    def take_run(self) -> PageRun:
+        """Every page not taken yet, at once, as one :class:`PageRun` (the operation's pins
+        pass to it). As :meth:`take`: only after :meth:`BufferPool.wait_read_buffers`
+        returned; IndexError when all were taken."""
+        start = self._taken
+        if start >= self.nblocks:
+            raise IndexError(
+                f"all {self.nblocks} pages of {self!r} were taken (or released); start another read"
+            )
+        descs = self._descs[start:]
+        if not self._waited:  # then wait_read_buffers made every page not taken valid
+            raise RuntimeError(f"{self!r}: await pool.wait_read_buffers(op) before taking its pages")
+        for i in range(start, self.nblocks):
+            self._descs[i] = None
+        self._taken = self.nblocks
+        return PageRun(self._pool, self.rel, self.blockno + start, descs, self._owner)  # type: ignore[arg-type]
 
     def release(self) -> None:
         """Unpin the blocks not taken (idempotent); a read in flight ends in the background."""
@@ -353,7 +486,6 @@ class BufferPool:
         self._mapping: dict[tuple[int, int], BufferDesc] = {}
         self._relations: dict[tuple[int, int], Relation] = {}
         self._next_rel_id = 0
-        self._tg: anyio.abc.TaskGroup | None = None
         self._state = "new"
         self._streams: weakref.WeakSet[ReadStream] = weakref.WeakSet()
         # Who holds pins, and who waits for a buffer: enough to tell a wait that will end
@@ -363,6 +495,7 @@ class BufferPool:
         self._changed: anyio.Event | None = None
         self._io_in_flight = 0
         self._writer = PageWriter(
+            self._arena,
             self._descs,
             self._sweep,
             page_size=page_size,
@@ -387,9 +520,6 @@ class BufferPool:
     async def __aenter__(self) -> BufferPool:
         if self._state != "new":
             raise RuntimeError("a BufferPool is entered once (async with pool: ...)")
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
         self._state = "open"
         return self
 
@@ -406,12 +536,9 @@ class BufferPool:
             self._state = "closing"
             for stream in list(self._streams):
                 stream.close()
-            tg, self._tg = self._tg, None
             try:
-                if tg is not None:
-                    # Waits for look-ahead reads in flight. They never raise, so the body's
-                    # exception (re-raised by returning None) is not wrapped in a group.
-                    await tg.__aexit__(None, None, None)
+                with anyio.CancelScope(shield=True):
+                    await self._drain_io()  # look-ahead reads in flight own their buffers
             finally:
                 with anyio.CancelScope(shield=True):
                     for rel in list(self._relations.values()):
@@ -509,7 +636,7 @@ class BufferPool:
             busy = [d.io for d in self._descs if d.rel is rel and d.io is not None]
             if not busy:
                 break
-            await busy[0].done.wait()
+            await busy[0].wait()
         pinned = sum(1 for d in self._descs if d.rel is rel and d.refcount)
         if pinned:
             raise RuntimeError(f"relation {rel.path!r} still has {pinned} pinned pages; release them first")
@@ -572,6 +699,32 @@ class BufferPool:
             if notify:
                 self._notify()
 
+    def _unpin_all(self, descs: list[BufferDesc], owner: Any, *, notify: bool = True) -> None:
+        """:meth:`_unpin` of each of ``descs``, with one pass of bookkeeping for them all."""
+        freed = False
+        for desc in descs:
+            desc.refcount -= 1
+            if desc.refcount == 0:
+                freed = True
+                if desc.rel is None and desc.io is None:
+                    self._sweep.release_to_freelist(desc)
+        left = self._pins_by_task.get(owner, 0) - len(descs)
+        if left > 0:
+            self._pins_by_task[owner] = left
+        else:
+            self._pins_by_task.pop(owner, None)
+        if freed and notify:
+            self._notify()
+
+    async def _drain_io(self) -> None:
+        """Return once no read or write of the pool's is in flight."""
+        while self._io_in_flight:
+            busy = next((d.io for d in self._descs if d.io is not None), None)
+            if busy is None:
+                await anyio.sleep(0)  # counted but on no buffer yet: it is being set up
+            else:
+                await busy.wait()
+
     def _notify(self) -> None:
         ev = self._changed
         if ev is not None:
@@ -584,7 +737,7 @@ class BufferPool:
     def _io_ended(self, io: InFlightIO) -> None:
         """A read or write ended: wake whoever waits for it, or for a buffer."""
         self._io_in_flight -= 1
-        io.done.set()
+        io.finish()
         self._notify()
 
     async def _wait_for_buffer(self, me: Any) -> None:
@@ -623,13 +776,28 @@ class BufferPool:
         self._count_pin(me)
         return desc
 
-    def _claim_clean_now(self, me: Any) -> BufferDesc | None:
-        """A clean victim claimed at once, or None (none free, or the next one is dirty and
-        must wait for a write-back): how a look-ahead widens a read it has already begun."""
-        desc = self._sweep.victim()
-        if desc is None or desc.dirty:
-            return None
-        return self._claim(desc, me)
+    def _claim_clean_now(self, me: Any, n: int, into: list[BufferDesc]) -> None:
+        """Up to ``n`` clean victims claimed at once, appended to ``into``; fewer when none
+        is free or the next one is dirty and must wait for a write-back: how a look-ahead
+        widens a read it has already begun. One pass of pin bookkeeping for them all."""
+        victim = self._sweep.victim
+        mapping = self._mapping
+        got = 0
+        while got < n:
+            desc = victim()
+            if desc is None or desc.dirty:
+                break
+            if desc.rel is not None:
+                del mapping[(desc.rel.rel_id, desc.blockno)]
+                desc.rel = None
+                self.evictions += 1
+            desc.valid = False
+            desc.refcount = 1
+            desc.usage_count = 1
+            into.append(desc)
+            got += 1
+        if got:
+            self._pins_by_task[me] = self._pins_by_task.get(me, 0) + got
 
     async def _get_victim(self, me: Any, *, wait: bool = True) -> BufferDesc | None:
         """A buffer for a new page, claimed and pinned by ``me``; None when ``wait`` is False
@@ -651,10 +819,19 @@ class BufferPool:
 
     async def read_page(self, rel: Relation, blockno: int) -> Page:
         """The page ``blockno`` of ``rel``, pinned: use it as ``with await pool.read_page(...) as page``."""
-        self._check_rel(rel)
+        if rel.pool is not self or rel.closed or self._state != "open":
+            self._check_rel(rel)
         blockno = operator.index(blockno)
-        self._check_block(rel, blockno)
+        if not 0 <= blockno < rel.nblocks:
+            self._check_block(rel, blockno)
         me = current_task_identity()
+        desc = self._mapping.get((rel.rel_id, blockno))
+        if desc is not None and desc.io is None and desc.valid:
+            # The common hit, in line: a lookup and a pin.
+            desc.pin()
+            self._count_pin(me)
+            self.hits += 1
+            return Page(self, desc, me)
         return Page(self, await self._pin_block(rel, blockno, me), me)
 
     async def _pin_block(self, rel: Relation, blockno: int, me: Any) -> BufferDesc:
@@ -668,7 +845,7 @@ class BufferPool:
                 io = desc.io
                 if io is not None:
                     try:
-                        await io.done.wait()
+                        await io.wait()
                     except BaseException:
                         self._unpin(desc, me)
                         raise
@@ -686,10 +863,14 @@ class BufferPool:
             self.misses += 1
             io = self._start_read(rel, blockno, [desc])
             try:
-                await self._do_read(rel, blockno, [desc], io)
+                await self._start_read_io(rel, blockno, [desc], io)
+                await io.wait()
             except BaseException:
-                self._unpin(desc, me)
+                self._unpin(desc, me)  # a cancelled wait: the read ends without us
                 raise
+            if io.error is not None:
+                self._unpin(desc, me)
+                raise io.error
             return desc
 
     async def start_read_buffers(
@@ -705,7 +886,8 @@ class BufferPool:
         - Otherwise the consecutive blocks from ``blockno`` that are not in the pool, up to
           ``nblocks``, the end of the relation, or as many buffers as are free now (the
           first may wait for one, see ``wait``): buffers are claimed for them and one read
-          of them all starts in the background (``op.started_read``, ``op.needs_wait``).
+          of them all starts (``op.started_read``, ``op.needs_wait``). No task is spawned
+          for it: its completion marks the buffers valid, or failed, where it is reaped.
 
         The caller continues with the block after ``op.nblocks`` in a new call if it wants
         the rest. Before a page of the operation is used, :meth:`wait_read_buffers` must be
@@ -743,11 +925,8 @@ class BufferPool:
             if first is None:
                 return None
             claimed = [first]
-            while len(claimed) < want:
-                d = self._claim_clean_now(me)
-                if d is None:
-                    break
-                claimed.append(d)
+            if want > 1:
+                self._claim_clean_now(me, want - 1, claimed)
             # The await above let other tasks run: they may have read some of these blocks.
             n = 0
             if not rel.closed:
@@ -761,8 +940,11 @@ class BufferPool:
             descs = claimed[:n]
             self.misses += n
             io = self._start_read(rel, blockno, descs)
-            assert self._tg is not None
-            self._tg.start_soon(self._background_read, rel, blockno, descs, io)
+            try:
+                await self._start_read_io(rel, blockno, descs, io)
+            except BaseException:
+                self._unpin_all(descs, me)
+                raise
             return ReadBuffersOperation(self, rel, blockno, descs, me, io, started_read=True)
 
     async def wait_read_buffers(self, op: ReadBuffersOperation) -> None:
@@ -777,9 +959,11 @@ class BufferPool:
         with ``op`` as well. Calling it again, or on an operation that needs no wait,
         returns at once.
         """
+        if op._waited:
+            return
         io = op._io
-        if io is not None and not io.done.is_set():
-            await io.done.wait()
+        if io is not None and not io.done:
+            await io.wait()
         for i in range(op._taken, op.nblocks):
             desc = op._descs[i]
             if desc is None or desc.valid:
@@ -790,6 +974,7 @@ class BufferPool:
             op._descs[i] = None
             self._unpin(desc, op._owner)
             op._descs[i] = await self._pin_block(op.rel, op.blockno + i, op._owner)
+        op._waited = True
 
     def _start_read(self, rel: Relation, blockno: int, descs: list[BufferDesc]) -> InFlightIO:
         """Map claimed buffers to blocks ``blockno...`` and mark them under I/O. No await."""
@@ -805,45 +990,62 @@ class BufferPool:
         self.blocks_read += len(descs)
         return io
 
-    async def _do_read(self, rel: Relation, blockno: int, descs: list[BufferDesc], io: InFlightIO) -> None:
-        ps = self.page_size
+    async def _start_read_io(
+        self, rel: Relation, blockno: int, descs: list[BufferDesc], io: InFlightIO
+    ) -> None:
+        """Issue the read that fills ``descs`` (mapped by :meth:`_start_read`); its completion
+        runs :meth:`_read_done` where it is reaped. If it cannot be issued (cancelled while
+        waiting for a slot, refused by a check), it has failed: the error is raised here too."""
+
+        def done(nbytes: int, error: OSError | None) -> None:
+            self._read_done(rel, blockno, descs, io, nbytes, error)
+
         try:
-            if len(descs) == 1:
-                got = await rel.file.preadinto(descs[0].data, blockno * ps)
-            else:
-                got = await rel.file.preadv([d.data for d in descs], blockno * ps)
-            if got != len(descs) * ps:
-                size = (await rel.file.stat()).st_size
-                raise BlockOutOfRangeError(
-                    f"reading blocks {blockno}..{blockno + len(descs) - 1} of {rel.path!r}: the file is "
-                    f"{size} bytes now, shorter than the {rel.nblocks} blocks the pool knows of; it was "
-                    "truncated outside the pool"
-                )
+            views = io_views(self._arena, descs, self.page_size)
+            await rel.file.start_preadv(views, blockno * self.page_size, done)
         except BaseException as exc:
-            io.error = exc
+            if not io.done:
+                self._read_done(rel, blockno, descs, io, 0, exc)
+            raise
+
+    def _read_done(
+        self,
+        rel: Relation,
+        blockno: int,
+        descs: list[BufferDesc],
+        io: InFlightIO,
+        nbytes: int,
+        error: BaseException | None,
+    ) -> None:
+        """A read ended (a completion callback: nothing here may raise). Its buffers become
+        valid, or, when it failed or came back short, zeros and unmapped; its waiters wake."""
+        if error is None and nbytes != len(descs) * self.page_size:
+            try:
+                size = f"{os.fstat(rel.file.fileno()).st_size} bytes now"
+            except (OSError, ValueError):
+                size = "shorter now"
+            error = BlockOutOfRangeError(
+                f"reading blocks {blockno}..{blockno + len(descs) - 1} of {rel.path!r}: the file is "
+                f"{size}, shorter than the {rel.nblocks} blocks the pool knows of; it was "
+                "truncated outside the pool"
+            )
+        if error is None:
+            for d in descs:
+                d.valid = True
+                d.io = None
+        else:
+            io.error = error
             for d in descs:
                 # The security property: a failed read leaves zeros, never the previous page.
                 d.data[:] = self._zero_page
-                del self._mapping[(rel.rel_id, d.blockno)]
-                d.rel = None
+                if d.rel is not None:  # not dropped with its relation meanwhile
+                    del self._mapping[(d.rel.rel_id, d.blockno)]
+                    d.rel = None
                 d.valid = False
                 d.io = None
                 if d.refcount == 0:
                     self._sweep.release_to_freelist(d)
-            raise
-        else:
-            for d in descs:
-                d.valid = True
-                d.io = None
-        finally:
-            self._io_ended(io)
-
-    async def _background_read(
-        self, rel: Relation, blockno: int, descs: list[BufferDesc], io: InFlightIO
-    ) -> None:
-        # The error is kept in io.error; wait_read_buffers raises it to the caller.
-        with contextlib.suppress(Exception):
-            await self._do_read(rel, blockno, descs, io)
+        self._io_ended(io)
 
     def read_stream(
         self,

@@ -51,11 +51,13 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .._direct import aligned_buffer
+from .._glue import current_glue
 from .._paths import fsync_directory
 from ..drivers import DriverFactory
-from ._descriptors import BufferDesc, ClockSweep, InFlightIO
+from ._descriptors import BufferDesc, ClockSweep, InFlightIO, io_views
 
 if TYPE_CHECKING:
+    from .._glue import Park
     from ._pool import Relation
 
 __all__ = ["WRITEBACK_BATCH", "Checkpoint", "PageWriter"]
@@ -63,8 +65,30 @@ __all__ = ["WRITEBACK_BATCH", "Checkpoint", "PageWriter"]
 #: Buffers written back in one batch when a dirty victim is found (PostgreSQL's
 #: bgwriter_lru_maxpages is 100 per round; a smaller batch keeps the first reuse quick).
 WRITEBACK_BATCH = 32
-#: Runs of adjacent dirty blocks written at once by a checkpoint.
-_FLUSH_RUNS_IN_FLIGHT = 64
+#: Most writes (runs of adjacent dirty blocks) in flight at once for one batch.
+_WRITES_IN_FLIGHT = 64
+
+
+class _Window:
+    """The writes of one batch in flight: :meth:`wait_below` returns once fewer than ``n``
+    are; each completion calls :meth:`ended`."""
+
+    __slots__ = ("_park", "in_flight")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self._park: Park | None = None
+
+    def ended(self) -> None:
+        self.in_flight -= 1
+        park, self._park = self._park, None
+        if park is not None:
+            park.set()
+
+    async def wait_below(self, n: int) -> None:
+        while self.in_flight >= n:
+            park = self._park = current_glue().park()
+            await park.wait()
 
 
 class Checkpoint:
@@ -112,6 +136,7 @@ class PageWriter:
 
     def __init__(
         self,
+        arena: memoryview,
         descs: list[BufferDesc],
         sweep: ClockSweep,
         *,
@@ -121,6 +146,7 @@ class PageWriter:
         io_started: Callable[[], None],
         io_ended: Callable[[InFlightIO], None],
     ) -> None:
+        self._arena = arena
         self._descs = descs
         self._sweep = sweep
         self._page_size = page_size
@@ -150,9 +176,14 @@ class PageWriter:
         """Write valid buffers (adjacent ones combined) and mark their relations for sync.
         Buffers whose write fails stay dirty; the first error is raised after all ended.
 
-        Each write takes along the checkpoints waiting for its buffers (``checkpoint_needed``)
+        The runs go out in block order, up to ``_WRITES_IN_FLIGHT`` at once, a new one as
+        each completes (the look-ahead of a read stream, turned to writing); no task is
+        spawned per write: each completion does its bookkeeping where it is reaped. Each
+        write takes along the checkpoints waiting for its buffers (``checkpoint_needed``)
         and, once it has completed, tells them; one that fails hands them back, so a
-        checkpoint never counts a page as written before a write of it is done."""
+        checkpoint never counts a page as written before a write of it is done. Cancelled,
+        it starts no more writes but still waits for those in flight: they own the buffers
+        (and the ``io`` marks that keep the buffers from being reused) until they end."""
         io = InFlightIO("write")
         for d in descs:
             d.io = io
@@ -162,23 +193,75 @@ class PageWriter:
         sources = self._sources(descs)
         self._io_started()
         errors: list[BaseException] = []
+        window = _Window()
         try:
-            runs = _runs(descs, self._io_combine_limit)
-            if len(runs) == 1:
-                await self._write_run(runs[0], sources, io, errors)
-            else:
-                for i in range(0, len(runs), _FLUSH_RUNS_IN_FLIGHT):
-                    async with anyio.create_task_group() as tg:
-                        for run in runs[i : i + _FLUSH_RUNS_IN_FLIGHT]:
-                            tg.start_soon(self._write_run, run, sources, io, errors)
+            for run in _runs(descs, self._io_combine_limit):
+                rel = run[0].rel
+                assert rel is not None
+                if rel.sync_error is not None:
+                    self._unwritten(run, io)
+                    errors.append(sync_failed(rel))
+                    continue
+                await window.wait_below(_WRITES_IN_FLIGHT)
+                await self._start_run(rel, run, sources, io, errors, window)
+            await window.wait_below(1)
         finally:
-            # A run that never started (cancelled before its first step) wrote nothing.
+            if window.in_flight:
+                with anyio.CancelScope(shield=True):
+                    await window.wait_below(1)
+            # A run that never started (cancelled before it) wrote nothing.
             self._unwritten(list(io.carries), io)
             for d in descs:
                 d.io = None
             self._io_ended(io)
         if errors:
             raise errors[0]
+
+    async def _start_run(
+        self,
+        rel: Relation,
+        run: list[BufferDesc],
+        sources: dict[BufferDesc, memoryview],
+        io: InFlightIO,
+        errors: list[BaseException],
+        window: _Window,
+    ) -> None:
+        """Start the write of one run; its completion (:meth:`_run_done`) ends it."""
+        if all(sources[d] is d.data for d in run):
+            views = io_views(self._arena, run, self._page_size)
+        else:
+            views = [sources[d] for d in run]
+
+        def done(nbytes: int, error: OSError | None) -> None:
+            self._run_done(run, io, errors, error)
+            window.ended()
+
+        window.in_flight += 1
+        try:
+            await rel.file.start_pwritev(views, run[0].blockno * self._page_size, done)
+        except BaseException as exc:
+            window.in_flight -= 1
+            self._unwritten(run, io)  # never started
+            if not isinstance(exc, Exception):
+                raise
+            errors.append(exc)
+
+    def _run_done(
+        self, run: list[BufferDesc], io: InFlightIO, errors: list[BaseException], error: OSError | None
+    ) -> None:
+        """A run's write ended (a completion callback: nothing here may raise)."""
+        if error is not None:
+            self._unwritten(run, io)  # may or may not have reached the file: write it again
+            errors.append(error)
+            return
+        rel = run[0].rel
+        assert rel is not None
+        rel.needs_sync = True
+        for d in run:
+            for ckpt in io.carries.pop(d, ()):
+                ckpt.written(d)
+        self.writes += 1
+        self.blocks_written += len(run)
 
     def _sources(self, descs: list[BufferDesc]) -> dict[BufferDesc, memoryview]:
         """What to write for each buffer, fixed now, in the step that cleared ``dirty``: the
@@ -199,38 +282,6 @@ class PageWriter:
         for d in run:
             d.dirty = True
             d.checkpoint_needed |= io.carries.pop(d, set())
-
-    async def _write_run(
-        self,
-        run: list[BufferDesc],
-        sources: dict[BufferDesc, memoryview],
-        io: InFlightIO,
-        errors: list[BaseException],
-    ) -> None:
-        rel = run[0].rel
-        assert rel is not None
-        if rel.sync_error is not None:
-            self._unwritten(run, io)
-            errors.append(sync_failed(rel))
-            return
-        offset = run[0].blockno * self._page_size
-        try:
-            if len(run) == 1:
-                await rel.file.pwrite(sources[run[0]], offset)
-            else:
-                await rel.file.pwritev([sources[d] for d in run], offset)
-        except BaseException as exc:
-            self._unwritten(run, io)  # may or may not have reached the file: write it again
-            if not isinstance(exc, Exception):
-                raise
-            errors.append(exc)
-            return
-        rel.needs_sync = True
-        for d in run:
-            for ckpt in io.carries.pop(d, ()):
-                ckpt.written(d)
-        self.writes += 1
-        self.blocks_written += len(run)
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -304,7 +355,7 @@ class PageWriter:
             if todo:
                 await self._write_buffers(todo)
             elif busy is not None:
-                await busy.done.wait()
+                await busy.wait()
 
 
 def sync_failed(rel: Relation) -> OSError:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from aiopg_io.buffers import BufferPool
@@ -127,27 +128,39 @@ async def test_a_checkpoint_waits_for_the_fdatasync_another_one_began(
 class TwoStepWrites:
     """A relation's file whose first write reads its buffer in two steps, with the loop
     running between them, as a write in flight does: a worker thread copies the buffer, the
-    device reads it by DMA (O_DIRECT), while the tasks of the loop go on."""
+    device reads it by DMA (O_DIRECT), while the tasks of the loop go on. The pool starts
+    its writes with ``start_pwritev`` and no task waits for them, so the two steps run in a
+    task of ``tg`` (set by the test) and report to the pool's callback at the end."""
 
     def __init__(self, file: Any) -> None:
         self._file = file
         self.halfway = anyio.Event()  # the first half is written; the loop runs
         self.go_on = anyio.Event()  # then the second half is read from the buffer and written
         self._split = True
+        self.tg: anyio.abc.TaskGroup | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._file, name)
 
-    async def pwrite(self, data: memoryview, offset: int) -> int:
+    async def start_pwritev(
+        self, bufs: list[memoryview], offset: int, on_done: Callable[[int, OSError | None], None]
+    ) -> None:
         if not self._split:
-            return int(await self._file.pwrite(data, offset))
+            await self._file.start_pwritev(bufs, offset, on_done)
+            return
         self._split = False
+        (data,) = bufs  # one page
         half = len(data) // 2
-        await self._file.pwrite(data[:half], offset)
-        self.halfway.set()
-        await self.go_on.wait()
-        await self._file.pwrite(data[half:], offset + half)
-        return len(data)
+
+        async def two_steps() -> None:
+            await self._file.pwrite(data[:half], offset)
+            self.halfway.set()
+            await self.go_on.wait()
+            await self._file.pwrite(data[half:], offset + half)
+            on_done(len(data), None)
+
+        assert self.tg is not None
+        self.tg.start_soon(two_steps)
 
 
 async def test_a_pinned_page_changed_while_it_is_written_is_not_torn(tmp_path: Path, driver: str) -> None:
@@ -165,6 +178,7 @@ async def test_a_pinned_page_changed_while_it_is_written_is_not_torn(tmp_path: P
             page.data[:] = version(0, 1)
             page.mark_dirty()
             async with anyio.create_task_group() as tg:
+                file.tg = tg
                 tg.start_soon(pool.flush)
                 await file.halfway.wait()
                 page.data[:] = version(0, 2)
