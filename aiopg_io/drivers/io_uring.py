@@ -407,6 +407,8 @@ class IoUringDriver(Driver):
         self._cq_entries = 2 * self._sq_entries
         self._ftruncate = _ftruncate_supported()
         self._kinds = _native_kinds()
+        if self._sq_entries < 2:
+            self._kinds -= {OpKind.WRITE_SYNC}  # its two SQEs never fit: a thread runs it
         self._cqe = _L.Cqe()
         self._init_state()
 
