@@ -779,7 +779,8 @@ class AsyncFile:
         self._check_open()
         if self._in_flight or self._lock.contended:
             raise RuntimeError(
-                f"detach() of {self._path!r} while another task's call on it is still running; await it first"
+                f"detach() of {self._path!r} while another task's call on it is still running; "
+                "await it first"
             )
         self._write_buffered_blocking()
         raw = AsyncFile(

@@ -479,7 +479,9 @@ class DriverCounters:
 def int_option(driver: str, name: str, value: object, low: int, high: int) -> int:
     """A whole-number driver option (``worker:threads=4``) checked against its range."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DriverOptionError(f"{driver} {name}={value!r} is not a whole number: it takes {low} to {high}")
+        raise DriverOptionError(
+            f"{driver} {name}={value!r} is not a whole number: it takes {low} to {high}"
+        )
     if not low <= value <= high:
         raise DriverOptionError(f"{driver} {name}={value!r} is out of range: {low} to {high}")
     return value

@@ -658,3 +658,5 @@ def _reopen(fd: int, path: str | None) -> int:
         f"content ({last}); it needs /proc/self/fd or the file's path, writable",
         path,
     )
+
+
