@@ -107,7 +107,8 @@ class XLogFlush:
         until a round covers it (or makes this task the next round's leader)."""
         ctl = self._ctl
         while ctl.flushed < target:
-            ctl.check_usable()
+            if ctl.closed or ctl.poison is not None:
+                ctl.check_usable()
             if self._writing or self._lead is not None:
                 self.flush_waits += 1
                 ev = self.park()
