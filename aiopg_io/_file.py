@@ -46,7 +46,7 @@ import os
 import stat as stat_mod
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -54,7 +54,7 @@ from ._checks import as_int, check_end, file_offset, optional_int, readable_view
 from ._context import IOContext
 from ._direct import Alignment, aligned_buffer, check_aligned, fd_is_direct
 from ._handoff import FifoLock
-from .drivers.base import OFF_T_MAX, DriverStatistics, Op, OpKind
+from .drivers.base import OFF_T_MAX, SYNC_FSYNC, DriverStatistics, Op, OpKind
 from .errors import AlignmentError, ClosedError, InvalidOffsetError
 
 __all__ = ["DEFAULT_BUFFER_SIZE", "AsyncFile"]
@@ -413,6 +413,35 @@ class AsyncFile:
         offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         return await self._transfer(OpKind.WRITEV, offset, views, bufs)
+
+    async def pwritev_sync(
+        self, bufs: Iterable[Any], offset: int, *, sync: Literal["fdatasync", "fsync"] = "fdatasync"
+    ) -> int:
+        """Write ``bufs`` in order from ``offset``, then make the file's data durable, as one
+        op: ``sync`` is ``"fdatasync"`` (default) or ``"fsync"`` (metadata too). Returns the
+        total written. Buffered writes are flushed first, as :meth:`fdatasync` does.
+
+        The sync runs only once the write is whole (``IOSQE_IO_LINK`` on io_uring, one
+        thread call on the worker driver): a failed write raises its own error and nothing
+        is synced; a failed sync raises the sync's error, and as after any failed sync the
+        data may be lost with the error reported once (never retry it: the WAL poisons
+        itself). One op instead of :meth:`pwritev` then :meth:`fdatasync`: one trip through
+        the event loop instead of two. Cancelled, it may have written (in part): what was
+        written is never written again."""
+        self._check_writable()
+        if isinstance(bufs, (bytes, bytearray, memoryview, str)):
+            raise TypeError("bufs must be an iterable of buffers, not a single buffer")
+        if sync not in ("fdatasync", "fsync"):
+            raise ValueError(f"sync={sync!r}: 'fdatasync' or 'fsync'")
+        views = [readable_view(b, "each buffer") for b in bufs]
+        offset = file_offset(offset, self._path)
+        self._check_direct(offset, views)
+        if self._wbuf:
+            await self.flush()
+        op = self._op(OpKind.WRITE_SYNC, offset, views, bufs)
+        if sync == "fsync":
+            op.flags = SYNC_FSYNC
+        return await self._submit(op)
 
     async def fsync(self) -> None:
         """Flush buffered writes, then make data and metadata durable (fsync(2))."""

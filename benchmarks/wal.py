@@ -10,8 +10,9 @@ Measures, in a fresh directory each:
 3. ``single``: one committer on the WAL against one pwrite + fdatasync per record on a
    preallocated, zero-filled file, both through the library and as bare ``os`` calls (the
    floor one commit can reach), interleaved in short slices so shared-disk noise hits all
-   three alike. The WAL reaches the library's floor; the gap to bare ``os`` calls is the
-   driver's cost per op (two ops per commit: write, then fdatasync; one with o_dsync).
+   three alike, with the process CPU per commit of each; and the linked op alone
+   (``AsyncFile.pwritev_sync``, one op for the write and its fdatasync), which is what a
+   lone commit issues; the library's pair is two ops.
 4. ``pg_test_fsync``'s fdatasync ops/s on the same directory, when the binary is installed
    (``/usr/lib/postgresql/*/bin``).
 
@@ -126,11 +127,16 @@ async def _raw(args: argparse.Namespace, directory: str, seconds: float) -> dict
             pos = (pos + len(payload)) % (size - len(payload))
 
         await _run_for(0.3, 1, one)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         n, lat = await _run_for(seconds, 1, one)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     os.unlink(path)
-    return {"commits_per_s": n / elapsed, "p50_ms": _pct(lat, 0.5) * 1e3, "p99_ms": _pct(lat, 0.99) * 1e3}
+    return {
+        "commits_per_s": n / elapsed,
+        "p50_ms": _pct(lat, 0.5) * 1e3,
+        "p99_ms": _pct(lat, 0.99) * 1e3,
+        "cpu_us_per_commit": cpu / max(1, n) * 1e6,
+    }
 
 
 def _pg_test_fsync(directory: str, seconds: float) -> float | None:
@@ -161,7 +167,9 @@ async def _single_vs_raw(args: argparse.Namespace, directory: str) -> dict[str, 
         fh.write(bytes(size))
         fh.flush()
         os.fsync(fh.fileno())
-    lat: dict[str, list[float]] = {"wal": [], "library": [], "os": []}
+    lat: dict[str, list[float]] = {"wal": [], "library": [], "linked": [], "os": []}
+    cpu = dict.fromkeys(lat, 0.0)  # process CPU seconds (all threads, io_uring's workers too)
+    process_time = time.process_time
     slices = max(4, int(args.seconds * 5))
     clock = time.perf_counter
     async with (
@@ -176,27 +184,43 @@ async def _single_vs_raw(args: argparse.Namespace, directory: str) -> dict[str, 
         fd = f.fileno()
         pos = 0
         for _ in range(slices):
-            end = clock() + 0.2 / 3
+            end, c0 = clock() + 0.2 / 4, process_time()
             while clock() < end:
                 t0 = clock()
                 await wal.commit(payload)
                 lat["wal"].append(clock() - t0)
-            end = clock() + 0.2 / 3
+            end, c1 = clock() + 0.2 / 4, process_time()
             while clock() < end:
                 t0 = clock()
                 await f.pwrite(payload, pos)
                 await f.fdatasync()
                 lat["library"].append(clock() - t0)
                 pos = (pos + len(payload)) % (size - len(payload))
-            end = clock() + 0.2 / 3
+            end, c2 = clock() + 0.2 / 4, process_time()
+            while clock() < end:
+                t0 = clock()
+                await f.pwritev_sync([payload], pos)
+                lat["linked"].append(clock() - t0)
+                pos = (pos + len(payload)) % (size - len(payload))
+            end, c3 = clock() + 0.2 / 4, process_time()
             while clock() < end:
                 t0 = clock()
                 os.pwrite(fd, payload, pos)
                 os.fdatasync(fd)
                 lat["os"].append(clock() - t0)
                 pos = (pos + len(payload)) % (size - len(payload))
+            c4 = process_time()
+            for k, spent in zip(lat, (c1 - c0, c2 - c1, c3 - c2, c4 - c3), strict=True):
+                cpu[k] += spent
     os.unlink(path)
-    return {k: {"p50_ms": _pct(v, 0.5) * 1e3, "p99_ms": _pct(v, 0.99) * 1e3} for k, v in lat.items()}
+    return {
+        k: {
+            "p50_ms": _pct(v, 0.5) * 1e3,
+            "p99_ms": _pct(v, 0.99) * 1e3,
+            "cpu_us_per_commit": cpu[k] / max(1, len(v)) * 1e6,
+        }
+        for k, v in lat.items()
+    }
 
 
 async def _bench(args: argparse.Namespace, base: str) -> dict[str, dict[str, float]]:
@@ -212,6 +236,7 @@ async def _bench(args: argparse.Namespace, base: str) -> dict[str, dict[str, flo
     results["naive"] = await _raw(args, raw_dir, args.seconds)
     single = await _single_vs_raw(args, fresh("single"))
     results["single"], results["library"], results["raw"] = single["wal"], single["library"], single["os"]
+    results["linked"] = single["linked"]
     return results
 
 
@@ -235,14 +260,24 @@ def main(args: argparse.Namespace) -> int:
     )
     print(
         f"  naive loop   : {naive['commits_per_s']:10.0f} commits/s  p50 {naive['p50_ms']:.3f} ms  "
-        f"p99 {naive['p99_ms']:.3f} ms  (pwrite + fdatasync per record, same library)"
+        f"p99 {naive['p99_ms']:.3f} ms  {naive['cpu_us_per_commit']:.1f} us CPU/commit  "
+        "(pwrite + fdatasync per record, same library)"
     )
     print(f"  group / naive: {g['commits_per_s'] / naive['commits_per_s']:.1f}x")
-    raw, lib = results["raw"], results["library"]
+    raw, lib, linked = results["raw"], results["library"], results["linked"]
     print(
         f"  one committer: p50 {s['p50_ms']:.3f} ms; one write+fdatasync through the library p50 "
         f"{lib['p50_ms']:.3f} ms ({s['p50_ms'] / lib['p50_ms']:.2f}x); os.pwrite+os.fdatasync p50 "
         f"{raw['p50_ms']:.3f} ms ({s['p50_ms'] / raw['p50_ms']:.2f}x)  [interleaved]"
+    )
+    print(
+        f"  linked op    : pwritev_sync p50 {linked['p50_ms']:.3f} ms "
+        f"({linked['p50_ms'] / raw['p50_ms']:.2f}x the os calls)  [interleaved]"
+    )
+    print(
+        f"  CPU per commit: one committer {s['cpu_us_per_commit']:.1f} us; library write+fdatasync "
+        f"{lib['cpu_us_per_commit']:.1f} us; linked {linked['cpu_us_per_commit']:.1f} us; "
+        f"os calls {raw['cpu_us_per_commit']:.1f} us"
     )
     if pg is not None:
         print(f"  pg_test_fsync fdatasync (8 kB writes), same filesystem: {pg:.0f} ops/s")

@@ -11,6 +11,9 @@ io_uring reads and writes such a file as a stream, ignoring the offset (``FMODE_
 and glibc's POSIX AIO retries with read(2)/write(2) on ESPIPE (sysdeps/pthread/aio_misc.c);
 the blocking drivers do the same, so a pipe reads alike through every driver.
 
+A linked write + sync (WRITE_SYNC) is the write, then the sync, in the same call: a write
+that raises never reaches the sync, so the op fails with the write's error (drivers/base.py).
+
 Path ops use the ``*at`` forms through ``os``'s ``dir_fd`` arguments (AT_FDCWD: none).
 Python's ``os.rename`` has no flags; RENAME_NOREPLACE goes through glibc's ``renameat2``
 (Linux 3.15, glibc 2.28) where the C library has it, else the target is checked and then
@@ -31,7 +34,16 @@ import errno
 import os
 
 from . import _statx
-from .base import AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW, RENAME_NOREPLACE, Op, OpKind
+from .base import (
+    AT_FDCWD,
+    AT_REMOVEDIR,
+    AT_SYMLINK_FOLLOW,
+    AT_SYMLINK_NOFOLLOW,
+    RENAME_NOREPLACE,
+    SYNC_FSYNC,
+    Op,
+    OpKind,
+)
 
 __all__ = ["perform"]
 
@@ -78,6 +90,10 @@ def _transfer(op: Op) -> None:
             n = os.pwrite(op.fd, bufs[0], pos)
         if not op.advance(n):
             break
+
+
+# macOS has no fdatasync; fsync is the closest (F_FULLFSYNC is stronger).
+_fdatasync = os.fdatasync if hasattr(os, "fdatasync") else os.fsync
 
 
 def _fallocate(op: Op) -> None:
@@ -151,8 +167,10 @@ def perform(op: Op) -> None:
         elif kind is OpKind.FSYNC:
             os.fsync(op.fd)
         elif kind is OpKind.FDATASYNC:
-            # macOS has no fdatasync; fsync is the closest (F_FULLFSYNC is stronger).
-            (os.fdatasync if hasattr(os, "fdatasync") else os.fsync)(op.fd)
+            _fdatasync(op.fd)
+        elif kind is OpKind.WRITE_SYNC:
+            _transfer(op)  # raises on a failed write: the sync is never reached
+            (os.fsync if op.flags & SYNC_FSYNC else _fdatasync)(op.fd)
         elif kind is OpKind.FALLOCATE:
             _fallocate(op)
         elif kind is OpKind.FTRUNCATE:

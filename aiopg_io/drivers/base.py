@@ -37,6 +37,19 @@ Facts the protocol relies on:
   cancelled rename may have renamed, a cancelled open may have opened (and the op's result
   is then the fd, which the caller must close). ``fsync`` on an fd opened ``O_DIRECTORY``
   makes the directory's entries durable (fsync(2)): that is the FSYNC kind, on that fd.
+- A linked write + sync (:data:`OpKind.WRITE_SYNC`) is one op that writes its buffers, then
+  syncs the fd (fdatasync, or fsync with :data:`SYNC_FSYNC` in ``flags``) only once every
+  byte is written: the sync runs after the write, so it covers it (fsync(2) covers the data
+  written before it is called). A write that fails (or ends short and then fails) never
+  reaches the sync: the op fails with the *write's* error, ``op.transferred`` the bytes that
+  reached the file. A sync that fails fails the op with the sync's error and
+  ``op.transferred`` equal to the whole length, which is how a caller tells the halves
+  apart. It is io_uring's ``IOSQE_IO_LINK`` (io_uring_enter(2): "the next SQE will not be
+  started before this one completes ... If a chain of SQE links is broken by an error, the
+  remaining links are cancelled with -ECANCELED"; a short read or write breaks the chain
+  too), and a blocking write then sync in one thread call on the other drivers. Like any
+  write, a cancelled one may have happened in whole or in part (``op.transferred``); a part
+  that happened is never written again.
 - Not every driver runs every kind itself: :attr:`Capabilities.kinds` names those it does.
   A driver made through :class:`~aiopg_io.drivers.DriverSpec` gets the rest run in threads
   (:mod:`aiopg_io.drivers._fallback`), so every kind works through every driver.
@@ -72,6 +85,7 @@ __all__ = [
     "Op",
     "OpKind",
     "OpState",
+    "SYNC_FSYNC",
     "flag_option",
     "int_option",
 ]
@@ -100,6 +114,8 @@ AT_SYMLINK_FOLLOW = 0x400
 #: ``struct statx`` it writes (fixed by the kernel ABI; spare fields pad it to 256 bytes).
 STATX_BASIC_STATS = 0x7FF
 STATX_SIZE = 256
+#: WRITE_SYNC's flag: sync with fsync (data and metadata) instead of fdatasync.
+SYNC_FSYNC = 1
 
 
 class OpKind(enum.Enum):
@@ -109,6 +125,8 @@ class OpKind(enum.Enum):
     READV = "readv"  # several buffers, positional, filled in order
     WRITE = "write"
     WRITEV = "writev"
+    # Linked: writev, then fdatasync (fsync with SYNC_FSYNC in flags) once the write is whole.
+    WRITE_SYNC = "write_sync"
     FSYNC = "fsync"
     FDATASYNC = "fdatasync"
     FALLOCATE = "fallocate"  # offset, length, mode (Linux FALLOC_FL_*; 0 extends the file)
@@ -130,10 +148,12 @@ class OpKind(enum.Enum):
 
 
 READ_KINDS = frozenset({OpKind.READ, OpKind.READV})
-WRITE_KINDS = frozenset({OpKind.WRITE, OpKind.WRITEV})
+#: Every kind that writes buffers (WRITE_SYNC too: its write half counts bytes as a write does).
+WRITE_KINDS = frozenset({OpKind.WRITE, OpKind.WRITEV, OpKind.WRITE_SYNC})
 TRANSFER_KINDS = READ_KINDS | WRITE_KINDS
-#: The kinds every driver ran before path ops existed: a driver's default :attr:`Capabilities.kinds`.
-FILE_KINDS = TRANSFER_KINDS | frozenset(
+#: The kinds every driver ran before path ops existed: a driver's default :attr:`Capabilities.kinds`
+#: (WRITE_SYNC is not among them: a driver that links it natively says so).
+FILE_KINDS = (TRANSFER_KINDS - {OpKind.WRITE_SYNC}) | frozenset(
     {OpKind.FSYNC, OpKind.FDATASYNC, OpKind.FALLOCATE, OpKind.FTRUNCATE, OpKind.NOP}
 )
 #: Ops that name a file by path (``fd`` is the directory fd the path starts from).
@@ -190,7 +210,7 @@ class Op:
     path: str | None = None  # named in errors; a path op's file
     newpath: str | None = None  # RENAMEAT, LINKAT, SYMLINKAT: the new name (named in errors too)
     # OPENAT: O_* flags; RENAMEAT: RENAME_*; UNLINKAT: AT_REMOVEDIR; STATX: AT_SYMLINK_NOFOLLOW;
-    # LINKAT: AT_SYMLINK_FOLLOW
+    # LINKAT: AT_SYMLINK_FOLLOW; WRITE_SYNC: SYNC_FSYNC
     flags: int = 0
     keepalive: object = None
     # Whether fd is O_DIRECT, when the caller knows (None: a driver that cares asks fcntl).

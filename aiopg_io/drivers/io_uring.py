@@ -55,6 +55,25 @@ Some facts about io_uring this module relies on
   buffers until its CQE. So the driver's finalizer does what close does, for at most
   ``_COLLECTED_WAIT_SECONDS``, and what the kernel has not returned by then keeps the
   whole driver alive (:mod:`._orphans`) until it has: no buffer is freed before its CQE.
+- **Linked write + sync** (``OpKind.WRITE_SYNC``). io_uring_enter(2), ``IOSQE_IO_LINK``:
+  "the next SQE will not be started before this one completes"; "If a chain of SQE links is
+  broken by an error, the remaining links are cancelled with -ECANCELED". A read or write
+  that transfers fewer bytes than asked breaks the chain too (io_uring/rw.c marks the
+  request failed when ``res`` differs from the length asked). So the op is a ``writev`` SQE
+  carrying ``IOSQE_IO_LINK`` and ``IOSQE_CQE_SKIP_SUCCESS`` (5.17: "don't post a CQE if the
+  request succeeded") and an ``fsync`` SQE after it, each with a ``user_data`` of its own.
+  A failed or short write posts its CQE, and the kernel then skips the CQEs of the links it
+  cancels (``req_set_fail`` turns the skip into ``REQ_F_SKIP_LINK_CQES``, io_uring.h); a
+  whole write posts none and the sync's CQE ends the op. So one CQE per chain, one wake-up.
+  Nothing here relies on the skip of the cancelled link's CQE: a write CQE ends the chain
+  and drops the sync's ``user_data``, so a late -ECANCELED finds no op and is ignored, and
+  every chain's sync gets a fresh ``user_data``. A failed write fails the op with its errno;
+  a short write is continued as any transfer (the rest and a new sync, linked again)
+  unless a cancel was asked; after a whole write the sync's result decides. A chain must
+  not be split across two submissions (the kernel would run the write alone, and the sync
+  unlinked beside it): both SQEs are taken only when the SQ has room for two
+  (``io_uring_sq_space_left``), after a submit if need be. A cancel targets the write while
+  its CQE is out, else the sync.
 - **Fork.** The SQ/CQ rings are memory shared with the kernel. A child that submitted on
   its parent's ring would corrupt the parent's queues; ``io_uring_ring_dontfork(3)`` keeps
   the mappings out of children, and every method checks first that it is not running in a
@@ -189,6 +208,7 @@ from .base import (
     FILE_KINDS,
     STATX_BASIC_STATS,
     STATX_SIZE,
+    SYNC_FSYNC,
     Capabilities,
     Driver,
     DriverCounters,
@@ -247,6 +267,8 @@ def _iovec_item(view: memoryview) -> Any:
 
 #: user_data of SQEs whose CQE nobody waits for (cancels, NOPs standing in for failed preps).
 _UNTRACKED = 0
+# The write half of a linked write + sync (module docstring).
+_LINK_WRITE_FLAGS = (_L.IOSQE_IO_LINK | _L.IOSQE_CQE_SKIP_SUCCESS) if _L is not None else 0
 
 
 def _env_nowait_default() -> bool:
@@ -397,7 +419,10 @@ def _ftruncate_supported() -> bool:
 
 def _native_kinds() -> frozenset[OpKind]:
     ops = _opcodes()
+    # WRITE_SYNC needs only writev, fsync and IOSQE_IO_LINK (5.3), which every kernel the
+    # package runs on has.
     kinds = FILE_KINDS - {OpKind.FALLOCATE} | {kind for kind, name in _KIND_OPCODES.items() if ops.get(name)}
+    kinds |= {OpKind.WRITE_SYNC}
     return kinds if _statx_readable() else kinds - {OpKind.STATX}
 
 
@@ -478,10 +503,12 @@ _TRIED_INLINE = object()
 class _InFlight:
     """What the driver keeps on an op (``op.driver_data``) while the kernel may use it."""
 
-    __slots__ = ("buffers", "cancel_queued", "iovec", "paths", "token")
+    __slots__ = ("buffers", "cancel_queued", "iovec", "paths", "sync_token", "token")
 
     def __init__(self, token: int) -> None:
         self.token = token
+        # A linked write + sync: the user_data of its chain's sync SQE.
+        self.sync_token = 0
         self.cancel_queued = False
         self.iovec: Any = None  # the liburing.Iovec of the SQE in flight
         self.buffers: list[memoryview] | None = None  # what the Iovec points into
@@ -523,6 +550,8 @@ class IoUringDriver(Driver):
         self._cq_entries = 2 * self._sq_entries
         self._ftruncate = _ftruncate_supported()
         self._kinds = _native_kinds()
+        if self._sq_entries < 2:
+            self._kinds -= {OpKind.WRITE_SYNC}  # its two SQEs never fit: a thread runs it
         self._cqe = _L.Cqe()
         self._init_state()
 
@@ -753,7 +782,8 @@ class IoUringDriver(Driver):
         bufs: list[memoryview] | None = None
         paths: tuple[object, ...] = ()
         is_read = kind is OpKind.READ or kind is OpKind.READV
-        if is_read or kind is OpKind.WRITE or kind is OpKind.WRITEV:
+        linked = kind is OpKind.WRITE_SYNC
+        if is_read or kind is OpKind.WRITE or kind is OpKind.WRITEV or linked:
             bufs = list(op.remaining())
             if not bufs:
                 op.complete(0)
@@ -776,7 +806,9 @@ class IoUringDriver(Driver):
             paths = self._paths_of(op)
             if not paths:
                 return self._path_op_inline(op)
-        sqe = self._get_sqe()
+        if linked and _L.io_uring_sq_space_left(self._ring) < 2:
+            self._submit_sq()  # the write and its sync go in one submission (module docstring)
+        sqe = self._get_sqe() if not linked or _L.io_uring_sq_space_left(self._ring) >= 2 else None
         if sqe is None:
             self._backlog.append(op)
             self._signal()  # reap retries the backlog
@@ -791,6 +823,9 @@ class IoUringDriver(Driver):
                 _L.io_uring_prep_readv(sqe, op.fd, iovec, op.position(), 0)
             elif kind is OpKind.WRITE or kind is OpKind.WRITEV:
                 _L.io_uring_prep_writev(sqe, op.fd, iovec, op.position(), 0)
+            elif linked:
+                _L.io_uring_prep_writev(sqe, op.fd, iovec, op.position(), 0)
+                _L.io_uring_sqe_set_flags(sqe, _LINK_WRITE_FLAGS)
             elif kind is OpKind.FSYNC:
                 _L.io_uring_prep_fsync(sqe, op.fd, 0)
             elif kind is OpKind.FDATASYNC:
@@ -834,6 +869,14 @@ class IoUringDriver(Driver):
         data.paths = paths
         sqe.user_data = data.token
         self._ops[data.token] = op
+        if linked:
+            # The sync, in the slot checked free above (the write's prep could not fail after
+            # taking it: it is a NOP then, and the op already failed).
+            sync = _L.io_uring_get_sqe(self._ring)
+            _L.io_uring_prep_fsync(sync, op.fd, 0 if op.flags & SYNC_FSYNC else _L.IORING_FSYNC_DATASYNC)
+            data.sync_token = self._next_token()  # fresh per chain: see the module docstring
+            sync.user_data = data.sync_token
+            self._ops[data.sync_token] = op
         return True
 
     def _paths_of(self, op: Op) -> tuple[object, ...]:
@@ -966,7 +1009,13 @@ class IoUringDriver(Driver):
             op = ops.pop(token, None)
             if op is None:
                 continue  # a cancel's own CQE, or a NOP that stood in for a refused prep
-            if self._on_cqe(op, res):
+            if op.kind is OpKind.WRITE_SYNC:
+                finished = self._on_link_cqe(op, token, res)
+                if finished is None:
+                    continue  # the other half's CQE is still out
+            else:
+                finished = self._on_cqe(op, res)
+            if finished:
                 out.append(op)
             else:
                 continued = True
@@ -1031,6 +1080,48 @@ class IoUringDriver(Driver):
         self._prep(op)
         return False
 
+    def _on_link_cqe(self, op: Op, token: int, res: int) -> bool | None:
+        """Apply a CQE of a linked write + sync's chain: None when the chain goes on (a whole
+        write's CQE on a kernel that posts it: the sync's follows), else as :meth:`_on_cqe`
+        (True: finished; False: the rest went out as a new chain)."""
+        data = op.driver_data
+        assert isinstance(data, _InFlight)
+        ops = self._ops
+        if token == data.sync_token:
+            # The write was whole (its CQE skipped, or applied already): the sync decides.
+            ops.pop(data.token, None)
+            op.advance(sum(len(b) for b in op.remaining()))
+            if res < 0:
+                op.fail(-res)  # written whole (op.transferred), not synced
+            else:
+                op.complete(0)
+            return True
+        if res >= 0:
+            try:
+                more = op.advance(res)
+            except OSError as exc:  # a write the device accepted nothing of
+                ops.pop(data.sync_token, None)
+                op.fail(exc)
+                return True
+            if not more:
+                return None  # the sync's CQE follows (the op stays findable by its token)
+        ops.pop(data.sync_token, None)  # the kernel cancelled the sync: its CQE, if any, is ignored
+        c = self._counters
+        if res >= 0:
+            c.short_transfers += 1  # go on with the rest and a new sync
+        elif res == -errno.EAGAIN and op.retries < MAX_EAGAIN_RETRIES:
+            op.retries += 1
+            self._eagain += 1
+        else:
+            op.fail(-res)  # the write's error; the sync never ran
+            return True
+        if op.cancel_requested:
+            op.fail(errno.ECANCELED)  # what was written stays written, once (op.transferred)
+            return True
+        c.retries += 1
+        self._prep(op)
+        return False
+
     def _retry_backlog(self) -> None:
         queued = False
         backlog = self._backlog
@@ -1054,10 +1145,13 @@ class IoUringDriver(Driver):
         if self._closed or op.state is not OpState.SUBMITTED:
             return
         data = op.driver_data
-        if not isinstance(data, _InFlight) or self._ops.get(data.token) is not op or data.cancel_queued:
+        if not isinstance(data, _InFlight) or data.cancel_queued:
             return  # completed inline, in the backlog (cancelled when retried), or asked already
+        token = self._cancel_target(op, data)
+        if token is None:
+            return
         data.cancel_queued = True
-        if not self._queue_cancel(data.token, 0):
+        if not self._queue_cancel(token, 0):
             # No SQ slot even after a flush (the kernel refused the submit for now): the
             # next reap tries again, so an op that only a cancel ends is not forgotten.
             self._cancel_later.append(op)
@@ -1065,6 +1159,16 @@ class IoUringDriver(Driver):
         # io_uring_enter. The eventfd write makes sure a reap comes (one per tick at most).
         self._sq_deferred = True
         self._signal()
+
+    def _cancel_target(self, op: Op, data: _InFlight) -> int | None:
+        """The ``user_data`` a cancel of ``op`` names: its SQE's, or for a linked write + sync
+        whose write is done, the sync's; None when the kernel holds none of them."""
+        ops = self._ops
+        if ops.get(data.token) is op:
+            return data.token
+        if data.sync_token and ops.get(data.sync_token) is op:
+            return data.sync_token
+        return None
 
     def _queue_cancel(self, token: int, flags: int) -> bool:
         sqe = self._get_sqe()
@@ -1078,9 +1182,10 @@ class IoUringDriver(Driver):
         later, self._cancel_later = self._cancel_later, []
         for op in later:
             data = op.driver_data
-            if not isinstance(data, _InFlight) or self._ops.get(data.token) is not op:
+            token = self._cancel_target(op, data) if isinstance(data, _InFlight) else None
+            if token is None:
                 continue  # completed meanwhile
-            if not self._queue_cancel(data.token, 0):
+            if not self._queue_cancel(token, 0):
                 self._cancel_later.append(op)
             else:
                 self._sq_deferred = True

@@ -26,6 +26,15 @@ accepts. How it sits between the IOContext and the real driver:
   2018: after a failed fsync, Linux may have discarded the data, and a retry succeeds
   without writing it). With ``when="after"`` it was performed and reported as failed.
 
+A linked write + sync (``OpKind.WRITE_SYNC``, ``AsyncFile.pwritev_sync``) is what its
+contract says it is (:mod:`aiopg_io.drivers.base`): a write, then a sync once the write is
+whole. The wrapper runs it as exactly that, two ops of its own numbered one after the other
+(a ``write``, or ``writev`` for several buffers, then an ``fdatasync`` or ``fsync`` on the
+same fd), so a rule hits either
+half by the half's kind (``"writes"``, ``"syncs"``, ``"fdatasync"``...); a rule naming
+``"write_sync"`` itself matches nothing. A failed write half fails the op with its error
+and the sync is never issued; a failed sync half fails it with the sync's.
+
 Not thread-safe: one injector serves the ops of one event loop at a time (any number of
 its drivers may be open on that loop; they share the counters and the log).
 """
@@ -51,6 +60,7 @@ from ..drivers._fallback import with_thread_fallback
 from ..drivers._mux import Mux
 from ..drivers.base import (
     READ_KINDS,
+    SYNC_FSYNC,
     TRANSFER_KINDS,
     WRITE_KINDS,
     Capabilities,
@@ -217,6 +227,15 @@ class _Track:
     held: threading.Timer | None = None  # waiting for a delay to pass before it is submitted
 
 
+@dataclass(eq=False, slots=True)
+class _Link:
+    """A linked write + sync run as its two halves (kept in the caller's ``op.driver_data``,
+    and in each half's ``waiter``)."""
+
+    op: Op
+    half: Op | None = None  # the half in flight
+
+
 def _trim(buffers: Sequence[memoryview], limit: int) -> tuple[memoryview, ...]:
     out: list[memoryview] = []
     for b in buffers:
@@ -276,21 +295,66 @@ class FaultyDriver(Driver):
         for op in ops:
             op.set_state(OpState.SUBMITTED)
             self._in_flight.add(op)
-            chosen = self.injector._decide(op)
-            track = _Track(op, chosen[1] if chosen else None, self.injector.ops)
-            op.driver_data = track
-            if op.cancel_requested:
-                op.cancelled()
-                self._finish(op)
+            if op.kind is OpKind.WRITE_SYNC:
+                op.driver_data = link = _Link(op)
+                if op.cancel_requested:
+                    op.cancelled()
+                    self._finish(op)
+                else:
+                    kind = OpKind.WRITE if len(op.buffers) == 1 else OpKind.WRITEV
+                    half = Op(kind, op.fd, op.offset, op.buffers, path=op.path, keepalive=op)
+                    self._start(link, half, forward)
                 continue
-            f = track.fault
-            if f is None or f.when == "after":
-                forward.append(track)
-            elif f.delay:
-                track.held = self._after(f.delay, functools.partial(self._release_held, track))
-            else:
-                self._before(track, forward)
+            self._decide_and_route(op, forward)
         self._forward(forward)
+
+    def _start(self, link: _Link, half: Op, forward: list[_Track]) -> None:
+        """Issue one half of a linked write + sync as an op of its own."""
+        half.waiter = link
+        link.half = half
+        half.set_state(OpState.SUBMITTED)
+        self._in_flight.add(half)
+        self._decide_and_route(half, forward)
+
+    def _half_done(self, half: Op) -> None:
+        """A half of a linked write + sync finished: issue the sync after a whole write, or
+        finish the caller's op (the write's error skips the sync, as io_uring's link does)."""
+        self._in_flight.discard(half)
+        link = half.waiter
+        assert isinstance(link, _Link)
+        op = link.op
+        link.half = None
+        if half.kind is not OpKind.FSYNC and half.kind is not OpKind.FDATASYNC:
+            op.transferred = half.transferred
+            if half.error is None and not op.cancel_requested:
+                kind = OpKind.FSYNC if op.flags & SYNC_FSYNC else OpKind.FDATASYNC
+                forward: list[_Track] = []
+                self._start(link, Op(kind, op.fd, path=op.path, keepalive=op), forward)
+                self._forward(forward)
+                return
+            op.fail(half.error if half.error is not None else errno.ECANCELED)
+        elif half.error is not None:
+            op.fail(half.error)
+        else:
+            op.complete(0)
+        self._finish(op)
+
+    def _decide_and_route(self, op: Op, forward: list[_Track]) -> None:
+        """Number ``op``, pick its rule, and forward, hold or fail it as the rule says."""
+        chosen = self.injector._decide(op)
+        track = _Track(op, chosen[1] if chosen else None, self.injector.ops)
+        op.driver_data = track
+        if op.cancel_requested:
+            op.cancelled()
+            self._finish(op)
+            return
+        f = track.fault
+        if f is None or f.when == "after":
+            forward.append(track)
+        elif f.delay:
+            track.held = self._after(f.delay, functools.partial(self._release_held, track))
+        else:
+            self._before(track, forward)
 
     def _before(self, track: _Track, forward: list[_Track]) -> None:
         """Apply a ``when="before"`` rule whose delay (if any) is over."""
@@ -407,6 +471,9 @@ class FaultyDriver(Driver):
             op.complete(shadow.result or 0)
 
     def _finish(self, op: Op) -> None:
+        if isinstance(op.waiter, _Link):
+            self._half_done(op)
+            return
         self._done.append(op)
         if not self._reaping:
             # Inside reap() the op is returned by that very call: a flag raised now would
@@ -462,7 +529,10 @@ class FaultyDriver(Driver):
     def cancel(self, op: Op) -> None:
         op.cancel_requested = True
         t = op.driver_data
-        if isinstance(t, _Track) and t.held is not None and not op.done:
+        if isinstance(t, _Link):
+            if t.half is not None:
+                self.cancel(t.half)  # a write cancelled in time never reaches the sync
+        elif isinstance(t, _Track) and t.held is not None and not op.done:
             # Held before it ran: it never will. Its heap entry is left to expire as a no-op.
             t.held.cancel()
             t.held = None

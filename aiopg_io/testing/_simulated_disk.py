@@ -13,6 +13,11 @@ memory to the page cache the kernel keeps for us:
 - A successful fsync or fdatasync (the same thing for data) makes durable the writes that
   had *completed* when it was submitted; a write still in flight is not covered (POSIX:
   fsync covers data written before it was called). A failed sync makes nothing durable.
+- A linked write + sync (``OpKind.WRITE_SYNC``) is a write, then a sync issued once the
+  write completed: the write is recorded as any write, and when the op succeeds its sync
+  makes durable that write and the writes that had completed when the op was submitted
+  (later ones may be covered too on a real disk; the model credits only what it knows). A
+  failed op makes nothing durable, whichever half failed.
 - A write on a descriptor opened ``O_DSYNC`` or ``O_SYNC`` is durable when it completes,
   for the bytes it reports written, error or not (Linux open(2), O_DSYNC: "By the time
   write(2) (and similar) return, the output data has been transferred to the underlying
@@ -205,7 +210,16 @@ class _PathNote:
     created: bool = False  # an openat that creates the file (it was not there)
 
 
-_Note = _Change | tuple[_File, list[_Change]] | _PathNote | None
+@dataclass(eq=False, slots=True)
+class _LinkNote:
+    """A linked write + sync: its write, and what its sync covers besides."""
+
+    change: _Change
+    file: _File
+    covered: list[_Change]
+
+
+_Note = _Change | tuple[_File, list[_Change]] | _PathNote | _LinkNote | None
 
 
 #: The path ops whose success is a new name, and the entry each records.
@@ -400,6 +414,10 @@ class SimulatedDisk:
             change = _Change(kind, op.offset, data)
             if fcntl.fcntl(op.fd, fcntl.F_GETFL) & _SYNC_WRITE_FLAGS:
                 change.synchronous = f
+            if kind is OpKind.WRITE_SYNC:
+                covered = [c for c in f.pending if c.done]
+                f.pending.append(change)
+                return _LinkNote(change, f, covered)
         elif kind is OpKind.FTRUNCATE:
             f = self._file_for(op)
             size = os.fstat(f.fd).st_size
@@ -456,6 +474,10 @@ class SimulatedDisk:
                 self._record_unlink(note.path, note.saved)
             else:
                 self._record_dir_fsync(note.path)
+        elif isinstance(note, _LinkNote):
+            self._after_op(op, note.change)
+            if op.error is None:
+                self._make_durable(note.file, [*note.covered, note.change])
         elif isinstance(note, _Change):
             note.done = True
             note.ok = op.error is None

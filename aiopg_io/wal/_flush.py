@@ -46,8 +46,6 @@ Facts relied on:
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import os
 from collections.abc import Callable
 from typing import Literal
@@ -91,9 +89,11 @@ class XLogFlush:
         # Writer and waiters.
         self._writing = False
         self._just_woken = 0  # tasks the last round woke (they commit again at once)
-        self._waiters: list[tuple[int, int, Park]] = []
+        # Parked committers in arrival order, which is LSN order: each parks right after
+        # placing its record, with the end of the log then as its target.
+        self._waiters: list[tuple[int, Park]] = []
+        self._lead: Park | None = None  # the parked task handed the next round, not yet running
         self.park = current_glue().park
-        self._seq = itertools.count()
         self._room_waiters: list[anyio.Event] = []
         # Counters.
         self.rounds = 0
@@ -107,40 +107,64 @@ class XLogFlush:
         until a round covers it (or makes this task the next round's leader)."""
         ctl = self._ctl
         while ctl.flushed < target:
-            ctl.check_usable()
-            if self._writing:
+            if ctl.closed or ctl.poison is not None:
+                ctl.check_usable()
+            if self._writing or self._lead is not None:
                 self.flush_waits += 1
                 ev = self.park()
-                item = (target, next(self._seq), ev)
-                heapq.heappush(self._waiters, item)
+                item = (target, ev)
+                self._waiters.append(item)
                 try:
                     await ev.wait()
                 except BaseException:
                     self._abandon_wait(item)
                     raise
+                if self._lead is ev:
+                    self._lead = None  # this task leads the next round (or passes the lead on)
+                    if ctl.flushed >= target:
+                        self._pass_lead()
                 continue
             await self.round(sync=True)
 
-    def _abandon_wait(self, item: tuple[int, int, Park]) -> None:
-        if item[2].is_set:
-            self._wake_after_round()  # pass on a lead we cannot take to the next in line
-        else:
+    def _abandon_wait(self, item: tuple[int, Park]) -> None:
+        ev = item[1]
+        if not ev.is_set:
             self._waiters.remove(item)
-            heapq.heapify(self._waiters)
+        elif self._lead is ev:
+            self._lead = None
+            self._pass_lead()  # a lead we cannot take goes to the next in line
+
+    def _pass_lead(self) -> None:
+        """Wake the oldest parked task to lead the next round, when no round is out and none
+        was handed over yet. Until it runs, a committer that finds no round out parks behind
+        it instead of starting one (the woken tasks' turn would otherwise be taken, and
+        commits would return out of LSN order)."""
+        if self._writing or self._lead is not None or not self._waiters:
+            return
+        ev = self._waiters.pop(0)[1]
+        self._lead = ev
+        ev.set()
 
     def _wake_after_round(self) -> None:
+        """Wake, in one pass, every parked task the round made durable; then pass the lead."""
         waiters = self._waiters
         if self._ctl.poison is not None:
-            while waiters:
-                heapq.heappop(waiters)[2].set()
+            self._waiters = []
+            self._lead = None
+            for _, ev in waiters:
+                ev.set()
+        elif waiters:
+            flushed = self._ctl.flushed
+            rest = [item for item in waiters if item[0] > flushed]
+            if len(rest) < len(waiters):
+                for target, ev in waiters:
+                    if target <= flushed:
+                        ev.set()
+            self._waiters = rest
+            self._just_woken = len(waiters) - len(rest)
+            self._pass_lead()
         else:
-            woken = 0
-            while waiters and waiters[0][0] <= self._ctl.flushed:
-                heapq.heappop(waiters)[2].set()
-                woken += 1
-            self._just_woken = woken
-            if waiters and not self._writing:
-                heapq.heappop(waiters)[2].set()  # the next round's leader
+            self._just_woken = 0
         self._wake_room_waiters()
 
     def _wake_room_waiters(self) -> None:
@@ -150,8 +174,10 @@ class XLogFlush:
 
     def wake_all(self) -> None:
         """Wake every parked task (the WAL is closing: each sees it closed)."""
-        while self._waiters:
-            heapq.heappop(self._waiters)[2].set()
+        waiters, self._waiters = self._waiters, []
+        self._lead = None
+        for _, ev in waiters:
+            ev.set()
         self._wake_room_waiters()
 
     async def make_room(self) -> None:
@@ -179,15 +205,19 @@ class XLogFlush:
                         # woke): one write then carries all of them. A zero-time commit_delay,
                         # skipped when the last round woke nobody (a lone committer).
                         await anyio.lowlevel.cancel_shielded_checkpoint()
-                    # Commits that arrive while the write is out join this round's sync: the
-                    # leader writes again (a cheap copy to the page cache) before syncing.
+                    # With a sync to follow, the write carries it (one linked op); with
+                    # o_dsync, commits that arrive while the write is out join the round: the
+                    # leader writes again, each write durable on its own.
+                    linked = sync and self.sync_method != "o_dsync"
                     for _ in range(_WRITES_PER_ROUND if sync else 1):
                         upto = ctl.insert_pos
                         durable_to = ctl.insert_end
                         if upto <= ctl.write_pos:
                             break
-                        await self.write(ctl.write_pos, upto)
+                        await self.write(ctl.write_pos, upto, sync=linked)
                         ctl.write_pos = upto
+                        if linked:
+                            break
                     if self.sync_method == "o_dsync":
                         ctl.flushed = max(ctl.flushed, durable_to)
                     elif sync and ctl.flushed < durable_to:
@@ -199,9 +229,11 @@ class XLogFlush:
             self._writing = False
             self._wake_after_round()
 
-    async def write(self, start: int, end: int) -> None:
+    async def write(self, start: int, end: int, *, sync: bool = False) -> None:
         """Write the ring's bytes from ``start`` to ``end`` into their segments (widened to
-        whole aligned blocks with direct I/O); not synced."""
+        whole aligned blocks with direct I/O). With ``sync``, the last write and the sync of
+        its segment go as one linked op (``AsyncFile.pwritev_sync``: one trip through the
+        loop instead of two); a segment left before is synced as it is closed."""
         if self.io_align > 1:
             start -= start % self.io_align
             end = align_up(end, self.io_align)
@@ -215,11 +247,18 @@ class XLogFlush:
             f = await self.segment_for_write(segno)
             r = pos % ring_size
             n = chunk_end - pos
-            if r + n <= ring_size:
-                await f.pwrite(ring[r : r + n], pos - segno * seg)
-            else:
-                await f.pwritev([ring[r:], ring[: n - (ring_size - r)]], pos - segno * seg)
+            off = pos - segno * seg
             self.writes += 1
+            if sync and chunk_end >= end:
+                bufs = [ring[r : r + n]] if r + n <= ring_size else [ring[r:], ring[: n - (ring_size - r)]]
+                self.syncs += 1
+                await f.pwritev_sync(bufs, off, sync="fsync" if self.sync_method == "fsync" else "fdatasync")
+                self._write_unsynced = False
+                return
+            if r + n <= ring_size:
+                await f.pwrite(ring[r : r + n], off)
+            else:
+                await f.pwritev([ring[r:], ring[: n - (ring_size - r)]], off)
             if self.sync_method == "o_dsync":
                 self.syncs += 1
             else:

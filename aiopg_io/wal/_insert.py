@@ -70,31 +70,21 @@ class XLogInsert:
         ctl = self._ctl
         if ctl.closed or ctl.poison is not None:
             ctl.check_usable()
-        mv = readable_view(data, "a WAL record", str_hint="encode it first")
+        # bytes is always a flat, contiguous byte buffer: the checks are for anything else.
+        if type(data) is bytes:
+            mv = memoryview(data)
+        else:
+            mv = readable_view(data, "a WAL record", str_hint="encode it first")
         if len(mv) > self.max_record_size:
             raise ValueError(
                 f"a WAL record of {len(mv)} bytes is over max_record_size ({self.max_record_size} bytes); "
                 "split it, or open the WAL with a larger max_record_size"
             )
-        if not self.lock.contended and self._fast_end(len(mv)) is not None:
-            return self._insert_fast(mv)
+        if not self.lock.contended:
+            placed = self._insert_fast(mv)
+            if placed is not None:
+                return placed
         return mv
-
-    def _fast_end(self, n: int) -> int | None:
-        """Where a record of ``n`` payload bytes would end, when it fits the free buffers."""
-        ctl = self._ctl
-        pos = ctl.insert_pos
-        tot = RECORD_HEADER_SIZE + n
-        in_page = pos % PAGE_SIZE
-        if in_page == 0:
-            in_page = page_header_size(pos, ctl.segment_size)
-            pos += in_page
-        if in_page + tot > PAGE_SIZE:
-            return None
-        end = pos + tot
-        if end > self.window_end():
-            return None
-        return end
 
     def window_end(self) -> int:
         """The first byte whose ring slot may still hold bytes not written yet."""
@@ -113,22 +103,31 @@ class XLogInsert:
         ring[r : r + len(hdr)] = hdr
         return len(hdr)
 
-    def _insert_fast(self, mv: memoryview) -> tuple[int, int]:
+    def _insert_fast(self, mv: memoryview) -> tuple[int, int] | None:
+        """Copy a record that fits the rest of its page and the free buffers: ``(lsn, end)``;
+        None, with nothing changed, when it does not."""
         ctl = self._ctl
         pos = ctl.insert_pos
-        if pos % PAGE_SIZE == 0:
+        n = len(mv)
+        tot = RECORD_HEADER_SIZE + n
+        in_page = pos % PAGE_SIZE
+        header = page_header_size(pos, ctl.segment_size) if in_page == 0 else 0
+        if in_page + header + tot > PAGE_SIZE:
+            return None
+        write_pos = ctl.write_pos
+        if pos + header + tot > write_pos - write_pos % PAGE_SIZE + ctl.ring_size:  # window_end
+            return None
+        if header:
             pos += self.lay_page(pos, 0)
         r = pos % ctl.ring_size
         ring = ctl.ring
-        n = len(mv)
         write_record_header(ring, r, mv, epoch=ctl.epoch, prev=ctl.prev_lsn)
-        end = pos + RECORD_HEADER_SIZE + n
-        ring[r + RECORD_HEADER_SIZE : r + RECORD_HEADER_SIZE + n] = mv
+        ring[r + RECORD_HEADER_SIZE : r + tot] = mv
         ctl.prev_lsn = pos
-        aligned_end = align_up(end, MAXALIGN)
+        aligned_end = align_up(pos + tot, MAXALIGN)
         ctl.insert_pos = ctl.insert_end = aligned_end
         self.records += 1
-        self.bytes += len(mv)
+        self.bytes += n
         return pos, aligned_end
 
     async def insert_slow(self, mv: memoryview) -> tuple[int, int]:

@@ -1140,3 +1140,99 @@ async def test_loop_fork_child_gets_a_clear_error_and_can_make_its_own(
         assert "ring belongs to the parent process" in ring_msg and "anew in the child" in ring_msg
         # The parent's ring is untouched by all this.
         assert await f.pread(PAGE, 3 * PAGE) == data[3 * PAGE :]
+
+
+# -- linked write + sync ---------------------------------------------------------------------
+
+
+def _write_sync(fd: int, offset: int, *chunks: bytes, path: str | None = None) -> Op:
+    return Op(OpKind.WRITE_SYNC, fd, offset, tuple(memoryview(c) for c in chunks), path=path)
+
+
+def test_linked_write_sync_completes_on_one_cqe(tmp_path: Path, uring: IoUringDriver) -> None:
+    p = tmp_path / "ws.bin"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT)
+    payload = random.Random(4).randbytes(3 * PAGE)
+    try:
+        op = _write_sync(fd, 10, payload[:100], payload[100:])
+        uring.submit([op])
+        wait_all(uring, [op])
+        assert op.error is None and op.result == len(payload)
+        assert p.read_bytes()[10:] == payload
+        # The write's CQE was skipped on success: one reap, nothing of the op left behind.
+        assert uring._ops == {} and uring.statistics().reap_calls == 1
+    finally:
+        os.close(fd)
+
+
+def test_linked_write_error_is_the_ops_error(tmp_path: Path, uring: IoUringDriver) -> None:
+    p = tmp_path / "ro.bin"
+    p.write_bytes(b"old")
+    fd = os.open(p, os.O_RDONLY)  # the write fails (EBADF) where a sync alone would succeed
+    try:
+        op = _write_sync(fd, 0, b"new", path=str(p))
+        uring.submit([op])
+        wait_all(uring, [op])
+        assert isinstance(op.error, OSError) and op.error.errno == errno.EBADF
+        assert op.error.filename == str(p) and op.transferred == 0
+        assert uring._ops == {}
+        assert p.read_bytes() == b"old"
+    finally:
+        os.close(fd)
+
+
+def test_linked_short_write_goes_on_with_a_new_chain(tmp_path: Path) -> None:
+    """The first chain's completion is rewritten into a short write's CQE (the kernel then
+    cancels the sync): the rest goes out as a new write + sync chain, and the op completes
+    whole once the second sync is in."""
+    p = tmp_path / "short.bin"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT)
+    payload = random.Random(5).randbytes(2 * PAGE)
+    seen: list[tuple[str, int]] = []
+
+    class ShortFirst(IoUringDriver):
+        def _on_link_cqe(self, op: Op, token: int, res: int) -> bool | None:
+            data = op.driver_data
+            assert isinstance(data, io_uring._InFlight)
+            half = "write" if token == data.token else "sync"
+            seen.append((half, res))
+            if len(seen) == 1:
+                return super()._on_link_cqe(op, data.token, 1000)  # as a write cut at 1000
+            return super()._on_link_cqe(op, token, res)
+
+    d = ShortFirst(nowait_fast_path=False)
+    try:
+        op = _write_sync(fd, 0, payload)
+        d.submit([op])
+        wait_all(d, [op])
+        assert op.error is None and op.result == len(payload)
+        assert p.read_bytes() == payload
+        assert seen == [("sync", 0), ("sync", 0)]  # two chains, one CQE each
+        assert d.statistics().short_transfers == 1 and d._ops == {}
+    finally:
+        d.close()
+        os.close(fd)
+
+
+def test_linked_ops_on_a_tiny_ring(tmp_path: Path) -> None:
+    """A chain's two SQEs always go in one submission, however full the SQ: 300 chains
+    through a ring of 2 SQ entries all complete, and one of 1 entry runs them in a thread."""
+    p = tmp_path / "tiny.bin"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT)
+    try:
+        for entries in (2, 1):
+            d = IoUringDriver(entries=entries, nowait_fast_path=False)
+            assert (OpKind.WRITE_SYNC in d.capabilities.kinds) is (entries == 2)
+            d.close()
+        d = IoUringDriver(entries=2, nowait_fast_path=False)
+        try:
+            ops = [_write_sync(fd, i * 8, b"%08d" % i) for i in range(300)]
+            d.submit(ops)
+            wait_all(d, ops)
+            assert all(op.error is None and op.result == 8 for op in ops)
+            assert p.read_bytes() == b"".join(b"%08d" % i for i in range(300))
+            assert d._ops == {}
+        finally:
+            d.close()
+    finally:
+        os.close(fd)

@@ -21,6 +21,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from aiopg_io.drivers.base import Op, OpKind
 from aiopg_io.errors import AiopgIOError
 from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator, _simulated_disk
 from aiopg_io.wal import PAGE_SIZE, WAL, WALCorruptError, WALPoisonedError
@@ -229,3 +230,44 @@ async def _recycling(tmp_path: Path, driver: str, power_loss: object, sync_metho
         assert min(have) == cut
         for data in have.values():
             check_payload(data)
+
+
+@pytest.mark.parametrize("sync_method", ["fdatasync", "fsync"])
+async def test_a_commit_is_one_linked_write_and_sync(tmp_path: Path, driver: str, sync_method: str) -> None:
+    # What reaches the driver, seen from the power-loss simulator (which gets every op).
+    sim = PowerLossSimulator(driver, atomic_sectors=True)
+    kinds: list[OpKind] = []
+    before_op = sim._before_op
+
+    def record(op: Op) -> object:
+        kinds.append(op.kind)
+        return before_op(op)
+
+    sim._before_op = record  # type: ignore[method-assign, assignment]
+    async with open_wal(tmp_path, sim, segments_ahead=0, sync_method=sync_method) as wal:
+        kinds.clear()
+        lsn = await wal.commit(b"one op")
+        assert kinds == [OpKind.WRITE_SYNC]
+        assert wal.flushed_lsn > lsn
+    sim.discard()
+
+
+@pytest.mark.parametrize("half", ["writes", "syncs"])
+async def test_either_half_of_the_linked_op_poisons(
+    tmp_path: Path, driver: str, fault_injector: object, half: str
+) -> None:
+    injector: FaultInjector = fault_injector(driver=driver)  # type: ignore[operator]
+    async with open_wal(tmp_path, injector, segments_ahead=0) as wal:
+        lsn = await wal.commit(b"durable")
+        flushed = wal.flushed_lsn
+        ops = injector.ops
+        injector.add(Fault(kind=half, errno=errno.EIO))
+        with pytest.raises(WALPoisonedError, match="Input/output error") as info:
+            await wal.commit(b"never acknowledged")
+        assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.EIO
+        # A failed write never reaches its sync; a failed sync came after the whole write.
+        assert injector.ops == ops + (1 if half == "writes" else 2)
+        assert [e.kind.value for e in injector.log] == (["write"] if half == "writes" else ["fdatasync"])
+        assert wal.flushed_lsn == flushed and wal.poisoned
+    got = dict(await read_all(tmp_path, driver))
+    assert got[lsn] == b"durable"
