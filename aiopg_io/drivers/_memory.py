@@ -94,12 +94,13 @@ _addressof = ctypes.addressof
 
 def buffer_address(buf: object) -> int:
     """The address of the first byte of a C-contiguous buffer (read-only ones too)."""
-    try:
-        # A third of the cost of the general path; needs a writable, non-empty buffer,
-        # which is what direct I/O nearly always gets (aligned_buffer views).
-        return _addressof(_from_buffer(buf))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        pass
+    if not (type(buf) is memoryview and buf.readonly):  # would only raise (and raising costs)
+        try:
+            # A third of the cost of the general path; needs a writable, non-empty buffer,
+            # which is what direct I/O nearly always gets (aligned_buffer views).
+            return _addressof(_from_buffer(buf))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            pass
     view = _PyBuffer()
     _get_buffer(buf, ctypes.byref(view), 0)  # PyBUF_SIMPLE; raises TypeError/BufferError
     try:

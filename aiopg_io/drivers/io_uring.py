@@ -104,13 +104,23 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
 ---------------------------------------------------------------------------------
 
 - ``io_uring_prep_read`` takes only a ``bytearray``; ``Iovec`` takes a *list* (not a tuple)
-  of bytes-like objects, memoryviews included, so every transfer goes through
-  readv/writev. ``Iovec`` keeps no reference to its buffers: the op does (``driver_data``).
-  But for a memoryview it takes a buffer export that it never releases (its ``__del__``
-  frees only the C array; checked on 2026.3.30: the view's reference count stays up after
-  the Iovec is gone), so every view handed to it is leaked, with the memory under it. A
-  ``bytearray`` is read without an export: a view that is all of a bytearray goes in as
-  the bytearray (:func:`_iovec_item`). Other views (slices, mmap arenas) still leak.
+  of ``bytes``, ``bytearray`` or memoryviews (not ``array`` or ``mmap`` themselves), so
+  every transfer goes through readv/writev. ``Iovec`` reads a ``bytes``' or ``bytearray``'s
+  pointer directly, keeping neither a reference nor an export, but it *exports* each
+  memoryview it is given and never releases that export, not even when the ``Iovec`` is
+  freed (checked on 2026.3.30: the memoryview's refcount stays one up and ``release()``
+  says "memoryview has 1 exported buffer"). So a memoryview passed to it, and the object it
+  views, is never freed, and that object stays exported: a ``bytearray`` read into could
+  never be resized again, an ``mmap`` never closed. The driver therefore never hands it a
+  caller's buffer (:func:`_iovec`): it builds the ``Iovec`` over empty ``bytes`` and writes
+  the buffers' addresses and lengths into the ``Iovec``'s own ``struct iovec`` array (its
+  fields, ``size_t`` count then array pointer, follow the object header, class.zig), which
+  the binding frees with the ``Iovec`` (where every view is all of a ``bytes`` or
+  ``bytearray``, those objects go in themselves instead, at the binding's own cost). That
+  layout is checked once against an ``Iovec`` built over known ``bytes``; where it differs
+  the driver reports itself unavailable. The op keeps its memoryviews
+  (``_InFlight.buffers``) until its CQE: their own exports keep the memory in place until
+  then, and nothing holds it after.
 - ``cqe[i]`` for ``i > 0`` ignores the ring mask; completions are read with ``CqeIter``
   (only ``cqe[0]`` is valid inside it) and retired with ``io_uring_cq_advance``.
 - ``CQE.res`` *raises* the OSError for a negative result (the package's ``trap_error``);
@@ -203,7 +213,7 @@ from typing import Any
 from ..errors import DriverOptionError, DriverUnavailableError
 from . import _blocking, _orphans
 from ._fork import generation as fork_generation
-from ._memory import fd_is_direct
+from ._memory import buffer_address, fd_is_direct
 from .base import (
     FILE_KINDS,
     STATX_BASIC_STATS,
@@ -256,15 +266,6 @@ _PROBE_TIMEOUT_SECONDS = 2.0
 #: io_uring_prep_cancel(3) flags (5.19): match any request, cancel every match.
 _CANCEL_ANY = 1 << 2
 _CANCEL_ALL = 1 << 0
-def _iovec_item(view: memoryview) -> Any:
-    """What the package's ``Iovec`` is given for ``view``: the bytearray under it when the
-    view is all of it (no buffer export, so nothing leaked; see the facts above)."""
-    base = view.obj
-    if type(base) is bytearray and view.c_contiguous and view.nbytes == len(base):
-        return base
-    return view
-
-
 #: user_data of SQEs whose CQE nobody waits for (cancels, NOPs standing in for failed preps).
 _UNTRACKED = 0
 # The write half of a linked write + sync (module docstring).
@@ -351,6 +352,12 @@ def _probe() -> str | None:
     if kernel < MIN_KERNEL:
         need = ".".join(map(str, MIN_KERNEL))
         return f"kernel {platform.release()} is older than the liburing package needs (>= {need})"
+    if not _iovec_fillable():
+        return (
+            "the liburing package's Iovec is not laid out as this driver expects (the driver "
+            "fills the Iovec's array itself: the binding never releases a memoryview it is "
+            "given); use io_uring_c or worker"
+        )
     disabled = _io_uring_disabled()
     if disabled >= 2:
         return "io_uring is disabled system-wide (/proc/sys/kernel/io_uring_disabled = 2); set it to 0"
@@ -493,6 +500,69 @@ def _check_statx_address() -> bool:
     return got == [*want, 1_700_000_000 + 2e-9]
 
 
+# -- iovecs ----------------------------------------------------------------------------------
+
+# Where the PyOZ Iovec keeps its fields: right after the object header, ``size_t len`` and
+# then ``struct iovec *`` (the binding's class.zig).
+_IOVEC_LEN_OFFSET = 2 * ctypes.sizeof(ctypes.c_void_p)
+_IOVEC_ARRAY_OFFSET = _IOVEC_LEN_OFFSET + ctypes.sizeof(ctypes.c_size_t)
+_IOVEC_CHECKED: list[bool] = []
+
+
+def _iovec(bufs: Sequence[memoryview]) -> Any:
+    """A binding ``Iovec`` over ``bufs`` (non-empty byte views) that holds no export of them.
+
+    Built over empty ``bytes`` and then filled with the buffers' addresses and lengths, as
+    ``_uring.c``'s ``iovec`` does: the binding never releases a memoryview it is given
+    (module docstring). Raises ValueError past IOV_MAX, TypeError or BufferError for a
+    buffer that is not C-contiguous.
+    """
+    whole = []
+    for b in bufs:
+        base = b.obj
+        if (type(base) is not bytearray and type(base) is not bytes) or not b.c_contiguous:
+            break
+        if b.nbytes != len(base):
+            break
+        whole.append(base)  # the view is all of it, in order
+    else:
+        return _L.Iovec(whole)  # read without an export (module docstring): the cheap way
+    n = len(bufs)
+    iov = _L.Iovec([b""] * n)
+    flat = (ctypes.c_size_t * (2 * n)).from_address(_iovec_array(iov))
+    i = 0
+    for b in bufs:
+        flat[i] = buffer_address(b)  # b's own export keeps it there until the CQE
+        flat[i + 1] = b.nbytes
+        i += 2
+    return iov
+
+
+def _iovec_array(iov: Any) -> int:
+    """The address of ``iov``'s ``struct iovec`` array (0 when it is not laid out as expected)."""
+    if type(iov).__basicsize__ < _IOVEC_ARRAY_OFFSET + ctypes.sizeof(ctypes.c_void_p):
+        return 0
+    return ctypes.c_void_p.from_address(id(iov) + _IOVEC_ARRAY_OFFSET).value or 0
+
+
+def _iovec_fillable() -> bool:
+    """Whether :func:`_iovec_array` finds the array the binding hands the kernel (checked once)."""
+    if not _IOVEC_CHECKED:
+        _IOVEC_CHECKED.append(_check_iovec_layout())
+    return _IOVEC_CHECKED[0]
+
+
+def _check_iovec_layout() -> bool:
+    # bytes go in without an export: the binding's own entries must be their addresses.
+    items = [b"ab", b"cde"]
+    iov = _L.Iovec(items)
+    addr = _iovec_array(iov)
+    if not addr or ctypes.c_size_t.from_address(id(iov) + _IOVEC_LEN_OFFSET).value != len(items):
+        return False
+    want = [x for b in items for x in (buffer_address(b), len(b))]
+    return list((ctypes.c_size_t * 4).from_address(addr)) == want
+
+
 # -- the driver ------------------------------------------------------------------------------
 
 
@@ -511,7 +581,7 @@ class _InFlight:
         self.sync_token = 0
         self.cancel_queued = False
         self.iovec: Any = None  # the liburing.Iovec of the SQE in flight
-        self.buffers: list[memoryview] | None = None  # what the Iovec points into
+        self.buffers: list[memoryview] | None = None  # what the Iovec points into (held until the CQE)
         self.paths: tuple[object, ...] = ()  # what a path op's SQE points into (and STATX's Statx)
 
 
@@ -527,7 +597,7 @@ class IoUringDriver(Driver):
         sqpoll: bool | int | str = DEFAULT_SQPOLL,
     ) -> None:
         entries = self._options(entries, nowait_fast_path, reap_batch, sqpoll)
-        if _L is None:
+        if _L is None or not _iovec_fillable():
             raise DriverUnavailableError(f"driver 'io_uring' cannot run here: {_probe()}")
         try:
             self._ring = _setup_ring(entries, sqpoll=True) if self._sqpoll else _setup_ring(entries)
@@ -796,8 +866,8 @@ class IoUringDriver(Driver):
                 self._fail_now(op, OSError(errno.EFAULT, "a read needs writable buffers", op.path))
                 return False
             try:
-                iovec = _L.Iovec([_iovec_item(b) for b in bufs])
-            except (ValueError, TypeError) as exc:
+                iovec = _iovec(bufs)
+            except (ValueError, TypeError, BufferError) as exc:
                 self._fail_now(op, OSError(errno.EINVAL, f"buffers not accepted by io_uring: {exc}", op.path))
                 return False
         elif kind is OpKind.FTRUNCATE and not self._ftruncate:

@@ -7,12 +7,15 @@ driver applies it, so the driver's own continuation code runs on real kernel res
 
 from __future__ import annotations
 
+import array
 import errno
+import gc
 import mmap
 import os
 import random
 import select
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -110,6 +113,75 @@ def test_buffered_reads_and_writes_round_trip(tmp_path: Path, fast_path: bool) -
         assert p.read_bytes()[10 : 10 + len(new)] == new
         hits = dict(d.statistics().extra)["fast_path_hits"]
         assert (hits > 0) is fast_path
+    finally:
+        d.close()
+        os.close(fd)
+
+
+class Buf(bytearray):
+    """A bytearray that takes weak references, so a test sees when it is freed."""
+
+
+def test_ring_transfers_let_go_of_their_buffers(tmp_path: Path) -> None:
+    """Once an op's CQE is in, nothing holds its buffers: the binding's Iovec exports every
+    memoryview it is given and never releases it, so the driver must not hand it one. Read
+    into and written from, by one buffer and vectored, of every kind a caller passes."""
+    p = tmp_path / "let-go.bin"
+    data = make_file(p, 8 * PAGE)
+    fd = os.open(p, os.O_RDWR)
+    d = IoUringDriver(nowait_fast_path=False)  # every read goes through the ring
+    try:
+        ba, arr, m = bytearray(PAGE), array.array("B", bytes(2 * PAGE)), mmap.mmap(-1, PAGE)
+        reads = [
+            Op(OpKind.READ, fd, 0, (memoryview(ba),)),
+            Op(OpKind.READV, fd, PAGE, (memoryview(arr)[:10], memoryview(arr)[10:], memoryview(m))),
+        ]
+        d.submit(reads)
+        wait_all(d, reads)
+        assert [op.result for op in reads] == [PAGE, 3 * PAGE]
+        assert bytes(ba) == data[:PAGE]
+        assert bytes(arr) + bytes(m) == data[PAGE : 4 * PAGE]
+        wb, ro = Buf(b"w" * 100), b"r" * 200  # writable and read-only sources
+        writes = [
+            Op(OpKind.WRITE, fd, 0, (memoryview(wb),)),
+            Op(OpKind.WRITEV, fd, 100, (memoryview(ro)[:50], memoryview(ro)[50:], memoryview(m)[:5])),
+        ]
+        d.submit(writes)
+        wait_all(d, writes)
+        assert [op.result for op in writes] == [100, 205]
+        assert p.read_bytes()[:305] == b"w" * 100 + b"r" * 200 + data[PAGE * 3 : PAGE * 3 + 5]
+        del reads, writes
+        # No export is left: each of these raises BufferError while one is.
+        ba.extend(b"x")
+        arr.append(1)
+        wb.extend(b"x")
+        m.close()
+        alive = weakref.ref(wb)
+        del wb
+        assert alive() is None
+    finally:
+        d.close()
+        os.close(fd)
+
+
+def test_ring_refuses_a_buffer_that_is_not_contiguous(tmp_path: Path) -> None:
+    p = tmp_path / "strided.bin"
+    make_file(p, PAGE)
+    fd = os.open(p, os.O_RDWR)
+    d = IoUringDriver(nowait_fast_path=False)
+    try:
+        read = Op(OpKind.READ, fd, 0, (memoryview(bytearray(8))[::2],), path=str(p))
+        write = Op(OpKind.WRITE, fd, 0, (memoryview(b"abcdefgh")[::2],), path=str(p))
+        # All of a bytes object's length but backwards: not the object itself (which the
+        # driver hands the binding where a view is all of one, in order).
+        backwards = Op(OpKind.WRITE, fd, 0, (memoryview(b"abcdefgh")[::-1],), path=str(p))
+        before = p.read_bytes()
+        d.submit([read, write, backwards])
+        wait_all(d, [read, write, backwards])
+        assert p.read_bytes() == before  # nothing written, in either order
+        for op in (read, write, backwards):
+            assert isinstance(op.error, OSError) and op.error.errno == errno.EINVAL
+            assert "buffers not accepted by io_uring" in str(op.error) and "contiguous" in str(op.error)
     finally:
         d.close()
         os.close(fd)
@@ -549,6 +621,18 @@ def test_cancellation_storm_large(data_dir: Path) -> None:
 # -- close, fork, probe ----------------------------------------------------------------------
 
 
+def test_an_iovec_laid_out_otherwise_makes_the_driver_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver writes into the binding's Iovec array (its memoryviews would never be
+    released otherwise): that layout is checked, and a binding where it differs is refused
+    with the reason rather than written into blindly."""
+    assert io_uring._check_iovec_layout() is True  # the installed binding: as expected
+    monkeypatch.setattr(io_uring, "_IOVEC_CHECKED", [False])
+    reason = io_uring._probe()
+    assert reason is not None and "Iovec is not laid out as this driver expects" in reason
+    with pytest.raises(aiopg_io.DriverUnavailableError, match=r"driver 'io_uring' cannot run here: .*Iovec"):
+        IoUringDriver()
+
+
 def test_close_cancels_and_drains_ops_in_flight(data_dir: Path) -> None:
     before = open_fds()
     p = data_dir / "c.bin"
@@ -754,6 +838,49 @@ def test_reap_batch_leaves_the_rest_readable() -> None:
         d.close()
     with pytest.raises(ValueError, match="reap_batch=-1 must be 0"):
         IoUringDriver(reap_batch=-1)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
+async def test_loop_buffers_are_free_once_the_ring_is_done(data_dir: Path, direct: bool) -> None:
+    """Through the file API, a buffer read into or written from through the ring (a page
+    cache miss, direct I/O) is the caller's again once the call returns: it can be resized,
+    closed, freed. The PyPI binding kept every one exported and alive forever."""
+    p = data_dir / "free.bin"
+    data = make_file(p, 16 * PAGE)
+    async with aiopg_io.open(p, "r+b", direct=direct, driver="io_uring:nowait_fast_path=0") as f:
+        driver = f._ctx.driver
+        assert type(driver) is IoUringDriver
+        m = mmap.mmap(-1, 2 * PAGE)  # page-aligned, as direct I/O needs
+        assert await f.preadinto(m, PAGE) == 2 * PAGE
+        assert m[:] == data[PAGE : 3 * PAGE]
+        assert await f.pwritev([memoryview(m)[:PAGE], memoryview(m)[PAGE:]], 8 * PAGE) == 2 * PAGE
+        m.close()  # BufferError while an export is left
+        # Fresh buffers (page-aligned mmaps for direct I/O), each freed when dropped.
+        alive: list[weakref.ref[object]] = []
+        for i in range(32):
+            at = (i % 8) * PAGE
+            buf = mmap.mmap(-1, PAGE) if direct else Buf(PAGE)
+            alive.append(weakref.ref(buf))
+            assert await f.preadinto(buf, at) == PAGE
+            assert buf[:] == data[at : at + PAGE]
+            out = mmap.mmap(-1, PAGE) if direct else Buf(PAGE)
+            out[:] = bytes([i]) * PAGE
+            alive.append(weakref.ref(out))
+            assert await f.pwrite(out, 12 * PAGE) == PAGE
+            for b in (buf, out):  # the caller's again at once (BufferError while exported)
+                if isinstance(b, Buf):
+                    b.extend(b"x")
+                else:
+                    b.close()
+        del buf, out, b
+        gc.collect()
+        assert [r for r in alive if r() is not None] == []
+        assert dict(driver.statistics().extra)["fast_path_hits"] == 0  # all went to the ring
+    expect = bytearray(data)
+    expect[8 * PAGE : 10 * PAGE] = data[PAGE : 3 * PAGE]
+    expect[12 * PAGE : 13 * PAGE] = bytes([31]) * PAGE
+    assert p.read_bytes() == bytes(expect)
 
 
 # -- the issue's scenarios on the event loops: asyncio, uvloop and trio ----------------------
