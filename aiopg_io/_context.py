@@ -73,6 +73,8 @@ class IOContext:
         self._flush_pending = False
         self._in_flight = 0  # staged + owned by the driver
         self._slot_waiters = HandOff()  # callers waiting for an op slot
+        # The glue's wake as one callable the driver may call itself (reap_and_wake).
+        self._waker = glue.waker()
         self._users = 0
         self._held = False  # see hold_for_loop
         self._fork_generation = fork_generation()
@@ -255,7 +257,14 @@ class IOContext:
                 self.glue.unwatch(self.completion_fd)  # type: ignore[arg-type]
                 self._watching = False
             return
-        for op in self.driver.reap():
+        ops, woken = self.driver.reap_and_wake(self._waker)
+        if woken:
+            # Ops the driver reaped and handed to the glue's waker itself: their slots back.
+            self._in_flight -= woken
+            slots = self._slot_waiters
+            while woken and slots.wake_one():
+                woken -= 1
+        for op in ops:
             self._finish(op)
 
     def _finish(self, op: Op) -> None:
