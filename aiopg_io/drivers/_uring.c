@@ -977,9 +977,11 @@ ring_harvest(Ring *r, PyObject *args)
    FSYNC/FDATASYNC: first issue, IDLE) as the twin would, iovec array included, and enters
    the kernel once for the batch through ring_enter_submit; every other op (another kind,
    a read for the page-cache fast path or whose fd's mode is unknown, a buffer the kernel
-   cannot take, no SQ slot left) goes to the twin, submit_one(op, looked_up), unchanged, in
-   its place in the batch. So the twin decides every error and every rare case, and a kind
-   added in Python works through the C ring with no change here. */
+   cannot take, no SQ slot left, Op.flags set) goes to the twin, submit_one(op, looked_up),
+   unchanged, in its place in the batch. So the twin decides every error and every rare
+   case, and a kind added in Python works through the C ring with no change here. A new
+   meaning given in Python to an op of these kinds (a field the SQE must carry) must make
+   batch_prep leave it to the twin: check it there. */
 
 static int
 batch_traverse(Ring *r, visitproc visit, void *arg)
@@ -1032,7 +1034,7 @@ ring_next_token(Ring *r, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLongLong(r->next_token++);
 }
 
-static PyObject *S_token, *S_cancel_queued, *S_iovec, *S_buffers, *S_paths, *S_empty_tuple;
+static PyObject *S_token, *S_cancel_queued, *S_iovec, *S_buffers, *S_paths, *S_flags, *S_empty_tuple;
 
 /* fd_refs[fd] += delta, deleting the entry (and fd_direct's) at zero: the twin's
    bookkeeping of which fds the ring holds ops on. */
@@ -1098,15 +1100,19 @@ batch_prep(Ring *r, PyObject *op)
         if (!direct)
             return 0; /* the page-cache fast path first, or fcntl to learn the fd's mode */
     }
-    long long fd, offset = 0, transferred = 0;
-    if (get_ll(op, S_fd, &fd) < 0 || (transfer && (get_ll(op, S_offset, &offset) < 0 ||
+    long long fd, offset = 0, transferred = 0, flags = 0;
+    if (get_ll(op, S_flags, &flags) < 0 || get_ll(op, S_fd, &fd) < 0 ||
+        (transfer && (get_ll(op, S_offset, &offset) < 0 ||
                                                    get_ll(op, S_transferred, &transferred) < 0))) {
         if (!PyErr_ExceptionMatches(PyExc_OverflowError) && !PyErr_ExceptionMatches(PyExc_TypeError))
             return -1;
         PyErr_Clear(); /* a value the twin refuses with its message */
         return 0;
     }
-    if (fd < INT_MIN || fd > INT_MAX || offset < 0 || transferred < 0 || offset > LLONG_MAX - transferred)
+    /* Op.flags means nothing to these kinds today: one that carries any (a link, an RWF_*
+       flag some later Python prep gives meaning to) is the twin's, which knows it. */
+    if (flags != 0 || fd < INT_MIN || fd > INT_MAX || offset < 0 || transferred < 0 ||
+        offset > LLONG_MAX - transferred)
         return 0;
     PyObject *iovec = NULL, *bufs = NULL;
     Py_ssize_t n_iov = 0;
@@ -1456,6 +1462,7 @@ PyInit__uring(void)
     INTERN(S_iovec, "iovec");
     INTERN(S_buffers, "buffers");
     INTERN(S_paths, "paths");
+    INTERN(S_flags, "flags");
 #undef INTERN
     if ((S_empty_tuple = PyTuple_New(0)) == NULL)
         return NULL;

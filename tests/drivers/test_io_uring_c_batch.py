@@ -238,6 +238,26 @@ def test_a_subclass_that_overrides_the_prep_sees_every_op(tmp_path: Path) -> Non
         os.close(fd)
 
 
+def test_an_op_with_flags_c_does_not_know_goes_to_the_python_prep(tmp_path: Path) -> None:
+    """Op.flags means nothing to transfers and syncs today; one that carries some (a meaning
+    a later Python prep may give it) is left to the Python prep, which knows it."""
+    p = tmp_path / "f.bin"
+    p.write_bytes(bytes(PAGE))
+    fd = os.open(p, os.O_RDWR)
+    d = IoUringCDriver(nowait_fast_path=False)
+    try:
+        plain = Op(OpKind.WRITE, fd, 0, (memoryview(b"a" * 10),))
+        flagged = Op(OpKind.WRITE, fd, 10, (memoryview(b"b" * 10),), flags=1)
+        d.submit([plain, flagged])
+        wait_all(d, [plain, flagged])
+        assert (plain.result, flagged.result) == (10, 10)
+        assert p.read_bytes()[:20] == b"a" * 10 + b"b" * 10
+        assert extra(d.statistics())["c_prepped"] == 1
+    finally:
+        d.close()
+        os.close(fd)
+
+
 # -- the glue's wakers -----------------------------------------------------------------------
 
 
