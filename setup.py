@@ -1,7 +1,8 @@
 """Only the optional C extension lives here; the metadata is pyproject.toml's [project].
 
 ``aiopg_io.drivers._uring`` (the ring of the ``io_uring_c`` driver) is built where a C
-compiler and Python's headers are present, on Linux only. ``optional=True`` makes a failed
+compiler and Python's headers are present, on Linux only; ``aiopg_io._glue._wake`` (the loop
+glue's wakers, which that driver calls) wherever a C compiler is. ``optional=True`` makes a failed
 build a warning, not a failed install: the package then runs its pure-Python path, and
 ``python -m aiopg_io info`` says the extension is missing and why.
 """
@@ -20,5 +21,14 @@ if sys.platform.startswith("linux"):
             optional=True,
         )
     )
+# The glue's wakers in C (aiopg_io/_glue/_wake.c): plain C API, any platform.
+ext_modules.append(
+    Extension(
+        "aiopg_io._glue._wake",
+        ["aiopg_io/_glue/_wake.c"],
+        extra_compile_args=["-O2", "-std=gnu11"] if sys.platform != "win32" else [],
+        optional=True,
+    )
+)
 
 setup(ext_modules=ext_modules)

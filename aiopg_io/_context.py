@@ -92,6 +92,9 @@ class IOContext:
         self._flush_pending = False
         self._in_flight = 0  # staged + owned by the driver
         self._slot_waiters = HandOff()  # callers waiting for an op slot
+        # What the driver may call itself per reaped op (reap_and_wake): the glue resumes
+        # parked tasks; the rest (a started op's callback, a cancelled wait) is _wake's.
+        self._waker = glue.waker(self._wake)
         self._users = 0
         self._held = False  # see hold_for_loop
         self._fork_generation = fork_generation()
@@ -318,17 +321,28 @@ class IOContext:
                 self.glue.unwatch(self.completion_fd)  # type: ignore[arg-type]
                 self._watching = False
             return
-        for op in self.driver.reap():
+        ops, woken = self.driver.reap_and_wake(self._waker)
+        if woken:
+            # Ops the driver reaped and handed to the glue's waker itself: their slots back.
+            self._in_flight -= woken
+            slots = self._slot_waiters
+            while woken and slots.wake_one():
+                woken -= 1
+        for op in ops:
             self._finish(op)
 
     def _finish(self, op: Op) -> None:
         self._in_flight -= 1
+        self._wake(op)
+        self._slot_waiters.wake_one()
+
+    def _wake(self, op: Op) -> None:
+        """Whoever waits for ``op``: a started op's callback (:meth:`start`) or a parked task."""
         waiter = op.waiter
         if type(waiter) is _OnDone:
             waiter.fn(op)
         else:
             self.glue.wake(op)
-        self._slot_waiters.wake_one()
 
     def cancel(self, op: Op) -> bool:
         """Ask for ``op`` to be cancelled. True when it was dropped before reaching the

@@ -79,7 +79,11 @@ def _compiled_path() -> str:
         return f"pure Python (the io_uring_c driver cannot be imported: {exc!r})"
     loaded, why = compiled_status()
     if loaded:
-        return f"C ring for driver io_uring_c ({why}); auto still picks the pure path"
+        from .drivers._compiled import load
+
+        wakers = load("aiopg_io._glue._wake")[1]
+        woken = "waiters woken from C" if wakers is None else f"waiters woken in Python: {wakers}"
+        return f"C ring for driver io_uring_c ({why}; {woken}); auto still picks the pure path"
     return f"pure Python ({why})"
 
 

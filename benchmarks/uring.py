@@ -55,10 +55,13 @@ DEPTHS = (1, 8, 32, 128)
 _WARMUP_SECONDS = 0.3
 _SEED = 2
 
-# Targets from issue 4, at 32 in flight.
+# Targets from issue 4 (the pure driver) and issue 14 (io_uring_c), at 32 in flight.
 TARGETS = {
     "direct/asyncio vs fio": 0.85,
     "direct/trio vs fio": 0.80,
+    "direct/asyncio io_uring_c vs fio": 0.95,
+    "direct/uvloop io_uring_c vs fio": 0.95,
+    "direct/trio io_uring_c vs fio": 0.90,
     "buffered/asyncio vs aiofile": 1.5,
     "buffered/asyncio vs aiofiles": 20.0,
 }
@@ -88,6 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--warm-cpu",
         action="store_true",
         help="the compiled path's comparison instead: warm reads, io_uring_c vs pure, caio, aiofiles",
+    )
+    parser.add_argument(
+        "--contenders",
+        default=None,
+        help="run only these contenders, by name, comma-separated "
+        "(e.g. 'aiopg_io io_uring,aiopg_io io_uring_c,fio io_uring')",
     )
 
 
@@ -134,9 +143,13 @@ def _plan(args: argparse.Namespace, path: str) -> list[tuple[str, str, str, _Run
         return r.iops, r.cpu_us_per_op
 
     plan: list[tuple[str, str, str, _Run]] = []
+    compiled = aiopg_io.drivers.unavailable_reason("io_uring_c", direct=True) is None
     if args.only in (None, "direct"):
         for loop in ("asyncio", "uvloop", "trio"):
             plan.append(("direct", "aiopg_io io_uring", loop, ours(loop, True, "io_uring")))
+        if compiled:
+            for loop in ("asyncio", "uvloop", "trio"):
+                plan.append(("direct", _C_DIRECT, loop, ours(loop, True, "io_uring_c")))
         plan.append(
             (
                 "direct",
@@ -162,6 +175,9 @@ def _plan(args: argparse.Namespace, path: str) -> list[tuple[str, str, str, _Run
         plan.append(("buffered", "aiopg_io worker", "asyncio", ours("asyncio", False, "worker")))
         plan.append(("buffered", "aiofile (caio)", "asyncio", other("aiofile", open_aiofile)))
         plan.append(("buffered", "aiofiles", "asyncio", other("aiofiles")))
+    if args.contenders:
+        names = {w.strip() for w in args.contenders.split(",")}
+        plan = [entry for entry in plan if entry[1] in names]
     return plan
 
 
@@ -172,6 +188,7 @@ def _find(results: list[Result], key: tuple[str, str, str], depth: int) -> Resul
     return None
 
 
+_C_DIRECT = "aiopg_io io_uring_c"
 _OURS_DIRECT = ("direct", "aiopg_io io_uring")
 _OURS_BUFFERED = ("buffered", "aiopg_io io_uring")
 # name -> (ours, theirs)
@@ -179,6 +196,10 @@ _PAIRS: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
     "direct/asyncio vs fio": ((*_OURS_DIRECT, "asyncio"), ("direct", "fio io_uring", "-")),
     "direct/uvloop vs fio": ((*_OURS_DIRECT, "uvloop"), ("direct", "fio io_uring", "-")),
     "direct/trio vs fio": ((*_OURS_DIRECT, "trio"), ("direct", "fio io_uring", "-")),
+    "direct/asyncio io_uring_c vs fio": (("direct", _C_DIRECT, "asyncio"), ("direct", "fio io_uring", "-")),
+    "direct/uvloop io_uring_c vs fio": (("direct", _C_DIRECT, "uvloop"), ("direct", "fio io_uring", "-")),
+    "direct/trio io_uring_c vs fio": (("direct", _C_DIRECT, "trio"), ("direct", "fio io_uring", "-")),
+    "direct/asyncio io_uring_c vs pure": (("direct", _C_DIRECT, "asyncio"), (*_OURS_DIRECT, "asyncio")),
     "direct/asyncio reap_batch 8 vs 0": (
         (*_OURS_DIRECT, "asyncio"),
         ("direct", "aiopg_io io_uring, reap_batch=0", "asyncio"),
@@ -194,6 +215,16 @@ _PAIRS: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
         ("buffered", "aiopg_io io_uring, no fast path", "asyncio"),
     ),
 }
+
+
+def _cpu_spread(results: list[Result]) -> dict[str, float]:
+    """Per contender and loop: the highest CPU per read over the depths run, divided by the
+    lowest (the issue's "CPU per op within 1.3x from QD1 to QD128")."""
+    by_row: dict[str, list[float]] = {}
+    for r in results:
+        if r.cpu_us_per_op > 0:
+            by_row.setdefault(f"{r.mode} {r.contender} {r.loop}", []).append(r.cpu_us_per_op)
+    return {row: max(v) / min(v) for row, v in by_row.items() if len(v) > 1}
 
 
 def _ratios(results: list[Result], depth: int = 32) -> dict[str, dict[str, float | None]]:
@@ -427,9 +458,24 @@ def main(args: argparse.Namespace) -> int:
     _print_table(results, args.depths, "iops")
     print()
     _print_table(results, args.depths, "cpu")
+    spread = _cpu_spread(results)
+    print("\nCPU per read, highest over lowest across the depths run (target <= 1.3x)")
+    for row, ratio in spread.items():
+        print(f"  {row:60} {ratio:>6.2f}x")
+    by_depth = {d: _ratios(results, d) for d in args.depths}
+    for depth, at in by_depth.items():
+        if depth == 32:
+            continue
+        shown = {n: r for n, r in at.items() if r["iops"] is not None and "fio" in n}
+        if shown:
+            print(f"\nat {depth} in flight: IOPS ratio vs fio | CPU per read, fio / ours")
+            for name, r in shown.items():
+                print(f"  {name:38} {r['iops']:>7.2f}x | {r['cpu'] or 0:>6.2f}x")
     ratios = _ratios(results)
     print("\nat 32 in flight: IOPS ratio (target) | CPU per read, theirs / ours")
     for name, r in ratios.items():
+        if r["iops"] is None:
+            continue
         target = TARGETS.get(name)
         by_iops, by_cpu = r["iops"], r["cpu"]
         shown = "n/a" if by_iops is None else f"{by_iops:.2f}x"
@@ -452,6 +498,8 @@ def main(args: argparse.Namespace) -> int:
                     "python": sys.version.split()[0],
                     "results": [asdict(r) for r in results],
                     "ratios_at_32": ratios,  # iops: ours/theirs; cpu: theirs/ours per read
+                    "ratios_by_depth": by_depth,
+                    "cpu_spread": spread,
                     "targets": TARGETS,
                     "notes": notes,
                 },

@@ -63,6 +63,12 @@ class Glue(Protocol):
     def wake(self, op: Op) -> None:
         """Resume the task parked on ``op`` (from a callback on the loop thread)."""
 
+    def waker(self, twin: Callable[[Op], object]) -> Callable[[Op], object]:
+        """One callable a driver may call per op from C (``Driver.reap_and_wake``): it
+        resumes a task parked by :meth:`wait` itself and hands every other op to ``twin``
+        (which decides in Python, e.g. with :meth:`wake`): a C object (``_glue/_wake.c``)
+        where that extension is built and not refused (``AIOPG_IO_PURE=1``), else ``twin``."""
+
     async def checkpoint(self) -> None:
         """A schedule point that also delivers a pending cancellation (trio's
         ``checkpoint``): what an op that completed without parking still owes the loop."""

@@ -36,10 +36,12 @@ import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
+from ..drivers._compiled import load
 from ..drivers.base import Op, OpState
 
 __all__ = ["AsyncioGlue", "current"]
 
+_WAKE: Any = load("aiopg_io._glue._wake")[0]
 _glues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncioGlue] = weakref.WeakKeyDictionary()
 
 
@@ -124,6 +126,12 @@ class AsyncioGlue:
                 fut.set_result(None)
             except RuntimeError:  # its loop is closed (see the module docstring)
                 pass
+
+    def waker(self, twin: Callable[[Op], object]) -> Callable[[Op], object]:
+        if _WAKE is None:
+            return twin
+        waker: Callable[[Op], object] = _WAKE.FutureWaker(asyncio.Future, twin)
+        return waker
 
     async def checkpoint(self) -> None:
         await asyncio.sleep(0)

@@ -28,11 +28,14 @@ from typing import TYPE_CHECKING, Any
 import outcome
 import trio
 
+from ..drivers._compiled import load
+
 if TYPE_CHECKING:
     from ..drivers.base import Op
 
 __all__ = ["TrioGlue", "current"]
 
+_WAKE: Any = load("aiopg_io._glue._wake")[0]
 _GLUE: trio.lowlevel.RunVar[TrioGlue] = trio.lowlevel.RunVar("aiopg_io_glue")
 
 
@@ -148,6 +151,12 @@ class TrioGlue:
             trio.lowlevel.reschedule(parked.task)
         else:
             trio.lowlevel.reschedule(parked.task, outcome.capture(parked.raise_cancel))
+
+    def waker(self, twin: Callable[[Op], object]) -> Callable[[Op], object]:
+        if _WAKE is None:
+            return twin
+        waker: Callable[[Op], object] = _WAKE.TaskWaker(_Parked, trio.lowlevel.reschedule, twin)
+        return waker
 
     async def checkpoint(self) -> None:
         await trio.lowlevel.checkpoint()

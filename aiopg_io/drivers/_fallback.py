@@ -111,15 +111,26 @@ class ThreadFallback(Driver):
         return True
 
     def reap(self) -> list[Op]:
+        return self._reap(None)[0]
+
+    def reap_and_wake(self, waker: Callable[[Op], object]) -> tuple[list[Op], int]:
+        return self._reap(waker)
+
+    def _reap(self, waker: Callable[[Op], object] | None) -> tuple[list[Op], int]:
         if self._closed:
-            return []
+            return [], 0
         self._mux.notifier.clear()
         out = self._threads.reap()
         self._in_threads.difference_update(out)
+        woken = 0
         if self._inner_fd is not None or self._inner_pending:
             self._inner_pending = False
-            out += self.inner.reap()
-        return out
+            if waker is None:
+                out += self.inner.reap()
+            else:
+                inner, woken = self.inner.reap_and_wake(waker)
+                out += inner
+        return out, woken
 
     def cancel(self, op: Op) -> None:
         (self._threads if op in self._in_threads else self.inner).cancel(op)

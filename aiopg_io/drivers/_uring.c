@@ -1,14 +1,14 @@
 /* aiopg_io.drivers._uring: an io_uring ring on the raw system calls, for the io_uring_c driver.
  *
  * The Python twin is aiopg_io/drivers/io_uring.py on the PyPI liburing package; this module
- * replaces that package's part only (set up, SQE preparation, submit, CQE harvest), under
- * the same names, and the driver logic stays in Python (drivers/io_uring_c.py), except two
- * common cases: the page-cache fast path (try_inline) and a CQE that finishes its transfer
- * whole (harvest), each with its Python twin named. Measured against the pure
- * ring and mypyc (docs/benchmarks.md, "Compiled path"): the ring alone is within noise of
- * the pure one end to end; the fast path in C saves about as much per cached read as mypyc
- * on four modules. It is the base for the C driver core the figures call for, and it runs on
- * kernels the liburing package refuses.
+ * replaces that package's part (set up, SQE preparation, submit, CQE harvest), under the
+ * same names, and takes the ring path's common case out of Python, each piece with its
+ * Python twin named and taking every other case: the page-cache fast path (try_inline), a
+ * tick's batch into SQEs with one io_uring_enter (submit_batch), and a CQE that finishes
+ * its op whole, reaped and its waiter resumed through a waker the glue lends (harvest).
+ * Why C and why these pieces: drivers/io_uring_c.py's opening comment, and the runs in
+ * docs/benchmarks.md, "Compiled path". It also runs on kernels the liburing package
+ * refuses.
  *
  * Facts this module relies on (the kernel's ABI, so no liburing and no kernel headers are
  * needed: the layouts below are the uapi ones, include/uapi/linux/io_uring.h, stable since
@@ -180,6 +180,19 @@ enum {
 
 /* -- the ring ---------------------------------------------------------------------------- */
 
+/* What enable_batch() lends the ring, in its argument order (see "batches" below). */
+enum {
+    B_READ, B_READV, B_WRITE, B_WRITEV, B_FSYNC, B_FDATASYNC, /* OpKind members */
+    B_IDLE, B_SUBMITTED, B_COMPLETED, B_REAPED,               /* OpState members */
+    B_TRIED,       /* the driver_data of a read the fast path found not cached */
+    B_INFLIGHT,    /* the driver's _InFlight class */
+    B_OPS,         /* token -> op the kernel owns */
+    B_FD_REFS,     /* fd -> ops the ring holds on it */
+    B_FD_DIRECT,   /* fd -> O_DIRECT, valid while held */
+    B_SUBMIT_ONE,  /* the twin: submit_one(op, looked_up) -> queued */
+    B_N
+};
+
 typedef struct {
     PyObject_HEAD
     int fd;                  /* -1 once closed */
@@ -197,7 +210,15 @@ typedef struct {
     unsigned long long inline_done; /* ops try_inline completed whole, here in C */
     pid_t owner;             /* the process that mapped the ring (fork: see ring_unmap) */
     unsigned long long sqpoll_wakeups; /* io_uring_enter calls that woke the SQ thread */
+    /* Batches (submit_batch; harvest with a waker), set up by enable_batch(); see there. */
+    PyObject *batch[B_N];
+    int batch_nowait;
+    unsigned long long batch_prepped; /* ops submit_batch prepped here, in C */
+    unsigned long long next_token; /* user_data of the next op (0 is untracked) */
 } Ring;
+
+static int batch_traverse(Ring *r, visitproc visit, void *arg);
+static void batch_clear(Ring *r);
 
 static void
 ring_unmap(Ring *r)
@@ -330,8 +351,10 @@ static PyObject *
 ring_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     Ring *r = (Ring *)type->tp_alloc(type, 0);
-    if (r != NULL)
+    if (r != NULL) {
         r->fd = -1;
+        r->next_token = 1;
+    }
     return (PyObject *)r;
 }
 
@@ -345,7 +368,7 @@ ring_traverse(Ring *r, visitproc visit, void *arg)
     Py_VISIT(r->tried);
     Py_VISIT(r->fallback);
     Py_VISIT(r->partial);
-    return 0;
+    return batch_traverse(r, visit, arg);
 }
 
 static int
@@ -361,13 +384,21 @@ ring_clear(Ring *r)
     return 0;
 }
 
+static int
+ring_gc_clear(Ring *r)
+{
+    ring_clear(r);
+    batch_clear(r);
+    return 0;
+}
+
 static void
 ring_dealloc(Ring *r)
 {
     /* A ring collected unclosed: its memory and fd go with it (the kernel cancels and
        reaps whatever was in flight when the last reference to the ring file goes). */
     PyObject_GC_UnTrack(r);
-    ring_clear(r);
+    ring_gc_clear(r);
     ring_release(r);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
@@ -579,7 +610,7 @@ ring_prep_cancel64(Ring *r, PyObject *args)
    many the kernel took, or -1 with errno set. With SQPOLL the thread takes them: a system
    call only to wake it (or, the SQ full, to wait for room). Runs with the GIL released. */
 static long
-ring_enter_submit(Ring *r, unsigned to_submit)
+ring_enter(Ring *r, unsigned to_submit)
 {
     unsigned flags = 0;
     if (r->setup_flags & SETUP_SQPOLL) {
@@ -602,11 +633,12 @@ ring_enter_submit(Ring *r, unsigned to_submit)
     return ret;
 }
 
-static PyObject *
-ring_submit(Ring *r, PyObject *Py_UNUSED(ignored))
+/* The one place SQEs go to the kernel: publish what is queued and io_uring_enter(2). Returns
+   how many SQEs the kernel left queued (0: it took all), or -1 with errno set (the SQEs
+   stay queued). Every submission (submit(), submit_batch()) comes through here. */
+static long
+ring_enter_submit(Ring *r)
 {
-    if (ring_check(r) < 0)
-        return NULL;
     unsigned tail = r->sqe_tail;
     unsigned mask = *r->sq_mask;
     /* The SQ array maps ring slots to SQE indexes; ours are the identity. Written for every
@@ -617,11 +649,22 @@ ring_submit(Ring *r, PyObject *Py_UNUSED(ignored))
     __atomic_store_n(r->sq_tail, tail, __ATOMIC_RELEASE);
     unsigned to_submit = tail - head;
     if (to_submit == 0)
-        return PyLong_FromLong(0);
-    long ret = ring_enter_submit(r, to_submit);
+        return 0;
+    long ret = ring_enter(r, to_submit);
     if (ret < 0)
+        return -1; /* errno set */
+    return (long)to_submit - ret;
+}
+
+static PyObject *
+ring_submit(Ring *r, PyObject *Py_UNUSED(ignored))
+{
+    if (ring_check(r) < 0)
+        return NULL;
+    long left = ring_enter_submit(r);
+    if (left < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
-    return PyLong_FromLong((long)to_submit - ret);
+    return PyLong_FromLong(left);
 }
 
 static PyObject *
@@ -812,8 +855,10 @@ ring_try_inline(Ring *r, PyObject *op)
         Py_RETURN_FALSE;
     if ((v = PyObject_GetAttr(op, S_direct)) == NULL)
         return NULL;
-    int buffered = v == Py_False;
+    int buffered = v == Py_False, direct = v == Py_True;
     Py_DECREF(v);
+    if (direct) /* the twin's answer for a direct read, without its frame: the ring's op */
+        Py_RETURN_FALSE;
     if ((v = PyObject_GetAttr(op, S_state)) == NULL)
         return NULL;
     int idle = v == r->s_idle;
@@ -885,20 +930,34 @@ ring_try_inline(Ring *r, PyObject *op)
    completed here as op.advance(res) then op.complete(res) would; every other CQE (an error,
    a short transfer, EAGAIN, another kind) goes to ``on_cqe(op, res)``, the twin's
    _on_cqe. A CQE is retired before its op is handled, so a callback that raises loses no
-   other CQE: the rest stay in the CQ for the next reap. */
+   other CQE: the rest stay in the CQ for the next reap.
+
+   With a ``waker`` (the glue's, lent by the IOContext through the driver's reap_and_wake),
+   such a whole transfer, and a sync that succeeded, goes on to REAPED here and is handed to
+   ``waker(op)`` instead of ``out``: what the twin's _collect then the IOContext's _finish
+   would do, without a Python frame per op when the waker is in C (see finish_and_wake).
+   The third value returned counts them; the caller owes each its in-flight slot. */
+
+static int finish_and_wake(Ring *r, PyObject *op, long long transferred, PyObject *waker);
 
 static PyObject *
 ring_harvest(Ring *r, PyObject *args)
 {
     Py_ssize_t limit;
-    PyObject *ops, *out, *on_cqe, *kinds, *s_submitted, *s_completed;
-    if (!PyArg_ParseTuple(args, "nO!O!OO!OO", &limit, &PyDict_Type, &ops, &PyList_Type, &out, &on_cqe,
-                          &PyFrozenSet_Type, &kinds, &s_submitted, &s_completed) ||
+    PyObject *ops, *out, *on_cqe, *kinds, *s_submitted, *s_completed, *waker = Py_None;
+    if (!PyArg_ParseTuple(args, "nO!O!OO!OO|O", &limit, &PyDict_Type, &ops, &PyList_Type, &out, &on_cqe,
+                          &PyFrozenSet_Type, &kinds, &s_submitted, &s_completed, &waker) ||
         ring_check(r) < 0)
         return NULL;
+    if (waker == Py_None) {
+        waker = NULL;
+    } else if (r->batch[B_OPS] == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "harvest with a waker needs enable_batch() first");
+        return NULL;
+    }
     unsigned mask = *r->cq_mask;
     int continued = 0, left_over = 0;
-    Py_ssize_t taken = 0;
+    Py_ssize_t taken = 0, woken = 0;
     for (;;) {
         unsigned head = *r->cq_head;
         if (head == __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE))
@@ -926,6 +985,24 @@ ring_harvest(Ring *r, PyObject *args)
         if (err < 0)
             goto fail;
         int done = -1; /* -1: not handled here */
+        if (waker != NULL && cqe.res == 0) {
+            /* A sync that succeeded: as op.complete(0), then reaped and woken. */
+            PyObject *kind = PyObject_GetAttr(op, S_kind);
+            PyObject *state = kind ? PyObject_GetAttr(op, S_state) : NULL;
+            int sync = state != NULL && state == r->batch[B_SUBMITTED] &&
+                       (kind == r->batch[B_FSYNC] || kind == r->batch[B_FDATASYNC]);
+            Py_XDECREF(kind);
+            Py_XDECREF(state);
+            if (PyErr_Occurred())
+                goto fail;
+            if (sync) {
+                if (finish_and_wake(r, op, -1, waker) < 0)
+                    goto fail;
+                woken++;
+                Py_DECREF(op);
+                continue;
+            }
+        }
         if (cqe.res > 0) {
             PyObject *kind = PyObject_GetAttr(op, S_kind);
             PyObject *state = kind ? PyObject_GetAttr(op, S_state) : NULL;
@@ -953,6 +1030,13 @@ ring_harvest(Ring *r, PyObject *args)
                 long long transferred;
                 if (get_ll(op, S_transferred, &transferred) < 0)
                     goto fail;
+                if (waker != NULL) {
+                    if (finish_and_wake(r, op, transferred + cqe.res, waker) < 0)
+                        goto fail;
+                    woken++;
+                    Py_DECREF(op);
+                    continue;
+                }
                 PyObject *t = PyLong_FromLongLong(transferred + cqe.res);
                 PyObject *empty = PyList_New(0);
                 int bad = t == NULL || empty == NULL || PyObject_SetAttr(op, S_transferred, t) < 0 ||
@@ -987,7 +1071,332 @@ ring_harvest(Ring *r, PyObject *args)
         Py_DECREF(op);
         return NULL;
     }
-    return Py_BuildValue("(OO)", continued ? Py_True : Py_False, left_over ? Py_True : Py_False);
+    return Py_BuildValue("(OOn)", continued ? Py_True : Py_False, left_over ? Py_True : Py_False, woken);
+}
+
+
+/* -- batches: a tick's ops into SQEs, and whole completions to their waiters ------------- */
+
+/* The Python twins are IoUringDriver._submit_one (drivers/io_uring.py) with the io_uring_c
+   driver's _prep, and IoUringDriver._collect's reaping loop with IOContext._finish.
+   submit_batch() prepares the ops C knows (READ/READV/WRITE/WRITEV, direct or buffered,
+   FSYNC/FDATASYNC: first issue, IDLE) as the twin would, iovec array included, and enters
+   the kernel once for the batch through ring_enter_submit; every other op (another kind,
+   a read for the page-cache fast path or whose fd's mode is unknown, a buffer the kernel
+   cannot take, no SQ slot left, Op.flags set) goes to the twin, submit_one(op, looked_up),
+   unchanged, in its place in the batch. So the twin decides every error and every rare
+   case, and a kind added in Python works through the C ring with no change here. A new
+   meaning given in Python to an op of these kinds (a field the SQE must carry) must make
+   batch_prep leave it to the twin: check it there. */
+
+static int
+batch_traverse(Ring *r, visitproc visit, void *arg)
+{
+    for (int i = 0; i < B_N; i++)
+        Py_VISIT(r->batch[i]);
+    return 0;
+}
+
+static void
+batch_clear(Ring *r)
+{
+    for (int i = 0; i < B_N; i++)
+        Py_CLEAR(r->batch[i]);
+}
+
+static PyObject *
+ring_enable_batch(Ring *r, PyObject *args)
+{
+    if (!PyTuple_Check(args) || PyTuple_GET_SIZE(args) != B_N + 1) {
+        PyErr_Format(PyExc_TypeError, "enable_batch() takes %d arguments", B_N + 1);
+        return NULL;
+    }
+    PyObject *inflight = PyTuple_GET_ITEM(args, B_INFLIGHT);
+    if (!PyType_Check(inflight) || !PyDict_Check(PyTuple_GET_ITEM(args, B_OPS)) ||
+        !PyDict_Check(PyTuple_GET_ITEM(args, B_FD_REFS)) || !PyDict_Check(PyTuple_GET_ITEM(args, B_FD_DIRECT))) {
+        PyErr_SetString(PyExc_TypeError, "enable_batch(): InFlight must be a class, ops and fd maps dicts");
+        return NULL;
+    }
+    int nowait = PyObject_IsTrue(PyTuple_GET_ITEM(args, B_N));
+    if (nowait < 0)
+        return NULL;
+    batch_clear(r);
+    for (int i = 0; i < B_N; i++)
+        r->batch[i] = Py_NewRef(PyTuple_GET_ITEM(args, i));
+    r->batch_nowait = nowait;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ring_disable_batch(Ring *r, PyObject *Py_UNUSED(ignored))
+{
+    batch_clear(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ring_next_token(Ring *r, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(r->next_token++);
+}
+
+static PyObject *S_token, *S_cancel_queued, *S_iovec, *S_buffers, *S_paths, *S_flags, *S_empty_tuple;
+
+/* fd_refs[fd] += delta, deleting the entry (and fd_direct's) at zero: the twin's
+   bookkeeping of which fds the ring holds ops on. */
+static int
+fd_ref(Ring *r, PyObject *fd, long delta)
+{
+    PyObject *refs = r->batch[B_FD_REFS];
+    PyObject *cur = PyDict_GetItemWithError(refs, fd);
+    if (cur == NULL && PyErr_Occurred())
+        return -1;
+    long n = cur == NULL ? 0 : PyLong_AsLong(cur);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    n += delta;
+    if (n > 0) {
+        PyObject *v = PyLong_FromLong(n);
+        int err = v == NULL ? -1 : PyDict_SetItem(refs, fd, v);
+        Py_XDECREF(v);
+        return err;
+    }
+    if (cur != NULL && PyDict_DelItem(refs, fd) < 0)
+        return -1;
+    if (PyDict_DelItem(r->batch[B_FD_DIRECT], fd) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError))
+            return -1;
+        PyErr_Clear();
+    }
+    return 0;
+}
+
+/* One op of a batch: 1 when its SQE is queued, 0 when it is the twin's (nothing changed),
+   -1 on an exception. */
+static int
+batch_prep(Ring *r, PyObject *op)
+{
+    PyObject **b = r->batch;
+    PyObject *v = PyObject_GetAttr(op, S_kind);
+    if (v == NULL)
+        return -1;
+    int k = -1;
+    for (int i = B_READ; i <= B_FDATASYNC; i++)
+        if (v == b[i])
+            k = i;
+    Py_DECREF(v);
+    if (k < 0)
+        return 0;
+    if ((v = PyObject_GetAttr(op, S_state)) == NULL)
+        return -1;
+    int idle = v == b[B_IDLE];
+    Py_DECREF(v);
+    if ((v = PyObject_GetAttr(op, S_driver_data)) == NULL)
+        return -1;
+    int fresh = v == Py_None, tried = v == b[B_TRIED];
+    Py_DECREF(v);
+    if (!idle || !(fresh || tried))
+        return 0; /* a continuation, or an op in a state the twin refuses with its words */
+    int is_read = k == B_READ || k == B_READV, transfer = k <= B_WRITEV;
+    if (is_read && fresh && r->batch_nowait) {
+        if ((v = PyObject_GetAttr(op, S_direct)) == NULL)
+            return -1;
+        int direct = v == Py_True;
+        Py_DECREF(v);
+        if (!direct)
+            return 0; /* the page-cache fast path first, or fcntl to learn the fd's mode */
+    }
+    long long fd, offset = 0, transferred = 0, flags = 0;
+    if (get_ll(op, S_flags, &flags) < 0 || get_ll(op, S_fd, &fd) < 0 ||
+        (transfer && (get_ll(op, S_offset, &offset) < 0 ||
+                                                   get_ll(op, S_transferred, &transferred) < 0))) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError) && !PyErr_ExceptionMatches(PyExc_TypeError))
+            return -1;
+        PyErr_Clear(); /* a value the twin refuses with its message */
+        return 0;
+    }
+    /* Op.flags means nothing to these kinds today: one that carries any (a link, an RWF_*
+       flag some later Python prep gives meaning to) is the twin's, which knows it. */
+    if (flags != 0 || fd < INT_MIN || fd > INT_MAX || offset < 0 || transferred < 0 ||
+        offset > LLONG_MAX - transferred)
+        return 0;
+    PyObject *iovec = NULL, *bufs = NULL;
+    Py_ssize_t n_iov = 0;
+    if (transfer) {
+        PyObject *rest = PyObject_GetAttr(op, S_remaining);
+        if (rest == NULL)
+            return -1;
+        if (!PyList_CheckExact(rest) || (n_iov = PyList_GET_SIZE(rest)) == 0 || n_iov > IOV_MAX) {
+            Py_DECREF(rest);
+            return 0; /* nothing left to transfer, or more buffers than a vectored op takes */
+        }
+        iovec = PyBytes_FromStringAndSize(NULL, n_iov * (Py_ssize_t)sizeof(struct iovec));
+        if (iovec == NULL) {
+            Py_DECREF(rest);
+            return -1;
+        }
+        struct iovec *iov = (struct iovec *)PyBytes_AS_STRING(iovec);
+        int flags = PyBUF_C_CONTIGUOUS | (is_read ? PyBUF_WRITABLE : 0);
+        for (Py_ssize_t i = 0; i < n_iov; i++) {
+            Py_buffer view;
+            if (PyObject_GetBuffer(PyList_GET_ITEM(rest, i), &view, flags) < 0) {
+                PyErr_Clear(); /* read-only for a read, not contiguous: the twin says so */
+                Py_DECREF(iovec);
+                Py_DECREF(rest);
+                return 0;
+            }
+            /* Valid while the memoryview lives: the op's _InFlight keeps ``bufs`` to the CQE. */
+            iov[i].iov_base = view.buf;
+            iov[i].iov_len = (size_t)view.len;
+            PyBuffer_Release(&view);
+        }
+        bufs = PyList_GetSlice(rest, 0, n_iov); /* a copy: advance() changes the op's list */
+        Py_DECREF(rest);
+        if (bufs == NULL) {
+            Py_DECREF(iovec);
+            return -1;
+        }
+    }
+    struct u_sqe *sqe = get_sqe(r);
+    if (sqe == NULL) { /* the SQ is full: the twin submits what is queued and goes on */
+        Py_XDECREF(iovec);
+        Py_XDECREF(bufs);
+        return 0;
+    }
+    unsigned long long token = r->next_token++;
+    PyTypeObject *cls = (PyTypeObject *)b[B_INFLIGHT];
+    PyObject *data = cls->tp_alloc(cls, 0); /* object.__new__: no __init__ frame */
+    PyObject *tok = PyLong_FromUnsignedLongLong(token);
+    PyObject *fdo = PyLong_FromLongLong(fd);
+    int err = data == NULL || tok == NULL || fdo == NULL ||
+              PyObject_SetAttr(data, S_token, tok) < 0 ||
+              PyObject_SetAttr(data, S_cancel_queued, Py_False) < 0 ||
+              PyObject_SetAttr(data, S_iovec, iovec ? iovec : Py_None) < 0 ||
+              PyObject_SetAttr(data, S_buffers, bufs ? bufs : Py_None) < 0 ||
+              PyObject_SetAttr(data, S_paths, S_empty_tuple) < 0 ||
+              PyDict_SetItem(b[B_OPS], tok, op) < 0;
+    if (!err && (PyObject_SetAttr(op, S_driver_data, data) < 0 || fd_ref(r, fdo, 1) < 0 ||
+                 PyObject_SetAttr(op, S_state, b[B_SUBMITTED]) < 0)) {
+        err = 1;
+        PyDict_DelItem(b[B_OPS], tok);
+    }
+    Py_XDECREF(data);
+    Py_XDECREF(tok);
+    Py_XDECREF(fdo);
+    if (err) {
+        memset(sqe, 0, sizeof *sqe); /* taken: a NOP nobody waits for (user_data 0) */
+        Py_XDECREF(iovec);
+        Py_XDECREF(bufs);
+        return -1;
+    }
+    if (transfer) {
+        sqe->opcode = is_read ? OP_READV : OP_WRITEV;
+        sqe->addr = (uint64_t)(uintptr_t)PyBytes_AS_STRING(iovec); /* kept by the op's _InFlight */
+        sqe->len = (uint32_t)n_iov;
+        sqe->off = (uint64_t)(offset + transferred);
+    } else {
+        sqe->opcode = OP_FSYNC;
+        sqe->op_flags = k == B_FDATASYNC ? 1 /* IORING_FSYNC_DATASYNC */ : 0;
+    }
+    sqe->fd = (int32_t)fd;
+    sqe->user_data = token;
+    Py_XDECREF(iovec);
+    Py_XDECREF(bufs);
+    r->batch_prepped++;
+    return 1;
+}
+
+static PyObject *
+ring_submit_batch(Ring *r, PyObject *args)
+{
+    /* submit_batch(ops, looked_up) -> SQEs left queued after the one io_uring_enter (0: the
+       kernel took all), or -1 when nothing was queued. A refused enter (EAGAIN, EBUSY, EINTR:
+       the kernel is short of resources) counts as left, as the twin's _submit_sq. */
+    PyObject *ops, *looked_up;
+    if (!PyArg_ParseTuple(args, "OO", &ops, &looked_up) || ring_check(r) < 0)
+        return NULL;
+    if (r->batch[B_SUBMIT_ONE] == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "submit_batch() needs enable_batch() first");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(ops, "submit_batch() takes a sequence of ops");
+    if (seq == NULL)
+        return NULL;
+    int queued = 0;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *op = PySequence_Fast_GET_ITEM(seq, i);
+        int got = batch_prep(r, op);
+        if (got == 0) {
+            PyObject *res = PyObject_CallFunctionObjArgs(r->batch[B_SUBMIT_ONE], op, looked_up, NULL);
+            got = res == NULL ? -1 : PyObject_IsTrue(res);
+            Py_XDECREF(res);
+        }
+        if (got < 0) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        queued |= got;
+    }
+    Py_DECREF(seq);
+    if (!queued)
+        return PyLong_FromLong(-1);
+    if (r->fd < 0) /* a twin that closed the ring: nothing to enter */
+        return PyLong_FromLong(0);
+    long left = ring_enter_submit(r);
+    if (left < 0) {
+        if (errno != EAGAIN && errno != EBUSY && errno != EINTR)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        left = 1;
+    }
+    return PyLong_FromLong(left);
+}
+
+/* A whole transfer (``transferred``: its new total) or a sync that succeeded (-1): the
+   twin's op.advance + op.complete, _collect's REAPED bookkeeping, then ``waker(op)`` in place
+   of IOContext._finish's glue.wake. */
+static int
+finish_and_wake(Ring *r, PyObject *op, long long transferred, PyObject *waker)
+{
+    PyObject **b = r->batch;
+    int bad;
+    if (transferred >= 0) {
+        PyObject *t = PyLong_FromLongLong(transferred);
+        PyObject *empty = PyList_New(0);
+        bad = t == NULL || empty == NULL || PyObject_SetAttr(op, S_transferred, t) < 0 ||
+              PyObject_SetAttr(op, S_remaining, empty) < 0 || PyObject_SetAttr(op, S_result, t) < 0;
+        Py_XDECREF(t);
+        Py_XDECREF(empty);
+    } else {
+        PyObject *zero = PyLong_FromLong(0);
+        bad = zero == NULL || PyObject_SetAttr(op, S_result, zero) < 0;
+        Py_XDECREF(zero);
+    }
+    if (bad || PyObject_SetAttr(op, S_state, b[B_REAPED]) < 0)
+        return -1;
+    PyObject *data = PyObject_GetAttr(op, S_driver_data);
+    if (data == NULL)
+        return -1;
+    int held = PyObject_TypeCheck(data, (PyTypeObject *)b[B_INFLIGHT]);
+    Py_DECREF(data);
+    if (held) {
+        PyObject *fd = PyObject_GetAttr(op, S_fd);
+        bad = fd == NULL || PyObject_SetAttr(op, S_driver_data, Py_None) < 0 || fd_ref(r, fd, -1) < 0;
+        Py_XDECREF(fd);
+        if (bad)
+            return -1;
+    }
+    PyObject *res = PyObject_CallOneArg(waker, op);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
+static PyObject *
+ring_get_batch_prepped(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(r->batch_prepped);
 }
 
 static PyObject *
@@ -1062,7 +1471,7 @@ static PyMethodDef ring_methods[] = {
     {"cq_has_overflow", (PyCFunction)ring_cq_has_overflow, METH_NOARGS, "cq_has_overflow() -> bool"},
     {"reap", (PyCFunction)ring_reap, METH_VARARGS, "reap(limit) -> ([(user_data, res)], left_over)"},
     {"harvest", (PyCFunction)ring_harvest, METH_VARARGS,
-     "harvest(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED) -> (continued, left_over)"},
+     "harvest(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker=None) -> (continued, left_over, woken)"},
     {"register_eventfd", (PyCFunction)ring_register_eventfd, METH_VARARGS, "register_eventfd(fd)"},
     {"unregister_eventfd", (PyCFunction)ring_unregister_eventfd, METH_NOARGS, "unregister_eventfd()"},
     {"probe", (PyCFunction)ring_probe, METH_NOARGS, "probe() -> frozenset of opcodes, or None"},
@@ -1071,6 +1480,13 @@ static PyMethodDef ring_methods[] = {
      "enable_inline(READ, READV, IDLE, REAPED, tried, fallback, partial): turn try_inline on"},
     {"disable_inline", (PyCFunction)ring_disable_inline, METH_NOARGS, "disable_inline(): try_inline -> False"},
     {"try_inline", (PyCFunction)ring_try_inline, METH_O, "try_inline(op) -> bool (IoUringDriver.try_inline)"},
+    {"enable_batch", (PyCFunction)ring_enable_batch, METH_VARARGS,
+     "enable_batch(READ, READV, WRITE, WRITEV, FSYNC, FDATASYNC, IDLE, SUBMITTED, COMPLETED, REAPED, tried, "
+     "InFlight, ops, fd_refs, fd_direct, submit_one, nowait): turn submit_batch and harvest's waker on"},
+    {"disable_batch", (PyCFunction)ring_disable_batch, METH_NOARGS, "disable_batch(): drop what enable_batch lent"},
+    {"next_token", (PyCFunction)ring_next_token, METH_NOARGS, "next_token() -> the next op's user_data"},
+    {"submit_batch", (PyCFunction)ring_submit_batch, METH_VARARGS,
+     "submit_batch(ops, looked_up) -> SQEs left queued after the enter, -1 when none was queued"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1083,6 +1499,7 @@ static PyGetSetDef ring_getset[] = {
     {"sqpoll", (getter)ring_get_sqpoll, NULL, "whether a kernel thread polls the SQ (IORING_SETUP_SQPOLL)", NULL},
     {"sqpoll_wakeups", (getter)ring_get_sqpoll_wakeups, NULL, "submits that had to wake the SQ thread", NULL},
     {"inline_done", (getter)ring_get_inline_done, NULL, "ops try_inline completed whole in C", NULL},
+    {"batch_prepped", (getter)ring_get_batch_prepped, NULL, "ops submit_batch prepped in C", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1092,7 +1509,7 @@ static PyTypeObject RingType = {
     .tp_basicsize = sizeof(Ring),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_traverse = (traverseproc)ring_traverse,
-    .tp_clear = (inquiry)ring_clear,
+    .tp_clear = (inquiry)ring_gc_clear,
     .tp_doc = "Ring(entries, submit_all=True, *, sqpoll=False, sq_thread_idle=0): an io_uring on the raw system calls",
     .tp_new = ring_new,
     .tp_init = (initproc)ring_init,
@@ -1654,7 +2071,15 @@ PyInit__uring(void)
     INTERN(S_transferred, "transferred");
     INTERN(S_result, "result");
     INTERN(S_driver_data, "driver_data");
+    INTERN(S_token, "token");
+    INTERN(S_cancel_queued, "cancel_queued");
+    INTERN(S_iovec, "iovec");
+    INTERN(S_buffers, "buffers");
+    INTERN(S_paths, "paths");
+    INTERN(S_flags, "flags");
 #undef INTERN
+    if ((S_empty_tuple = PyTuple_New(0)) == NULL)
+        return NULL;
     if (PyType_Ready(&RingType) < 0 || PyType_Ready(&DoneType) < 0 || PyType_Ready(&FastPathType) < 0 ||
         PyType_Ready(&FastReadType) < 0)
         return NULL;

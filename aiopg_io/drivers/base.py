@@ -432,6 +432,15 @@ class Driver(abc.ABC):
         completion that races with the call leaves the fd readable again rather than lost.
         """
 
+    def reap_and_wake(self, waker: Callable[[Op], object]) -> tuple[list[Op], int]:
+        """Optional: :meth:`reap`, except that ops the driver can resume at once it moves to
+        REAPED and hands to ``waker(op)`` (the loop glue's, lent by the IOContext) instead of
+        returning them. Returns the other reaped ops and how many it handed over; the
+        caller owes those their in-flight slots. ``waker`` does what the glue's ``wake``
+        does, so the IOContext keeps no per-op work for them. The io_uring_c driver does
+        this in C, with no Python frame per op; the default hands nothing over."""
+        return self.reap(), 0
+
     @abc.abstractmethod
     def cancel(self, op: Op) -> None:
         """Ask that a SUBMITTED op not run; best effort, never blocks.

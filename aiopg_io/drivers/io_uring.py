@@ -762,10 +762,32 @@ class IoUringDriver(Driver):
         c.submit_calls += 1
         c.submitted += len(ops)
         nready = len(self._ready)
+        looked_up: list[int] = []
+        self._submit_batch(ops, looked_up)
+        fd_direct = self._fd_direct
+        for fd in looked_up:
+            if fd not in self._fd_refs:
+                del fd_direct[fd]  # no op holds the fd open: its number may be reused
+        if len(self._ready) > nready:
+            # Completions that never touched the ring must still make fileno() readable.
+            self._signal()
+
+    def _submit_batch(self, ops: Sequence[Op], looked_up: list[int]) -> None:
+        """Stage every op of the batch, then one submission for all."""
+        if self._stage(ops, looked_up):
+            self._submit_sq()
+
+    def _submit_one(self, op: Op, looked_up: list[int]) -> bool:
+        """Stage one IDLE op of a batch (the io_uring_c driver's C batch hands it the ops
+        it leaves); True when an SQE was queued."""
+        return self._stage((op,), looked_up)
+
+    def _stage(self, ops: Sequence[Op], looked_up: list[int]) -> bool:
+        """Take IDLE ops: the page-cache fast path for a buffered read, else an SQE each.
+        True when an SQE was queued; fds whose mode was asked go to ``looked_up``."""
         queued = False
         nowait = self._nowait
         fd_direct = self._fd_direct
-        looked_up: list[int] = []
         for op in ops:
             op.set_state(OpState.SUBMITTED)
             kind = op.kind
@@ -781,14 +803,7 @@ class IoUringDriver(Driver):
                     self._ready.append(op)
                     continue
             queued = self._prep(op) or queued
-        if queued:
-            self._submit_sq()
-        for fd in looked_up:
-            if fd not in self._fd_refs:
-                del fd_direct[fd]  # no op holds the fd open: its number may be reused
-        if len(self._ready) > nready:
-            # Completions that never touched the ring must still make fileno() readable.
-            self._signal()
+        return queued
 
     def try_inline(self, op: Op) -> bool:
         """The page-cache fast path, before any submission: a buffered read the cache holds

@@ -4,26 +4,41 @@ Opt-in for now (``driver="io_uring_c"``; ``auto`` does not pick it): the first s
 compiled path. It is :class:`~aiopg_io.drivers.io_uring.IoUringDriver` with the PyPI
 ``liburing`` package replaced by ``aiopg_io/drivers/_uring.c``, a ring driven by the raw
 ``io_uring_setup``/``io_uring_enter``/``io_uring_register`` system calls and ``mmap``. The
-driver logic (batching, the page-cache fast path, short transfers, EAGAIN, cancellation,
-overflow, close, fork) is the parent's, inherited unchanged; only the calls that touch the
-ring are overridden here, under the same method names, and two common cases run in C:
-the page-cache fast path (its twin, the parent's ``try_inline``, takes every other case)
-and a CQE that finishes its transfer whole (the parent's ``_on_cqe`` takes every other
-CQE). So the pure driver is this one's differential reference, and ``AIOPG_IO_PURE=1`` (or
-a build without a C compiler) leaves this driver unavailable, with the reason in
-``python -m aiopg_io info``.
+driver logic (the page-cache fast path, short transfers, EAGAIN, cancellation, overflow,
+close, fork) is the parent's, inherited unchanged; only the calls that touch the ring are
+overridden here, under the same method names. What runs in C is the ring path's common
+case, end to end, each piece with its Python twin taking every other case:
 
-What the figures say (docs/benchmarks.md, "Compiled path"): mypyc on ``_context``,
-``drivers/base``, ``drivers/io_uring`` and ``_file`` saved about a tenth of the CPU per op
-and needed source changes; this C ring alone, with the driver logic all Python, was within
-noise of the pure ring, because the liburing binding was not where the time goes. The
-page-cache fast path moved into C (``Ring.try_inline``, installed as this driver's
-``try_inline``: the IOContext calls it with no Python frame) saves about as much as mypyc
-did, from one function; completions in C (``Ring.harvest``) take about a quarter off the
-ring path's CPU at 32 in flight. Not yet through the whole suite's matrix in CI, so ``auto``
-keeps the pure driver. The ring is the base of the next step (submit/reap walking ops in C,
-waiters resumed from C), and it removes the liburing package's kernel floor (6.14): it
-probes features, not versions.
+- **The page-cache fast path** (``Ring.try_inline``, installed as this driver's
+  ``try_inline``; twin: the parent's ``try_inline``).
+- **A tick's batch** (``Ring.submit_batch``, this driver's ``_submit_batch``): one C call
+  takes the IOContext's batch, fills an SQE for each first-issue READ/READV/WRITE/WRITEV
+  (direct or buffered, iovec array included) and FSYNC/FDATASYNC, and enters the kernel
+  once for all, through the one C function that calls ``io_uring_enter``. Any other op (a
+  kind C does not know, a buffered read that goes to the fast path first, a buffer the
+  kernel cannot take, no SQ slot left) goes to the parent's ``_submit_one`` in its place
+  in the batch, so a kind added in Python works here unchanged and every error is worded
+  by the twin.
+- **Completions and waiters** (``Ring.harvest``): a CQE that finishes its transfer whole,
+  or a sync that succeeded, completes its op in C (every other CQE goes to the parent's
+  ``_on_cqe``). Under :meth:`reap_and_wake` such an op is also reaped in C and handed to
+  the waker the IOContext lends from its glue: a C callable there
+  (``aiopg_io/_glue/_wake.c``: an asyncio future's ``set_result``, trio's
+  ``reschedule``), so on asyncio a completion reaches its task with no Python frame of
+  ours, and the IOContext only gives back the slots.
+
+Why C, and why these pieces (docs/benchmarks.md, "Compiled path", has the runs): mypyc on
+``_context``, ``drivers/base``, ``drivers/io_uring`` and ``_file`` saved about a tenth of
+the CPU per op and needed source changes; the C ring alone, with the driver logic all
+Python, was within noise of the pure ring, because the liburing binding was not where the
+time goes; the time went to the Python frames each op paid in the driver, the IOContext and
+the glue, which the pieces above remove from the ring path. The kernel's share is what fio
+pays; what remains above it is the file layer (``_file``, ``_checks``), the IOContext's
+``run`` and the loop itself. Not yet the issue's targets, and not yet through the whole
+suite's matrix in CI, so ``auto`` keeps the pure driver. The ring removes the liburing
+package's kernel floor (6.14): it probes features, not versions. A subclass that overrides
+``_on_cqe`` (the tests' fault injectors) sees every CQE, and one that overrides ``_prep``
+or ``_submit_one`` gets every op through them, as on the pure driver.
 
 The file calls' fast path (``fast_reads``, a ``_uring.FastPath``; ``_uring.c`` says how it
 works). With ``try_inline`` in C a cached read still cost several times the system call: the
@@ -61,12 +76,13 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import importlib
 import os
 import select
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import DriverUnavailableError
+from ._compiled import load
 from .base import (
     FILE_KINDS,
     PATH_KINDS,
@@ -99,18 +115,7 @@ MAX_SQ_THREAD_IDLE_MS = 60_000
 
 _U: Any
 _IMPORT_ERROR: str | None
-if os.environ.get("AIOPG_IO_PURE", "").strip().lower() in ("1", "true", "yes", "on"):
-    _U, _IMPORT_ERROR = None, "AIOPG_IO_PURE=1 forces the pure-Python path"
-else:
-    try:
-        _U = importlib.import_module("aiopg_io.drivers._uring")
-        _IMPORT_ERROR = None
-    except ImportError as _exc:
-        _U = None
-        _IMPORT_ERROR = (
-            f"the C extension aiopg_io.drivers._uring is not built ({_exc}); reinstall with a C "
-            "compiler (pip install -e .) to build it"
-        )
+_U, _IMPORT_ERROR = load("aiopg_io.drivers._uring")
 
 
 def compiled_status() -> tuple[bool, str]:
@@ -224,7 +229,23 @@ class IoUringCDriver(IoUringDriver):
         # threads (drivers/_fallback.py); FTRUNCATE stays, run inline where it is missing.
         self._kinds = _native_kinds(ops)
         self._init_state()
+        self._next_token = self._ring.next_token  # one sequence for C and Python preps
         self._own_on_cqe = type(self)._on_cqe is not IoUringDriver._on_cqe
+        self._own_prep = (
+            type(self)._prep is not IoUringCDriver._prep
+            or type(self)._submit_one is not IoUringDriver._submit_one
+            or type(self)._stage is not IoUringDriver._stage
+        )
+        # A tick's batch in C (Ring.submit_batch): what C does not prep goes to the parent's
+        # _submit_one, its twin, in its place in the batch.
+        self._ring.enable_batch(
+            OpKind.READ, OpKind.READV, OpKind.WRITE, OpKind.WRITEV, OpKind.FSYNC, OpKind.FDATASYNC,
+            OpState.IDLE, OpState.SUBMITTED, OpState.COMPLETED, OpState.REAPED, _TRIED_INLINE,
+            _InFlight, self._ops, self._fd_refs, self._fd_direct, self._submit_one, self._nowait,
+        )  # fmt: skip
+        self._waker: Callable[[Op], object] | None = None  # lent for one reap_and_wake
+        self._woken = 0
+        self._woken_total = 0
         if self._nowait:
             # The page-cache fast path in C: the IOContext calls the ring's try_inline with
             # no Python frame; what C leaves (see _uring.c) goes to the parent's, its twin.
@@ -243,6 +264,23 @@ class IoUringCDriver(IoUringDriver):
         self._counters.short_transfers += 1
         return super().try_inline(op)
 
+    def reap_and_wake(self, waker: Callable[[Op], object]) -> tuple[list[Op], int]:
+        """:meth:`reap`, with the whole completions (and syncs that succeeded) that C
+        handles moved to REAPED and handed to ``waker`` in C rather than returned."""
+        self._check_process()
+        if self._own_on_cqe:
+            return self.reap(), 0  # every CQE goes to the subclass's _on_cqe
+        self._waker = waker
+        self._woken = 0
+        try:
+            out = self.reap()
+        finally:
+            self._waker = None
+        woken = self._woken
+        self._counters.completed += woken
+        self._woken_total += woken
+        return out, woken
+
     def statistics(self) -> DriverStatistics:
         s = super().statistics()
         done = self._ring.inline_done  # whole reads the C fast paths completed
@@ -252,6 +290,8 @@ class IoUringCDriver(IoUringDriver):
         extra["fast_path_hits"] += done
         if self._sqpoll:
             extra["sqpoll_wakeups"] = self._ring.sqpoll_wakeups  # submits that woke the SQ thread
+        extra["c_prepped"] = self._ring.batch_prepped  # ops submit_batch prepped in C
+        extra["c_resumed"] = self._woken_total  # ops reaped and handed to the waker in C
         return dataclasses.replace(
             s, submitted=s.submitted + done, completed=s.completed + done, extra=tuple(sorted(extra.items()))
         )
@@ -376,6 +416,15 @@ class IoUringCDriver(IoUringDriver):
             return bool(ring.prep_path(_U.IORING_OP_CLOSE, dfd, None, None, 0, 0, token))
         raise NotImplementedError(kind)
 
+    def _submit_batch(self, ops: Sequence[Op], looked_up: list[int]) -> None:
+        # In C: every op C preps (see _uring.c, "batches") and one io_uring_enter; the rest
+        # go to the parent's _submit_one in their place.
+        if self._own_prep:
+            return super()._submit_batch(ops, looked_up)
+        left: int = self._ring.submit_batch(ops, looked_up)
+        if left >= 0:
+            self._submitted(left)
+
     def _submit_sq(self) -> None:
         try:
             left = self._ring.submit()
@@ -383,6 +432,10 @@ class IoUringCDriver(IoUringDriver):
             if exc.errno not in (errno.EAGAIN, errno.EBUSY, errno.EINTR):
                 raise
             left = 1
+        self._submitted(left)
+
+    def _submitted(self, left: int) -> None:
+        """Bookkeeping after an io_uring_enter that left ``left`` SQEs queued."""
         if left:
             # The kernel is short of resources, or (before SUBMIT_ALL) stopped at an SQE
             # that failed early: the rest stay queued, reap submits them.
@@ -407,9 +460,18 @@ class IoUringCDriver(IoUringDriver):
             return super()._harvest(limit, out)
         continued: bool
         left_over: bool
-        continued, left_over = self._ring.harvest(
-            limit, self._ops, out, self._on_cqe, TRANSFER_KINDS, OpState.SUBMITTED, OpState.COMPLETED
+        woken: int
+        continued, left_over, woken = self._ring.harvest(
+            limit,
+            self._ops,
+            out,
+            self._on_cqe,
+            TRANSFER_KINDS,
+            OpState.SUBMITTED,
+            OpState.COMPLETED,
+            self._waker,
         )
+        self._woken += woken
         return continued, left_over
 
     def _take_cqes(self, limit: int) -> tuple[list[tuple[int, int]], bool]:
@@ -425,6 +487,7 @@ class IoUringCDriver(IoUringDriver):
 
     def _teardown(self) -> None:
         self._ring.disable_inline()  # try_inline -> False; drops the ring's refs to self
+        self._ring.disable_batch()
         if self.fast_reads is not None:
             self.fast_reads.disable()  # every file's reader -> the pure path
         self._ring.unregister_eventfd()
