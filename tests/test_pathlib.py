@@ -74,8 +74,14 @@ async def test_entry_calls_change_the_disk_as_pathlib_does(tmp_path: pathlib.Pat
     replaced = await moved.replace(str(base / "h"))
     assert type(replaced) is aiopg_io.Path and (tmp_path / "h").read_bytes() == b"x"
     link = base / "link"
-    await link.symlink_to(base / "missing")  # anyio's, unchanged
+    await link.symlink_to(base / "missing")
+    assert os.readlink(tmp_path / "link") == str(tmp_path / "missing")
+    assert await link.is_symlink() and not await (base / "h").is_symlink() and not await f.is_symlink()
     assert not await link.exists() and await link.exists(follow_symlinks=False)
+    hard = base / "hard"
+    await hard.hardlink_to(base / "h")
+    assert (tmp_path / "hard").stat().st_ino == (tmp_path / "h").stat().st_ino
+    await hard.unlink()
     assert not await link.is_file(follow_symlinks=False) and not await link.is_dir(follow_symlinks=False)
     await link.unlink()
     await (base / "h").unlink()
@@ -102,6 +108,9 @@ CALLS: list[tuple[str, Callable[[pathlib.Path], object], str]] = [
     ("replace", lambda p: p.replace(p.parent / "z"), "missing nul"),
     ("mkdir", lambda p: p.mkdir(), "d f nul missing/x f/x"),
     ("mkdir parents", lambda p: p.mkdir(parents=True), "d f/x/y nul"),
+    ("symlink_to", lambda p: p.symlink_to("t"), "d f nul missing/x"),
+    ("hardlink_to", lambda p: p.hardlink_to(p.parent / "f"), "d f nul missing/x"),
+    ("hardlink_to a missing target", lambda p: p.hardlink_to(p.parent / "missing"), "x nul"),
 ]
 
 
@@ -137,3 +146,40 @@ async def test_predicates_and_type_errors_are_pathlib_s(tmp_path: pathlib.Path, 
         await ap.open(3)  # type: ignore[arg-type]  # pathlib's TypeError is an accident of its code
     await same_error(sync_error(lambda: pathlib.Path(3)), lambda: anyio.to_thread.run_sync(aiopg_io.Path, 3))
     assert (tmp_path / "f").read_bytes() == b""
+
+
+async def test_the_path_s_limiter_bounds_its_os_calls(tmp_path: pathlib.Path, driver: str) -> None:
+    """A path's limiter reaches its aiopg_io.os calls: where STATX / SYMLINKAT run on a thread
+    of this process, a call waits for the token held elsewhere; where the driver runs them
+    without one, it does not."""
+    from aiopg_io._context import get_context
+
+    (tmp_path / "f").write_bytes(b"")
+    limiter = anyio.CapacityLimiter(1)
+    p = aiopg_io.Path(tmp_path / "f", limiter=limiter)
+    await aiopg_io.os.stat(tmp_path)  # the loop's context, for its driver's capabilities
+    threaded = {k.value for k in get_context().driver.capabilities.threaded_kinds}
+    calls: list[tuple[Callable[[], Awaitable[object]], bool]] = [
+        (p.stat, "statx" in threaded),
+        (p.is_symlink, "statx" in threaded),
+        (lambda: (p.parent / "s").symlink_to("f"), "symlinkat" in threaded),
+    ]
+    holder = object()
+    for call, waits in calls:
+        await limiter.acquire_on_behalf_of(holder)
+        done = anyio.Event()
+
+        async def run(call: Callable[[], Awaitable[object]] = call, done: anyio.Event = done) -> None:
+            await call()
+            done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            if waits:
+                await anyio.wait_all_tasks_blocked()
+                assert limiter.statistics().tasks_waiting == 1 and not done.is_set()
+            else:
+                await done.wait()
+            limiter.release_on_behalf_of(holder)
+        assert done.is_set() and limiter.borrowed_tokens == 0
+    assert os.readlink(tmp_path / "s") == "f"
