@@ -30,6 +30,8 @@ from aiopg_io.drivers.base import Op, OpKind, OpState
 from aiopg_io.drivers.io_uring import IoUringDriver
 from tests.conftest import in_child, open_fds
 
+from .._driving import wait_all
+
 _REASON = IoUringDriver.unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"io_uring cannot run here: {_REASON}")
 
@@ -37,20 +39,6 @@ PAGE = 4096
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def wait_all(driver: IoUringDriver, ops: Sequence[Op], timeout: float = 20.0) -> list[Op]:
-    """Reap until every op in ``ops`` came back, waiting on the completion fd like a loop."""
-    want = {id(op) for op in ops}
-    got: list[Op] = []
-    while want:
-        readable, _, _ = select.select([driver.fileno()], [], [], timeout)
-        assert readable, f"completion fd not readable after {timeout} s; {len(want)} ops outstanding"
-        for op in driver.reap():
-            assert op.state is OpState.REAPED
-            want.discard(id(op))
-            got.append(op)
-    return got
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,21 +22,13 @@ from aiopg_io.drivers.base import Op, OpKind, OpState
 from aiopg_io.drivers.io_uring import IoUringDriver
 from aiopg_io.drivers.io_uring_c import IoUringCDriver, compiled_status
 
+from .._driving import wait_all
 from ..conftest import open_fds
 
 _REASON = IoUringCDriver.unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"io_uring_c cannot run here: {_REASON}")
 
 PAGE = 4096
-
-
-def wait_all(d: IoUringDriver, ops: list[Op], timeout: float = 20.0) -> None:
-    pending = {id(op) for op in ops if op.state is not OpState.REAPED}
-    while pending:
-        readable, _, _ = select.select([d.fileno()], [], [], timeout)
-        assert readable, f"{len(pending)} ops did not complete within {timeout} s"
-        for op in d.reap():
-            pending.discard(id(op))
 
 
 @pytest.fixture

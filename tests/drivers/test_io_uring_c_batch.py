@@ -29,6 +29,7 @@ from aiopg_io.drivers.base import Op, OpKind, OpState
 from aiopg_io.drivers.io_uring import IoUringDriver
 from aiopg_io.drivers.io_uring_c import IoUringCDriver
 
+from .._driving import wait_all
 from ..conftest import open_fds
 
 _REASON = IoUringCDriver.unavailable_reason() or IoUringDriver.unavailable_reason()
@@ -36,15 +37,6 @@ pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"io_uring/io_uring_
 
 PAGE = 4096
 PAGES = 16
-
-
-def wait_all(d: IoUringDriver, ops: list[Op], timeout: float = 20.0) -> None:
-    pending = {id(op) for op in ops if op.state is not OpState.REAPED}
-    while pending:
-        readable, _, _ = select.select([d.fileno()], [], [], timeout)
-        assert readable, f"{len(pending)} ops did not complete within {timeout} s"
-        for op in d.reap():
-            pending.discard(id(op))
 
 
 def outcome(op: Op) -> tuple[object, ...]:

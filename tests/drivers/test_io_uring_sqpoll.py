@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from aiopg_io.drivers.base import Op, OpKind, OpState
 from aiopg_io.drivers.io_uring import DEFAULT_SQPOLL, IoUringDriver
 from aiopg_io.errors import DriverOptionError
 
+from .._driving import wait_all
 from ..conftest import in_child, open_fds
 
 NAMES = ["io_uring", "io_uring_c"]
@@ -35,15 +35,6 @@ def sqpoll_driver(name: str, **options: object) -> IoUringDriver:
     d = driver_class(name)(sqpoll=1, **options)
     assert isinstance(d, IoUringDriver) and d.sqpoll is True
     return d
-
-
-def wait_all(d: IoUringDriver, ops: list[Op]) -> None:
-    pending = {id(op) for op in ops}
-    while pending:
-        readable, _, _ = select.select([d.fileno()], [], [], 20)
-        assert readable, f"{len(pending)} ops did not complete"
-        for op in d.reap():
-            pending.discard(id(op))
 
 
 @pytest.mark.anyio

@@ -31,6 +31,8 @@ from aiopg_io.drivers.base import Op, OpKind, OpState
 from aiopg_io.drivers.posix_aio import _layouts, _libc, _notifiers, _platforms
 from tests.conftest import open_fds
 
+from .._driving import wait_all
+
 REASON = posix_aio.PosixAioDriver.unavailable_reason()
 needs_posix_aio = pytest.mark.skipif(REASON is not None, reason=f"posix_aio cannot run here: {REASON}")
 LINUX_GLIBC = _platforms.PLATFORM is _platforms.LINUX_GLIBC
@@ -45,19 +47,6 @@ def drive(d: posix_aio.PosixAioDriver, ops: Sequence[Op], *, timeout: float = 20
     return wait_all(d, ops, timeout=timeout)
 
 
-def wait_all(d: posix_aio.PosixAioDriver, ops: Sequence[Op], *, timeout: float = 20.0) -> list[Op]:
-    want = {id(op) for op in ops}
-    got: list[Op] = []
-    deadline = time.monotonic() + timeout
-    while want:
-        left = deadline - time.monotonic()
-        assert left > 0, f"{len(want)} ops never completed; {d.statistics()}"
-        select.select([d.fileno()], [], [], min(left, 1.0))
-        for op in d.reap():
-            assert op.state is OpState.REAPED
-            want.discard(id(op))
-            got.append(op)
-    return got
 
 
 def reap_for(d: posix_aio.PosixAioDriver, seconds: float) -> list[Op]:

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import os
-import select
 from collections.abc import Sequence
 
 from aiopg_io.drivers import Driver, Op, OpKind
 
+from .._driving import wait_all
+
 
 def run(driver: Driver, ops: Sequence[Op], timeout: float = 10.0) -> list[Op]:
-    """Submit ``ops`` and reap until every one is back (blocking; for driver-level tests).
-    A driver that is not asynchronous is reaped right after submit, as the IOContext does."""
+    """Submit ``ops`` and reap until every one is back (blocking; for driver-level tests)."""
     driver.submit(ops)
-    want = set(map(id, ops))
-    got: list[Op] = []
-    asynchronous = driver.capabilities.asynchronous
-    while want:
-        fd = driver.fileno()
-        if fd is not None and asynchronous:
-            r, _, _ = select.select([fd], [], [], timeout)
-            assert r, f"no completion within {timeout}s for {len(want)} op(s)"
-        for op in driver.reap():
-            want.discard(id(op))
-            got.append(op)
-    return got
+    return wait_all(driver, ops, timeout)
 
 
 def write(fd: int, data: bytes, offset: int, path: str | None = None) -> Op:

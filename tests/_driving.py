@@ -1,0 +1,31 @@
+"""Driving a driver without an event loop, for driver-level tests: one way to wait for ops."""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Sequence
+
+from aiopg_io.drivers import Driver, Op, OpState
+
+
+def wait_all(driver: Driver, ops: Sequence[Op], timeout: float = 20.0) -> list[Op]:
+    """Reap until every op in ``ops`` came back, waiting on the completion fd as a loop
+    would (a driver that is not asynchronous is reaped at once, as the IOContext does); the
+    ops reaped meanwhile, in the order they came. Fails after ``timeout`` seconds.
+    ``driver.submit`` is the caller's."""
+    # The caller holds ops, so their ids stay theirs; one reaped already never comes again.
+    want = {id(op) for op in ops if op.state is not OpState.REAPED}
+    got: list[Op] = []
+    deadline = time.monotonic() + timeout
+    fd = driver.fileno() if driver.capabilities.asynchronous else None
+    while want:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{len(want)} ops did not complete within {timeout} s; {driver.statistics()}"
+        if fd is not None:
+            select.select([fd], [], [], min(left, 1.0))
+        for op in driver.reap():
+            assert op.state is OpState.REAPED
+            want.discard(id(op))
+            got.append(op)
+    return got
