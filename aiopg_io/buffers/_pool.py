@@ -59,7 +59,7 @@ import weakref
 from collections.abc import AsyncIterable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -161,14 +161,65 @@ class Relation:
         await self.pool.close_relation(self)
 
 
-class Page:
+_Pinned = TypeVar("_Pinned", bound="_Pins")
+
+
+class _Pins:
+    """What :class:`Page` and :class:`PageRun` share: pins handed to a caller, released once
+    (by :meth:`release` or leaving ``with``), their views revoked with them, and a
+    ResourceWarning for pins dropped unreleased (PostgreSQL warns about a buffer refcount
+    leak at end of transaction; a leaked pin would keep its buffers out of reach forever)."""
+
+    __slots__ = ("_released",)
+    _released: bool
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def release(self) -> None:
+        """Unpin the page(s) (idempotent)."""
+        if self._released:
+            return
+        self._released = True
+        for view in self._views_made():
+            # BufferError: the caller still holds an export of the view (numpy, ctypes):
+            # it cannot be revoked.
+            with contextlib.suppress(BufferError):
+                view.release()
+        self._unpin(notify=True)
+
+    def __enter__(self: _Pinned) -> _Pinned:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        if getattr(self, "_released", True):
+            return
+        warnings.warn(self._never_released(), ResourceWarning, stacklevel=2, source=self)
+        self._released = True
+        self._unpin(notify=False)
+
+    def _views_made(self) -> list[memoryview]:
+        raise NotImplementedError
+
+    def _unpin(self, *, notify: bool) -> None:
+        raise NotImplementedError
+
+    def _never_released(self) -> str:
+        raise NotImplementedError
+
+
+class Page(_Pins):
     """A pinned page: ``data`` is valid until the pin is released (``with page:`` or
     :meth:`release`). Call :meth:`mark_dirty` after changing ``data``; a change made after
     a checkpoint started needs another ``mark_dirty`` to reach the next one. Make a change
     with no await in it: a write that begins during an await may take the page half-changed
     (docs/guide.md, "Changing a page")."""
 
-    __slots__ = ("__weakref__", "_data", "_desc", "_owner", "_pool", "_released", "blockno", "rel")
+    __slots__ = ("__weakref__", "_data", "_desc", "_owner", "_pool", "blockno", "rel")
 
     def __init__(self, pool: BufferPool, desc: BufferDesc, owner: Any) -> None:
         self._pool = pool
@@ -192,10 +243,6 @@ class Page:
             raise ClosedError(f"page {self.blockno} of {self.rel.path!r} was released (unpinned)")
         return self._data
 
-    @property
-    def released(self) -> bool:
-        return self._released
-
     def mark_dirty(self) -> None:
         if self._released:
             raise ClosedError(
@@ -203,38 +250,17 @@ class Page:
             )
         self._desc.dirty = True
 
-    def release(self) -> None:
-        """Unpin (idempotent)."""
-        if self._released:
-            return
-        self._released = True
-        # BufferError: the caller still holds an export of the view (numpy, ctypes): cannot revoke.
-        with contextlib.suppress(BufferError):
-            self._data.release()
-        self._pool._unpin(self._desc, self._owner)
+    def _views_made(self) -> list[memoryview]:
+        return [self._data]
 
-    def __enter__(self) -> Page:
-        return self
+    def _unpin(self, *, notify: bool) -> None:
+        self._pool._unpin(self._desc, self._owner, notify=notify)
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __del__(self) -> None:
-        if getattr(self, "_released", True):
-            return
-        # PostgreSQL warns about a buffer refcount leak at end of transaction; a leaked pin
-        # would keep the buffer out of reach forever.
-        warnings.warn(
-            f"page {self.blockno} of {self.rel.path!r} was never released",
-            ResourceWarning,
-            stacklevel=2,
-            source=self,
-        )
-        self._released = True
-        self._pool._unpin(self._desc, self._owner, notify=False)
+    def _never_released(self) -> str:
+        return f"page {self.blockno} of {self.rel.path!r} was never released"
 
 
-class PageRun:
+class PageRun(_Pins):
     """Pinned pages of consecutive blocks, ``blockno`` to ``blockno + nblocks - 1`` of
     ``rel``: what one combined read brought in (or one page found in the pool), handed out
     at once by :meth:`ReadStream.runs` and :meth:`ReadBuffersOperation.take_run`.
@@ -249,7 +275,6 @@ class PageRun:
         "_descs",
         "_owner",
         "_pool",
-        "_released",
         "_views",
         "blockno",
         "nblocks",
@@ -298,10 +323,6 @@ class PageRun:
     def __iter__(self) -> Iterator[memoryview]:
         return iter(self._pages())
 
-    @property
-    def released(self) -> bool:
-        return self._released
-
     def mark_dirty(self, i: int | None = None) -> None:
         """Mark the page ``run[i]`` dirty, or every page of the run when ``i`` is None."""
         self._check()
@@ -311,35 +332,15 @@ class PageRun:
         else:
             self._descs[operator.index(i) if i >= 0 else self.nblocks + i].dirty = True
 
-    def release(self) -> None:
-        """Unpin every page of the run (idempotent)."""
-        if self._released:
-            return
-        self._released = True
-        if self._views is not None:
-            for v in self._views:
-                with contextlib.suppress(BufferError):  # exported elsewhere: cannot revoke (Page.release)
-                    v.release()
-        self._pool._unpin_all(self._descs, self._owner)
+    def _views_made(self) -> list[memoryview]:
+        return self._views or []
 
-    def __enter__(self) -> PageRun:
-        return self
+    def _unpin(self, *, notify: bool) -> None:
+        self._pool._unpin_all(self._descs, self._owner, notify=notify)
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __del__(self) -> None:
-        if getattr(self, "_released", True):
-            return
-        warnings.warn(
-            f"pages {self.blockno}..{self.blockno + self.nblocks - 1} of {self.rel.path!r} were never "
-            "released",
-            ResourceWarning,
-            stacklevel=2,
-            source=self,
-        )
-        self._released = True
-        self._pool._unpin_all(self._descs, self._owner, notify=False)
+    def _never_released(self) -> str:
+        last = self.blockno + self.nblocks - 1
+        return f"pages {self.blockno}..{last} of {self.rel.path!r} were never released"
 
 
 class ReadBuffersOperation:
