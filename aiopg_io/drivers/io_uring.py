@@ -687,7 +687,7 @@ class IoUringDriver(Driver):
 
     def __repr__(self) -> str:
         return (
-            f"<IoUringDriver entries={self._sq_entries} in_flight={len(self._ops)} "
+            f"<IoUringDriver entries={self._sq_entries} in_flight={self._ops_out()} "
             f"nowait_fast_path={self._nowait} sqpoll={self._sqpoll} closed={self._closed}>"
         )
 
@@ -1365,10 +1365,15 @@ class IoUringDriver(Driver):
         _L.io_uring_queue_exit(self._ring)
         os.close(self._efd)
 
+    def _ops_out(self) -> int:
+        """Ops the kernel holds: ops, not SQEs (a linked write + sync is in ``_ops`` under both
+        its user_datas)."""
+        return len({id(op) for op in self._ops.values()})
+
     def statistics(self) -> DriverStatistics:
         return self._counters.snapshot(
             self.name,
-            len(self._ops) + len(self._ready) + len(self._backlog),
+            self._ops_out() + len(self._ready) + len(self._backlog),
             entries=self._sq_entries,
             cq_entries=self._cq_entries,
             fast_path_hits=self._fast_path_hits,

@@ -8,6 +8,7 @@ driver applies it, so the driver's own continuation code runs on real kernel res
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import gc
 import mmap
@@ -1278,6 +1279,28 @@ def test_linked_write_sync_completes_on_one_cqe(tmp_path: Path, uring: IoUringDr
         assert uring._ops == {} and uring.statistics().reap_calls == 1
     finally:
         os.close(fd)
+
+
+def test_a_linked_op_in_flight_counts_once(uring: IoUringDriver) -> None:
+    """Its write and its sync each have a user_data, but statistics count ops, not SQEs."""
+    r, w = os.pipe()
+    try:
+        os.set_blocking(w, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(w, b"x" * 65536)  # a full pipe: the ring's write waits for room
+        op = _write_sync(w, 0, b"y" * 4096)  # a pipe's offset is no position: 0 is fine
+        uring.submit([op])
+        assert op.state is not OpState.REAPED and uring.statistics().in_flight == 1
+        os.set_blocking(r, False)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(r, 1 << 20):  # room: the write goes out, then the fsync ends it
+                pass
+        wait_all(uring, [op])
+        assert uring.statistics().in_flight == 0
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_linked_write_error_is_the_ops_error(tmp_path: Path, uring: IoUringDriver) -> None:
