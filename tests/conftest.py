@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,46 @@ def fd_targets() -> dict[str, str]:
         except OSError:
             pass
     return out
+
+
+async def check_limiter_wait(limiter: Any, call: Callable[[], Awaitable[object]], waits: bool) -> None:
+    """With ``limiter``'s one token held elsewhere, run ``call``: it waits for the token when
+    ``waits`` (a thread of this process runs it), else it completes without it."""
+    import anyio
+
+    holder = object()
+    await limiter.acquire_on_behalf_of(holder)
+    done = anyio.Event()
+
+    async def run() -> None:
+        await call()
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        if waits:
+            await anyio.wait_all_tasks_blocked()
+            assert limiter.statistics().tasks_waiting == 1 and not done.is_set()
+        else:
+            await done.wait()  # never waited for the token
+        limiter.release_on_behalf_of(holder)
+    assert done.is_set() and limiter.borrowed_tokens == 0
+
+
+@pytest.fixture
+def contexts_made(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every IOContext made while the test runs, in order (its ``__init__`` counted)."""
+    from aiopg_io import _context
+
+    made: list[object] = []
+    real_init = _context.IOContext.__init__
+
+    def counting_init(self: _context.IOContext, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(_context.IOContext, "__init__", counting_init)
+    return made
 
 
 @pytest.fixture

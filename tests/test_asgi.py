@@ -17,7 +17,6 @@ import pytest
 
 starlette_responses = pytest.importorskip("starlette.responses")
 
-from aiopg_io import _context  # noqa: E402
 from aiopg_io._context import live_contexts  # noqa: E402
 from aiopg_io.asgi import FileResponse, StaticFiles  # noqa: E402
 
@@ -309,18 +308,10 @@ async def test_a_file_that_shrinks_ends_the_response(
 
 
 def test_static_files_share_one_context_closed_when_the_loop_ends(
-    tmp_path: Path, anyio_backend: Any, driver: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, anyio_backend: Any, driver: str, contexts_made: list[object]
 ) -> None:
     """Requests one after another (no file open between them) share the loop's context,
     which is closed when the loop ends: no fd is left."""
-    made: list[object] = []
-    real_init = _context.IOContext.__init__
-
-    def counting_init(self: _context.IOContext, *args: Any, **kwargs: Any) -> None:
-        made.append(self)
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(_context.IOContext, "__init__", counting_init)
     (tmp_path / "a.txt").write_bytes(b"hello")
     app = StaticFiles(tmp_path)
 
@@ -332,7 +323,7 @@ def test_static_files_share_one_context_closed_when_the_loop_ends(
     backend, options = anyio_backend
     before = open_fds()
     anyio.run(main, backend=backend, backend_options=options)
-    assert len(made) == 1
+    assert len(contexts_made) == 1
     assert live_contexts() == []
     assert open_fds() == before
 

@@ -27,10 +27,9 @@ import pytest
 
 import aiopg_io
 import aiopg_io.os
-from aiopg_io import _context
 from aiopg_io._context import get_context, live_contexts
 
-from .conftest import open_fds
+from .conftest import check_limiter_wait, open_fds
 
 pytestmark = pytest.mark.anyio
 
@@ -274,16 +273,8 @@ async def test_sendfile_copies_as_os_sendfile_does(tree: Path) -> None:
 
 
 def test_a_hundred_calls_share_one_context_closed_when_the_loop_ends(
-    tmp_path: Path, anyio_backend: Any, driver: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, anyio_backend: Any, driver: str, contexts_made: list[object]
 ) -> None:
-    made: list[object] = []
-    real_init = _context.IOContext.__init__
-
-    def counting_init(self: _context.IOContext, *args: Any, **kwargs: Any) -> None:
-        made.append(self)
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(_context.IOContext, "__init__", counting_init)
     (tmp_path / "f").write_bytes(b"x")
 
     async def main() -> None:
@@ -302,7 +293,7 @@ def test_a_hundred_calls_share_one_context_closed_when_the_loop_ends(
     anyio.run(threads_only, backend=backend, backend_options=options)
     before = open_fds()
     anyio.run(main, backend=backend, backend_options=options)
-    assert len(made) == 1
+    assert len(contexts_made) == 1
     assert live_contexts() == []
     assert open_fds() == before
     assert os.listdir(tmp_path) == ["f"]
@@ -510,7 +501,6 @@ async def test_limiter_bounds_the_threads_an_os_call_uses(tree: Path, driver: st
     thread calls always; an op where its kind runs on a thread of this process) waits for
     the token; an op the driver runs without a thread ignores it."""
     limiter = anyio.CapacityLimiter(1)
-    holder = object()
     await aiopg_io.os.stat(tree, driver=driver)
     threaded = get_context(driver).driver.capabilities.threaded_kinds
     calls: list[tuple[Callable[[], Awaitable[object]], bool]] = [
@@ -521,23 +511,7 @@ async def test_limiter_bounds_the_threads_an_os_call_uses(tree: Path, driver: st
         (lambda: aiopg_io.os.symlink("f", tree / "s", driver=driver, limiter=limiter), "symlinkat" in {k.value for k in threaded}),  # noqa: E501
     ]
     for call, waits in calls:
-        await limiter.acquire_on_behalf_of(holder)
-        done = anyio.Event()
-
-        async def run(call: Callable[[], Awaitable[object]] = call, done: anyio.Event = done) -> None:
-            await call()
-            done.set()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            if waits:
-                await anyio.wait_all_tasks_blocked()
-                assert limiter.statistics().tasks_waiting == 1 and not done.is_set()
-                limiter.release_on_behalf_of(holder)
-            else:
-                await done.wait()  # never waited for the token
-                limiter.release_on_behalf_of(holder)
-        assert done.is_set() and limiter.borrowed_tokens == 0
+        await check_limiter_wait(limiter, call, waits)
     assert (tree / "m").is_dir() and os.readlink(tree / "s") == "f"
     # The kinds run on threads, by driver: the worker's pool, the fallback's threads.
     if driver == "worker":

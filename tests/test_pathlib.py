@@ -19,7 +19,7 @@ import pytest
 
 import aiopg_io
 
-from .conftest import open_fds
+from .conftest import check_limiter_wait, open_fds
 
 pytestmark = pytest.mark.anyio
 
@@ -164,22 +164,6 @@ async def test_the_path_s_limiter_bounds_its_os_calls(tmp_path: pathlib.Path, dr
         (p.is_symlink, "statx" in threaded),
         (lambda: (p.parent / "s").symlink_to("f"), "symlinkat" in threaded),
     ]
-    holder = object()
     for call, waits in calls:
-        await limiter.acquire_on_behalf_of(holder)
-        done = anyio.Event()
-
-        async def run(call: Callable[[], Awaitable[object]] = call, done: anyio.Event = done) -> None:
-            await call()
-            done.set()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            if waits:
-                await anyio.wait_all_tasks_blocked()
-                assert limiter.statistics().tasks_waiting == 1 and not done.is_set()
-            else:
-                await done.wait()
-            limiter.release_on_behalf_of(holder)
-        assert done.is_set() and limiter.borrowed_tokens == 0
+        await check_limiter_wait(limiter, call, waits)
     assert os.readlink(tmp_path / "s") == "f"
