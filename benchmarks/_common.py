@@ -1,6 +1,6 @@
 """What the benchmarks share beyond aiopg_io's engine (``aiopg_io.bench``): fio run on a
 job of the engine's, aiofile as a target the engine can run, the loop a script runs on, and
-the way each script starts.
+the way each script starts, and how it writes its results as JSON.
 
 Not a module of the package: the scripts in this directory import it as their neighbour.
 """
@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
@@ -161,3 +162,27 @@ def caio_sqpoll_option() -> bool:
         and caio.AsyncioContext is uring.AsyncioContext
         and hasattr(caio.linux_uring, "SQPOLL_ALLOWED")
     )
+
+
+def write_json(
+    path: str, benchmark: str, args: argparse.Namespace, block_size: int, results: list[Any], **extra: Any
+) -> None:
+    """``results`` (dataclasses) at ``path`` with what every random-read benchmark records about
+    its run (``args.size``, ``seconds``, ``repeat``; the kernel, Python, CPUs), then ``extra``."""
+    with open(path, "w") as f:
+        json.dump(
+            {
+                "benchmark": benchmark,
+                "block_size": block_size,
+                "file_size": args.size,
+                "seconds": args.seconds,
+                "repeat": args.repeat,
+                "kernel": os.uname().release,
+                "python": sys.version.split()[0],
+                "cpus": os.cpu_count(),
+                "results": [asdict(r) for r in results],
+                **extra,
+            },
+            f,
+            indent=2,
+        )

@@ -18,16 +18,15 @@ Run from a checkout, with the ``bench`` extra installed (``pip install -e '.[ben
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from _common import int_list, script
+from _common import int_list, script, write_json
 
 import aiopg_io
 from aiopg_io.bench import Job, parse_size, prepare_file, run_job
@@ -181,21 +180,7 @@ def main(args: argparse.Namespace) -> int:
         name = f"{r.mode} {r.driver} sqpoll={int(r.sqpoll)} QD{r.depth}"
         print(f"{name:28}{r.iops:>10,.0f}{r.cpu_us_per_op:>13.1f}{r.sq_thread_core:>9.2f}{vs}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "benchmark": "sqpoll",
-                    "block_size": BS,
-                    "file_size": args.size,
-                    "seconds": args.seconds,
-                    "repeat": args.repeat,
-                    "kernel": os.uname().release,
-                    "cpus": os.cpu_count(),
-                    "results": [asdict(r) for r in results],
-                },
-                f,
-                indent=2,
-            )
+        write_json(args.json, "sqpoll", args, BS, results)
     return 0
 
 

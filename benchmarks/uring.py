@@ -34,16 +34,15 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from _common import caio_sqpoll_option, fio, int_list, open_aiofile, script
+from _common import caio_sqpoll_option, fio, int_list, open_aiofile, script, write_json
 
 import aiopg_io
 from aiopg_io.bench import Job, Opener, parse_size, prepare_file, run_job
@@ -386,24 +385,9 @@ def _warm_cpu(args: argparse.Namespace, path: str) -> int:
                 f"{flat[contender]:.2f}x [<= 1.3x] {ok}"
             )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "benchmark": "uring --warm-cpu",
-                    "block_size": BS,
-                    "file_size": args.size,
-                    "seconds": args.seconds,
-                    "repeat": args.repeat,
-                    "kernel": os.uname().release,
-                    "python": sys.version.split()[0],
-                    "results": [asdict(r) for r in results],
-                    "ratios": ratios,  # iops: ours/theirs; cpu: theirs/ours per read
-                    "cpu_spread_over_depths": flat,
-                    "targets_at_32": WARM_TARGETS,
-                },
-                f,
-                indent=2,
-            )
+        # ratios: iops ours/theirs; cpu theirs/ours per read
+        extra = {"ratios": ratios, "cpu_spread_over_depths": flat, "targets_at_32": WARM_TARGETS}
+        write_json(args.json, "uring --warm-cpu", args, BS, results, **extra)
     return 0
 
 
@@ -486,26 +470,9 @@ def main(args: argparse.Namespace) -> int:
     for n in notes:
         print(f"note: {n}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "benchmark": "uring",
-                    "block_size": BS,
-                    "file_size": args.size,
-                    "seconds": args.seconds,
-                    "repeat": args.repeat,
-                    "kernel": os.uname().release,
-                    "python": sys.version.split()[0],
-                    "results": [asdict(r) for r in results],
-                    "ratios_at_32": ratios,  # iops: ours/theirs; cpu: theirs/ours per read
-                    "ratios_by_depth": by_depth,
-                    "cpu_spread": spread,
-                    "targets": TARGETS,
-                    "notes": notes,
-                },
-                f,
-                indent=2,
-            )
+        # ratios_at_32: iops ours/theirs; cpu theirs/ours per read
+        extra = {"ratios_at_32": ratios, "ratios_by_depth": by_depth, "cpu_spread": spread}
+        write_json(args.json, "uring", args, BS, results, **extra, targets=TARGETS, notes=notes)
     return 0
 
 
