@@ -472,6 +472,63 @@ ring_prep_writev(Ring *r, PyObject *args)
     return prep_rw(r, args, OP_WRITEV);
 }
 
+/* A linked write + sync (OpKind.WRITE_SYNC; the twin is the pure driver's _prep, see
+   drivers/io_uring.py's opening comment): a writev SQE carrying IOSQE_IO_LINK (5.3) and,
+   where the kernel has it (IORING_FEAT_CQE_SKIP, 5.17), IOSQE_CQE_SKIP_SUCCESS, then an
+   fsync SQE, each with its own user_data. Both SQEs or neither: a chain split across two
+   submissions would run the sync unlinked, so False unless the SQ has room for two (the
+   tail is published only by a submit, so the kernel never sees half a chain). */
+
+#define SQE_IO_LINK (1U << 2)
+#define SQE_CQE_SKIP_SUCCESS (1U << 6)
+#define FEAT_CQE_SKIP (1U << 11)
+
+static PyObject *
+ring_prep_write_sync(Ring *r, PyObject *args)
+{
+    int fd;
+    Py_buffer iov;
+    long long offset;
+    unsigned int fsync_flags;
+    unsigned long long write_data, sync_data;
+    if (!PyArg_ParseTuple(args, "iy*LIKK", &fd, &iov, &offset, &fsync_flags, &write_data, &sync_data))
+        return NULL;
+    if (offset < 0) {
+        PyBuffer_Release(&iov);
+        return negative("offset", offset);
+    }
+    if (ring_check(r) < 0 || iov.len % sizeof(struct iovec) != 0 || iov.len == 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "iovec: not a non-empty array of struct iovec");
+        PyBuffer_Release(&iov);
+        return NULL;
+    }
+    unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+    int room = r->sq_entries - (r->sqe_tail - head) >= 2;
+    if (room) {
+        struct u_sqe *w = get_sqe(r), *s = get_sqe(r);
+        w->opcode = OP_WRITEV;
+        w->flags = (uint8_t)(SQE_IO_LINK | ((r->features & FEAT_CQE_SKIP) ? SQE_CQE_SKIP_SUCCESS : 0));
+        w->fd = fd;
+        w->addr = (uint64_t)(uintptr_t)iov.buf; /* kept alive by the caller until the CQE */
+        w->len = (uint32_t)(iov.len / sizeof(struct iovec));
+        w->off = offset;
+        w->user_data = write_data;
+        s->opcode = OP_FSYNC;
+        s->fd = fd;
+        s->op_flags = fsync_flags;
+        s->user_data = sync_data;
+    }
+    PyBuffer_Release(&iov);
+    return PyBool_FromLong(room);
+}
+
+static PyObject *
+ring_get_cqe_skip(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong((r->features & FEAT_CQE_SKIP) != 0);
+}
+
 static PyObject *
 ring_prep_fsync(Ring *r, PyObject *args)
 {
@@ -1140,6 +1197,7 @@ ring_next_token(Ring *r, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLongLong(r->next_token++);
 }
 
+static PyObject *S_sync_token, *S_zero;
 static PyObject *S_token, *S_cancel_queued, *S_iovec, *S_buffers, *S_paths, *S_flags, *S_empty_tuple;
 
 /* fd_refs[fd] += delta, deleting the entry (and fd_direct's) at zero: the twin's
@@ -1270,6 +1328,7 @@ batch_prep(Ring *r, PyObject *op)
     PyObject *fdo = PyLong_FromLongLong(fd);
     int err = data == NULL || tok == NULL || fdo == NULL ||
               PyObject_SetAttr(data, S_token, tok) < 0 ||
+              PyObject_SetAttr(data, S_sync_token, S_zero) < 0 ||
               PyObject_SetAttr(data, S_cancel_queued, Py_False) < 0 ||
               PyObject_SetAttr(data, S_iovec, iovec ? iovec : Py_None) < 0 ||
               PyObject_SetAttr(data, S_buffers, bufs ? bufs : Py_None) < 0 ||
@@ -1457,6 +1516,8 @@ ring_get_sqpoll_wakeups(Ring *r, void *Py_UNUSED(closure))
 static PyMethodDef ring_methods[] = {
     {"prep_readv", (PyCFunction)ring_prep_readv, METH_VARARGS, "prep_readv(fd, iovec, offset, user_data) -> bool"},
     {"prep_writev", (PyCFunction)ring_prep_writev, METH_VARARGS, "prep_writev(fd, iovec, offset, user_data) -> bool"},
+    {"prep_write_sync", (PyCFunction)ring_prep_write_sync, METH_VARARGS,
+     "prep_write_sync(fd, iovec, offset, fsync_flags, write_user_data, sync_user_data) -> bool (both SQEs or none)"},
     {"prep_fsync", (PyCFunction)ring_prep_fsync, METH_VARARGS, "prep_fsync(fd, flags, user_data) -> bool"},
     {"prep_fallocate", (PyCFunction)ring_prep_fallocate, METH_VARARGS,
      "prep_fallocate(fd, mode, offset, length, user_data) -> bool"},
@@ -1498,6 +1559,7 @@ static PyGetSetDef ring_getset[] = {
     {"submit_all", (getter)ring_get_submit_all, NULL, "whether IORING_SETUP_SUBMIT_ALL is on", NULL},
     {"sqpoll", (getter)ring_get_sqpoll, NULL, "whether a kernel thread polls the SQ (IORING_SETUP_SQPOLL)", NULL},
     {"sqpoll_wakeups", (getter)ring_get_sqpoll_wakeups, NULL, "submits that had to wake the SQ thread", NULL},
+    {"cqe_skip", (getter)ring_get_cqe_skip, NULL, "whether the kernel has IOSQE_CQE_SKIP_SUCCESS (IORING_FEAT_CQE_SKIP)", NULL},
     {"inline_done", (getter)ring_get_inline_done, NULL, "ops try_inline completed whole in C", NULL},
     {"batch_prepped", (getter)ring_get_batch_prepped, NULL, "ops submit_batch prepped in C", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -2073,11 +2135,14 @@ PyInit__uring(void)
     INTERN(S_driver_data, "driver_data");
     INTERN(S_token, "token");
     INTERN(S_cancel_queued, "cancel_queued");
+    INTERN(S_sync_token, "sync_token");
     INTERN(S_iovec, "iovec");
     INTERN(S_buffers, "buffers");
     INTERN(S_paths, "paths");
     INTERN(S_flags, "flags");
 #undef INTERN
+    if ((S_zero = PyLong_FromLong(0)) == NULL)
+        return NULL;
     if ((S_empty_tuple = PyTuple_New(0)) == NULL)
         return NULL;
     if (PyType_Ready(&RingType) < 0 || PyType_Ready(&DoneType) < 0 || PyType_Ready(&FastPathType) < 0 ||
