@@ -273,6 +273,9 @@ class IoUringCDriver(IoUringDriver):
             self.try_inline = self._ring.try_inline  # type: ignore[method-assign]
             # The file calls' fast path (see _uring.c): preadinto/pread with no op at all.
             self.fast_reads = _U.FastPath()
+        # The file calls' ring path (see _uring.c): preadinto/pwrite staged with no coroutine;
+        # the IOContext binds it to its loop.
+        self.ring_runs = _U.RunPath(_TRIED_INLINE if self._nowait else None)
 
     def _inline_partial(self, op: Op, n: int) -> bool:
         """The C fast path read ``n`` bytes, fewer than asked: account them as the parent's
@@ -309,6 +312,7 @@ class IoUringCDriver(IoUringDriver):
             extra["sqpoll_wakeups"] = self._ring.sqpoll_wakeups  # submits that woke the SQ thread
         extra["c_prepped"] = self._ring.batch_prepped  # ops submit_batch prepped in C
         extra["c_resumed"] = self._woken_total  # ops reaped and handed to the waker in C
+        extra["c_runs"] = self.ring_runs.runs  # file calls staged by the ring path in C
         return dataclasses.replace(
             s, submitted=s.submitted + done, completed=s.completed + done, extra=tuple(sorted(extra.items()))
         )
@@ -555,6 +559,7 @@ class IoUringCDriver(IoUringDriver):
         self._ring.disable_batch()
         if self.fast_reads is not None:
             self.fast_reads.disable()  # every file's reader -> the pure path
+        self.ring_runs.disable()  # every file's runner -> the pure path; drops the context
         self._ring.unregister_eventfd()
         self._ring.close()
         os.close(self._efd)
