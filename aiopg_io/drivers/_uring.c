@@ -4,8 +4,12 @@
  * replaces that package's part (set up, SQE preparation, submit, CQE harvest), under the
  * same names, and takes the ring path's common case out of Python, each piece with its
  * Python twin named and taking every other case: the page-cache fast path (try_inline), a
- * tick's batch into SQEs with one io_uring_enter (submit_batch), and a CQE that finishes
- * its op whole, reaped and its waiter resumed through a waker the glue lends (harvest).
+ * tick's batch into SQEs with one io_uring_enter (submit_batch), a linked write + sync's two
+ * SQEs (prep_write_sync), and a CQE that finishes its op whole, reaped and its waiter
+ * resumed through a waker the glue lends (harvest); and above the driver, the file calls
+ * that lead to them: a read the page cache holds answered with no op (FastPath, FastRead,
+ * Done), and a transfer that goes to the ring built, staged and awaited with no coroutine
+ * (RunPath, RingRun, RingWait: on loops whose waiters are futures).
  * Why C and why these pieces: drivers/io_uring_c.py's opening comment, and the runs in
  * docs/benchmarks.md, "Compiled path". It also runs on kernels the liburing package
  * refuses.
@@ -428,6 +432,25 @@ negative(const char *what, long long value)
 /* Every prep_* takes the SQE's user_data last and returns False when the SQ is full, as
    liburing's io_uring_get_sqe returning NULL. */
 
+/* A transfer's offset and iovec array checked (the ring open): 0, or -1 with the view
+   released and an exception set. */
+static int
+check_rw(Ring *r, Py_buffer *iov, long long offset)
+{
+    if (offset < 0) {
+        PyBuffer_Release(iov);
+        negative("offset", offset);
+        return -1;
+    }
+    if (ring_check(r) < 0 || iov->len % sizeof(struct iovec) != 0 || iov->len == 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "iovec: not a non-empty array of struct iovec");
+        PyBuffer_Release(iov);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 prep_rw(Ring *r, PyObject *args, uint8_t opcode)
 {
@@ -435,18 +458,8 @@ prep_rw(Ring *r, PyObject *args, uint8_t opcode)
     Py_buffer iov;
     long long offset;
     unsigned long long user_data;
-    if (!PyArg_ParseTuple(args, "iy*LK", &fd, &iov, &offset, &user_data))
+    if (!PyArg_ParseTuple(args, "iy*LK", &fd, &iov, &offset, &user_data) || check_rw(r, &iov, offset) < 0)
         return NULL;
-    if (offset < 0) {
-        PyBuffer_Release(&iov);
-        return negative("offset", offset);
-    }
-    if (ring_check(r) < 0 || iov.len % sizeof(struct iovec) != 0 || iov.len == 0) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "iovec: not a non-empty array of struct iovec");
-        PyBuffer_Release(&iov);
-        return NULL;
-    }
     struct u_sqe *sqe = get_sqe(r);
     if (sqe != NULL) {
         sqe->opcode = opcode;
@@ -491,18 +504,9 @@ ring_prep_write_sync(Ring *r, PyObject *args)
     long long offset;
     unsigned int fsync_flags;
     unsigned long long write_data, sync_data;
-    if (!PyArg_ParseTuple(args, "iy*LIKK", &fd, &iov, &offset, &fsync_flags, &write_data, &sync_data))
+    if (!PyArg_ParseTuple(args, "iy*LIKK", &fd, &iov, &offset, &fsync_flags, &write_data, &sync_data) ||
+        check_rw(r, &iov, offset) < 0)
         return NULL;
-    if (offset < 0) {
-        PyBuffer_Release(&iov);
-        return negative("offset", offset);
-    }
-    if (ring_check(r) < 0 || iov.len % sizeof(struct iovec) != 0 || iov.len == 0) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "iovec: not a non-empty array of struct iovec");
-        PyBuffer_Release(&iov);
-        return NULL;
-    }
     unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
     int room = r->sq_entries - (r->sqe_tail - head) >= 2;
     if (room) {
@@ -1875,20 +1879,28 @@ fastread_dealloc(FastRead *fr)
     PyObject_GC_Del(fr);
 }
 
+/* 1 when called from the loop (and thread) that ``owner_get() is owner`` names; 0 else,
+   nothing raised (no loop running here: the pure path raises WrongLoopError). */
+static int
+called_from_owner(PyObject *owner_get, PyObject *owner)
+{
+    PyObject *cur = PyObject_CallNoArgs(owner_get);
+    if (cur == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int same = cur == owner;
+    Py_DECREF(cur);
+    return same;
+}
+
 /* 1 when this call may take the fast path: enabled, same process, called from the owner. */
 static int
 fastread_ready(FastRead *fr)
 {
     if (fr->fp == NULL || !fr->fp->enabled || fr->forks != fp_forks)
         return 0;
-    PyObject *cur = PyObject_CallNoArgs(fr->owner_get);
-    if (cur == NULL) {
-        PyErr_Clear(); /* no loop running here: the pure path raises WrongLoopError */
-        return 0;
-    }
-    int same = cur == fr->owner;
-    Py_DECREF(cur);
-    return same;
+    return called_from_owner(fr->owner_get, fr->owner);
 }
 
 /* A file offset the pure path would accept for ``len`` bytes: a plain int, 0 <= offset and
@@ -2379,14 +2391,7 @@ ringrun_ready(RingRun *rr)
     RunPath *rp = rr->rp;
     if (rp == NULL || !rp->enabled || rr->forks != fp_forks)
         return 0;
-    PyObject *cur = PyObject_CallNoArgs(rp->owner_get);
-    if (cur == NULL) {
-        PyErr_Clear(); /* no loop running here: the pure path raises WrongLoopError */
-        return 0;
-    }
-    int same = cur == rp->owner;
-    Py_DECREF(cur);
-    return same;
+    return called_from_owner(rp->owner_get, rp->owner);
 }
 
 /* A RingWait for one transfer, or None (nothing raised) where the pure path must decide. */

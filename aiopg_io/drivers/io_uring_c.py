@@ -33,12 +33,26 @@ the CPU per op and needed source changes; the C ring alone, with the driver logi
 Python, was within noise of the pure ring, because the liburing binding was not where the
 time goes; the time went to the Python frames each op paid in the driver, the IOContext and
 the glue, which the pieces above remove from the ring path. The kernel's share is what fio
-pays; what remains above it is the file layer (``_file``, ``_checks``), the IOContext's
-``run`` and the loop itself. Not yet the issue's targets, and not yet through the whole
-suite's matrix in CI, so ``auto`` keeps the pure driver. The ring removes the liburing
+pays; what remained above it on a direct read was the file layer (``_file``, ``_checks``),
+the IOContext's ``run``, the glue's ``wait`` and the loop itself, about 40 frames, which the
+ring path below removes but for the loop's own (docs/benchmarks.md, "The file calls' ring
+path in C", has the before and after). Not yet the issue's targets, so ``auto`` keeps the
+pure driver. The ring removes the liburing
 package's kernel floor (6.14): it probes features, not versions. A subclass that overrides
 ``_on_cqe`` (the tests' fault injectors) sees every CQE, and one that overrides ``_prep``
 or ``_submit_one`` gets every op through them, as on the pure driver.
+
+The file calls' ring path (``ring_runs``, a ``_uring.RunPath``; ``_uring.c`` says how it
+works): on asyncio and uvloop, a ``preadinto``/``pwrite`` (and a buffered ``pread``) that
+goes to the ring, a direct one or a page-cache miss, is built, staged for the tick's batch and
+parked on a future of the loop from C, and resumed by the waker above: no coroutine frame of
+the file, the IOContext or the glue per op. Why this and not a faster Python path: with the
+batch, the harvest and the waker in C, those frames were what a direct read still paid above
+the loop's own work, each a few tenths of a microsecond, and any Python left on the path
+keeps paying them; so, as the fast path does, the common case runs in C and every other
+(an unusual argument, the cap on ops in flight reached, a closed context, a cancellation
+thrown in while the op is out, trio, whose waiters are parked tasks, not futures) goes to
+the pure coroutine, its twin, which words every error and holds the cancellation rules.
 
 The file calls' fast path (``fast_reads``, a ``_uring.FastPath``; ``_uring.c`` says how it
 works). With ``try_inline`` in C a cached read still cost several times the system call: the
