@@ -123,22 +123,22 @@ class IOContext:
     def _bind_ring_runs(self) -> None:
         """Lend the driver's ring path (``Driver.ring_runs``) what it needs to do :meth:`run`'s
         work for a file's transfer in C (``_uring.c``, RunPath): this context, the end-of-tick
-        flush, the loop's futures, the owner probe and how to make an :class:`Op` without its
-        ``__init__``. Not where the glue's waiters are no futures (trio), nor where the loop
-        cannot watch the driver's fd (its completions then arrive by a thread hop)."""
+        flush, the loop's futures (or, where its waiters are no futures, trio, the glue's
+        ``wait`` to park on), the owner probe and how to make an :class:`Op` without its
+        ``__init__``. Not where the loop cannot watch the driver's fd (its completions then
+        arrive by a thread hop)."""
         runs = self.driver.ring_runs
-        make_future = self.glue.future_factory
-        if runs is None or make_future is None or not self._watching:
+        if runs is None or not self._watching:
             return
         names: tuple[str, ...] = Op.__slots__
         proto = Op(OpKind.READ, -1)
         fields = ("kind", "fd", "offset", "buffers", "path", "keepalive", "direct", "driver_data", "waiter")
         get, owner = self.glue.owner_probe()
         runs.bind(
-            self, self.glue.call_soon, self._flush, make_future, get, owner, Op,
+            self, self.glue.call_soon, self._flush, self.glue.future_factory, get, owner, Op,
             tuple(getattr(Op, n) for n in names), tuple(getattr(proto, n) for n in names),
             tuple(names.index(n) for n in (*fields, "_remaining")),
-            OpKind.READ, OpKind.WRITE, self.max_in_flight,
+            OpKind.READ, OpKind.WRITE, self.max_in_flight, self.glue.wait, self.cancel,
         )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -261,7 +261,7 @@ class IOContext:
     ) -> Any:
         """The driver's ring path for one file's transfers (``Driver.ring_runs``), bound to
         this context's loop and process; None where the driver has none or it is not bound
-        here (trio). Its ``preadinto(file, buf, offset)`` / ``pwrite(file, data, offset)``
+        here. Its ``preadinto(file, buf, offset)`` / ``pwrite(file, data, offset)``
         return an awaitable that does :meth:`run`'s work in C, or None: then the caller runs
         the op here, which also raises what a call from elsewhere or on a closed context
         raises. The file gives ``_preadinto``/``_pwrite`` (the twins) and ``_ring_thrown``."""

@@ -1,7 +1,8 @@
 """The file calls' ring path on ``io_uring_c`` (``_uring.c``: RunPath, RingRun, RingWait):
-``preadinto`` and ``pwrite`` that go to the ring are staged from C, with no coroutine, on
-asyncio and uvloop; every other case (and trio) takes the pure coroutine, which words every
-error. Checked on every loop: the data, the errors (the same as the pure driver's), that the
+``preadinto``, ``pwrite`` and a buffered ``pread`` that go to the ring are staged from C, with
+no coroutine of the file's or the context's (parked on a loop future on asyncio and uvloop,
+through the glue's wait on trio); every other case takes the pure coroutine, which words
+every error. Checked on every loop: the data, the errors (the same as the pure driver's), that the
 op went through C (the driver's ``c_runs`` counter) exactly where it should, and cancellation:
 an op cancelled after it reached the ring is cancelled there, its task waits for its CQE, and
 nothing is completed twice or left counted."""
@@ -32,11 +33,6 @@ PAGE = 4096
 
 def _runs(f: AsyncFile) -> int:
     return int(dict(f.driver_statistics().extra)["c_runs"])
-
-
-def _on_futures(anyio_backend: Any) -> bool:
-    """The loops whose waiters are futures, where the ring path runs (not trio)."""
-    return bool(anyio_backend[0] == "asyncio")
 
 
 def _evict(path: Path) -> None:
@@ -86,10 +82,7 @@ async def test_direct_and_buffered_transfers_go_through_c(anyio_backend: Any, da
     want = data[:7] + b"hello" + data[12:20] + b"abc" + data[23 : 15 * PAGE] + b"w" * PAGE
     assert p.read_bytes() == want and bytes(buf2[: 2 * PAGE]) == want[14 * PAGE :]
     assert tail == want[15 * PAGE :] and len(tail) == PAGE
-    if _on_futures(anyio_backend):
-        assert direct_runs + buffered_runs == calls
-    else:
-        assert direct_runs == buffered_runs == 0  # trio: every call takes the pure path
+    assert direct_runs + buffered_runs == calls
 
 
 async def _gather(*aws: Any) -> list[Any]:
@@ -177,7 +170,7 @@ async def test_a_kernel_error_is_the_same_as_the_pure_drivers(anyio_backend: Any
             return f"{type(exc).__name__}: {exc}", (_runs(f) - before if driver == "io_uring_c" else 0)
 
     c, runs = await error("io_uring_c")
-    assert (c, runs) == ((await error("io_uring"))[0], 1 if _on_futures(anyio_backend) else 0)
+    assert (c, runs) == ((await error("io_uring"))[0], 1)
     assert c.startswith("OSError: [Errno 27]") and str(p) in c  # EFBIG, naming the file
 
 
@@ -190,7 +183,7 @@ async def test_an_unawaited_call_does_nothing(anyio_backend: Any, tmp_path: Path
         aw.close()  # never awaited: nothing staged, as for a coroutine
         del aw
         assert await f.pwrite(b"ab", 2) == 2
-        assert _runs(f) - before == (1 if _on_futures(anyio_backend) else 0)
+        assert _runs(f) - before == 1
     assert p.read_bytes() == b"01ab456789"
 
 
@@ -225,8 +218,7 @@ async def test_cancelled_reads_are_cancelled_through_the_ring(
             assert n == PAGE and bytes(bufs[i]) == data[i * PAGE : (i + 1) * PAGE]
         assert f._in_flight == 0 and f._ctx._in_flight == 0
         assert f.driver_statistics().in_flight == 0
-        if _on_futures(anyio_backend):
-            assert _runs(f) - before == 64  # every read was staged from C
+        assert _runs(f) - before == 64  # every read was staged from C
         assert await f.preadinto(bufs[0], 5 * PAGE) == PAGE and bytes(bufs[0]) == data[5 * PAGE : 6 * PAGE]
 
 
@@ -276,6 +268,6 @@ async def test_direct_cancellation_storm_with_canaries(anyio_backend: Any, data_
         assert f._in_flight == 0 and f._ctx._in_flight == 0 and f.driver_statistics().in_flight == 0
         runs = _runs(f) - runs
     assert done + cancelled == 2000 and cancelled > 0
-    assert runs > 0 if _on_futures(anyio_backend) else runs == 0
+    assert runs > 0
     assert p.read_bytes() == data
     assert open_fds() == before

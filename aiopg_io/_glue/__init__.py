@@ -66,7 +66,7 @@ class Glue(Protocol):
     #: What makes the waiter of an op parked from C (``_uring.c``'s RingWait): a callable
     #: returning a future that :meth:`wake` (and the C waker) completes and a task can
     #: await (asyncio: ``loop.create_future``); None where the loop's waiters are not
-    #: futures (trio), and those calls then park through :meth:`wait`.
+    #: futures (trio): ops staged from C then park through :meth:`wait`.
     future_factory: Callable[[], object] | None
 
     async def rejoin(self, op: Op, on_cancel: Callable[[Op], bool], exc: BaseException) -> None:

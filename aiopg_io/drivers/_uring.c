@@ -2102,12 +2102,12 @@ static PyTypeObject FastReadType = {
      offset)`` return a RingWait, or None for anything unusual (the caller then takes the
      pure coroutine, which checks and words every error): an argument that is not a plain
      int, a buffer that is empty, read-only (for a read), not contiguous or not of bytes, a
-     direct transfer off its alignment, an offset past off_t, a call from another loop or
-     from a fork child, a disabled path, a file not open for it.
+     direct transfer off its alignment, an offset past off_t, a call from a fork child, a
+     disabled path, a file not open for it.
    - RingWait: the awaitable, as a coroutine: nothing happens until it is first sent to.
-     Then it does what IOContext.run does for an op that goes to the ring (the context
-     closed, or no slot under its cap: it runs the twin coroutine instead and delegates to
-     it): the op staged, the flush scheduled once per tick (so one io_uring_enter per tick
+     Then it does what IOContext.run does for an op that goes to the ring (awaited from
+     another loop, the context closed, or no slot under its cap: it runs the twin coroutine
+     instead and delegates to it, which raises or waits as the pure path does): the op staged, the flush scheduled once per tick (so one io_uring_enter per tick
      still), the file's ops-in-flight count raised, a future from the loop made the op's
      waiter and yielded as a Future's own __await__ yields it. The glue's C waker (or the
      context's _finish, for every CQE the twin handles) sets it once the op is REAPED; the
@@ -2129,7 +2129,7 @@ typedef struct {
     PyObject_HEAD
     int enabled;
     unsigned long long runs;
-    PyObject *ctx, *call_soon, *flush, *create_future, *owner_get, *owner;
+    PyObject *ctx, *call_soon, *flush, *create_future, *owner_get, *owner, *park, *cancel;
     PyTypeObject *op_type;
     PyObject *descrs, *defaults; /* tuples: the Op's slot descriptors and a new op's values */
     Py_ssize_t field[RF_N];      /* index in descrs of each field set here */
@@ -2146,7 +2146,9 @@ typedef struct {
     PyObject *fd_direct, *path;
 } RingRun;
 
-enum { RW_NEW, RW_WAITING, RW_DELEGATED, RW_DONE };
+/* NEW: not sent to yet; WAITING: staged, parked on its future; PARKED: staged, parked by
+   the glue's wait (delegated to it, the op still ours to finish); DELEGATED: the twin's. */
+enum { RW_NEW, RW_WAITING, RW_PARKED, RW_DELEGATED, RW_DONE };
 
 /* The largest pread staged here: the twin's one op never asks for more (_file.py's
    _MAX_READ_CHUNK; past it the twin bounds the read by the file's size first). */
@@ -2175,6 +2177,8 @@ runpath_traverse(RunPath *rp, visitproc visit, void *arg)
     Py_VISIT(rp->create_future);
     Py_VISIT(rp->owner_get);
     Py_VISIT(rp->owner);
+    Py_VISIT(rp->park);
+    Py_VISIT(rp->cancel);
     Py_VISIT(rp->op_type);
     Py_VISIT(rp->descrs);
     Py_VISIT(rp->defaults);
@@ -2194,6 +2198,8 @@ runpath_unbind(RunPath *rp)
     Py_CLEAR(rp->create_future);
     Py_CLEAR(rp->owner_get);
     Py_CLEAR(rp->owner);
+    Py_CLEAR(rp->park);
+    Py_CLEAR(rp->cancel);
     Py_CLEAR(rp->op_type);
     Py_CLEAR(rp->descrs);
     Py_CLEAR(rp->defaults);
@@ -2221,12 +2227,16 @@ static PyObject *
 runpath_bind(RunPath *rp, PyObject *args)
 {
     PyObject *ctx, *call_soon, *flush, *create_future, *owner_get, *owner, *op_type, *descrs, *defaults,
-        *fields, *k_read, *k_write;
+        *fields, *k_read, *k_write, *park, *cancel;
     Py_ssize_t max_in_flight;
-    if (!PyArg_ParseTuple(args, "OOOOOOO!O!O!O!OOn:bind", &ctx, &call_soon, &flush, &create_future, &owner_get,
+    if (!PyArg_ParseTuple(args, "OOOOOOO!O!O!O!OOnOO:bind", &ctx, &call_soon, &flush, &create_future, &owner_get,
                           &owner, &PyType_Type, &op_type, &PyTuple_Type, &descrs, &PyTuple_Type, &defaults,
-                          &PyTuple_Type, &fields, &k_read, &k_write, &max_in_flight))
+                          &PyTuple_Type, &fields, &k_read, &k_write, &max_in_flight, &park, &cancel))
         return NULL;
+    if (create_future == Py_None && (!PyCallable_Check(park) || !PyCallable_Check(cancel))) {
+        PyErr_SetString(PyExc_TypeError, "bind(): without create_future, park and cancel must be callable");
+        return NULL;
+    }
     Py_ssize_t n = PyTuple_GET_SIZE(descrs);
     if (PyTuple_GET_SIZE(defaults) != n || PyTuple_GET_SIZE(fields) != RF_N || max_in_flight < 1) {
         PyErr_Format(PyExc_ValueError, "bind(): %d field indexes, as many defaults as descriptors, a cap >= 1",
@@ -2257,6 +2267,8 @@ runpath_bind(RunPath *rp, PyObject *args)
     rp->create_future = Py_NewRef(create_future);
     rp->owner_get = Py_NewRef(owner_get);
     rp->owner = Py_NewRef(owner);
+    rp->park = Py_NewRef(park);
+    rp->cancel = Py_NewRef(cancel);
     rp->op_type = (PyTypeObject *)Py_NewRef(op_type);
     rp->descrs = Py_NewRef(descrs);
     rp->defaults = Py_NewRef(defaults);
@@ -2318,7 +2330,8 @@ runpath_get_bound(RunPath *rp, void *Py_UNUSED(closure))
 static PyMethodDef runpath_methods[] = {
     {"bind", (PyCFunction)runpath_bind, METH_VARARGS,
      "bind(ctx, call_soon, flush, create_future, owner_get, owner, Op, descriptors, defaults, fields, READ, "
-     "WRITE, max_in_flight): the IOContext's loop"},
+     "WRITE, max_in_flight, park, cancel): the IOContext's loop (create_future None: ops park through "
+     "park(op, cancel), the glue's wait)"},
     {"disable", (PyCFunction)runpath_disable, METH_NOARGS, "disable(): every runner returns None from now on"},
     {"runner", (PyCFunction)runpath_runner, METH_VARARGS,
      "runner(fd, fd_direct, align_offset, align_memory, readable, writable, path) -> RingRun for one file"},
@@ -2403,7 +2416,12 @@ ringrun_transfer(RingRun *rr, PyObject *const *args, Py_ssize_t nargs, int write
                      write ? "pwrite" : "preadinto", nargs);
         return NULL;
     }
-    if (!(write ? rr->writable : rr->readable) || !ringrun_ready(rr) || PyUnicode_Check(args[1]))
+    /* Bound and in this process; whether the caller is the owner's loop is asked once, when
+       the awaitable stages the op (ringwait_stage): asyncio's _get_running_loop makes a
+       getpid() system call, and the twin raises WrongLoopError from there just as well. */
+    RunPath *rp = rr->rp;
+    if (!(write ? rr->writable : rr->readable) || rp == NULL || !rp->enabled || rr->forks != fp_forks ||
+        PyUnicode_Check(args[1]))
         Py_RETURN_NONE;
     PyObject *view = PyMemoryView_FromObject(args[1]);
     if (view == NULL) {
@@ -2554,7 +2572,7 @@ static void
 ringwait_dealloc(RingWait *w)
 {
     PyObject_GC_UnTrack(w);
-    if (w->state == RW_WAITING && w->file != NULL) {
+    if ((w->state == RW_WAITING || w->state == RW_PARKED) && w->file != NULL) {
         /* Collected while the op is out (its task was destroyed): as the pure coroutine's
            finally, the file stops counting it; the driver still holds the op to its CQE. */
         PyObject *type, *value, *tb;
@@ -2684,11 +2702,20 @@ ringwait_stage(RingWait *w)
     PyObject *op = ringwait_make_op(w);
     if (op == NULL)
         return -1;
-    PyObject *fut = PyObject_CallNoArgs(rp->create_future);
-    if (fut == NULL || PyObject_SetAttr(op, S_waiter, fut) < 0) {
-        Py_XDECREF(fut);
-        Py_DECREF(op);
-        return -1;
+    PyObject *fut = NULL;
+    if (rp->create_future != Py_None) {
+        fut = PyObject_CallNoArgs(rp->create_future);
+        if (fut == NULL || PyObject_SetAttr(op, S_waiter, fut) < 0) {
+            Py_XDECREF(fut);
+            Py_DECREF(op);
+            return -1;
+        }
+    } else { /* the glue's wait(op, cancel) parks the task: made now, sent to once staged */
+        w->delegate = PyObject_CallFunctionObjArgs(rp->park, op, rp->cancel, NULL);
+        if (w->delegate == NULL) {
+            Py_DECREF(op);
+            return -1;
+        }
     }
     w->op = op;
     w->fut = fut;
@@ -2705,7 +2732,7 @@ ringwait_stage(RingWait *w)
     Py_XDECREF(count);
     if (err)
         return -1;
-    w->state = RW_WAITING;
+    w->state = fut != NULL ? RW_WAITING : RW_PARKED;
     /* From here on the op is the context's: as run's ``_in_flight += 1``, ``_staged.append``. */
     PyObject *staged = PyObject_GetAttr(ctx, S_staged);
     if (staged == NULL)
@@ -2738,6 +2765,35 @@ ringwait_stage(RingWait *w)
     return 1;
 }
 
+static PySendResult ringwait_finish(RingWait *w, PyObject **out);
+
+/* The file stops counting the op, an exception being raised (kept as it is). */
+static void
+ringwait_op_ended_raising(RingWait *w)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (ringwait_op_ended(w) < 0)
+        PyErr_WriteUnraisable((PyObject *)w);
+    PyErr_Restore(type, value, tb);
+}
+
+/* What the glue's wait (PARKED) gave: yielded on, the op finished once it returns, the file's
+   count dropped when it raises (a cancellation, after the op was reaped or dropped). */
+static PySendResult
+ringwait_parked(RingWait *w, PySendResult r, PyObject **out)
+{
+    if (r == PYGEN_NEXT)
+        return r;
+    if (r == PYGEN_RETURN) {
+        Py_DECREF(*out);
+        return ringwait_finish(w, out);
+    }
+    w->state = RW_DONE;
+    ringwait_op_ended_raising(w);
+    return r;
+}
+
 static PySendResult
 ringwait_send(RingWait *w, PyObject *arg, PyObject **out)
 {
@@ -2747,20 +2803,19 @@ ringwait_send(RingWait *w, PyObject *arg, PyObject **out)
         if (got == 0)
             return ringwait_decline(w, out);
         if (got < 0) {
-            if (w->state == RW_WAITING) { /* the file counted it: as the pure finally */
-                PyObject *type, *value, *tb;
-                PyErr_Fetch(&type, &value, &tb);
-                if (ringwait_op_ended(w) < 0)
-                    PyErr_WriteUnraisable((PyObject *)w);
-                PyErr_Restore(type, value, tb);
-            }
+            if (w->state == RW_WAITING || w->state == RW_PARKED) /* the file counted it */
+                ringwait_op_ended_raising(w);
             w->state = RW_DONE;
             return PYGEN_ERROR;
         }
+        if (w->state == RW_PARKED)
+            return ringwait_parked(w, PyIter_Send(w->delegate, Py_None, out), out);
         break;
     }
     case RW_WAITING:
         break;
+    case RW_PARKED:
+        return ringwait_parked(w, PyIter_Send(w->delegate, arg, out), out);
     case RW_DELEGATED: {
         PySendResult r = PyIter_Send(w->delegate, arg, out);
         if (r != PYGEN_NEXT)
@@ -2772,7 +2827,6 @@ ringwait_send(RingWait *w, PyObject *arg, PyObject **out)
         return PYGEN_ERROR;
     }
     /* Waiting: the future done means the op was reaped (its waker set it). */
-    PyObject *op = w->op;
     PyObject *state = PyObject_CallMethodNoArgs(w->fut, S_done_m);
     if (state == NULL)
         return PYGEN_ERROR;
@@ -2784,6 +2838,15 @@ ringwait_send(RingWait *w, PyObject *arg, PyObject **out)
         *out = Py_NewRef(w->fut);
         return PYGEN_NEXT;
     }
+    return ringwait_finish(w, out);
+}
+
+/* The op was reaped: the file's count dropped, then op.error raised or the result returned
+   (IOContext.run's end, with _submit's finally). */
+static PySendResult
+ringwait_finish(RingWait *w, PyObject **out)
+{
+    PyObject *op = w->op;
     w->state = RW_DONE;
     Py_CLEAR(w->view); /* the op holds what the kernel used until it was reaped; now it is */
     if (ringwait_op_ended(w) < 0)
@@ -2871,6 +2934,26 @@ ringwait_throw(RingWait *w, PyObject *args)
     PyObject *typ, *val = NULL, *tb = NULL;
     if (!PyArg_ParseTuple(args, "O|OO:throw", &typ, &val, &tb))
         return NULL;
+    if (w->state == RW_PARKED) { /* the glue's wait takes it; the op stays ours to finish */
+        PyObject *throw = PyObject_GetAttr(w->delegate, S_throw);
+        PyObject *res = throw == NULL ? NULL : PyObject_Call(throw, args, NULL);
+        Py_XDECREF(throw);
+        if (res != NULL)
+            return res;
+        PyObject *out = NULL;
+        PySendResult r = PYGEN_ERROR;
+        if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+            PyErr_Clear();
+            out = Py_NewRef(Py_None);
+            r = PYGEN_RETURN;
+        }
+        r = ringwait_parked(w, r, &out);
+        if (r == PYGEN_RETURN) {
+            ringwait_stop(out);
+            Py_DECREF(out);
+        }
+        return NULL;
+    }
     if (w->state == RW_DELEGATED) {
         PyObject *throw = PyObject_GetAttr(w->delegate, S_throw);
         PyObject *res = throw == NULL ? NULL : PyObject_Call(throw, args, NULL);
@@ -2919,8 +3002,17 @@ ringwait_close(RingWait *w, PyObject *Py_UNUSED(ignored))
         w->state = RW_DONE;
         return PyObject_CallMethodNoArgs(w->delegate, S_close);
     }
-    int waiting = w->state == RW_WAITING;
+    int waiting = w->state == RW_WAITING || w->state == RW_PARKED;
+    PyObject *parked = w->state == RW_PARKED ? w->delegate : NULL;
     w->state = RW_DONE;
+    if (parked != NULL) {
+        PyObject *res = PyObject_CallMethodNoArgs(parked, S_close);
+        if (res == NULL) {
+            ringwait_op_ended_raising(w);
+            return NULL;
+        }
+        Py_DECREF(res);
+    }
     if (waiting && ringwait_op_ended(w) < 0) /* as the pure coroutine's finally */
         return NULL;
     Py_RETURN_NONE;
