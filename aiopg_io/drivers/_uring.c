@@ -9,7 +9,7 @@
  * resumed through a waker the glue lends (harvest); and above the driver, the file calls
  * that lead to them: a read the page cache holds answered with no op (FastPath, FastRead,
  * Done), and a transfer that goes to the ring built, staged and awaited with no coroutine
- * (RunPath, RingRun, RingWait: on loops whose waiters are futures).
+ * (RunPath, RingRun, RingWait).
  * Why C and why these pieces: drivers/io_uring_c.py's opening comment, and the runs in
  * docs/benchmarks.md, "Compiled path". It also runs on kernels the liburing package
  * refuses.
@@ -2087,40 +2087,47 @@ static PyTypeObject FastReadType = {
 /* -- the file calls' ring path (RunPath, RingRun, RingWait) ------------------------------ */
 
 /* What ``await f.preadinto(buf, offset)`` (a direct read, or a buffered one the page cache
-   does not hold) and ``await f.pwrite(data, offset)`` cost on the ring: one Op built and
-   staged for the tick's batch, one asyncio future, one await, with no coroutine frame of the
-   file, the IOContext or the glue. The Python twin is the whole pure path (AsyncFile's
-   _preadinto/_pwrite -> _submit -> IOContext.run -> the glue's wait), which takes every
-   case this does not; FastRead's design, carried past the page cache:
+   does not hold), ``await f.pwrite(data, offset)`` and a buffered ``await f.pread(n, offset)``
+   cost on the ring: one Op built and staged for the tick's batch, one future of the loop, one
+   await, with no coroutine frame of the file, the IOContext or the glue (on a loop whose
+   waiters are futures; on trio, see PARKED below). The Python twin is the whole pure path
+   (AsyncFile's _preadinto/_pwrite/_pread -> _submit -> IOContext.run -> the glue's wait),
+   which takes every case this does not; FastRead's design, carried past the page cache:
 
    - RunPath: one per driver (the io_uring_c driver makes it), bound by its IOContext to the
      loop (``bind``: the context, its glue's call_soon, the context's _flush, the loop's
-     create_future, the owner probe, the Op template); ``disable()`` (the driver closes)
-     turns every runner off; ``runs`` counts the ops staged here.
+     future factory or None, the owner probe, the Op template, the glue's wait and the
+     context's cancel); ``disable()`` (the driver closes) turns every runner off; ``runs``
+     counts the ops staged here.
    - RingRun: one per open file (``RunPath.runner(fd, fd_direct, align_offset, align_memory,
      readable, writable, path)``). ``preadinto(file, buf, offset)`` / ``pwrite(file, data,
-     offset)`` return a RingWait, or None for anything unusual (the caller then takes the
-     pure coroutine, which checks and words every error): an argument that is not a plain
-     int, a buffer that is empty, read-only (for a read), not contiguous or not of bytes, a
-     direct transfer off its alignment, an offset past off_t, a call from a fork child, a
-     disabled path, a file not open for it.
+     offset)`` / ``pread(file, n, offset)`` return a RingWait, or None for anything unusual
+     (the caller then takes the pure coroutine, which checks and words every error): an
+     argument that is not a plain int, a buffer that is empty, read-only (for a read), not
+     contiguous or not of bytes, a direct transfer off its alignment (and any direct pread:
+     its buffer is the twin's), an offset past off_t, a call from a fork child, a disabled
+     path, a file not open for it.
    - RingWait: the awaitable, as a coroutine: nothing happens until it is first sent to.
      Then it does what IOContext.run does for an op that goes to the ring (awaited from
      another loop, the context closed, or no slot under its cap: it runs the twin coroutine
-     instead and delegates to it, which raises or waits as the pure path does): the op staged, the flush scheduled once per tick (so one io_uring_enter per tick
-     still), the file's ops-in-flight count raised, a future from the loop made the op's
-     waiter and yielded as a Future's own __await__ yields it. The glue's C waker (or the
-     context's _finish, for every CQE the twin handles) sets it once the op is REAPED; the
-     next send raises op.error or returns op.result, and drops the file's count (through
-     the file's _op_ended when it reaches 0, which wakes aclose). An exception thrown in
-     while the op is out (a cancellation) goes to the file's twin ``_ring_thrown(op, exc)``,
-     a coroutine that does what the pure path's glue.wait and _submit do then (ask the
-     driver to cancel the op through the ring, keep waiting until it is reaped so its
-     buffer is held to its CQE, raise) and is delegated to from then on. close() or
-     collection while the op is out drops the file's count, as the pure coroutine's
-     ``finally`` does; the op itself runs on, held by the driver, as there.
-   asyncio and uvloop only: a loop whose waiter is no future (trio) never binds, and every
-   call takes the pure path. */
+     instead and delegates to it, which raises or waits as the pure path does): the op
+     staged, the flush scheduled once per tick (so one io_uring_enter per tick still), the
+     file's ops-in-flight count raised, then the task parked:
+     - WAITING (a future factory: asyncio, uvloop): a future from the loop made the op's
+       waiter and yielded as a Future's own __await__ yields it. The glue's C waker (or the
+       context's _finish, for every CQE the twin handles) sets it once the op is REAPED; the
+       next send raises op.error or returns op.result, and drops the file's count (through
+       the file's _op_ended when it reaches 0, which wakes aclose). An exception thrown in
+       while the op is out (a cancellation) goes to the file's twin ``_ring_thrown(op,
+       exc)``, a coroutine that does what the pure path's glue.wait and _submit do then (ask
+       the driver to cancel the op through the ring, keep waiting until it is reaped so its
+       buffer is held to its CQE, raise) and is delegated to from then on.
+     - PARKED (no future factory: trio, whose waiters are parked tasks): the glue's own
+       ``wait(op, cancel)`` coroutine is delegated to, so trio's cancellation rules are the
+       pure path's own; when it returns the op is finished as above, when it raises the
+       file's count is dropped and the exception passes.
+     close() or collection while the op is out drops the file's count, as the pure
+     coroutine's ``finally`` does; the op itself runs on, held by the driver, as there. */
 
 enum { RF_KIND, RF_FD, RF_OFFSET, RF_BUFFERS, RF_PATH, RF_KEEPALIVE, RF_DIRECT, RF_DRIVER_DATA, RF_WAITER,
        RF_REMAINING, RF_N };
