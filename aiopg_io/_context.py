@@ -50,12 +50,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ._direct import Alignment
 from ._glue import Glue, current_glue
 from ._handoff import HandOff
 from .drivers import DriverFactory, resolve
 from .drivers._fallback import with_thread_fallback
 from .drivers._fork import generation as fork_generation
-from .drivers.base import DriverStatistics, Op, OpState
+from .drivers.base import DriverStatistics, Op, OpKind, OpState
 from .errors import DriverUnavailableError, WrongLoopError
 
 __all__ = ["IOContext", "get_context", "live_contexts"]
@@ -116,7 +117,29 @@ class IOContext:
                         "cannot watch one (it has no add_reader, like asyncio's Proactor loop): use "
                         "driver='worker', or a selector event loop"
                     ) from None
+        self._bind_ring_runs()
         _live.add(self)
+
+    def _bind_ring_runs(self) -> None:
+        """Lend the driver's ring path (``Driver.ring_runs``) what it needs to do :meth:`run`'s
+        work for a file's transfer in C (``_uring.c``, RunPath): this context, the end-of-tick
+        flush, the loop's futures (or, where its waiters are no futures, trio, the glue's
+        ``wait`` to park on), the owner probe and how to make an :class:`Op` without its
+        ``__init__``. Not where the loop cannot watch the driver's fd (its completions then
+        arrive by a thread hop)."""
+        runs = self.driver.ring_runs
+        if runs is None or not self._watching:
+            return
+        names: tuple[str, ...] = Op.__slots__
+        proto = Op(OpKind.READ, -1)
+        fields = ("kind", "fd", "offset", "buffers", "path", "keepalive", "direct", "driver_data", "waiter")
+        get, owner = self.glue.owner_probe()
+        runs.bind(
+            self, self.glue.call_soon, self._flush, self.glue.future_factory, get, owner, Op,
+            tuple(getattr(Op, n) for n in names), tuple(getattr(proto, n) for n in names),
+            tuple(names.index(n) for n in (*fields, "_remaining")),
+            OpKind.READ, OpKind.WRITE, self.max_in_flight, self.glue.wait, self.cancel,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return (
@@ -233,14 +256,25 @@ class IOContext:
         get, owner = self.glue.owner_probe()
         return fast.reader(fd, get, owner, self.glue.inline_result, max_read)
 
+    def ring_runner(
+        self, fd: int, fd_direct: bool, alignment: Alignment | None, readable: bool, writable: bool, path: str
+    ) -> Any:
+        """The driver's ring path for one file's transfers (``Driver.ring_runs``), bound to
+        this context's loop and process; None where the driver has none or it is not bound
+        here. Its ``preadinto(file, buf, offset)`` / ``pwrite(file, data, offset)``
+        return an awaitable that does :meth:`run`'s work in C, or None: then the caller runs
+        the op here, which also raises what a call from elsewhere or on a closed context
+        raises. The file gives ``_preadinto``/``_pwrite`` (the twins) and ``_ring_thrown``."""
+        runs = self.driver.ring_runs
+        if runs is None or not runs.bound:
+            return None
+        offset, memory = (alignment.offset, alignment.memory) if alignment is not None else (0, 0)
+        return runs.runner(fd, fd_direct, offset, memory, readable, writable, path)
+
     async def run(self, op: Op) -> int:
-        """Perform ``op``; return its result or raise its error. See the module docstring."""
-        if self._fork_generation != fork_generation() or not self.glue.is_current():
-            raise self.foreign_error(op.path)
-        if self.closed:
-            raise RuntimeError("the IOContext is closed (its last file was closed)")
-        try_inline = self._try_inline
-        if try_inline is not None and try_inline(op):
+        """Perform ``op``; return its result or raise its error. See the module docstring.
+        Its C twin for a file's transfer is the driver's ring path (:meth:`ring_runner`)."""
+        if self._admit(op):
             # Done without parking (a read the page cache held): no submission, no wake-up,
             # but still a schedule point, as every I/O call is, so a task reading cached
             # pages in a loop neither starves the others nor misses its cancellation.
@@ -248,11 +282,7 @@ class IOContext:
         else:
             while self._in_flight >= self.max_in_flight:
                 await self._slot_waiters.wait()
-            self._in_flight += 1
-            self._staged.append(op)
-            if not self._flush_pending:
-                self._flush_pending = True
-                self.glue.call_soon(self._flush)
+            self._stage(op)
             await self.glue.wait(op, self.cancel)
         if op.error is not None:
             raise op.error
@@ -264,18 +294,28 @@ class IOContext:
         loop where the op is reaped (at once when it completed inline), with ``op.result``
         or ``op.error`` set; it must not raise. Waits only for a slot under the cap on ops in
         flight; cancelled while waiting for one, the op was never staged."""
+        if self._admit(op):
+            on_done(op)
+            return
+        while self._in_flight >= self.max_in_flight:
+            await self._slot_waiters.wait()
+        op.waiter = _OnDone(on_done)
+        self._stage(op)
+
+    def _admit(self, op: Op) -> bool:
+        """What :meth:`run` and :meth:`start` do first: the owner's checks, then True when
+        the op was done inline (a read the page cache held)."""
         if self._fork_generation != fork_generation() or not self.glue.is_current():
             raise self.foreign_error(op.path)
         if self.closed:
             raise RuntimeError("the IOContext is closed (its last file was closed)")
         try_inline = self._try_inline
-        if try_inline is not None and try_inline(op):
-            on_done(op)
-            return
-        while self._in_flight >= self.max_in_flight:
-            await self._slot_waiters.wait()
+        return try_inline is not None and bool(try_inline(op))
+
+    def _stage(self, op: Op) -> None:
+        """Stage ``op`` (it has its slot) for the end-of-tick flush: one submit per tick.
+        The C twin is RingWait's staging (``_uring.c``)."""
         self._in_flight += 1
-        op.waiter = _OnDone(on_done)
         self._staged.append(op)
         if not self._flush_pending:
             self._flush_pending = True

@@ -133,6 +133,12 @@ class AsyncFile:
         self._fast: Any = None
         if readable and self._regular and not self._fd_direct and self._op_limiter is None:
             self._fast = ctx.fast_reader(fd, _MAX_READ_CHUNK)
+        # The driver's ring path (io_uring_c on asyncio; see IOContext.ring_runner): preadinto
+        # and pwrite staged from C, with no coroutine, where such a call is one op (a regular
+        # file, no thread limiter); dropped with the fast path when the file closes.
+        self._run: Any = None
+        if self._regular and self._op_limiter is None:
+            self._run = ctx.ring_runner(fd, self._fd_direct, alignment, readable, writable, self._path)
 
     # -- properties -------------------------------------------------------------------------
 
@@ -248,6 +254,17 @@ class AsyncFile:
         finally:
             self._op_ended(op)
 
+    async def _ring_thrown(self, op: Op, exc: BaseException) -> int:
+        """The ring path's twin (``_uring.c``, RingWait) once ``exc`` is thrown into a call
+        whose op is out: what :meth:`_submit` and the glue's wait do then (a cancellation
+        asks the driver to cancel the op and waits until it is reaped, so its buffer is held
+        to its CQE; ``exc`` is raised either way)."""
+        try:
+            await self._ctx.glue.rejoin(op, self._ctx.cancel, exc)
+            raise exc  # rejoin always raises; this says so to the type checker
+        finally:
+            self._op_ended(op)
+
     def _op_ended(self, op: Op) -> None:
         if self._op_limiter is not None:
             self._op_limiter.release_on_behalf_of(op)
@@ -303,18 +320,25 @@ class AsyncFile:
 
     # -- positional API ---------------------------------------------------------------------
 
-    # pread and preadinto are plain functions that return an awaitable: the driver's fast
-    # path (self._fast) answers a read the page cache holds with no coroutine; anything
-    # else, every check and error included, is the coroutine below each.
+    # pread, preadinto and pwrite are plain functions that return an awaitable: the driver's
+    # fast path (self._fast) answers a read the page cache holds, and its ring path
+    # (self._run) stages one that goes to the ring, with no coroutine; anything else, every
+    # check and error included, is the coroutine below each (the twin).
 
     def pread(self, n: int, offset: int) -> Awaitable[bytes]:
         """Read up to ``n`` bytes at ``offset``; fewer only at end of file. Await it as a
-        coroutine (on ``io_uring_c`` a read of cached pages returns a C awaitable instead)."""
+        coroutine (on ``io_uring_c`` a C awaitable instead: a read of cached pages, or one
+        the ring does)."""
         fast = self._fast
         if fast is not None:
             done: Awaitable[bytes] | None = fast.pread(n, offset)
             if done is not None:
                 return done
+        run = self._run
+        if run is not None:
+            ring: Awaitable[bytes] | None = run.pread(self, n, offset)
+            if ring is not None:
+                return ring
         return self._pread(n, offset)
 
     async def _pread(self, n: int, offset: int) -> bytes:
@@ -335,12 +359,18 @@ class AsyncFile:
 
     def preadinto(self, buf: Any, offset: int) -> Awaitable[int]:
         """Read into ``buf`` at ``offset``; returns the byte count (short only at EOF). Await
-        it as a coroutine (on ``io_uring_c`` a read of cached pages returns a C awaitable)."""
+        it as a coroutine (on ``io_uring_c`` a C awaitable instead: a read of cached pages,
+        or one the ring does)."""
         fast = self._fast
         if fast is not None:
             done: Awaitable[int] | None = fast.preadinto(buf, offset)
             if done is not None:
                 return done
+        run = self._run
+        if run is not None:
+            ring: Awaitable[int] | None = run.preadinto(self, buf, offset)
+            if ring is not None:
+                return ring
         return self._preadinto(buf, offset)
 
     async def _preadinto(self, buf: Any, offset: int) -> int:
@@ -396,8 +426,17 @@ class AsyncFile:
         self._check_open()
         self._ctx.submit_staged()
 
-    async def pwrite(self, data: Any, offset: int) -> int:
-        """Write all of ``data`` at ``offset``; returns its length."""
+    def pwrite(self, data: Any, offset: int) -> Awaitable[int]:
+        """Write all of ``data`` at ``offset``; returns its length. Await it as a coroutine
+        (on ``io_uring_c`` under asyncio a C awaitable of the ring's write instead)."""
+        run = self._run
+        if run is not None:
+            ring: Awaitable[int] | None = run.pwrite(self, data, offset)
+            if ring is not None:
+                return ring
+        return self._pwrite(data, offset)
+
+    async def _pwrite(self, data: Any, offset: int) -> int:
         self._check_writable()
         mv = readable_view(data)
         offset = file_offset(offset, self._path)
@@ -876,7 +915,7 @@ class AsyncFile:
                     self._idle = anyio.Event()
                     await self._idle.wait()
                 self._closed = True
-                self._fast = None
+                self._fast = self._run = None
                 fd = self._fd_claim.pop("fd", None)
                 if fd is not None:
                     try:
@@ -917,7 +956,7 @@ class AsyncFile:
         # anything again, and its hold on the context ends here.
         self._fd_claim.pop("fd", None)
         self._closed = self._detached = True
-        self._fast = None
+        self._fast = self._run = None
         if self._ctx.owned_here():
             self._ctx.release_now()
         else:
@@ -941,7 +980,7 @@ class AsyncFile:
         free the fd at once, or, while an op of the owner's still uses it, when that op ends
         (the fd number must not be reused under it)."""
         self._closed = True
-        self._fast = None
+        self._fast = self._run = None
         try:
             self._write_buffered_blocking()
         finally:

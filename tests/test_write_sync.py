@@ -167,3 +167,19 @@ async def test_cancelled_while_a_half_is_held(driver: str, tmp_path: Path, half:
         assert scope.cancelled_caught
         assert inj.ops == (1 if half == "write" else 2)
     assert path.read_bytes() == (b"" if half == "write" else b"x" * 1000)
+
+
+async def test_the_ring_drivers_link_it_in_the_ring(driver: str, tmp_path: Path) -> None:
+    # io_uring and io_uring_c link the write and the sync in the ring (IOSQE_IO_LINK): no
+    # fallback thread runs it, and the chain is counted as one op.
+    if driver not in ("io_uring", "io_uring_c"):
+        pytest.skip("a ring driver's own path")
+    async with aiopg_io.open(tmp_path / "f", "w+b", driver=driver) as f:
+        before = f.driver_statistics()
+        assert await f.pwritev_sync([b"a" * 5000, b"b" * 3000], 0) == 8000
+        after = f.driver_statistics()
+        assert await f.pread(8000, 0) == b"a" * 5000 + b"b" * 3000
+    extra = dict(after.extra)
+    assert extra.get("fallback_ops", 0) == dict(before.extra).get("fallback_ops", 0)
+    assert after.submitted - before.submitted == 1 and after.completed - before.completed == 1
+    assert after.in_flight == 0

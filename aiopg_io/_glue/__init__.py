@@ -63,6 +63,17 @@ class Glue(Protocol):
     def wake(self, op: Op) -> None:
         """Resume the task parked on ``op`` (from a callback on the loop thread)."""
 
+    #: What makes the waiter of an op parked from C (``_uring.c``'s RingWait): a callable
+    #: returning a future that :meth:`wake` (and the C waker) completes and a task can
+    #: await (asyncio: ``loop.create_future``); None where the loop's waiters are not
+    #: futures (trio): ops staged from C then park through :meth:`wait`.
+    future_factory: Callable[[], object] | None
+
+    async def rejoin(self, op: Op, on_cancel: Callable[[Op], bool], exc: BaseException) -> None:
+        """What :meth:`wait` does once ``exc`` was thrown into it, for an op parked from C
+        on a :attr:`future_factory` future: a cancellation asks ``on_cancel(op)`` and, unless
+        the op was dropped, keeps waiting until it is reaped; then ``exc`` is raised."""
+
     def waker(self, twin: Callable[[Op], object]) -> Callable[[Op], object]:
         """One callable a driver may call per op from C (``Driver.reap_and_wake``): it
         resumes a task parked by :meth:`wait` itself and hands every other op to ``twin``

@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -52,6 +53,12 @@ class AsyncioGlue:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        # The ring path's futures (_uring.c's RingWait): the loop's own create_future, but
+        # on a stock asyncio loop, whose create_future is the Python-level
+        # ``futures.Future(loop=self)``, that Future's C type called directly (no frame).
+        self.future_factory: Callable[[], object] | None = loop.create_future
+        if type(loop).create_future is asyncio.BaseEventLoop.create_future:
+            self.future_factory = functools.partial(asyncio.Future, loop=loop)
         self.loop_key: object = loop
         self._contexts: dict[object, Any] = {}
         self._on_loop_end: dict[int, Callable[[], None]] = {}
@@ -103,21 +110,24 @@ class AsyncioGlue:
         op.waiter = fut
         try:
             await fut
-        except asyncio.CancelledError:
-            if on_cancel(op):
-                raise
-            while True:
-                fut = self.loop.create_future()
-                op.waiter = fut
-                if op.state is OpState.REAPED:
+        except asyncio.CancelledError as exc:
+            await self.rejoin(op, on_cancel, exc)
+
+    async def rejoin(self, op: Op, on_cancel: Callable[[Op], bool], exc: BaseException) -> None:
+        if not isinstance(exc, asyncio.CancelledError) or on_cancel(op):
+            raise exc
+        while True:
+            fut = self.loop.create_future()
+            op.waiter = fut
+            if op.state is OpState.REAPED:
+                break
+            try:
+                await asyncio.shield(fut)
+                break
+            except asyncio.CancelledError:
+                if fut.done():
                     break
-                try:
-                    await asyncio.shield(fut)
-                    break
-                except asyncio.CancelledError:
-                    if fut.done():
-                        break
-            raise
+        raise exc
 
     def wake(self, op: Op) -> None:
         fut = op.waiter

@@ -152,6 +152,12 @@ class TrioGlue:
         else:
             trio.lowlevel.reschedule(parked.task, outcome.capture(parked.raise_cancel))
 
+    #: Waiters here are parked tasks, not futures: an op staged from C parks through wait.
+    future_factory: Callable[[], object] | None = None
+
+    async def rejoin(self, op: Op, on_cancel: Callable[[Op], bool], exc: BaseException) -> None:
+        raise exc  # no op waits on a future here (future_factory is None): nothing to rejoin
+
     def waker(self, twin: Callable[[Op], object]) -> Callable[[Op], object]:
         if _WAKE is None:
             return twin

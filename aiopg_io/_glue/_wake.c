@@ -56,7 +56,7 @@ waker_dealloc(Waker *w)
 }
 
 static int
-future_waker_init(Waker *w, PyObject *args, PyObject *kwds)
+future_waker_init(Waker *w, PyObject *args, PyObject *Py_UNUSED(kwds))
 {
     PyObject *type, *twin;
     if (!PyArg_ParseTuple(args, "O!O:FutureWaker", &PyType_Type, &type, &twin))
@@ -70,7 +70,7 @@ future_waker_init(Waker *w, PyObject *args, PyObject *kwds)
 }
 
 static int
-task_waker_init(Waker *w, PyObject *args, PyObject *kwds)
+task_waker_init(Waker *w, PyObject *args, PyObject *Py_UNUSED(kwds))
 {
     PyObject *type, *reschedule, *twin;
     if (!PyArg_ParseTuple(args, "O!OO:TaskWaker", &PyType_Type, &type, &reschedule, &twin))
@@ -96,7 +96,7 @@ call_twin(Waker *w, PyObject *op)
 }
 
 static PyObject *
-future_waker_call(Waker *w, PyObject *args, PyObject *kwds)
+future_waker_call(Waker *w, PyObject *args, PyObject *Py_UNUSED(kwds))
 {
     PyObject *op;
     if (!PyArg_ParseTuple(args, "O:FutureWaker", &op))
@@ -133,7 +133,7 @@ future_waker_call(Waker *w, PyObject *args, PyObject *kwds)
 }
 
 static PyObject *
-task_waker_call(Waker *w, PyObject *args, PyObject *kwds)
+task_waker_call(Waker *w, PyObject *args, PyObject *Py_UNUSED(kwds))
 {
     PyObject *op;
     if (!PyArg_ParseTuple(args, "O:TaskWaker", &op))

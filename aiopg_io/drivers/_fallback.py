@@ -65,6 +65,8 @@ class ThreadFallback(Driver):
         # Reads are the inner driver's: its fast path (if any) is this driver's too.
         if OpKind.READ in self._native:
             self.fast_reads = inner.fast_reads
+        if OpKind.READ in self._native and OpKind.WRITE in self._native:
+            self.ring_runs = inner.ring_runs  # its ops go through this driver's submit
 
     def __repr__(self) -> str:
         return f"<ThreadFallback {self.inner!r} in_threads={len(self._in_threads)}>"

@@ -4,8 +4,12 @@
  * replaces that package's part (set up, SQE preparation, submit, CQE harvest), under the
  * same names, and takes the ring path's common case out of Python, each piece with its
  * Python twin named and taking every other case: the page-cache fast path (try_inline), a
- * tick's batch into SQEs with one io_uring_enter (submit_batch), and a CQE that finishes
- * its op whole, reaped and its waiter resumed through a waker the glue lends (harvest).
+ * tick's batch into SQEs with one io_uring_enter (submit_batch), a linked write + sync's two
+ * SQEs (prep_write_sync), and a CQE that finishes its op whole, reaped and its waiter
+ * resumed through a waker the glue lends (harvest); and above the driver, the file calls
+ * that lead to them: a read the page cache holds answered with no op (FastPath, FastRead,
+ * Done), and a transfer that goes to the ring built, staged and awaited with no coroutine
+ * (RunPath, RingRun, RingWait).
  * Why C and why these pieces: drivers/io_uring_c.py's opening comment, and the runs in
  * docs/benchmarks.md, "Compiled path". It also runs on kernels the liburing package
  * refuses.
@@ -348,7 +352,7 @@ fail:
 }
 
 static PyObject *
-ring_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+ring_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
 {
     Ring *r = (Ring *)type->tp_alloc(type, 0);
     if (r != NULL) {
@@ -428,6 +432,25 @@ negative(const char *what, long long value)
 /* Every prep_* takes the SQE's user_data last and returns False when the SQ is full, as
    liburing's io_uring_get_sqe returning NULL. */
 
+/* A transfer's offset and iovec array checked (the ring open): 0, or -1 with the view
+   released and an exception set. */
+static int
+check_rw(Ring *r, Py_buffer *iov, long long offset)
+{
+    if (offset < 0) {
+        PyBuffer_Release(iov);
+        negative("offset", offset);
+        return -1;
+    }
+    if (ring_check(r) < 0 || iov->len % sizeof(struct iovec) != 0 || iov->len == 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "iovec: not a non-empty array of struct iovec");
+        PyBuffer_Release(iov);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 prep_rw(Ring *r, PyObject *args, uint8_t opcode)
 {
@@ -435,18 +458,8 @@ prep_rw(Ring *r, PyObject *args, uint8_t opcode)
     Py_buffer iov;
     long long offset;
     unsigned long long user_data;
-    if (!PyArg_ParseTuple(args, "iy*LK", &fd, &iov, &offset, &user_data))
+    if (!PyArg_ParseTuple(args, "iy*LK", &fd, &iov, &offset, &user_data) || check_rw(r, &iov, offset) < 0)
         return NULL;
-    if (offset < 0) {
-        PyBuffer_Release(&iov);
-        return negative("offset", offset);
-    }
-    if (ring_check(r) < 0 || iov.len % sizeof(struct iovec) != 0 || iov.len == 0) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "iovec: not a non-empty array of struct iovec");
-        PyBuffer_Release(&iov);
-        return NULL;
-    }
     struct u_sqe *sqe = get_sqe(r);
     if (sqe != NULL) {
         sqe->opcode = opcode;
@@ -470,6 +483,54 @@ static PyObject *
 ring_prep_writev(Ring *r, PyObject *args)
 {
     return prep_rw(r, args, OP_WRITEV);
+}
+
+/* A linked write + sync (OpKind.WRITE_SYNC; the twin is the pure driver's _prep, see
+   drivers/io_uring.py's opening comment): a writev SQE carrying IOSQE_IO_LINK (5.3) and,
+   where the kernel has it (IORING_FEAT_CQE_SKIP, 5.17), IOSQE_CQE_SKIP_SUCCESS, then an
+   fsync SQE, each with its own user_data. Both SQEs or neither: a chain split across two
+   submissions would run the sync unlinked, so False unless the SQ has room for two (the
+   tail is published only by a submit, so the kernel never sees half a chain). */
+
+#define SQE_IO_LINK (1U << 2)
+#define SQE_CQE_SKIP_SUCCESS (1U << 6)
+#define FEAT_CQE_SKIP (1U << 11)
+
+static PyObject *
+ring_prep_write_sync(Ring *r, PyObject *args)
+{
+    int fd;
+    Py_buffer iov;
+    long long offset;
+    unsigned int fsync_flags;
+    unsigned long long write_data, sync_data;
+    if (!PyArg_ParseTuple(args, "iy*LIKK", &fd, &iov, &offset, &fsync_flags, &write_data, &sync_data) ||
+        check_rw(r, &iov, offset) < 0)
+        return NULL;
+    unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+    int room = r->sq_entries - (r->sqe_tail - head) >= 2;
+    if (room) {
+        struct u_sqe *w = get_sqe(r), *s = get_sqe(r);
+        w->opcode = OP_WRITEV;
+        w->flags = (uint8_t)(SQE_IO_LINK | ((r->features & FEAT_CQE_SKIP) ? SQE_CQE_SKIP_SUCCESS : 0));
+        w->fd = fd;
+        w->addr = (uint64_t)(uintptr_t)iov.buf; /* kept alive by the caller until the CQE */
+        w->len = (uint32_t)(iov.len / sizeof(struct iovec));
+        w->off = offset;
+        w->user_data = write_data;
+        s->opcode = OP_FSYNC;
+        s->fd = fd;
+        s->op_flags = fsync_flags;
+        s->user_data = sync_data;
+    }
+    PyBuffer_Release(&iov);
+    return PyBool_FromLong(room);
+}
+
+static PyObject *
+ring_get_cqe_skip(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong((r->features & FEAT_CQE_SKIP) != 0);
 }
 
 static PyObject *
@@ -1140,6 +1201,7 @@ ring_next_token(Ring *r, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLongLong(r->next_token++);
 }
 
+static PyObject *S_sync_token, *S_zero;
 static PyObject *S_token, *S_cancel_queued, *S_iovec, *S_buffers, *S_paths, *S_flags, *S_empty_tuple;
 
 /* fd_refs[fd] += delta, deleting the entry (and fd_direct's) at zero: the twin's
@@ -1270,6 +1332,7 @@ batch_prep(Ring *r, PyObject *op)
     PyObject *fdo = PyLong_FromLongLong(fd);
     int err = data == NULL || tok == NULL || fdo == NULL ||
               PyObject_SetAttr(data, S_token, tok) < 0 ||
+              PyObject_SetAttr(data, S_sync_token, S_zero) < 0 ||
               PyObject_SetAttr(data, S_cancel_queued, Py_False) < 0 ||
               PyObject_SetAttr(data, S_iovec, iovec ? iovec : Py_None) < 0 ||
               PyObject_SetAttr(data, S_buffers, bufs ? bufs : Py_None) < 0 ||
@@ -1457,6 +1520,8 @@ ring_get_sqpoll_wakeups(Ring *r, void *Py_UNUSED(closure))
 static PyMethodDef ring_methods[] = {
     {"prep_readv", (PyCFunction)ring_prep_readv, METH_VARARGS, "prep_readv(fd, iovec, offset, user_data) -> bool"},
     {"prep_writev", (PyCFunction)ring_prep_writev, METH_VARARGS, "prep_writev(fd, iovec, offset, user_data) -> bool"},
+    {"prep_write_sync", (PyCFunction)ring_prep_write_sync, METH_VARARGS,
+     "prep_write_sync(fd, iovec, offset, fsync_flags, write_user_data, sync_user_data) -> bool (both SQEs or none)"},
     {"prep_fsync", (PyCFunction)ring_prep_fsync, METH_VARARGS, "prep_fsync(fd, flags, user_data) -> bool"},
     {"prep_fallocate", (PyCFunction)ring_prep_fallocate, METH_VARARGS,
      "prep_fallocate(fd, mode, offset, length, user_data) -> bool"},
@@ -1498,6 +1563,7 @@ static PyGetSetDef ring_getset[] = {
     {"submit_all", (getter)ring_get_submit_all, NULL, "whether IORING_SETUP_SUBMIT_ALL is on", NULL},
     {"sqpoll", (getter)ring_get_sqpoll, NULL, "whether a kernel thread polls the SQ (IORING_SETUP_SQPOLL)", NULL},
     {"sqpoll_wakeups", (getter)ring_get_sqpoll_wakeups, NULL, "submits that had to wake the SQ thread", NULL},
+    {"cqe_skip", (getter)ring_get_cqe_skip, NULL, "whether the kernel has IOSQE_CQE_SKIP_SUCCESS (IORING_FEAT_CQE_SKIP)", NULL},
     {"inline_done", (getter)ring_get_inline_done, NULL, "ops try_inline completed whole in C", NULL},
     {"batch_prepped", (getter)ring_get_batch_prepped, NULL, "ops submit_batch prepped in C", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -1813,20 +1879,28 @@ fastread_dealloc(FastRead *fr)
     PyObject_GC_Del(fr);
 }
 
+/* 1 when called from the loop (and thread) that ``owner_get() is owner`` names; 0 else,
+   nothing raised (no loop running here: the pure path raises WrongLoopError). */
+static int
+called_from_owner(PyObject *owner_get, PyObject *owner)
+{
+    PyObject *cur = PyObject_CallNoArgs(owner_get);
+    if (cur == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int same = cur == owner;
+    Py_DECREF(cur);
+    return same;
+}
+
 /* 1 when this call may take the fast path: enabled, same process, called from the owner. */
 static int
 fastread_ready(FastRead *fr)
 {
     if (fr->fp == NULL || !fr->fp->enabled || fr->forks != fp_forks)
         return 0;
-    PyObject *cur = PyObject_CallNoArgs(fr->owner_get);
-    if (cur == NULL) {
-        PyErr_Clear(); /* no loop running here: the pure path raises WrongLoopError */
-        return 0;
-    }
-    int same = cur == fr->owner;
-    Py_DECREF(cur);
-    return same;
+    return called_from_owner(fr->owner_get, fr->owner);
 }
 
 /* A file offset the pure path would accept for ``len`` bytes: a plain int, 0 <= offset and
@@ -2010,6 +2084,974 @@ static PyTypeObject FastReadType = {
     .tp_methods = fastread_methods,
 };
 
+/* -- the file calls' ring path (RunPath, RingRun, RingWait) ------------------------------ */
+
+/* What ``await f.preadinto(buf, offset)`` (a direct read, or a buffered one the page cache
+   does not hold), ``await f.pwrite(data, offset)`` and a buffered ``await f.pread(n, offset)``
+   cost on the ring: one Op built and staged for the tick's batch, one future of the loop, one
+   await, with no coroutine frame of the file, the IOContext or the glue (on a loop whose
+   waiters are futures; on trio, see PARKED below). The Python twin is the whole pure path
+   (AsyncFile's _preadinto/_pwrite/_pread -> _submit -> IOContext.run -> the glue's wait),
+   which takes every case this does not; FastRead's design, carried past the page cache:
+
+   - RunPath: one per driver (the io_uring_c driver makes it), bound by its IOContext to the
+     loop (``bind``: the context, its glue's call_soon, the context's _flush, the loop's
+     future factory or None, the owner probe, the Op template, the glue's wait and the
+     context's cancel); ``disable()`` (the driver closes) turns every runner off; ``runs``
+     counts the ops staged here.
+   - RingRun: one per open file (``RunPath.runner(fd, fd_direct, align_offset, align_memory,
+     readable, writable, path)``). ``preadinto(file, buf, offset)`` / ``pwrite(file, data,
+     offset)`` / ``pread(file, n, offset)`` return a RingWait, or None for anything unusual
+     (the caller then takes the pure coroutine, which checks and words every error): an
+     argument that is not a plain int, a buffer that is empty, read-only (for a read), not
+     contiguous or not of bytes, a direct transfer off its alignment (and any direct pread:
+     its buffer is the twin's), an offset past off_t, a call from a fork child, a disabled
+     path, a file not open for it.
+   - RingWait: the awaitable, as a coroutine: nothing happens until it is first sent to.
+     Then it does what IOContext.run does for an op that goes to the ring (awaited from
+     another loop, the context closed, or no slot under its cap: it runs the twin coroutine
+     instead and delegates to it, which raises or waits as the pure path does): the op
+     staged, the flush scheduled once per tick (so one io_uring_enter per tick still), the
+     file's ops-in-flight count raised, then the task parked:
+     - WAITING (a future factory: asyncio, uvloop): a future from the loop made the op's
+       waiter and yielded as a Future's own __await__ yields it. The glue's C waker (or the
+       context's _finish, for every CQE the twin handles) sets it once the op is REAPED; the
+       next send raises op.error or returns op.result, and drops the file's count (through
+       the file's _op_ended when it reaches 0, which wakes aclose). An exception thrown in
+       while the op is out (a cancellation) goes to the file's twin ``_ring_thrown(op,
+       exc)``, a coroutine that does what the pure path's glue.wait and _submit do then (ask
+       the driver to cancel the op through the ring, keep waiting until it is reaped so its
+       buffer is held to its CQE, raise) and is delegated to from then on.
+     - PARKED (no future factory: trio, whose waiters are parked tasks): the glue's own
+       ``wait(op, cancel)`` coroutine is delegated to, so trio's cancellation rules are the
+       pure path's own; when it returns the op is finished as above, when it raises the
+       file's count is dropped and the exception passes.
+     close() or collection while the op is out drops the file's count, as the pure
+     coroutine's ``finally`` does; the op itself runs on, held by the driver, as there. */
+
+enum { RF_KIND, RF_FD, RF_OFFSET, RF_BUFFERS, RF_PATH, RF_KEEPALIVE, RF_DIRECT, RF_DRIVER_DATA, RF_WAITER,
+       RF_REMAINING, RF_N };
+
+typedef struct {
+    PyObject_HEAD
+    int enabled;
+    unsigned long long runs;
+    PyObject *ctx, *call_soon, *flush, *create_future, *owner_get, *owner, *park, *cancel;
+    PyTypeObject *op_type;
+    PyObject *descrs, *defaults; /* tuples: the Op's slot descriptors and a new op's values */
+    Py_ssize_t field[RF_N];      /* index in descrs of each field set here */
+    PyObject *k_read, *k_write, *tried;
+    Py_ssize_t max_in_flight;
+} RunPath;
+
+typedef struct {
+    PyObject_HEAD
+    RunPath *rp;
+    int fd, readable, writable;
+    unsigned long forks;
+    long long align_offset, align_memory; /* 0: not direct */
+    PyObject *fd_direct, *path;
+} RingRun;
+
+/* NEW: not sent to yet; WAITING: staged, parked on its future; PARKED: staged, parked by
+   the glue's wait (delegated to it, the op still ours to finish); DELEGATED: the twin's. */
+enum { RW_NEW, RW_WAITING, RW_PARKED, RW_DELEGATED, RW_DONE };
+
+/* The largest pread staged here: the twin's one op never asks for more (_file.py's
+   _MAX_READ_CHUNK; past it the twin bounds the read by the file's size first). */
+#define RUN_MAX_PREAD (64LL * 1024 * 1024)
+
+typedef struct {
+    PyObject_HEAD
+    RingRun *rr;
+    PyObject *file, *keep, *view;
+    long long offset;
+    int write, state;
+    int bytes; /* pread: the result is the bytes read (a copy of keep's first ones), not a count */
+    PyObject *op, *fut, *delegate;
+} RingWait;
+
+static PyTypeObject RunPathType, RingRunType, RingWaitType;
+static PyObject *S_in_flight, *S_closed, *S_flush_pending, *S_staged, *S_op_ended, *S_ring_thrown,
+    *S_preadinto_twin, *S_pwrite_twin, *S_pread_twin, *S_done_m, *S_future_blocking, *S_error, *S_throw, *S_close, *S_waiter;
+
+static int
+runpath_traverse(RunPath *rp, visitproc visit, void *arg)
+{
+    Py_VISIT(rp->ctx);
+    Py_VISIT(rp->call_soon);
+    Py_VISIT(rp->flush);
+    Py_VISIT(rp->create_future);
+    Py_VISIT(rp->owner_get);
+    Py_VISIT(rp->owner);
+    Py_VISIT(rp->park);
+    Py_VISIT(rp->cancel);
+    Py_VISIT(rp->op_type);
+    Py_VISIT(rp->descrs);
+    Py_VISIT(rp->defaults);
+    Py_VISIT(rp->k_read);
+    Py_VISIT(rp->k_write);
+    Py_VISIT(rp->tried);
+    return 0;
+}
+
+static void
+runpath_unbind(RunPath *rp)
+{
+    rp->enabled = 0;
+    Py_CLEAR(rp->ctx);
+    Py_CLEAR(rp->call_soon);
+    Py_CLEAR(rp->flush);
+    Py_CLEAR(rp->create_future);
+    Py_CLEAR(rp->owner_get);
+    Py_CLEAR(rp->owner);
+    Py_CLEAR(rp->park);
+    Py_CLEAR(rp->cancel);
+    Py_CLEAR(rp->op_type);
+    Py_CLEAR(rp->descrs);
+    Py_CLEAR(rp->defaults);
+    Py_CLEAR(rp->k_read);
+    Py_CLEAR(rp->k_write);
+}
+
+static int
+runpath_clear(RunPath *rp)
+{
+    runpath_unbind(rp);
+    Py_CLEAR(rp->tried);
+    return 0;
+}
+
+static void
+runpath_dealloc(RunPath *rp)
+{
+    PyObject_GC_UnTrack(rp);
+    runpath_clear(rp);
+    Py_TYPE(rp)->tp_free((PyObject *)rp);
+}
+
+static PyObject *
+runpath_bind(RunPath *rp, PyObject *args)
+{
+    PyObject *ctx, *call_soon, *flush, *create_future, *owner_get, *owner, *op_type, *descrs, *defaults,
+        *fields, *k_read, *k_write, *park, *cancel;
+    Py_ssize_t max_in_flight;
+    if (!PyArg_ParseTuple(args, "OOOOOOO!O!O!O!OOnOO:bind", &ctx, &call_soon, &flush, &create_future, &owner_get,
+                          &owner, &PyType_Type, &op_type, &PyTuple_Type, &descrs, &PyTuple_Type, &defaults,
+                          &PyTuple_Type, &fields, &k_read, &k_write, &max_in_flight, &park, &cancel))
+        return NULL;
+    if (create_future == Py_None && (!PyCallable_Check(park) || !PyCallable_Check(cancel))) {
+        PyErr_SetString(PyExc_TypeError, "bind(): without create_future, park and cancel must be callable");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(descrs);
+    if (PyTuple_GET_SIZE(defaults) != n || PyTuple_GET_SIZE(fields) != RF_N || max_in_flight < 1) {
+        PyErr_Format(PyExc_ValueError, "bind(): %d field indexes, as many defaults as descriptors, a cap >= 1",
+                     RF_N);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *d = PyTuple_GET_ITEM(descrs, i);
+        if (Py_TYPE(d)->tp_descr_set == NULL) {
+            PyErr_SetString(PyExc_TypeError, "bind(): every descriptor must be settable (the Op's slots)");
+            return NULL;
+        }
+    }
+    for (int i = 0; i < RF_N; i++) {
+        Py_ssize_t at = PyLong_AsSsize_t(PyTuple_GET_ITEM(fields, i));
+        if (at == -1 && PyErr_Occurred())
+            return NULL;
+        if (at < 0 || at >= n) {
+            PyErr_SetString(PyExc_ValueError, "bind(): a field index out of range");
+            return NULL;
+        }
+        rp->field[i] = at;
+    }
+    runpath_unbind(rp);
+    rp->ctx = Py_NewRef(ctx);
+    rp->call_soon = Py_NewRef(call_soon);
+    rp->flush = Py_NewRef(flush);
+    rp->create_future = Py_NewRef(create_future);
+    rp->owner_get = Py_NewRef(owner_get);
+    rp->owner = Py_NewRef(owner);
+    rp->park = Py_NewRef(park);
+    rp->cancel = Py_NewRef(cancel);
+    rp->op_type = (PyTypeObject *)Py_NewRef(op_type);
+    rp->descrs = Py_NewRef(descrs);
+    rp->defaults = Py_NewRef(defaults);
+    rp->k_read = Py_NewRef(k_read);
+    rp->k_write = Py_NewRef(k_write);
+    rp->max_in_flight = max_in_flight;
+    rp->enabled = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+runpath_disable(RunPath *rp, PyObject *Py_UNUSED(ignored))
+{
+    runpath_unbind(rp); /* drops the context and the loop's objects: no cycle kept */
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+runpath_runner(RunPath *rp, PyObject *args)
+{
+    int fd, readable, writable;
+    long long align_offset, align_memory;
+    PyObject *fd_direct, *path;
+    if (!PyArg_ParseTuple(args, "iO!LLppU:runner", &fd, &PyBool_Type, &fd_direct, &align_offset, &align_memory,
+                          &readable, &writable, &path))
+        return NULL;
+    if (fd < 0 || align_offset < 0 || align_memory < 0) {
+        PyErr_Format(PyExc_ValueError, "fd %d and the alignments must be >= 0", fd);
+        return NULL;
+    }
+    RingRun *rr = PyObject_GC_New(RingRun, &RingRunType);
+    if (rr == NULL)
+        return NULL;
+    rr->rp = (RunPath *)Py_NewRef(rp);
+    rr->fd = fd;
+    rr->readable = readable;
+    rr->writable = writable;
+    rr->forks = fp_forks;
+    rr->align_offset = align_offset;
+    rr->align_memory = align_memory;
+    rr->fd_direct = Py_NewRef(fd_direct);
+    rr->path = Py_NewRef(path);
+    PyObject_GC_Track(rr);
+    return (PyObject *)rr;
+}
+
+static PyObject *
+runpath_get_runs(RunPath *rp, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(rp->runs);
+}
+
+static PyObject *
+runpath_get_bound(RunPath *rp, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(rp->enabled);
+}
+
+static PyMethodDef runpath_methods[] = {
+    {"bind", (PyCFunction)runpath_bind, METH_VARARGS,
+     "bind(ctx, call_soon, flush, create_future, owner_get, owner, Op, descriptors, defaults, fields, READ, "
+     "WRITE, max_in_flight, park, cancel): the IOContext's loop (create_future None: ops park through "
+     "park(op, cancel), the glue's wait)"},
+    {"disable", (PyCFunction)runpath_disable, METH_NOARGS, "disable(): every runner returns None from now on"},
+    {"runner", (PyCFunction)runpath_runner, METH_VARARGS,
+     "runner(fd, fd_direct, align_offset, align_memory, readable, writable, path) -> RingRun for one file"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef runpath_getset[] = {
+    {"runs", (getter)runpath_get_runs, NULL, "ops staged here, with no Python frame", NULL},
+    {"bound", (getter)runpath_get_bound, NULL, "True while bound to a loop", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyObject *
+runpath_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *tried;
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds) != 0) || !PyArg_ParseTuple(args, "O:RunPath", &tried))
+        return NULL;
+    RunPath *rp = (RunPath *)type->tp_alloc(type, 0);
+    if (rp != NULL)
+        rp->tried = Py_NewRef(tried);
+    return (PyObject *)rp;
+}
+
+static PyTypeObject RunPathType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aiopg_io.drivers._uring.RunPath",
+    .tp_basicsize = sizeof(RunPath),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "RunPath(tried): the file calls' ring path of one driver (see RingRun); tried: the driver_data of "
+              "a buffered read the fast path found not cached (None: no fast path)",
+    .tp_new = runpath_new,
+    .tp_traverse = (traverseproc)runpath_traverse,
+    .tp_clear = (inquiry)runpath_clear,
+    .tp_dealloc = (destructor)runpath_dealloc,
+    .tp_methods = runpath_methods,
+    .tp_getset = runpath_getset,
+};
+
+static int
+ringrun_traverse(RingRun *rr, visitproc visit, void *arg)
+{
+    Py_VISIT(rr->rp);
+    Py_VISIT(rr->fd_direct);
+    Py_VISIT(rr->path);
+    return 0;
+}
+
+static int
+ringrun_clear(RingRun *rr)
+{
+    Py_CLEAR(rr->rp);
+    Py_CLEAR(rr->fd_direct);
+    Py_CLEAR(rr->path);
+    return 0;
+}
+
+static void
+ringrun_dealloc(RingRun *rr)
+{
+    PyObject_GC_UnTrack(rr);
+    ringrun_clear(rr);
+    PyObject_GC_Del(rr);
+}
+
+/* 1 when a call may take the ring path: bound, same process, called from the owner. */
+static int
+ringrun_ready(RingRun *rr)
+{
+    RunPath *rp = rr->rp;
+    if (rp == NULL || !rp->enabled || rr->forks != fp_forks)
+        return 0;
+    return called_from_owner(rp->owner_get, rp->owner);
+}
+
+/* A RingWait for one transfer, or None (nothing raised) where the pure path must decide. */
+static PyObject *
+ringrun_transfer(RingRun *rr, PyObject *const *args, Py_ssize_t nargs, int write)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "%s(file, buf, offset) takes 3 arguments, not %zd",
+                     write ? "pwrite" : "preadinto", nargs);
+        return NULL;
+    }
+    /* Bound and in this process; whether the caller is the owner's loop is asked once, when
+       the awaitable stages the op (ringwait_stage): asyncio's _get_running_loop makes a
+       getpid() system call, and the twin raises WrongLoopError from there just as well. */
+    RunPath *rp = rr->rp;
+    if (!(write ? rr->writable : rr->readable) || rp == NULL || !rp->enabled || rr->forks != fp_forks ||
+        PyUnicode_Check(args[1]))
+        Py_RETURN_NONE;
+    PyObject *view = PyMemoryView_FromObject(args[1]);
+    if (view == NULL) {
+        PyErr_Clear(); /* the pure path words the error */
+        Py_RETURN_NONE;
+    }
+    Py_buffer *b = PyMemoryView_GET_BUFFER(view);
+    long long offset;
+    int ok = b->len > 0 && (write || !b->readonly) && PyBuffer_IsContiguous(b, 'C') && b->ndim == 1 &&
+             b->itemsize == 1 && (b->format == NULL || strcmp(b->format, "B") == 0) &&
+             fastread_offset(args[2], b->len, &offset);
+    if (ok && rr->align_offset > 0)
+        ok = offset % rr->align_offset == 0 && b->len % rr->align_offset == 0 &&
+             (rr->align_memory <= 0 || (uintptr_t)b->buf % (uintptr_t)rr->align_memory == 0);
+    if (!ok) {
+        Py_DECREF(view);
+        Py_RETURN_NONE;
+    }
+    RingWait *w = PyObject_GC_New(RingWait, &RingWaitType);
+    if (w == NULL) {
+        Py_DECREF(view);
+        return NULL;
+    }
+    w->rr = (RingRun *)Py_NewRef(rr);
+    w->file = Py_NewRef(args[0]);
+    w->keep = Py_NewRef(args[1]);
+    w->view = view;
+    w->offset = offset;
+    w->write = write;
+    w->bytes = 0;
+    w->state = RW_NEW;
+    w->op = w->fut = w->delegate = NULL;
+    PyObject_GC_Track(w);
+    return (PyObject *)w;
+}
+
+static PyObject *
+ringrun_preadinto(RingRun *rr, PyObject *const *args, Py_ssize_t nargs)
+{
+    return ringrun_transfer(rr, args, nargs, 0);
+}
+
+/* pread(file, n, offset): a read into a new bytearray of n bytes (as the twin's buffer),
+   whose first bytes the awaitable returns as bytes. Buffered files only: a direct one's
+   buffer is the twin's (aligned, its length rounded). */
+static PyObject *
+ringrun_pread(RingRun *rr, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "pread(file, n, offset) takes 3 arguments, not %zd", nargs);
+        return NULL;
+    }
+    if (rr->align_offset > 0 || rr->fd_direct != Py_False || !PyLong_CheckExact(args[1]))
+        Py_RETURN_NONE;
+    int overflow;
+    long long n = PyLong_AsLongLongAndOverflow(args[1], &overflow);
+    if (overflow || n < 1 || n > RUN_MAX_PREAD)
+        Py_RETURN_NONE;
+    PyObject *buf = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)n);
+    if (buf == NULL)
+        return NULL;
+    PyObject *call[3] = {args[0], buf, args[2]};
+    PyObject *w = ringrun_transfer(rr, call, 3, 0);
+    Py_DECREF(buf);
+    if (w != NULL && w != Py_None)
+        ((RingWait *)w)->bytes = 1;
+    return w;
+}
+
+static PyObject *
+ringrun_pwrite(RingRun *rr, PyObject *const *args, Py_ssize_t nargs)
+{
+    return ringrun_transfer(rr, args, nargs, 1);
+}
+
+static PyMethodDef ringrun_methods[] = {
+    {"pread", (PyCFunction)(void (*)(void))ringrun_pread, METH_FASTCALL,
+     "pread(file, n, offset) -> awaitable of the bytes, or None: take the pure path"},
+    {"preadinto", (PyCFunction)(void (*)(void))ringrun_preadinto, METH_FASTCALL,
+     "preadinto(file, buf, offset) -> awaitable of the count, or None: take the pure path"},
+    {"pwrite", (PyCFunction)(void (*)(void))ringrun_pwrite, METH_FASTCALL,
+     "pwrite(file, data, offset) -> awaitable of the count, or None: take the pure path"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RingRunType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aiopg_io.drivers._uring.RingRun",
+    .tp_basicsize = sizeof(RingRun),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One file's ring path (RunPath.runner)",
+    .tp_traverse = (traverseproc)ringrun_traverse,
+    .tp_clear = (inquiry)ringrun_clear,
+    .tp_dealloc = (destructor)ringrun_dealloc,
+    .tp_methods = ringrun_methods,
+};
+
+static int
+ringwait_traverse(RingWait *w, visitproc visit, void *arg)
+{
+    Py_VISIT(w->rr);
+    Py_VISIT(w->file);
+    Py_VISIT(w->keep);
+    Py_VISIT(w->view);
+    Py_VISIT(w->op);
+    Py_VISIT(w->fut);
+    Py_VISIT(w->delegate);
+    return 0;
+}
+
+static int
+ringwait_clear(RingWait *w)
+{
+    Py_CLEAR(w->rr);
+    Py_CLEAR(w->file);
+    Py_CLEAR(w->keep);
+    Py_CLEAR(w->view);
+    Py_CLEAR(w->op);
+    Py_CLEAR(w->fut);
+    Py_CLEAR(w->delegate);
+    return 0;
+}
+
+/* The file's count of ops in flight, dropped for this op: in place while others remain, else
+   through the file's _op_ended (which wakes aclose and closes a released fd). */
+static int
+ringwait_op_ended(RingWait *w)
+{
+    PyObject *v = PyObject_GetAttr(w->file, S_in_flight);
+    if (v == NULL)
+        return -1;
+    long n = PyLong_AsLong(v);
+    Py_DECREF(v);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    if (n > 1) {
+        PyObject *left = PyLong_FromLong(n - 1);
+        int err = left == NULL ? -1 : PyObject_SetAttr(w->file, S_in_flight, left);
+        Py_XDECREF(left);
+        return err;
+    }
+    PyObject *res = PyObject_CallMethodOneArg(w->file, S_op_ended, w->op);
+    Py_XDECREF(res);
+    return res == NULL ? -1 : 0;
+}
+
+static void
+ringwait_dealloc(RingWait *w)
+{
+    PyObject_GC_UnTrack(w);
+    if ((w->state == RW_WAITING || w->state == RW_PARKED) && w->file != NULL) {
+        /* Collected while the op is out (its task was destroyed): as the pure coroutine's
+           finally, the file stops counting it; the driver still holds the op to its CQE. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        w->state = RW_DONE;
+        if (ringwait_op_ended(w) < 0)
+            PyErr_WriteUnraisable((PyObject *)w);
+        PyErr_Restore(type, value, tb);
+    }
+    ringwait_clear(w);
+    PyObject_GC_Del(w);
+}
+
+static PyObject *
+ringwait_await(RingWait *w)
+{
+    return Py_NewRef(w);
+}
+
+/* Delegate to ``coro`` from now on, sending it ``arg`` first. */
+static PySendResult
+ringwait_delegate(RingWait *w, PyObject *coro, PyObject *arg, PyObject **out)
+{
+    w->delegate = coro; /* steals */
+    w->state = RW_DELEGATED;
+    PySendResult r = PyIter_Send(coro, arg, out);
+    if (r != PYGEN_NEXT)
+        w->state = RW_DONE;
+    return r;
+}
+
+/* The twin for an op C does not stage: the file's pure coroutine for the same call. */
+static PySendResult
+ringwait_decline(RingWait *w, PyObject **out)
+{
+    PyObject *off = PyLong_FromLongLong(w->offset);
+    if (off == NULL)
+        return PYGEN_ERROR;
+    PyObject *first = w->bytes ? PyLong_FromSsize_t(PyByteArray_GET_SIZE(w->keep)) : Py_NewRef(w->keep);
+    if (first == NULL) {
+        Py_DECREF(off);
+        return PYGEN_ERROR;
+    }
+    PyObject *twin = w->bytes ? S_pread_twin : w->write ? S_pwrite_twin : S_preadinto_twin;
+    PyObject *coro = PyObject_CallMethodObjArgs(w->file, twin, first, off, NULL);
+    Py_DECREF(first);
+    Py_DECREF(off);
+    if (coro == NULL) {
+        w->state = RW_DONE;
+        return PYGEN_ERROR;
+    }
+    return ringwait_delegate(w, coro, Py_None, out);
+}
+
+/* A new op for this call, from the Op template (no __init__ frame). */
+static PyObject *
+ringwait_make_op(RingWait *w)
+{
+    RunPath *rp = w->rr->rp;
+    PyObject *op = rp->op_type->tp_alloc(rp->op_type, 0);
+    if (op == NULL)
+        return NULL;
+    PyObject *fd = PyLong_FromLong(w->rr->fd), *offset = PyLong_FromLongLong(w->offset);
+    PyObject *bufs = PyTuple_Pack(1, w->view), *rest = PyList_New(1);
+    if (fd == NULL || offset == NULL || bufs == NULL || rest == NULL)
+        goto fail;
+    PyList_SET_ITEM(rest, 0, Py_NewRef(w->view));
+    PyObject *vals[RF_N] = {
+        [RF_KIND] = w->write ? rp->k_write : rp->k_read,
+        [RF_FD] = fd,
+        [RF_OFFSET] = offset,
+        [RF_BUFFERS] = bufs,
+        [RF_PATH] = w->rr->path,
+        [RF_KEEPALIVE] = w->keep,
+        [RF_DIRECT] = w->rr->fd_direct,
+        /* a buffered read the file's fast path found not cached: straight to the ring */
+        [RF_DRIVER_DATA] = (!w->write && w->rr->fd_direct == Py_False) ? rp->tried : Py_None,
+        [RF_WAITER] = Py_None,
+        [RF_REMAINING] = rest,
+    };
+    Py_ssize_t n = PyTuple_GET_SIZE(rp->descrs);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyTuple_GET_ITEM(rp->defaults, i);
+        for (int f = 0; f < RF_N; f++)
+            if (rp->field[f] == i)
+                v = vals[f];
+        PyObject *d = PyTuple_GET_ITEM(rp->descrs, i);
+        if (Py_TYPE(d)->tp_descr_set(d, op, v) < 0)
+            goto fail;
+    }
+    Py_DECREF(fd);
+    Py_DECREF(offset);
+    Py_DECREF(bufs);
+    Py_DECREF(rest);
+    return op;
+fail:
+    Py_DECREF(op);
+    Py_XDECREF(fd);
+    Py_XDECREF(offset);
+    Py_XDECREF(bufs);
+    Py_XDECREF(rest);
+    return NULL;
+}
+
+/* IOContext.run for an op that goes to the ring, up to its await: 1 when staged (the future
+   in w->fut), 0 when the twin must run it (nothing changed), -1 on an exception. */
+static int
+ringwait_stage(RingWait *w)
+{
+    RunPath *rp = w->rr->rp;
+    if (!ringrun_ready(w->rr))
+        return 0;
+    PyObject *ctx = rp->ctx;
+    PyObject *v = PyObject_GetAttr(ctx, S_closed);
+    if (v == NULL)
+        return -1;
+    int closed = v != Py_False;
+    Py_DECREF(v);
+    if ((v = PyObject_GetAttr(ctx, S_in_flight)) == NULL)
+        return -1;
+    Py_ssize_t in_flight = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    if (in_flight == -1 && PyErr_Occurred())
+        return -1;
+    if (closed || in_flight >= rp->max_in_flight)
+        return 0; /* the twin raises, or waits for a slot */
+    PyObject *op = ringwait_make_op(w);
+    if (op == NULL)
+        return -1;
+    PyObject *fut = NULL;
+    if (rp->create_future != Py_None) {
+        fut = PyObject_CallNoArgs(rp->create_future);
+        if (fut == NULL || PyObject_SetAttr(op, S_waiter, fut) < 0) {
+            Py_XDECREF(fut);
+            Py_DECREF(op);
+            return -1;
+        }
+    } else { /* the glue's wait(op, cancel) parks the task: made now, sent to once staged */
+        w->delegate = PyObject_CallFunctionObjArgs(rp->park, op, rp->cancel, NULL);
+        if (w->delegate == NULL) {
+            Py_DECREF(op);
+            return -1;
+        }
+    }
+    w->op = op;
+    w->fut = fut;
+    /* The file counts it first (its _submit's ``_in_flight += 1``): whatever fails after
+       this drops the count again (ringwait_send). */
+    if ((v = PyObject_GetAttr(w->file, S_in_flight)) == NULL)
+        return -1;
+    long n = PyLong_AsLong(v);
+    Py_DECREF(v);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *count = PyLong_FromLong(n + 1);
+    int err = count == NULL || PyObject_SetAttr(w->file, S_in_flight, count) < 0;
+    Py_XDECREF(count);
+    if (err)
+        return -1;
+    w->state = fut != NULL ? RW_WAITING : RW_PARKED;
+    /* From here on the op is the context's: as run's ``_in_flight += 1``, ``_staged.append``. */
+    PyObject *staged = PyObject_GetAttr(ctx, S_staged);
+    if (staged == NULL)
+        return -1;
+    if (!PyList_Check(staged) || PyList_Append(staged, op) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "the IOContext's _staged is not a list");
+        Py_DECREF(staged);
+        return -1;
+    }
+    Py_DECREF(staged);
+    count = PyLong_FromSsize_t(in_flight + 1);
+    err = count == NULL || PyObject_SetAttr(ctx, S_in_flight, count) < 0;
+    Py_XDECREF(count);
+    if (err)
+        return -1;
+    rp->runs++;
+    if ((v = PyObject_GetAttr(ctx, S_flush_pending)) == NULL)
+        return -1;
+    int pending = v == Py_True;
+    Py_DECREF(v);
+    if (!pending) {
+        if (PyObject_SetAttr(ctx, S_flush_pending, Py_True) < 0)
+            return -1;
+        PyObject *res = PyObject_CallOneArg(rp->call_soon, rp->flush);
+        if (res == NULL)
+            return -1;
+        Py_DECREF(res);
+    }
+    return 1;
+}
+
+static PySendResult ringwait_finish(RingWait *w, PyObject **out);
+
+/* The file stops counting the op, an exception being raised (kept as it is). */
+static void
+ringwait_op_ended_raising(RingWait *w)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (ringwait_op_ended(w) < 0)
+        PyErr_WriteUnraisable((PyObject *)w);
+    PyErr_Restore(type, value, tb);
+}
+
+/* What the glue's wait (PARKED) gave: yielded on, the op finished once it returns, the file's
+   count dropped when it raises (a cancellation, after the op was reaped or dropped). */
+static PySendResult
+ringwait_parked(RingWait *w, PySendResult r, PyObject **out)
+{
+    if (r == PYGEN_NEXT)
+        return r;
+    if (r == PYGEN_RETURN) {
+        Py_DECREF(*out);
+        return ringwait_finish(w, out);
+    }
+    w->state = RW_DONE;
+    ringwait_op_ended_raising(w);
+    return r;
+}
+
+static PySendResult
+ringwait_send(RingWait *w, PyObject *arg, PyObject **out)
+{
+    switch (w->state) {
+    case RW_NEW: {
+        int got = ringwait_stage(w);
+        if (got == 0)
+            return ringwait_decline(w, out);
+        if (got < 0) {
+            if (w->state == RW_WAITING || w->state == RW_PARKED) /* the file counted it */
+                ringwait_op_ended_raising(w);
+            w->state = RW_DONE;
+            return PYGEN_ERROR;
+        }
+        if (w->state == RW_PARKED)
+            return ringwait_parked(w, PyIter_Send(w->delegate, Py_None, out), out);
+        break;
+    }
+    case RW_WAITING:
+        break;
+    case RW_PARKED:
+        return ringwait_parked(w, PyIter_Send(w->delegate, arg, out), out);
+    case RW_DELEGATED: {
+        PySendResult r = PyIter_Send(w->delegate, arg, out);
+        if (r != PYGEN_NEXT)
+            w->state = RW_DONE;
+        return r;
+    }
+    default:
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return PYGEN_ERROR;
+    }
+    /* Waiting: the future done means the op was reaped (its waker set it). */
+    PyObject *state = PyObject_CallMethodNoArgs(w->fut, S_done_m);
+    if (state == NULL)
+        return PYGEN_ERROR;
+    int done = state == Py_True;
+    Py_DECREF(state);
+    if (!done) { /* as a Future's __await__: yield it, marked blocking, for the Task */
+        if (PyObject_SetAttr(w->fut, S_future_blocking, Py_True) < 0)
+            return PYGEN_ERROR;
+        *out = Py_NewRef(w->fut);
+        return PYGEN_NEXT;
+    }
+    return ringwait_finish(w, out);
+}
+
+/* The op was reaped: the file's count dropped, then op.error raised or the result returned
+   (IOContext.run's end, with _submit's finally). */
+static PySendResult
+ringwait_finish(RingWait *w, PyObject **out)
+{
+    PyObject *op = w->op;
+    w->state = RW_DONE;
+    Py_CLEAR(w->view); /* the op holds what the kernel used until it was reaped; now it is */
+    if (ringwait_op_ended(w) < 0)
+        return PYGEN_ERROR;
+    PyObject *error = PyObject_GetAttr(op, S_error);
+    if (error == NULL)
+        return PYGEN_ERROR;
+    if (error != Py_None) {
+        PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+        Py_DECREF(error);
+        return PYGEN_ERROR;
+    }
+    Py_DECREF(error);
+    PyObject *result = PyObject_GetAttr(op, S_result);
+    if (result == NULL)
+        return PYGEN_ERROR;
+    if (w->bytes) { /* as the twin's bytes(buf[:got]) */
+        Py_ssize_t got = PyLong_AsSsize_t(result);
+        Py_DECREF(result);
+        if (got == -1 && PyErr_Occurred())
+            return PYGEN_ERROR;
+        if (got < 0 || got > PyByteArray_GET_SIZE(w->keep)) {
+            PyErr_Format(PyExc_RuntimeError, "a read of %zd bytes returned %zd", PyByteArray_GET_SIZE(w->keep), got);
+            return PYGEN_ERROR;
+        }
+        result = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(w->keep), got);
+        if (result == NULL)
+            return PYGEN_ERROR;
+    }
+    *out = result;
+    return PYGEN_RETURN;
+}
+
+/* StopIteration(value) raised, for a value of any type (a tuple is not unpacked). */
+static void
+ringwait_stop(PyObject *value)
+{
+    PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, value);
+    if (exc != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, exc);
+        Py_DECREF(exc);
+    }
+}
+
+static PyObject *
+ringwait_next(RingWait *w)
+{
+    PyObject *out;
+    PySendResult r = ringwait_send(w, Py_None, &out);
+    if (r == PYGEN_NEXT)
+        return out;
+    if (r == PYGEN_RETURN) {
+        ringwait_stop(out);
+        Py_DECREF(out);
+    }
+    return NULL;
+}
+
+static PyObject *
+ringwait_send_method(RingWait *w, PyObject *value)
+{
+    PyObject *out;
+    PySendResult r = ringwait_send(w, value, &out);
+    if (r == PYGEN_NEXT)
+        return out;
+    if (r == PYGEN_RETURN) {
+        ringwait_stop(out);
+        Py_DECREF(out);
+    }
+    return NULL;
+}
+
+/* The result of a delegate's throw/close call, as this awaitable's. */
+static PyObject *
+ringwait_from_delegate(RingWait *w, PyObject *res)
+{
+    if (res == NULL)
+        w->state = RW_DONE; /* it returned (StopIteration) or raised */
+    return res;
+}
+
+static PyObject *
+ringwait_throw(RingWait *w, PyObject *args)
+{
+    PyObject *typ, *val = NULL, *tb = NULL;
+    if (!PyArg_ParseTuple(args, "O|OO:throw", &typ, &val, &tb))
+        return NULL;
+    if (w->state == RW_PARKED) { /* the glue's wait takes it; the op stays ours to finish */
+        PyObject *throw = PyObject_GetAttr(w->delegate, S_throw);
+        PyObject *res = throw == NULL ? NULL : PyObject_Call(throw, args, NULL);
+        Py_XDECREF(throw);
+        if (res != NULL)
+            return res;
+        PyObject *out = NULL;
+        PySendResult r = PYGEN_ERROR;
+        if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+            PyErr_Clear();
+            out = Py_NewRef(Py_None);
+            r = PYGEN_RETURN;
+        }
+        r = ringwait_parked(w, r, &out);
+        if (r == PYGEN_RETURN) {
+            ringwait_stop(out);
+            Py_DECREF(out);
+        }
+        return NULL;
+    }
+    if (w->state == RW_DELEGATED) {
+        PyObject *throw = PyObject_GetAttr(w->delegate, S_throw);
+        PyObject *res = throw == NULL ? NULL : PyObject_Call(throw, args, NULL);
+        Py_XDECREF(throw);
+        return ringwait_from_delegate(w, res);
+    }
+    PyObject *exc;
+    if (PyExceptionInstance_Check(typ)) {
+        exc = Py_NewRef(typ);
+    } else if (PyExceptionClass_Check(typ)) {
+        exc = PyObject_CallNoArgs(typ);
+        if (exc == NULL)
+            return NULL;
+    } else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+        return NULL;
+    }
+    if (w->state != RW_WAITING) { /* not started (or over): raised as a coroutine raises it */
+        w->state = RW_DONE;
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    /* Thrown in while the op is out (a cancellation): the twin's coroutine from here on. */
+    PyObject *coro = PyObject_CallMethodObjArgs(w->file, S_ring_thrown, w->op, exc, NULL);
+    Py_DECREF(exc);
+    if (coro == NULL) {
+        w->state = RW_DONE;
+        return NULL;
+    }
+    PyObject *out;
+    PySendResult r = ringwait_delegate(w, coro, Py_None, &out);
+    if (r == PYGEN_NEXT)
+        return out;
+    if (r == PYGEN_RETURN) {
+        ringwait_stop(out);
+        Py_DECREF(out);
+    }
+    return NULL;
+}
+
+static PyObject *
+ringwait_close(RingWait *w, PyObject *Py_UNUSED(ignored))
+{
+    if (w->state == RW_DELEGATED) {
+        w->state = RW_DONE;
+        return PyObject_CallMethodNoArgs(w->delegate, S_close);
+    }
+    int waiting = w->state == RW_WAITING || w->state == RW_PARKED;
+    PyObject *parked = w->state == RW_PARKED ? w->delegate : NULL;
+    w->state = RW_DONE;
+    if (parked != NULL) {
+        PyObject *res = PyObject_CallMethodNoArgs(parked, S_close);
+        if (res == NULL) {
+            ringwait_op_ended_raising(w);
+            return NULL;
+        }
+        Py_DECREF(res);
+    }
+    if (waiting && ringwait_op_ended(w) < 0) /* as the pure coroutine's finally */
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef ringwait_methods[] = {
+    {"send", (PyCFunction)ringwait_send_method, METH_O, "send(value): as a coroutine's"},
+    {"throw", (PyCFunction)ringwait_throw, METH_VARARGS, "throw(exc): as a coroutine's (see RingRun)"},
+    {"close", (PyCFunction)ringwait_close, METH_NOARGS, "close(): as a coroutine's"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods ringwait_as_async = {
+    .am_await = (unaryfunc)ringwait_await,
+    .am_send = (sendfunc)ringwait_send,
+};
+
+static PyTypeObject RingWaitType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aiopg_io.drivers._uring.RingWait",
+    .tp_basicsize = sizeof(RingWait),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The awaitable of a file call on the ring (see RingRun).",
+    .tp_traverse = (traverseproc)ringwait_traverse,
+    .tp_clear = (inquiry)ringwait_clear,
+    .tp_dealloc = (destructor)ringwait_dealloc,
+    .tp_as_async = &ringwait_as_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)ringwait_next,
+    .tp_methods = ringwait_methods,
+};
+
 /* -- iovec ------------------------------------------------------------------------------- */
 
 static PyObject *
@@ -2073,15 +3115,34 @@ PyInit__uring(void)
     INTERN(S_driver_data, "driver_data");
     INTERN(S_token, "token");
     INTERN(S_cancel_queued, "cancel_queued");
+    INTERN(S_sync_token, "sync_token");
     INTERN(S_iovec, "iovec");
     INTERN(S_buffers, "buffers");
     INTERN(S_paths, "paths");
     INTERN(S_flags, "flags");
+    INTERN(S_in_flight, "_in_flight");
+    INTERN(S_closed, "closed");
+    INTERN(S_flush_pending, "_flush_pending");
+    INTERN(S_staged, "_staged");
+    INTERN(S_op_ended, "_op_ended");
+    INTERN(S_ring_thrown, "_ring_thrown");
+    INTERN(S_preadinto_twin, "_preadinto");
+    INTERN(S_pwrite_twin, "_pwrite");
+    INTERN(S_pread_twin, "_pread");
+    INTERN(S_future_blocking, "_asyncio_future_blocking");
+    INTERN(S_error, "error");
+    INTERN(S_throw, "throw");
+    INTERN(S_close, "close");
+    INTERN(S_done_m, "done");
+    INTERN(S_waiter, "waiter");
 #undef INTERN
+    if ((S_zero = PyLong_FromLong(0)) == NULL)
+        return NULL;
     if ((S_empty_tuple = PyTuple_New(0)) == NULL)
         return NULL;
     if (PyType_Ready(&RingType) < 0 || PyType_Ready(&DoneType) < 0 || PyType_Ready(&FastPathType) < 0 ||
-        PyType_Ready(&FastReadType) < 0)
+        PyType_Ready(&FastReadType) < 0 || PyType_Ready(&RunPathType) < 0 || PyType_Ready(&RingRunType) < 0 ||
+        PyType_Ready(&RingWaitType) < 0)
         return NULL;
     if (pthread_atfork(NULL, NULL, fp_after_fork_child) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
@@ -2112,7 +3173,8 @@ PyInit__uring(void)
         PyModule_AddIntConstant(m, "IORING_ASYNC_CANCEL_ANY", 1 << 2) < 0 ||
         PyModule_AddIntConstant(m, "YIELD_EVERY_OPS", YIELD_EVERY_OPS) < 0 ||
         PyModule_AddIntConstant(m, "YIELD_EVERY_BYTES", YIELD_EVERY_BYTES) < 0 ||
-        PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0) {
+        PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0 ||
+        PyModule_AddObjectRef(m, "RunPath", (PyObject *)&RunPathType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -398,6 +398,13 @@ class Driver(abc.ABC):
     #: op. A wrapper that must see every op (the testing wrappers) leaves it None.
     fast_reads: Any = None
 
+    #: Optional: the file calls' ring path, for a driver whose transfers the file may stage
+    #: without a coroutine (io_uring_c: a ``_uring.RunPath``, bound by the IOContext to its
+    #: loop, whose ``runner(...)`` serves one file; see ``_uring.c``). None, the default: the
+    #: file's calls run through :meth:`IOContext.run`. A wrapper that must see every op (the
+    #: testing wrappers) leaves it None.
+    ring_runs: Any = None
+
     def try_inline(self, op: Op) -> bool:
         """Optional: perform an IDLE ``op`` at once if that cannot block; True when it did.
 

@@ -33,12 +33,27 @@ the CPU per op and needed source changes; the C ring alone, with the driver logi
 Python, was within noise of the pure ring, because the liburing binding was not where the
 time goes; the time went to the Python frames each op paid in the driver, the IOContext and
 the glue, which the pieces above remove from the ring path. The kernel's share is what fio
-pays; what remains above it is the file layer (``_file``, ``_checks``), the IOContext's
-``run`` and the loop itself. Not yet the issue's targets, and not yet through the whole
-suite's matrix in CI, so ``auto`` keeps the pure driver. The ring removes the liburing
+pays; what remained above it on a direct read was the file layer (``_file``, ``_checks``),
+the IOContext's ``run``, the glue's ``wait`` and the loop itself, about 40 frames, which the
+ring path below removes but for the loop's own (docs/benchmarks.md, "The file calls' ring
+path in C", has the before and after). Not yet the issue's targets, so ``auto`` keeps the
+pure driver. The ring removes the liburing
 package's kernel floor (6.14): it probes features, not versions. A subclass that overrides
 ``_on_cqe`` (the tests' fault injectors) sees every CQE, and one that overrides ``_prep``
 or ``_submit_one`` gets every op through them, as on the pure driver.
+
+The file calls' ring path (``ring_runs``, a ``_uring.RunPath``; ``_uring.c`` says how it
+works): a ``preadinto``/``pwrite`` (and a buffered ``pread``) that goes to the ring, a direct
+one or a page-cache miss, is built and staged for the tick's batch from C and parked on a
+future of the loop (asyncio, uvloop: resumed by the waker above, no coroutine frame of the
+file, the IOContext or the glue per op) or, where waiters are parked tasks (trio), through the
+glue's ``wait`` (no frame of the file's or the IOContext's). Why this and not a faster Python path: with the
+batch, the harvest and the waker in C, those frames were what a direct read still paid above
+the loop's own work, each a few tenths of a microsecond, and any Python left on the path
+keeps paying them; so, as the fast path does, the common case runs in C and every other
+(an unusual argument, a call from another loop, the cap on ops in flight reached, a closed
+context, a cancellation thrown in while the op waits on a future) goes to the pure
+coroutine, its twin, which words every error and holds the cancellation rules.
 
 The file calls' fast path (``fast_reads``, a ``_uring.FastPath``; ``_uring.c`` says how it
 works). With ``try_inline`` in C a cached read still cost several times the system call: the
@@ -65,6 +80,12 @@ Facts this module relies on (the ring's own are in ``_uring.c``):
   runs them in threads (drivers/_fallback.py). Before 5.6 the probe is refused and only
   the 5.1 opcodes (readv, writev, fsync, nop) are assumed. A path goes to the kernel as a
   bytes object (``os.fsencode``; NUL-terminated), kept on the op until its CQE.
+- A linked write + sync (``OpKind.WRITE_SYNC``) is the parent's chain (its opening comment:
+  ``IOSQE_IO_LINK``, 5.3; ``IOSQE_CQE_SKIP_SUCCESS`` where ``IORING_FEAT_CQE_SKIP``, 5.17,
+  says the kernel has it, else the whole write's CQE is posted and the sync's ends the op),
+  both SQEs taken by one C call (``Ring.prep_write_sync``) so a chain is never split
+  across two submissions. It runs where the probe answers (5.6; the link is older) and the
+  SQ has two entries; elsewhere in threads.
 - ``IORING_SETUP_SUBMIT_ALL`` (5.18) is asked for and dropped where the kernel refuses it.
   Without it ``io_uring_enter`` stops at an SQE that fails early and leaves the rest queued:
   :meth:`_submit_sq` then marks the SQ unsubmitted, and the next reap submits the rest.
@@ -86,6 +107,7 @@ from ._compiled import load
 from .base import (
     FILE_KINDS,
     PATH_KINDS,
+    SYNC_FSYNC,
     TRANSFER_KINDS,
     DriverStatistics,
     Op,
@@ -167,10 +189,16 @@ def _ring_opcodes(ring: Any) -> frozenset[int] | None:
 
 
 #: The kinds ``_uring.c`` preps (``Ring.prep_path`` for the path ones); STATX, LINKAT and
-#: SYMLINKAT are not among them, so they always go to the fallback threads here.
+#: SYMLINKAT are not among them, so they always go to the fallback threads here. WRITE_SYNC
+#: (``Ring.prep_write_sync``) is added per ring, where the probe answers (see ``__init__``).
 _C_PREPPED = FILE_KINDS | frozenset(
     {OpKind.OPENAT, OpKind.CLOSE, OpKind.RENAMEAT, OpKind.UNLINKAT, OpKind.MKDIRAT}
 )
+
+
+#: The transfers ``Ring.harvest`` may complete in C on a whole CQE: not WRITE_SYNC, whose
+#: write CQE (posted where the kernel cannot skip it) ends nothing: its sync's does.
+_C_WHOLE_KINDS = TRANSFER_KINDS - {OpKind.WRITE_SYNC}
 
 
 def _kind_opcodes() -> dict[OpKind, int]:
@@ -228,6 +256,10 @@ class IoUringCDriver(IoUringDriver):
         # A kind whose opcode the probe does not list is left out: a DriverSpec runs it in
         # threads (drivers/_fallback.py); FTRUNCATE stays, run inline where it is missing.
         self._kinds = _native_kinds(ops)
+        if ops is not None and self._sq_entries >= 2:
+            # A linked write + sync (Ring.prep_write_sync): IOSQE_IO_LINK is 5.3, so any kernel
+            # that answers the probe (5.6) has it; its two SQEs need a ring of two.
+            self._kinds |= {OpKind.WRITE_SYNC}
         self._init_state()
         self._next_token = self._ring.next_token  # one sequence for C and Python preps
         self._own_on_cqe = type(self)._on_cqe is not IoUringDriver._on_cqe
@@ -256,6 +288,9 @@ class IoUringCDriver(IoUringDriver):
             self.try_inline = self._ring.try_inline  # type: ignore[method-assign]
             # The file calls' fast path (see _uring.c): preadinto/pread with no op at all.
             self.fast_reads = _U.FastPath()
+        # The file calls' ring path (see _uring.c): preadinto/pwrite staged with no coroutine;
+        # the IOContext binds it to its loop.
+        self.ring_runs = _U.RunPath(_TRIED_INLINE if self._nowait else None)
 
     def _inline_partial(self, op: Op, n: int) -> bool:
         """The C fast path read ``n`` bytes, fewer than asked: account them as the parent's
@@ -292,6 +327,7 @@ class IoUringCDriver(IoUringDriver):
             extra["sqpoll_wakeups"] = self._ring.sqpoll_wakeups  # submits that woke the SQ thread
         extra["c_prepped"] = self._ring.batch_prepped  # ops submit_batch prepped in C
         extra["c_resumed"] = self._woken_total  # ops reaped and handed to the waker in C
+        extra["c_runs"] = self.ring_runs.runs  # file calls staged by the ring path in C
         return dataclasses.replace(
             s, submitted=s.submitted + done, completed=s.completed + done, extra=tuple(sorted(extra.items()))
         )
@@ -323,7 +359,8 @@ class IoUringCDriver(IoUringDriver):
         iovec: bytes | None = None
         bufs: list[memoryview] | None = None
         is_read = kind is OpKind.READ or kind is OpKind.READV
-        if is_read or kind is OpKind.WRITE or kind is OpKind.WRITEV:
+        linked = kind is OpKind.WRITE_SYNC
+        if is_read or kind is OpKind.WRITE or kind is OpKind.WRITEV or linked:
             bufs = list(op.remaining())
             if not bufs:
                 op.complete(0)
@@ -345,6 +382,8 @@ class IoUringCDriver(IoUringDriver):
             return self._ftruncate_inline(op)
         data = op.driver_data
         token = data.token if isinstance(data, _InFlight) else self._next_token()
+        if linked and kind in self._kinds:
+            return self._prep_linked(op, iovec, bufs, token)
         paths: tuple[bytes, ...] = ()
         try:
             if kind in PATH_KINDS:
@@ -376,6 +415,51 @@ class IoUringCDriver(IoUringDriver):
         data.paths = paths  # NUL-terminated bytes the SQE points into
         self._ops[token] = op
         return True
+
+    def _prep_linked(self, op: Op, iovec: bytes | None, bufs: list[memoryview] | None, token: int) -> bool:
+        """The write and the sync of a linked write + sync (the parent's ``_prep`` for
+        WRITE_SYNC, on ``Ring.prep_write_sync``): both SQEs in one submission, after a submit
+        when the SQ has no room for two; a fresh user_data for each chain's sync."""
+        sync_token = self._next_token()
+        fsync_flags = 0 if op.flags & SYNC_FSYNC else _U.IORING_FSYNC_DATASYNC
+        args = (op.fd, iovec, op.position(), fsync_flags, token, sync_token)
+        try:
+            queued = bool(self._ring.prep_write_sync(*args))
+            if not queued:
+                self._submit_sq()  # the write and its sync go in one submission
+                queued = bool(self._ring.prep_write_sync(*args))
+        except (OverflowError, ValueError, TypeError) as exc:
+            self._fail_now(op, OSError(errno.EINVAL, f"io_uring refused the op's arguments: {exc}", op.path))
+            return False
+        if not queued:
+            self._backlog.append(op)
+            self._signal()  # reap retries the backlog
+            return False
+        data = op.driver_data
+        if not isinstance(data, _InFlight):
+            data = op.driver_data = _InFlight(token)
+            refs = self._fd_refs
+            refs[op.fd] = refs.get(op.fd, 0) + 1
+        data.iovec = iovec
+        data.buffers = bufs
+        data.paths = ()
+        data.sync_token = sync_token
+        self._ops[token] = op
+        self._ops[sync_token] = op
+        return True
+
+    def _on_c_cqe(self, op: Op, res: int) -> bool | None:
+        """What ``Ring.harvest`` calls for a CQE it leaves (its twin's ``_on_cqe``); a linked
+        write + sync's goes to the parent's ``_on_link_cqe``. Harvest has popped the CQE's
+        user_data already: while the chain's sync is still in ``_ops`` the CQE was the
+        write's, else the sync's. None (the sync's CQE follows) reads as "went on", which
+        costs at most an empty submit, on kernels that post a whole write's CQE (< 5.17)."""
+        if op.kind is not OpKind.WRITE_SYNC:
+            return self._on_cqe(op, res)
+        data = op.driver_data
+        assert isinstance(data, _InFlight)
+        sync_out = self._ops.get(data.sync_token) is op
+        return self._on_link_cqe(op, data.token if sync_out else data.sync_token, res)
 
     def _prep_sqe(
         self, op: Op, kind: OpKind, iovec: bytes | None, paths: tuple[bytes, ...], token: int
@@ -465,8 +549,8 @@ class IoUringCDriver(IoUringDriver):
             limit,
             self._ops,
             out,
-            self._on_cqe,
-            TRANSFER_KINDS,
+            self._on_c_cqe,
+            _C_WHOLE_KINDS,
             OpState.SUBMITTED,
             OpState.COMPLETED,
             self._waker,
@@ -490,6 +574,7 @@ class IoUringCDriver(IoUringDriver):
         self._ring.disable_batch()
         if self.fast_reads is not None:
             self.fast_reads.disable()  # every file's reader -> the pure path
+        self.ring_runs.disable()  # every file's runner -> the pure path; drops the context
         self._ring.unregister_eventfd()
         self._ring.close()
         os.close(self._efd)

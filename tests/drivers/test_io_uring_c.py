@@ -457,3 +457,98 @@ async def test_cursor_fast_path_matches_the_pure_path(tmp_path: Path, buffering:
     # On trio every call checkpoints, which a cursor read may not do after moving the
     # cursor: there the cursor calls take the pure path (their checkpoint comes with it).
     assert hits >= 3 if sniffio.current_async_library() == "asyncio" else hits == 0
+
+
+# -- linked write + sync in the C ring (Ring.prep_write_sync) ---------------------------------
+
+
+def _write_sync(fd: int, offset: int, *chunks: bytes, path: str | None = None) -> Op:
+    return Op(OpKind.WRITE_SYNC, fd, offset, tuple(memoryview(c) for c in chunks), path=path)
+
+
+def test_linked_write_sync_runs_in_the_c_ring(tmp_path: Path) -> None:
+    """Whole: one CQE (the write's skipped where the kernel can) ends it; a write the kernel
+    refuses fails the op with its errno and nothing is synced; both counted as one op."""
+    p = tmp_path / "ws.bin"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT)
+    ro = os.open(p, os.O_RDONLY)
+    payload = os.urandom(3 * PAGE)
+    d = IoUringCDriver(nowait_fast_path=False)
+    try:
+        assert OpKind.WRITE_SYNC in d.capabilities.kinds
+        op = _write_sync(fd, 10, payload[:100], payload[100:])
+        d.submit([op])
+        assert d.statistics().in_flight == 1  # two user_datas, one op
+        wait_all(d, [op])
+        assert op.error is None and op.result == len(payload)
+        assert p.read_bytes()[10:] == payload and d._ops == {}
+        bad = _write_sync(ro, 0, b"new", path=str(p))  # EBADF where a sync alone succeeds
+        d.submit([bad])
+        wait_all(d, [bad])
+        assert isinstance(bad.error, OSError) and bad.error.errno == errno.EBADF
+        assert bad.error.filename == str(p) and bad.transferred == 0 and d._ops == {}
+        s = d.statistics()
+        assert (s.submitted, s.completed, s.in_flight) == (2, 2, 0)
+        assert dict(s.extra)["ring_submits"] >= 2
+    finally:
+        d.close()
+        os.close(fd)
+        os.close(ro)
+    assert p.read_bytes()[10:] == payload
+
+
+def test_linked_short_write_goes_on_with_a_new_chain_in_the_c_ring(tmp_path: Path) -> None:
+    """A chain whose CQE reads as a write cut at 1000 bytes: the rest goes out as a new
+    write + sync chain, and the op completes whole once the second sync is in. The C harvest
+    hands both CQEs to _on_link_cqe with the right half named."""
+    p = tmp_path / "short.bin"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT)
+    payload = os.urandom(2 * PAGE)
+    seen: list[tuple[str, int]] = []
+
+    class ShortFirst(IoUringCDriver):
+        def _on_link_cqe(self, op: Op, token: int, res: int) -> bool | None:
+            data = op.driver_data
+            half = "write" if token == data.token else "sync"  # type: ignore[attr-defined]
+            seen.append((half, res))
+            if len(seen) == 1:
+                return super()._on_link_cqe(op, data.token, 1000)  # type: ignore[attr-defined]
+            return super()._on_link_cqe(op, token, res)
+
+    d = ShortFirst(nowait_fast_path=False)
+    try:
+        op = _write_sync(fd, 0, payload)
+        d.submit([op])
+        wait_all(d, [op])
+        assert op.error is None and op.result == len(payload)
+        assert p.read_bytes() == payload
+        # The first CQE: the chain's sync, or before 5.17 (no CQE skip) its whole write's.
+        assert seen[0][0] == ("sync" if d._ring.cqe_skip else "write")
+        assert seen[-1] == ("sync", 0)
+        assert d.statistics().short_transfers == 1 and d._ops == {}
+    finally:
+        d.close()
+        os.close(fd)
+
+
+def test_linked_ops_on_a_tiny_c_ring(tmp_path: Path) -> None:
+    """A chain's two SQEs always go in one submission: 300 chains through a ring of 2 SQ
+    entries all complete; a ring of 1 runs WRITE_SYNC in threads (not in its kinds)."""
+    p = tmp_path / "tiny.bin"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT)
+    try:
+        one = IoUringCDriver(entries=1, nowait_fast_path=False)
+        assert OpKind.WRITE_SYNC not in one.capabilities.kinds
+        one.close()
+        d = IoUringCDriver(entries=2, nowait_fast_path=False)
+        try:
+            ops = [_write_sync(fd, i * 8, b"%08d" % i) for i in range(300)]
+            d.submit(ops)
+            wait_all(d, ops)
+            assert all(op.error is None and op.result == 8 for op in ops)
+            assert p.read_bytes() == b"".join(b"%08d" % i for i in range(300))
+            assert d._ops == {}
+        finally:
+            d.close()
+    finally:
+        os.close(fd)

@@ -158,9 +158,9 @@ def test_a_kind_the_probe_lacks_runs_in_threads_with_the_same_results(
 def test_info_says_which_kinds_run_in_threads(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # io_uring_c does not prep STATX, LINKAT, SYMLINKAT or WRITE_SYNC: those run in threads on
+    # io_uring_c does not prep STATX, LINKAT or SYMLINKAT: those run in threads on
     # any kernel.
-    unprepped = ["linkat", "statx", "symlinkat", "write_sync"] if name == "io_uring_c" else []
+    unprepped = ["linkat", "statx", "symlinkat"] if name == "io_uring_c" else []
     unmasked = "every kind in the driver"
     if unprepped:
         unmasked = f"in threads: {', '.join(unprepped)}; the rest in the driver"
