@@ -9,6 +9,10 @@ Servers on loopback, all started at once, each in its own process, named
 - ``starlette@SERVER``: the same request path -> file mapping, answered by Starlette's
   ``FileResponse``, under the same server and settings (the example's own launchers). It
   does not check paths against the directory (the example does): a small head start.
+- ``bytes@SERVER``: every file's bytes held in memory (read at start), sent in the
+  messages aiopg_io's ``FileResponse`` sends (one up to ``whole_body_max``, else
+  ``chunk_size`` slices of the bytes object) without reading anything: the ceiling of any
+  ASGI app under that server, where all the work left is the server's.
 - ``sendfile``: a minimal threaded server answering each request with a blocking
   ``os.sendfile`` loop: the floor for large files.
 
@@ -18,8 +22,11 @@ cold (``POSIX_FADV_DONTNEED`` on every file right before the cell, so each file'
 read in the cell comes from the disk). Every cell runs ``--seconds`` per server; rounds are
 interleaved (all servers, all cells, then again) and each figure is the median over
 ``--rounds``. Printed side by side: requests/s, MiB/s (bytes wrk read per second, partial
-responses included), p99 latency, and the server's CPU (user + system of its process tree,
-from /proc) per MiB sent, the figure least moved by other load on the machine; then the
+responses included), p99 latency, the server's CPU (user + system of its process tree,
+from /proc) per MiB sent, the figure least moved by other load on the machine, the load
+generator's (wrk's) CPU per MiB, and how long the server's threads waited for a CPU
+(run-queue wait from /proc/PID/task/*/schedstat, in cores: 0.5 is half of one core's time
+waiting to run); then the
 issue's targets (ratios paired round by round): aiopg_io >= 2x Starlette's requests/s on
 1 MiB files and >= 1.5x on 4 KiB (under the same server); on 100 MiB files MiB/s >= 0.9x
 the sendfile server's.
@@ -41,6 +48,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -59,12 +67,13 @@ sys.path.insert(0, str(ROOT / "examples"))
 import static_server  # noqa: E402  (the example: its app and its server launchers)
 
 SERVERS = ("aiopg_io@uvicorn", "starlette@uvicorn", "sendfile")
-RESPONSES = ("aiopg_io", "starlette")
+RESPONSES = ("aiopg_io", "starlette", "bytes")
 _TICK = os.sysconf("SC_CLK_TCK")
 # size name -> (bytes per file, files in the rotation)
 SIZES = {"4k": (4096, 2048), "1m": (1 << 20, 64), "100m": (100 << 20, 3)}
 CACHES = ("warm", "cold")
 SPREAD = ("requests_per_s", "mib_per_s")  # figures printed with their min-max over the rounds
+MEDIANS = ("p99_ms", "cpu_ms_per_mib", "wrk_cpu_ms_per_mib", "waited_cores")  # medians only
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", default=None, help="print the report of a run saved with --json")
     parser.add_argument(
         "--servers", default=",".join(SERVERS),
-        help="comma list of RESPONSE@SERVER (RESPONSE: aiopg_io, starlette; SERVER: "
+        help="comma list of RESPONSE@SERVER (RESPONSE: aiopg_io, starlette, bytes; SERVER: "
         f"{', '.join(static_server.SERVERS)}) and sendfile; default: %(default)s",
     )
     # Internal: the script starts its own servers with this.
@@ -99,21 +108,58 @@ def starlette_app(directory: str) -> Any:
     return app
 
 
-def starlette_app_from_environment() -> Any:
-    """granian's factory (``serve:starlette_app_from_environment``)."""
-    return starlette_app(os.environ["SERVE_BENCH_DIR"])
+def bytes_app(directory: str) -> Any:
+    """Every regular file under ``directory`` read into memory now; each request answered
+    from there, in the messages aiopg_io's FileResponse would send (slices of the bytes
+    object: no copy by the app)."""
+    from aiopg_io.asgi import FileResponse
+
+    held: dict[str, bytes] = {}
+    for where, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(where, name)
+            with open(path, "rb") as f:
+                held["/" + os.path.relpath(path, directory)] = f.read()
+    step = FileResponse.chunk_size
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        data = held.get(scope["path"])
+        if data is None:
+            head = {"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]}
+            await send(head)
+            await send({"type": "http.response.body", "body": b""})
+            return
+        length = str(len(data)).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]})
+        if len(data) <= FileResponse.whole_body_max:
+            await send({"type": "http.response.body", "body": data})
+            return
+        view = memoryview(data)
+        for pos in range(0, len(data), step):
+            more = pos + step < len(data)
+            await send({"type": "http.response.body", "body": view[pos : pos + step], "more_body": more})
+
+    return app
 
 
-def serve_starlette(directory: str, server: str, port: int) -> None:
+APPS = {"starlette": starlette_app, "bytes": bytes_app}
+
+
+def app_from_environment() -> Any:
+    """granian's factory (``serve:app_from_environment``)."""
+    return APPS[os.environ["SERVE_BENCH_RESPONSE"]](os.environ["SERVE_BENCH_DIR"])
+
+
+def serve_app(response: str, directory: str, server: str, port: int) -> None:
+    """The ``response`` app (starlette, bytes) over ``directory`` under ``server``."""
     if server == "granian":
-        os.environ["SERVE_BENCH_DIR"] = directory
-        factory = "serve:starlette_app_from_environment"
-        static_server.serve_granian(factory, str(ROOT / "benchmarks"), "127.0.0.1", port)
+        os.environ["SERVE_BENCH_DIR"], os.environ["SERVE_BENCH_RESPONSE"] = directory, response
+        static_server.serve_granian("serve:app_from_environment", str(ROOT / "benchmarks"), "127.0.0.1", port)
     elif server == "hypercorn":
-        static_server.serve_hypercorn(starlette_app(directory), "127.0.0.1", port)
+        static_server.serve_hypercorn(APPS[response](directory), "127.0.0.1", port)
     else:
         http = "h11" if server == "uvicorn-h11" else "auto"
-        static_server.serve_uvicorn(starlette_app(directory), "127.0.0.1", port, http)
+        static_server.serve_uvicorn(APPS[response](directory), "127.0.0.1", port, http)
 
 
 def serve_sendfile(directory: str, port: int) -> None:
@@ -197,27 +243,67 @@ def start_servers(directory: str, names: list[str]) -> dict[str, tuple[subproces
     return procs
 
 
-def tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its descendants (granian's worker is a
-    child), from /proc; 0 where /proc is missing."""
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (granian's worker is a child), from /proc."""
     parents: dict[int, int] = {}
-    times: dict[int, float] = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
+                parents[int(entry)] = int(f.read().rpartition(")")[2].split()[1])
+        except OSError:
+            continue
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(c for c, parent in parents.items() if parent == p)
+    return found
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants (exited threads included);
+    0 where /proc is missing."""
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rpartition(")")[2].split()
         except OSError:
             continue
-        parents[int(entry)] = int(fields[1])
-        times[int(entry)] = (int(fields[11]) + int(fields[12])) / _TICK
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        total += times.get(p, 0.0)
-        todo.extend(c for c, parent in parents.items() if parent == p)
+        total += (int(fields[11]) + int(fields[12])) / _TICK
     return total
+
+
+def tree_waited_s(pid: int) -> float:
+    """Seconds the live threads of ``pid`` and its descendants spent runnable but waiting
+    for a CPU (the second field of /proc/PID/task/TID/schedstat); 0 where it is missing."""
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+class WaitProbe(threading.Thread):
+    """The server's run-queue wait over the middle 80% of a cell, in cores (seconds waited
+    per second): a thread-per-connection server's threads end with the cell, and their
+    counts with them."""
+
+    def __init__(self, pid: int, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.seconds, self.cores = pid, seconds, 0.0
+
+    def run(self) -> None:
+        time.sleep(0.1 * self.seconds)
+        start = tree_waited_s(self.pid)
+        time.sleep(0.8 * self.seconds)
+        self.cores = (tree_waited_s(self.pid) - start) / (0.8 * self.seconds)
 
 
 # -- wrk -----------------------------------------------------------------------------------------
@@ -254,7 +340,9 @@ def wrk(exe: str, port: int, script_path: str, args: argparse.Namespace) -> dict
         script_path,
         f"http://127.0.0.1:{port}/",
     ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=args.seconds + 120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
     out = done.stdout
@@ -273,6 +361,7 @@ def wrk(exe: str, port: int, script_path: str, args: argparse.Namespace) -> dict
         "p99_ms": float(p99[1]) * _UNITS[p99[2]],
         "bad_responses": float(bad[1]) if bad else 0.0,
         "socket_errors": float(sum(int(x) for x in errors.groups())) if errors else 0.0,
+        "wrk_cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
     }
 
 
@@ -341,10 +430,15 @@ def measure(args: argparse.Namespace, exe: str, directory: Path) -> dict[str, An
                         set_cache(files[size_name], cache)
                         pid = procs[server][0].pid
                         cpu = tree_cpu_s(pid)
+                        probe = WaitProbe(pid, args.seconds)
+                        probe.start()
                         r = wrk(exe, procs[server][1], scripts[size_name], args)
                         cpu = tree_cpu_s(pid) - cpu
+                        probe.join()
                         mib = r["mib_per_s"] * args.seconds
                         r["cpu_ms_per_mib"] = cpu * 1e3 / mib if mib else 0.0
+                        r["wrk_cpu_ms_per_mib"] = r.pop("wrk_cpu_s") * 1e3 / mib if mib else 0.0
+                        r["waited_cores"] = probe.cores
                         samples.setdefault((size_name, cache, server), []).append(r)
             print(f"round {round_no + 1}/{args.rounds} done", flush=True)
     finally:
@@ -360,7 +454,7 @@ def measure(args: argparse.Namespace, exe: str, directory: Path) -> dict[str, An
             "size": size_name,
             "cache": cache,
             "server": server,
-            **{key: statistics.median(r[key] for r in runs) for key in (*SPREAD, "p99_ms", "cpu_ms_per_mib")},
+            **{key: statistics.median(r.get(key, 0.0) for r in runs) for key in (*SPREAD, *MEDIANS)},
             **{f"{key}_range": (min(r[key] for r in runs), max(r[key] for r in runs)) for key in SPREAD},
             "bad_responses": sum(r["bad_responses"] for r in runs),
             "socket_errors": sum(r["socket_errors"] for r in runs),
@@ -379,10 +473,13 @@ def ratios(results: dict[str, Any], ours: str, theirs: str, key: str) -> tuple[f
 
 
 def report(results: dict[str, Any]) -> None:
-    print("medians over the rounds, (min-max) over the rounds; CPU: the server's, per MiB sent")
+    print(
+        "medians over the rounds, (min-max) over the rounds; CPU ms/MiB: the server's and wrk's "
+        "per MiB sent; waited: the server's run-queue wait, in cores"
+    )
     print(
         f"{'size':>5} {'cache':>5} {'server':>20} {'req/s (min-max)':>20} "
-        f"{'MiB/s (min-max)':>24} {'p99 ms':>8} {'CPU ms/MiB':>10}  errors"
+        f"{'MiB/s (min-max)':>24} {'p99 ms':>8} {'CPU ms/MiB':>10} {'wrk':>6} {'waited':>6}  errors"
     )
     for r in results.values():
         errors = int(r["bad_responses"] + r["socket_errors"])
@@ -391,7 +488,8 @@ def report(results: dict[str, Any]) -> None:
         mib = f"{r['mib_per_s']:.1f} ({mlo:.1f}-{mhi:.1f})"
         # wrk prints a p99 of 0 when no response ended within the run (100 MiB files).
         p99 = f"{r['p99_ms']:8.2f}" if r["requests_per_s"] else f"{'-':>8}"
-        cpu = f"{r['cpu_ms_per_mib']:10.3f}"
+        wrk_cpu, waited = r.get("wrk_cpu_ms_per_mib", 0.0), r.get("waited_cores", 0.0)  # older runs lack them
+        cpu = f"{r['cpu_ms_per_mib']:10.3f} {wrk_cpu:6.3f} {waited:6.2f}"
         cells = f"{r['size']:>5} {r['cache']:>5} {r['server']:>20} {rps:>20} {mib:>24}"
         print(f"{cells} {p99} {cpu}  {errors or ''}")
     print("targets (issue 17), ratios paired round by round: median (min-max)")
@@ -409,17 +507,20 @@ def report(results: dict[str, Any]) -> None:
                         f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) (target >= {target}x); "
                         f"starlette / aiopg_io CPU per request {cpu[0]:.2f}x ({cpu[1]:.2f}-{cpu[2]:.2f})"
                     )
-            got = ratios(results, f"100m/{cache}/aiopg_io@{server}", f"100m/{cache}/sendfile", "mib_per_s")
-            if got:
-                print(
-                    f"  100m {cache}: aiopg_io under {server} / blocking sendfile MiB/s "
-                    f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) (target >= 0.9x)"
-                )
+            for response, what in (("aiopg_io", "target >= 0.9x"), ("bytes", "the ceiling of any ASGI app")):
+                cell = f"100m/{cache}"
+                got = ratios(results, f"{cell}/{response}@{server}", f"{cell}/sendfile", "mib_per_s")
+                if got:
+                    print(
+                        f"  100m {cache}: {response} under {server} / blocking sendfile MiB/s "
+                        f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) ({what})"
+                    )
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.serve is not None and args.serve.startswith("starlette@"):
-        serve_starlette(args.dir, args.serve.partition("@")[2], args.port)
+    if args.serve is not None and args.serve != "sendfile":
+        response, _, server = args.serve.partition("@")
+        serve_app(response, args.dir, server, args.port)
         return 0
     if args.serve == "sendfile":
         serve_sendfile(args.dir, args.port)

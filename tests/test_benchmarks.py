@@ -5,11 +5,14 @@ checked: speed belongs to benchmarks, not tests."""
 from __future__ import annotations
 
 import errno
+import http.client
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -128,6 +131,75 @@ def test_buffers(tmp_path: Path) -> None:
                 "random read_page x32", "checkpoint of 128 dirty pages (+ fdatasync)"):
         assert doc[row]["pages_per_s"] > 0 and doc[row]["cpu_us_per_page"] >= 0, row  # clock ticks: may be 0
     assert doc["read_stream runs (max_ios=16, combine=16)"]["blocks_per_read"] > 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_serve_bytes_server_sends_the_files(tmp_path: Path) -> None:
+    """serve.py's ``bytes@uvicorn`` (the ceiling of any ASGI app: the files held in memory)
+    answers with each file's bytes as on disk, in one message or in chunks, and 404 for a
+    path it does not hold."""
+    pytest.importorskip("uvicorn", reason="uvicorn (the bench extra) is not installed")
+    (tmp_path / "www" / "100m").mkdir(parents=True)
+    small, large = os.urandom(4096), os.urandom(3 * 1024 * 1024 + 17)  # large: several chunks
+    (tmp_path / "www" / "small").write_bytes(small)
+    (tmp_path / "www" / "100m" / "0").write_bytes(large)
+    port = _free_port()
+    cmd = [sys.executable, str(BENCHMARKS / "serve.py"), "--serve", "bytes@uvicorn"]
+    proc = subprocess.Popen([*cmd, "--dir", str(tmp_path / "www"), "--port", str(port)])
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "serve.py --serve bytes@uvicorn exited early"
+            try:
+                got = _get(port, "/small")
+                break
+            except ConnectionError:
+                assert time.monotonic() < deadline, "the bytes server did not listen within 60 s"
+                time.sleep(0.1)
+        assert got == (200, small)
+        assert _get(port, "/100m/0") == (200, large)
+        assert _get(port, "/missing") == (404, b"")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_serve_report_shows_the_ceiling(tmp_path: Path) -> None:
+    """``--report`` of a saved run: the ceiling's ratio beside the target's, and a run saved
+    before wrk's CPU and the run-queue wait were recorded still reads."""
+
+    def cell(server: str, mib_per_s: float, **extra: float) -> dict[str, object]:
+        run = {"requests_per_s": 1.0, "mib_per_s": mib_per_s, "p99_ms": 0.0, "cpu_ms_per_mib": 0.1, **extra}
+        ranges = {"requests_per_s_range": [1.0, 1.0], "mib_per_s_range": [mib_per_s, mib_per_s]}
+        return {"size": "100m", "cache": "warm", "server": server, **run, **ranges,
+                "bad_responses": 0, "socket_errors": 0, "runs": [run]}
+
+    ours = {"wrk_cpu_ms_per_mib": 0.3, "waited_cores": 0.4}
+    results = {
+        "100m/warm/aiopg_io@uvicorn": cell("aiopg_io@uvicorn", 800.0, **ours),
+        "100m/warm/bytes@uvicorn": cell("bytes@uvicorn", 1000.0, wrk_cpu_ms_per_mib=0.4, waited_cores=0.5),
+        "100m/warm/sendfile": cell("sendfile", 1000.0),  # a row of an older run: no wrk CPU, no wait
+    }
+    (tmp_path / "run.json").write_text(json.dumps({"args": {}, "results": results}))
+    out = run("serve", "--report", str(tmp_path / "run.json"), cwd=tmp_path)
+    assert "aiopg_io under uvicorn / blocking sendfile MiB/s 0.80x (0.80-0.80) (target >= 0.9x)" in out
+    assert "bytes under uvicorn / blocking sendfile MiB/s 1.00x (1.00-1.00) (the ceiling" in out
+    assert "0.100  0.400   0.50" in out and "0.100  0.000   0.00" in out
 
 
 # -- the engine: what the benchmarks rely on --------------------------------------------------------
