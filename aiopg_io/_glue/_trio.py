@@ -181,6 +181,9 @@ class TrioGlue:
     def park(self) -> _TrioPark:
         return _TrioPark()
 
+    def task_identity(self) -> object:
+        return trio.lowlevel.current_task().coro
+
     def is_current(self) -> bool:
         try:
             return _GLUE.get() is self

@@ -9,10 +9,13 @@ event loop does not need (spinlocks, atomics, per-backend private refcounts):
   ``BM_MAX_USAGE_COUNT`` = 5), and carries the flags ``valid`` (the bytes are the page's),
   ``dirty`` (they differ from the file) and an I/O in progress (``io``, PostgreSQL's
   ``BM_IO_IN_PROGRESS``: a read filling it or a write draining it).
-- ``checkpoint_needed`` is PostgreSQL's ``BM_CHECKPOINT_NEEDED``, one per checkpoint
-  running: the checkpoints that began while the page was dirty and still need a write of
-  it that starts from now on. A write takes them along when it starts and, once it has
-  completed, tells each that the page is written; a write that fails gives them back.
+- ``checkpoint_needed`` is PostgreSQL's ``BM_CHECKPOINT_NEEDED``, one bit per checkpoint
+  running (``_writeback.Checkpoint.bit``): the checkpoints that began while the page was
+  dirty and still need a write of it that starts from now on. A write takes the bits along
+  when it starts and, once it has completed, tells each checkpoint that the page is
+  written; a write that fails gives them back. Bits in an int rather than a set of
+  checkpoints: a checkpoint of N pages then makes no container per page, which the cyclic
+  garbage collector would otherwise traverse again and again while the write-back runs.
 - A buffer never used, or whose read failed, sits on the free list and is taken first.
 - Otherwise the clock hand sweeps: a buffer that is pinned or under I/O is skipped; one
   with a usage count loses one and is passed over; the first unpinned, idle buffer with a
@@ -29,15 +32,12 @@ those sequences.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
-
-from .._glue import current_glue
 
 if TYPE_CHECKING:
     from .._glue import Park
     from ._pool import Relation
-    from ._writeback import Checkpoint
 
 __all__ = ["BM_MAX_USAGE_COUNT", "BufferDesc", "ClockSweep", "InFlightIO", "io_views"]
 
@@ -49,7 +49,8 @@ class InFlightIO:
 
     ``done`` is set by :meth:`finish`, where the completion is reaped; tasks that need the
     buffers :meth:`wait`, each on a one-shot wake-up of the loop's glue (cheaper than an
-    ``anyio.Event``, and nothing is made unless someone waits)."""
+    ``anyio.Event``, and nothing is made unless someone waits). The pool owns the glue of
+    its loop and passes its ``park``, so no wait looks the running loop up again."""
 
     __slots__ = ("_parks", "carries", "done", "error", "kind")
 
@@ -58,17 +59,17 @@ class InFlightIO:
         self.done = False
         self.error: BaseException | None = None
         self._parks: list[Park] = []
-        # A write: the checkpoints each of its buffers not written yet is written for (see
-        # _writeback.Checkpoint); what is left here when the write ends was not written.
-        self.carries: dict[BufferDesc, set[Checkpoint]] = {}
+        # A write: the checkpoints (bits, see _writeback.Checkpoint) each of its buffers not
+        # written yet is written for; what is left here when the write ends was not written.
+        self.carries: dict[BufferDesc, int] = {}
 
-    async def wait(self) -> None:
-        """Return once the I/O has ended (at once if it has)."""
+    async def wait(self, park: Callable[[], Park]) -> None:
+        """Return once the I/O has ended (at once if it has); ``park`` is the loop glue's."""
         if self.done:
             return
-        park = current_glue().park()
-        self._parks.append(park)
-        await park.wait()
+        p = park()
+        self._parks.append(p)
+        await p.wait()
 
     def finish(self) -> None:
         """The I/O ended: wake every task waiting for it (a cancelled wait takes no wake-up)."""
@@ -104,7 +105,7 @@ class BufferDesc:
         self.valid = False
         self.dirty = False
         self.io: InFlightIO | None = None
-        self.checkpoint_needed: set[Checkpoint] = set()
+        self.checkpoint_needed = 0  # bits of the checkpoints that need a write of it
 
     def __repr__(self) -> str:
         tag = f"{self.rel.path}:{self.blockno}" if self.rel is not None else "free"
@@ -138,27 +139,32 @@ class ClockSweep:
 
     def victim(self) -> BufferDesc | None:
         """An unpinned, idle buffer to reuse (clean or dirty), or None when there is none."""
-        while self.free:
-            desc = self.free.popleft()
+        free = self.free
+        while free:
+            desc = free.popleft()
             # A free-listed buffer may have been claimed again by a lookup since; skip it then.
-            if desc.rel is None and desc.reusable:
+            if desc.rel is None and desc.refcount == 0 and desc.io is None:
                 return desc
+        # The hot loop of every miss: ``reusable`` spelt out, the hand in a local.
         descs = self.descs
         n = len(descs)
+        hand = self.hand
         trycounter = n
         while True:
-            desc = descs[self.hand]
-            self.hand += 1
-            if self.hand == n:
-                self.hand = 0
-            if desc.reusable:
+            desc = descs[hand]
+            hand += 1
+            if hand == n:
+                hand = 0
+            if desc.refcount == 0 and desc.io is None:
                 if desc.usage_count == 0:
+                    self.hand = hand
                     return desc
                 desc.usage_count -= 1
                 trycounter = n
             else:
                 trycounter -= 1
                 if trycounter == 0:
+                    self.hand = hand
                     return None
 
     def dirty_ahead(self, limit: int) -> Iterator[BufferDesc]:

@@ -425,3 +425,23 @@ async def test_start_read_buffers_without_waiting_for_a_buffer(data_dir: Path, d
         with op.take() as page:
             assert bytes(page.data) == page_bytes(2)
         a.release()
+
+
+async def test_the_glue_names_each_task_as_current_task_identity() -> None:
+    """The pool records a pin's holder with its loop glue's ``task_identity`` (asked on
+    every pin); it must name the same task as :func:`current_task_identity` does, in each
+    task, so that a holder that ended is still recognised as ended."""
+    from aiopg_io._glue import current_glue, current_task_identity
+
+    glue = current_glue()
+    seen: list[tuple[object, object]] = []
+
+    async def task() -> None:
+        seen.append((glue.task_identity(), current_task_identity()))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task)
+        tg.start_soon(task)
+    seen.append((glue.task_identity(), current_task_identity()))
+    assert all(a is b and a is not None for a, b in seen)
+    assert len({id(a) for a, _ in seen}) == 3
