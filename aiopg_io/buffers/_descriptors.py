@@ -139,33 +139,60 @@ class ClockSweep:
 
     def victim(self) -> BufferDesc | None:
         """An unpinned, idle buffer to reuse (clean or dirty), or None when there is none."""
+        out: list[BufferDesc] = []
+        dirty = self.clean_victims(1, out)
+        if not out:
+            return dirty
+        out[0].refcount = 0
+        return out[0]
+
+    def clean_victims(self, n: int, out: list[BufferDesc]) -> BufferDesc | None:
+        """Up to ``n`` clean victims appended to ``out`` in one sweep, in the order
+        :meth:`victim` would find them, each pinned once (``refcount`` 1) so that the sweep
+        cannot find it again: the caller's claim. Fewer when there is none, or at the first
+        dirty victim, which is returned (unpinned: it must be written back before reuse; the
+        hand has passed it). A read of ``n`` blocks takes its buffers with one call instead
+        of ``n``: this loop runs once per page of every miss, so it spells ``reusable`` out
+        and keeps the hand in a local."""
+        got = 0
         free = self.free
-        while free:
+        while free and got < n:
             desc = free.popleft()
             # A free-listed buffer may have been claimed again by a lookup since; skip it then.
             if desc.rel is None and desc.refcount == 0 and desc.io is None:
-                return desc
-        # The hot loop of every miss: ``reusable`` spelt out, the hand in a local.
+                desc.refcount = 1
+                out.append(desc)
+                got += 1
+        if got == n:
+            return None
         descs = self.descs
-        n = len(descs)
+        size = len(descs)
         hand = self.hand
-        trycounter = n
-        while True:
-            desc = descs[hand]
-            hand += 1
-            if hand == n:
-                hand = 0
-            if desc.refcount == 0 and desc.io is None:
-                if desc.usage_count == 0:
-                    self.hand = hand
-                    return desc
-                desc.usage_count -= 1
-                trycounter = n
-            else:
-                trycounter -= 1
-                if trycounter == 0:
-                    self.hand = hand
-                    return None
+        trycounter = size
+        try:
+            while True:
+                desc = descs[hand]
+                hand += 1
+                if hand == size:
+                    hand = 0
+                if desc.refcount == 0 and desc.io is None:
+                    if desc.usage_count == 0:
+                        if desc.dirty:
+                            return desc
+                        desc.refcount = 1
+                        out.append(desc)
+                        got += 1
+                        if got == n:
+                            return None
+                    else:
+                        desc.usage_count -= 1
+                    trycounter = size
+                else:
+                    trycounter -= 1
+                    if trycounter == 0:
+                        return None
+        finally:
+            self.hand = hand
 
     def dirty_ahead(self, limit: int) -> Iterator[BufferDesc]:
         """Dirty buffers the hand will reach soon and could reuse at once if they were

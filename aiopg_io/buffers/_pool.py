@@ -437,11 +437,10 @@ class ReadBuffersOperation:
             raise IndexError(
                 f"all {self.nblocks} pages of {self!r} were taken (or released); start another read"
             )
-        descs = self._descs[start:]
         if not self._waited:  # then wait_read_buffers made every page not taken valid
             raise RuntimeError(f"{self!r}: await pool.wait_read_buffers(op) before taking its pages")
-        for i in range(start, self.nblocks):
-            self._descs[i] = None
+        descs = self._descs[start:]
+        self._descs[start:] = [None] * len(descs)
         self._taken = self.nblocks
         return PageRun(self._pool, self.rel, self.blockno + start, descs, self._owner)  # type: ignore[arg-type]
 
@@ -796,31 +795,26 @@ class BufferPool:
         Fewer when the sweep finds none free, or a dirty one, which must be written back
         first: that one is returned (else None). The one place a buffer is claimed, for a
         miss (``n`` = 1) and for the blocks a look-ahead adds to a read it has begun."""
-        victim = self._sweep.victim
-        mapping = self._mapping
-        got = 0
-        desc = first
-        stopped_at: BufferDesc | None = None
-        while got < n:
-            if desc is None:
-                desc = victim()
-                if desc is None:
-                    break
-                if desc.dirty:
-                    stopped_at = desc
-                    break
-            rel = desc.rel
-            if rel is not None:
-                del mapping[(rel.rel_id, desc.blockno)]
-                desc.rel = None
-                self.evictions += 1
-            desc.valid = False
-            desc.refcount = 1
-            desc.usage_count = 1
-            into.append(desc)
-            got += 1
-            desc = None
+        start = len(into)
+        stopped_at = None
+        if first is not None:
+            first.refcount = 1
+            into.append(first)
+            n -= 1
+        if n:
+            stopped_at = self._sweep.clean_victims(n, into)
+        got = len(into) - start
         if got:
+            mapping = self._mapping
+            for i in range(start, len(into)):
+                desc = into[i]
+                rel = desc.rel
+                if rel is not None:
+                    del mapping[(rel.rel_id, desc.blockno)]
+                    desc.rel = None
+                    self.evictions += 1
+                desc.valid = False
+                desc.usage_count = 1  # pinned by the sweep already
             self._pins_by_task[me] = self._pins_by_task.get(me, 0) + got
         return stopped_at
 

@@ -129,7 +129,7 @@ class ReadStream:
             self._queue.popleft()
         self._current = page
         if self._wants_look_ahead():
-            await self._look_ahead_or_close()
+            await self._look_ahead()
         return page
 
     def runs(self) -> AsyncIterator[PageRun]:
@@ -148,7 +148,7 @@ class ReadStream:
         self._queue.popleft()
         self._current = run
         if self._wants_look_ahead():
-            await self._look_ahead_or_close()
+            await self._look_ahead()
         return run
 
     async def _next_op(self) -> ReadBuffersOperation:
@@ -183,13 +183,6 @@ class ReadStream:
             self.close()
             raise
         return head
-
-    async def _look_ahead_or_close(self) -> None:
-        try:
-            await self._look_ahead()
-        except BaseException:
-            self.close()
-            raise
 
     async def __aenter__(self) -> ReadStream:
         return self
@@ -253,59 +246,60 @@ class ReadStream:
         submits at its end): the consumer may go on without yielding to the loop.
 
         Only a stream with nothing pinned, not even the consumer's page, ``may_wait`` for a
-        buffer (or raise NoUnpinnedBuffersError): otherwise looking ahead is optional work."""
+        buffer (or raise NoUnpinnedBuffersError): otherwise looking ahead is optional work.
+        An error closes the stream (it is raised to the consumer)."""
         self._may_wait = may_wait
         try:
-            await self._fill()
+            sblocks = self._sblocks
+            while (
+                not self._end
+                and self._ios_in_progress < self.max_ios
+                and self._pinned + self._pending_n < self.distance
+            ):
+                if self._pending_n == self.io_combine_limit:
+                    if not await self._start_pending_read():
+                        return
+                    continue
+                if self._unget is None and sblocks is not None:
+                    # The block numbers of an iterable, without a coroutine per block.
+                    try:
+                        b: int | None = operator.index(next(sblocks))
+                    except StopIteration:
+                        b = None
+                else:
+                    b = await self._next_block()
+                if b is None:
+                    self._end = True
+                    break
+                if self._pending_n and self._pending_start + self._pending_n == b:
+                    self._pending_n += 1
+                    continue
+                while self._pending_n:
+                    if not await self._start_pending_read() or self._ios_in_progress >= self.max_ios:
+                        self._unget = b  # no room or no I/O slot: keep it for next time
+                        return
+                self._pending_start = b
+                self._pending_n = 1
+            # A pending read is not started just because the distance is reached: it gets the
+            # chance to grow to io_combine_limit while the consumer moves on. But it starts when
+            # full, when the stream ended, or when nothing else is pinned to return meanwhile.
+            while (
+                self._pending_n
+                and self._ios_in_progress < self.max_ios
+                and (self._pending_n >= self.io_combine_limit or self._end or not self._queue)
+            ):
+                if not await self._start_pending_read():
+                    return
+                if self._queue and not self._end:
+                    break
+        except BaseException:
+            self.close()
+            raise
         finally:
             if self._unsubmitted:
                 self._unsubmitted = False
                 if not self._rel.closed:
                     self._rel.file.submit_staged()
-
-    async def _fill(self) -> None:
-        sblocks = self._sblocks
-        while (
-            not self._end
-            and self._ios_in_progress < self.max_ios
-            and self._pinned + self._pending_n < self.distance
-        ):
-            if self._pending_n == self.io_combine_limit:
-                if not await self._start_pending_read():
-                    return
-                continue
-            if self._unget is None and sblocks is not None:
-                # The block numbers of an iterable, without a coroutine per block.
-                try:
-                    b: int | None = operator.index(next(sblocks))
-                except StopIteration:
-                    b = None
-            else:
-                b = await self._next_block()
-            if b is None:
-                self._end = True
-                break
-            if self._pending_n and self._pending_start + self._pending_n == b:
-                self._pending_n += 1
-                continue
-            while self._pending_n:
-                if not await self._start_pending_read() or self._ios_in_progress >= self.max_ios:
-                    self._unget = b  # no room or no I/O slot: keep it for next time
-                    return
-            self._pending_start = b
-            self._pending_n = 1
-        # A pending read is not started just because the distance is reached: it gets the
-        # chance to grow to io_combine_limit while the consumer moves on. But it starts when
-        # full, when the stream ended, or when nothing else is pinned to return meanwhile.
-        while (
-            self._pending_n
-            and self._ios_in_progress < self.max_ios
-            and (self._pending_n >= self.io_combine_limit or self._end or not self._queue)
-        ):
-            if not await self._start_pending_read():
-                return
-            if self._queue and not self._end:
-                break
 
     async def _start_pending_read(self) -> bool:
         """read_stream_start_pending_read: one ``start_read_buffers`` call for the pending
