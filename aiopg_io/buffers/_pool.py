@@ -895,12 +895,19 @@ class BufferPool:
                     continue
                 claimed.append(desc)
             self.misses += 1
+            # One page, and this task waits for it anyway: the file's own awaited read (what a
+            # plain preadinto costs), its completion work done here once it returns. Others
+            # that want the block meanwhile wait on ``io``. Cancelled, the read has ended
+            # all the same when the cancellation arrives here (the op is reaped first, or was
+            # never submitted): its page is then dropped as a failed read's.
+            io = self._map_read(rel, blockno, claimed)
             try:
-                io = await self._start_read(rel, blockno, claimed)
-                await io.wait(self._new_park)
-            except BaseException:
-                self._unpin(desc, me)  # a cancelled wait: the read ends without us
+                nbytes = await rel.file.preadinto(desc.data, blockno * self.page_size)
+            except BaseException as exc:
+                self._read_done(rel, blockno, claimed, io, 0, exc)
+                self._unpin(desc, me)
                 raise
+            self._read_done(rel, blockno, claimed, io, nbytes, None)
             if io.error is not None:
                 self._unpin(desc, me)
                 raise io.error
@@ -1023,11 +1030,27 @@ class BufferPool:
         op._waited = True
 
     async def _start_read(self, rel: Relation, blockno: int, descs: list[BufferDesc]) -> InFlightIO:
-        """Map claimed buffers to blocks ``blockno...``, mark them under I/O (no await
-        between) and issue the read that fills them; its completion runs :meth:`_read_done`
-        where it is reaped. If it cannot be issued (cancelled while waiting for a slot,
-        refused by a check), it has failed: its buffers are unmapped, and the error is
-        raised here too."""
+        """:meth:`_map_read`, then issue the read that fills the buffers; its completion runs
+        :meth:`_read_done` where it is reaped. If it cannot be issued (cancelled while
+        waiting for a slot, refused by a check), it has failed: its buffers are unmapped,
+        and the error is raised here too."""
+        io = self._map_read(rel, blockno, descs)
+
+        def done(nbytes: int, error: OSError | None) -> None:
+            self._read_done(rel, blockno, descs, io, nbytes, error)
+
+        try:
+            views = io_views(self._arena, descs, self.page_size)
+            await rel.file.start_preadv(views, blockno * self.page_size, done)
+        except BaseException as exc:
+            if not io.done:
+                self._read_done(rel, blockno, descs, io, 0, exc)
+            raise
+        return io
+
+    def _map_read(self, rel: Relation, blockno: int, descs: list[BufferDesc]) -> InFlightIO:
+        """Map claimed buffers to blocks ``blockno...`` and mark them under the read that
+        will fill them (returned; :meth:`_read_done` ends it). No await."""
         io = InFlightIO("read")
         mapping = self._mapping
         rel_id = rel.rel_id
@@ -1041,17 +1064,6 @@ class BufferPool:
         self._io_in_flight += 1
         self.reads += 1
         self.blocks_read += len(descs)
-
-        def done(nbytes: int, error: OSError | None) -> None:
-            self._read_done(rel, blockno, descs, io, nbytes, error)
-
-        try:
-            views = io_views(self._arena, descs, self.page_size)
-            await rel.file.start_preadv(views, blockno * self.page_size, done)
-        except BaseException as exc:
-            if not io.done:
-                self._read_done(rel, blockno, descs, io, 0, exc)
-            raise
         return io
 
     def _read_done(

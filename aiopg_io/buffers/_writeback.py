@@ -120,17 +120,20 @@ class Checkpoint:
         self.pending.pop(desc, None)
 
 
-_block_order = operator.attrgetter("rel.rel_id", "blockno")
+_rel_and_block = operator.attrgetter("rel.rel_id", "blockno")
+_block = operator.attrgetter("blockno")
 
 
 def _runs(descs: list[BufferDesc], limit: int) -> list[list[BufferDesc]]:
     """Adjacent blocks of one relation (every buffer holds a page), in order, in runs of at
     most ``limit``."""
+    rel = descs[0].rel if descs else None
+    # One relation (the common case) sorts by block number alone: int keys, no tuple each.
+    key = _block if all(d.rel is rel for d in descs) else _rel_and_block
     runs: list[list[BufferDesc]] = []
     last: list[BufferDesc] = []
-    rel = None
     next_block = -1
-    for d in sorted(descs, key=_block_order):
+    for d in sorted(descs, key=key):
         if d.blockno == next_block and d.rel is rel and len(last) < limit:
             last.append(d)
         else:
@@ -319,21 +322,25 @@ class PageWriter:
         ckpt = self._begin()
         bit = ckpt.bit
         pending = ckpt.pending
+        todo: list[BufferDesc] = []  # the first round of _write_pending, found on the way
         for d in self._descs:
             rel = d.rel
             if rel is None or (only is not None and rel is not only) or not d.valid:
                 continue
+            io = d.io
             if d.dirty:
                 d.checkpoint_needed |= bit
-            elif d.io is not None and d.io.kind == "write":
+                if io is None:
+                    todo.append(d)
+            elif io is not None and io.kind == "write":
                 # Clean while being written: no change since that write began, so it holds
                 # the page as of now; it is ours to wait for.
-                d.io.carries[d] = d.io.carries.get(d, 0) | bit
+                io.carries[d] = io.carries.get(d, 0) | bit
             else:
                 continue
             pending[d] = (rel.rel_id, d.blockno)
         try:
-            await self._write_pending(ckpt)
+            await self._write_pending(ckpt, todo)
         finally:
             self._end(ckpt)
         synced_dirs: set[str] = set()  # one fsync per directory per checkpoint
@@ -380,15 +387,18 @@ class PageWriter:
             _drop_bit(d, ckpt.bit)
         del self._checkpoints[ckpt.bit]
 
-    async def _write_pending(self, ckpt: Checkpoint) -> None:
+    async def _write_pending(self, ckpt: Checkpoint, todo: list[BufferDesc]) -> None:
         """Until no page of ``ckpt`` is pending: write those idle now (dirty, pinned or not),
         else wait for a write of one in flight, issued by anyone (a write-back, another
         checkpoint). A write that fails leaves its pages dirty and pending: one by another
-        task is retried here, one of ours raises."""
+        task is retried here, one of ours raises. ``todo``: the pages idle when ``ckpt``
+        was marked, with no await since (the first round, without looking again)."""
         pending = ckpt.pending
         bit = ckpt.bit
+        if todo:
+            await self._write_buffers(todo)
         while pending:
-            todo: list[BufferDesc] = []
+            todo = []
             busy: InFlightIO | None = None
             for d in list(pending):
                 rel_id, blockno = pending[d]

@@ -348,6 +348,34 @@ async def test_cancelled_reads_leave_the_pool_consistent(data_dir: Path, driver:
         pool._check_invariants()
 
 
+async def test_a_task_waiting_for_a_cancelled_read_reads_the_page_itself(data_dir: Path, driver: str) -> None:
+    """A miss of ``read_page`` reads with the file's awaited read and does the completion
+    work itself when it returns. Cancelled meanwhile, the read has still ended when the
+    cancellation arrives: the page is dropped as a failed read's, and a task that waited
+    for that read reads the block itself, with the right bytes, no pin left behind."""
+    path = make_relation(data_dir / "rel", 16)
+    injector = FaultInjector(Fault(kind="reads", path="rel", delay=0.05, nth=1), driver=driver)
+    async with BufferPool(8, PS, driver=injector) as pool:
+        rel = await pool.open(path)
+        got: list[bytes] = []
+
+        async def second() -> None:
+            with await pool.read_page(rel, 3) as page:
+                got.append(bytes(page.data))
+
+        async with anyio.create_task_group() as tg:
+            with anyio.move_on_after(0.02) as scope:
+                tg.start_soon(second)  # starts once this task awaits: finds the read in flight
+                await pool.read_page(rel, 3)
+            assert scope.cancelled_caught
+        assert got == [page_bytes(3)]
+        stats = pool.statistics()
+        assert stats.pinned == 0 and stats.reads == stats.misses == 2  # the retry is a miss too
+        pool._check_invariants()
+        with await pool.read_page(rel, 3) as page:
+            assert bytes(page.data) == page_bytes(3)
+
+
 async def test_a_failed_sync_is_never_retried(data_dir: Path, driver: str) -> None:
     path = make_relation(data_dir / "rel", 2)
     injector = FaultInjector(Fault(kind="fdatasync", path="rel", errno=errno.EIO), driver=driver)
