@@ -102,6 +102,10 @@ class Glue(Protocol):
     def park(self) -> Park:
         """A new one-shot wake-up for a task of this loop."""
 
+    def task_identity(self) -> object:
+        """:func:`current_task_identity` for a task of this loop, without finding the loop
+        first (the buffer pool asks on every pin)."""
+
     def is_current(self) -> bool:
         """True when called from a task of this glue's loop, in this glue's thread."""
 

@@ -168,6 +168,10 @@ class AsyncioGlue:
     def park(self) -> _AsyncioPark:
         return _AsyncioPark(self.loop)
 
+    def task_identity(self) -> object:
+        task = asyncio.current_task(self.loop)
+        return task.get_coro() if task is not None else None
+
     def is_current(self) -> bool:
         return asyncio._get_running_loop() is self.loop
 

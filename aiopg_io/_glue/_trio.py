@@ -187,6 +187,9 @@ class TrioGlue:
     def park(self) -> _TrioPark:
         return _TrioPark()
 
+    def task_identity(self) -> object:
+        return trio.lowlevel.current_task().coro
+
     def is_current(self) -> bool:
         try:
             return _GLUE.get() is self

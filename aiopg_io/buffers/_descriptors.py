@@ -9,10 +9,13 @@ event loop does not need (spinlocks, atomics, per-backend private refcounts):
   ``BM_MAX_USAGE_COUNT`` = 5), and carries the flags ``valid`` (the bytes are the page's),
   ``dirty`` (they differ from the file) and an I/O in progress (``io``, PostgreSQL's
   ``BM_IO_IN_PROGRESS``: a read filling it or a write draining it).
-- ``checkpoint_needed`` is PostgreSQL's ``BM_CHECKPOINT_NEEDED``, one per checkpoint
-  running: the checkpoints that began while the page was dirty and still need a write of
-  it that starts from now on. A write takes them along when it starts and, once it has
-  completed, tells each that the page is written; a write that fails gives them back.
+- ``checkpoint_needed`` is PostgreSQL's ``BM_CHECKPOINT_NEEDED``, one bit per checkpoint
+  running (``_writeback.Checkpoint.bit``): the checkpoints that began while the page was
+  dirty and still need a write of it that starts from now on. A write takes the bits along
+  when it starts and, once it has completed, tells each checkpoint that the page is
+  written; a write that fails gives them back. Bits in an int rather than a set of
+  checkpoints: a checkpoint of N pages then makes no container per page, which the cyclic
+  garbage collector would otherwise traverse again and again while the write-back runs.
 - A buffer never used, or whose read failed, sits on the free list and is taken first.
 - Otherwise the clock hand sweeps: a buffer that is pinned or under I/O is skipped; one
   with a usage count loses one and is passed over; the first unpinned, idle buffer with a
@@ -29,15 +32,12 @@ those sequences.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
-
-from .._glue import current_glue
 
 if TYPE_CHECKING:
     from .._glue import Park
     from ._pool import Relation
-    from ._writeback import Checkpoint
 
 __all__ = ["BM_MAX_USAGE_COUNT", "BufferDesc", "ClockSweep", "InFlightIO", "io_views"]
 
@@ -49,7 +49,8 @@ class InFlightIO:
 
     ``done`` is set by :meth:`finish`, where the completion is reaped; tasks that need the
     buffers :meth:`wait`, each on a one-shot wake-up of the loop's glue (cheaper than an
-    ``anyio.Event``, and nothing is made unless someone waits)."""
+    ``anyio.Event``, and nothing is made unless someone waits). The pool owns the glue of
+    its loop and passes its ``park``, so no wait looks the running loop up again."""
 
     __slots__ = ("_parks", "carries", "done", "error", "kind")
 
@@ -58,17 +59,17 @@ class InFlightIO:
         self.done = False
         self.error: BaseException | None = None
         self._parks: list[Park] = []
-        # A write: the checkpoints each of its buffers not written yet is written for (see
-        # _writeback.Checkpoint); what is left here when the write ends was not written.
-        self.carries: dict[BufferDesc, set[Checkpoint]] = {}
+        # A write: the checkpoints (bits, see _writeback.Checkpoint) each of its buffers not
+        # written yet is written for; what is left here when the write ends was not written.
+        self.carries: dict[BufferDesc, int] = {}
 
-    async def wait(self) -> None:
-        """Return once the I/O has ended (at once if it has)."""
+    async def wait(self, park: Callable[[], Park]) -> None:
+        """Return once the I/O has ended (at once if it has); ``park`` is the loop glue's."""
         if self.done:
             return
-        park = current_glue().park()
-        self._parks.append(park)
-        await park.wait()
+        p = park()
+        self._parks.append(p)
+        await p.wait()
 
     def finish(self) -> None:
         """The I/O ended: wake every task waiting for it (a cancelled wait takes no wake-up)."""
@@ -104,7 +105,7 @@ class BufferDesc:
         self.valid = False
         self.dirty = False
         self.io: InFlightIO | None = None
-        self.checkpoint_needed: set[Checkpoint] = set()
+        self.checkpoint_needed = 0  # bits of the checkpoints that need a write of it
 
     def __repr__(self) -> str:
         tag = f"{self.rel.path}:{self.blockno}" if self.rel is not None else "free"
@@ -138,28 +139,60 @@ class ClockSweep:
 
     def victim(self) -> BufferDesc | None:
         """An unpinned, idle buffer to reuse (clean or dirty), or None when there is none."""
-        while self.free:
-            desc = self.free.popleft()
+        out: list[BufferDesc] = []
+        dirty = self.clean_victims(1, out)
+        if not out:
+            return dirty
+        out[0].refcount = 0
+        return out[0]
+
+    def clean_victims(self, n: int, out: list[BufferDesc]) -> BufferDesc | None:
+        """Up to ``n`` clean victims appended to ``out`` in one sweep, in the order
+        :meth:`victim` would find them, each pinned once (``refcount`` 1) so that the sweep
+        cannot find it again: the caller's claim. Fewer when there is none, or at the first
+        dirty victim, which is returned (unpinned: it must be written back before reuse; the
+        hand has passed it). A read of ``n`` blocks takes its buffers with one call instead
+        of ``n``: this loop runs once per page of every miss, so it spells ``reusable`` out
+        and keeps the hand in a local."""
+        got = 0
+        free = self.free
+        while free and got < n:
+            desc = free.popleft()
             # A free-listed buffer may have been claimed again by a lookup since; skip it then.
-            if desc.rel is None and desc.reusable:
-                return desc
+            if desc.rel is None and desc.refcount == 0 and desc.io is None:
+                desc.refcount = 1
+                out.append(desc)
+                got += 1
+        if got == n:
+            return None
         descs = self.descs
-        n = len(descs)
-        trycounter = n
-        while True:
-            desc = descs[self.hand]
-            self.hand += 1
-            if self.hand == n:
-                self.hand = 0
-            if desc.reusable:
-                if desc.usage_count == 0:
-                    return desc
-                desc.usage_count -= 1
-                trycounter = n
-            else:
-                trycounter -= 1
-                if trycounter == 0:
-                    return None
+        size = len(descs)
+        hand = self.hand
+        trycounter = size
+        try:
+            while True:
+                desc = descs[hand]
+                hand += 1
+                if hand == size:
+                    hand = 0
+                if desc.refcount == 0 and desc.io is None:
+                    if desc.usage_count == 0:
+                        if desc.dirty:
+                            return desc
+                        desc.refcount = 1
+                        out.append(desc)
+                        got += 1
+                        if got == n:
+                            return None
+                    else:
+                        desc.usage_count -= 1
+                    trycounter = size
+                else:
+                    trycounter -= 1
+                    if trycounter == 0:
+                        return None
+        finally:
+            self.hand = hand
 
     def dirty_ahead(self, limit: int) -> Iterator[BufferDesc]:
         """Dirty buffers the hand will reach soon and could reuse at once if they were

@@ -56,7 +56,7 @@ import operator
 import os
 import warnings
 import weakref
-from collections.abc import AsyncIterable, Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -65,7 +65,7 @@ import anyio
 
 from .. import _paths
 from .._direct import aligned_buffer
-from .._glue import current_task_identity
+from .._glue import Glue, Park, current_glue
 from .._open import open as aio_open
 from ..drivers import DriverFactory
 from ..errors import AlignmentError, ClosedError
@@ -97,6 +97,10 @@ _OPEN_RELATIONS: weakref.WeakValueDictionary[tuple[int, int], Relation] = weakre
 def _forget_relation(rel: Relation) -> None:
     if _OPEN_RELATIONS.get(rel.key) is rel:
         del _OPEN_RELATIONS[rel.key]
+
+
+def _no_task() -> object:
+    raise RuntimeError("enter the pool first: async with BufferPool(...) as pool")
 
 
 def _finished(owner: Any) -> bool:
@@ -164,6 +168,14 @@ class Relation:
 _Pinned = TypeVar("_Pinned", bound="_Pins")
 
 
+def _revoke(view: memoryview) -> None:
+    """Release a view handed out with a pin, so using it after the pin raises."""
+    try:
+        view.release()
+    except BufferError:
+        pass  # the caller still holds an export of it (numpy, ctypes): it cannot be revoked
+
+
 class _Pins:
     """What :class:`Page` and :class:`PageRun` share: pins handed to a caller, released once
     (by :meth:`release` or leaving ``with``), their views revoked with them, and a
@@ -182,11 +194,7 @@ class _Pins:
         if self._released:
             return
         self._released = True
-        for view in self._views_made():
-            # BufferError: the caller still holds an export of the view (numpy, ctypes):
-            # it cannot be revoked.
-            with contextlib.suppress(BufferError):
-                view.release()
+        self._revoke_views()
         self._unpin(notify=True)
 
     def __enter__(self: _Pinned) -> _Pinned:
@@ -202,7 +210,7 @@ class _Pins:
         self._released = True
         self._unpin(notify=False)
 
-    def _views_made(self) -> list[memoryview]:
+    def _revoke_views(self) -> None:
         raise NotImplementedError
 
     def _unpin(self, *, notify: bool) -> None:
@@ -250,8 +258,8 @@ class Page(_Pins):
             )
         self._desc.dirty = True
 
-    def _views_made(self) -> list[memoryview]:
-        return [self._data]
+    def _revoke_views(self) -> None:
+        _revoke(self._data)
 
     def _unpin(self, *, notify: bool) -> None:
         self._pool._unpin(self._desc, self._owner, notify=notify)
@@ -332,8 +340,10 @@ class PageRun(_Pins):
         else:
             self._descs[operator.index(i) if i >= 0 else self.nblocks + i].dirty = True
 
-    def _views_made(self) -> list[memoryview]:
-        return self._views or []
+    def _revoke_views(self) -> None:
+        if self._views is not None:
+            for view in self._views:
+                _revoke(view)
 
     def _unpin(self, *, notify: bool) -> None:
         self._pool._unpin_all(self._descs, self._owner, notify=notify)
@@ -427,11 +437,10 @@ class ReadBuffersOperation:
             raise IndexError(
                 f"all {self.nblocks} pages of {self!r} were taken (or released); start another read"
             )
-        descs = self._descs[start:]
         if not self._waited:  # then wait_read_buffers made every page not taken valid
             raise RuntimeError(f"{self!r}: await pool.wait_read_buffers(op) before taking its pages")
-        for i in range(start, self.nblocks):
-            self._descs[i] = None
+        descs = self._descs[start:]
+        self._descs[start:] = [None] * len(descs)
         self._taken = self.nblocks
         return PageRun(self._pool, self.rel, self.blockno + start, descs, self._owner)  # type: ignore[arg-type]
 
@@ -495,6 +504,10 @@ class BufferPool:
         self._waiting: set[Any] = set()
         self._changed: anyio.Event | None = None
         self._io_in_flight = 0
+        # The glue of the loop the pool was entered on (its files belong to that loop too):
+        # pins and waits ask it directly instead of finding the running loop each time.
+        self._glue: Glue | None = None
+        self._task_identity: Callable[[], object] = _no_task
         self._writer = PageWriter(
             self._arena,
             self._descs,
@@ -504,6 +517,7 @@ class BufferPool:
             driver=driver,
             io_started=self._io_started,
             io_ended=self._io_ended,
+            park=self._new_park,
         )
         # Counters (the writer keeps those of writes).
         self.hits = 0
@@ -521,6 +535,8 @@ class BufferPool:
     async def __aenter__(self) -> BufferPool:
         if self._state != "new":
             raise RuntimeError("a BufferPool is entered once (async with pool: ...)")
+        glue = self._glue = current_glue()
+        self._task_identity = glue.task_identity
         self._state = "open"
         return self
 
@@ -637,7 +653,7 @@ class BufferPool:
             busy = [d.io for d in self._descs if d.rel is rel and d.io is not None]
             if not busy:
                 break
-            await busy[0].wait()
+            await busy[0].wait(self._new_park)
         pinned = sum(1 for d in self._descs if d.rel is rel and d.refcount)
         if pinned:
             raise RuntimeError(f"relation {rel.path!r} still has {pinned} pinned pages; release them first")
@@ -656,7 +672,7 @@ class BufferPool:
                 del self._mapping[(rel.rel_id, d.blockno)]
                 d.rel = None
                 d.valid = d.dirty = False
-                d.checkpoint_needed = set()
+                d.checkpoint_needed = 0
                 d.data[:] = self._zero_page
                 if force:
                     d.refcount = 0  # the pool is closing: pins left behind are void
@@ -724,7 +740,12 @@ class BufferPool:
             if busy is None:
                 await anyio.sleep(0)  # counted but on no buffer yet: it is being set up
             else:
-                await busy.wait()
+                await busy.wait(self._new_park)
+
+    def _new_park(self) -> Park:
+        """A one-shot wake-up on the pool's loop (for a wait on an :class:`InFlightIO`)."""
+        assert self._glue is not None
+        return self._glue.park()
 
     def _notify(self) -> None:
         ev = self._changed
@@ -765,56 +786,61 @@ class BufferPool:
         finally:
             self._waiting.discard(me)
 
-    def _claim(self, desc: BufferDesc, me: Any) -> BufferDesc:
-        """Take a reusable, clean buffer for a new page: unmapped, pinned by ``me``. No await."""
-        if desc.rel is not None:
-            del self._mapping[(desc.rel.rel_id, desc.blockno)]
-            desc.rel = None
-            self.evictions += 1
-        desc.valid = False
-        desc.refcount = 1
-        desc.usage_count = 1
-        self._count_pin(me)
-        return desc
-
-    def _claim_clean_now(self, me: Any, n: int, into: list[BufferDesc]) -> None:
-        """Up to ``n`` clean victims claimed at once, appended to ``into``; fewer when none
-        is free or the next one is dirty and must wait for a write-back: how a look-ahead
-        widens a read it has already begun. One pass of pin bookkeeping for them all."""
-        victim = self._sweep.victim
-        mapping = self._mapping
-        got = 0
-        while got < n:
-            desc = victim()
-            if desc is None or desc.dirty:
-                break
-            if desc.rel is not None:
-                del mapping[(desc.rel.rel_id, desc.blockno)]
-                desc.rel = None
-                self.evictions += 1
-            desc.valid = False
-            desc.refcount = 1
-            desc.usage_count = 1
-            into.append(desc)
-            got += 1
+    def _claim_clean_now(
+        self, me: Any, n: int, into: list[BufferDesc], first: BufferDesc | None = None
+    ) -> BufferDesc | None:
+        """Claim up to ``n`` clean victims now (``first``, a reusable clean buffer, before
+        any the sweep finds): each leaves the mapping table (an eviction) and is pinned by
+        ``me``, appended to ``into``, all with one pass of pin bookkeeping and no await.
+        Fewer when the sweep finds none free, or a dirty one, which must be written back
+        first: that one is returned (else None). The one place a buffer is claimed, for a
+        miss (``n`` = 1) and for the blocks a look-ahead adds to a read it has begun."""
+        start = len(into)
+        stopped_at = None
+        if first is not None:
+            first.refcount = 1
+            into.append(first)
+            n -= 1
+        if n:
+            stopped_at = self._sweep.clean_victims(n, into)
+        got = len(into) - start
         if got:
+            mapping = self._mapping
+            for i in range(start, len(into)):
+                desc = into[i]
+                rel = desc.rel
+                if rel is not None:
+                    del mapping[(rel.rel_id, desc.blockno)]
+                    desc.rel = None
+                    self.evictions += 1
+                desc.valid = False
+                desc.usage_count = 1  # pinned by the sweep already
             self._pins_by_task[me] = self._pins_by_task.get(me, 0) + got
+        return stopped_at
 
-    async def _get_victim(self, me: Any, *, wait: bool = True) -> BufferDesc | None:
+    async def _get_victim(
+        self, me: Any, found: BufferDesc | None = None, *, wait: bool = True
+    ) -> BufferDesc | None:
         """A buffer for a new page, claimed and pinned by ``me``; None when ``wait`` is False
-        and none is free now (a look-ahead that can make do with what it has)."""
+        and none is free now (a look-ahead that can make do with what it has). ``found``:
+        the dirty victim :meth:`_claim_clean_now` stopped at, to write back first. The slow
+        path of a miss: the caller tried :meth:`_claim_clean_now` already."""
+        into: list[BufferDesc] = []
         while True:
-            desc = self._sweep.victim()
-            if desc is None:
+            if found is None:
+                found = self._claim_clean_now(me, 1, into)
+                if into:
+                    return into[0]
+            if found is None:
                 if not wait:
                     return None
                 await self._wait_for_buffer(me)
                 continue
-            if not desc.dirty:
-                return self._claim(desc, me)
+            desc, found = found, None
             await self._writer.write_back(desc)
-            if desc.reusable and not desc.dirty and desc.usage_count == 0:
-                return self._claim(desc, me)
+            if desc.refcount == 0 and desc.io is None and not desc.dirty and desc.usage_count == 0:
+                self._claim_clean_now(me, 1, into, first=desc)
+                return into[0]
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -825,7 +851,7 @@ class BufferPool:
         blockno = operator.index(blockno)
         if not 0 <= blockno < rel.nblocks:
             self._check_block(rel, blockno)
-        me = current_task_identity()
+        me = self._task_identity()
         desc = self._mapping.get((rel.rel_id, blockno))
         if desc is not None and desc.io is None and desc.valid:
             # The common hit, in line: a lookup and a pin.
@@ -838,15 +864,16 @@ class BufferPool:
     async def _pin_block(self, rel: Relation, blockno: int, me: Any) -> BufferDesc:
         """The buffer of a block in range, pinned by ``me`` and valid: found, or read now."""
         tag = (rel.rel_id, blockno)
+        mapping = self._mapping
         while True:
-            desc = self._mapping.get(tag)
+            desc = mapping.get(tag)
             if desc is not None:
                 desc.pin()
                 self._count_pin(me)
                 io = desc.io
                 if io is not None:
                     try:
-                        await io.wait()
+                        await io.wait(self._new_park)
                     except BaseException:
                         self._unpin(desc, me)
                         raise
@@ -855,20 +882,32 @@ class BufferPool:
                     return desc
                 self._unpin(desc, me)  # that read failed: try one of our own
                 continue
-            desc = await self._get_victim(me)
-            assert desc is not None
-            if tag in self._mapping or rel.closed:  # someone read it while we looked for room
-                self._unpin(desc, me)
-                self._check_rel(rel)
-                continue
+            claimed: list[BufferDesc] = []
+            dirty = self._claim_clean_now(me, 1, claimed)
+            if claimed:
+                desc = claimed[0]  # no await since the lookup: the block is still missing
+            else:
+                desc = await self._get_victim(me, dirty)
+                assert desc is not None
+                if tag in mapping or rel.closed:  # someone read it while we looked for room
+                    self._unpin(desc, me)
+                    self._check_rel(rel)
+                    continue
+                claimed.append(desc)
             self.misses += 1
-            io = self._start_read(rel, blockno, [desc])
+            # One page, and this task waits for it anyway: the file's own awaited read (what a
+            # plain preadinto costs), its completion work done here once it returns. Others
+            # that want the block meanwhile wait on ``io``. Cancelled, the read has ended
+            # all the same when the cancellation arrives here (the op is reaped first, or was
+            # never submitted): its page is then dropped as a failed read's.
+            io = self._map_read(rel, blockno, claimed)
             try:
-                await self._start_read_io(rel, blockno, [desc], io)
-                await io.wait()
-            except BaseException:
-                self._unpin(desc, me)  # a cancelled wait: the read ends without us
+                nbytes = await rel.file.preadinto(desc.data, blockno * self.page_size)
+            except BaseException as exc:
+                self._read_done(rel, blockno, claimed, io, 0, exc)
+                self._unpin(desc, me)
                 raise
+            self._read_done(rel, blockno, claimed, io, nbytes, None)
             if io.error is not None:
                 self._unpin(desc, me)
                 raise io.error
@@ -904,11 +943,14 @@ class BufferPool:
         NoUnpinnedBuffersError when waiting cannot help. A block out of range raises
         BlockOutOfRangeError before anything is pinned.
         """
-        self._check_rel(rel)
+        if rel.pool is not self or rel.closed or self._state != "open":
+            self._check_rel(rel)
         blockno = operator.index(blockno)
-        nblocks = at_least_one("nblocks", nblocks)
-        self._check_block(rel, blockno)
-        me = current_task_identity()
+        if nblocks < 1:
+            at_least_one("nblocks", nblocks)
+        if not 0 <= blockno < rel.nblocks:
+            self._check_block(rel, blockno)
+        me = self._task_identity()
         mapping = self._mapping
         rel_id = rel.rel_id
         while True:
@@ -922,27 +964,31 @@ class BufferPool:
             limit = min(nblocks, rel.nblocks - blockno)
             while want < limit and (rel_id, blockno + want) not in mapping:
                 want += 1
-            first = await self._get_victim(me, wait=wait)
-            if first is None:
-                return None
-            claimed = [first]
-            if want > 1:
-                self._claim_clean_now(me, want - 1, claimed)
-            # The await above let other tasks run: they may have read some of these blocks.
-            n = 0
-            if not rel.closed:
-                while n < len(claimed) and blockno + n < rel.nblocks and (rel_id, blockno + n) not in mapping:
-                    n += 1
-            for d in claimed[n:]:
-                self._unpin(d, me)
-            if n == 0:
-                self._check_rel(rel)
-                continue  # the first block is a hit now
-            descs = claimed[:n]
-            self.misses += n
-            io = self._start_read(rel, blockno, descs)
+            descs: list[BufferDesc] = []
+            dirty = self._claim_clean_now(me, want, descs)
+            if not descs:
+                # The slow path: a write-back or a wait for a buffer; then widen the read
+                # with what is free, and look again at what the await let other tasks read.
+                first = await self._get_victim(me, dirty, wait=wait)
+                if first is None:
+                    return None
+                claimed = [first]
+                if want > 1:
+                    self._claim_clean_now(me, want - 1, claimed)
+                n = 0
+                if not rel.closed:
+                    end = min(len(claimed), rel.nblocks - blockno)
+                    while n < end and (rel_id, blockno + n) not in mapping:
+                        n += 1
+                for d in claimed[n:]:
+                    self._unpin(d, me)
+                if n == 0:
+                    self._check_rel(rel)
+                    continue  # the first block is a hit now
+                descs = claimed[:n]
+            self.misses += len(descs)
             try:
-                await self._start_read_io(rel, blockno, descs, io)
+                io = await self._start_read(rel, blockno, descs)
             except BaseException:
                 self._unpin_all(descs, me)
                 raise
@@ -963,40 +1009,32 @@ class BufferPool:
         if op._waited:
             return
         io = op._io
-        if io is not None and not io.done:
-            await io.wait()
+        if io is not None:
+            if not io.done:
+                await io.wait(self._new_park)
+            if op.started_read:
+                if io.error is not None:
+                    raise io.error
+                # Our own read completed whole: it made every one of its buffers valid, and
+                # the operation's pins kept them from being reused since.
+                op._waited = True
+                return
         for i in range(op._taken, op.nblocks):
             desc = op._descs[i]
             if desc is None or desc.valid:
                 continue
-            if op.started_read and io is not None and io.error is not None:
-                raise io.error
             # Another task's read of it failed: read it ourselves, as that task would retry.
             op._descs[i] = None
             self._unpin(desc, op._owner)
             op._descs[i] = await self._pin_block(op.rel, op.blockno + i, op._owner)
         op._waited = True
 
-    def _start_read(self, rel: Relation, blockno: int, descs: list[BufferDesc]) -> InFlightIO:
-        """Map claimed buffers to blocks ``blockno...`` and mark them under I/O. No await."""
-        io = InFlightIO("read")
-        for i, d in enumerate(descs):
-            d.rel = rel
-            d.blockno = blockno + i
-            d.valid = False
-            d.io = io
-            self._mapping[(rel.rel_id, blockno + i)] = d
-        self._io_started()
-        self.reads += 1
-        self.blocks_read += len(descs)
-        return io
-
-    async def _start_read_io(
-        self, rel: Relation, blockno: int, descs: list[BufferDesc], io: InFlightIO
-    ) -> None:
-        """Issue the read that fills ``descs`` (mapped by :meth:`_start_read`); its completion
-        runs :meth:`_read_done` where it is reaped. If it cannot be issued (cancelled while
-        waiting for a slot, refused by a check), it has failed: the error is raised here too."""
+    async def _start_read(self, rel: Relation, blockno: int, descs: list[BufferDesc]) -> InFlightIO:
+        """:meth:`_map_read`, then issue the read that fills the buffers; its completion runs
+        :meth:`_read_done` where it is reaped. If it cannot be issued (cancelled while
+        waiting for a slot, refused by a check), it has failed: its buffers are unmapped,
+        and the error is raised here too."""
+        io = self._map_read(rel, blockno, descs)
 
         def done(nbytes: int, error: OSError | None) -> None:
             self._read_done(rel, blockno, descs, io, nbytes, error)
@@ -1008,6 +1046,25 @@ class BufferPool:
             if not io.done:
                 self._read_done(rel, blockno, descs, io, 0, exc)
             raise
+        return io
+
+    def _map_read(self, rel: Relation, blockno: int, descs: list[BufferDesc]) -> InFlightIO:
+        """Map claimed buffers to blocks ``blockno...`` and mark them under the read that
+        will fill them (returned; :meth:`_read_done` ends it). No await."""
+        io = InFlightIO("read")
+        mapping = self._mapping
+        rel_id = rel.rel_id
+        b = blockno
+        for d in descs:
+            d.rel = rel
+            d.blockno = b
+            d.io = io
+            mapping[(rel_id, b)] = d
+            b += 1
+        self._io_in_flight += 1
+        self.reads += 1
+        self.blocks_read += len(descs)
+        return io
 
     def _read_done(
         self,

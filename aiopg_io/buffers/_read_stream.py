@@ -82,8 +82,16 @@ class ReadStream:
         self._rel = rel
         self._ablocks: AsyncIterator[int] | None = None
         self._sblocks: Iterator[int] | None = None
+        # A range of step 1 (a sequential scan) is kept as a counter, [_span_next, _span_stop):
+        # the look-ahead then grows a pending read by as many blocks as fit at once, instead
+        # of one step of its loop per block.
+        self._span = False
+        self._span_next = self._span_stop = 0
         if isinstance(blocks, AsyncIterable):
             self._ablocks = blocks.__aiter__()
+        elif type(blocks) is range and blocks.step == 1:
+            self._span = True
+            self._span_next, self._span_stop = blocks.start, max(blocks.start, blocks.stop)
         else:
             self._sblocks = iter(blocks)
         self.max_ios = max_ios
@@ -129,7 +137,7 @@ class ReadStream:
             self._queue.popleft()
         self._current = page
         if self._wants_look_ahead():
-            await self._look_ahead_or_close()
+            await self._look_ahead()
         return page
 
     def runs(self) -> AsyncIterator[PageRun]:
@@ -148,7 +156,7 @@ class ReadStream:
         self._queue.popleft()
         self._current = run
         if self._wants_look_ahead():
-            await self._look_ahead_or_close()
+            await self._look_ahead()
         return run
 
     async def _next_op(self) -> ReadBuffersOperation:
@@ -183,13 +191,6 @@ class ReadStream:
             self.close()
             raise
         return head
-
-    async def _look_ahead_or_close(self) -> None:
-        try:
-            await self._look_ahead()
-        except BaseException:
-            self.close()
-            raise
 
     async def __aenter__(self) -> ReadStream:
         return self
@@ -236,6 +237,8 @@ class ReadStream:
         if self._unget is not None:
             b, self._unget = self._unget, None
             return b
+        if self._span:
+            return self._next_of_span()
         if self._sblocks is not None:
             try:
                 return operator.index(next(self._sblocks))
@@ -247,65 +250,95 @@ class ReadStream:
         except StopAsyncIteration:
             return None
 
+    def _next_of_span(self) -> int | None:
+        b = self._span_next
+        if b >= self._span_stop:
+            return None
+        self._span_next = b + 1
+        return b
+
+    def _grow_from_span(self) -> None:
+        """Add to the pending read, which ends where the span goes on, every block of the
+        span that the loop of :meth:`_look_ahead` would add one by one before it stopped:
+        up to ``io_combine_limit``, the distance, or the span's end."""
+        room = min(
+            self.io_combine_limit - self._pending_n,
+            self.distance - self._pinned - self._pending_n,
+            self._span_stop - self._span_next,
+        )
+        if room > 0:
+            self._pending_n += room
+            self._span_next += room
+
     async def _look_ahead(self, *, may_wait: bool = False) -> None:
         """read_stream_look_ahead: fill the queue up to ``distance`` pins and ``max_ios`` reads,
         then submit the reads started (read_stream.c runs its look-ahead in batch mode and
         submits at its end): the consumer may go on without yielding to the loop.
 
         Only a stream with nothing pinned, not even the consumer's page, ``may_wait`` for a
-        buffer (or raise NoUnpinnedBuffersError): otherwise looking ahead is optional work."""
+        buffer (or raise NoUnpinnedBuffersError): otherwise looking ahead is optional work.
+        An error closes the stream (it is raised to the consumer)."""
         self._may_wait = may_wait
         try:
-            await self._fill()
+            sblocks = self._sblocks
+            while (
+                not self._end
+                and self._ios_in_progress < self.max_ios
+                and self._pinned + self._pending_n < self.distance
+            ):
+                if self._pending_n == self.io_combine_limit:
+                    if not await self._start_pending_read():
+                        return
+                    continue
+                b: int | None
+                if self._unget is not None:
+                    b = await self._next_block()
+                elif self._span:
+                    b = self._next_of_span()
+                elif sblocks is not None:
+                    # The block numbers of an iterable, without a coroutine per block.
+                    try:
+                        b = operator.index(next(sblocks))
+                    except StopIteration:
+                        b = None
+                else:
+                    b = await self._next_block()
+                if b is None:
+                    self._end = True
+                    break
+                if self._pending_n and self._pending_start + self._pending_n == b:
+                    self._pending_n += 1
+                    if self._span:
+                        self._grow_from_span()
+                    continue
+                while self._pending_n:
+                    if not await self._start_pending_read() or self._ios_in_progress >= self.max_ios:
+                        self._unget = b  # no room or no I/O slot: keep it for next time
+                        return
+                self._pending_start = b
+                self._pending_n = 1
+                if self._span:
+                    self._grow_from_span()
+            # A pending read is not started just because the distance is reached: it gets the
+            # chance to grow to io_combine_limit while the consumer moves on. But it starts when
+            # full, when the stream ended, or when nothing else is pinned to return meanwhile.
+            while (
+                self._pending_n
+                and self._ios_in_progress < self.max_ios
+                and (self._pending_n >= self.io_combine_limit or self._end or not self._queue)
+            ):
+                if not await self._start_pending_read():
+                    return
+                if self._queue and not self._end:
+                    break
+        except BaseException:
+            self.close()
+            raise
         finally:
             if self._unsubmitted:
                 self._unsubmitted = False
                 if not self._rel.closed:
                     self._rel.file.submit_staged()
-
-    async def _fill(self) -> None:
-        sblocks = self._sblocks
-        while (
-            not self._end
-            and self._ios_in_progress < self.max_ios
-            and self._pinned + self._pending_n < self.distance
-        ):
-            if self._pending_n == self.io_combine_limit:
-                if not await self._start_pending_read():
-                    return
-                continue
-            if self._unget is None and sblocks is not None:
-                # The block numbers of an iterable, without a coroutine per block.
-                try:
-                    b: int | None = operator.index(next(sblocks))
-                except StopIteration:
-                    b = None
-            else:
-                b = await self._next_block()
-            if b is None:
-                self._end = True
-                break
-            if self._pending_n and self._pending_start + self._pending_n == b:
-                self._pending_n += 1
-                continue
-            while self._pending_n:
-                if not await self._start_pending_read() or self._ios_in_progress >= self.max_ios:
-                    self._unget = b  # no room or no I/O slot: keep it for next time
-                    return
-            self._pending_start = b
-            self._pending_n = 1
-        # A pending read is not started just because the distance is reached: it gets the
-        # chance to grow to io_combine_limit while the consumer moves on. But it starts when
-        # full, when the stream ended, or when nothing else is pinned to return meanwhile.
-        while (
-            self._pending_n
-            and self._ios_in_progress < self.max_ios
-            and (self._pending_n >= self.io_combine_limit or self._end or not self._queue)
-        ):
-            if not await self._start_pending_read():
-                return
-            if self._queue and not self._end:
-                break
 
     async def _start_pending_read(self) -> bool:
         """read_stream_start_pending_read: one ``start_read_buffers`` call for the pending

@@ -44,6 +44,7 @@ Facts relied on:
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -51,7 +52,6 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .._direct import aligned_buffer
-from .._glue import current_glue
 from .._paths import fsync_directory
 from ..drivers import DriverFactory
 from ._descriptors import BufferDesc, ClockSweep, InFlightIO, io_views
@@ -73,10 +73,11 @@ class _Window:
     """The writes of one batch in flight: :meth:`wait_below` returns once fewer than ``n``
     are; each completion calls :meth:`ended`."""
 
-    __slots__ = ("_park", "in_flight")
+    __slots__ = ("_new_park", "_park", "in_flight")
 
-    def __init__(self) -> None:
+    def __init__(self, park: Callable[[], Park]) -> None:
         self.in_flight = 0
+        self._new_park = park
         self._park: Park | None = None
 
     def ended(self) -> None:
@@ -87,7 +88,7 @@ class _Window:
 
     async def wait_below(self, n: int) -> None:
         while self.in_flight >= n:
-            park = self._park = current_glue().park()
+            park = self._park = self._new_park()
             await park.wait()
 
 
@@ -101,31 +102,45 @@ class Checkpoint:
     not enough: an eviction that starts while it waits clears ``dirty`` on a page dirtied
     before the checkpoint, which then neither writes that page nor waits for the write, and
     may sync before the write lands (a checkpointed page lost to a power cut, issue 20).
+
+    ``bit`` is its flag in a buffer's ``checkpoint_needed`` and a write's ``carries``; it is
+    handed to another checkpoint only once this one has taken it off every buffer and write.
     """
 
-    __slots__ = ("pending",)
+    __slots__ = ("bit", "pending")
 
-    def __init__(self) -> None:
-        # buffer -> the page it held when marked; a buffer holding another page by now was
-        # dropped with its relation (a written page may be evicted, but is no longer pending).
-        self.pending: dict[BufferDesc, tuple[Relation, int]] = {}
+    def __init__(self, bit: int) -> None:
+        self.bit = bit
+        # buffer -> the tag (rel_id, blockno) of the page it held when marked; a buffer
+        # holding another page by now was dropped with its relation (a written page may be
+        # evicted, but is no longer pending).
+        self.pending: dict[BufferDesc, tuple[int, int]] = {}
 
     def written(self, desc: BufferDesc) -> None:
         self.pending.pop(desc, None)
 
 
+_rel_and_block = operator.attrgetter("rel.rel_id", "blockno")
+_block = operator.attrgetter("blockno")
+
+
 def _runs(descs: list[BufferDesc], limit: int) -> list[list[BufferDesc]]:
-    """Adjacent blocks of one relation, in order, in runs of at most ``limit``."""
-    ordered = sorted(descs, key=lambda d: (d.rel.rel_id if d.rel else -1, d.blockno))
+    """Adjacent blocks of one relation (every buffer holds a page), in order, in runs of at
+    most ``limit``."""
+    rel = descs[0].rel if descs else None
+    # One relation (the common case) sorts by block number alone: int keys, no tuple each.
+    key = _block if all(d.rel is rel for d in descs) else _rel_and_block
     runs: list[list[BufferDesc]] = []
-    for d in ordered:
-        if runs:
-            last = runs[-1]
-            tail = last[-1]
-            if tail.rel is d.rel and tail.blockno + 1 == d.blockno and len(last) < limit:
-                last.append(d)
-                continue
-        runs.append([d])
+    last: list[BufferDesc] = []
+    next_block = -1
+    for d in sorted(descs, key=key):
+        if d.blockno == next_block and d.rel is rel and len(last) < limit:
+            last.append(d)
+        else:
+            last = [d]
+            runs.append(last)
+            rel = d.rel
+        next_block = d.blockno + 1
     return runs
 
 
@@ -145,6 +160,7 @@ class PageWriter:
         driver: str | DriverFactory | None,
         io_started: Callable[[], None],
         io_ended: Callable[[InFlightIO], None],
+        park: Callable[[], Park],
     ) -> None:
         self._arena = arena
         self._descs = descs
@@ -154,6 +170,8 @@ class PageWriter:
         self._driver = driver
         self._io_started = io_started
         self._io_ended = io_ended
+        self._park = park
+        self._checkpoints: dict[int, Checkpoint] = {}  # running ones, by bit
         self.writebacks = 0  # dirty buffers written so that a buffer could be reused
         self.writes = 0  # write I/Os issued
         self.blocks_written = 0
@@ -185,15 +203,17 @@ class PageWriter:
         it starts no more writes but still waits for those in flight: they own the buffers
         (and the ``io`` marks that keep the buffers from being reused) until they end."""
         io = InFlightIO("write")
+        carries = io.carries
         for d in descs:
             d.io = io
             d.dirty = False
-            io.carries[d] = d.checkpoint_needed
-            d.checkpoint_needed = set()
-        sources = self._sources(descs)
+            if d.checkpoint_needed:
+                carries[d] = d.checkpoint_needed
+                d.checkpoint_needed = 0
+        copies = self._copies(descs)
         self._io_started()
         errors: list[BaseException] = []
-        window = _Window()
+        window = _Window(self._park)
         try:
             for run in _runs(descs, self._io_combine_limit):
                 rel = run[0].rel
@@ -202,8 +222,9 @@ class PageWriter:
                     self._unwritten(run, io)
                     errors.append(sync_failed(rel))
                     continue
-                await window.wait_below(_WRITES_IN_FLIGHT)
-                await self._start_run(rel, run, sources, io, errors, window)
+                if window.in_flight >= _WRITES_IN_FLIGHT:
+                    await window.wait_below(_WRITES_IN_FLIGHT)
+                await self._start_run(rel, run, copies, io, errors, window)
             await window.wait_below(1)
         finally:
             if window.in_flight:
@@ -221,16 +242,16 @@ class PageWriter:
         self,
         rel: Relation,
         run: list[BufferDesc],
-        sources: dict[BufferDesc, memoryview],
+        copies: dict[BufferDesc, memoryview],
         io: InFlightIO,
         errors: list[BaseException],
         window: _Window,
     ) -> None:
         """Start the write of one run; its completion (:meth:`_run_done`) ends it."""
-        if all(sources[d] is d.data for d in run):
-            views = io_views(self._arena, run, self._page_size)
+        if copies and any(d in copies for d in run):
+            views = [copies.get(d, d.data) for d in run]
         else:
-            views = [sources[d] for d in run]
+            views = io_views(self._arena, run, self._page_size)
 
         def done(nbytes: int, error: OSError | None) -> None:
             self._run_done(run, io, errors, error)
@@ -257,31 +278,40 @@ class PageWriter:
         rel = run[0].rel
         assert rel is not None
         rel.needs_sync = True
-        for d in run:
-            for ckpt in io.carries.pop(d, ()):
-                ckpt.written(d)
+        carries = io.carries
+        if carries:
+            checkpoints = self._checkpoints
+            for d in run:
+                bits = carries.pop(d, 0)
+                while bits:
+                    bit = bits & -bits
+                    bits ^= bit
+                    ckpt = checkpoints.get(bit)
+                    if ckpt is not None:
+                        ckpt.written(d)
         self.writes += 1
         self.blocks_written += len(run)
 
-    def _sources(self, descs: list[BufferDesc]) -> dict[BufferDesc, memoryview]:
-        """What to write for each buffer, fixed now, in the step that cleared ``dirty``: the
-        buffer itself, or a copy of a pinned one (see the module doc). The copies are one
-        aligned allocation, so they suit O_DIRECT as the arena does."""
+    def _copies(self, descs: list[BufferDesc]) -> dict[BufferDesc, memoryview]:
+        """What to write instead of the buffer itself, fixed now, in the step that cleared
+        ``dirty``: a copy of each pinned buffer (see the module doc); the others are written
+        from the arena. The copies are one aligned allocation, so they suit O_DIRECT as the
+        arena does."""
         pinned = [d for d in descs if d.refcount]
-        sources = {d: d.data for d in descs}
+        copies: dict[BufferDesc, memoryview] = {}
         if pinned:
             ps = self._page_size
-            copies = aligned_buffer(len(pinned) * ps)
+            space = aligned_buffer(len(pinned) * ps)
             for i, d in enumerate(pinned):
-                copy = copies[i * ps : (i + 1) * ps]
+                copy = space[i * ps : (i + 1) * ps]
                 copy[:] = d.data
-                sources[d] = copy
-        return sources
+                copies[d] = copy
+        return copies
 
     def _unwritten(self, run: list[BufferDesc], io: InFlightIO) -> None:
         for d in run:
             d.dirty = True
-            d.checkpoint_needed |= io.carries.pop(d, set())
+            d.checkpoint_needed |= io.carries.pop(d, 0)
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -289,24 +319,30 @@ class PageWriter:
         """Write every page (of ``only``, or of all relations) dirty now, or wait for the
         write that writes it meanwhile; then fdatasync each of ``rels`` written since its
         last sync, and fsync the directory of each one the pool created."""
-        ckpt = Checkpoint()
+        ckpt = self._begin()
+        bit = ckpt.bit
+        pending = ckpt.pending
+        todo: list[BufferDesc] = []  # the first round of _write_pending, found on the way
         for d in self._descs:
-            if d.rel is None or (only is not None and d.rel is not only) or not d.valid:
+            rel = d.rel
+            if rel is None or (only is not None and rel is not only) or not d.valid:
                 continue
+            io = d.io
             if d.dirty:
-                d.checkpoint_needed.add(ckpt)
-            elif d.io is not None and d.io.kind == "write":
+                d.checkpoint_needed |= bit
+                if io is None:
+                    todo.append(d)
+            elif io is not None and io.kind == "write":
                 # Clean while being written: no change since that write began, so it holds
                 # the page as of now; it is ours to wait for.
-                d.io.carries.setdefault(d, set()).add(ckpt)
+                io.carries[d] = io.carries.get(d, 0) | bit
             else:
                 continue
-            ckpt.pending[d] = (d.rel, d.blockno)
+            pending[d] = (rel.rel_id, d.blockno)
         try:
-            await self._write_pending(ckpt)
+            await self._write_pending(ckpt, todo)
         finally:
-            for d in ckpt.pending:  # cut short by an error or a cancellation
-                d.checkpoint_needed.discard(ckpt)
+            self._end(ckpt)
         synced_dirs: set[str] = set()  # one fsync per directory per checkpoint
         for r in rels:
             if r.sync_error is not None:
@@ -335,27 +371,58 @@ class PageWriter:
                     synced_dirs.add(directory)
                 r.needs_dir_sync = False
 
-    async def _write_pending(self, ckpt: Checkpoint) -> None:
+    def _begin(self) -> Checkpoint:
+        """A new checkpoint, with the lowest bit no running one holds."""
+        bit = 1
+        while bit in self._checkpoints:
+            bit <<= 1
+        ckpt = self._checkpoints[bit] = Checkpoint(bit)
+        return ckpt
+
+    def _end(self, ckpt: Checkpoint) -> None:
+        """Take ``ckpt``'s bit off what still holds it (a checkpoint cut short by an error or
+        a cancellation: the pages still pending, on their buffers or on the write in flight
+        that carries them), so the next checkpoint given the bit inherits none of it."""
+        for d in ckpt.pending:
+            _drop_bit(d, ckpt.bit)
+        del self._checkpoints[ckpt.bit]
+
+    async def _write_pending(self, ckpt: Checkpoint, todo: list[BufferDesc]) -> None:
         """Until no page of ``ckpt`` is pending: write those idle now (dirty, pinned or not),
         else wait for a write of one in flight, issued by anyone (a write-back, another
         checkpoint). A write that fails leaves its pages dirty and pending: one by another
-        task is retried here, one of ours raises."""
-        while ckpt.pending:
-            todo: list[BufferDesc] = []
+        task is retried here, one of ours raises. ``todo``: the pages idle when ``ckpt``
+        was marked, with no await since (the first round, without looking again)."""
+        pending = ckpt.pending
+        bit = ckpt.bit
+        if todo:
+            await self._write_buffers(todo)
+        while pending:
+            todo = []
             busy: InFlightIO | None = None
-            for d, (r, blockno) in list(ckpt.pending.items()):
-                if d.rel is not r or d.blockno != blockno:
-                    del ckpt.pending[d]  # dropped with its relation
-                    d.checkpoint_needed.discard(ckpt)
+            for d in list(pending):
+                rel_id, blockno = pending[d]
+                if d.blockno != blockno or d.rel is None or d.rel.rel_id != rel_id:
+                    del pending[d]  # dropped with its relation
+                    _drop_bit(d, bit)
                 elif d.io is not None:
                     busy = d.io
                 else:
-                    d.checkpoint_needed.add(ckpt)  # there already; so the write we issue reports back
+                    d.checkpoint_needed |= bit  # there already; so the write we issue reports back
                     todo.append(d)
             if todo:
                 await self._write_buffers(todo)
             elif busy is not None:
-                await busy.wait()
+                await busy.wait(self._park)
+
+
+def _drop_bit(desc: BufferDesc, bit: int) -> None:
+    """A checkpoint no longer waits for ``desc``: off its buffer, and off the write in flight
+    that carries it for that checkpoint."""
+    desc.checkpoint_needed &= ~bit
+    io = desc.io
+    if io is not None and desc in io.carries:
+        io.carries[desc] &= ~bit
 
 
 def sync_failed(rel: Relation) -> OSError:

@@ -125,6 +125,40 @@ async def test_a_checkpoint_waits_for_the_fdatasync_another_one_began(
     assert path.read_bytes()[PS:] == version(1, 1)
 
 
+async def test_a_cancelled_checkpoint_leaves_no_mark_for_the_next_one(
+    tmp_path: Path, driver: str, power_loss: object
+) -> None:
+    """A checkpoint cancelled while it waits for another's write of a page leaves the page;
+    the next checkpoint, which the pool may give the same mark (``Checkpoint.bit``), must not
+    take that write, which began before the page changed again, as its own: it writes the
+    page itself before it syncs."""
+    path = tmp_path / "rel"
+    path.write_bytes(bytes(2 * PS))
+    sim: PowerLossSimulator = power_loss(driver, atomic_sectors=True)  # type: ignore[operator]
+    inj = FaultInjector(Fault(kind="writes", nth=1, delay=0.3), driver=sim)
+    try:
+        async with BufferPool(2, PS, driver=inj) as pool:
+            rel = await pool.open(path)
+            with await pool.read_page(rel, 0) as page:  # pinned throughout: written from copies
+                page.data[:] = version(0, 1)
+                page.mark_dirty()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(pool.flush)  # its write of version 1 is held
+                    await wait_until(lambda: len(inj.log) == 1)
+                    async with anyio.create_task_group() as cancelled:
+                        cancelled.start_soon(pool.flush)  # waits for that write
+                        await anyio.sleep(0.01)
+                        cancelled.cancel_scope.cancel()
+                    page.data[:] = version(0, 2)
+                    page.mark_dirty()
+                    await pool.flush()  # began after version 2: must make it durable
+                    inj.add(DEAD_DISK)  # the power goes right after it returned
+    except OSError:
+        pass  # the closing checkpoint, on the dead disk
+    sim.crash(policy="drop")
+    assert path.read_bytes()[:PS] == version(0, 2), "the last checkpoint did not write block 0"
+
+
 class TwoStepWrites:
     """A relation's file whose first write reads its buffer in two steps, with the loop
     running between them, as a write in flight does: a worker thread copies the buffer, the

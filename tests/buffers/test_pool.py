@@ -348,6 +348,34 @@ async def test_cancelled_reads_leave_the_pool_consistent(data_dir: Path, driver:
         pool._check_invariants()
 
 
+async def test_a_task_waiting_for_a_cancelled_read_reads_the_page_itself(data_dir: Path, driver: str) -> None:
+    """A miss of ``read_page`` reads with the file's awaited read and does the completion
+    work itself when it returns. Cancelled meanwhile, the read has still ended when the
+    cancellation arrives: the page is dropped as a failed read's, and a task that waited
+    for that read reads the block itself, with the right bytes, no pin left behind."""
+    path = make_relation(data_dir / "rel", 16)
+    injector = FaultInjector(Fault(kind="reads", path="rel", delay=0.05, nth=1), driver=driver)
+    async with BufferPool(8, PS, driver=injector) as pool:
+        rel = await pool.open(path)
+        got: list[bytes] = []
+
+        async def second() -> None:
+            with await pool.read_page(rel, 3) as page:
+                got.append(bytes(page.data))
+
+        async with anyio.create_task_group() as tg:
+            with anyio.move_on_after(0.02) as scope:
+                tg.start_soon(second)  # starts once this task awaits: finds the read in flight
+                await pool.read_page(rel, 3)
+            assert scope.cancelled_caught
+        assert got == [page_bytes(3)]
+        stats = pool.statistics()
+        assert stats.pinned == 0 and stats.reads == stats.misses == 2  # the retry is a miss too
+        pool._check_invariants()
+        with await pool.read_page(rel, 3) as page:
+            assert bytes(page.data) == page_bytes(3)
+
+
 async def test_a_failed_sync_is_never_retried(data_dir: Path, driver: str) -> None:
     path = make_relation(data_dir / "rel", 2)
     injector = FaultInjector(Fault(kind="fdatasync", path="rel", errno=errno.EIO), driver=driver)
@@ -425,3 +453,23 @@ async def test_start_read_buffers_without_waiting_for_a_buffer(data_dir: Path, d
         with op.take() as page:
             assert bytes(page.data) == page_bytes(2)
         a.release()
+
+
+async def test_the_glue_names_each_task_as_current_task_identity() -> None:
+    """The pool records a pin's holder with its loop glue's ``task_identity`` (asked on
+    every pin); it must name the same task as :func:`current_task_identity` does, in each
+    task, so that a holder that ended is still recognised as ended."""
+    from aiopg_io._glue import current_glue, current_task_identity
+
+    glue = current_glue()
+    seen: list[tuple[object, object]] = []
+
+    async def task() -> None:
+        seen.append((glue.task_identity(), current_task_identity()))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task)
+        tg.start_soon(task)
+    seen.append((glue.task_identity(), current_task_identity()))
+    assert all(a is b and a is not None for a, b in seen)
+    assert len({id(a) for a, _ in seen}) == 3

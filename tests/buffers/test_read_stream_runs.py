@@ -180,3 +180,33 @@ async def test_a_failing_read_raises_from_runs_and_leaves_the_pool_consistent(
                 check_run(run)
         assert pool.statistics().pinned == 0
         pool._check_invariants()
+
+
+@pytest.mark.parametrize(
+    "blocks", [range(3, 90), range(95, 200), range(9, 2)], ids=repr
+)
+async def test_a_range_of_blocks_is_read_as_any_iterable_of_them(
+    data_dir: Path, driver: str, blocks: range
+) -> None:
+    """A ``range`` of step 1 is taken as a counter (a pending read grows by many blocks at
+    a time): the runs, the reads and the errors must be those of the same block numbers
+    given one by one, with hits in the way and past the end of the relation."""
+    path = make_relation(data_dir / "rel", 100)
+
+    async def scan(source: object) -> tuple[list[tuple[int, int] | str], tuple[int, ...]]:
+        async with BufferPool(40, PS, driver=driver) as pool:
+            rel = await pool.open(path)
+            for b in (20, 21, 60):  # hits that split reads
+                with await pool.read_page(rel, b):
+                    pass
+            got: list[tuple[int, int] | str] = []
+            try:
+                async for run in pool.read_stream(rel, source, io_combine_limit=8).runs():  # type: ignore[arg-type]
+                    check_run(run)
+                    got.append((run.blockno, run.nblocks))
+            except BlockOutOfRangeError as exc:
+                got.append(str(exc))
+            s = pool.statistics()
+            return got, (s.reads, s.blocks_read, s.hits, s.misses, s.look_ahead_distance)
+
+    assert await scan(blocks) == await scan(iter(list(blocks)))
