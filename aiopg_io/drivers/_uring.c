@@ -1550,7 +1550,23 @@ static PyTypeObject RingType = {
      the result and its awaitable returned (trio: a checkpoint per call, trio's convention).
 
    A read of at least GIL_RELEASE_BYTES releases the GIL around the copy; a shorter one costs
-   less than handing the GIL over (RWF_NOWAIT: it never waits for the device either). */
+   less than handing the GIL over (RWF_NOWAIT: it never waits for the device either).
+
+   The owner check without a system call (Python 3.10 and 3.11 only). There, the C
+   ``_asyncio._get_running_loop`` (the asyncio glue's ``owner_get``) calls getpid(2) on every
+   call to tell a fork child from its parent (CPython 3.11 Modules/_asynciomodule.c,
+   get_running_loop: ``rl->rl_pid != getpid()``; glibc has not cached getpid since 2.25), a
+   system call as dear as a tenth of the cached read itself. Where it keeps the running loop
+   -- a PyRunningLoopHolder under "__asyncio_running_event_loop__" in the thread state's dict
+   -- set_running_loop puts a new holder at every change of the running loop, the end of a
+   run included (the same file, set_running_loop), and uvloop sets it through that function
+   too. So while the dict of the calling thread holds the very holder it held when
+   ``owner_get()`` last returned the owner (a reference kept here, so it cannot be freed and
+   its address reused), no other loop has run in this thread since and the owner runs: the
+   reader keeps that holder (``owner_mark``) and calls ``owner_get`` only when the dict holds
+   another object (another thread, another run). A fork child is told by the pthread_atfork
+   counter instead. From 3.12 on get_running_loop no longer calls getpid (nor uses a holder)
+   and this is not used. */
 
 #define YIELD_EVERY_OPS 16
 #define YIELD_EVERY_BYTES (256 * 1024)
@@ -1694,7 +1710,54 @@ typedef struct {
     unsigned long forks;
     Py_ssize_t max_read;
     PyObject *owner_get, *owner, *after;
+    PyObject *owner_mark; /* see "The owner check without a system call"; NULL when unused */
+    int marks;            /* owner_get is the C _asyncio._get_running_loop (Python < 3.12) */
 } FastRead;
+
+#if PY_VERSION_HEX < 0x030C0000
+/* The C _asyncio._get_running_loop and the thread-state dict key of its holder, found once. */
+static PyObject *fp_asyncio_get_running_loop;
+static PyObject *fp_running_loop_key;
+
+static int
+fp_owner_get_marks(PyObject *owner_get)
+{
+    if (fp_running_loop_key == NULL) {
+        PyObject *mod = PyImport_ImportModule("_asyncio");
+        if (mod == NULL) {
+            PyErr_Clear(); /* no C asyncio: owner_get is called every time */
+            return 0;
+        }
+        fp_asyncio_get_running_loop = PyObject_GetAttrString(mod, "_get_running_loop");
+        Py_DECREF(mod);
+        if (fp_asyncio_get_running_loop == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        fp_running_loop_key = PyUnicode_InternFromString("__asyncio_running_event_loop__");
+        if (fp_running_loop_key == NULL) {
+            PyErr_Clear();
+            Py_CLEAR(fp_asyncio_get_running_loop);
+            return 0;
+        }
+    }
+    return owner_get == fp_asyncio_get_running_loop;
+}
+
+/* What the calling thread's state dict holds under the running loop's key (borrowed), or
+   NULL: nothing there, or no dict (nothing raised). */
+static PyObject *
+fp_running_loop_mark(void)
+{
+    PyObject *d = PyThreadState_GetDict();
+    if (d == NULL)
+        return NULL;
+    PyObject *mark = PyDict_GetItemWithError(d, fp_running_loop_key);
+    if (mark == NULL)
+        PyErr_Clear();
+    return mark;
+}
+#endif
 
 static PyTypeObject FastPathType;
 static PyTypeObject FastReadType;
@@ -1745,6 +1808,12 @@ fastpath_reader(FastPath *fp, PyObject *args)
     fr->owner_get = Py_NewRef(owner_get);
     fr->owner = Py_NewRef(owner);
     fr->after = Py_NewRef(after);
+    fr->owner_mark = NULL;
+#if PY_VERSION_HEX < 0x030C0000
+    fr->marks = fp_owner_get_marks(owner_get);
+#else
+    fr->marks = 0;
+#endif
     PyObject_GC_Track(fr);
     return (PyObject *)fr;
 }
@@ -1792,6 +1861,7 @@ fastread_traverse(FastRead *fr, visitproc visit, void *arg)
     Py_VISIT(fr->owner_get);
     Py_VISIT(fr->owner);
     Py_VISIT(fr->after);
+    Py_VISIT(fr->owner_mark);
     return 0;
 }
 
@@ -1802,6 +1872,7 @@ fastread_clear(FastRead *fr)
     Py_CLEAR(fr->owner_get);
     Py_CLEAR(fr->owner);
     Py_CLEAR(fr->after);
+    Py_CLEAR(fr->owner_mark);
     return 0;
 }
 
@@ -1819,6 +1890,10 @@ fastread_ready(FastRead *fr)
 {
     if (fr->fp == NULL || !fr->fp->enabled || fr->forks != fp_forks)
         return 0;
+#if PY_VERSION_HEX < 0x030C0000
+    if (fr->marks && fr->owner_mark != NULL && fp_running_loop_mark() == fr->owner_mark)
+        return 1; /* the owner's run goes on in this thread: see above */
+#endif
     PyObject *cur = PyObject_CallNoArgs(fr->owner_get);
     if (cur == NULL) {
         PyErr_Clear(); /* no loop running here: the pure path raises WrongLoopError */
@@ -1826,6 +1901,12 @@ fastread_ready(FastRead *fr)
     }
     int same = cur == fr->owner;
     Py_DECREF(cur);
+#if PY_VERSION_HEX < 0x030C0000
+    if (fr->marks) {
+        PyObject *mark = same ? fp_running_loop_mark() : NULL;
+        Py_XSETREF(fr->owner_mark, Py_XNewRef(mark));
+    }
+#endif
     return same;
 }
 

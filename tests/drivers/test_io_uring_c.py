@@ -407,6 +407,65 @@ def test_fast_read_objects_refuse_bad_arguments_and_stop_when_disabled(tmp_path:
         os.close(fd)
 
 
+def test_file_fast_path_keeps_to_its_loop_across_runs_and_threads(tmp_path: Path) -> None:
+    """The reader's owner check (on Python < 3.12 mostly answered without calling
+    ``_get_running_loop``, see _uring.c): the owner loop takes the fast path in each of its
+    runs; another thread's loop while the owner runs, and later runs of asyncio, uvloop and
+    trio in the owner's thread, get WrongLoopError with no read taken by the fast path."""
+    import asyncio
+    import threading
+
+    import trio
+    import uvloop
+
+    from aiopg_io.errors import WrongLoopError
+
+    p = tmp_path / "f.bin"
+    data = os.urandom(4 * PAGE)
+    p.write_bytes(data)
+    box: dict[str, object] = {}
+    seen: list[str] = []
+
+    def fast_done() -> int:
+        return box["f"]._ctx.driver.fast_reads.done  # type: ignore[attr-defined,no-any-return]
+
+    async def reads() -> None:
+        f = box["f"]
+        before = fast_done()
+        for i in range(4):
+            assert await f.pread(PAGE, i * PAGE) == data[i * PAGE : (i + 1) * PAGE]  # type: ignore[attr-defined]
+        assert fast_done() - before == 4
+
+    async def refused() -> None:
+        before = fast_done()
+        try:
+            await box["f"].pread(PAGE, 0)  # type: ignore[attr-defined]
+        except WrongLoopError as exc:
+            seen.append(str(exc))
+        assert fast_done() == before
+
+    async def first() -> None:
+        box["f"] = await aiopg_io.open(p, "rb", driver="io_uring_c")
+        await reads()
+        t = threading.Thread(target=lambda: asyncio.run(refused()))
+        t.start()
+        await asyncio.to_thread(t.join, 20)
+        await reads()  # the owner again, in the same run
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(first())
+        loop.run_until_complete(reads())  # the owner's next run: its own again
+        asyncio.run(refused())
+        uvloop.run(refused())
+        trio.run(refused)
+        loop.run_until_complete(reads())
+        loop.run_until_complete(box["f"].aclose())  # type: ignore[attr-defined]
+    finally:
+        loop.close()
+    assert len(seen) == 4 and all("was opened in another event loop" in m for m in seen)
+
+
 async def _await(aw: object) -> object:
     return await aw  # type: ignore[misc]
 
