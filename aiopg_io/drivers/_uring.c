@@ -1540,6 +1540,10 @@ static PyTypeObject RingType = {
      ``read_now(n, offset)`` / ``readinto_now(buf, offset)`` serve the file's cursor calls
      (read, readinto where they are one read at the cursor): the same, but only with a Done
      that does not yield (see fastread_cursor_ok), so the file moves its cursor at once.
+     ``pread_cached(n, offset)`` / ``preadinto_cached(buf, offset)`` return the result itself
+     (or None), for a caller that has just made its schedule point: the cursor calls on a
+     reader whose awaitables checkpoint (``checkpoints``, trio), which checkpoint first, so
+     that a cancellation there leaves the cursor where it was, and then read.
    - Done: the awaitable of a completed read. ``after`` None (asyncio and uvloop) makes a Done:
      awaiting it returns the result at once, except that every YIELD_EVERY_OPS-th completion,
      or the first after YIELD_EVERY_BYTES bytes, since the last such yield, in this process,
@@ -1971,13 +1975,20 @@ fastread_cursor_ok(FastRead *fr, Py_ssize_t len)
     return 1;
 }
 
-/* The awaitable of a completed read (steals ``result``). */
+/* What a call answers a read it completed with: a Done that may yield, or ``after``'s
+   awaitable (pread, preadinto); a Done that never yields (read_now, readinto_now); the result
+   itself (pread_cached, preadinto_cached). */
+enum fastread_answer { FR_AWAITABLE, FR_CURSOR, FR_RESULT };
+
+/* The answer to a completed read (steals ``result``). */
 static PyObject *
-fastread_done(FastRead *fr, PyObject *result, Py_ssize_t got)
+fastread_done(FastRead *fr, PyObject *result, Py_ssize_t got, enum fastread_answer answer)
 {
     if (result == NULL)
         return NULL;
     fr->fp->done++;
+    if (answer == FR_RESULT)
+        return result;
     if (fr->after != Py_None) {
         PyObject *aw = PyObject_CallOneArg(fr->after, result);
         Py_DECREF(result);
@@ -2001,7 +2012,7 @@ fastread_done(FastRead *fr, PyObject *result, Py_ssize_t got)
 }
 
 static PyObject *
-fastread_readinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int cursor)
+fastread_readinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, enum fastread_answer answer)
 {
     if (nargs != 2) {
         PyErr_Format(PyExc_TypeError, "preadinto(buf, offset) takes 2 arguments, not %zd", nargs);
@@ -2018,16 +2029,16 @@ fastread_readinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int cur
     Py_ssize_t got = 0;
     /* The buffer stays exported across the read: it cannot be resized or freed meanwhile. */
     int ok = view.len > 0 && fastread_offset(args[1], view.len, &offset) &&
-             (!cursor || fastread_cursor_ok(fr, view.len)) &&
+             (answer != FR_CURSOR || fastread_cursor_ok(fr, view.len)) &&
              fastread_read(fr->fd, view.buf, view.len, offset, &got);
     PyBuffer_Release(&view);
     if (!ok)
         Py_RETURN_NONE;
-    return fastread_done(fr, PyLong_FromSsize_t(got), got);
+    return fastread_done(fr, PyLong_FromSsize_t(got), got, answer);
 }
 
 static PyObject *
-fastread_read_n(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int cursor)
+fastread_read_n(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, enum fastread_answer answer)
 {
     if (nargs != 2) {
         PyErr_Format(PyExc_TypeError, "pread(n, offset) takes 2 arguments, not %zd", nargs);
@@ -2039,7 +2050,7 @@ fastread_read_n(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int curso
     long long n = PyLong_AsLongLongAndOverflow(args[0], &overflow);
     long long offset;
     if (overflow || n < 1 || n > fr->max_read || !fastread_offset(args[1], (Py_ssize_t)n, &offset) ||
-        (cursor && !fastread_cursor_ok(fr, (Py_ssize_t)n)))
+        (answer == FR_CURSOR && !fastread_cursor_ok(fr, (Py_ssize_t)n)))
         Py_RETURN_NONE;
     /* A new bytes object nobody else sees yet: read straight into it. */
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
@@ -2052,20 +2063,34 @@ fastread_read_n(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int curso
     }
     if (got < n && _PyBytes_Resize(&out, got) < 0)
         return NULL;
-    return fastread_done(fr, out, got);
+    return fastread_done(fr, out, got, answer);
 }
 
-/* The entry points: each body with the cursor rule (fastread_cursor_ok) off or on. */
-#define FASTREAD_ENTRY(name, body, cursor)                                          \
+/* The entry points: each body with its answer. */
+#define FASTREAD_ENTRY(name, body, answer)                                          \
     static PyObject *name(FastRead *fr, PyObject *const *args, Py_ssize_t nargs) \
     {                                                                            \
-        return body(fr, args, nargs, cursor);                                    \
+        return body(fr, args, nargs, answer);                                    \
     }
-FASTREAD_ENTRY(fastread_preadinto, fastread_readinto, 0)
-FASTREAD_ENTRY(fastread_readinto_now, fastread_readinto, 1)
-FASTREAD_ENTRY(fastread_pread, fastread_read_n, 0)
-FASTREAD_ENTRY(fastread_read_now, fastread_read_n, 1)
+FASTREAD_ENTRY(fastread_preadinto, fastread_readinto, FR_AWAITABLE)
+FASTREAD_ENTRY(fastread_readinto_now, fastread_readinto, FR_CURSOR)
+FASTREAD_ENTRY(fastread_preadinto_cached, fastread_readinto, FR_RESULT)
+FASTREAD_ENTRY(fastread_pread, fastread_read_n, FR_AWAITABLE)
+FASTREAD_ENTRY(fastread_read_now, fastread_read_n, FR_CURSOR)
+FASTREAD_ENTRY(fastread_pread_cached, fastread_read_n, FR_RESULT)
 #undef FASTREAD_ENTRY
+
+static PyObject *
+fastread_get_checkpoints(FastRead *fr, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(fr->after != NULL && fr->after != Py_None);
+}
+
+static PyGetSetDef fastread_getset[] = {
+    {"checkpoints", (getter)fastread_get_checkpoints, NULL,
+     "True when ``after`` makes the awaitables (a checkpoint per call: trio)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
 
 static PyMethodDef fastread_methods[] = {
     {"preadinto", (PyCFunction)(void (*)(void))fastread_preadinto, METH_FASTCALL,
@@ -2076,6 +2101,10 @@ static PyMethodDef fastread_methods[] = {
      "read_now(n, offset) -> as pread, a Done that never yields (a cursor read), or None"},
     {"readinto_now", (PyCFunction)(void (*)(void))fastread_readinto_now, METH_FASTCALL,
      "readinto_now(buf, offset) -> as preadinto, a Done that never yields, or None"},
+    {"pread_cached", (PyCFunction)(void (*)(void))fastread_pread_cached, METH_FASTCALL,
+     "pread_cached(n, offset) -> as pread, the bytes themselves (no awaitable), or None"},
+    {"preadinto_cached", (PyCFunction)(void (*)(void))fastread_preadinto_cached, METH_FASTCALL,
+     "preadinto_cached(buf, offset) -> as preadinto, the count itself (no awaitable), or None"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2089,6 +2118,7 @@ static PyTypeObject FastReadType = {
     .tp_clear = (inquiry)fastread_clear,
     .tp_dealloc = (destructor)fastread_dealloc,
     .tp_methods = fastread_methods,
+    .tp_getset = fastread_getset,
 };
 
 /* -- iovec ------------------------------------------------------------------------------- */

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 import aiopg_io
@@ -388,8 +389,16 @@ def test_fast_read_objects_refuse_bad_arguments_and_stop_when_disabled(tmp_path:
         after = fast.reader(fd, lambda: owner, owner, lambda res: ("after", res), 10)
         assert after.pread(2, 0) == ("after", b"01")
         assert fast.done == 3
+        # The result itself, whatever ``after``: what trio's cursor calls use after their
+        # checkpoint (``checkpoints`` says the reader's awaitables checkpoint).
+        assert (r.checkpoints, after.checkpoints) == (False, True)
+        into = bytearray(4)
+        assert after.pread_cached(3, 7) == b"789" and after.preadinto_cached(into, 1) == 4 and into == b"1234"
+        assert r.pread_cached(11, 0) is None and r.preadinto_cached(bytearray(0), 0) is None
+        assert fast.done == 5
         fast.disable()
         assert r.pread(1, 0) is None and r.preadinto(bytearray(1), 0) is None and fast.enabled is False
+        assert r.pread_cached(1, 0) is None and r.preadinto_cached(bytearray(1), 0) is None
 
         class Holder:
             def __init__(self) -> None:
@@ -511,8 +520,89 @@ async def test_cursor_fast_path_matches_the_pure_path(tmp_path: Path, buffering:
     c, hits = await _cursor_calls(p1, "io_uring_c", buffering)
     pure, _ = await _cursor_calls(p2, "io_uring", buffering)
     assert c == pure
+    # On every loop: on asyncio and uvloop a Done that does not yield, on trio the read
+    # made after the call's checkpoint.
+    assert hits >= 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("into", [False, True], ids=["read", "readinto"])
+async def test_cursor_fast_path_is_a_schedule_point_on_trio_and_bounded_elsewhere(
+    tmp_path: Path, into: bool
+) -> None:
+    """Cursor reads the fast path takes, in a loop beside a task that only yields: each
+    is the fast path's (fast_path_hits), the bytes and the cursor are the file's, and the
+    other task runs at every read on trio (a checkpoint per call), at least once every 16
+    reads on asyncio and uvloop (docs/guide.md, "Schedule points")."""
     import sniffio
 
-    # On trio every call checkpoints, which a cursor read may not do after moving the
-    # cursor: there the cursor calls take the pure path (their checkpoint comes with it).
-    assert hits >= 3 if sniffio.current_async_library() == "asyncio" else hits == 0
+    data = os.urandom(8 * PAGE)
+    p = tmp_path / "c.bin"
+    p.write_bytes(data)
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await anyio.sleep(0)
+
+    async with aiopg_io.open(p, "rb", buffering=0, driver="io_uring_c") as f:
+        fast = f._ctx.driver.fast_reads
+        hits = fast.done
+        got = bytearray()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            await anyio.sleep(0)
+            for _ in range(8 * 8):
+                if into:
+                    buf = bytearray(PAGE // 8)
+                    n = await f.readinto(buf)
+                    got += buf[:n]
+                else:
+                    got += await f.read(PAGE // 8)
+            done = True
+        assert bytes(got) == data[: 8 * PAGE] and await f.tell() == 8 * PAGE
+        trio = sniffio.current_async_library() == "trio"
+        taken = fast.done - hits
+        assert taken == 64 if trio else taken >= 60  # asyncio: each 16th yields on the pure path
+        assert ticks >= (63 if trio else 64 // 16), f"the other task ran only {ticks} times in 64 reads"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("into", [False, True], ids=["read", "readinto"])
+async def test_cancelled_cursor_fast_path_leaves_the_cursor(tmp_path: Path, into: bool) -> None:
+    """Cursor reads in a cancelled scope: on trio the first call's checkpoint raises before
+    anything is read (no fast-path read, the cursor unmoved, the buffer untouched); on asyncio
+    and uvloop within 16 reads, at a yield made before the cursor moves. Either way the
+    cursor stands right after the bytes the calls returned, and reading on continues there."""
+    import sniffio
+
+    data = os.urandom(64 * PAGE)
+    p = tmp_path / "c.bin"
+    p.write_bytes(data)
+    async with aiopg_io.open(p, "rb", buffering=0, driver="io_uring_c") as f:
+        fast = f._ctx.driver.fast_reads
+        assert await f.read(PAGE) == data[:PAGE]  # a fast read first: the reader is set up
+        hits = fast.done
+        got = bytearray()
+        buf = bytearray(b"u" * PAGE)
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            for _ in range(40):
+                if into:
+                    n = await f.readinto(buf)
+                    got += buf[:n]
+                else:
+                    got += await f.read(PAGE)
+        assert scope.cancelled_caught
+        assert await f.tell() == PAGE + len(got)
+        assert bytes(got) == data[PAGE : PAGE + len(got)]
+        if sniffio.current_async_library() == "trio":
+            assert got == b"" and fast.done == hits
+            assert not into or buf == b"u" * PAGE
+        else:
+            assert len(got) < 16 * PAGE
+        pos = PAGE + len(got)
+        assert await f.read(PAGE) == data[pos : pos + PAGE]
