@@ -1559,18 +1559,19 @@ static PyTypeObject RingType = {
    The owner check without a system call (Python 3.10 and 3.11 only). There, the C
    ``_asyncio._get_running_loop`` (the asyncio glue's ``owner_get``) calls getpid(2) on every
    call to tell a fork child from its parent (CPython 3.11 Modules/_asynciomodule.c,
-   get_running_loop: ``rl->rl_pid != getpid()``; glibc has not cached getpid since 2.25), a
-   system call as dear as a tenth of the cached read itself. Where it keeps the running loop
-   -- a PyRunningLoopHolder under "__asyncio_running_event_loop__" in the thread state's dict
-   -- set_running_loop puts a new holder at every change of the running loop, the end of a
-   run included (the same file, set_running_loop), and uvloop sets it through that function
-   too. So while the dict of the calling thread holds the very holder it held when
-   ``owner_get()`` last returned the owner (a reference kept here, so it cannot be freed and
-   its address reused), no other loop has run in this thread since and the owner runs: the
-   reader keeps that holder (``owner_mark``) and calls ``owner_get`` only when the dict holds
-   another object (another thread, another run). A fork child is told by the pthread_atfork
-   counter instead. From 3.12 on get_running_loop no longer calls getpid (nor uses a holder)
-   and this is not used. */
+   get_running_loop: ``rl->rl_pid != getpid()``; glibc has not cached getpid since 2.25): a
+   second system call per cached read (its cost: docs/benchmarks.md, "The warm path at
+   QD32"). It finds the loop in the calling thread's state dict, under
+   "__asyncio_running_event_loop__": a ``_RunningLoopHolder`` whose first field after the
+   object header is the loop (``rl_loop``; the pid follows), set by set_running_loop, which
+   uvloop calls too. A reader whose ``owner_get`` is that function reads the holder itself:
+   the owner is running in this thread when the holder there names it, as get_running_loop
+   decides, with the fork child told by the pthread_atfork counter instead of the pid. The
+   layout is trusted only once seen to agree with the function: the first time
+   ``owner_get()`` returns the owner and the holder's type is named _RunningLoopHolder, is
+   large enough and names the same loop, that type is learned; an object of any other type
+   under the key sends the check back to ``owner_get()``. From 3.12 on get_running_loop does
+   not call getpid (and there is no holder): this is not compiled there. */
 
 #define YIELD_EVERY_OPS 16
 #define YIELD_EVERY_BYTES (256 * 1024)
@@ -1714,17 +1715,23 @@ typedef struct {
     unsigned long forks;
     Py_ssize_t max_read;
     PyObject *owner_get, *owner, *after;
-    PyObject *owner_mark; /* see "The owner check without a system call"; NULL when unused */
-    int marks;            /* owner_get is the C _asyncio._get_running_loop (Python < 3.12) */
+    int reads_holder; /* owner_get is the C _asyncio._get_running_loop (Python < 3.12) */
 } FastRead;
 
 #if PY_VERSION_HEX < 0x030C0000
-/* The C _asyncio._get_running_loop and the thread-state dict key of its holder, found once. */
+/* The C _asyncio._get_running_loop and the thread-state dict key of its holder, found once;
+   the holder's type once learned (see "The owner check without a system call"). */
 static PyObject *fp_asyncio_get_running_loop;
 static PyObject *fp_running_loop_key;
+static PyTypeObject *fp_holder_type;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *rl_loop; /* borrowed here: the holder owns it */
+} fp_running_loop_holder;
 
 static int
-fp_owner_get_marks(PyObject *owner_get)
+fp_reads_holder(PyObject *owner_get)
 {
     if (fp_running_loop_key == NULL) {
         PyObject *mod = PyImport_ImportModule("_asyncio");
@@ -1751,15 +1758,30 @@ fp_owner_get_marks(PyObject *owner_get)
 /* What the calling thread's state dict holds under the running loop's key (borrowed), or
    NULL: nothing there, or no dict (nothing raised). */
 static PyObject *
-fp_running_loop_mark(void)
+fp_running_loop_holder_now(void)
 {
     PyObject *d = PyThreadState_GetDict();
     if (d == NULL)
         return NULL;
-    PyObject *mark = PyDict_GetItemWithError(d, fp_running_loop_key);
-    if (mark == NULL)
+    PyObject *h = PyDict_GetItemWithError(d, fp_running_loop_key);
+    if (h == NULL)
         PyErr_Clear();
-    return mark;
+    return h;
+}
+
+/* Learn the holder's type from ``h`` if it agrees with ``owner_get()``, which just returned
+   ``loop`` (see above). */
+static void
+fp_learn_holder(PyObject *h, PyObject *loop)
+{
+    if (fp_holder_type != NULL || h == NULL)
+        return;
+    PyTypeObject *t = Py_TYPE(h);
+    const char *dot = strrchr(t->tp_name, '.');
+    if (strcmp(dot != NULL ? dot + 1 : t->tp_name, "_RunningLoopHolder") == 0 &&
+        t->tp_basicsize >= (Py_ssize_t)sizeof(fp_running_loop_holder) &&
+        ((fp_running_loop_holder *)h)->rl_loop == loop)
+        fp_holder_type = (PyTypeObject *)Py_NewRef(t);
 }
 #endif
 
@@ -1812,11 +1834,10 @@ fastpath_reader(FastPath *fp, PyObject *args)
     fr->owner_get = Py_NewRef(owner_get);
     fr->owner = Py_NewRef(owner);
     fr->after = Py_NewRef(after);
-    fr->owner_mark = NULL;
 #if PY_VERSION_HEX < 0x030C0000
-    fr->marks = fp_owner_get_marks(owner_get);
+    fr->reads_holder = fp_reads_holder(owner_get);
 #else
-    fr->marks = 0;
+    fr->reads_holder = 0;
 #endif
     PyObject_GC_Track(fr);
     return (PyObject *)fr;
@@ -1865,7 +1886,6 @@ fastread_traverse(FastRead *fr, visitproc visit, void *arg)
     Py_VISIT(fr->owner_get);
     Py_VISIT(fr->owner);
     Py_VISIT(fr->after);
-    Py_VISIT(fr->owner_mark);
     return 0;
 }
 
@@ -1876,7 +1896,6 @@ fastread_clear(FastRead *fr)
     Py_CLEAR(fr->owner_get);
     Py_CLEAR(fr->owner);
     Py_CLEAR(fr->after);
-    Py_CLEAR(fr->owner_mark);
     return 0;
 }
 
@@ -1895,8 +1914,11 @@ fastread_ready(FastRead *fr)
     if (fr->fp == NULL || !fr->fp->enabled || fr->forks != fp_forks)
         return 0;
 #if PY_VERSION_HEX < 0x030C0000
-    if (fr->marks && fr->owner_mark != NULL && fp_running_loop_mark() == fr->owner_mark)
-        return 1; /* the owner's run goes on in this thread: see above */
+    if (fr->reads_holder && fp_holder_type != NULL) {
+        PyObject *h = fp_running_loop_holder_now();
+        if (h != NULL && Py_TYPE(h) == fp_holder_type && ((fp_running_loop_holder *)h)->rl_loop == fr->owner)
+            return 1; /* the owner runs in this thread: see above */
+    }
 #endif
     PyObject *cur = PyObject_CallNoArgs(fr->owner_get);
     if (cur == NULL) {
@@ -1906,10 +1928,8 @@ fastread_ready(FastRead *fr)
     int same = cur == fr->owner;
     Py_DECREF(cur);
 #if PY_VERSION_HEX < 0x030C0000
-    if (fr->marks) {
-        PyObject *mark = same ? fp_running_loop_mark() : NULL;
-        Py_XSETREF(fr->owner_mark, Py_XNewRef(mark));
-    }
+    if (same && fr->reads_holder)
+        fp_learn_holder(fp_running_loop_holder_now(), fr->owner);
 #endif
     return same;
 }
