@@ -139,6 +139,9 @@ class AsyncFile:
         self._run: Any = None
         if self._regular and self._op_limiter is None:
             self._run = ctx.ring_runner(fd, self._fd_direct, alignment, readable, writable, self._path)
+        # The fast reader's awaitables checkpoint per call (trio): the cursor calls then checkpoint first
+        # and read after (_cursor_read_checkpointed).
+        self._fast_checkpoints = self._fast is not None and bool(self._fast.checkpoints)
 
     # -- properties -------------------------------------------------------------------------
 
@@ -637,6 +640,8 @@ class AsyncFile:
             and size >= self._buffer_size
             and self._straight_to_one_read()
         ):
+            if self._fast_checkpoints:
+                return self._cursor_read_checkpointed(size, into=False)
             # The cursor call is one read of ``size`` at the cursor: the fast path's, when it
             # completes now without yielding (read_now), so the cursor moves with the result.
             done: Any = fast.read_now(size, self._pos)
@@ -645,6 +650,23 @@ class AsyncFile:
                 self._pos += len(done.result)
                 return done  # type: ignore[no-any-return]
         return self._read(size)
+
+    async def _cursor_read_checkpointed(self, arg: Any, *, into: bool) -> Any:
+        """read(``arg``) or readinto(``arg``) as one read at the cursor where the fast path's
+        awaitables checkpoint (trio): the checkpoint first, so that a cancellation there
+        leaves the cursor where it was with nothing read, then the fast path's read at the
+        cursor as it is after it (other tasks ran meanwhile), the cursor moved with the
+        result; the ordinary path when the read is no longer one read or the page cache does
+        not hold it whole."""
+        await self._ctx.glue.checkpoint()
+        fast = self._fast
+        if fast is not None and self._straight_to_one_read():
+            got = fast.preadinto_cached(arg, self._pos) if into else fast.pread_cached(arg, self._pos)
+            if got is not None:
+                self._drop_read_buffer()
+                self._pos += got if into else len(got)
+                return got
+        return await (self._readinto(arg) if into else self._read(arg))
 
     def _straight_to_one_read(self) -> bool:
         """True when a cursor read of at least the buffer size is one read at the cursor:
@@ -736,6 +758,8 @@ class AsyncFile:
             and self._straight_to_one_read()
             and (self._buffer_size == 0 or _known_size(buf) >= self._buffer_size)
         ):
+            if self._fast_checkpoints:
+                return self._cursor_read_checkpointed(buf, into=True)
             done: Any = fast.readinto_now(buf, self._pos)  # as read()'s
             if done is not None:
                 self._drop_read_buffer()

@@ -1606,6 +1606,10 @@ static PyTypeObject RingType = {
      ``read_now(n, offset)`` / ``readinto_now(buf, offset)`` serve the file's cursor calls
      (read, readinto where they are one read at the cursor): the same, but only with a Done
      that does not yield (see fastread_cursor_ok), so the file moves its cursor at once.
+     ``pread_cached(n, offset)`` / ``preadinto_cached(buf, offset)`` return the result itself
+     (or None), for a caller that has just made its schedule point: the cursor calls on a
+     reader whose awaitables checkpoint (``checkpoints``, trio), which checkpoint first, so
+     that a cancellation there leaves the cursor where it was, and then read.
    - Done: the awaitable of a completed read. ``after`` None (asyncio and uvloop) makes a Done:
      awaiting it returns the result at once, except that every YIELD_EVERY_OPS-th completion,
      or the first after YIELD_EVERY_BYTES bytes, since the last such yield, in this process,
@@ -1616,7 +1620,24 @@ static PyTypeObject RingType = {
      the result and its awaitable returned (trio: a checkpoint per call, trio's convention).
 
    A read of at least GIL_RELEASE_BYTES releases the GIL around the copy; a shorter one costs
-   less than handing the GIL over (RWF_NOWAIT: it never waits for the device either). */
+   less than handing the GIL over (RWF_NOWAIT: it never waits for the device either).
+
+   The owner check without a system call (Python 3.10 and 3.11 only). There, the C
+   ``_asyncio._get_running_loop`` (the asyncio glue's ``owner_get``) calls getpid(2) on every
+   call to tell a fork child from its parent (CPython 3.11 Modules/_asynciomodule.c,
+   get_running_loop: ``rl->rl_pid != getpid()``; glibc has not cached getpid since 2.25): a
+   second system call per cached read (its cost: docs/benchmarks.md, "The warm path at
+   QD32"). It finds the loop in the calling thread's state dict, under
+   "__asyncio_running_event_loop__": a ``_RunningLoopHolder`` whose first field after the
+   object header is the loop (``rl_loop``; the pid follows), set by set_running_loop, which
+   uvloop calls too. A reader whose ``owner_get`` is that function reads the holder itself:
+   the owner is running in this thread when the holder there names it, as get_running_loop
+   decides, with the fork child told by the pthread_atfork counter instead of the pid. The
+   layout is trusted only once seen to agree with the function: the first time
+   ``owner_get()`` returns the owner and the holder's type is named _RunningLoopHolder, is
+   large enough and names the same loop, that type is learned; an object of any other type
+   under the key sends the check back to ``owner_get()``. From 3.12 on get_running_loop does
+   not call getpid (and there is no holder): this is not compiled there. */
 
 #define YIELD_EVERY_OPS 16
 #define YIELD_EVERY_BYTES (256 * 1024)
@@ -1760,7 +1781,75 @@ typedef struct {
     unsigned long forks;
     Py_ssize_t max_read;
     PyObject *owner_get, *owner, *after;
+    int reads_holder; /* owner_get is the C _asyncio._get_running_loop (Python < 3.12) */
 } FastRead;
+
+#if PY_VERSION_HEX < 0x030C0000
+/* The C _asyncio._get_running_loop and the thread-state dict key of its holder, found once;
+   the holder's type once learned (see "The owner check without a system call"). */
+static PyObject *fp_asyncio_get_running_loop;
+static PyObject *fp_running_loop_key;
+static PyTypeObject *fp_holder_type;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *rl_loop; /* borrowed here: the holder owns it */
+} fp_running_loop_holder;
+
+static int
+fp_reads_holder(PyObject *owner_get)
+{
+    if (fp_running_loop_key == NULL) {
+        PyObject *mod = PyImport_ImportModule("_asyncio");
+        if (mod == NULL) {
+            PyErr_Clear(); /* no C asyncio: owner_get is called every time */
+            return 0;
+        }
+        fp_asyncio_get_running_loop = PyObject_GetAttrString(mod, "_get_running_loop");
+        Py_DECREF(mod);
+        if (fp_asyncio_get_running_loop == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        fp_running_loop_key = PyUnicode_InternFromString("__asyncio_running_event_loop__");
+        if (fp_running_loop_key == NULL) {
+            PyErr_Clear();
+            Py_CLEAR(fp_asyncio_get_running_loop);
+            return 0;
+        }
+    }
+    return owner_get == fp_asyncio_get_running_loop;
+}
+
+/* What the calling thread's state dict holds under the running loop's key (borrowed), or
+   NULL: nothing there, or no dict (nothing raised). */
+static PyObject *
+fp_running_loop_holder_now(void)
+{
+    PyObject *d = PyThreadState_GetDict();
+    if (d == NULL)
+        return NULL;
+    PyObject *h = PyDict_GetItemWithError(d, fp_running_loop_key);
+    if (h == NULL)
+        PyErr_Clear();
+    return h;
+}
+
+/* Learn the holder's type from ``h`` if it agrees with ``owner_get()``, which just returned
+   ``loop`` (see above). */
+static void
+fp_learn_holder(PyObject *h, PyObject *loop)
+{
+    if (fp_holder_type != NULL || h == NULL)
+        return;
+    PyTypeObject *t = Py_TYPE(h);
+    const char *dot = strrchr(t->tp_name, '.');
+    if (strcmp(dot != NULL ? dot + 1 : t->tp_name, "_RunningLoopHolder") == 0 &&
+        t->tp_basicsize >= (Py_ssize_t)sizeof(fp_running_loop_holder) &&
+        ((fp_running_loop_holder *)h)->rl_loop == loop)
+        fp_holder_type = (PyTypeObject *)Py_NewRef(t);
+}
+#endif
 
 static PyTypeObject FastPathType;
 static PyTypeObject FastReadType;
@@ -1811,6 +1900,11 @@ fastpath_reader(FastPath *fp, PyObject *args)
     fr->owner_get = Py_NewRef(owner_get);
     fr->owner = Py_NewRef(owner);
     fr->after = Py_NewRef(after);
+#if PY_VERSION_HEX < 0x030C0000
+    fr->reads_holder = fp_reads_holder(owner_get);
+#else
+    fr->reads_holder = 0;
+#endif
     PyObject_GC_Track(fr);
     return (PyObject *)fr;
 }
@@ -1900,7 +1994,19 @@ fastread_ready(FastRead *fr)
 {
     if (fr->fp == NULL || !fr->fp->enabled || fr->forks != fp_forks)
         return 0;
-    return called_from_owner(fr->owner_get, fr->owner);
+#if PY_VERSION_HEX < 0x030C0000
+    if (fr->reads_holder && fp_holder_type != NULL) {
+        PyObject *h = fp_running_loop_holder_now();
+        if (h != NULL && Py_TYPE(h) == fp_holder_type && ((fp_running_loop_holder *)h)->rl_loop == fr->owner)
+            return 1; /* the owner runs in this thread: see above */
+    }
+#endif
+    int same = called_from_owner(fr->owner_get, fr->owner);
+#if PY_VERSION_HEX < 0x030C0000
+    if (same && fr->reads_holder)
+        fp_learn_holder(fp_running_loop_holder_now(), fr->owner);
+#endif
+    return same;
 }
 
 /* A file offset the pure path would accept for ``len`` bytes: a plain int, 0 <= offset and
@@ -1964,13 +2070,20 @@ fastread_cursor_ok(FastRead *fr, Py_ssize_t len)
     return 1;
 }
 
-/* The awaitable of a completed read (steals ``result``). */
+/* What a call answers a read it completed with: a Done that may yield, or ``after``'s
+   awaitable (pread, preadinto); a Done that never yields (read_now, readinto_now); the result
+   itself (pread_cached, preadinto_cached). */
+enum fastread_answer { FR_AWAITABLE, FR_CURSOR, FR_RESULT };
+
+/* The answer to a completed read (steals ``result``). */
 static PyObject *
-fastread_done(FastRead *fr, PyObject *result, Py_ssize_t got)
+fastread_done(FastRead *fr, PyObject *result, Py_ssize_t got, enum fastread_answer answer)
 {
     if (result == NULL)
         return NULL;
     fr->fp->done++;
+    if (answer == FR_RESULT)
+        return result;
     if (fr->after != Py_None) {
         PyObject *aw = PyObject_CallOneArg(fr->after, result);
         Py_DECREF(result);
@@ -1994,7 +2107,7 @@ fastread_done(FastRead *fr, PyObject *result, Py_ssize_t got)
 }
 
 static PyObject *
-fastread_readinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int cursor)
+fastread_readinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, enum fastread_answer answer)
 {
     if (nargs != 2) {
         PyErr_Format(PyExc_TypeError, "preadinto(buf, offset) takes 2 arguments, not %zd", nargs);
@@ -2011,16 +2124,16 @@ fastread_readinto(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int cur
     Py_ssize_t got = 0;
     /* The buffer stays exported across the read: it cannot be resized or freed meanwhile. */
     int ok = view.len > 0 && fastread_offset(args[1], view.len, &offset) &&
-             (!cursor || fastread_cursor_ok(fr, view.len)) &&
+             (answer != FR_CURSOR || fastread_cursor_ok(fr, view.len)) &&
              fastread_read(fr->fd, view.buf, view.len, offset, &got);
     PyBuffer_Release(&view);
     if (!ok)
         Py_RETURN_NONE;
-    return fastread_done(fr, PyLong_FromSsize_t(got), got);
+    return fastread_done(fr, PyLong_FromSsize_t(got), got, answer);
 }
 
 static PyObject *
-fastread_read_n(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int cursor)
+fastread_read_n(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, enum fastread_answer answer)
 {
     if (nargs != 2) {
         PyErr_Format(PyExc_TypeError, "pread(n, offset) takes 2 arguments, not %zd", nargs);
@@ -2032,7 +2145,7 @@ fastread_read_n(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int curso
     long long n = PyLong_AsLongLongAndOverflow(args[0], &overflow);
     long long offset;
     if (overflow || n < 1 || n > fr->max_read || !fastread_offset(args[1], (Py_ssize_t)n, &offset) ||
-        (cursor && !fastread_cursor_ok(fr, (Py_ssize_t)n)))
+        (answer == FR_CURSOR && !fastread_cursor_ok(fr, (Py_ssize_t)n)))
         Py_RETURN_NONE;
     /* A new bytes object nobody else sees yet: read straight into it. */
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
@@ -2045,20 +2158,34 @@ fastread_read_n(FastRead *fr, PyObject *const *args, Py_ssize_t nargs, int curso
     }
     if (got < n && _PyBytes_Resize(&out, got) < 0)
         return NULL;
-    return fastread_done(fr, out, got);
+    return fastread_done(fr, out, got, answer);
 }
 
-/* The entry points: each body with the cursor rule (fastread_cursor_ok) off or on. */
-#define FASTREAD_ENTRY(name, body, cursor)                                          \
+/* The entry points: each body with its answer. */
+#define FASTREAD_ENTRY(name, body, answer)                                          \
     static PyObject *name(FastRead *fr, PyObject *const *args, Py_ssize_t nargs) \
     {                                                                            \
-        return body(fr, args, nargs, cursor);                                    \
+        return body(fr, args, nargs, answer);                                    \
     }
-FASTREAD_ENTRY(fastread_preadinto, fastread_readinto, 0)
-FASTREAD_ENTRY(fastread_readinto_now, fastread_readinto, 1)
-FASTREAD_ENTRY(fastread_pread, fastread_read_n, 0)
-FASTREAD_ENTRY(fastread_read_now, fastread_read_n, 1)
+FASTREAD_ENTRY(fastread_preadinto, fastread_readinto, FR_AWAITABLE)
+FASTREAD_ENTRY(fastread_readinto_now, fastread_readinto, FR_CURSOR)
+FASTREAD_ENTRY(fastread_preadinto_cached, fastread_readinto, FR_RESULT)
+FASTREAD_ENTRY(fastread_pread, fastread_read_n, FR_AWAITABLE)
+FASTREAD_ENTRY(fastread_read_now, fastread_read_n, FR_CURSOR)
+FASTREAD_ENTRY(fastread_pread_cached, fastread_read_n, FR_RESULT)
 #undef FASTREAD_ENTRY
+
+static PyObject *
+fastread_get_checkpoints(FastRead *fr, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(fr->after != NULL && fr->after != Py_None);
+}
+
+static PyGetSetDef fastread_getset[] = {
+    {"checkpoints", (getter)fastread_get_checkpoints, NULL,
+     "True when ``after`` makes the awaitables (a checkpoint per call: trio)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
 
 static PyMethodDef fastread_methods[] = {
     {"preadinto", (PyCFunction)(void (*)(void))fastread_preadinto, METH_FASTCALL,
@@ -2069,6 +2196,10 @@ static PyMethodDef fastread_methods[] = {
      "read_now(n, offset) -> as pread, a Done that never yields (a cursor read), or None"},
     {"readinto_now", (PyCFunction)(void (*)(void))fastread_readinto_now, METH_FASTCALL,
      "readinto_now(buf, offset) -> as preadinto, a Done that never yields, or None"},
+    {"pread_cached", (PyCFunction)(void (*)(void))fastread_pread_cached, METH_FASTCALL,
+     "pread_cached(n, offset) -> as pread, the bytes themselves (no awaitable), or None"},
+    {"preadinto_cached", (PyCFunction)(void (*)(void))fastread_preadinto_cached, METH_FASTCALL,
+     "preadinto_cached(buf, offset) -> as preadinto, the count itself (no awaitable), or None"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2082,6 +2213,7 @@ static PyTypeObject FastReadType = {
     .tp_clear = (inquiry)fastread_clear,
     .tp_dealloc = (destructor)fastread_dealloc,
     .tp_methods = fastread_methods,
+    .tp_getset = fastread_getset,
 };
 
 /* -- the file calls' ring path (RunPath, RingRun, RingWait) ------------------------------ */

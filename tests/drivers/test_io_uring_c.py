@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 import aiopg_io
@@ -388,8 +389,16 @@ def test_fast_read_objects_refuse_bad_arguments_and_stop_when_disabled(tmp_path:
         after = fast.reader(fd, lambda: owner, owner, lambda res: ("after", res), 10)
         assert after.pread(2, 0) == ("after", b"01")
         assert fast.done == 3
+        # The result itself, whatever ``after``: what trio's cursor calls use after their
+        # checkpoint (``checkpoints`` says the reader's awaitables checkpoint).
+        assert (r.checkpoints, after.checkpoints) == (False, True)
+        into = bytearray(4)
+        assert after.pread_cached(3, 7) == b"789" and after.preadinto_cached(into, 1) == 4 and into == b"1234"
+        assert r.pread_cached(11, 0) is None and r.preadinto_cached(bytearray(0), 0) is None
+        assert fast.done == 5
         fast.disable()
         assert r.pread(1, 0) is None and r.preadinto(bytearray(1), 0) is None and fast.enabled is False
+        assert r.pread_cached(1, 0) is None and r.preadinto_cached(bytearray(1), 0) is None
 
         class Holder:
             def __init__(self) -> None:
@@ -405,6 +414,65 @@ def test_fast_read_objects_refuse_bad_arguments_and_stop_when_disabled(tmp_path:
         assert ref() is None
     finally:
         os.close(fd)
+
+
+def test_file_fast_path_keeps_to_its_loop_across_runs_and_threads(tmp_path: Path) -> None:
+    """The reader's owner check (on Python < 3.12 mostly answered without calling
+    ``_get_running_loop``, see _uring.c): the owner loop takes the fast path in each of its
+    runs; another thread's loop while the owner runs, and later runs of asyncio, uvloop and
+    trio in the owner's thread, get WrongLoopError with no read taken by the fast path."""
+    import asyncio
+    import threading
+
+    import trio
+    import uvloop
+
+    from aiopg_io.errors import WrongLoopError
+
+    p = tmp_path / "f.bin"
+    data = os.urandom(4 * PAGE)
+    p.write_bytes(data)
+    box: dict[str, object] = {}
+    seen: list[str] = []
+
+    def fast_done() -> int:
+        return box["f"]._ctx.driver.fast_reads.done  # type: ignore[attr-defined,no-any-return]
+
+    async def reads() -> None:
+        f = box["f"]
+        before = fast_done()
+        for i in range(4):
+            assert await f.pread(PAGE, i * PAGE) == data[i * PAGE : (i + 1) * PAGE]  # type: ignore[attr-defined]
+        assert fast_done() - before == 4
+
+    async def refused() -> None:
+        before = fast_done()
+        try:
+            await box["f"].pread(PAGE, 0)  # type: ignore[attr-defined]
+        except WrongLoopError as exc:
+            seen.append(str(exc))
+        assert fast_done() == before
+
+    async def first() -> None:
+        box["f"] = await aiopg_io.open(p, "rb", driver="io_uring_c")
+        await reads()
+        t = threading.Thread(target=lambda: asyncio.run(refused()))
+        t.start()
+        await asyncio.to_thread(t.join, 20)
+        await reads()  # the owner again, in the same run
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(first())
+        loop.run_until_complete(reads())  # the owner's next run: its own again
+        asyncio.run(refused())
+        uvloop.run(refused())
+        trio.run(refused)
+        loop.run_until_complete(reads())
+        loop.run_until_complete(box["f"].aclose())  # type: ignore[attr-defined]
+    finally:
+        loop.close()
+    assert len(seen) == 4 and all("was opened in another event loop" in m for m in seen)
 
 
 async def _await(aw: object) -> object:
@@ -452,11 +520,78 @@ async def test_cursor_fast_path_matches_the_pure_path(tmp_path: Path, buffering:
     c, hits = await _cursor_calls(p1, "io_uring_c", buffering)
     pure, _ = await _cursor_calls(p2, "io_uring", buffering)
     assert c == pure
+    # On every loop: on asyncio and uvloop a Done that does not yield, on trio the read
+    # made after the call's checkpoint.
+    assert hits >= 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("into", [False, True], ids=["read", "readinto"])
+async def test_cursor_reads_take_the_fast_path_on_every_loop(tmp_path: Path, into: bool) -> None:
+    """Cursor reads of a cached file, each one read: the file calls' fast path's (its
+    ``done``, which fast_path_hits includes beside the ordinary path's inline reads), with
+    the file's bytes and the cursor after them; on trio every one (its checkpoint first, then
+    the read), on asyncio and uvloop all but the 16th-or-so that yields on the ordinary path.
+    That each is a schedule point (trio) or yields within the bound (asyncio) is checked on
+    every loop and driver in tests/test_context.py."""
     import sniffio
 
-    # On trio every call checkpoints, which a cursor read may not do after moving the
-    # cursor: there the cursor calls take the pure path (their checkpoint comes with it).
-    assert hits >= 3 if sniffio.current_async_library() == "asyncio" else hits == 0
+    data = os.urandom(8 * PAGE)
+    p = tmp_path / "c.bin"
+    p.write_bytes(data)
+    async with aiopg_io.open(p, "rb", buffering=0, driver="io_uring_c") as f:
+        fast = f._ctx.driver.fast_reads
+        hits = fast.done
+        got = bytearray()
+        for i in range(64):
+            if into:
+                buf = bytearray(PAGE // 8)
+                n = await f.readinto(buf)
+                got += buf[:n]
+            else:
+                got += await f.read(PAGE // 8)
+            assert await f.tell() == (i + 1) * PAGE // 8
+        assert bytes(got) == data
+        taken = fast.done - hits
+    assert taken == 64 if sniffio.current_async_library() == "trio" else taken >= 60
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("into", [False, True], ids=["read", "readinto"])
+async def test_cancelled_cursor_fast_path_leaves_the_cursor(tmp_path: Path, into: bool) -> None:
+    """Cursor reads in a cancelled scope: on trio the first call's checkpoint raises before
+    anything is read (no fast-path read, the cursor unmoved, the buffer untouched); on asyncio
+    and uvloop within 16 reads, at a yield made before the cursor moves. Either way the
+    cursor stands right after the bytes the calls returned, and reading on continues there."""
+    import sniffio
+
+    data = os.urandom(64 * PAGE)
+    p = tmp_path / "c.bin"
+    p.write_bytes(data)
+    async with aiopg_io.open(p, "rb", buffering=0, driver="io_uring_c") as f:
+        fast = f._ctx.driver.fast_reads
+        assert await f.read(PAGE) == data[:PAGE]  # a fast read first: the reader is set up
+        hits = fast.done
+        got = bytearray()
+        buf = bytearray(b"u" * PAGE)
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            for _ in range(40):
+                if into:
+                    n = await f.readinto(buf)
+                    got += buf[:n]
+                else:
+                    got += await f.read(PAGE)
+        assert scope.cancelled_caught
+        assert await f.tell() == PAGE + len(got)
+        assert bytes(got) == data[PAGE : PAGE + len(got)]
+        if sniffio.current_async_library() == "trio":
+            assert got == b"" and fast.done == hits
+            assert not into or buf == b"u" * PAGE
+        else:
+            assert len(got) < 16 * PAGE
+        pos = PAGE + len(got)
+        assert await f.read(PAGE) == data[pos : pos + PAGE]
 
 
 # -- linked write + sync in the C ring (Ring.prep_write_sync) ---------------------------------
