@@ -214,6 +214,7 @@ typedef struct {
     PyObject *batch[B_N];
     int batch_nowait;
     unsigned long long batch_prepped; /* ops submit_batch prepped here, in C */
+    unsigned long long woken; /* ops harvest reaped and handed to a waker */
     unsigned long long next_token; /* user_data of the next op (0 is untracked) */
 } Ring;
 
@@ -348,7 +349,7 @@ fail:
 }
 
 static PyObject *
-ring_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+ring_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
 {
     Ring *r = (Ring *)type->tp_alloc(type, 0);
     if (r != NULL) {
@@ -936,7 +937,14 @@ ring_try_inline(Ring *r, PyObject *op)
    such a whole transfer, and a sync that succeeded, goes on to REAPED here and is handed to
    ``waker(op)`` instead of ``out``: what the twin's _collect then the IOContext's _finish
    would do, without a Python frame per op when the waker is in C (see finish_and_wake).
-   The third value returned counts them; the caller owes each its in-flight slot. */
+   The third value returned counts them; the caller owes each its in-flight slot.
+
+   A waker that raises (the IOContext's Python twin for a started op whose callback raises;
+   an exception a signal handler raises in a Python frame) stops the harvest there, and
+   the exception propagates: that op was reaped and handed over before the call, so it is
+   counted (in ``woken``, the Ring's running total, which the caller reads also when
+   harvest raises), the ops before it are in ``out`` or handed over too, and the CQEs after
+   it stay in the CQ. The driver keeps ``out`` for its next reap and makes that reap come. */
 
 static int finish_and_wake(Ring *r, PyObject *op, long long transferred, PyObject *waker);
 
@@ -957,7 +965,8 @@ ring_harvest(Ring *r, PyObject *args)
     }
     unsigned mask = *r->cq_mask;
     int continued = 0, left_over = 0;
-    Py_ssize_t taken = 0, woken = 0;
+    Py_ssize_t taken = 0;
+    unsigned long long woken_before = r->woken;
     for (;;) {
         unsigned head = *r->cq_head;
         if (head == __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE))
@@ -998,7 +1007,6 @@ ring_harvest(Ring *r, PyObject *args)
             if (sync) {
                 if (finish_and_wake(r, op, -1, waker) < 0)
                     goto fail;
-                woken++;
                 Py_DECREF(op);
                 continue;
             }
@@ -1033,7 +1041,6 @@ ring_harvest(Ring *r, PyObject *args)
                 if (waker != NULL) {
                     if (finish_and_wake(r, op, transferred + cqe.res, waker) < 0)
                         goto fail;
-                    woken++;
                     Py_DECREF(op);
                     continue;
                 }
@@ -1071,7 +1078,8 @@ ring_harvest(Ring *r, PyObject *args)
         Py_DECREF(op);
         return NULL;
     }
-    return Py_BuildValue("(OOn)", continued ? Py_True : Py_False, left_over ? Py_True : Py_False, woken);
+    return Py_BuildValue("(OOK)", continued ? Py_True : Py_False, left_over ? Py_True : Py_False,
+                         r->woken - woken_before);
 }
 
 
@@ -1386,6 +1394,7 @@ finish_and_wake(Ring *r, PyObject *op, long long transferred, PyObject *waker)
         if (bad)
             return -1;
     }
+    r->woken++; /* reaped and handed over, whatever the waker does with it (see harvest) */
     PyObject *res = PyObject_CallOneArg(waker, op);
     if (res == NULL)
         return -1;
@@ -1397,6 +1406,12 @@ static PyObject *
 ring_get_batch_prepped(Ring *r, void *Py_UNUSED(closure))
 {
     return PyLong_FromUnsignedLongLong(r->batch_prepped);
+}
+
+static PyObject *
+ring_get_woken(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(r->woken);
 }
 
 static PyObject *
@@ -1500,6 +1515,7 @@ static PyGetSetDef ring_getset[] = {
     {"sqpoll_wakeups", (getter)ring_get_sqpoll_wakeups, NULL, "submits that had to wake the SQ thread", NULL},
     {"inline_done", (getter)ring_get_inline_done, NULL, "ops try_inline completed whole in C", NULL},
     {"batch_prepped", (getter)ring_get_batch_prepped, NULL, "ops submit_batch prepped in C", NULL},
+    {"woken", (getter)ring_get_woken, NULL, "ops harvest reaped and handed to a waker (a running total)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
