@@ -888,7 +888,10 @@ ring_try_inline(Ring *r, PyObject *op)
     long long fd = -1, offset = 0, transferred = 0;
     ssize_t n = -1;
     int ok = got == n_iov && get_ll(op, S_fd, &fd) == 0 && get_ll(op, S_offset, &offset) == 0 &&
-             get_ll(op, S_transferred, &transferred) == 0;
+             get_ll(op, S_transferred, &transferred) == 0 &&
+             /* within the file offsets (preadv2 reads -1 at the file position): else the
+                twin's, which declines it and the ring's prep words the error */
+             offset >= 0 && transferred >= 0 && offset <= LLONG_MAX - transferred - total;
     if (ok && fd >= 0 && fd <= INT_MAX) {
         /* The buffers stay exported (views held) across the call, so none can be resized
            or freed while the kernel copies into it. */
@@ -1257,6 +1260,14 @@ batch_prep(Ring *r, PyObject *op)
             iov[i].iov_base = view.buf;
             iov[i].iov_len = (size_t)view.len;
             PyBuffer_Release(&view);
+        }
+        long long total = 0;
+        for (Py_ssize_t i = 0; i < n_iov; i++)
+            total += (long long)iov[i].iov_len;
+        if (total > LLONG_MAX - (offset + transferred)) { /* ends past the file offsets */
+            Py_DECREF(iovec);
+            Py_DECREF(rest);
+            return 0; /* the twin refuses it with the error that names the value and the limit */
         }
         bufs = PyList_GetSlice(rest, 0, n_iov); /* a copy: advance() changes the op's list */
         Py_DECREF(rest);

@@ -243,6 +243,7 @@ from .base import (
     OpState,
     flag_option,
     int_option,
+    offset_error,
 )
 
 _L: Any
@@ -854,6 +855,8 @@ class IoUringDriver(Driver):
 
     def _read_inline(self, op: Op) -> bool:
         """Try a buffered read from the page cache without blocking; True when it is whole."""
+        if offset_error(op.position(), sum(b.nbytes for b in op.remaining()), None) is not None:
+            return False  # preadv2 reads offset -1 at the file position: _prep refuses it
         fd = op.fd
         while True:
             rest = op.remaining()
@@ -901,8 +904,7 @@ class IoUringDriver(Driver):
                 op.complete(0)
                 self._ready.append(op)
                 return False
-            if op.offset < 0:
-                self._fail_now(op, OSError(errno.EINVAL, f"offset {op.offset} is negative", op.path))
+            if self._refuse_range(op, op.position(), sum(b.nbytes for b in bufs)):
                 return False
             if is_read and any(b.readonly for b in bufs):
                 self._fail_now(op, OSError(errno.EFAULT, "a read needs writable buffers", op.path))
@@ -914,6 +916,8 @@ class IoUringDriver(Driver):
                 return False
         elif kind is OpKind.FTRUNCATE and not self._ftruncate:
             return self._ftruncate_inline(op)
+        elif kind is OpKind.FALLOCATE and self._refuse_range(op, op.offset, max(op.length, 0)):
+            return False
         elif kind in _NAMED_KINDS and kind in self._kinds:
             paths = self._paths_of(op)
             if not paths:
@@ -989,6 +993,16 @@ class IoUringDriver(Driver):
             data.sync_token = self._next_token()  # fresh per chain: see the module docstring
             sync.user_data = data.sync_token
             self._ops[data.sync_token] = op
+        return True
+
+    def _refuse_range(self, op: Op, offset: int, nbytes: int) -> bool:
+        """Fail ``op`` (True) when ``nbytes`` at ``offset`` do not lie within the file offsets
+        (``base.offset_error``): the kernel must never see such an offset (io_uring reads -1
+        as "at the file position", a C field would wrap a larger one)."""
+        err = offset_error(offset, nbytes, op.path)
+        if err is None:
+            return False
+        self._fail_now(op, err)
         return True
 
     def _paths_of(self, op: Op) -> tuple[object, ...]:

@@ -335,8 +335,7 @@ class IoUringCDriver(IoUringDriver):
                 op.complete(0)
                 self._ready.append(op)
                 return False
-            if op.offset < 0:
-                self._fail_now(op, OSError(errno.EINVAL, f"offset {op.offset} is negative", op.path))
+            if self._refuse_range(op, op.position(), sum(b.nbytes for b in bufs)):
                 return False
             try:
                 iovec = _U.iovec(bufs, is_read)
@@ -349,6 +348,8 @@ class IoUringCDriver(IoUringDriver):
                 return False
         elif kind is OpKind.FTRUNCATE and not self._ftruncate:
             return self._ftruncate_inline(op)
+        elif kind is OpKind.FALLOCATE and self._refuse_range(op, op.offset, max(op.length, 0)):
+            return False
         data = op.driver_data
         token = data.token if isinstance(data, _InFlight) else self._next_token()
         paths: tuple[bytes, ...] = ()

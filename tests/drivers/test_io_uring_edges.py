@@ -33,7 +33,7 @@ from aiopg_io.drivers.io_uring import IoUringDriver
 from aiopg_io.drivers.io_uring_c import IoUringCDriver
 
 from .._driving import wait_all
-from ..conftest import BACKENDS, open_fds
+from ..conftest import BACKENDS, in_child, open_fds
 
 PAGE = 4096
 #: A cancel flag no kernel knows (IORING_ASYNC_CANCEL_* ends at bit 5 in 6.18).
@@ -404,3 +404,208 @@ def test_loop_a_started_ops_callback_that_raises_loses_no_other_op(
         assert isinstance(ctx, IOContext) and ctx.closed
     finally:
         os.close(fd)
+
+
+# -- offsets the kernel would misread ----------------------------------------------------------
+
+OFF_T_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["nowait", "ring-only"])
+def test_offsets_outside_the_file_never_reach_the_kernel(
+    driver_cls: type[IoUringDriver], fast_path: bool, tmp_path: Path
+) -> None:
+    """An op handed to the driver directly with an offset below 0 or an end past 2**63 - 1
+    fails with InvalidOffsetError naming the value and the limit, as the file layer words
+    it: through submit (C's batch or the Python prep), the page-cache fast path and
+    try_inline alike. io_uring and preadv2 read offset -1 (2**64 - 1 as a u64) as "at the
+    file position": nothing may be read or written there."""
+    p = tmp_path / "f.bin"
+    data = os.urandom(2 * PAGE)
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDWR)
+    d = driver_cls(nowait_fast_path=fast_path)
+    cases: list[tuple[Op, str]] = []
+
+    def case(kind: OpKind, offset: int, n: int, want: str, **kw: Any) -> Op:
+        bufs = (memoryview(bytearray(b"\xee" * n)),) if kind is not OpKind.FALLOCATE else ()
+        op = Op(kind, fd, offset, bufs, path=str(p), **kw)
+        cases.append((op, want))
+        return op
+
+    try:
+        for kind in (OpKind.READ, OpKind.WRITE):
+            case(kind, -1, 4, "offset -1 is negative; file offsets start at 0")
+            past = f"is past the largest file offset, {OFF_T_MAX} (2**63 - 1)"
+            case(kind, 2**64 - 1, 4, f"offset {2**64 - 1} {past}")
+            case(kind, 2**63, 4, f"offset {2**63} is past the largest file offset")
+            case(
+                kind,
+                OFF_T_MAX - 2,
+                4,
+                f"4 bytes at offset {OFF_T_MAX - 2} would end at {OFF_T_MAX + 2}, past the largest "
+                f"file offset, {OFF_T_MAX} (2**63 - 1)",
+            )
+        case(OpKind.FALLOCATE, -PAGE, 0, f"offset {-PAGE} is negative", length=PAGE)
+        case(OpKind.FALLOCATE, OFF_T_MAX, 0, f"1 bytes at offset {OFF_T_MAX} would end", length=1)
+        inline = case(OpKind.READ, -1, 8, "offset -1 is negative", direct=False)
+        assert d.try_inline(inline) is False  # the fast path declines it; the prep refuses it
+        ops = [op for op, _ in cases]
+        d.submit(ops)
+        wait_all(d, ops)
+        for op, want in cases:
+            err = op.error
+            assert isinstance(err, aiopg_io.InvalidOffsetError), (op.offset, op.result, err)
+            assert err.errno == errno.EINVAL and want in str(err) and err.filename == str(p)
+            assert all(set(bytes(b)) == {0xEE} for b in op.buffers)  # nothing was read into it
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 0  # the file position was never used
+        assert p.read_bytes() == data  # nor written at
+    finally:
+        d.close()
+        os.close(fd)
+
+
+# -- io_uring_enter(2) saying "not now" --------------------------------------------------------
+
+LATER = [errno.EINTR, errno.EBUSY, errno.EAGAIN]
+
+
+def refused(err: int) -> OSError:
+    return OSError(err, os.strerror(err))
+
+
+class _SubmitRefused:
+    """The C ring, with ``submit()`` refused ``times`` times with ``err``."""
+
+    def __init__(self, ring: Any, err: int, times: int) -> None:
+        self.ring, self.err, self.times = ring, err, times
+
+    def submit(self) -> int:
+        if self.times:
+            self.times -= 1
+            raise refused(self.err)
+        left: int = self.ring.submit()
+        return left
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ring, name)
+
+
+@pytest.mark.parametrize("err", LATER, ids=[errno.errorcode[e] for e in LATER])
+def test_a_refused_submit_is_sent_again_by_the_next_reap(
+    driver_cls: type[IoUringDriver], err: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """io_uring_enter says EINTR, EBUSY or EAGAIN to a submit: the SQEs stay queued, no op
+    fails, fileno() is made readable, and the next reap submits them."""
+    p = tmp_path / "f.bin"
+    data = os.urandom(4 * PAGE)
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDONLY)
+    if driver_cls is IoUringDriver:
+        real = io_uring._L.io_uring_submit
+        calls: list[int] = []
+
+        def submit(ring: Any) -> int:
+            calls.append(1)
+            if len(calls) == 1:
+                raise refused(err)
+            n: int = real(ring)
+            return n
+
+        monkeypatch.setattr(io_uring._L, "io_uring_submit", submit)
+        d: IoUringDriver = driver_cls(nowait_fast_path=False)
+    else:
+
+        class PythonPrep(IoUringCDriver):  # the batch through _submit_sq, which the proxy sees
+            def _prep(self, op: Op) -> bool:
+                return super()._prep(op)
+
+        d = PythonPrep(nowait_fast_path=False)
+        d._ring = _SubmitRefused(d._ring, err, 1)
+    try:
+        ops = file_reads(fd, 4)
+        d.submit(ops)
+        assert all(op.state is OpState.SUBMITTED for op in ops)  # queued, not failed
+        assert select.select([d.fileno()], [], [], 0)[0]
+        wait_all(d, ops)
+        assert [bytes(op.buffers[0]) for op in ops] == [data[i * PAGE : (i + 1) * PAGE] for i in range(4)]
+        assert all(op.result == PAGE for op in ops)
+    finally:
+        d.close()
+        os.close(fd)
+
+
+@pytest.mark.parametrize("err", LATER, ids=[errno.errorcode[e] for e in LATER])
+def test_a_refused_overflow_flush_is_tried_again_by_the_next_reap(
+    driver_cls: type[IoUringDriver], err: int, tmp_path: Path
+) -> None:
+    """A CQ that overflowed (a ring of 2 SQEs, 4 CQEs, 32 reads): io_uring_enter refusing
+    the flush of the kernel's overflow list for now loses nothing and raises nothing; the
+    next reap flushes it."""
+    p = tmp_path / "f.bin"
+    data = os.urandom(32 * PAGE)
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDONLY)
+
+    class FlushRefusedOnce(driver_cls):  # type: ignore[valid-type,misc]
+        refusals = 0
+
+        def _flush_overflow(self) -> None:
+            if not self.refusals:
+                self.refusals += 1
+                raise refused(err)
+            super()._flush_overflow()
+
+    d = FlushRefusedOnce(entries=2, nowait_fast_path=False, reap_batch=0)
+    try:
+        ops = file_reads(fd, 32)
+        d.submit(ops)
+        wait_all(d, ops)
+        assert d.refusals == 1 and d.statistics().overflows > 1
+        assert all(bytes(op.buffers[0]) == data[i * PAGE : (i + 1) * PAGE] for i, op in enumerate(ops))
+    finally:
+        d.close()
+        os.close(fd)
+
+
+# -- fork ---------------------------------------------------------------------------------------
+
+
+def test_a_fork_child_touching_the_parents_ring_gets_an_error_and_leaves_it_whole(
+    driver_cls: type[IoUringDriver], pipe: EmptyPipe
+) -> None:
+    """In a child, every call on the parent's driver raises RuntimeError before touching the
+    ring (its mappings are not the child's: MADV_DONTFORK); the parent's read in flight then
+    completes as if no child had been."""
+    d = driver_cls(nowait_fast_path=False)
+    op = pipe_read(pipe)
+    d.submit([op])
+    calls: dict[str, Callable[[], object]] = {
+        "submit": lambda: d.submit([Op(OpKind.NOP, -1)]),
+        "reap": d.reap,
+        "reap_and_wake": lambda: d.reap_and_wake(lambda op: None),
+        "cancel": lambda: d.cancel(op),
+        "fileno": d.fileno,
+        "close": d.close,
+    }
+
+    def child() -> str:
+        said = []
+        for name, call in calls.items():
+            try:
+                call()
+            except RuntimeError as exc:
+                said.append(f"{name}:{'belongs to the parent process' in str(exc)}")
+            else:
+                said.append(f"{name}:no error")
+        calls.clear()
+        return ",".join(said)
+
+    try:
+        assert in_child(child) == ",".join(f"{name}:True" for name in calls)
+        assert op.state is OpState.SUBMITTED
+        os.write(pipe.wfd, EmptyPipe.DATA)
+        wait_all(d, [op])
+        assert op.result == len(EmptyPipe.DATA) and bytes(op.buffers[0]) == EmptyPipe.DATA
+    finally:
+        d.close()
