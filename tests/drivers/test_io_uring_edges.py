@@ -152,6 +152,32 @@ def test_close_cancels_op_by_op_where_the_cancel_of_everything_is_refused(
     assert open_fds() == before
 
 
+def test_close_op_by_op_where_an_op_completed_before_its_cancel(
+    driver_cls: type[IoUringDriver], pipe: EmptyPipe
+) -> None:
+    """The read completes between the refused cancel of everything and its own cancel: that
+    cancel says ENOENT, and close returns the op with its data (its own CQE ends it)."""
+    seen: list[int] = []
+
+    class Racing(refusing(driver_cls, per_op=False)):  # type: ignore[misc]
+        def _close_cancel_refused(self) -> None:
+            os.write(pipe.wfd, EmptyPipe.DATA)  # the read completes now, before its cancel
+            select.select([self.fileno()], [], [], 5)
+            super()._close_cancel_refused()
+
+        def _take_cqes(self, limit: int) -> tuple[list[tuple[int, int]], bool]:
+            entries, left_over = super()._take_cqes(limit)
+            seen.extend(res for token, res in entries if token == io_uring._CLOSE_CANCEL)
+            return entries, left_over
+
+    d = Racing(nowait_fast_path=False)
+    op = pipe_read(pipe)
+    d.submit([op])
+    assert d.close() == [op]
+    assert op.result == len(EmptyPipe.DATA) and bytes(op.buffers[0]) == EmptyPipe.DATA
+    assert seen == [-errno.EINVAL, -errno.ENOENT]  # the cancel of everything, then the op's
+
+
 def test_close_where_no_cancel_is_known_keeps_the_ops_and_says_which(
     driver_cls: type[IoUringDriver], pipe: EmptyPipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
