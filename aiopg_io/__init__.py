@@ -28,6 +28,7 @@ from .errors import DirectIOUnsupportedError as DirectIOUnsupportedError
 from .errors import DriverOptionError as DriverOptionError
 from .errors import DriverUnavailableError as DriverUnavailableError
 from .errors import InvalidOffsetError as InvalidOffsetError
+from .errors import OpsStillHeldError as OpsStillHeldError
 from .errors import SendfileError as SendfileError
 from .errors import WrongLoopError as WrongLoopError
 from .pathlib import Path as Path
@@ -45,6 +46,7 @@ __all__ = [
     "DriverOptionError",
     "DriverUnavailableError",
     "InvalidOffsetError",
+    "OpsStillHeldError",
     "Path",
     "SendfileError",
     "SendfileResult",

@@ -14,13 +14,11 @@ checked before a driver sees it.
 
 from __future__ import annotations
 
-import errno
 import operator
 import sys
 from typing import SupportsIndex
 
-from .drivers.base import OFF_T_MAX
-from .errors import InvalidOffsetError
+from .drivers.base import offset_error
 
 __all__ = [
     "NEWLINES",
@@ -78,24 +76,17 @@ def exact_int(name: str, value: object, minimum: int | None = None) -> int:
 def file_offset(value: object, path: str) -> int:
     """A file offset: an integer from 0 to ``OFF_T_MAX``, else InvalidOffsetError naming ``path``."""
     off = as_int(value, "offset")
-    if off < 0:
-        raise InvalidOffsetError(errno.EINVAL, f"offset {off} is negative; file offsets start at 0", path)
-    if off > OFF_T_MAX:
-        raise InvalidOffsetError(
-            errno.EINVAL, f"offset {off} is past the largest file offset, {OFF_T_MAX} (2**63 - 1)", path
-        )
+    err = offset_error(off, 0, path)
+    if err is not None:
+        raise err
     return off
 
 
 def check_end(offset: int, nbytes: int, path: str) -> None:
     """InvalidOffsetError when ``nbytes`` at ``offset`` would end past ``OFF_T_MAX``."""
-    if offset + nbytes > OFF_T_MAX:
-        raise InvalidOffsetError(
-            errno.EINVAL,
-            f"{nbytes} bytes at offset {offset} would end at {offset + nbytes}, past the largest "
-            f"file offset, {OFF_T_MAX} (2**63 - 1)",
-            path,
-        )
+    err = offset_error(offset, nbytes, path)
+    if err is not None:
+        raise err
 
 
 def writable_view(buf: object, what: str = "buffer") -> memoryview:

@@ -57,7 +57,7 @@ from .drivers import DriverFactory, resolve
 from .drivers._fallback import with_thread_fallback
 from .drivers._fork import generation as fork_generation
 from .drivers.base import DriverStatistics, Op, OpKind, OpState
-from .errors import DriverUnavailableError, WrongLoopError
+from .errors import DriverUnavailableError, OpsStillHeldError, WrongLoopError
 
 __all__ = ["IOContext", "get_context", "live_contexts"]
 
@@ -234,14 +234,23 @@ class IOContext:
         self.glue.registry().pop(self.factory.key, None)
         if self._watching:
             self.glue.unwatch(self.completion_fd)  # type: ignore[arg-type]
-        for op in self._staged:
+        staged, self._staged = self._staged, []
+        for op in staged:
             op.cancelled()
             op.set_state(OpState.REAPED)
-            self._finish(op)
-        self._staged.clear()
-        for op in self.driver.close():
-            self._finish(op)
-        self._slot_waiters.wake_all()
+        held: OpsStillHeldError | None = None
+        try:
+            drained = self.driver.close()
+        except OpsStillHeldError as exc:
+            # The kernel keeps ops no cancel stops (io_uring before Linux 5.5): the driver
+            # keeps them and their buffers; the ops that did end still get their waiters.
+            held, drained = exc, [op for op in exc.drained if isinstance(op, Op)]
+        try:
+            self._finish_all(staged + drained)
+        finally:
+            self._slot_waiters.wake_all()
+        if held is not None:
+            raise held
 
     # -- ops --------------------------------------------------------------------------------
 
@@ -337,11 +346,11 @@ class IOContext:
         try:
             self.driver.submit(ops)
         except Exception as exc:  # the driver broke: fail the batch, lose no waiter
-            for op in ops:
-                if not op.done:
-                    op.fail(OSError(f"driver {self.factory.name} failed to submit: {exc!r}"))
-                    op.set_state(OpState.REAPED)
-                    self._finish(op)
+            failed = [op for op in ops if not op.done]
+            for op in failed:
+                op.fail(OSError(f"driver {self.factory.name} failed to submit: {exc!r}"))
+                op.set_state(OpState.REAPED)
+            self._finish_all(failed)
             return
         if not self._asynchronous:
             self._on_completions()
@@ -361,6 +370,9 @@ class IOContext:
                 self.glue.unwatch(self.completion_fd)  # type: ignore[arg-type]
                 self._watching = False
             return
+        # A waker that raises (a started op's callback breaking its contract, an exception
+        # from a signal handler) loses no op: the driver keeps what it reaped until then for
+        # the next reap, and makes that reap come, before the error propagates here.
         ops, woken = self.driver.reap_and_wake(self._waker)
         if woken:
             # Ops the driver reaped and handed to the glue's waker itself: their slots back.
@@ -368,13 +380,27 @@ class IOContext:
             slots = self._slot_waiters
             while woken and slots.wake_one():
                 woken -= 1
+        self._finish_all(ops)
+
+    def _finish_all(self, ops: list[Op]) -> None:
+        """:meth:`_finish` every op; one whose waiter raises does not keep the others from
+        theirs: the first error propagates (to the loop, which reports it) after all."""
+        error: BaseException | None = None
         for op in ops:
-            self._finish(op)
+            try:
+                self._finish(op)
+            except BaseException as exc:
+                if error is None:
+                    error = exc
+        if error is not None:
+            raise error
 
     def _finish(self, op: Op) -> None:
         self._in_flight -= 1
-        self._wake(op)
-        self._slot_waiters.wake_one()
+        try:
+            self._wake(op)
+        finally:
+            self._slot_waiters.wake_one()
 
     def _wake(self, op: Op) -> None:
         """Whoever waits for ``op``: a started op's callback (:meth:`start`) or a parked task."""

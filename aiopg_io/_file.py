@@ -53,6 +53,7 @@ import anyio
 from ._checks import as_int, check_end, file_offset, optional_int, readable_view, writable_view
 from ._context import IOContext
 from ._direct import Alignment, aligned_buffer, check_aligned, fd_is_direct
+from ._glue import coroutine_function
 from ._handoff import FifoLock
 from .drivers.base import OFF_T_MAX, SYNC_FSYNC, DriverStatistics, Op, OpKind
 from .errors import AlignmentError, ClosedError, InvalidOffsetError
@@ -328,6 +329,7 @@ class AsyncFile:
     # (self._run) stages one that goes to the ring, with no coroutine; anything else, every
     # check and error included, is the coroutine below each (the twin).
 
+    @coroutine_function
     def pread(self, n: int, offset: int) -> Awaitable[bytes]:
         """Read up to ``n`` bytes at ``offset``; fewer only at end of file. Await it as a
         coroutine (on ``io_uring_c`` a C awaitable instead: a read of cached pages, or one
@@ -360,6 +362,7 @@ class AsyncFile:
         got = await self._transfer(OpKind.READ, offset, (memoryview(buf),), buf)
         return bytes(buf[:got])
 
+    @coroutine_function
     def preadinto(self, buf: Any, offset: int) -> Awaitable[int]:
         """Read into ``buf`` at ``offset``; returns the byte count (short only at EOF). Await
         it as a coroutine (on ``io_uring_c`` a C awaitable instead: a read of cached pages,
@@ -630,6 +633,7 @@ class AsyncFile:
 
     # -- cursor reads -------------------------------------------------------------------------
 
+    @coroutine_function
     def read(self, size: int | None = -1) -> Awaitable[bytes]:
         """Up to ``size`` bytes from the cursor (all the rest when ``size`` is -1 or None)."""
         fast = self._fast
@@ -750,6 +754,7 @@ class AsyncFile:
                 await self._fill(max(size, 1))
             return self._rbuf[self._rpos :]
 
+    @coroutine_function
     def readinto(self, buf: Any) -> Awaitable[int]:
         """Fill ``buf`` from the cursor; returns the count (short only at EOF)."""
         fast = self._fast

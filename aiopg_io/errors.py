@@ -7,6 +7,8 @@ Messages name the value, the limit and, where there is one, what to do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "AiopgIOError",
     "AlignmentError",
@@ -15,6 +17,7 @@ __all__ = [
     "DriverOptionError",
     "DriverUnavailableError",
     "InvalidOffsetError",
+    "OpsStillHeldError",
     "SendfileError",
     "WrongLoopError",
 ]
@@ -58,6 +61,23 @@ class DirectIOUnsupportedError(AiopgIOError, OSError):
 
 class ClosedError(AiopgIOError, ValueError):
     """An operation on a closed file, WAL or buffer pool (a ValueError, as for Python files)."""
+
+
+class OpsStillHeldError(AiopgIOError, RuntimeError):
+    """A driver's ``close()`` could not get back ops the kernel holds: it refuses every way
+    to cancel them (io_uring before Linux 5.5 has no ``IORING_OP_ASYNC_CANCEL``) and they
+    did not end on their own within a second (a read from a pipe nobody writes to).
+
+    Nothing is freed under the kernel: the driver, its ring and the ops' buffers are kept
+    alive and released once the kernel returns the ops (when data or EOF arrives). ``held``
+    are those ops; ``drained`` the ones that did end during the close (REAPED), which a
+    normal ``close()`` would have returned.
+    """
+
+    def __init__(self, message: str, held: Sequence[object], drained: Sequence[object]) -> None:
+        super().__init__(message)
+        self.held = list(held)
+        self.drained = list(drained)
 
 
 class InvalidOffsetError(AiopgIOError, OSError, ValueError):

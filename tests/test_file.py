@@ -92,6 +92,26 @@ async def test_pread_and_preadinto_start_as_tasks(driver: str, tmp_path: Path) -
             assert [await t for t in tasks] == [data[i : i + 10] for i in range(40)]
 
 
+async def test_the_fast_path_calls_say_they_are_coroutine_functions(driver: str, tmp_path: Path) -> None:
+    """pread, preadinto, read and readinto are plain functions returning an awaitable (for
+    the io_uring_c fast path); to introspection they are coroutine functions, as aiofiles'
+    are: ``inspect.iscoroutinefunction`` says so on 3.12+ (markcoroutinefunction; 3.10 and
+    3.11 have no public marker), ``asyncio.iscoroutinefunction`` on every version."""
+    import asyncio
+    import inspect
+
+    p = tmp_path / "c.bin"
+    p.write_bytes(b"x")
+    async with aiopg_io.open(p, "rb", driver=driver) as f:
+        for name in ("pread", "preadinto", "read", "readinto", "readline"):
+            async_def = name == "readline"  # an async def: True everywhere
+            for fn in (getattr(aiopg_io.AsyncFile, name), getattr(f, name)):
+                assert inspect.iscoroutinefunction(fn) is (async_def or sys.version_info >= (3, 12)), name
+                if sys.version_info < (3, 14):  # deprecated there, in favour of inspect's
+                    assert asyncio.iscoroutinefunction(fn), name
+        assert await f.read() == b"x"  # and awaited, they are what they say
+
+
 async def test_positional_calls_leave_the_cursor(driver: str, tmp_path: Path) -> None:
     data = rand(200_000, 1)
     p = tmp_path / "pos.bin"

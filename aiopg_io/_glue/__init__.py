@@ -11,14 +11,41 @@ pins. The IOContext, the WAL and the pool hold every policy; the glue holds none
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ..drivers.base import Op
 
-__all__ = ["Glue", "Park", "current_glue", "current_task_identity"]
+__all__ = ["Glue", "Park", "coroutine_function", "current_glue", "current_task_identity"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def coroutine_function(fn: _F) -> _F:
+    """Mark a plain function that returns an awaitable (``AsyncFile``'s fast-path calls) as a
+    coroutine function: awaited like one, it says so to frameworks that dispatch on it.
+
+    Python 3.12+: ``inspect.markcoroutinefunction``, so ``inspect.iscoroutinefunction`` and
+    ``asyncio.iscoroutinefunction`` say True. 3.10 and 3.11 have no public marker:
+    ``inspect.iscoroutinefunction`` only reads the code object's CO_COROUTINE flag and says
+    False; ``asyncio.iscoroutinefunction`` also accepts ``asyncio.coroutines._is_coroutine``
+    on the function, the marker ``unittest.mock.AsyncMock`` and asgiref's
+    ``markcoroutinefunction`` set there, so it is set here too and that one says True
+    (docs/guide.md, "The cursor API").
+    """
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:
+        marked: _F = mark(fn)
+        return marked
+    import asyncio.coroutines
+
+    marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+    if marker is not None:
+        fn._is_coroutine = marker  # type: ignore[attr-defined]
+    return fn
 
 
 class Park(Protocol):

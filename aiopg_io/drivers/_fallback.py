@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+from ..errors import OpsStillHeldError
 from ._mux import Mux
 from .base import ALL_KINDS, Capabilities, Driver, DriverStatistics, Op, OpKind
 from .worker import WorkerDriver
@@ -122,17 +123,24 @@ class ThreadFallback(Driver):
         if self._closed:
             return [], 0
         self._mux.notifier.clear()
-        out = self._threads.reap()
-        self._in_threads.difference_update(out)
+        out: list[Op] = []
         woken = 0
         if self._inner_fd is not None or self._inner_pending:
             self._inner_pending = False
-            if waker is None:
-                out += self.inner.reap()
-            else:
-                inner, woken = self.inner.reap_and_wake(waker)
-                out += inner
-        return out, woken
+            try:
+                if waker is None:
+                    out = self.inner.reap()
+                else:
+                    out, woken = self.inner.reap_and_wake(waker)
+            except BaseException:
+                # A waker that raised: the inner driver keeps what it reaped for its next
+                # reap; the threads' ops wait for it too (not reaped yet): make it come.
+                self._inner_pending = self._inner_fd is None
+                self._mux.notifier.raise_flag()
+                raise
+        threads = self._threads.reap()
+        self._in_threads.difference_update(threads)
+        return threads + out, woken
 
     def cancel(self, op: Op) -> None:
         (self._threads if op in self._in_threads else self.inner).cancel(op)
@@ -141,9 +149,15 @@ class ThreadFallback(Driver):
         if self._closed:
             return []
         self._closed = True
-        out = self._threads.close() + self.inner.close()
-        self._in_threads.clear()
-        self._mux.close()
+        out = self._threads.close()
+        try:
+            out += self.inner.close()
+        except OpsStillHeldError as exc:
+            exc.drained[:0] = out  # the threads' ops ended too: whoever catches it wakes them
+            raise
+        finally:
+            self._in_threads.clear()
+            self._mux.close()
         return out
 
     def statistics(self) -> DriverStatistics:

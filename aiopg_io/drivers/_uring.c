@@ -218,6 +218,7 @@ typedef struct {
     PyObject *batch[B_N];
     int batch_nowait;
     unsigned long long batch_prepped; /* ops submit_batch prepped here, in C */
+    unsigned long long woken; /* ops harvest reaped and handed to a waker */
     unsigned long long next_token; /* user_data of the next op (0 is untracked) */
 } Ring;
 
@@ -948,7 +949,10 @@ ring_try_inline(Ring *r, PyObject *op)
     long long fd = -1, offset = 0, transferred = 0;
     ssize_t n = -1;
     int ok = got == n_iov && get_ll(op, S_fd, &fd) == 0 && get_ll(op, S_offset, &offset) == 0 &&
-             get_ll(op, S_transferred, &transferred) == 0;
+             get_ll(op, S_transferred, &transferred) == 0 &&
+             /* within the file offsets (preadv2 reads -1 at the file position): else the
+                twin's, which declines it and the ring's prep words the error */
+             offset >= 0 && transferred >= 0 && offset <= LLONG_MAX - transferred - total;
     if (ok && fd >= 0 && fd <= INT_MAX) {
         /* The buffers stay exported (views held) across the call, so none can be resized
            or freed while the kernel copies into it. */
@@ -997,7 +1001,14 @@ ring_try_inline(Ring *r, PyObject *op)
    such a whole transfer, and a sync that succeeded, goes on to REAPED here and is handed to
    ``waker(op)`` instead of ``out``: what the twin's _collect then the IOContext's _finish
    would do, without a Python frame per op when the waker is in C (see finish_and_wake).
-   The third value returned counts them; the caller owes each its in-flight slot. */
+   The third value returned counts them; the caller owes each its in-flight slot.
+
+   A waker that raises (the IOContext's Python twin for a started op whose callback raises;
+   an exception a signal handler raises in a Python frame) stops the harvest there, and
+   the exception propagates: that op was reaped and handed over before the call, so it is
+   counted (in ``woken``, the Ring's running total, which the caller reads also when
+   harvest raises), the ops before it are in ``out`` or handed over too, and the CQEs after
+   it stay in the CQ. The driver keeps ``out`` for its next reap and makes that reap come. */
 
 static int finish_and_wake(Ring *r, PyObject *op, long long transferred, PyObject *waker);
 
@@ -1018,7 +1029,8 @@ ring_harvest(Ring *r, PyObject *args)
     }
     unsigned mask = *r->cq_mask;
     int continued = 0, left_over = 0;
-    Py_ssize_t taken = 0, woken = 0;
+    Py_ssize_t taken = 0;
+    unsigned long long woken_before = r->woken;
     for (;;) {
         unsigned head = *r->cq_head;
         if (head == __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE))
@@ -1059,7 +1071,6 @@ ring_harvest(Ring *r, PyObject *args)
             if (sync) {
                 if (finish_and_wake(r, op, -1, waker) < 0)
                     goto fail;
-                woken++;
                 Py_DECREF(op);
                 continue;
             }
@@ -1094,7 +1105,6 @@ ring_harvest(Ring *r, PyObject *args)
                 if (waker != NULL) {
                     if (finish_and_wake(r, op, transferred + cqe.res, waker) < 0)
                         goto fail;
-                    woken++;
                     Py_DECREF(op);
                     continue;
                 }
@@ -1132,7 +1142,8 @@ ring_harvest(Ring *r, PyObject *args)
         Py_DECREF(op);
         return NULL;
     }
-    return Py_BuildValue("(OOn)", continued ? Py_True : Py_False, left_over ? Py_True : Py_False, woken);
+    return Py_BuildValue("(OOK)", continued ? Py_True : Py_False, left_over ? Py_True : Py_False,
+                         r->woken - woken_before);
 }
 
 
@@ -1312,6 +1323,14 @@ batch_prep(Ring *r, PyObject *op)
             iov[i].iov_len = (size_t)view.len;
             PyBuffer_Release(&view);
         }
+        long long total = 0;
+        for (Py_ssize_t i = 0; i < n_iov; i++)
+            total += (long long)iov[i].iov_len;
+        if (total > LLONG_MAX - (offset + transferred)) { /* ends past the file offsets */
+            Py_DECREF(iovec);
+            Py_DECREF(rest);
+            return 0; /* the twin refuses it with the error that names the value and the limit */
+        }
         bufs = PyList_GetSlice(rest, 0, n_iov); /* a copy: advance() changes the op's list */
         Py_DECREF(rest);
         if (bufs == NULL) {
@@ -1449,6 +1468,7 @@ finish_and_wake(Ring *r, PyObject *op, long long transferred, PyObject *waker)
         if (bad)
             return -1;
     }
+    r->woken++; /* reaped and handed over, whatever the waker does with it (see harvest) */
     PyObject *res = PyObject_CallOneArg(waker, op);
     if (res == NULL)
         return -1;
@@ -1460,6 +1480,12 @@ static PyObject *
 ring_get_batch_prepped(Ring *r, void *Py_UNUSED(closure))
 {
     return PyLong_FromUnsignedLongLong(r->batch_prepped);
+}
+
+static PyObject *
+ring_get_woken(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(r->woken);
 }
 
 static PyObject *
@@ -1566,6 +1592,7 @@ static PyGetSetDef ring_getset[] = {
     {"cqe_skip", (getter)ring_get_cqe_skip, NULL, "whether the kernel has IOSQE_CQE_SKIP_SUCCESS (IORING_FEAT_CQE_SKIP)", NULL},
     {"inline_done", (getter)ring_get_inline_done, NULL, "ops try_inline completed whole in C", NULL},
     {"batch_prepped", (getter)ring_get_batch_prepped, NULL, "ops submit_batch prepped in C", NULL},
+    {"woken", (getter)ring_get_woken, NULL, "ops harvest reaped and handed to a waker (a running total)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -65,7 +65,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import DriverOptionError
+from ..errors import DriverOptionError, InvalidOffsetError
 
 __all__ = [
     "ALL_KINDS",
@@ -88,6 +88,7 @@ __all__ = [
     "SYNC_FSYNC",
     "flag_option",
     "int_option",
+    "offset_error",
 ]
 
 
@@ -97,6 +98,28 @@ __all__ = [
 #: offset against it; a driver that stores offsets in C fields checks again, since a larger
 #: value would wrap silently there.
 OFF_T_MAX = 2**63 - 1
+
+
+def offset_error(offset: int, nbytes: int, path: str | None) -> InvalidOffsetError | None:
+    """The error for ``nbytes`` at file offset ``offset`` when they do not lie within ``0 ..
+    OFF_T_MAX`` (None when they do), in the words the file layer raises it with
+    (:mod:`aiopg_io._checks`). A driver handed an op directly checks with it too, before the
+    kernel sees the offset: io_uring and preadv2 read offset -1 as "at the file position",
+    and a C field would wrap a larger one."""
+    if offset < 0:
+        return InvalidOffsetError(errno.EINVAL, f"offset {offset} is negative; file offsets start at 0", path)
+    if offset > OFF_T_MAX:
+        return InvalidOffsetError(
+            errno.EINVAL, f"offset {offset} is past the largest file offset, {OFF_T_MAX} (2**63 - 1)", path
+        )
+    if offset + nbytes > OFF_T_MAX:
+        return InvalidOffsetError(
+            errno.EINVAL,
+            f"{nbytes} bytes at offset {offset} would end at {offset + nbytes}, past the largest "
+            f"file offset, {OFF_T_MAX} (2**63 - 1)",
+            path,
+        )
+    return None
 
 #: The ``dirfd`` meaning "relative to the working directory" (Linux fcntl.h; -100 there, and
 #: what the kernel, liburing and the ``*at`` calls take). A path op's ``fd`` defaults to it.

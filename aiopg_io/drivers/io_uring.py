@@ -40,6 +40,21 @@ Some facts about io_uring this module relies on
   finds no SQ slot even after a flush (the kernel refused the submit for now) is kept and
   queued again by the next reap, and close retries its cancel-all the same way: an op that
   only a cancel can end (a read from an empty pipe) is never left waiting forever.
+- **Cancelling at close on older kernels.** Before 5.19 ``io_async_cancel_prep`` refuses a
+  cancel whose flags it does not know: the cancel-all's CQE says ``-EINVAL`` and nothing is
+  cancelled; before 5.5 there is no ``IORING_OP_ASYNC_CANCEL`` at all and any cancel SQE
+  gets ``-EINVAL``. So close's cancels carry a ``user_data`` of their own
+  (:data:`_CLOSE_CANCEL`; the others are untracked) and their CQEs are read: a refused
+  cancel-all is followed by one plain cancel per op the ring holds (by its ``user_data``,
+  5.5), which says ``-ENOENT`` for an op that completed meanwhile and ``-EALREADY`` for one
+  an io-wq worker runs (the kernel interrupts it): in both cases the op's own CQE follows,
+  and close keeps draining. If the per-op cancels are refused too, nothing can stop an op
+  that never ends on its own (a read from an empty pipe): close waits for the rest
+  :data:`_UNCANCELLABLE_WAIT_SECONDS`, then hands the driver to :mod:`._orphans` (ring, fds
+  and the ops' buffers kept alive until the kernel returns the ops, then released, as for a
+  driver collected unclosed) and raises :class:`~aiopg_io.errors.OpsStillHeldError`
+  naming the ops still held and carrying the ones that did end. The finalizer (``__del__``)
+  goes through the same steps, bounded by ``_COLLECTED_WAIT_SECONDS``.
 - **SQPOLL** (``sqpoll=1``; io_uring_setup(2), ``IORING_SETUP_SQPOLL``): a kernel thread of
   this process ("iou-sqp-<pid>", counted in the process's CPU time) polls the SQ, so a
   submit needs no system call while it is awake; after ``sq_thread_idle`` ms without work
@@ -208,9 +223,9 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-from ..errors import DriverOptionError, DriverUnavailableError
+from ..errors import DriverOptionError, DriverUnavailableError, OpsStillHeldError
 from . import _blocking, _orphans
 from ._fork import generation as fork_generation
 from ._memory import buffer_address, fd_is_direct
@@ -228,6 +243,7 @@ from .base import (
     OpState,
     flag_option,
     int_option,
+    offset_error,
 )
 
 _L: Any
@@ -268,6 +284,15 @@ _CANCEL_ANY = 1 << 2
 _CANCEL_ALL = 1 << 0
 #: user_data of SQEs whose CQE nobody waits for (cancels, NOPs standing in for failed preps).
 _UNTRACKED = 0
+#: user_data of close's cancels, whose CQEs say whether the kernel took them (see the module
+#: docstring); tokens count up from 1 and never reach it.
+_CLOSE_CANCEL = 2**64 - 1
+#: How long close() waits for ops after the kernel refused every cancel, before it keeps them
+#: with the driver (``_orphans``) and raises OpsStillHeldError.
+_UNCANCELLABLE_WAIT_SECONDS = 1.0
+#: What io_uring_enter(2) says when it cannot do it now (a signal, the kernel short of
+#: resources or of CQ room): try again on the next reap.
+_ENTER_LATER = (errno.EAGAIN, errno.EBUSY, errno.EINTR)
 # The write half of a linked write + sync (module docstring).
 _LINK_WRITE_FLAGS = (_L.IOSQE_IO_LINK | _L.IOSQE_CQE_SKIP_SUCCESS) if _L is not None else 0
 
@@ -675,6 +700,9 @@ class IoUringDriver(Driver):
         self._sq_deferred = False  # cancel SQEs queued for the next submit or reap
         self._cancel_later: list[Op] = []  # cancels that found no SQ slot; retried in reap
         self._cancel_all_pending = False  # closing: the cancel of everything found no SQ slot yet
+        # How close cancels (module docstring): "all" (one cancel, 5.19), "each" (the kernel
+        # refused that: one per op, 5.5), "none" (refused too: nothing stops an op).
+        self._close_cancels: Literal["all", "each", "none"] = "all"
         self._signalled = False  # we wrote the eventfd and no reap has read it yet
         self._next_token = itertools.count(_UNTRACKED + 1).__next__
         self._pid = os.getpid()
@@ -827,6 +855,8 @@ class IoUringDriver(Driver):
 
     def _read_inline(self, op: Op) -> bool:
         """Try a buffered read from the page cache without blocking; True when it is whole."""
+        if offset_error(op.position(), sum(b.nbytes for b in op.remaining()), None) is not None:
+            return False  # preadv2 reads offset -1 at the file position: _prep refuses it
         fd = op.fd
         while True:
             rest = op.remaining()
@@ -874,8 +904,7 @@ class IoUringDriver(Driver):
                 op.complete(0)
                 self._ready.append(op)
                 return False
-            if op.offset < 0:
-                self._fail_now(op, OSError(errno.EINVAL, f"offset {op.offset} is negative", op.path))
+            if self._refuse_range(op, op.position(), sum(b.nbytes for b in bufs)):
                 return False
             if is_read and any(b.readonly for b in bufs):
                 self._fail_now(op, OSError(errno.EFAULT, "a read needs writable buffers", op.path))
@@ -887,6 +916,8 @@ class IoUringDriver(Driver):
                 return False
         elif kind is OpKind.FTRUNCATE and not self._ftruncate:
             return self._ftruncate_inline(op)
+        elif kind is OpKind.FALLOCATE and self._refuse_range(op, op.offset, max(op.length, 0)):
+            return False
         elif kind in _NAMED_KINDS and kind in self._kinds:
             paths = self._paths_of(op)
             if not paths:
@@ -964,6 +995,16 @@ class IoUringDriver(Driver):
             self._ops[data.sync_token] = op
         return True
 
+    def _refuse_range(self, op: Op, offset: int, nbytes: int) -> bool:
+        """Fail ``op`` (True) when ``nbytes`` at ``offset`` do not lie within the file offsets
+        (``base.offset_error``): the kernel must never see such an offset (io_uring reads -1
+        as "at the file position", a C field would wrap a larger one)."""
+        err = offset_error(offset, nbytes, op.path)
+        if err is None:
+            return False
+        self._fail_now(op, err)
+        return True
+
     def _paths_of(self, op: Op) -> tuple[object, ...]:
         """What the SQE of path op ``op`` points into: its paths as :class:`_RawPath` (and a
         STATX's ``Statx``); empty when a path cannot go to the ring, or the op's buffer is no
@@ -1004,7 +1045,7 @@ class IoUringDriver(Driver):
         try:
             _L.io_uring_submit(self._ring)
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EBUSY, errno.EINTR):
+            if exc.errno not in _ENTER_LATER:
                 raise
             # The kernel is short of resources: the SQEs stay queued, reap submits them.
             self._sq_unsubmitted = True
@@ -1051,20 +1092,31 @@ class IoUringDriver(Driver):
         out = self._ready
         self._ready = []
         limit = self._reap_batch
-        while True:
-            continued, left_over = self._harvest(limit, out)
-            if continued and not self._sq_unsubmitted:
-                self._submit_sq()
-            if left_over:
-                self._signal()  # the rest of the CQ is for the next reap
+        try:
+            while True:
+                continued, left_over = self._harvest(limit, out)
+                if continued and not self._sq_unsubmitted:
+                    self._submit_sq()
+                if left_over:
+                    self._signal()  # the rest of the CQ is for the next reap
+                    break
+                if self._cq_has_overflow():
+                    # CQEs wait on the kernel's overflow list: move them into the CQ and go on.
+                    c.overflows += 1
+                    if not self._get_events():
+                        self._signal()  # the kernel could not flush now: the next reap will
+                        break
+                    self._clear_eventfd()
+                    continue
                 break
-            if self._cq_has_overflow():
-                # CQEs wait on the kernel's overflow list: move them into the CQ and go on.
-                c.overflows += 1
-                self._get_events()
-                self._clear_eventfd()
-                continue
-            break
+        except BaseException:
+            # A waker that raised (io_uring_c's harvest hands ops to the IOContext's), or a
+            # failed submit: what finished so far waits in _ready for the next reap, which
+            # also submits what a continuation queued; the eventfd makes that reap come.
+            self._ready[:0] = out
+            self._sq_deferred = True
+            self._signal()
+            raise
         out.extend(self._ready)  # requeues that could not be prepped
         self._ready = []
         refs, fd_direct = self._fd_refs, self._fd_direct
@@ -1093,7 +1145,11 @@ class IoUringDriver(Driver):
         for token, res in entries:
             op = ops.pop(token, None)
             if op is None:
-                continue  # a cancel's own CQE, or a NOP that stood in for a refused prep
+                # A cancel's own CQE, or a NOP that stood in for a refused prep; close's
+                # cancels are read (module docstring, "Cancelling at close").
+                if token == _CLOSE_CANCEL and res == -errno.EINVAL:
+                    self._close_cancel_refused()
+                continue
             if op.kind is OpKind.WRITE_SYNC:
                 finished = self._on_link_cqe(op, token, res)
                 if finished is None:
@@ -1125,7 +1181,18 @@ class IoUringDriver(Driver):
     def _cq_has_overflow(self) -> bool:
         return bool(_L.io_uring_cq_has_overflow(self._ring))
 
-    def _get_events(self) -> None:
+    def _get_events(self) -> bool:
+        """Flush the kernel's CQ overflow list into the CQ; False when io_uring_enter says
+        EINTR, EAGAIN or EBUSY (the next reap tries again)."""
+        try:
+            self._flush_overflow()
+        except OSError as exc:
+            if exc.errno not in _ENTER_LATER:
+                raise
+            return False
+        return True
+
+    def _flush_overflow(self) -> None:
         _L.io_uring_get_events(self._ring)
 
     def _on_cqe(self, op: Op, res: int) -> bool:
@@ -1260,8 +1327,12 @@ class IoUringDriver(Driver):
         if sqe is None:
             return False
         _L.io_uring_prep_cancel64(sqe, token, flags)
-        sqe.user_data = _UNTRACKED
+        sqe.user_data = self._cancel_user_data()
         return True
+
+    def _cancel_user_data(self) -> int:
+        """The ``user_data`` of a cancel SQE: close's are read, the others are not."""
+        return _CLOSE_CANCEL if self._closed else _UNTRACKED
 
     def _retry_cancels(self) -> None:
         later, self._cancel_later = self._cancel_later, []
@@ -1281,13 +1352,43 @@ class IoUringDriver(Driver):
             return []
         self._cancel_everything()
         out: list[Op] = []
+        deadline = 0.0
         while not self._drain_step(out):
+            if self._close_cancels == "none":
+                # The kernel refused every cancel (module docstring): what does not end on
+                # its own in time stays with the driver, kept alive until its CQE.
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + _UNCANCELLABLE_WAIT_SECONDS
+                elif now >= deadline:
+                    self._hold_uncancellable(out)
             # The kernel still owns buffers (a running read cannot be stopped): wait for it.
             select.select([self._efd], [], [], _CLOSE_POLL_SECONDS)
             if self._sq_unsubmitted:
                 time.sleep(_CLOSE_POLL_SECONDS)
         self._teardown()
         return out
+
+    def _hold_uncancellable(self, drained: list[Op]) -> None:
+        """Close gives up waiting for ops no cancel can stop: park this driver (ring, fds,
+        ops, buffers) with :mod:`._orphans` until the kernel returns them, and raise."""
+        held = list({id(op): op for op in self._ops.values()}.values())
+        _orphans.park(self)
+        shown = "; ".join(
+            f"{op.kind.value} on fd {op.fd}" + (f" ({op.path!r})" if op.path is not None else "")
+            for op in held[:4]
+        )
+        more = f" and {len(held) - 4} more" if len(held) > 4 else ""
+        raise OpsStillHeldError(
+            f"{self.name} driver closed with {len(held)} op{'s' if len(held) != 1 else ''} the kernel "
+            "refuses to cancel "
+            f"(no IORING_OP_ASYNC_CANCEL: Linux before 5.5) and that did not end within "
+            f"{_UNCANCELLABLE_WAIT_SECONDS} s: {shown}{more}; the ring and their buffers are kept "
+            "alive and released when the kernel returns them (a pipe or socket read ends when "
+            "data or EOF arrives)",
+            held,
+            drained,
+        )
 
     def _cancel_everything(self) -> None:
         """Start closing: no new ops, the backlog cancelled (reaped by :meth:`_drain_step`),
@@ -1301,6 +1402,18 @@ class IoUringDriver(Driver):
         self._cancel_all_pending = bool(self._ops)
         for op in self._ops.values():
             op.cancel_requested = True  # no continuation after a short transfer
+
+    def _close_cancel_refused(self) -> None:
+        """A cancel of close's came back EINVAL (module docstring, "Cancelling at close"):
+        the cancel of everything (before 5.19) makes way for one cancel per op, sent by the
+        next reap; a per-op cancel (before 5.5) leaves nothing to try."""
+        if self._close_cancels == "all":
+            self._close_cancels = "each"
+            self._cancel_later = list({id(op): op for op in self._ops.values()}.values())
+            self._signal()  # the next drain step comes at once and sends them
+        else:
+            self._close_cancels = "none"
+            self._cancel_later.clear()
 
     def _drain_step(self, out: list[Op]) -> bool:
         """One round of closing: send the cancel of everything (again, if it found no SQ

@@ -89,8 +89,15 @@ Facts this module relies on (the ring's own are in ``_uring.c``):
 - ``IORING_SETUP_SUBMIT_ALL`` (5.18) is asked for and dropped where the kernel refuses it.
   Without it ``io_uring_enter`` stops at an SQE that fails early and leaves the rest queued:
   :meth:`_submit_sq` then marks the SQ unsubmitted, and the next reap submits the rest.
-- ``IORING_ASYNC_CANCEL_ANY``/``ALL`` (5.19), used by close, are EINVAL before; close then
-  still drains (it waits for every CQE), it only cannot stop a read that never ends.
+- ``IORING_ASYNC_CANCEL_ANY``/``ALL`` (5.19), used by close, are EINVAL before: close then
+  cancels op by op (5.5), and before 5.5 keeps what no cancel stops (the parent's
+  "Cancelling at close"). While closing, CQEs go through the parent's harvest, which reads
+  the CQEs of close's cancels; C's ignores every CQE that names no op.
+- A waker that raises in ``Ring.harvest`` stops it after that op is reaped and handed
+  over (counted in ``Ring.woken``, read also when harvest raises); the parent's ``_collect``
+  keeps what it finished for the next reap and makes that reap come, and
+  :meth:`reap_and_wake` returns the count owed with it, so the error propagates to the
+  IOContext and the loop with no op lost.
 """
 
 from __future__ import annotations
@@ -116,10 +123,10 @@ from .base import (
     int_option,
 )
 from .io_uring import (
+    _ENTER_LATER,
     _KIND_OPCODES,
     _PROBE_TIMEOUT_SECONDS,
     _TRIED_INLINE,
-    _UNTRACKED,
     DEFAULT_ENTRIES,
     DEFAULT_REAP_BATCH,
     DEFAULT_SQPOLL,
@@ -276,8 +283,7 @@ class IoUringCDriver(IoUringDriver):
             _InFlight, self._ops, self._fd_refs, self._fd_direct, self._submit_one, self._nowait,
         )  # fmt: skip
         self._waker: Callable[[Op], object] | None = None  # lent for one reap_and_wake
-        self._woken = 0
-        self._woken_total = 0
+        self._woken = 0  # ops C handed to the waker since reap_and_wake last returned
         if self._nowait:
             # The page-cache fast path in C: the IOContext calls the ring's try_inline with
             # no Python frame; what C leaves (see _uring.c) goes to the parent's, its twin.
@@ -306,14 +312,14 @@ class IoUringCDriver(IoUringDriver):
         if self._own_on_cqe:
             return self.reap(), 0  # every CQE goes to the subclass's _on_cqe
         self._waker = waker
-        self._woken = 0
         try:
             out = self.reap()
         finally:
             self._waker = None
-        woken = self._woken
+        # Counted from the last call that returned: a waker that raised propagates its
+        # error, and the ops C handed over by then are owed their slots by this return.
+        woken, self._woken = self._woken, 0
         self._counters.completed += woken
-        self._woken_total += woken
         return out, woken
 
     def statistics(self) -> DriverStatistics:
@@ -326,7 +332,7 @@ class IoUringCDriver(IoUringDriver):
         if self._sqpoll:
             extra["sqpoll_wakeups"] = self._ring.sqpoll_wakeups  # submits that woke the SQ thread
         extra["c_prepped"] = self._ring.batch_prepped  # ops submit_batch prepped in C
-        extra["c_resumed"] = self._woken_total  # ops reaped and handed to the waker in C
+        extra["c_resumed"] = self._ring.woken  # ops reaped and handed to the waker in C
         extra["c_runs"] = self.ring_runs.runs  # file calls staged by the ring path in C
         return dataclasses.replace(
             s, submitted=s.submitted + done, completed=s.completed + done, extra=tuple(sorted(extra.items()))
@@ -366,8 +372,7 @@ class IoUringCDriver(IoUringDriver):
                 op.complete(0)
                 self._ready.append(op)
                 return False
-            if op.offset < 0:
-                self._fail_now(op, OSError(errno.EINVAL, f"offset {op.offset} is negative", op.path))
+            if self._refuse_range(op, op.position(), sum(b.nbytes for b in bufs)):
                 return False
             try:
                 iovec = _U.iovec(bufs, is_read)
@@ -380,6 +385,8 @@ class IoUringCDriver(IoUringDriver):
                 return False
         elif kind is OpKind.FTRUNCATE and not self._ftruncate:
             return self._ftruncate_inline(op)
+        elif kind is OpKind.FALLOCATE and self._refuse_range(op, op.offset, max(op.length, 0)):
+            return False
         data = op.driver_data
         token = data.token if isinstance(data, _InFlight) else self._next_token()
         if linked and kind in self._kinds:
@@ -513,7 +520,7 @@ class IoUringCDriver(IoUringDriver):
         try:
             left = self._ring.submit()
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EBUSY, errno.EINTR):
+            if exc.errno not in _ENTER_LATER:
                 raise
             left = 1
         self._submitted(left)
@@ -530,32 +537,38 @@ class IoUringCDriver(IoUringDriver):
         self._ring_submits += 1
 
     def _queue_cancel(self, token: int, flags: int) -> bool:
-        queued = bool(self._ring.prep_cancel64(token, flags, _UNTRACKED))
+        user_data = self._cancel_user_data()
+        queued = bool(self._ring.prep_cancel64(token, flags, user_data))
         if not queued:
             self._submit_sq()
-            queued = bool(self._ring.prep_cancel64(token, flags, _UNTRACKED))
+            queued = bool(self._ring.prep_cancel64(token, flags, user_data))
         return queued
 
     def _harvest(self, limit: int, out: list[Op]) -> tuple[bool, bool]:
         # In C: a CQE that finishes its transfer whole completes the op there; every other
         # CQE goes to the parent's _on_cqe, the twin (see _uring.c). A subclass that
         # overrides _on_cqe (the tests' fault-injecting drivers) sees every CQE instead.
-        if self._own_on_cqe:
+        # Closing, the parent's reads the CQEs of close's cancels too (see io_uring.py).
+        if self._own_on_cqe or self._closed:
             return super()._harvest(limit, out)
         continued: bool
         left_over: bool
-        woken: int
-        continued, left_over, woken = self._ring.harvest(
-            limit,
-            self._ops,
-            out,
-            self._on_c_cqe,
-            _C_WHOLE_KINDS,
-            OpState.SUBMITTED,
-            OpState.COMPLETED,
-            self._waker,
-        )
-        self._woken += woken
+        ring = self._ring
+        before = ring.woken
+        try:
+            continued, left_over, _ = ring.harvest(
+                limit,
+                self._ops,
+                out,
+                self._on_c_cqe,
+                _C_WHOLE_KINDS,
+                OpState.SUBMITTED,
+                OpState.COMPLETED,
+                self._waker,
+            )
+        finally:
+            # Also when the waker raised: the ops C handed it are reaped, their slots owed.
+            self._woken += ring.woken - before
         return continued, left_over
 
     def _take_cqes(self, limit: int) -> tuple[list[tuple[int, int]], bool]:
@@ -566,7 +579,7 @@ class IoUringCDriver(IoUringDriver):
     def _cq_has_overflow(self) -> bool:
         return bool(self._ring.cq_has_overflow())
 
-    def _get_events(self) -> None:
+    def _flush_overflow(self) -> None:
         self._ring.get_events()
 
     def _teardown(self) -> None:

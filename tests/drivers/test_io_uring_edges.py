@@ -1,0 +1,637 @@
+"""The edges of both io_uring drivers (``io_uring``, ``io_uring_c``): older kernels played by
+masking, wakers that raise, arguments the kernel would misread, the file calls' signatures.
+
+Older kernels are played on this one by making it refuse what they refuse: a cancel SQE
+with a flag no kernel knows gets ``-EINVAL`` from ``io_async_cancel_prep`` and cancels
+nothing, which is what a kernel before 5.19 answers the cancel of everything, and what one
+before 5.5 (no ``IORING_OP_ASYNC_CANCEL``) answers any cancel. A pipe nobody writes to
+holds a read only a cancel ends; a timer writes to it after a while, so a close that never
+cancels it ends anyway (with the data, which the tests then refuse) rather than hanging.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import aiopg_io
+from aiopg_io._context import IOContext
+from aiopg_io._glue import current_glue
+from aiopg_io.drivers import _orphans, io_uring
+from aiopg_io.drivers.base import Op, OpKind, OpState
+from aiopg_io.drivers.io_uring import IoUringDriver
+from aiopg_io.drivers.io_uring_c import IoUringCDriver
+
+from .._driving import wait_all
+from ..conftest import BACKENDS, in_child, open_fds
+
+PAGE = 4096
+#: A cancel flag no kernel knows (IORING_ASYNC_CANCEL_* ends at bit 5 in 6.18).
+_UNKNOWN_CANCEL_FLAG = 1 << 30
+#: How long a test lets a read on an empty pipe wait before its timer writes the pipe.
+_UNBLOCK_AFTER_SECONDS = 10.0
+
+DRIVERS = [IoUringDriver, IoUringCDriver]
+
+
+def _skip_unless_runs(cls: type[IoUringDriver]) -> None:
+    reason = cls.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"driver {cls.name} cannot run here: {reason}")
+
+
+@pytest.fixture(params=DRIVERS, ids=[c.name for c in DRIVERS])
+def driver_cls(request: pytest.FixtureRequest) -> type[IoUringDriver]:
+    cls: type[IoUringDriver] = request.param
+    _skip_unless_runs(cls)
+    return cls
+
+
+def refusing(cls: type[IoUringDriver], *, per_op: bool) -> type[IoUringDriver]:
+    """``cls`` on a kernel that refuses the cancel of everything (before 5.19), and with
+    ``per_op`` every cancel (before 5.5: no IORING_OP_ASYNC_CANCEL)."""
+
+    class Refusing(cls):  # type: ignore[valid-type,misc]
+        refused = 0
+
+        def _queue_cancel(self, token: int, flags: int) -> bool:
+            if flags or per_op:
+                flags |= _UNKNOWN_CANCEL_FLAG
+                self.refused += 1
+            queued: bool = super()._queue_cancel(token, flags)
+            return queued
+
+    return Refusing
+
+
+class EmptyPipe:
+    """A pipe nobody writes to, and a timer that writes it after a while (see the module
+    docstring): the bytes a read that was never cancelled gets."""
+
+    DATA = b"late" * 4
+
+    def __init__(self) -> None:
+        self.rfd, self.wfd = os.pipe()
+        self.timer = threading.Timer(_UNBLOCK_AFTER_SECONDS, self.write)
+        self.timer.start()
+
+    def write(self) -> None:
+        try:
+            os.write(self.wfd, self.DATA)
+        except OSError:
+            pass  # closed already
+
+    def close(self) -> None:
+        self.timer.cancel()
+        self.timer.join()
+        os.close(self.rfd)
+        os.close(self.wfd)
+
+
+@pytest.fixture
+def pipe() -> Iterator[EmptyPipe]:
+    p = EmptyPipe()
+    yield p
+    p.close()
+
+
+def pipe_read(pipe: EmptyPipe) -> Op:
+    return Op(OpKind.READ, pipe.rfd, 0, (memoryview(bytearray(len(EmptyPipe.DATA))),), path="<pipe>")
+
+
+def file_reads(fd: int, n: int) -> list[Op]:
+    return [Op(OpKind.READ, fd, i * PAGE, (memoryview(bytearray(PAGE)),)) for i in range(n)]
+
+
+def assert_cancelled(op: Op) -> None:
+    assert op.state is OpState.REAPED
+    assert op.result is None, f"the read was never cancelled: it got {op.result} bytes"
+    assert isinstance(op.error, OSError) and op.error.errno == errno.ECANCELED
+
+
+# -- close on kernels that refuse the cancel of everything ---------------------------------
+
+
+def test_close_cancels_op_by_op_where_the_cancel_of_everything_is_refused(
+    driver_cls: type[IoUringDriver], pipe: EmptyPipe, tmp_path: Path
+) -> None:
+    """Before 5.19 the cancel of everything comes back EINVAL: close then cancels each op
+    by its user_data, the read on the empty pipe ends cancelled, and every fd goes."""
+    before = open_fds()
+    p = tmp_path / "f.bin"
+    p.write_bytes(os.urandom(4 * PAGE))
+    fd = os.open(p, os.O_RDONLY)
+    d = refusing(driver_cls, per_op=False)(nowait_fast_path=False)
+    try:
+        stuck = pipe_read(pipe)
+        reads = file_reads(fd, 4)
+        d.submit([stuck, *reads])
+        wait_all(d, reads)
+        another = pipe_read(pipe)
+        d.submit([another])
+        drained = d.close()
+        assert {id(op) for op in drained} == {id(stuck), id(another)}
+        assert_cancelled(stuck)
+        assert_cancelled(another)
+        assert d.refused == 1  # type: ignore[attr-defined]  # the cancel of everything, once
+        assert d._close_cancels == "each"
+        assert d.statistics().in_flight == 0
+    finally:
+        d.close()
+        os.close(fd)
+    assert open_fds() == before
+
+
+def test_close_op_by_op_where_an_op_completed_before_its_cancel(
+    driver_cls: type[IoUringDriver], pipe: EmptyPipe
+) -> None:
+    """The read completes between the refused cancel of everything and its own cancel: that
+    cancel says ENOENT, and close returns the op with its data (its own CQE ends it)."""
+    seen: list[int] = []
+
+    class Racing(refusing(driver_cls, per_op=False)):  # type: ignore[misc]
+        def _close_cancel_refused(self) -> None:
+            os.write(pipe.wfd, EmptyPipe.DATA)  # the read completes now, before its cancel
+            select.select([self.fileno()], [], [], 5)
+            super()._close_cancel_refused()
+
+        def _take_cqes(self, limit: int) -> tuple[list[tuple[int, int]], bool]:
+            entries, left_over = super()._take_cqes(limit)
+            seen.extend(res for token, res in entries if token == io_uring._CLOSE_CANCEL)
+            return entries, left_over
+
+    d = Racing(nowait_fast_path=False)
+    op = pipe_read(pipe)
+    d.submit([op])
+    assert d.close() == [op]
+    assert op.result == len(EmptyPipe.DATA) and bytes(op.buffers[0]) == EmptyPipe.DATA
+    assert seen == [-errno.EINVAL, -errno.ENOENT]  # the cancel of everything, then the op's
+
+
+def test_close_where_no_cancel_is_known_keeps_the_ops_and_says_which(
+    driver_cls: type[IoUringDriver], pipe: EmptyPipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before 5.5 every cancel comes back EINVAL: close does not wait for ever on a read
+    that never ends. It returns what did end inside OpsStillHeldError, which names the op
+    still held; the driver keeps ring and buffer until the read completes, then lets go."""
+    monkeypatch.setattr(io_uring, "_UNCANCELLABLE_WAIT_SECONDS", 0.2)
+    before = open_fds()
+    p = tmp_path / "f.bin"
+    p.write_bytes(os.urandom(2 * PAGE))
+    fd = os.open(p, os.O_RDONLY)
+    parked = _orphans.parked()
+    d = refusing(driver_cls, per_op=True)(nowait_fast_path=False)
+    stuck = pipe_read(pipe)
+    reads = file_reads(fd, 2)
+    d.submit([stuck, *reads])
+    start = time.monotonic()
+    with pytest.raises(aiopg_io.OpsStillHeldError) as ei:
+        d.close()
+    assert time.monotonic() - start < _UNBLOCK_AFTER_SECONDS / 2  # not the timer's doing
+    err = ei.value
+    assert isinstance(err, RuntimeError) and isinstance(err, aiopg_io.AiopgIOError)
+    assert err.held == [stuck] and stuck.state is OpState.SUBMITTED
+    assert {id(op) for op in err.drained} <= {id(op) for op in reads}
+    assert "driver closed with 1 op the kernel refuses to cancel" in str(err)
+    assert f"read on fd {pipe.rfd} ('<pipe>')" in str(err) and "Linux before 5.5" in str(err)
+    assert d._close_cancels == "none" and d.refused >= 2  # type: ignore[attr-defined]
+    assert _orphans.parked() == parked + 1
+    assert d.close() == []  # closed: nothing more to say
+    # The data comes: the kept read completes into its buffer, and ring and fds are released.
+    os.write(pipe.wfd, EmptyPipe.DATA)
+    deadline = time.monotonic() + 20
+    while _orphans.parked() > parked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _orphans.parked() == parked
+    assert stuck.result == len(EmptyPipe.DATA) and bytes(stuck.buffers[0]) == EmptyPipe.DATA
+    os.close(fd)
+    assert open_fds() == before
+
+
+def test_a_collected_driver_cancels_op_by_op_where_the_cancel_of_everything_is_refused(
+    driver_cls: type[IoUringDriver], pipe: EmptyPipe
+) -> None:
+    """The finalizer of a driver collected unclosed goes through the same steps: the reads
+    end cancelled within its wait, and nothing is kept."""
+    before = open_fds()
+    parked = _orphans.parked()
+    d = refusing(driver_cls, per_op=False)(nowait_fast_path=False)
+    ops = [pipe_read(pipe) for _ in range(3)]
+    d.submit(ops)
+    with pytest.warns(ResourceWarning, match="3 ops in flight were cancelled and drained"):
+        del d
+        gc.collect()
+    assert _orphans.parked() == parked
+    for op in ops:
+        assert_cancelled(op)
+    assert open_fds() == before
+
+
+async def _read_while_the_context_closes(ctx: IOContext, pipe: EmptyPipe) -> Op:
+    op = pipe_read(pipe)
+    outcome: list[BaseException] = []
+
+    async def read() -> None:
+        try:
+            await ctx.run(op)
+        except OSError as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        while op.state is not OpState.SUBMITTED:
+            await anyio.sleep(0)
+        ctx.close_now()
+    assert outcome == [op.error]
+    return op
+
+
+class _Factory:
+    def __init__(self, make: Callable[[], IoUringDriver]) -> None:
+        self.make = make
+        self.name = "io_uring-refusing"
+
+    @property
+    def key(self) -> object:
+        return self
+
+    def create(self) -> IoUringDriver:
+        return self.make()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("cls", DRIVERS, ids=[c.name for c in DRIVERS])
+async def test_loop_a_context_closing_with_the_cancel_of_everything_refused(
+    cls: type[IoUringDriver], pipe: EmptyPipe
+) -> None:
+    """On every loop: a task reading the empty pipe when its context closes gets ECANCELED."""
+    _skip_unless_runs(cls)
+    before = open_fds()
+    ctx = IOContext(_Factory(refusing(cls, per_op=False)), current_glue())
+    op = await _read_while_the_context_closes(ctx, pipe)
+    assert_cancelled(op)
+    assert "Operation canceled" in str(op.error) and op.error.filename == "<pipe>"  # type: ignore[union-attr]
+    assert open_fds() == before
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("cls", DRIVERS, ids=[c.name for c in DRIVERS])
+async def test_loop_a_context_closing_where_no_cancel_is_known(
+    cls: type[IoUringDriver], pipe: EmptyPipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On every loop: close_now raises OpsStillHeldError for the read it cannot end (a
+    started one: a task waiting for it would never be woken, docs/guide.md), the context is
+    closed all the same, and the driver lets go once the read completes."""
+    _skip_unless_runs(cls)
+    monkeypatch.setattr(io_uring, "_UNCANCELLABLE_WAIT_SECONDS", 0.1)
+    before = open_fds()
+    parked = _orphans.parked()
+    ctx = IOContext(_Factory(refusing(cls, per_op=True)), current_glue())
+    op = pipe_read(pipe)
+    done: list[Op] = []
+    await ctx.start(op, done.append)
+    ctx.submit_staged()
+    with pytest.raises(aiopg_io.OpsStillHeldError) as ei:
+        ctx.close_now()
+    assert ctx.closed and ei.value.held == [op] and ei.value.drained == []
+    os.write(pipe.wfd, EmptyPipe.DATA)
+    with anyio.fail_after(20):
+        while _orphans.parked() > parked:
+            await anyio.sleep(0.01)
+    assert op.result == len(EmptyPipe.DATA) and done == []
+    assert open_fds() == before
+
+
+# -- a waker that raises mid-harvest (io_uring_c: completions handed to the waker in C) ------
+
+
+class WakerBroke(Exception):
+    pass
+
+
+def test_a_waker_that_raises_mid_harvest_loses_no_op(tmp_path: Path) -> None:
+    """The waker raises on its second op: the error propagates from reap_and_wake, and
+    nothing is lost. The ops handed over before and with it are counted by the next return
+    (their slots), the op finished in Python meanwhile (a short read) comes with it, the
+    CQEs after it are reaped then, and fileno() is readable so that reap comes."""
+    _skip_unless_runs(IoUringCDriver)
+    p = tmp_path / "f.bin"
+    p.write_bytes(os.urandom(5 * PAGE + 10))
+    fd = os.open(p, os.O_RDONLY)
+    d = IoUringCDriver(nowait_fast_path=False, reap_batch=0)
+    handed: list[Op] = []
+
+    def breaking(op: Op) -> None:
+        handed.append(op)
+        if len(handed) == 2:
+            raise WakerBroke("the second op's waiter broke")
+
+    try:
+        short = Op(OpKind.READ, fd, 5 * PAGE, (memoryview(bytearray(PAGE)),))  # 10 bytes: Python's
+        whole = file_reads(fd, 5)
+        ops = [short, *whole]
+        d.submit(ops)
+        # Cached pages: the reads complete inside the submit; the CQEs are in (or about).
+        select.select([d.fileno()], [], [], 5)
+        time.sleep(0.05)
+        returned: list[Op] = []
+        counted = 0
+        with pytest.raises(WakerBroke):
+            d.reap_and_wake(breaking)
+        assert len(handed) == 2
+        assert select.select([d.fileno()], [], [], 0)[0], "nothing makes the next reap come"
+        while len(returned) + counted < len(ops):
+            select.select([d.fileno()], [], [], 5)
+            out, n = d.reap_and_wake(handed.append)
+            returned += out
+            counted += n
+        assert returned == [short] and short.result == 10
+        assert counted == len(handed) == len(whole)
+        assert {id(op) for op in handed} == {id(op) for op in whole}
+        assert all(op.state is OpState.REAPED and op.result == PAGE for op in whole)
+        st = d.statistics()
+        assert (st.submitted, st.completed, st.in_flight) == (6, 6, 0)
+        assert d._fd_refs == {}
+    finally:
+        d.close()
+        os.close(fd)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_loop_a_started_ops_callback_that_raises_loses_no_other_op(
+    backend: Any, tmp_path: Path
+) -> None:
+    """On every loop, io_uring_c: a started op's callback raises (it must not: a bug) while
+    two tasks' reads complete in the same harvest. The reads reach their tasks, the error
+    reaches the loop (asyncio: its exception handler; trio: a system task that raises ends
+    the run with TrioInternalError), and no slot of the context is lost."""
+    _skip_unless_runs(IoUringCDriver)
+    name, options = backend
+    p = tmp_path / "f.bin"
+    data = os.urandom(4 * PAGE)
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDONLY)
+    reported: list[BaseException] = []
+    results: dict[int, bytes] = {}
+    state: dict[str, object] = {}
+
+    async def main() -> None:
+        if name == "asyncio":
+            import asyncio
+
+            asyncio.get_running_loop().set_exception_handler(
+                lambda loop, context: reported.append(context["exception"])
+            )
+        ctx = aiopg_io._context.get_context("io_uring_c:nowait_fast_path=0")
+        state["ctx"] = ctx
+        ctx.acquire()
+        try:
+            started = file_reads(fd, 1)[0]
+
+            def broken(op: Op) -> None:
+                raise WakerBroke("a started op's callback raised")
+
+            async def read(i: int) -> None:
+                buf = bytearray(PAGE)
+                n = await ctx.run(Op(OpKind.READ, fd, i * PAGE, (memoryview(buf),)))
+                results[i] = bytes(buf[:n])
+
+            async with anyio.create_task_group() as tg:
+                await ctx.start(started, broken)  # staged first: its CQE comes first
+                tg.start_soon(read, 1)
+                tg.start_soon(read, 2)
+            state["in_flight"] = ctx._in_flight
+        finally:
+            await ctx.release()
+
+    try:
+        if name == "trio":
+            trio = pytest.importorskip("trio")
+            with pytest.raises(trio.TrioInternalError) as ei:
+                anyio.run(main, backend=name, backend_options=options)
+            cause = ei.value.__cause__
+            assert isinstance(cause, WakerBroke) or cause.split(WakerBroke)[0] is not None  # type: ignore[union-attr]
+        else:
+            anyio.run(main, backend=name, backend_options=options)
+            assert [type(e) for e in reported] == [WakerBroke]
+            assert results == {1: data[PAGE : 2 * PAGE], 2: data[2 * PAGE : 3 * PAGE]}
+            assert state["in_flight"] == 0
+        ctx = state["ctx"]
+        assert isinstance(ctx, IOContext) and ctx.closed
+    finally:
+        os.close(fd)
+
+
+# -- offsets the kernel would misread ----------------------------------------------------------
+
+OFF_T_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["nowait", "ring-only"])
+def test_offsets_outside_the_file_never_reach_the_kernel(
+    driver_cls: type[IoUringDriver], fast_path: bool, tmp_path: Path
+) -> None:
+    """An op handed to the driver directly with an offset below 0 or an end past 2**63 - 1
+    fails with InvalidOffsetError naming the value and the limit, as the file layer words
+    it: through submit (C's batch or the Python prep), the page-cache fast path and
+    try_inline alike. io_uring and preadv2 read offset -1 (2**64 - 1 as a u64) as "at the
+    file position": nothing may be read or written there."""
+    p = tmp_path / "f.bin"
+    data = os.urandom(2 * PAGE)
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDWR)
+    d = driver_cls(nowait_fast_path=fast_path)
+    cases: list[tuple[Op, str]] = []
+
+    def case(kind: OpKind, offset: int, n: int, want: str, **kw: Any) -> Op:
+        bufs = (memoryview(bytearray(b"\xee" * n)),) if kind is not OpKind.FALLOCATE else ()
+        op = Op(kind, fd, offset, bufs, path=str(p), **kw)
+        cases.append((op, want))
+        return op
+
+    try:
+        for kind in (OpKind.READ, OpKind.WRITE):
+            case(kind, -1, 4, "offset -1 is negative; file offsets start at 0")
+            past = f"is past the largest file offset, {OFF_T_MAX} (2**63 - 1)"
+            case(kind, 2**64 - 1, 4, f"offset {2**64 - 1} {past}")
+            case(kind, 2**63, 4, f"offset {2**63} is past the largest file offset")
+            case(
+                kind,
+                OFF_T_MAX - 2,
+                4,
+                f"4 bytes at offset {OFF_T_MAX - 2} would end at {OFF_T_MAX + 2}, past the largest "
+                f"file offset, {OFF_T_MAX} (2**63 - 1)",
+            )
+        case(OpKind.FALLOCATE, -PAGE, 0, f"offset {-PAGE} is negative", length=PAGE)
+        case(OpKind.FALLOCATE, OFF_T_MAX, 0, f"1 bytes at offset {OFF_T_MAX} would end", length=1)
+        inline = case(OpKind.READ, -1, 8, "offset -1 is negative", direct=False)
+        assert d.try_inline(inline) is False  # the fast path declines it; the prep refuses it
+        ops = [op for op, _ in cases]
+        d.submit(ops)
+        wait_all(d, ops)
+        for op, want in cases:
+            err = op.error
+            assert isinstance(err, aiopg_io.InvalidOffsetError), (op.offset, op.result, err)
+            assert err.errno == errno.EINVAL and want in str(err) and err.filename == str(p)
+            assert all(set(bytes(b)) == {0xEE} for b in op.buffers)  # nothing was read into it
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 0  # the file position was never used
+        assert p.read_bytes() == data  # nor written at
+    finally:
+        d.close()
+        os.close(fd)
+
+
+# -- io_uring_enter(2) saying "not now" --------------------------------------------------------
+
+LATER = [errno.EINTR, errno.EBUSY, errno.EAGAIN]
+
+
+def refused(err: int) -> OSError:
+    return OSError(err, os.strerror(err))
+
+
+class _SubmitRefused:
+    """The C ring, with ``submit()`` refused ``times`` times with ``err``."""
+
+    def __init__(self, ring: Any, err: int, times: int) -> None:
+        self.ring, self.err, self.times = ring, err, times
+
+    def submit(self) -> int:
+        if self.times:
+            self.times -= 1
+            raise refused(self.err)
+        left: int = self.ring.submit()
+        return left
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ring, name)
+
+
+@pytest.mark.parametrize("err", LATER, ids=[errno.errorcode[e] for e in LATER])
+def test_a_refused_submit_is_sent_again_by_the_next_reap(
+    driver_cls: type[IoUringDriver], err: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """io_uring_enter says EINTR, EBUSY or EAGAIN to a submit: the SQEs stay queued, no op
+    fails, fileno() is made readable, and the next reap submits them."""
+    p = tmp_path / "f.bin"
+    data = os.urandom(4 * PAGE)
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDONLY)
+    if driver_cls is IoUringDriver:
+        real = io_uring._L.io_uring_submit
+        calls: list[int] = []
+
+        def submit(ring: Any) -> int:
+            calls.append(1)
+            if len(calls) == 1:
+                raise refused(err)
+            n: int = real(ring)
+            return n
+
+        monkeypatch.setattr(io_uring._L, "io_uring_submit", submit)
+        d: IoUringDriver = driver_cls(nowait_fast_path=False)
+    else:
+
+        class PythonPrep(IoUringCDriver):  # the batch through _submit_sq, which the proxy sees
+            def _prep(self, op: Op) -> bool:
+                return super()._prep(op)
+
+        d = PythonPrep(nowait_fast_path=False)
+        d._ring = _SubmitRefused(d._ring, err, 1)
+    try:
+        ops = file_reads(fd, 4)
+        d.submit(ops)
+        assert all(op.state is OpState.SUBMITTED for op in ops)  # queued, not failed
+        assert select.select([d.fileno()], [], [], 0)[0]
+        wait_all(d, ops)
+        assert [bytes(op.buffers[0]) for op in ops] == [data[i * PAGE : (i + 1) * PAGE] for i in range(4)]
+        assert all(op.result == PAGE for op in ops)
+    finally:
+        d.close()
+        os.close(fd)
+
+
+@pytest.mark.parametrize("err", LATER, ids=[errno.errorcode[e] for e in LATER])
+def test_a_refused_overflow_flush_is_tried_again_by_the_next_reap(
+    driver_cls: type[IoUringDriver], err: int, tmp_path: Path
+) -> None:
+    """A CQ that overflowed (a ring of 2 SQEs, 4 CQEs, 32 reads): io_uring_enter refusing
+    the flush of the kernel's overflow list for now loses nothing and raises nothing; the
+    next reap flushes it."""
+    p = tmp_path / "f.bin"
+    data = os.urandom(32 * PAGE)
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDONLY)
+
+    class FlushRefusedOnce(driver_cls):  # type: ignore[valid-type,misc]
+        refusals = 0
+
+        def _flush_overflow(self) -> None:
+            if not self.refusals:
+                self.refusals += 1
+                raise refused(err)
+            super()._flush_overflow()
+
+    d = FlushRefusedOnce(entries=2, nowait_fast_path=False, reap_batch=0)
+    try:
+        ops = file_reads(fd, 32)
+        d.submit(ops)
+        wait_all(d, ops)
+        assert d.refusals == 1 and d.statistics().overflows > 1
+        assert all(bytes(op.buffers[0]) == data[i * PAGE : (i + 1) * PAGE] for i, op in enumerate(ops))
+    finally:
+        d.close()
+        os.close(fd)
+
+
+# -- fork ---------------------------------------------------------------------------------------
+
+
+def test_a_fork_child_touching_the_parents_ring_gets_an_error_and_leaves_it_whole(
+    driver_cls: type[IoUringDriver], pipe: EmptyPipe
+) -> None:
+    """In a child, every call on the parent's driver raises RuntimeError before touching the
+    ring (its mappings are not the child's: MADV_DONTFORK); the parent's read in flight then
+    completes as if no child had been."""
+    d = driver_cls(nowait_fast_path=False)
+    op = pipe_read(pipe)
+    d.submit([op])
+    calls: dict[str, Callable[[], object]] = {
+        "submit": lambda: d.submit([Op(OpKind.NOP, -1)]),
+        "reap": d.reap,
+        "reap_and_wake": lambda: d.reap_and_wake(lambda op: None),
+        "cancel": lambda: d.cancel(op),
+        "fileno": d.fileno,
+        "close": d.close,
+    }
+
+    def child() -> str:
+        said = []
+        for name, call in calls.items():
+            try:
+                call()
+            except RuntimeError as exc:
+                said.append(f"{name}:{'belongs to the parent process' in str(exc)}")
+            else:
+                said.append(f"{name}:no error")
+        calls.clear()
+        return ",".join(said)
+
+    try:
+        assert in_child(child) == ",".join(f"{name}:True" for name in calls)
+        assert op.state is OpState.SUBMITTED
+        os.write(pipe.wfd, EmptyPipe.DATA)
+        wait_all(d, [op])
+        assert op.result == len(EmptyPipe.DATA) and bytes(op.buffers[0]) == EmptyPipe.DATA
+    finally:
+        d.close()
