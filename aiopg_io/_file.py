@@ -488,6 +488,25 @@ class AsyncFile:
             op.flags = SYNC_FSYNC
         return await self._submit(op)
 
+    async def _start_pwritev_sync(
+        self,
+        bufs: list[memoryview],
+        offset: int,
+        on_done: Callable[[int, OSError | None], None],
+        *,
+        sync: Literal["fdatasync", "fsync"] = "fdatasync",
+    ) -> None:
+        """:meth:`pwritev_sync` started with no task waiting for it (as :meth:`start_pwritev`):
+        ``on_done(nbytes, error)`` runs where the completion is reaped and must not raise.
+        For the WAL, which does a round's completion work there (``bufs`` already views,
+        the file positional-only: no buffered writes to flush first)."""
+        self._check_writable()
+        self._check_direct(offset, bufs)
+        op = self._op(OpKind.WRITE_SYNC, offset, bufs, bufs)
+        if sync == "fsync":
+            op.flags = SYNC_FSYNC
+        await self._start(op, on_done)
+
     async def fsync(self) -> None:
         """Flush buffered writes, then make data and metadata durable (fsync(2))."""
         await self._sync(OpKind.FSYNC)

@@ -218,15 +218,18 @@ class _AsyncioPark:
     __slots__ = ("_fut",)
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._fut: asyncio.Future[None] = loop.create_future()
+        # The C constructor, not loop.create_future() (a Python call around it): a committer
+        # parks one of these per commit.
+        self._fut: asyncio.Future[None] = asyncio.Future(loop=loop)
 
     @property
     def is_set(self) -> bool:
         return self._fut.done() and not self._fut.cancelled()
 
     def set(self) -> None:
-        if not self._fut.done():
-            self._fut.set_result(None)
+        fut = self._fut
+        if not fut.done():
+            fut.set_result(None)
 
     def wait(self) -> Awaitable[None]:
         # The future itself: awaiting it directly saves a coroutine frame per wake-up.

@@ -16,11 +16,18 @@ How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c):
   has gathered every commit that arrived meanwhile. Before its first write a leader yields
   once (a zero-time ``commit_delay``) so the tasks the last round just woke append first and
   one write carries them all; commits arriving while the write is out are written again
-  before the sync (up to three writes, one sync). The round runs shielded from
-  cancellation: a cancelled committer does not abandon the I/O that others wait on. A round
-  costs one sync plus the CPU of the commits it carries, so with many committers (all of
-  them in one sync) that CPU bounds throughput (the figures and the command:
-  docs/benchmarks.md, "WAL group commit").
+  before the sync (up to three writes, one sync). The usual round, one write linked with
+  its sync in the segment open for writing, is started with no task waiting on it
+  (:meth:`XLogFlush._linked_round`): the callback where its completion is reaped advances
+  ``flushed`` (or poisons) and wakes the leader and the covered tasks, so a cancelled
+  leader abandons nothing and no cancel scope is paid per round. Other rounds (a segment
+  entered or left, ``o_dsync``, direct I/O, a sync with nothing new to write) run in the
+  leader's task, shielded from cancellation: a cancelled committer does not abandon the
+  I/O that others wait on. A round costs one sync plus the CPU of the commits it carries,
+  so with many committers (all of them in one sync) that CPU bounds throughput (the figures
+  and the command: docs/benchmarks.md, "WAL group commit"; why rounds do not overlap
+  there, in "A leaner commit path": two syncs of one open file that overlap may see a
+  writeback error reported to only one of them).
 - **sync_method** (``wal_sync_method``): ``fdatasync`` (default) and ``fsync`` sync after
   the write; ``o_dsync`` opens segments with ``O_DSYNC`` so the write itself is durable.
   With ``direct=True`` segments are also opened ``O_DIRECT`` and every write covers whole
@@ -93,7 +100,10 @@ class XLogFlush:
         # placing its record, with the end of the log then as its target.
         self._waiters: list[tuple[int, Park]] = []
         self._lead: Park | None = None  # the parked task handed the next round, not yet running
-        self.park = current_glue().park
+        self._round_leader: Park | None = None  # the leader of a _linked_round that is out
+        glue = current_glue()
+        self.park = glue.park
+        self._checkpoint = glue.checkpoint
         self._room_waiters: list[anyio.Event] = []
         # Counters.
         self.rounds = 0
@@ -124,15 +134,26 @@ class XLogFlush:
                     if ctl.flushed >= target:
                         self._pass_lead()
                 continue
-            await self.round(sync=True)
+            started = await self._linked_round()
+            if started is False:
+                await self.round(sync=True)
+            elif started is not True:  # out: wait for the callback to wake this leader
+                try:
+                    await started.wait()
+                except BaseException:
+                    if self._round_leader is started:
+                        self._round_leader = None
+                    raise
 
     def _abandon_wait(self, item: tuple[int, Park]) -> None:
-        ev = item[1]
-        if not ev.is_set:
-            self._waiters.remove(item)
-        elif self._lead is ev:
+        # The wait may have been cancelled before the wake-up came (asyncio cancels the
+        # future itself, so it then reads as not set): a task taken off the list by a wake-up
+        # is no longer in it, and a lead handed to it must still go on.
+        if self._lead is item[1]:
             self._lead = None
             self._pass_lead()  # a lead we cannot take goes to the next in line
+        elif item in self._waiters:
+            self._waiters.remove(item)
 
     def _pass_lead(self) -> None:
         """Wake the oldest parked task to lead the next round, when no round is out and none
@@ -147,6 +168,10 @@ class XLogFlush:
 
     def _wake_after_round(self) -> None:
         """Wake, in one pass, every parked task the round made durable; then pass the lead."""
+        leader = self._round_leader
+        if leader is not None:
+            self._round_leader = None
+            leader.set()
         waiters = self._waiters
         if self._ctl.poison is not None:
             self._waiters = []
@@ -155,14 +180,20 @@ class XLogFlush:
                 ev.set()
         elif waiters:
             flushed = self._ctl.flushed
-            rest = [item for item in waiters if item[0] > flushed]
-            if len(rest) < len(waiters):
-                for target, ev in waiters:
-                    if target <= flushed:
-                        ev.set()
-            self._waiters = rest
-            self._just_woken = len(waiters) - len(rest)
-            self._pass_lead()
+            if waiters[-1][0] <= flushed:  # the usual case: the round covered every one
+                self._waiters = []
+                for _, ev in waiters:
+                    ev.set()
+                self._just_woken = len(waiters)
+            else:
+                rest = [item for item in waiters if item[0] > flushed]
+                if len(rest) < len(waiters):
+                    for target, ev in waiters:
+                        if target <= flushed:
+                            ev.set()
+                self._waiters = rest
+                self._just_woken = len(waiters) - len(rest)
+                self._pass_lead()
         else:
             self._just_woken = 0
         self._wake_room_waiters()
@@ -176,6 +207,9 @@ class XLogFlush:
         """Wake every parked task (the WAL is closing: each sees it closed)."""
         waiters, self._waiters = self._waiters, []
         self._lead = None
+        leader, self._round_leader = self._round_leader, None
+        if leader is not None:
+            leader.set()
         for _, ev in waiters:
             ev.set()
         self._wake_room_waiters()
@@ -191,6 +225,68 @@ class XLogFlush:
             self._ctl.check_usable()
         else:
             await self.round(sync=False)
+
+    async def _linked_round(self) -> Park | bool:
+        """Lead a round that is one linked write + sync on the open segment, its completion
+        work (advance, or poison; wake) done by the callback where the op is reaped: no task
+        waits on the op, so nothing needs shielding from cancellation. Returns the wake-up to
+        wait on (given first when the round ends: the leader's record is the round's
+        oldest), True when the op completed at once, False, with nothing started, when the
+        round is of another kind (left to :meth:`round`): direct I/O, o_dsync, a segment
+        to enter or leave, nothing new to write."""
+        ctl = self._ctl
+        self._writing = True
+        try:
+            if self._just_woken:
+                # The zero-time commit_delay of round(); cancelled here, nothing started.
+                self._just_woken = 0
+                await self._checkpoint()
+            start, upto, durable_to = ctl.write_pos, ctl.insert_pos, ctl.insert_end
+            f = self._write_file
+            seg = ctl.segment_size
+            if (
+                f is None
+                or upto <= start
+                or self.io_align > 1
+                or self.sync_method == "o_dsync"
+                or not ctl.write_segno * seg <= start < upto <= (ctl.write_segno + 1) * seg
+            ):
+                self._writing = False
+                return False
+            ring, ring_size = ctl.ring, ctl.ring_size
+            r, n = start % ring_size, upto - start
+            bufs = [ring[r : r + n]] if r + n <= ring_size else [ring[r:], ring[: n - (ring_size - r)]]
+
+            def done(nbytes: int, error: OSError | None) -> None:
+                if error is not None:
+                    ctl.poison_with(error)
+                else:
+                    ctl.write_pos = upto
+                    self._write_unsynced = False  # the sync covered any write left unsynced
+                    if ctl.flushed < durable_to:
+                        ctl.flushed = durable_to
+                self._writing = False
+                self._wake_after_round()
+
+            self.rounds += 1
+            self.writes += 1
+            self.syncs += 1
+            sync: Literal["fdatasync", "fsync"] = "fsync" if self.sync_method == "fsync" else "fdatasync"
+            await f._start_pwritev_sync(bufs, start - ctl.write_segno * seg, done, sync=sync)
+            if not self._writing:
+                return True  # completed inline: done() has run
+            self._round_leader = ev = self.park()
+            return ev
+        except OSError as exc:  # refused before it started (as round() does with a failed op)
+            self._writing = False
+            poisoned = ctl.poisoned_by(exc)
+            self._wake_after_round()
+            raise poisoned from exc
+        except BaseException:
+            # Nothing was started (cancelled at the checkpoint, or while waiting for a slot).
+            self._writing = False
+            self._wake_after_round()
+            raise
 
     async def round(self, *, sync: bool) -> None:
         """Write everything appended so far and, with ``sync``, make it durable."""
@@ -244,7 +340,9 @@ class XLogFlush:
         while pos < end:
             segno = pos // seg
             chunk_end = min(end, (segno + 1) * seg)
-            f = await self.segment_for_write(segno)
+            f = self._write_file
+            if f is None or ctl.write_segno != segno:
+                f = await self.segment_for_write(segno)
             r = pos % ring_size
             n = chunk_end - pos
             off = pos - segno * seg

@@ -103,7 +103,6 @@ _RECORD_HEADER = struct.Struct("<IIQB3xI")
 RECORD_HEADER_SIZE = _RECORD_HEADER.size  # 24
 _CRC_COVERED = RECORD_HEADER_SIZE - 4  # the header bytes before xl_crc
 _PREFIX = struct.Struct("<IIQB3x")
-_CRC = struct.Struct("<I")
 
 #: tot_len is a u32; no record can be longer, whatever the writer's configured maximum.
 HARD_MAX_RECORD = 0xFFFFFFFF - RECORD_HEADER_SIZE
@@ -177,12 +176,13 @@ def record_crc(payload: memoryview | bytes, prefix: bytes) -> int:
     return zlib.crc32(prefix, zlib.crc32(payload))
 
 
-def write_record_header(buf: memoryview, offset: int, payload: memoryview, *, epoch: int, prev: int) -> None:
+def write_record_header(
+    buf: memoryview, offset: int, payload: memoryview | bytes, *, epoch: int, prev: int
+) -> None:
     """:func:`pack_record_header` straight into ``buf`` at ``offset`` (the insertion hot path)."""
     tot = RECORD_HEADER_SIZE + len(payload)
-    _PREFIX.pack_into(buf, offset, tot, epoch, prev, 0)
-    crc = zlib.crc32(buf[offset : offset + _CRC_COVERED], zlib.crc32(payload))
-    _CRC.pack_into(buf, offset + _CRC_COVERED, crc)
+    prefix = _PREFIX.pack(tot, epoch, prev, 0)
+    _RECORD_HEADER.pack_into(buf, offset, tot, epoch, prev, 0, zlib.crc32(prefix, zlib.crc32(payload)))
 
 
 def pack_record_header(payload: memoryview | bytes, *, epoch: int, prev: int) -> bytes:

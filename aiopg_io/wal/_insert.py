@@ -65,26 +65,47 @@ class XLogInsert:
         self.bytes = 0
 
     def place(self, data: object) -> tuple[int, int] | memoryview:
-        """Validate ``data`` and copy it when it fits the free buffers: ``(lsn, end)``.
-        Otherwise the view to hand to :meth:`insert_slow`. Never awaits (the hot path)."""
+        """Validate ``data`` and copy it when it fits the rest of its page and the free
+        buffers: ``(lsn, end)``. Otherwise the view to hand to :meth:`insert_slow`, with
+        nothing changed. Never awaits: the hot path, one function."""
         ctl = self._ctl
         if ctl.closed or ctl.poison is not None:
             ctl.check_usable()
-        # bytes is always a flat, contiguous byte buffer: the checks are for anything else.
-        if type(data) is bytes:
-            mv = memoryview(data)
-        else:
-            mv = readable_view(data, "a WAL record", str_hint="encode it first")
-        if len(mv) > self.max_record_size:
+        # bytes is always a flat, contiguous byte buffer, copied and CRC'd as it is: the
+        # checks and the view are for anything else.
+        mv: bytes | memoryview = (
+            data if type(data) is bytes else readable_view(data, "a WAL record", str_hint="encode it first")
+        )
+        n = len(mv)
+        if n > self.max_record_size:
             raise ValueError(
-                f"a WAL record of {len(mv)} bytes is over max_record_size ({self.max_record_size} bytes); "
+                f"a WAL record of {n} bytes is over max_record_size ({self.max_record_size} bytes); "
                 "split it, or open the WAL with a larger max_record_size"
             )
-        if not self.lock.contended:
-            placed = self._insert_fast(mv)
-            if placed is not None:
-                return placed
-        return mv
+        if self.lock.contended:
+            return memoryview(mv)
+        pos = ctl.insert_pos
+        tot = RECORD_HEADER_SIZE + n
+        in_page = pos % PAGE_SIZE
+        header = page_header_size(pos, ctl.segment_size) if in_page == 0 else 0
+        write_pos = ctl.write_pos
+        if (
+            in_page + header + tot > PAGE_SIZE
+            or pos + header + tot > write_pos - write_pos % PAGE_SIZE + ctl.ring_size  # window_end
+        ):
+            return memoryview(mv)
+        if header:
+            pos += self.lay_page(pos, 0)
+        r = pos % ctl.ring_size
+        ring = ctl.ring
+        write_record_header(ring, r, mv, epoch=ctl.epoch, prev=ctl.prev_lsn)
+        ring[r + RECORD_HEADER_SIZE : r + tot] = mv
+        ctl.prev_lsn = pos
+        aligned_end = -(-(pos + tot) // MAXALIGN) * MAXALIGN  # align_up, inlined
+        ctl.insert_pos = ctl.insert_end = aligned_end
+        self.records += 1
+        self.bytes += n
+        return pos, aligned_end
 
     def window_end(self) -> int:
         """The first byte whose ring slot may still hold bytes not written yet."""
@@ -102,33 +123,6 @@ class XLogInsert:
         ring[r : r + PAGE_SIZE] = bytes(PAGE_SIZE)
         ring[r : r + len(hdr)] = hdr
         return len(hdr)
-
-    def _insert_fast(self, mv: memoryview) -> tuple[int, int] | None:
-        """Copy a record that fits the rest of its page and the free buffers: ``(lsn, end)``;
-        None, with nothing changed, when it does not."""
-        ctl = self._ctl
-        pos = ctl.insert_pos
-        n = len(mv)
-        tot = RECORD_HEADER_SIZE + n
-        in_page = pos % PAGE_SIZE
-        header = page_header_size(pos, ctl.segment_size) if in_page == 0 else 0
-        if in_page + header + tot > PAGE_SIZE:
-            return None
-        write_pos = ctl.write_pos
-        if pos + header + tot > write_pos - write_pos % PAGE_SIZE + ctl.ring_size:  # window_end
-            return None
-        if header:
-            pos += self.lay_page(pos, 0)
-        r = pos % ctl.ring_size
-        ring = ctl.ring
-        write_record_header(ring, r, mv, epoch=ctl.epoch, prev=ctl.prev_lsn)
-        ring[r + RECORD_HEADER_SIZE : r + tot] = mv
-        ctl.prev_lsn = pos
-        aligned_end = align_up(pos + tot, MAXALIGN)
-        ctl.insert_pos = ctl.insert_end = aligned_end
-        self.records += 1
-        self.bytes += n
-        return pos, aligned_end
 
     async def insert_slow(self, mv: memoryview) -> tuple[int, int]:
         """Copy a record page by page, making room as needed; one such copy at a time, in

@@ -18,6 +18,7 @@ from aiopg_io.wal._format import (
     parse_page_header,
     segment_name,
     segment_number,
+    write_record_header,
 )
 
 SEG = 4 * PAGE_SIZE
@@ -89,6 +90,18 @@ def test_header_sizes_match_postgresql_layout() -> None:
 def test_record_crc_is_zlib_crc32_over_payload_then_header() -> None:
     head = pack_record_header(b"abc", epoch=1, prev=40)
     assert int.from_bytes(head[20:24], "little") == zlib.crc32(head[:20], zlib.crc32(b"abc"))
+
+
+def test_record_header_written_in_place_is_the_packed_one() -> None:
+    # The insertion hot path writes the header straight into the ring, from bytes as they
+    # are and from views: the same 24 bytes as pack_record_header, around other bytes.
+    for payload in (b"", b"abc", bytes(range(256)) * 3):
+        for given in (payload, memoryview(bytearray(payload))):
+            buf = bytearray(b"\xee" * (RECORD_HEADER_SIZE + 16))
+            prev = 0x1234_5678_9A
+            write_record_header(memoryview(buf), 8, given, epoch=5, prev=prev)
+            assert buf[8 : 8 + RECORD_HEADER_SIZE] == pack_record_header(payload, epoch=5, prev=prev)
+            assert buf[:8] == buf[8 + RECORD_HEADER_SIZE :] == b"\xee" * 8
 
 
 def test_segment_names() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import contextvars
 import os
 import subprocess
@@ -197,6 +198,25 @@ async def test_bad_records(tmp_path: Path, driver: str) -> None:
     assert isinstance(ClosedError("x"), AiopgIOError)
 
 
+async def test_every_kind_of_buffer_is_stored_as_its_bytes(tmp_path: Path, driver: str) -> None:
+    # bytes go into the ring as they are, anything else through a byte view: the records
+    # read back are the same bytes, whichever the caller gave.
+    data = payload("kinds", 300)
+    given: list[object] = [
+        data,
+        bytearray(data),
+        memoryview(data),
+        memoryview(bytearray(b"xx" + data))[2:],
+        array.array("H", data),
+    ]
+    async with open_wal(tmp_path, driver) as wal:
+        lsns = [await wal.commit(g) for g in given]
+        lsns.append(await wal.append(b""))
+        await wal.flush()
+    got = dict(await read_all(tmp_path, driver))
+    assert [got[lsn] for lsn in lsns] == [data] * len(given) + [b""]
+
+
 async def test_bad_arguments(tmp_path: Path, driver: str) -> None:
     with pytest.raises(ValueError, match="sync_method 'open_sync' is not one of fdatasync, o_dsync, fsync"):
         await WAL.open(tmp_path, driver=driver, sync_method="open_sync")  # type: ignore[arg-type]
@@ -371,6 +391,22 @@ async def test_cancelled_committer_does_not_break_the_group(tmp_path: Path, driv
         await wal.commit(b"still works")
     got = await read_all(tmp_path, driver)
     assert {lsn for lsn, _ in got} >= set(done)
+
+
+async def test_a_cancelled_round_leader_abandons_nothing(tmp_path: Path, driver: str) -> None:
+    # A lone committer leads its round: the linked write + sync is started, then the leader
+    # waits for it. Cancelled there, the op still completes and its completion work still
+    # runs (flushed moves, the next committers are served), and the record is in the log.
+    async with open_wal(tmp_path, driver, segments_ahead=0) as wal:
+        await wal.commit(b"first")
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await wal.commit(b"leader, cancelled while its op is out")
+        end = wal.insert_lsn
+        last = await wal.commit(b"after")
+        assert wal.flushed_lsn > last >= end and not wal.poisoned
+    got = [data for _, data in await read_all(tmp_path, driver)]
+    assert got == [b"first", b"leader, cancelled while its op is out", b"after"]
 
 
 async def test_cancelled_large_append_leaves_the_log_whole(tmp_path: Path, driver: str) -> None:
