@@ -95,9 +95,6 @@ def drivers_for(path: Path) -> tuple[str, ...]:
     return ("io_uring", *MATRIX_DRIVERS) if pure else MATRIX_DRIVERS
 
 
-drivers_for.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
-
-
 def _parametrized_directly(metafunc: pytest.Metafunc, name: str) -> bool:
     for mark in metafunc.definition.iter_markers("parametrize"):
         names = mark.args[0]
