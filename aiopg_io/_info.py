@@ -69,8 +69,10 @@ def _direct_probe(directory: str) -> str | None:
         os.unlink(tmp)
 
 
-def _compiled_path() -> str:
-    """One line: whether the C ring (driver io_uring_c) is loaded, and why (not)."""
+def _compiled_path(c_row: str | None) -> str:
+    """One line: which path runs the io_uring ring here, the C ring (driver ``io_uring_c``,
+    what ``auto`` picks where it runs) or pure Python, and why: the reason the extension did
+    not load, if it did not, or why the loaded ring cannot run (``c_row``, its matrix row)."""
     if not sys.platform.startswith("linux"):
         return "pure Python (the C ring is built on Linux only)"
     try:
@@ -78,13 +80,26 @@ def _compiled_path() -> str:
     except Exception as exc:  # reported, not raised
         return f"pure Python (the io_uring_c driver cannot be imported: {exc!r})"
     loaded, why = compiled_status()
-    if loaded:
-        from .drivers._compiled import load
+    if not loaded:
+        return f"pure Python ({why})"
+    from .drivers._compiled import load
 
-        wakers = load("aiopg_io._glue._wake")[1]
-        woken = "waiters woken from C" if wakers is None else f"waiters woken in Python: {wakers}"
-        return f"C ring for driver io_uring_c ({why}; {woken}); auto still picks the pure path"
-    return f"pure Python ({why})"
+    wakers = load("aiopg_io._glue._wake")[1]
+    woken = "waiters woken from C" if wakers is None else f"waiters woken in Python: {wakers}"
+    runs = "auto picks it" if c_row == "available" else f"but it cannot run here: {c_row}"
+    return f"C ring for driver io_uring_c ({why}; {woken}); {runs}"
+
+
+def _auto_line(m: Matrix) -> str:
+    """``auto -> NAME``, and for an io_uring driver which ring it runs on, and why."""
+    if m.auto is None:
+        return "auto -> nothing runs here"
+    if m.auto == "io_uring_c":
+        return "auto -> io_uring_c (the C ring)"
+    if m.auto == "io_uring":
+        why = m.drivers.get("io_uring_c", {}).get("buffered", "not registered")
+        return f"auto -> io_uring (the pure-Python ring: io_uring_c cannot run here: {why})"
+    return f"auto -> {m.auto}"
 
 
 def _sqpoll_rows(drivers: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -180,7 +195,7 @@ def machine_matrix(directory: str = ".") -> Matrix:
                 tested = None
             if tested is not None and not tested():
                 m.untested[name] = "not tested on this machine"
-    m.compiled = _compiled_path()
+    m.compiled = _compiled_path(m.drivers.get("io_uring_c", {}).get("buffered"))
     m.sqpoll = _sqpoll_rows(m.drivers)
     m.ops = {name: _op_placement(name) for name, row in m.drivers.items() if row["buffered"] == "available"}
     for name in auto_order():
@@ -225,5 +240,5 @@ def render(m: Matrix) -> str:
     for name, where in m.ops.items():
         lines.append(f"  ops       {name}: {where}")
     lines.append("")
-    lines.append(f"  auto -> {m.auto or 'nothing runs here'}")
+    lines.append(f"  {_auto_line(m)}")
     return "\n".join(lines)

@@ -51,15 +51,66 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
 
 
-#: The drivers of the test matrix. ``io_uring_c`` (the opt-in C ring; its own tests are in
-#: tests/drivers/test_io_uring_c.py) joins with AIOPG_IO_TEST_COMPILED=1, so the default suite
-#: does not grow by a driver while ``auto`` does not pick it.
-TEST_DRIVERS = tuple(
-    n for n in DRIVER_NAMES if n != "io_uring_c" or os.environ.get("AIOPG_IO_TEST_COMPILED") == "1"
+#: The drivers of the whole matrix: every registered driver but the pure ``io_uring``, whose
+#: place there is taken by ``io_uring_c`` (the same driver on the C ring: what ``auto`` picks,
+#: so what users get).
+MATRIX_DRIVERS = tuple(n for n in DRIVER_NAMES if n != "io_uring")
+
+#: Where the pure ``io_uring`` driver joins the matrix too: the tests of what differs between
+#: the two io_uring drivers, the ring and the driver logic (submission, completion, short
+#: transfers, EAGAIN, cancellation, faults injected under the driver, what reaches the disk
+#: before a crash). Paths under tests/, a directory ending in "/" (docs/testing.md, "The
+#: compiled path in this project's suite", says why these).
+PURE_RING_TESTS = (
+    "drivers/",
+    "test_differential.py",
+    "test_cancel.py",
+    "test_direct.py",
+    "test_write_sync.py",
+    "testing/test_file_faults.py",
+    "testing/test_injector.py",
+    "testing/test_sweep.py",
+    "testing/test_powerloss.py",
+    "wal/test_faults.py",
+    "wal/test_truncate_crash.py",
+    "buffers/test_checkpoint.py",
 )
 
+_TESTS = Path(__file__).parent
 
-@pytest.fixture(params=TEST_DRIVERS)
+
+def _c_ring_reason() -> str | None:
+    """Why ``io_uring_c`` cannot run here (its extension did not build or load, AIOPG_IO_PURE=1,
+    no io_uring), or None. Where it cannot, its cases are skipped with this reason and the pure
+    ``io_uring`` stands in for it through the whole matrix."""
+    return unavailable_reason("io_uring_c")
+
+
+def drivers_for(path: Path) -> tuple[str, ...]:
+    """The drivers the ``driver`` fixture runs the tests of ``path`` on."""
+    rel = path.relative_to(_TESTS).as_posix() if path.is_relative_to(_TESTS) else path.name
+    pure = _c_ring_reason() is not None or any(
+        rel.startswith(p) if p.endswith("/") else rel == p for p in PURE_RING_TESTS
+    )
+    return ("io_uring", *MATRIX_DRIVERS) if pure else MATRIX_DRIVERS
+
+
+def _parametrized_directly(metafunc: pytest.Metafunc, name: str) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if name in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The driver axis, per test file (``drivers_for``); a test that parametrizes ``driver``
+    itself keeps its own list."""
+    if "driver" in metafunc.fixturenames and not _parametrized_directly(metafunc, "driver"):
+        metafunc.parametrize("driver", drivers_for(metafunc.definition.path), indirect=True)
+
+
+@pytest.fixture
 def driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The name of a driver that runs here (skipped with the reason for one that does not)."""
     name: str = request.param

@@ -430,8 +430,6 @@ def default_drivers() -> list[str]:
 
     out = []
     for name in DRIVER_NAMES:
-        if name == "io_uring_c" and os.environ.get("AIOPG_IO_TEST_COMPILED") != "1":
-            continue  # as tests/conftest.py: the opt-in C ring joins with AIOPG_IO_TEST_COMPILED=1
         reason = unavailable_reason(name)
         if reason is None:
             out.append(name)

@@ -47,7 +47,7 @@ __all__ = [
 # name -> (module, class). The order is the order `info` prints them in.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "io_uring": ("aiopg_io.drivers.io_uring", "IoUringDriver"),
-    # The io_uring driver on the C ring (opt-in: auto does not pick it yet).
+    # The io_uring driver on the C ring: what auto picks first where it runs (auto_order).
     "io_uring_c": ("aiopg_io.drivers.io_uring_c", "IoUringCDriver"),
     "posix_aio": ("aiopg_io.drivers.posix_aio", "PosixAioDriver"),
     "worker": ("aiopg_io.drivers.worker", "WorkerDriver"),
@@ -59,11 +59,16 @@ DRIVER_NAMES = tuple(_REGISTRY)
 def auto_order() -> tuple[str, ...]:
     """The drivers ``auto`` tries, best first. The only platform choice in the package.
 
-    On Linux, glibc's POSIX AIO is itself a thread pool, slower than ``worker``; FreeBSD's
-    is kernel AIO, better than threads. ``sync`` blocks the loop and is never chosen.
+    On Linux, ``io_uring_c`` (the io_uring driver on the C ring) first: it runs wherever its
+    extension loads and the kernel has io_uring, and it beats the pure driver on every loop
+    for the CPU it spends per op (docs/benchmarks.md, "The file calls' ring path in C").
+    Where it cannot run, the pure ``io_uring`` driver: the extension did not build or load,
+    or ``AIOPG_IO_PURE=1`` refused it (drivers/_compiled.py; ``unavailable_reason`` says
+    which). glibc's POSIX AIO is itself a thread pool, slower than ``worker``; FreeBSD's is
+    kernel AIO, better than threads. ``sync`` blocks the loop and is never chosen.
     """
     if sys.platform.startswith("linux"):
-        return ("io_uring", "worker")
+        return ("io_uring_c", "io_uring", "worker")
     if sys.platform.startswith("freebsd"):
         return ("posix_aio", "worker")
     return ("worker",)

@@ -733,15 +733,22 @@ class TestUnavailableReason:
 
     def test_auto_falls_back_and_info_says_why(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         """io_uring refused (a seccomp profile, as in a container): ``auto`` picks the worker
-        driver and ``python -m aiopg_io info`` prints the reason on the io_uring line."""
+        driver and ``python -m aiopg_io info`` prints the reason on the io_uring lines, the
+        C ring's too where its extension loaded."""
         from aiopg_io import _info, drivers
+        from aiopg_io.drivers import io_uring_c
 
-        def refuse(entries: int) -> object:
+        def refuse(entries: int, **kwargs: object) -> object:
             raise OSError(errno.EPERM, "Operation not permitted")
 
         monkeypatch.setattr(io_uring, "_setup_ring", refuse)
         monkeypatch.setattr(io_uring, "_io_uring_disabled", lambda: 0)
         monkeypatch.setattr(drivers, "_reasons", {})
+        # The C ring is refused the same way: its probe sets up a ring of its own.
+        monkeypatch.setattr(io_uring_c, "_REASON", [])
+        c_loaded = io_uring_c._U is not None
+        if c_loaded:
+            monkeypatch.setattr(io_uring_c._U, "Ring", refuse)
         assert drivers.resolve("auto") == drivers.DriverSpec("worker")
         with pytest.raises(
             aiopg_io.DriverUnavailableError, match=r"driver 'io_uring' cannot run here: .*seccomp"
@@ -750,7 +757,12 @@ class TestUnavailableReason:
         out = _info.render(_info.machine_matrix(str(tmp_path)))
         line = next(ln for ln in out.splitlines() if ln.strip().startswith("io_uring "))
         assert "no: io_uring_setup was refused (EPERM): a seccomp filter blocks it" in line
-        assert "auto -> worker" in out
+        assert "\n  auto -> worker\n" in out + "\n"
+        if c_loaded:
+            line = next(ln for ln in out.splitlines() if ln.strip().startswith("io_uring_c "))
+            assert "no: io_uring_setup was refused (EPERM): a seccomp filter blocks it" in line
+            compiled = next(ln for ln in out.splitlines() if ln.strip().startswith("compiled "))
+            assert "); but it cannot run here: io_uring_setup was refused (EPERM)" in compiled, compiled
 
     def test_cached(self, monkeypatch: pytest.MonkeyPatch) -> None:
         calls: list[int] = []

@@ -1,7 +1,7 @@
 """The io_uring_c driver (the C ring, aiopg_io/drivers/_uring.c) against its pure twin.
 
-The whole matrix runs on it with AIOPG_IO_TEST_COMPILED=1 (tests/conftest.py); these are the
-checks that always run: the ring's own contract (SQ full, refused arguments, close), data
+The whole matrix runs on it (tests/conftest.py: it is what ``auto`` picks); these are its own
+checks: the ring's own contract (SQ full, refused arguments, close), data
 read back through the driver and through ``aiopg_io.open`` on every loop, the same results
 as the pure driver for the same ops, and the pure path forced by AIOPG_IO_PURE=1.
 """
