@@ -121,9 +121,12 @@ class ThreadFallback(Driver):
     def _reap(self, waker: Callable[[Op], object] | None) -> tuple[list[Op], int]:
         if self._closed:
             return [], 0
-        self._mux.notifier.clear()
-        out = self._threads.reap()
-        self._in_threads.difference_update(out)
+        # The threads raise the wrapper's flag after each completion they queue: a flag
+        # that is down means none to collect (and no eventfd read that fails with EAGAIN).
+        out: list[Op] = []
+        if self._mux.notifier.clear_if_raised():
+            out = self._threads.reap()
+            self._in_threads.difference_update(out)
         woken = 0
         if self._inner_fd is not None or self._inner_pending:
             self._inner_pending = False

@@ -56,6 +56,15 @@ class Notifier:
             pass
         self._raised = False
 
+    def clear_if_raised(self) -> bool:
+        """:meth:`clear` where the flag is up; False, with no system call, where it is down.
+        The fd is written only after the flag went up (:meth:`raise_flag`), so a flag seen
+        down means nothing to clear; a raise after that look leaves the fd readable."""
+        if not self._raised:
+            return False
+        self.clear()
+        return True
+
     def close(self) -> None:
         if self._closed:
             return

@@ -1136,6 +1136,78 @@ ring_harvest(Ring *r, PyObject *args)
 }
 
 
+/* -- a loop tick's reap ------------------------------------------------------------------ */
+
+/* The Python twin is IoUringDriver.reap (its _clear_eventfd, then _collect's harvest loop),
+   for the io_uring_c driver's common tick (IoUringCDriver._tick): no backlog, no cancel to
+   retry, nothing left unsubmitted. One call harvests through ring_harvest (same arguments,
+   same outcomes), then reads the completion eventfd only where the CQ was emptied, so a
+   tick that leaves CQEs (the reap limit) costs no read and no write: the eventfd, unread,
+   still polls readable, and the loop comes back for the rest. Where the CQ was emptied the
+   eventfd is read (EAGAIN when the wake-up was another's: nothing to clear) and the CQ looked
+   at again: the kernel posts a CQE (tail store, release) before it signals the eventfd
+   (io_uring/io_uring.c, io_cqring_ev_posted -> io_eventfd_signal), so a CQE whose signal
+   this read consumed is in the tail loaded after it; one found there gets a signal of our
+   own, and no wake-up is lost. Whatever is not the common case (an op went on, CQEs wait on
+   the overflow list) returns a flag for the twin, before the eventfd is touched. */
+
+enum {
+    TICK_CONTINUED = 1, /* an op went on: its SQE is queued, the caller submits */
+    TICK_LEFT_OVER = 2, /* the limit left CQEs: the eventfd was not read */
+    TICK_OVERFLOW = 4,  /* CQEs wait on the kernel's overflow list: the caller flushes */
+    TICK_CLEARED = 8,   /* the eventfd was read */
+    TICK_SIGNALLED = 16 /* ...and written again: CQEs came in after the read */
+};
+
+static PyObject *
+ring_tick(Ring *r, PyObject *args)
+{
+    /* tick(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker, efd)
+       -> (woken, flags) */
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    int efd;
+    if (n != 9 || !PyLong_Check(PyTuple_GET_ITEM(args, 8))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "tick(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker, efd)");
+        return NULL;
+    }
+    long efd_l = PyLong_AsLong(PyTuple_GET_ITEM(args, 8));
+    if (efd_l == -1 && PyErr_Occurred())
+        return NULL;
+    if (efd_l < 0 || efd_l > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "efd %ld is not a file descriptor", efd_l);
+        return NULL;
+    }
+    efd = (int)efd_l;
+    PyObject *harvest_args = PyTuple_GetSlice(args, 0, 8);
+    if (harvest_args == NULL)
+        return NULL;
+    PyObject *got = ring_harvest(r, harvest_args);
+    Py_DECREF(harvest_args);
+    if (got == NULL)
+        return NULL;
+    Py_ssize_t woken = PyLong_AsSsize_t(PyTuple_GET_ITEM(got, 2));
+    long flags = (PyTuple_GET_ITEM(got, 0) == Py_True ? TICK_CONTINUED : 0) |
+                 (PyTuple_GET_ITEM(got, 1) == Py_True ? TICK_LEFT_OVER : 0);
+    Py_DECREF(got);
+    if (__atomic_load_n(r->sq_flags, __ATOMIC_ACQUIRE) & SQ_CQ_OVERFLOW)
+        flags |= TICK_OVERFLOW;
+    if (flags == 0) {
+        uint64_t count;
+        if (read(efd, &count, sizeof count) < 0 && errno != EAGAIN)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        flags |= TICK_CLEARED;
+        if (*r->cq_head != __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE)) {
+            uint64_t one = 1;
+            if (write(efd, &one, sizeof one) < 0 && errno != EAGAIN)
+                return PyErr_SetFromErrno(PyExc_OSError);
+            flags |= TICK_SIGNALLED;
+        }
+    }
+    return Py_BuildValue("(nl)", woken, flags);
+}
+
+
 /* -- batches: a tick's ops into SQEs, and whole completions to their waiters ------------- */
 
 /* The Python twins are IoUringDriver._submit_one (drivers/io_uring.py) with the io_uring_c
@@ -1537,6 +1609,8 @@ static PyMethodDef ring_methods[] = {
     {"reap", (PyCFunction)ring_reap, METH_VARARGS, "reap(limit) -> ([(user_data, res)], left_over)"},
     {"harvest", (PyCFunction)ring_harvest, METH_VARARGS,
      "harvest(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker=None) -> (continued, left_over, woken)"},
+    {"tick", (PyCFunction)ring_tick, METH_VARARGS,
+     "tick(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker, efd) -> (woken, flags)"},
     {"register_eventfd", (PyCFunction)ring_register_eventfd, METH_VARARGS, "register_eventfd(fd)"},
     {"unregister_eventfd", (PyCFunction)ring_unregister_eventfd, METH_NOARGS, "unregister_eventfd()"},
     {"probe", (PyCFunction)ring_probe, METH_NOARGS, "probe() -> frozenset of opcodes, or None"},
@@ -3157,7 +3231,12 @@ PyInit__uring(void)
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddIntConstant(m, "IORING_OP_FTRUNCATE", OP_FTRUNCATE) < 0 ||
+    if (PyModule_AddIntConstant(m, "TICK_CONTINUED", TICK_CONTINUED) < 0 ||
+        PyModule_AddIntConstant(m, "TICK_LEFT_OVER", TICK_LEFT_OVER) < 0 ||
+        PyModule_AddIntConstant(m, "TICK_OVERFLOW", TICK_OVERFLOW) < 0 ||
+        PyModule_AddIntConstant(m, "TICK_CLEARED", TICK_CLEARED) < 0 ||
+        PyModule_AddIntConstant(m, "TICK_SIGNALLED", TICK_SIGNALLED) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_FTRUNCATE", OP_FTRUNCATE) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_FALLOCATE", OP_FALLOCATE) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_OPENAT", OP_OPENAT) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_CLOSE", OP_CLOSE) < 0 ||

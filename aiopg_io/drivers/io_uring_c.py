@@ -308,13 +308,42 @@ class IoUringCDriver(IoUringDriver):
         self._waker = waker
         self._woken = 0
         try:
-            out = self.reap()
+            out = self._tick()
         finally:
             self._waker = None
         woken = self._woken
         self._counters.completed += woken
         self._woken_total += woken
         return out, woken
+
+    def _tick(self) -> list[Op]:
+        """:meth:`reap`'s work for one loop tick, in one C call where nothing unusual is
+        pending (``Ring.tick``, see ``_uring.c``): the eventfd is read only where the CQ was
+        emptied, and not at all where the reap limit left CQEs (it still polls readable, so
+        the loop comes back for them). Anything else (ops that went on, the overflow list,
+        ops C did not complete, a backlog, cancels to retry, SQEs left queued) goes on in
+        the parent's ``_collect``, with what the tick reaped handed over as ready."""
+        if self._closed:
+            return []
+        if self._ready or self._cancel_later or self._sq_unsubmitted or self._sq_deferred or self._backlog:
+            return self.reap()
+        out: list[Op] = []
+        woken: int
+        flags: int
+        woken, flags = self._ring.tick(
+            self._reap_batch, self._ops, out, self._on_c_cqe, _C_WHOLE_KINDS,
+            OpState.SUBMITTED, OpState.COMPLETED, self._waker, self._efd,
+        )  # fmt: skip
+        self._woken += woken
+        if flags & _U.TICK_CLEARED:
+            self._signalled = bool(flags & _U.TICK_SIGNALLED)
+        if out or flags & (_U.TICK_CONTINUED | _U.TICK_OVERFLOW):
+            if flags & _U.TICK_CONTINUED:
+                self._submit_sq()
+            self._ready = out
+            return self._collect()
+        self._counters.reap_calls += 1
+        return out
 
     def statistics(self) -> DriverStatistics:
         s = super().statistics()
