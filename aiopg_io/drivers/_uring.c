@@ -2216,6 +2216,10 @@ typedef struct {
     Py_ssize_t field[RF_N];      /* index in descrs of each field set here */
     PyObject *k_read, *k_write, *tried;
     Py_ssize_t max_in_flight;
+    /* The owner check's cache (runpath_owner_here): where owner_get is asyncio's C
+       _get_running_loop, the thread's running-loop entry seen when the check last passed. */
+    int owner_cacheable;
+    PyObject *owner_seen;
 } RunPath;
 
 typedef struct {
@@ -2246,6 +2250,7 @@ typedef struct {
 } RingWait;
 
 static PyTypeObject RunPathType, RingRunType, RingWaitType;
+static PyObject *S_running_loop;
 static PyObject *S_in_flight, *S_closed, *S_flush_pending, *S_staged, *S_op_ended, *S_ring_thrown,
     *S_preadinto_twin, *S_pwrite_twin, *S_pread_twin, *S_done_m, *S_future_blocking, *S_error, *S_throw, *S_close, *S_waiter;
 
@@ -2266,6 +2271,7 @@ runpath_traverse(RunPath *rp, visitproc visit, void *arg)
     Py_VISIT(rp->k_read);
     Py_VISIT(rp->k_write);
     Py_VISIT(rp->tried);
+    Py_VISIT(rp->owner_seen);
     return 0;
 }
 
@@ -2286,6 +2292,8 @@ runpath_unbind(RunPath *rp)
     Py_CLEAR(rp->defaults);
     Py_CLEAR(rp->k_read);
     Py_CLEAR(rp->k_write);
+    Py_CLEAR(rp->owner_seen);
+    rp->owner_cacheable = 0;
 }
 
 static int
@@ -2302,6 +2310,25 @@ runpath_dealloc(RunPath *rp)
     PyObject_GC_UnTrack(rp);
     runpath_clear(rp);
     Py_TYPE(rp)->tp_free((PyObject *)rp);
+}
+
+/* True for asyncio's C ``_get_running_loop`` (the _asyncio module's), the one owner probe
+   whose answer runpath_owner_here may cache. */
+static int
+is_asyncio_running_loop_getter(PyObject *fn)
+{
+    if (!PyCFunction_Check(fn))
+        return 0;
+    PyCFunctionObject *f = (PyCFunctionObject *)fn;
+    if (f->m_ml == NULL || strcmp(f->m_ml->ml_name, "_get_running_loop") != 0 || f->m_self == NULL ||
+        !PyModule_Check(f->m_self))
+        return 0;
+    const char *name = PyModule_GetName(f->m_self);
+    if (name == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return strcmp(name, "_asyncio") == 0;
 }
 
 static PyObject *
@@ -2356,6 +2383,7 @@ runpath_bind(RunPath *rp, PyObject *args)
     rp->k_read = Py_NewRef(k_read);
     rp->k_write = Py_NewRef(k_write);
     rp->max_in_flight = max_in_flight;
+    rp->owner_cacheable = is_asyncio_running_loop_getter(owner_get);
     rp->enabled = 1;
     Py_RETURN_NONE;
 }
@@ -2478,6 +2506,39 @@ ringrun_dealloc(RingRun *rr)
     PyObject_GC_Del(rr);
 }
 
+/* called_from_owner for the ring path, without its system call where asyncio's answer is
+   known. asyncio's C _get_running_loop makes a getpid() per call (CPython 3.10 and 3.11,
+   Modules/_asynciomodule.c, get_running_loop: its own fork check), about as costly as the
+   rest of the check. The running loop lives in the thread's state dict under
+   "__asyncio_running_event_loop__" (3.10-3.12; a holder of the loop and pid, or the loop),
+   written anew by each _set_running_loop: while that entry is the very object seen when the
+   full check last passed here (held, so its address is not reused), this thread still runs
+   the owner. The fork check is ours already (fp_forks). Another thread has its own dict,
+   another probe (trio) or a Python without the entry (3.13 keeps it in the thread state)
+   takes the full check every time. */
+static int
+runpath_owner_here(RunPath *rp)
+{
+    PyObject *dict = rp->owner_cacheable ? PyThreadState_GetDict() : NULL; /* borrowed */
+    if (dict != NULL) {
+        PyObject *seen = PyDict_GetItemWithError(dict, S_running_loop); /* borrowed */
+        if (seen == NULL)
+            PyErr_Clear();
+        else if (seen == rp->owner_seen)
+            return 1;
+    }
+    if (!called_from_owner(rp->owner_get, rp->owner))
+        return 0;
+    if (dict != NULL) {
+        PyObject *seen = PyDict_GetItemWithError(dict, S_running_loop);
+        if (seen == NULL)
+            PyErr_Clear();
+        else if (seen != Py_None)
+            Py_XSETREF(rp->owner_seen, Py_NewRef(seen));
+    }
+    return 1;
+}
+
 /* 1 when a call may take the ring path: bound, same process, called from the owner. */
 static int
 ringrun_ready(RingRun *rr)
@@ -2485,7 +2546,7 @@ ringrun_ready(RingRun *rr)
     RunPath *rp = rr->rp;
     if (rp == NULL || !rp->enabled || rr->forks != fp_forks)
         return 0;
-    return called_from_owner(rp->owner_get, rp->owner);
+    return runpath_owner_here(rp);
 }
 
 /* A RingWait for one transfer, or None (nothing raised) where the pure path must decide. */
@@ -3179,6 +3240,7 @@ PyInit__uring(void)
 {
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
     INTERN(S_kind, "kind");
+    INTERN(S_running_loop, "__asyncio_running_event_loop__");
     INTERN(S_direct, "direct");
     INTERN(S_state, "state");
     INTERN(S_remaining, "_remaining");

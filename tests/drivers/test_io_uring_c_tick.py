@@ -9,9 +9,11 @@ Each test waits with a timeout, so a lost wake-up fails instead of hanging.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import select
+import threading
 from pathlib import Path
 
 import anyio
@@ -23,6 +25,7 @@ from aiopg_io.drivers import io_uring_c
 from aiopg_io.drivers._notify import Notifier
 from aiopg_io.drivers.base import Op, OpKind, OpState
 from aiopg_io.drivers.io_uring_c import IoUringCDriver
+from aiopg_io.errors import WrongLoopError
 
 _REASON = IoUringCDriver.unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"io_uring_c cannot run here: {_REASON}")
@@ -166,3 +169,53 @@ async def test_thread_completions_between_ring_ticks_are_never_lost(tmp_path: Pa
                         tg.start_soon(read, i)
                         if i % 4 == 0:
                             tg.start_soon(stat)
+
+
+def test_the_ring_paths_owner_check_still_refuses_a_later_loop_and_another_thread(tmp_path: Path) -> None:
+    """The ring path's owner check skips asyncio's getpid() while the thread's running-loop
+    entry is the one it last saw pass: a later asyncio.run in the same thread (a new entry)
+    and another thread (another dict) still get WrongLoopError, and the file still reads
+    from its own loop after a restart of that loop."""
+    p = tmp_path / "f.bin"
+    data = os.urandom(4 * PAGE)
+    p.write_bytes(data)
+    box: dict[str, aiopg_io.AsyncFile] = {}
+    loop = asyncio.new_event_loop()
+
+    async def reads() -> int:
+        f = box["f"]
+        buf = bytearray(PAGE)
+        for i in range(4):
+            assert await f.preadinto(buf, i * PAGE) == PAGE
+            assert bytes(buf) == data[i * PAGE : (i + 1) * PAGE]
+        return int(dict(f.driver_statistics().extra)["c_runs"])
+
+    async def first() -> int:
+        box["f"] = await aiopg_io.open(p, "rb", buffering=0, driver="io_uring_c:nowait_fast_path=0")
+        return await reads()
+
+    async def refused() -> str:
+        with anyio.fail_after(10):
+            try:
+                await box["f"].preadinto(bytearray(PAGE), 0)
+            except WrongLoopError as exc:
+                return str(exc)
+        return "no error"
+
+    seen: list[str] = []
+
+    def in_thread() -> None:
+        seen.append(asyncio.run(refused()))
+
+    try:
+        assert loop.run_until_complete(first()) >= 4  # through the ring path in C
+        seen.append(asyncio.run(refused()))  # a later loop, same thread
+        t = threading.Thread(target=in_thread)
+        t.start()
+        t.join(20)
+        assert len(seen) == 2
+        assert all("was opened in another event loop" in msg for msg in seen), seen
+        assert loop.run_until_complete(reads()) >= 8  # its own loop, run again
+        loop.run_until_complete(box["f"].aclose())
+    finally:
+        loop.close()
