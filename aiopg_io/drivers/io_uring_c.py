@@ -26,6 +26,13 @@ case, end to end, each piece with its Python twin taking every other case:
   (``aiopg_io/_glue/_wake.c``: an asyncio future's ``set_result``, trio's
   ``reschedule``), so on asyncio a completion reaches its task with no Python frame of
   ours, and the IOContext only gives back the slots.
+- **A loop tick's reap** (``Ring.tick``, this driver's ``_tick``; twin: the parent's
+  ``reap``): where no backlog, cancel retry or unsubmitted SQE is pending, the harvest
+  above and the completion eventfd's read are one C call, and the eventfd is read only
+  where the tick emptied the CQ: per tick the pure path paid a read of it and, when the
+  reap limit left CQEs, a write to make it readable again, plus the thread fallback's two
+  reads of its idle flags (now read only when raised, ``_fallback.py``), each a system call
+  and most failing with EAGAIN (docs/benchmarks.md, "The tick in C").
 
 Why C, and why these pieces (docs/benchmarks.md, "Compiled path", has the runs): mypyc on
 ``_context``, ``drivers/base``, ``drivers/io_uring`` and ``_file`` saved about a tenth of
