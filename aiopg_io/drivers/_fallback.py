@@ -122,7 +122,10 @@ class ThreadFallback(Driver):
     def _reap(self, waker: Callable[[Op], object] | None) -> tuple[list[Op], int]:
         if self._closed:
             return [], 0
-        self._mux.notifier.clear()
+        # The threads raise the wrapper's flag after each completion they queue: a flag
+        # that is down means none to collect (and no eventfd read that fails with EAGAIN).
+        # They are collected after the inner driver, so a waker raising there loses none.
+        threads_done = self._mux.notifier.clear_if_raised()
         out: list[Op] = []
         woken = 0
         if self._inner_fd is not None or self._inner_pending:
@@ -138,9 +141,11 @@ class ThreadFallback(Driver):
                 self._inner_pending = self._inner_fd is None
                 self._mux.notifier.raise_flag()
                 raise
-        threads = self._threads.reap()
-        self._in_threads.difference_update(threads)
-        return threads + out, woken
+        if threads_done:
+            threads = self._threads.reap()
+            self._in_threads.difference_update(threads)
+            out = threads + out
+        return out, woken
 
     def cancel(self, op: Op) -> None:
         (self._threads if op in self._in_threads else self.inner).cancel(op)

@@ -53,8 +53,22 @@ class Notifier:
         try:
             os.read(self._rfd, 4096)
         except BlockingIOError:
-            pass
+            # Raised but not written yet: a thread is between the two steps of raise_flag
+            # (os.write lets go of the GIL). Its write is coming, so the flag stays up: were
+            # it lowered here, the fd would be readable with the flag down, and
+            # clear_if_raised would never read it (the loop would spin on it).
+            if self._raised:
+                return
         self._raised = False
+
+    def clear_if_raised(self) -> bool:
+        """:meth:`clear` where the flag is up; False, with no system call, where it is down.
+        The fd is written only after the flag went up (:meth:`raise_flag`), so a flag seen
+        down means nothing to clear; a raise after that look leaves the fd readable."""
+        if not self._raised:
+            return False
+        self.clear()
+        return True
 
     def close(self) -> None:
         if self._closed:

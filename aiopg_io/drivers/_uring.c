@@ -1147,6 +1147,78 @@ ring_harvest(Ring *r, PyObject *args)
 }
 
 
+/* -- a loop tick's reap ------------------------------------------------------------------ */
+
+/* The Python twin is IoUringDriver.reap (its _clear_eventfd, then _collect's harvest loop),
+   for the io_uring_c driver's common tick (IoUringCDriver._tick): no backlog, no cancel to
+   retry, nothing left unsubmitted. One call harvests through ring_harvest (same arguments,
+   same outcomes), then reads the completion eventfd only where the CQ was emptied, so a
+   tick that leaves CQEs (the reap limit) costs no read and no write: the eventfd, unread,
+   still polls readable, and the loop comes back for the rest. Where the CQ was emptied the
+   eventfd is read (EAGAIN when the wake-up was another's: nothing to clear) and the CQ looked
+   at again: the kernel posts a CQE (tail store, release) before it signals the eventfd
+   (io_uring/io_uring.c, io_cqring_ev_posted -> io_eventfd_signal), so a CQE whose signal
+   this read consumed is in the tail loaded after it; one found there gets a signal of our
+   own, and no wake-up is lost. Whatever is not the common case (an op went on, CQEs wait on
+   the overflow list) returns a flag for the twin, before the eventfd is touched. */
+
+enum {
+    TICK_CONTINUED = 1, /* an op went on: its SQE is queued, the caller submits */
+    TICK_LEFT_OVER = 2, /* the limit left CQEs: the eventfd was not read */
+    TICK_OVERFLOW = 4,  /* CQEs wait on the kernel's overflow list: the caller flushes */
+    TICK_CLEARED = 8,   /* the eventfd was read */
+    TICK_SIGNALLED = 16 /* ...and written again: CQEs came in after the read */
+};
+
+static PyObject *
+ring_tick(Ring *r, PyObject *args)
+{
+    /* tick(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker, efd)
+       -> (woken, flags) */
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    int efd;
+    if (n != 9 || !PyLong_Check(PyTuple_GET_ITEM(args, 8))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "tick(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker, efd)");
+        return NULL;
+    }
+    long efd_l = PyLong_AsLong(PyTuple_GET_ITEM(args, 8));
+    if (efd_l == -1 && PyErr_Occurred())
+        return NULL;
+    if (efd_l < 0 || efd_l > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "efd %ld is not a file descriptor", efd_l);
+        return NULL;
+    }
+    efd = (int)efd_l;
+    PyObject *harvest_args = PyTuple_GetSlice(args, 0, 8);
+    if (harvest_args == NULL)
+        return NULL;
+    PyObject *got = ring_harvest(r, harvest_args);
+    Py_DECREF(harvest_args);
+    if (got == NULL)
+        return NULL;
+    Py_ssize_t woken = PyLong_AsSsize_t(PyTuple_GET_ITEM(got, 2));
+    long flags = (PyTuple_GET_ITEM(got, 0) == Py_True ? TICK_CONTINUED : 0) |
+                 (PyTuple_GET_ITEM(got, 1) == Py_True ? TICK_LEFT_OVER : 0);
+    Py_DECREF(got);
+    if (__atomic_load_n(r->sq_flags, __ATOMIC_ACQUIRE) & SQ_CQ_OVERFLOW)
+        flags |= TICK_OVERFLOW;
+    if (flags == 0) {
+        uint64_t count;
+        if (read(efd, &count, sizeof count) < 0 && errno != EAGAIN)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        flags |= TICK_CLEARED;
+        if (*r->cq_head != __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE)) {
+            uint64_t one = 1;
+            if (write(efd, &one, sizeof one) < 0 && errno != EAGAIN)
+                return PyErr_SetFromErrno(PyExc_OSError);
+            flags |= TICK_SIGNALLED;
+        }
+    }
+    return Py_BuildValue("(nl)", woken, flags);
+}
+
+
 /* -- batches: a tick's ops into SQEs, and whole completions to their waiters ------------- */
 
 /* The Python twins are IoUringDriver._submit_one (drivers/io_uring.py) with the io_uring_c
@@ -1563,6 +1635,8 @@ static PyMethodDef ring_methods[] = {
     {"reap", (PyCFunction)ring_reap, METH_VARARGS, "reap(limit) -> ([(user_data, res)], left_over)"},
     {"harvest", (PyCFunction)ring_harvest, METH_VARARGS,
      "harvest(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker=None) -> (continued, left_over, woken)"},
+    {"tick", (PyCFunction)ring_tick, METH_VARARGS,
+     "tick(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker, efd) -> (woken, flags)"},
     {"register_eventfd", (PyCFunction)ring_register_eventfd, METH_VARARGS, "register_eventfd(fd)"},
     {"unregister_eventfd", (PyCFunction)ring_unregister_eventfd, METH_NOARGS, "unregister_eventfd()"},
     {"probe", (PyCFunction)ring_probe, METH_NOARGS, "probe() -> frozenset of opcodes, or None"},
@@ -2301,6 +2375,10 @@ typedef struct {
     Py_ssize_t field[RF_N];      /* index in descrs of each field set here */
     PyObject *k_read, *k_write, *tried;
     Py_ssize_t max_in_flight;
+    /* The owner check's cache (runpath_owner_here): where owner_get is asyncio's C
+       _get_running_loop, the thread's running-loop entry seen when the check last passed. */
+    int owner_cacheable;
+    PyObject *owner_seen;
 } RunPath;
 
 typedef struct {
@@ -2331,6 +2409,7 @@ typedef struct {
 } RingWait;
 
 static PyTypeObject RunPathType, RingRunType, RingWaitType;
+static PyObject *S_running_loop;
 static PyObject *S_in_flight, *S_closed, *S_flush_pending, *S_staged, *S_op_ended, *S_ring_thrown,
     *S_preadinto_twin, *S_pwrite_twin, *S_pread_twin, *S_done_m, *S_future_blocking, *S_error, *S_throw, *S_close, *S_waiter;
 
@@ -2351,6 +2430,7 @@ runpath_traverse(RunPath *rp, visitproc visit, void *arg)
     Py_VISIT(rp->k_read);
     Py_VISIT(rp->k_write);
     Py_VISIT(rp->tried);
+    Py_VISIT(rp->owner_seen);
     return 0;
 }
 
@@ -2371,6 +2451,8 @@ runpath_unbind(RunPath *rp)
     Py_CLEAR(rp->defaults);
     Py_CLEAR(rp->k_read);
     Py_CLEAR(rp->k_write);
+    Py_CLEAR(rp->owner_seen);
+    rp->owner_cacheable = 0;
 }
 
 static int
@@ -2387,6 +2469,25 @@ runpath_dealloc(RunPath *rp)
     PyObject_GC_UnTrack(rp);
     runpath_clear(rp);
     Py_TYPE(rp)->tp_free((PyObject *)rp);
+}
+
+/* True for asyncio's C ``_get_running_loop`` (the _asyncio module's), the one owner probe
+   whose answer runpath_owner_here may cache. */
+static int
+is_asyncio_running_loop_getter(PyObject *fn)
+{
+    if (!PyCFunction_Check(fn))
+        return 0;
+    PyCFunctionObject *f = (PyCFunctionObject *)fn;
+    if (f->m_ml == NULL || strcmp(f->m_ml->ml_name, "_get_running_loop") != 0 || f->m_self == NULL ||
+        !PyModule_Check(f->m_self))
+        return 0;
+    const char *name = PyModule_GetName(f->m_self);
+    if (name == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return strcmp(name, "_asyncio") == 0;
 }
 
 static PyObject *
@@ -2441,6 +2542,7 @@ runpath_bind(RunPath *rp, PyObject *args)
     rp->k_read = Py_NewRef(k_read);
     rp->k_write = Py_NewRef(k_write);
     rp->max_in_flight = max_in_flight;
+    rp->owner_cacheable = is_asyncio_running_loop_getter(owner_get);
     rp->enabled = 1;
     Py_RETURN_NONE;
 }
@@ -2563,6 +2665,39 @@ ringrun_dealloc(RingRun *rr)
     PyObject_GC_Del(rr);
 }
 
+/* called_from_owner for the ring path, without its system call where asyncio's answer is
+   known. asyncio's C _get_running_loop makes a getpid() per call (CPython 3.10 and 3.11,
+   Modules/_asynciomodule.c, get_running_loop: its own fork check), about as costly as the
+   rest of the check. The running loop lives in the thread's state dict under
+   "__asyncio_running_event_loop__" (3.10-3.12; a holder of the loop and pid, or the loop),
+   written anew by each _set_running_loop: while that entry is the very object seen when the
+   full check last passed here (held, so its address is not reused), this thread still runs
+   the owner. The fork check is ours already (fp_forks). Another thread has its own dict,
+   another probe (trio) or a Python without the entry (3.13 keeps it in the thread state)
+   takes the full check every time. */
+static int
+runpath_owner_here(RunPath *rp)
+{
+    PyObject *dict = rp->owner_cacheable ? PyThreadState_GetDict() : NULL; /* borrowed */
+    if (dict != NULL) {
+        PyObject *seen = PyDict_GetItemWithError(dict, S_running_loop); /* borrowed */
+        if (seen == NULL)
+            PyErr_Clear();
+        else if (seen == rp->owner_seen)
+            return 1;
+    }
+    if (!called_from_owner(rp->owner_get, rp->owner))
+        return 0;
+    if (dict != NULL) {
+        PyObject *seen = PyDict_GetItemWithError(dict, S_running_loop);
+        if (seen == NULL)
+            PyErr_Clear();
+        else if (seen != Py_None)
+            Py_XSETREF(rp->owner_seen, Py_NewRef(seen));
+    }
+    return 1;
+}
+
 /* 1 when a call may take the ring path: bound, same process, called from the owner. */
 static int
 ringrun_ready(RingRun *rr)
@@ -2570,7 +2705,7 @@ ringrun_ready(RingRun *rr)
     RunPath *rp = rr->rp;
     if (rp == NULL || !rp->enabled || rr->forks != fp_forks)
         return 0;
-    return called_from_owner(rp->owner_get, rp->owner);
+    return runpath_owner_here(rp);
 }
 
 /* A RingWait for one transfer, or None (nothing raised) where the pure path must decide. */
@@ -3264,6 +3399,7 @@ PyInit__uring(void)
 {
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
     INTERN(S_kind, "kind");
+    INTERN(S_running_loop, "__asyncio_running_event_loop__");
     INTERN(S_direct, "direct");
     INTERN(S_state, "state");
     INTERN(S_remaining, "_remaining");
@@ -3316,7 +3452,12 @@ PyInit__uring(void)
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddIntConstant(m, "IORING_OP_FTRUNCATE", OP_FTRUNCATE) < 0 ||
+    if (PyModule_AddIntConstant(m, "TICK_CONTINUED", TICK_CONTINUED) < 0 ||
+        PyModule_AddIntConstant(m, "TICK_LEFT_OVER", TICK_LEFT_OVER) < 0 ||
+        PyModule_AddIntConstant(m, "TICK_OVERFLOW", TICK_OVERFLOW) < 0 ||
+        PyModule_AddIntConstant(m, "TICK_CLEARED", TICK_CLEARED) < 0 ||
+        PyModule_AddIntConstant(m, "TICK_SIGNALLED", TICK_SIGNALLED) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_FTRUNCATE", OP_FTRUNCATE) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_FALLOCATE", OP_FALLOCATE) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_OPENAT", OP_OPENAT) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_CLOSE", OP_CLOSE) < 0 ||

@@ -31,6 +31,13 @@ case, end to end, each piece with its Python twin taking every other case:
   (``aiopg_io/_glue/_wake.c``: an asyncio future's ``set_result``, trio's
   ``reschedule``), so on asyncio a completion reaches its task with no Python frame of
   ours, and the IOContext only gives back the slots.
+- **A loop tick's reap** (``Ring.tick``, this driver's ``_tick``; twin: the parent's
+  ``reap``): where no backlog, cancel retry or unsubmitted SQE is pending, the harvest
+  above and the completion eventfd's read are one C call, and the eventfd is read only
+  where the tick emptied the CQ: per tick the pure path paid a read of it and, when the
+  reap limit left CQEs, a write to make it readable again, plus the thread fallback's two
+  reads of its idle flags (now read only when raised, ``_fallback.py``), each a system call
+  and most failing with EAGAIN (docs/benchmarks.md, "The tick in C").
 
 Why C, and why these pieces (docs/benchmarks.md, "Compiled path", has the runs): mypyc on
 ``_context``, ``drivers/base``, ``drivers/io_uring`` and ``_file`` saved about a tenth of
@@ -318,7 +325,7 @@ class IoUringCDriver(IoUringDriver):
             return self.reap(), 0  # every CQE goes to the subclass's _on_cqe
         self._waker = waker
         try:
-            out = self.reap()
+            out = self._tick()
         finally:
             self._waker = None
         # Counted from the last call that returned: a waker that raised propagates its
@@ -326,6 +333,35 @@ class IoUringCDriver(IoUringDriver):
         woken, self._woken = self._woken, 0
         self._counters.completed += woken
         return out, woken
+
+    def _tick(self) -> list[Op]:
+        """:meth:`reap`'s work for one loop tick, in one C call where nothing unusual is
+        pending (``Ring.tick``, see ``_uring.c``): the eventfd is read only where the CQ was
+        emptied, and not at all where the reap limit left CQEs (it still polls readable, so
+        the loop comes back for them). Anything else (ops that went on, the overflow list,
+        ops C did not complete, a backlog, cancels to retry, SQEs left queued) goes on in
+        the parent's ``_collect``, with what the tick reaped handed over as ready."""
+        if self._closed:
+            return []
+        if self._ready or self._cancel_later or self._sq_unsubmitted or self._sq_deferred or self._backlog:
+            return self.reap()
+        out: list[Op] = []
+        woken: int
+        flags: int
+        woken, flags = self._ring.tick(
+            self._reap_batch, self._ops, out, self._on_c_cqe, _C_WHOLE_KINDS,
+            OpState.SUBMITTED, OpState.COMPLETED, self._waker, self._efd,
+        )  # fmt: skip
+        self._woken += woken
+        if flags & _U.TICK_CLEARED:
+            self._signalled = bool(flags & _U.TICK_SIGNALLED)
+        if out or flags & (_U.TICK_CONTINUED | _U.TICK_OVERFLOW):
+            if flags & _U.TICK_CONTINUED:
+                self._submit_sq()
+            self._ready = out
+            return self._collect()
+        self._counters.reap_calls += 1
+        return out
 
     def statistics(self) -> DriverStatistics:
         s = super().statistics()
