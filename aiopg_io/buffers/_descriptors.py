@@ -74,9 +74,10 @@ class InFlightIO:
     def finish(self) -> None:
         """The I/O ended: wake every task waiting for it (a cancelled wait takes no wake-up)."""
         self.done = True
-        parks, self._parks = self._parks, []
-        for park in parks:
-            park.set()
+        if self._parks:
+            parks, self._parks = self._parks, []
+            for park in parks:
+                park.set()
 
 
 class BufferDesc:

@@ -258,6 +258,15 @@ class Page(_Pins):
             )
         self._desc.dirty = True
 
+    def release(self) -> None:
+        """Unpin the page (idempotent)."""
+        # The base's steps spelled out: a page is released once per read_page.
+        if self._released:
+            return
+        self._released = True
+        _revoke(self._data)
+        self._pool._unpin(self._desc, self._owner)
+
     def _revoke_views(self) -> None:
         _revoke(self._data)
 
@@ -494,6 +503,7 @@ class BufferPool:
         self._sweep = ClockSweep(self._descs)
         self._zero_page = bytes(page_size)
         self._mapping: dict[tuple[int, int], BufferDesc] = {}
+        self._victims: list[BufferDesc] = []  # read_page's sweep result; empty between calls
         self._relations: dict[tuple[int, int], Relation] = {}
         self._next_rel_id = 0
         self._state = "new"
@@ -713,7 +723,7 @@ class BufferPool:
         if desc.refcount == 0:
             if desc.rel is None and desc.io is None:
                 self._sweep.release_to_freelist(desc)
-            if notify:
+            if notify and self._changed is not None:
                 self._notify()
 
     def _unpin_all(self, descs: list[BufferDesc], owner: Any, *, notify: bool = True) -> None:
@@ -760,7 +770,8 @@ class BufferPool:
         """A read or write ended: wake whoever waits for it, or for a buffer."""
         self._io_in_flight -= 1
         io.finish()
-        self._notify()
+        if self._changed is not None:
+            self._notify()
 
     async def _wait_for_buffer(self, me: Any) -> None:
         """Wait until a pin is released or an I/O ends; raise when that cannot happen."""
@@ -852,8 +863,26 @@ class BufferPool:
         if not 0 <= blockno < rel.nblocks:
             self._check_block(rel, blockno)
         me = self._task_identity()
-        desc = self._mapping.get((rel.rel_id, blockno))
-        if desc is not None and desc.io is None and desc.valid:
+        mapping = self._mapping
+        desc = mapping.get((rel.rel_id, blockno))
+        if desc is None:
+            # The common miss, in line up to the read: one step of the sweep for a clean
+            # victim, claimed with no await since the lookup (the block is still missing).
+            victims = self._victims
+            dirty = self._sweep.clean_victims(1, victims)
+            if not victims:  # a dirty victim to write back first, or none free now
+                return Page(self, await self._pin_block(rel, blockno, me, swept=True, dirty=dirty), me)
+            desc = victims.pop()
+            old = desc.rel
+            if old is not None:  # an eviction
+                del mapping[(old.rel_id, desc.blockno)]
+                self.evictions += 1
+            desc.valid = False
+            desc.usage_count = 1  # pinned by the sweep already
+            pins = self._pins_by_task
+            pins[me] = pins.get(me, 0) + 1
+            return Page(self, await self._read_one(rel, blockno, desc, me), me)
+        if desc.io is None and desc.valid:
             # The common hit, in line: a lookup and a pin.
             desc.pin()
             self._count_pin(me)
@@ -861,57 +890,82 @@ class BufferPool:
             return Page(self, desc, me)
         return Page(self, await self._pin_block(rel, blockno, me), me)
 
-    async def _pin_block(self, rel: Relation, blockno: int, me: Any) -> BufferDesc:
-        """The buffer of a block in range, pinned by ``me`` and valid: found, or read now."""
+    async def _pin_block(
+        self, rel: Relation, blockno: int, me: Any, *, swept: bool = False, dirty: BufferDesc | None = None
+    ) -> BufferDesc:
+        """The buffer of a block in range, pinned by ``me`` and valid: found, or read now.
+        ``swept``: the caller found the block missing and took a step of the sweep with no
+        await since, which found no clean victim, but perhaps ``dirty`` (to write back)."""
         tag = (rel.rel_id, blockno)
         mapping = self._mapping
         while True:
-            desc = mapping.get(tag)
-            if desc is not None:
-                desc.pin()
-                self._count_pin(me)
-                io = desc.io
-                if io is not None:
-                    try:
-                        await io.wait(self._new_park)
-                    except BaseException:
-                        self._unpin(desc, me)
-                        raise
-                if desc.valid:
-                    self.hits += 1
-                    return desc
-                self._unpin(desc, me)  # that read failed: try one of our own
-                continue
-            claimed: list[BufferDesc] = []
-            dirty = self._claim_clean_now(me, 1, claimed)
-            if claimed:
-                desc = claimed[0]  # no await since the lookup: the block is still missing
+            if swept:
+                swept = False
             else:
-                desc = await self._get_victim(me, dirty)
-                assert desc is not None
-                if tag in mapping or rel.closed:  # someone read it while we looked for room
-                    self._unpin(desc, me)
-                    self._check_rel(rel)
+                desc = mapping.get(tag)
+                if desc is not None:
+                    desc.pin()
+                    self._count_pin(me)
+                    io = desc.io
+                    if io is not None:
+                        try:
+                            await io.wait(self._new_park)
+                        except BaseException:
+                            self._unpin(desc, me)
+                            raise
+                    if desc.valid:
+                        self.hits += 1
+                        return desc
+                    self._unpin(desc, me)  # that read failed: try one of our own
                     continue
-                claimed.append(desc)
-            self.misses += 1
-            # One page, and this task waits for it anyway: the file's own awaited read (what a
-            # plain preadinto costs), its completion work done here once it returns. Others
-            # that want the block meanwhile wait on ``io``. Cancelled, the read has ended
-            # all the same when the cancellation arrives here (the op is reaped first, or was
-            # never submitted): its page is then dropped as a failed read's.
-            io = self._map_read(rel, blockno, claimed)
-            try:
-                nbytes = await rel.file.preadinto(desc.data, blockno * self.page_size)
-            except BaseException as exc:
-                self._read_done(rel, blockno, claimed, io, 0, exc)
+                claimed: list[BufferDesc] = []
+                dirty = self._claim_clean_now(me, 1, claimed)
+                if claimed:
+                    # No await since the lookup: the block is still missing.
+                    return await self._read_one(rel, blockno, claimed[0], me)
+            desc = await self._get_victim(me, dirty)
+            assert desc is not None
+            if tag in mapping or rel.closed:  # someone read it while we looked for room
                 self._unpin(desc, me)
-                raise
-            self._read_done(rel, blockno, claimed, io, nbytes, None)
-            if io.error is not None:
-                self._unpin(desc, me)
-                raise io.error
-            return desc
+                self._check_rel(rel)
+                continue
+            return await self._read_one(rel, blockno, desc, me)
+
+    async def _read_one(self, rel: Relation, blockno: int, desc: BufferDesc, me: Any) -> BufferDesc:
+        """Read block ``blockno`` into ``desc``, claimed and pinned by ``me`` for it (the block
+        is not in the mapping table): ``desc``, valid, or the read's error raised, unpinned.
+
+        One page, and this task waits for it anyway: the file's own awaited read (what a
+        plain preadinto costs), its completion work done here once it returns. Others that
+        want the block meanwhile wait on its ``io``. Cancelled, the read has ended all the
+        same when the cancellation arrives here (the op is reaped first, or was never
+        submitted): its page is then dropped as a failed read's."""
+        self.misses += 1
+        # _map_read and, when the read came back whole, _read_done spelled out for one
+        # buffer: this runs once per miss of every read_page.
+        io = InFlightIO("read")
+        desc.rel = rel
+        desc.blockno = blockno
+        desc.io = io
+        self._mapping[(rel.rel_id, blockno)] = desc
+        self._io_in_flight += 1
+        self.reads += 1
+        self.blocks_read += 1
+        try:
+            nbytes = await rel.file.preadinto(desc.data, blockno * self.page_size)
+        except BaseException as exc:
+            self._read_done(rel, blockno, [desc], io, 0, exc)
+            self._unpin(desc, me)
+            raise
+        if nbytes != self.page_size:
+            self._read_done(rel, blockno, [desc], io, nbytes, None)
+            self._unpin(desc, me)
+            assert io.error is not None
+            raise io.error
+        desc.valid = True
+        desc.io = None
+        self._io_ended(io)
+        return desc
 
     async def start_read_buffers(
         self, rel: Relation, blockno: int, nblocks: int, *, wait: bool = True

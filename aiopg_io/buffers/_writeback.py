@@ -116,9 +116,6 @@ class Checkpoint:
         # evicted, but is no longer pending).
         self.pending: dict[BufferDesc, tuple[int, int]] = {}
 
-    def written(self, desc: BufferDesc) -> None:
-        self.pending.pop(desc, None)
-
 
 _rel_and_block = operator.attrgetter("rel.rel_id", "blockno")
 _block = operator.attrgetter("blockno")
@@ -204,13 +201,16 @@ class PageWriter:
         (and the ``io`` marks that keep the buffers from being reused) until they end."""
         io = InFlightIO("write")
         carries = io.carries
+        pinned: list[BufferDesc] = []
         for d in descs:
             d.io = io
             d.dirty = False
             if d.checkpoint_needed:
                 carries[d] = d.checkpoint_needed
                 d.checkpoint_needed = 0
-        copies = self._copies(descs)
+            if d.refcount:
+                pinned.append(d)
+        copies = self._copies(pinned) if pinned else {}
         self._io_started()
         errors: list[BaseException] = []
         window = _Window(self._park)
@@ -288,24 +288,22 @@ class PageWriter:
                     bits ^= bit
                     ckpt = checkpoints.get(bit)
                     if ckpt is not None:
-                        ckpt.written(d)
+                        ckpt.pending.pop(d, None)  # written
         self.writes += 1
         self.blocks_written += len(run)
 
-    def _copies(self, descs: list[BufferDesc]) -> dict[BufferDesc, memoryview]:
+    def _copies(self, pinned: list[BufferDesc]) -> dict[BufferDesc, memoryview]:
         """What to write instead of the buffer itself, fixed now, in the step that cleared
         ``dirty``: a copy of each pinned buffer (see the module doc); the others are written
         from the arena. The copies are one aligned allocation, so they suit O_DIRECT as the
         arena does."""
-        pinned = [d for d in descs if d.refcount]
         copies: dict[BufferDesc, memoryview] = {}
-        if pinned:
-            ps = self._page_size
-            space = aligned_buffer(len(pinned) * ps)
-            for i, d in enumerate(pinned):
-                copy = space[i * ps : (i + 1) * ps]
-                copy[:] = d.data
-                copies[d] = copy
+        ps = self._page_size
+        space = aligned_buffer(len(pinned) * ps)
+        for i, d in enumerate(pinned):
+            copy = space[i * ps : (i + 1) * ps]
+            copy[:] = d.data
+            copies[d] = copy
         return copies
 
     def _unwritten(self, run: list[BufferDesc], io: InFlightIO) -> None:

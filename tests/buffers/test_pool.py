@@ -274,6 +274,28 @@ async def test_dirty_victims_are_written_back_in_batches(data_dir: Path, driver:
         assert pool.statistics().syncs == 1
 
 
+async def test_a_miss_reuses_the_dirty_victim_at_the_clock_hand(data_dir: Path, driver: str) -> None:
+    # read_page's miss takes one step of the sweep in line; when that step stops at a dirty
+    # victim, the victim is the one written back and reused (not the next one the hand finds).
+    path = make_relation(data_dir / "rel", 3)
+    async with BufferPool(2, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        for b in (0, 1):
+            with await pool.read_page(rel, b) as page:
+                page.data[:1] = b"x"
+                page.mark_dirty()
+        # The hand passes both (usage 1 -> 0), then stops at block 0's buffer.
+        with await pool.read_page(rel, 2) as page:
+            assert bytes(page.data) == page_bytes(2)
+        before = pool.statistics()
+        assert before.evictions == 1 and before.writebacks == 2
+        (await pool.read_page(rel, 1)).release()  # still in the pool
+        assert pool.statistics().hits == before.hits + 1
+        (await pool.read_page(rel, 0)).release()  # the one evicted
+        assert pool.statistics().misses == before.misses + 1
+        assert path.read_bytes()[:1] == b"x" and path.read_bytes()[PS : PS + 1] == b"x"
+
+
 async def test_page_changed_during_a_write_stays_dirty(data_dir: Path, driver: str) -> None:
     path = make_relation(data_dir / "rel", 2)
     injector = FaultInjector(Fault(kind="writes", path="rel", delay=0.05), driver=driver)
