@@ -1738,7 +1738,8 @@ static PyTypeObject RingType = {
    ``owner_get()`` returns the owner and the holder's type is named _RunningLoopHolder, is
    large enough and names the same loop, that type is learned; an object of any other type
    under the key sends the check back to ``owner_get()``. From 3.12 on get_running_loop does
-   not call getpid (and there is no holder): this is not compiled there. */
+   not call getpid (and there is no holder): this is not compiled there. The ring path's
+   RunPath (below) makes the same check through the same function, owner_here. */
 
 #define YIELD_EVERY_OPS 16
 #define YIELD_EVERY_BYTES (256 * 1024)
@@ -2089,25 +2090,36 @@ called_from_owner(PyObject *owner_get, PyObject *owner)
     return same;
 }
 
+/* called_from_owner without its system call where the thread's running-loop holder already
+   names the owner (``reads_holder``: see "The owner check without a system call"). Serves
+   the fast path's reader and the ring path alike. */
+static int
+owner_here(PyObject *owner_get, PyObject *owner, int reads_holder)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    if (reads_holder && fp_holder_type != NULL) {
+        PyObject *h = fp_running_loop_holder_now();
+        if (h != NULL && Py_TYPE(h) == fp_holder_type && ((fp_running_loop_holder *)h)->rl_loop == owner)
+            return 1; /* the owner runs in this thread: see above */
+    }
+#endif
+    int same = called_from_owner(owner_get, owner);
+#if PY_VERSION_HEX < 0x030C0000
+    if (same && reads_holder)
+        fp_learn_holder(fp_running_loop_holder_now(), owner);
+#else
+    (void)reads_holder; /* 3.12+: asyncio's own check makes no system call */
+#endif
+    return same;
+}
+
 /* 1 when this call may take the fast path: enabled, same process, called from the owner. */
 static int
 fastread_ready(FastRead *fr)
 {
     if (fr->fp == NULL || !fr->fp->enabled || fr->forks != fp_forks)
         return 0;
-#if PY_VERSION_HEX < 0x030C0000
-    if (fr->reads_holder && fp_holder_type != NULL) {
-        PyObject *h = fp_running_loop_holder_now();
-        if (h != NULL && Py_TYPE(h) == fp_holder_type && ((fp_running_loop_holder *)h)->rl_loop == fr->owner)
-            return 1; /* the owner runs in this thread: see above */
-    }
-#endif
-    int same = called_from_owner(fr->owner_get, fr->owner);
-#if PY_VERSION_HEX < 0x030C0000
-    if (same && fr->reads_holder)
-        fp_learn_holder(fp_running_loop_holder_now(), fr->owner);
-#endif
-    return same;
+    return owner_here(fr->owner_get, fr->owner, fr->reads_holder);
 }
 
 /* A file offset the pure path would accept for ``len`` bytes: a plain int, 0 <= offset and
@@ -2375,10 +2387,7 @@ typedef struct {
     Py_ssize_t field[RF_N];      /* index in descrs of each field set here */
     PyObject *k_read, *k_write, *tried;
     Py_ssize_t max_in_flight;
-    /* The owner check's cache (runpath_owner_here): where owner_get is asyncio's C
-       _get_running_loop, the thread's running-loop entry seen when the check last passed. */
-    int owner_cacheable;
-    PyObject *owner_seen;
+    int reads_holder; /* owner_get is asyncio's C _get_running_loop (owner_here) */
 } RunPath;
 
 typedef struct {
@@ -2409,7 +2418,6 @@ typedef struct {
 } RingWait;
 
 static PyTypeObject RunPathType, RingRunType, RingWaitType;
-static PyObject *S_running_loop;
 static PyObject *S_in_flight, *S_closed, *S_flush_pending, *S_staged, *S_op_ended, *S_ring_thrown,
     *S_preadinto_twin, *S_pwrite_twin, *S_pread_twin, *S_done_m, *S_future_blocking, *S_error, *S_throw, *S_close, *S_waiter;
 
@@ -2430,7 +2438,6 @@ runpath_traverse(RunPath *rp, visitproc visit, void *arg)
     Py_VISIT(rp->k_read);
     Py_VISIT(rp->k_write);
     Py_VISIT(rp->tried);
-    Py_VISIT(rp->owner_seen);
     return 0;
 }
 
@@ -2451,8 +2458,7 @@ runpath_unbind(RunPath *rp)
     Py_CLEAR(rp->defaults);
     Py_CLEAR(rp->k_read);
     Py_CLEAR(rp->k_write);
-    Py_CLEAR(rp->owner_seen);
-    rp->owner_cacheable = 0;
+    rp->reads_holder = 0;
 }
 
 static int
@@ -2469,25 +2475,6 @@ runpath_dealloc(RunPath *rp)
     PyObject_GC_UnTrack(rp);
     runpath_clear(rp);
     Py_TYPE(rp)->tp_free((PyObject *)rp);
-}
-
-/* True for asyncio's C ``_get_running_loop`` (the _asyncio module's), the one owner probe
-   whose answer runpath_owner_here may cache. */
-static int
-is_asyncio_running_loop_getter(PyObject *fn)
-{
-    if (!PyCFunction_Check(fn))
-        return 0;
-    PyCFunctionObject *f = (PyCFunctionObject *)fn;
-    if (f->m_ml == NULL || strcmp(f->m_ml->ml_name, "_get_running_loop") != 0 || f->m_self == NULL ||
-        !PyModule_Check(f->m_self))
-        return 0;
-    const char *name = PyModule_GetName(f->m_self);
-    if (name == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    return strcmp(name, "_asyncio") == 0;
 }
 
 static PyObject *
@@ -2542,7 +2529,11 @@ runpath_bind(RunPath *rp, PyObject *args)
     rp->k_read = Py_NewRef(k_read);
     rp->k_write = Py_NewRef(k_write);
     rp->max_in_flight = max_in_flight;
-    rp->owner_cacheable = is_asyncio_running_loop_getter(owner_get);
+#if PY_VERSION_HEX < 0x030C0000
+    rp->reads_holder = fp_reads_holder(owner_get);
+#else
+    rp->reads_holder = 0;
+#endif
     rp->enabled = 1;
     Py_RETURN_NONE;
 }
@@ -2665,39 +2656,6 @@ ringrun_dealloc(RingRun *rr)
     PyObject_GC_Del(rr);
 }
 
-/* called_from_owner for the ring path, without its system call where asyncio's answer is
-   known. asyncio's C _get_running_loop makes a getpid() per call (CPython 3.10 and 3.11,
-   Modules/_asynciomodule.c, get_running_loop: its own fork check), about as costly as the
-   rest of the check. The running loop lives in the thread's state dict under
-   "__asyncio_running_event_loop__" (3.10-3.12; a holder of the loop and pid, or the loop),
-   written anew by each _set_running_loop: while that entry is the very object seen when the
-   full check last passed here (held, so its address is not reused), this thread still runs
-   the owner. The fork check is ours already (fp_forks). Another thread has its own dict,
-   another probe (trio) or a Python without the entry (3.13 keeps it in the thread state)
-   takes the full check every time. */
-static int
-runpath_owner_here(RunPath *rp)
-{
-    PyObject *dict = rp->owner_cacheable ? PyThreadState_GetDict() : NULL; /* borrowed */
-    if (dict != NULL) {
-        PyObject *seen = PyDict_GetItemWithError(dict, S_running_loop); /* borrowed */
-        if (seen == NULL)
-            PyErr_Clear();
-        else if (seen == rp->owner_seen)
-            return 1;
-    }
-    if (!called_from_owner(rp->owner_get, rp->owner))
-        return 0;
-    if (dict != NULL) {
-        PyObject *seen = PyDict_GetItemWithError(dict, S_running_loop);
-        if (seen == NULL)
-            PyErr_Clear();
-        else if (seen != Py_None)
-            Py_XSETREF(rp->owner_seen, Py_NewRef(seen));
-    }
-    return 1;
-}
-
 /* 1 when a call may take the ring path: bound, same process, called from the owner. */
 static int
 ringrun_ready(RingRun *rr)
@@ -2705,7 +2663,7 @@ ringrun_ready(RingRun *rr)
     RunPath *rp = rr->rp;
     if (rp == NULL || !rp->enabled || rr->forks != fp_forks)
         return 0;
-    return runpath_owner_here(rp);
+    return owner_here(rp->owner_get, rp->owner, rp->reads_holder);
 }
 
 /* A RingWait for one transfer, or None (nothing raised) where the pure path must decide. */
@@ -3399,7 +3357,6 @@ PyInit__uring(void)
 {
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
     INTERN(S_kind, "kind");
-    INTERN(S_running_loop, "__asyncio_running_event_loop__");
     INTERN(S_direct, "direct");
     INTERN(S_state, "state");
     INTERN(S_remaining, "_remaining");
