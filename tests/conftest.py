@@ -110,6 +110,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("driver", drivers_for(metafunc.definition.path), indirect=True)
 
 
+#: The per-test timeout (pyproject.toml: a hang fails instead of holding CI) for the stress
+#: tests under ``-m slow``, which run for minutes by design.
+SLOW_TIMEOUT_SECONDS = 1800
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_SECONDS))
+
+
 @pytest.fixture
 def driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The name of a driver that runs here (skipped with the reason for one that does not)."""

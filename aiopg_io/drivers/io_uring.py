@@ -1080,6 +1080,14 @@ class IoUringDriver(Driver):
         self._clear_eventfd()
         return self._collect()
 
+    def _keep_for_next_reap(self, out: list[Op]) -> None:
+        """A reap that raised (a waker: io_uring_c's harvest hands ops to the IOContext's;
+        a failed submit): what finished so far, ``out``, waits in ``_ready`` for the next
+        reap, which also submits what a continuation queued; the eventfd makes it come."""
+        self._ready[:0] = out
+        self._sq_deferred = True
+        self._signal()
+
     def _collect(self) -> list[Op]:
         c = self._counters
         c.reap_calls += 1
@@ -1110,12 +1118,7 @@ class IoUringDriver(Driver):
                     continue
                 break
         except BaseException:
-            # A waker that raised (io_uring_c's harvest hands ops to the IOContext's), or a
-            # failed submit: what finished so far waits in _ready for the next reap, which
-            # also submits what a continuation queued; the eventfd makes that reap come.
-            self._ready[:0] = out
-            self._sq_deferred = True
-            self._signal()
+            self._keep_for_next_reap(out)
             raise
         out.extend(self._ready)  # requeues that could not be prepped
         self._ready = []

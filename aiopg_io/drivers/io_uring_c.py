@@ -346,13 +346,22 @@ class IoUringCDriver(IoUringDriver):
         if self._ready or self._cancel_later or self._sq_unsubmitted or self._sq_deferred or self._backlog:
             return self.reap()
         out: list[Op] = []
-        woken: int
         flags: int
-        woken, flags = self._ring.tick(
-            self._reap_batch, self._ops, out, self._on_c_cqe, _C_WHOLE_KINDS,
-            OpState.SUBMITTED, OpState.COMPLETED, self._waker, self._efd,
-        )  # fmt: skip
-        self._woken += woken
+        ring = self._ring
+        before = ring.woken
+        try:
+            _, flags = ring.tick(
+                self._reap_batch, self._ops, out, self._on_c_cqe, _C_WHOLE_KINDS,
+                OpState.SUBMITTED, OpState.COMPLETED, self._waker, self._efd,
+            )  # fmt: skip
+        except BaseException:
+            # A waker that raised (or the eventfd refused): as in the parent's _collect,
+            # nothing reaped is lost; the next reap returns it.
+            self._keep_for_next_reap(out)
+            raise
+        finally:
+            # Also when the waker raised: the ops C handed it are reaped, their slots owed.
+            self._woken += ring.woken - before
         if flags & _U.TICK_CLEARED:
             self._signalled = bool(flags & _U.TICK_SIGNALLED)
         if out or flags & (_U.TICK_CONTINUED | _U.TICK_OVERFLOW):

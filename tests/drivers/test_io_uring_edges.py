@@ -350,7 +350,9 @@ def test_a_waker_that_raises_mid_harvest_loses_no_op(tmp_path: Path) -> None:
             d.reap_and_wake(breaking)
         assert len(handed) == 2
         assert select.select([d.fileno()], [], [], 0)[0], "nothing makes the next reap come"
+        deadline = time.monotonic() + 20
         while len(returned) + counted < len(ops):
+            assert time.monotonic() < deadline, f"lost: {len(ops) - len(returned) - counted} ops never reaped"
             select.select([d.fileno()], [], [], 5)
             out, n = d.reap_and_wake(handed.append)
             returned += out
@@ -406,10 +408,11 @@ def test_loop_a_started_ops_callback_that_raises_loses_no_other_op(
                 n = await ctx.run(Op(OpKind.READ, fd, i * PAGE, (memoryview(buf),)))
                 results[i] = bytes(buf[:n])
 
-            async with anyio.create_task_group() as tg:
-                await ctx.start(started, broken)  # staged first: its CQE comes first
-                tg.start_soon(read, 1)
-                tg.start_soon(read, 2)
+            with anyio.fail_after(20):  # a lost op would leave its task waiting for ever
+                async with anyio.create_task_group() as tg:
+                    await ctx.start(started, broken)  # staged first: its CQE comes first
+                    tg.start_soon(read, 1)
+                    tg.start_soon(read, 2)
             state["in_flight"] = ctx._in_flight
         finally:
             await ctx.release()
