@@ -78,6 +78,7 @@ from .errors import (
     RelationInUseError,
     RelationSizeError,
     at_least_one,
+    one_to,
 )
 
 if TYPE_CHECKING:
@@ -88,6 +89,15 @@ __all__ = ["BufferPool", "BufferPoolStatistics", "Page", "PageRun", "ReadBuffers
 #: Most blocks combined into one read or write by default: 128 KiB of 8 KiB pages, as
 #: PostgreSQL's io_combine_limit.
 DEFAULT_IO_COMBINE_LIMIT = 16
+#: Most blocks combined into one write of write-back or a checkpoint by default (64: 512 KiB
+#: of 8 KiB pages). Separate from the reads' limit: a write of many blocks costs the
+#: submission and completion path about what a write of a few does, and PostgreSQL's
+#: io_combine_limit does not govern its writes (docs/benchmarks.md has the measure).
+DEFAULT_WRITE_COMBINE_LIMIT = 64
+#: The bound on ``write_combine_limit``: PostgreSQL 18's bound on io_combine_limit and
+#: io_max_combine_limit, PG_IOV_MAX (128 blocks, 1 MB of 8 KiB pages, commit 06fb5612): a
+#: write is one iovec per block at most, well under IOV_MAX (1024 on Linux).
+MAX_WRITE_COMBINE_LIMIT = 128
 
 #: Every relation open in a pool of this process, by file identity (st_dev, st_ino): a second
 #: pool is refused one (RelationInUseError). Weak, so a pool dropped unclosed holds nothing.
@@ -478,6 +488,12 @@ class BufferPool:
     Use it as ``async with BufferPool(...) as pool:``; leaving the block checkpoints
     (flushes and syncs) and closes every relation. ``direct=True`` opens relations with
     O_DIRECT (the arena is page-aligned); ``driver`` as for :func:`aiopg_io.open`.
+
+    ``io_combine_limit`` (blocks, 16 by default) is the most a read combines (a read
+    stream's default); ``write_combine_limit`` (blocks, 64 by default, 1 to 128, else
+    ValueError naming the value and the bound) the most adjacent dirty blocks one write of
+    write-back or a checkpoint combines. 128 is PostgreSQL 18's bound on
+    io_max_combine_limit (PG_IOV_MAX, 1 MB of 8 KiB pages).
     """
 
     def __init__(
@@ -488,15 +504,23 @@ class BufferPool:
         direct: bool = False,
         driver: str | DriverFactory | None = None,
         io_combine_limit: int = DEFAULT_IO_COMBINE_LIMIT,
+        write_combine_limit: int = DEFAULT_WRITE_COMBINE_LIMIT,
     ) -> None:
         nbuffers = at_least_one("nbuffers", nbuffers)
         page_size = at_least_one("page_size", page_size)
         io_combine_limit = at_least_one("io_combine_limit", io_combine_limit)
+        write_combine_limit = one_to(
+            "write_combine_limit",
+            write_combine_limit,
+            MAX_WRITE_COMBINE_LIMIT,
+            "blocks in one write: PostgreSQL's bound on io_max_combine_limit, PG_IOV_MAX",
+        )
         self.nbuffers = nbuffers
         self.page_size = page_size
         self.direct = direct
         self.driver = driver
         self.io_combine_limit = io_combine_limit
+        self.write_combine_limit = write_combine_limit
         self._arena = aligned_buffer(nbuffers * page_size)
         arena = self._arena
         self._descs = [BufferDesc(i, arena[i * page_size : (i + 1) * page_size]) for i in range(nbuffers)]
@@ -523,7 +547,7 @@ class BufferPool:
             self._descs,
             self._sweep,
             page_size=page_size,
-            io_combine_limit=io_combine_limit,
+            write_combine_limit=write_combine_limit,
             driver=driver,
             io_started=self._io_started,
             io_ended=self._io_ended,

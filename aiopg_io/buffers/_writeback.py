@@ -153,7 +153,7 @@ class PageWriter:
         sweep: ClockSweep,
         *,
         page_size: int,
-        io_combine_limit: int,
+        write_combine_limit: int,
         driver: str | DriverFactory | None,
         io_started: Callable[[], None],
         io_ended: Callable[[InFlightIO], None],
@@ -163,7 +163,7 @@ class PageWriter:
         self._descs = descs
         self._sweep = sweep
         self._page_size = page_size
-        self._io_combine_limit = io_combine_limit
+        self._write_combine_limit = write_combine_limit
         self._driver = driver
         self._io_started = io_started
         self._io_ended = io_ended
@@ -215,7 +215,7 @@ class PageWriter:
         errors: list[BaseException] = []
         window = _Window(self._park)
         try:
-            for run in _runs(descs, self._io_combine_limit):
+            for run in _runs(descs, self._write_combine_limit):
                 rel = run[0].rel
                 assert rel is not None
                 if rel.sync_error is not None:

@@ -495,3 +495,17 @@ async def test_the_glue_names_each_task_as_current_task_identity() -> None:
     seen.append((glue.task_identity(), current_task_identity()))
     assert all(a is b and a is not None for a, b in seen)
     assert len({id(a) for a, _ in seen}) == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "write_combine_limit 0 must be at least 1"),
+        (129, r"write_combine_limit 129 must be at most 128 \(blocks in one write: .*PG_IOV_MAX\)"),
+    ],
+)
+def test_write_combine_limit_out_of_range_is_refused(value: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BufferPool(4, PS, write_combine_limit=value)
+    assert BufferPool(4, PS, write_combine_limit=128).write_combine_limit == 128
+    assert BufferPool(4, PS).write_combine_limit == 64
