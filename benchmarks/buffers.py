@@ -12,7 +12,10 @@ medians printed with CPU µs per page (process user + sys over the pages):
    tenth of the file), 32 tasks in flight, against the same reads through the file API's
    ``preadinto``, task for task (target >= 0.95x).
 3. ``writeback``: a checkpoint (``flush``: writes and one fdatasync) of ``--writeback-mib``
-   of dirty pages, against fio writing as much sequentially, 128 KiB at iodepth 16, direct.
+   of dirty pages, against fio writing as much sequentially, 128 KiB at iodepth 16, direct
+   (no fsync at its end: the checkpoint's fdatasync after direct writes costs well under a
+   millisecond); ``--write-combine 16,64`` makes one checkpoint contender per
+   ``write_combine_limit``.
 
 The file-API contenders run on aiopg_io's engine (``aiopg_io.bench``). Results:
 docs/benchmarks.md.
@@ -58,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--variants", action="store_true", help="also scan with combine=1 and max_ios=1")
     parser.add_argument("--writeback-mib", type=int, default=64, help="dirty pages a checkpoint writes")
+    parser.add_argument(
+        "--write-combine",
+        default=None,
+        help="comma list of the pool's write_combine_limit for the checkpoint, each a contender "
+        "(default: the pool's default)",
+    )
     parser.add_argument("--json", default=None, help="also write the JSON here")
 
 
@@ -139,10 +148,13 @@ async def _random_pool(
         return elapsed, cpu, hits / max(1, hits + s.misses - before.misses)
 
 
-async def _checkpoint(path: str, driver: str | None, nblocks: int) -> tuple[float, float]:
+async def _checkpoint(
+    path: str, driver: str | None, nblocks: int, write_combine: int | None
+) -> tuple[float, float]:
     """Dirty every page of the first ``nblocks`` (all held by the pool), then time one
     checkpoint: its writes and its fdatasync. (seconds, CPU seconds)."""
-    async with BufferPool(nblocks, PAGE, direct=True, driver=driver) as pool:
+    kw = {} if write_combine is None else {"write_combine_limit": write_combine}
+    async with BufferPool(nblocks, PAGE, direct=True, driver=driver, **kw) as pool:
         rel = await pool.open(path)
         async for page in pool.read_stream(rel, range(nblocks)):
             with page:
@@ -166,6 +178,9 @@ def main(args: argparse.Namespace) -> int:
     wb_blocks = min(npages, (args.writeback_mib << 20) // PAGE)
     results: dict[str, Any] = {"size_bytes": size, "driver": args.driver or "auto", "backend": args.backend}
     modes = set(args.modes.split(","))
+    write_combines: list[int | None] = (
+        [int(x) for x in args.write_combine.split(",")] if args.write_combine else [None]
+    )
     has_runs = hasattr(ReadStream, "runs")
     scans = [("read_stream pages (max_ios=16, combine=16)", 16, 16, False)]
     if has_runs:
@@ -236,8 +251,10 @@ def main(args: argparse.Namespace) -> int:
                             r.cpu_us_per_op * n / 1e6,
                             wb_blocks,
                         )
-                t, c = run_on(args.backend, _checkpoint, path, args.driver, wb_blocks)
-                record(f"checkpoint of {wb_blocks} dirty pages (+ fdatasync)", t, c, wb_blocks)
+                for wc in write_combines:
+                    t, c = run_on(args.backend, _checkpoint, path, args.driver, wb_blocks, wc)
+                    label = "" if wc is None else f", write_combine_limit={wc}"
+                    record(f"checkpoint of {wb_blocks} dirty pages (+ fdatasync{label})", t, c, wb_blocks)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     refs = {

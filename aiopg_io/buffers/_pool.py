@@ -44,6 +44,18 @@ PostgreSQL's shared buffers (src/backend/storage/buffer/bufmgr.c) for one event 
   is built on these two alone.
 
 Facts relied on (those about syncing are in ``_writeback.py``):
+- **The arena's memory.** A direct write (or read) pins the user pages it covers when it is
+  submitted (``pin_user_pages_fast``, the kernel's GUP-fast; Documentation/core-api/pin_user_pages.rst),
+  a step per base page the arena is built of: with 4 KiB pages a checkpoint of a large pool
+  pins tens of thousands of distinct pages, where fio reuses one small buffer. A transparent
+  huge page is pinned as one 2 MiB folio. Python's ``mmap.mmap(-1, n)`` is ``MAP_SHARED``
+  (the mmap module's docs), i.e. shmem, whose THP is off unless
+  ``/sys/kernel/mm/transparent_hugepage/shmem_enabled`` allows it; private anonymous memory
+  gets THP under the common ``enabled=madvise`` after ``madvise(MADV_HUGEPAGE)``
+  (madvise(2); Documentation/admin-guide/mm/transhuge.rst). So the arena is private and
+  advised (:func:`_arena`); the saving is measured in docs/benchmarks.md. A private
+  mapping is copy-on-write in a forked child; since Linux 5.19 (PageAnonExclusive) a page
+  pinned for I/O stays the parent's across a fork, so direct I/O into it stays correct.
 - A positional read of a regular file is short only at end of file (read(2)); here that
   means the file shrank under the pool, reported as BlockOutOfRangeError.
 """
@@ -52,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import operator
 import os
 import warnings
@@ -64,7 +77,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from .. import _paths
-from .._direct import aligned_buffer
 from .._glue import Glue, Park, current_glue
 from .._open import open as aio_open
 from ..drivers import DriverFactory
@@ -78,6 +90,7 @@ from .errors import (
     RelationInUseError,
     RelationSizeError,
     at_least_one,
+    one_to,
 )
 
 if TYPE_CHECKING:
@@ -88,10 +101,31 @@ __all__ = ["BufferPool", "BufferPoolStatistics", "Page", "PageRun", "ReadBuffers
 #: Most blocks combined into one read or write by default: 128 KiB of 8 KiB pages, as
 #: PostgreSQL's io_combine_limit.
 DEFAULT_IO_COMBINE_LIMIT = 16
+#: Most blocks combined into one write of write-back or a checkpoint by default (64: 512 KiB
+#: of 8 KiB pages). Separate from the reads' limit: a write of many blocks costs the
+#: submission and completion path about what a write of a few does, and PostgreSQL's
+#: io_combine_limit does not govern its writes (docs/benchmarks.md has the measure).
+DEFAULT_WRITE_COMBINE_LIMIT = 64
+#: The bound on ``write_combine_limit``: PostgreSQL 18's bound on io_combine_limit and
+#: io_max_combine_limit, PG_IOV_MAX (128 blocks, 1 MB of 8 KiB pages, commit 06fb5612): a
+#: write is one iovec per block at most, well under IOV_MAX (1024 on Linux).
+MAX_WRITE_COMBINE_LIMIT = 128
 
 #: Every relation open in a pool of this process, by file identity (st_dev, st_ino): a second
 #: pool is refused one (RelationInUseError). Weak, so a pool dropped unclosed holds nothing.
 _OPEN_RELATIONS: weakref.WeakValueDictionary[tuple[int, int], Relation] = weakref.WeakValueDictionary()
+
+
+def _arena(size: int) -> memoryview:
+    """The pool's buffers: private anonymous memory (page-aligned, so it suits O_DIRECT),
+    asked for transparent huge pages (see the module doc for why). Where the kernel has no
+    THP the advice is refused or ignored and the arena is plain 4 KiB pages."""
+    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advice is not None:
+        with contextlib.suppress(OSError):  # EINVAL: a kernel built without THP
+            m.madvise(advice)
+    return memoryview(m)
 
 
 def _forget_relation(rel: Relation) -> None:
@@ -478,6 +512,12 @@ class BufferPool:
     Use it as ``async with BufferPool(...) as pool:``; leaving the block checkpoints
     (flushes and syncs) and closes every relation. ``direct=True`` opens relations with
     O_DIRECT (the arena is page-aligned); ``driver`` as for :func:`aiopg_io.open`.
+
+    ``io_combine_limit`` (blocks, 16 by default) is the most a read combines (a read
+    stream's default); ``write_combine_limit`` (blocks, 64 by default, 1 to 128, else
+    ValueError naming the value and the bound) the most adjacent dirty blocks one write of
+    write-back or a checkpoint combines. 128 is PostgreSQL 18's bound on
+    io_max_combine_limit (PG_IOV_MAX, 1 MB of 8 KiB pages).
     """
 
     def __init__(
@@ -488,16 +528,24 @@ class BufferPool:
         direct: bool = False,
         driver: str | DriverFactory | None = None,
         io_combine_limit: int = DEFAULT_IO_COMBINE_LIMIT,
+        write_combine_limit: int = DEFAULT_WRITE_COMBINE_LIMIT,
     ) -> None:
         nbuffers = at_least_one("nbuffers", nbuffers)
         page_size = at_least_one("page_size", page_size)
         io_combine_limit = at_least_one("io_combine_limit", io_combine_limit)
+        write_combine_limit = one_to(
+            "write_combine_limit",
+            write_combine_limit,
+            MAX_WRITE_COMBINE_LIMIT,
+            "blocks in one write: PostgreSQL's bound on io_max_combine_limit, PG_IOV_MAX",
+        )
         self.nbuffers = nbuffers
         self.page_size = page_size
         self.direct = direct
         self.driver = driver
         self.io_combine_limit = io_combine_limit
-        self._arena = aligned_buffer(nbuffers * page_size)
+        self.write_combine_limit = write_combine_limit
+        self._arena = _arena(nbuffers * page_size)
         arena = self._arena
         self._descs = [BufferDesc(i, arena[i * page_size : (i + 1) * page_size]) for i in range(nbuffers)]
         self._sweep = ClockSweep(self._descs)
@@ -523,7 +571,7 @@ class BufferPool:
             self._descs,
             self._sweep,
             page_size=page_size,
-            io_combine_limit=io_combine_limit,
+            write_combine_limit=write_combine_limit,
             driver=driver,
             io_started=self._io_started,
             io_ended=self._io_ended,

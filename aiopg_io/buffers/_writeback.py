@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import anyio
@@ -121,24 +121,26 @@ _rel_and_block = operator.attrgetter("rel.rel_id", "blockno")
 _block = operator.attrgetter("blockno")
 
 
-def _runs(descs: list[BufferDesc], limit: int) -> list[list[BufferDesc]]:
+def _runs(descs: list[BufferDesc], limit: int) -> Iterator[list[BufferDesc]]:
     """Adjacent blocks of one relation (every buffer holds a page), in order, in runs of at
-    most ``limit``."""
+    most ``limit``: each yielded as soon as it is whole, so the first write starts before
+    the last run is found (the device works while the rest are gathered)."""
     rel = descs[0].rel if descs else None
     # One relation (the common case) sorts by block number alone: int keys, no tuple each.
     key = _block if all(d.rel is rel for d in descs) else _rel_and_block
-    runs: list[list[BufferDesc]] = []
     last: list[BufferDesc] = []
     next_block = -1
     for d in sorted(descs, key=key):
         if d.blockno == next_block and d.rel is rel and len(last) < limit:
             last.append(d)
         else:
+            if last:
+                yield last
             last = [d]
-            runs.append(last)
             rel = d.rel
         next_block = d.blockno + 1
-    return runs
+    if last:
+        yield last
 
 
 class PageWriter:
@@ -153,7 +155,7 @@ class PageWriter:
         sweep: ClockSweep,
         *,
         page_size: int,
-        io_combine_limit: int,
+        write_combine_limit: int,
         driver: str | DriverFactory | None,
         io_started: Callable[[], None],
         io_ended: Callable[[InFlightIO], None],
@@ -163,7 +165,7 @@ class PageWriter:
         self._descs = descs
         self._sweep = sweep
         self._page_size = page_size
-        self._io_combine_limit = io_combine_limit
+        self._write_combine_limit = write_combine_limit
         self._driver = driver
         self._io_started = io_started
         self._io_ended = io_ended
@@ -215,7 +217,7 @@ class PageWriter:
         errors: list[BaseException] = []
         window = _Window(self._park)
         try:
-            for run in _runs(descs, self._io_combine_limit):
+            for run in _runs(descs, self._write_combine_limit):
                 rel = run[0].rel
                 assert rel is not None
                 if rel.sync_error is not None:

@@ -44,3 +44,12 @@ def at_least_one(name: str, value: SupportsIndex) -> int:
     if n < 1:
         raise ValueError(f"{name} {n} must be at least 1")
     return n
+
+
+def one_to(name: str, value: SupportsIndex, most: int, why: str) -> int:
+    """``value`` as an int, or ValueError naming it and the bound when below 1 or above
+    ``most`` (``why`` says where the bound comes from)."""
+    n = at_least_one(name, value)
+    if n > most:
+        raise ValueError(f"{name} {n} must be at most {most} ({why})")
+    return n

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import os
+import re
 from pathlib import Path
 
 import anyio
 import pytest
 
+from aiopg_io._direct import buffer_address
 from aiopg_io.buffers import (
     BlockOutOfRangeError,
     BufferPool,
@@ -495,3 +498,39 @@ async def test_the_glue_names_each_task_as_current_task_identity() -> None:
     seen.append((glue.task_identity(), current_task_identity()))
     assert all(a is b and a is not None for a, b in seen)
     assert len({id(a) for a, _ in seen}) == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "write_combine_limit 0 must be at least 1"),
+        (129, r"write_combine_limit 129 must be at most 128 \(blocks in one write: .*PG_IOV_MAX\)"),
+    ],
+)
+def test_write_combine_limit_out_of_range_is_refused(value: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BufferPool(4, PS, write_combine_limit=value)
+    assert BufferPool(4, PS, write_combine_limit=128).write_combine_limit == 128
+    assert BufferPool(4, PS).write_combine_limit == 64
+
+
+@pytest.mark.skipif(
+    not hasattr(mmap, "MADV_HUGEPAGE") or not os.path.exists("/proc/self/smaps"), reason="Linux THP advice"
+)
+def test_the_arena_is_private_memory_advised_for_huge_pages() -> None:
+    """Shared memory (what ``mmap.mmap(-1, n)`` gives) gets no transparent huge pages, and
+    every direct I/O then pins the arena 4 KiB at a time (the pool's module doc)."""
+    pool = BufferPool(512, PS)  # 2 MiB
+    start = buffer_address(pool._arena)
+    with open("/proc/self/smaps") as f:
+        text = f.read()
+    for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", text):
+        lo, hi = (int(x, 16) for x in block.split(" ", 1)[0].split("-"))
+        if lo <= start < hi:
+            flags = re.search(r"VmFlags:(.*)", block)
+            assert flags is not None
+            assert "hg" in flags.group(1).split(), block  # MADV_HUGEPAGE
+            assert "sh" not in flags.group(1).split(), block  # not MAP_SHARED
+            assert block.split()[1].endswith("p"), block  # rw-p: private
+            return
+    raise AssertionError(f"no mapping holds the arena at {start:#x}")
