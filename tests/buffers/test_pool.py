@@ -519,7 +519,8 @@ def test_write_combine_limit_out_of_range_is_refused(value: int, message: str) -
 )
 def test_the_arena_is_private_memory_advised_for_huge_pages() -> None:
     """Shared memory (what ``mmap.mmap(-1, n)`` gives) gets no transparent huge pages, and
-    every direct I/O then pins the arena 4 KiB at a time (the pool's module doc)."""
+    every direct I/O then pins the arena 4 KiB at a time (the pool's module doc); private
+    memory is copy-on-write in a fork child, so the arena is not inherited."""
     pool = BufferPool(512, PS)  # 2 MiB
     start = buffer_address(pool._arena)
     with open("/proc/self/smaps") as f:
@@ -530,6 +531,7 @@ def test_the_arena_is_private_memory_advised_for_huge_pages() -> None:
             flags = re.search(r"VmFlags:(.*)", block)
             assert flags is not None
             assert "hg" in flags.group(1).split(), block  # MADV_HUGEPAGE
+            assert "dc" in flags.group(1).split(), block  # MADV_DONTFORK: no copy-on-write under I/O
             assert "sh" not in flags.group(1).split(), block  # not MAP_SHARED
             assert block.split()[1].endswith("p"), block  # rw-p: private
             return
