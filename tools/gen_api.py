@@ -32,6 +32,14 @@ MODULES = [
 OUT = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 
 
+
+def _async_def(fn: object) -> bool:
+    """An ``async def`` by its code, not by inspect.iscoroutinefunction: that one also says
+    True, on 3.12+ only, for a plain function marked with inspect.markcoroutinefunction (the
+    file's read calls, which return an awaitable), and the page must not differ by version."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)  # type: ignore[arg-type]
+    return code is not None and bool(code.co_flags & inspect.CO_COROUTINE)
+
 def _doc(obj: object) -> str:
     doc = inspect.getdoc(obj)
     return doc.strip() if doc else "*(no docstring)*"
@@ -115,7 +123,7 @@ def _class(name: str, cls: type) -> list[str]:
             out += [f"- **`{attr}`** (property){summary}"]
         elif inspect.isfunction(value) or isinstance(value, (classmethod, staticmethod)):
             fn = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
-            prefix = "async " if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn) else ""
+            prefix = "async " if _async_def(fn) or inspect.isasyncgenfunction(fn) else ""
             out += [f"- **`{prefix}{attr}{_sig(fn)}`**", ""]
             if fn.__doc__:
                 out += [_indent(_doc(fn)), ""]
@@ -143,7 +151,7 @@ def render() -> str:
             elif inspect.isclass(obj):
                 lines += _class(name, obj)
             elif callable(obj):
-                prefix = "async " if inspect.iscoroutinefunction(obj) else ""
+                prefix = "async " if _async_def(obj) else ""
                 lines += [f"### `{prefix}{name}{_sig(obj)}`", "", _doc(obj), ""]
             else:
                 lines += [f"### `{name}` = `{_repr(obj)}`", ""]
