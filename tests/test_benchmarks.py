@@ -22,7 +22,7 @@ from aiopg_io.drivers import unavailable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
-NAMES = ["core", "uring", "sqpoll", "posix_aio", "wal", "buffers", "powerloss", "serve"]
+NAMES = ["core", "uring", "sqpoll", "posix_aio", "wal", "wal_lone", "buffers", "powerloss", "serve"]
 
 
 def run_process(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -103,6 +103,12 @@ def test_wal(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert "group / naive" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wal_lone(tmp_path: Path) -> None:
+    out = run("wal_lone", "--rounds", "2", "--ops", "2", "--dir", str(tmp_path), cwd=tmp_path)
+    assert "worker:link" in out and "wal " in out
     assert list(tmp_path.iterdir()) == []
 
 

@@ -183,3 +183,21 @@ async def test_the_ring_drivers_link_it_in_the_ring(driver: str, tmp_path: Path)
     assert extra.get("fallback_ops", 0) == dict(before.extra).get("fallback_ops", 0)
     assert after.submitted - before.submitted == 1 and after.completed - before.completed == 1
     assert after.in_flight == 0
+
+
+async def test_io_uring_c_completes_it_in_c(driver: str, tmp_path: Path) -> None:
+    # On io_uring_c a chain whose sync succeeded is reaped and its waiter resumed in C
+    # (Ring.harvest: c_resumed counts it), as a whole write or a sync is: no Python frame
+    # per completion. Its result is still the bytes written (a failed half goes the Python
+    # way: the tests above, and tests/drivers/test_io_uring_c_tick.py).
+    if driver != "io_uring_c":
+        pytest.skip("the C ring's own path")
+    async with aiopg_io.open(tmp_path / "f", "w+b", driver=driver) as f:
+        before = dict(f.driver_statistics().extra)["c_resumed"]
+        for i in range(5):
+            assert await f.pwritev_sync([b"a" * 100, memoryview(b"b" * 52)], i * 152) == 152
+        after = f.driver_statistics()
+        assert dict(after.extra)["c_resumed"] - before >= 5
+        assert after.in_flight == 0
+        assert await f.pread(5 * 152, 0) == (b"a" * 100 + b"b" * 52) * 5
+    assert (tmp_path / "f").read_bytes() == (b"a" * 100 + b"b" * 52) * 5

@@ -998,8 +998,9 @@ ring_try_inline(Ring *r, PyObject *op)
    other CQE: the rest stay in the CQ for the next reap.
 
    With a ``waker`` (the glue's, lent by the IOContext through the driver's reap_and_wake),
-   such a whole transfer, and a sync that succeeded, goes on to REAPED here and is handed to
-   ``waker(op)`` instead of ``out``: what the twin's _collect then the IOContext's _finish
+   such a whole transfer, a sync that succeeded, and a linked write + sync whose sync
+   succeeded (link_sync_done: the twin's _on_link_cqe, first branch), goes on to REAPED here
+   and is handed to ``waker(op)`` instead of ``out``: what the twin's _collect then the IOContext's _finish
    would do, without a Python frame per op when the waker is in C (see finish_and_wake).
    The third value returned counts them; the caller owes each its in-flight slot.
 
@@ -1011,6 +1012,8 @@ ring_try_inline(Ring *r, PyObject *op)
    it stay in the CQ. The driver keeps ``out`` for its next reap and makes that reap come. */
 
 static int finish_and_wake(Ring *r, PyObject *op, long long transferred, PyObject *waker);
+static int link_sync_done(Ring *r, PyObject *op, PyObject *ops, unsigned long long user_data,
+                          long long *total);
 
 static PyObject *
 ring_harvest(Ring *r, PyObject *args)
@@ -1062,14 +1065,24 @@ ring_harvest(Ring *r, PyObject *args)
             /* A sync that succeeded: as op.complete(0), then reaped and woken. */
             PyObject *kind = PyObject_GetAttr(op, S_kind);
             PyObject *state = kind ? PyObject_GetAttr(op, S_state) : NULL;
-            int sync = state != NULL && state == r->batch[B_SUBMITTED] &&
-                       (kind == r->batch[B_FSYNC] || kind == r->batch[B_FDATASYNC]);
+            int submitted = state != NULL && state == r->batch[B_SUBMITTED];
+            int sync = submitted && (kind == r->batch[B_FSYNC] || kind == r->batch[B_FDATASYNC]);
             Py_XDECREF(kind);
             Py_XDECREF(state);
             if (PyErr_Occurred())
                 goto fail;
             if (sync) {
                 if (finish_and_wake(r, op, -1, waker) < 0)
+                    goto fail;
+                Py_DECREF(op);
+                continue;
+            }
+            long long total;
+            int linked = submitted ? link_sync_done(r, op, ops, cqe.user_data, &total) : 0;
+            if (linked < 0)
+                goto fail;
+            if (linked) {
+                if (finish_and_wake(r, op, total, waker) < 0)
                     goto fail;
                 Py_DECREF(op);
                 continue;
@@ -1504,6 +1517,62 @@ ring_submit_batch(Ring *r, PyObject *args)
         left = 1;
     }
     return PyLong_FromLong(left);
+}
+
+/* Whether ``user_data`` is the sync CQE of a linked write + sync (WRITE_SYNC) held by ``op``:
+   its _InFlight's ``sync_token`` (0 on every other op; tokens start at 1). A sync CQE that
+   succeeded means the write before it was whole (a failed or short write cancels the link,
+   and its own CQE, handled in Python, drops the sync's user_data first), so this is the
+   twin's _on_link_cqe, first branch: the write's user_data leaves ``ops`` (gone already
+   where its CQE was posted), and ``*total`` is the op's bytes so far plus what was left
+   (op.advance of the rest; finish_and_wake then does op.complete). 1 when it is such a CQE,
+   0 when not, -1 with an exception set. */
+static int
+link_sync_done(Ring *r, PyObject *op, PyObject *ops, unsigned long long user_data, long long *total)
+{
+    PyObject *data = PyObject_GetAttr(op, S_driver_data);
+    if (data == NULL)
+        return -1;
+    if (!PyObject_TypeCheck(data, (PyTypeObject *)r->batch[B_INFLIGHT])) {
+        Py_DECREF(data);
+        return 0;
+    }
+    PyObject *sync = PyObject_GetAttr(data, S_sync_token);
+    unsigned long long sync_token = sync != NULL ? PyLong_AsUnsignedLongLong(sync) : 0;
+    Py_XDECREF(sync);
+    if (PyErr_Occurred() || sync_token == 0 || sync_token != user_data) {
+        Py_DECREF(data);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *token = PyObject_GetAttr(data, S_token);
+    Py_DECREF(data);
+    if (token == NULL)
+        return -1;
+    int held = PyDict_Contains(ops, token);
+    int bad = held < 0 || (held == 1 && PyDict_DelItem(ops, token) < 0);
+    Py_DECREF(token);
+    long long done;
+    if (bad || get_ll(op, S_transferred, &done) < 0)
+        return -1;
+    PyObject *rest = PyObject_GetAttr(op, S_remaining);
+    if (rest == NULL)
+        return -1;
+    if (!PyList_Check(rest)) {
+        Py_DECREF(rest);
+        PyErr_SetString(PyExc_TypeError, "a linked write + sync's remaining buffers are not a list");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rest); i++) {
+        Py_ssize_t len = PyObject_Length(PyList_GET_ITEM(rest, i));
+        if (len < 0) {
+            Py_DECREF(rest);
+            return -1;
+        }
+        done += len;
+    }
+    Py_DECREF(rest);
+    *total = done;
+    return 1;
 }
 
 /* A whole transfer (``transferred``: its new total) or a sync that succeeded (-1): the

@@ -97,7 +97,11 @@ Facts this module relies on (the ring's own are in ``_uring.c``):
   says the kernel has it, else the whole write's CQE is posted and the sync's ends the op),
   both SQEs taken by one C call (``Ring.prep_write_sync``) so a chain is never split
   across two submissions. It runs where the probe answers (5.6; the link is older) and the
-  SQ has two entries; elsewhere in threads.
+  SQ has two entries; elsewhere in threads. A chain whose sync succeeded (its CQE, the
+  chain's only one where the write's is skipped) is completed in C by ``Ring.harvest`` and
+  its waiter resumed there, as a sync is; a write's CQE (an error, a short write, or a
+  whole write on a kernel without the skip) and a failed sync go to the parent's
+  ``_on_link_cqe``.
 - ``IORING_SETUP_SUBMIT_ALL`` (5.18) is asked for and dropped where the kernel refuses it.
   Without it ``io_uring_enter`` stops at an SQE that fails early and leaves the rest queued:
   :meth:`_submit_sq` then marks the SQ unsubmitted, and the next reap submits the rest.
@@ -216,7 +220,8 @@ _C_PREPPED = FILE_KINDS | frozenset(
 
 
 #: The transfers ``Ring.harvest`` may complete in C on a whole CQE: not WRITE_SYNC, whose
-#: write CQE (posted where the kernel cannot skip it) ends nothing: its sync's does.
+#: write CQE (posted where the kernel cannot skip it) ends nothing: its sync's does (and
+#: harvest completes that one in C when it succeeded, with a waker: ``link_sync_done``).
 _C_WHOLE_KINDS = TRANSFER_KINDS - {OpKind.WRITE_SYNC}
 
 

@@ -10,6 +10,7 @@ Each test waits with a timeout, so a lost wake-up fails instead of hanging.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import select
@@ -244,3 +245,49 @@ def test_a_flag_cleared_between_its_raise_and_its_write_stays_up(monkeypatch: py
         assert not readable(n.fileno())
     finally:
         n.close()
+
+
+def test_a_linked_write_and_sync_is_reaped_and_woken_in_c(tmp_path: Path) -> None:
+    """A WRITE_SYNC chain whose sync succeeded: harvest completes it in C (the write's
+    user_data dropped from the ops table too), hands it to the waker with the bytes written
+    as its result; a chain whose write fails goes the Python way (out, its errno)."""
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"")
+    fd = os.open(p, os.O_RDWR)
+    rfd = os.open(p, os.O_RDONLY)
+    d = IoUringCDriver()
+    woken: list[Op] = []
+    try:
+        ops = [
+            Op(OpKind.WRITE_SYNC, fd, i * 150, (memoryview(b"a" * 100), memoryview(b"b" * 50)))
+            for i in range(4)
+        ]
+        d.submit(ops)
+        out: list[Op] = []
+        while len(woken) + len(out) < len(ops):
+            assert readable(d.fileno(), 10)
+            got, _ = d.reap_and_wake(woken.append)
+            out += got
+        assert out == []
+        assert sorted(map(id, woken)) == sorted(map(id, ops))
+        assert all(op.state is OpState.REAPED and op.error is None and op.result == 150 for op in ops)
+        assert all(op.transferred == 150 and op.remaining() == [] for op in ops)
+        st = d.statistics()
+        assert (st.completed, st.in_flight) == (4, 0)
+        assert dict(st.extra)["c_resumed"] == 4
+        assert d._ops == {}
+        assert p.read_bytes() == (b"a" * 100 + b"b" * 50) * 4
+        bad = Op(OpKind.WRITE_SYNC, rfd, 0, (memoryview(b"x"),))
+        d.submit([bad])
+        got = []
+        while not got:
+            assert readable(d.fileno(), 10)
+            got, n = d.reap_and_wake(woken.append)
+            assert n == 0
+        assert got == [bad] and isinstance(bad.error, OSError) and bad.error.errno == errno.EBADF
+        assert dict(d.statistics().extra)["c_resumed"] == 4
+        assert d._ops == {}
+    finally:
+        d.close()
+        os.close(fd)
+        os.close(rfd)
