@@ -176,11 +176,17 @@ enum {
     OP_FALLOCATE = 17,
     OP_OPENAT = 18,
     OP_CLOSE = 19,
+    OP_STATX = 21,
     OP_RENAMEAT = 35,
     OP_UNLINKAT = 36,
     OP_MKDIRAT = 37,
+    OP_SYMLINKAT = 38,
+    OP_LINKAT = 39,
     OP_FTRUNCATE = 55,
 };
+
+/* sizeof(struct statx) (include/uapi/linux/stat.h): what a STATX op writes. */
+#define STATX_STRUCT_SIZE 256
 
 /* -- the ring ---------------------------------------------------------------------------- */
 
@@ -595,12 +601,33 @@ ring_prep_ftruncate(Ring *r, PyObject *args)
     return PyBool_FromLong(sqe != NULL);
 }
 
-/* The path ops, laid out as liburing's io_uring_prep_openat/close/renameat/unlinkat/mkdirat
-   (3): the directory fd in fd, the path's address in addr, RENAMEAT's new directory fd in
-   len and its new path's address in off, the permission bits (OPENAT, MKDIRAT) in len, the
-   open, rename or unlink flags in the op flags word. A path is a bytes object: its buffer ends in
-   a NUL (the caller refused a NUL inside), it cannot change, and the caller keeps it until
-   the CQE (the kernel copies it at prep time, getname(), but nothing relies on that). */
+/* A path for an SQE: its bytes, which end in a NUL (every bytes object's do) and hold no other
+   (the kernel reads up to the first NUL: a path cut there names another file; the driver
+   sends such a path to the blocking call, whose error it then gets, so this only guards).
+   NULL with ValueError set. */
+static const char *
+path_text(PyObject *path, const char *what)
+{
+    const char *text = PyBytes_AS_STRING(path);
+    if (memchr(text, '\0', (size_t)PyBytes_GET_SIZE(path)) != NULL) {
+        PyErr_Format(PyExc_ValueError, "%s holds a NUL byte", what);
+        return NULL;
+    }
+    return text;
+}
+
+/* The path ops, laid out as liburing's io_uring_prep_openat/close/renameat/unlinkat/mkdirat/
+   linkat/symlinkat(3) lay them out (each is io_uring_prep_rw(op, sqe, fd, addr, len, off)
+   plus the flags word): the directory fd in fd, the path's address in addr, a second path's
+   address in off (the uapi header's union of off and addr2, include/uapi/linux/io_uring.h;
+   the kernel reads it as addr2 in io_renameat_prep, io_linkat_prep and io_symlinkat_prep,
+   io_uring/fs.c), the new path's directory fd in len (RENAMEAT, LINKAT), the permission
+   bits in len (OPENAT, MKDIRAT), and the open, rename, unlink or hardlink flags in the op
+   flags word. SYMLINKAT's path is the link's text and its second path the link, made in the
+   directory fd (io_uring_prep_symlinkat(3): target, newdirfd, linkpath); its prep refuses a
+   nonzero len or flags word (EINVAL), so the caller passes 0 for both. A path is a bytes
+   object (path_text); it cannot change, and the caller keeps it until the CQE (the kernel
+   copies it at prep time, getname(), but nothing relies on that). */
 static PyObject *
 ring_prep_path(Ring *r, PyObject *args)
 {
@@ -611,25 +638,72 @@ ring_prep_path(Ring *r, PyObject *args)
     if (!PyArg_ParseTuple(args, "IiOOIIK", &opcode, &fd, &path, &newpath, &len, &flags, &user_data) ||
         ring_check(r) < 0)
         return NULL;
-    int takes_path = opcode == OP_OPENAT || opcode == OP_RENAMEAT || opcode == OP_UNLINKAT ||
-                     opcode == OP_MKDIRAT;
+    int two_paths = opcode == OP_RENAMEAT || opcode == OP_LINKAT || opcode == OP_SYMLINKAT;
+    int takes_path = two_paths || opcode == OP_OPENAT || opcode == OP_UNLINKAT || opcode == OP_MKDIRAT;
     if (!takes_path && opcode != OP_CLOSE) {
         PyErr_Format(PyExc_ValueError, "opcode %u is not a path op", opcode);
         return NULL;
     }
-    if (takes_path != PyBytes_Check(path) || (opcode == OP_RENAMEAT) != PyBytes_Check(newpath) ||
-        (!takes_path && path != Py_None) || (opcode != OP_RENAMEAT && newpath != Py_None)) {
+    if (takes_path != PyBytes_Check(path) || two_paths != PyBytes_Check(newpath) ||
+        (!takes_path && path != Py_None) || (!two_paths && newpath != Py_None)) {
         PyErr_Format(PyExc_TypeError, "opcode %u: path and newpath must be bytes where it takes them, else None",
                      opcode);
         return NULL;
     }
+    const char *text = NULL, *newtext = NULL;
+    if ((takes_path && (text = path_text(path, "path")) == NULL) ||
+        (two_paths && (newtext = path_text(newpath, "newpath")) == NULL))
+        return NULL;
     struct u_sqe *sqe = get_sqe(r);
     if (sqe != NULL) {
         sqe->opcode = (uint8_t)opcode;
         sqe->fd = fd;
-        sqe->addr = takes_path ? (uint64_t)(uintptr_t)PyBytes_AS_STRING(path) : 0;
+        sqe->addr = (uint64_t)(uintptr_t)text;
         sqe->len = len;
-        sqe->off = opcode == OP_RENAMEAT ? (uint64_t)(uintptr_t)PyBytes_AS_STRING(newpath) : 0;
+        sqe->off = (uint64_t)(uintptr_t)newtext;
+        sqe->op_flags = flags;
+        sqe->user_data = user_data;
+    }
+    return PyBool_FromLong(sqe != NULL);
+}
+
+/* STATX, laid out as liburing's io_uring_prep_statx(3) (fd, path, flags, mask, statxbuf):
+   the directory fd in fd, the path's address in addr, the mask in len, the struct statx's
+   address in off (addr2, as io_statx_prep reads it: io_uring/statx.c) and the AT_* flags in
+   the op flags word (statx_flags). The kernel writes the struct (STATX_STRUCT_SIZE bytes,
+   include/uapi/linux/stat.h) straight into the op's own buffer when the op runs, so that
+   buffer, like a read's, must stay where it is until the CQE: it is a memoryview the op
+   holds (writable, contiguous, at least STATX_STRUCT_SIZE bytes, checked here) whose export keeps
+   the memory in place, as with iovec(); nothing here keeps it. */
+static PyObject *
+ring_prep_statx(Ring *r, PyObject *args)
+{
+    int fd;
+    PyObject *path;
+    Py_buffer buf;
+    unsigned int flags, mask;
+    unsigned long long user_data;
+    if (!PyArg_ParseTuple(args, "iO!w*IIK", &fd, &PyBytes_Type, &path, &buf, &flags, &mask, &user_data))
+        return NULL;
+    void *address = buf.buf;
+    Py_ssize_t size = buf.len;
+    PyBuffer_Release(&buf);
+    if (ring_check(r) < 0)
+        return NULL;
+    if (size < STATX_STRUCT_SIZE) {
+        PyErr_Format(PyExc_ValueError, "a statx buffer of %zd bytes: it needs %d", size, STATX_STRUCT_SIZE);
+        return NULL;
+    }
+    const char *text = path_text(path, "path");
+    if (text == NULL)
+        return NULL;
+    struct u_sqe *sqe = get_sqe(r);
+    if (sqe != NULL) {
+        sqe->opcode = OP_STATX;
+        sqe->fd = fd;
+        sqe->addr = (uint64_t)(uintptr_t)text;
+        sqe->len = mask;
+        sqe->off = (uint64_t)(uintptr_t)address;
         sqe->op_flags = flags;
         sqe->user_data = user_data;
     }
@@ -1694,7 +1768,10 @@ static PyMethodDef ring_methods[] = {
      "prep_fallocate(fd, mode, offset, length, user_data) -> bool"},
     {"prep_ftruncate", (PyCFunction)ring_prep_ftruncate, METH_VARARGS, "prep_ftruncate(fd, length, user_data) -> bool"},
     {"prep_path", (PyCFunction)ring_prep_path, METH_VARARGS,
-     "prep_path(opcode, dfd, path, newpath, len, flags, user_data) -> bool (OPENAT, CLOSE, RENAMEAT, UNLINKAT, MKDIRAT)"},
+     "prep_path(opcode, dfd, path, newpath, len, flags, user_data) -> bool (OPENAT, CLOSE, RENAMEAT, UNLINKAT, "
+     "MKDIRAT, LINKAT, SYMLINKAT)"},
+    {"prep_statx", (PyCFunction)ring_prep_statx, METH_VARARGS,
+     "prep_statx(dfd, path, buffer, flags, mask, user_data) -> bool"},
     {"prep_nop", (PyCFunction)ring_prep_nop, METH_VARARGS, "prep_nop(user_data) -> bool"},
     {"prep_cancel64", (PyCFunction)ring_prep_cancel64, METH_VARARGS, "prep_cancel64(target, flags, user_data) -> bool"},
     {"submit", (PyCFunction)ring_submit, METH_NOARGS, "submit() -> SQEs left queued (0: the kernel took all)"},
@@ -3490,6 +3567,9 @@ PyInit__uring(void)
         PyModule_AddIntConstant(m, "IORING_OP_RENAMEAT", OP_RENAMEAT) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_UNLINKAT", OP_UNLINKAT) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_MKDIRAT", OP_MKDIRAT) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_STATX", OP_STATX) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_SYMLINKAT", OP_SYMLINKAT) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_LINKAT", OP_LINKAT) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_NOP", OP_NOP) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_READV", OP_READV) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_WRITEV", OP_WRITEV) < 0 ||
