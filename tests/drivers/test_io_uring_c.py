@@ -8,7 +8,6 @@ as the pure driver for the same ops, and the pure path forced by AIOPG_IO_PURE=1
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import stat
@@ -35,7 +34,7 @@ from aiopg_io.drivers.base import (
 from aiopg_io.drivers.io_uring import IoUringDriver
 from aiopg_io.drivers.io_uring_c import IoUringCDriver, compiled_status
 
-from .._driving import wait_all
+from .._driving import wait_all, write_sync_op
 from ..conftest import open_fds
 
 _REASON = IoUringCDriver.unavailable_reason()
@@ -609,10 +608,6 @@ async def test_cancelled_cursor_fast_path_leaves_the_cursor(tmp_path: Path, into
 # -- linked write + sync in the C ring (Ring.prep_write_sync) ---------------------------------
 
 
-def _write_sync(fd: int, offset: int, *chunks: bytes, path: str | None = None) -> Op:
-    return Op(OpKind.WRITE_SYNC, fd, offset, tuple(memoryview(c) for c in chunks), path=path)
-
-
 def test_linked_write_sync_runs_in_the_c_ring(tmp_path: Path) -> None:
     """Whole: one CQE (the write's skipped where the kernel can) ends it; a write the kernel
     refuses fails the op with its errno and nothing is synced; both counted as one op."""
@@ -623,13 +618,13 @@ def test_linked_write_sync_runs_in_the_c_ring(tmp_path: Path) -> None:
     d = IoUringCDriver(nowait_fast_path=False)
     try:
         assert OpKind.WRITE_SYNC in d.capabilities.kinds
-        op = _write_sync(fd, 10, payload[:100], payload[100:])
+        op = write_sync_op(fd, 10, payload[:100], payload[100:])
         d.submit([op])
         assert d.statistics().in_flight == 1  # two user_datas, one op
         wait_all(d, [op])
         assert op.error is None and op.result == len(payload)
         assert p.read_bytes()[10:] == payload and d._ops == {}
-        bad = _write_sync(ro, 0, b"new", path=str(p))  # EBADF where a sync alone succeeds
+        bad = write_sync_op(ro, 0, b"new", path=str(p))  # EBADF where a sync alone succeeds
         d.submit([bad])
         wait_all(d, [bad])
         assert isinstance(bad.error, OSError) and bad.error.errno == errno.EBADF
@@ -664,7 +659,7 @@ def test_linked_short_write_goes_on_with_a_new_chain_in_the_c_ring(tmp_path: Pat
 
     d = ShortFirst(nowait_fast_path=False)
     try:
-        op = _write_sync(fd, 0, payload)
+        op = write_sync_op(fd, 0, payload)
         d.submit([op])
         wait_all(d, [op])
         assert op.error is None and op.result == len(payload)
@@ -675,29 +670,6 @@ def test_linked_short_write_goes_on_with_a_new_chain_in_the_c_ring(tmp_path: Pat
         assert d.statistics().short_transfers == 1 and d._ops == {}
     finally:
         d.close()
-        os.close(fd)
-
-
-def test_linked_ops_on_a_tiny_c_ring(tmp_path: Path) -> None:
-    """A chain's two SQEs always go in one submission: 300 chains through a ring of 2 SQ
-    entries all complete; a ring of 1 runs WRITE_SYNC in threads (not in its kinds)."""
-    p = tmp_path / "tiny.bin"
-    fd = os.open(p, os.O_RDWR | os.O_CREAT)
-    try:
-        one = IoUringCDriver(entries=1, nowait_fast_path=False)
-        assert OpKind.WRITE_SYNC not in one.capabilities.kinds
-        one.close()
-        d = IoUringCDriver(entries=2, nowait_fast_path=False)
-        try:
-            ops = [_write_sync(fd, i * 8, b"%08d" % i) for i in range(300)]
-            d.submit(ops)
-            wait_all(d, ops)
-            assert all(op.error is None and op.result == 8 for op in ops)
-            assert p.read_bytes() == b"".join(b"%08d" % i for i in range(300))
-            assert d._ops == {}
-        finally:
-            d.close()
-    finally:
         os.close(fd)
 
 
@@ -814,49 +786,6 @@ def test_statx_record_is_the_kernels_own(tmp_path: Path) -> None:
         finally:
             d.close()
     assert records[0] == records[1]
-
-
-def test_a_nul_inside_a_path_never_reaches_the_ring(tmp_path: Path) -> None:
-    """The kernel reads a path up to its first NUL: "f\\0x" would name "f". Every path kind,
-    with a NUL in either path, fails on both io_uring drivers as on the worker (the blocking
-    call's EINVAL, word for word), and no file is touched."""
-    from aiopg_io.drivers import _statx
-    from aiopg_io.drivers.worker import WorkerDriver
-
-    f, g = str(tmp_path / "f"), str(tmp_path / "g")
-    cases = [
-        Op(OpKind.OPENAT, AT_FDCWD, path=f + "\0x", flags=os.O_RDONLY),
-        Op(OpKind.UNLINKAT, AT_FDCWD, path=f + "\0x"),
-        Op(OpKind.MKDIRAT, AT_FDCWD, path=g + "\0x", mode=0o700),
-        Op(OpKind.RENAMEAT, AT_FDCWD, path=f, newpath=g + "\0x"),
-        Op(OpKind.RENAMEAT, AT_FDCWD, path=f + "\0x", newpath=g),
-        Op(OpKind.STATX, AT_FDCWD, buffers=(_statx.new_buffer(),), path=f + "\0x"),
-        Op(OpKind.LINKAT, AT_FDCWD, path=f + "\0x", newpath=g),
-        Op(OpKind.LINKAT, AT_FDCWD, path=f, newpath=g + "\0x"),
-        Op(OpKind.SYMLINKAT, AT_FDCWD, path="t\0x", newpath=g),
-        Op(OpKind.SYMLINKAT, AT_FDCWD, path="t", newpath=g + "\0x"),
-    ]
-    (tmp_path / "f").write_bytes(b"keep")
-    before = open_fds()
-    got: dict[str, list[object]] = {}
-    for cls in (WorkerDriver, IoUringCDriver, IoUringDriver):
-        if cls.unavailable_reason() is not None:
-            continue
-        d = cls()
-        try:
-            fresh = [tuple(_statx.new_buffer() for _ in c.buffers) for c in cases]  # a buffer per run
-            ops = [dataclasses.replace(c, buffers=bufs) for c, bufs in zip(cases, fresh, strict=True)]
-            d.submit(ops)
-            wait_all(d, ops)
-            got[cls.name] = [_path_outcome(op, tmp_path) for op in ops]
-        finally:
-            d.close()
-        assert sorted(os.listdir(tmp_path)) == ["f"] and (tmp_path / "f").read_bytes() == b"keep"
-    assert all(isinstance(o, tuple) and o[:2] == ("OSError", errno.EINVAL) for o in got["worker"])
-    assert got["io_uring_c"] == got["worker"]
-    if "io_uring" in got:
-        assert got["io_uring"] == got["worker"]
-    assert open_fds() == before
 
 
 def test_ring_path_preps_refuse_bad_arguments_and_take_no_sqe(ring: object) -> None:
