@@ -1089,31 +1089,28 @@ static int finish_and_wake(Ring *r, PyObject *op, long long transferred, PyObjec
 static int link_sync_done(Ring *r, PyObject *op, PyObject *ops, unsigned long long user_data,
                           long long *total);
 
-static PyObject *
-ring_harvest(Ring *r, PyObject *args)
-{
+/* The arguments harvest and tick share, in their order. */
+typedef struct {
     Py_ssize_t limit;
-    PyObject *ops, *out, *on_cqe, *kinds, *s_submitted, *s_completed, *waker = Py_None;
-    if (!PyArg_ParseTuple(args, "nO!O!OO!OO|O", &limit, &PyDict_Type, &ops, &PyList_Type, &out, &on_cqe,
-                          &PyFrozenSet_Type, &kinds, &s_submitted, &s_completed, &waker) ||
-        ring_check(r) < 0)
-        return NULL;
-    if (waker == Py_None) {
-        waker = NULL;
-    } else if (r->batch[B_OPS] == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "harvest with a waker needs enable_batch() first");
-        return NULL;
-    }
+    PyObject *ops, *out, *on_cqe, *kinds, *s_submitted, *s_completed, *waker;
+} HarvestArgs;
+
+/* The harvest itself (ring_harvest's and ring_tick's): 0, with whether an op went on and
+   whether the limit left CQEs in ``*continued`` and ``*left_over``, or -1 with an exception
+   set. ``a->waker`` is NULL for none. */
+static int
+harvest_cqes(Ring *r, const HarvestArgs *a, int *continued, int *left_over)
+{
+    PyObject *ops = a->ops, *out = a->out, *waker = a->waker;
     unsigned mask = *r->cq_mask;
-    int continued = 0, left_over = 0;
     Py_ssize_t taken = 0;
-    unsigned long long woken_before = r->woken;
+    *continued = *left_over = 0;
     for (;;) {
         unsigned head = *r->cq_head;
         if (head == __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE))
             break;
-        if (limit > 0 && taken >= limit) {
-            left_over = 1;
+        if (a->limit > 0 && taken >= a->limit) {
+            *left_over = 1;
             break;
         }
         struct u_cqe cqe = r->cqes[head & mask];
@@ -1121,12 +1118,12 @@ ring_harvest(Ring *r, PyObject *args)
         taken++;
         PyObject *token = PyLong_FromUnsignedLongLong(cqe.user_data);
         if (token == NULL)
-            return NULL;
+            return -1;
         PyObject *op = PyDict_GetItemWithError(ops, token);
         if (op == NULL) {
             Py_DECREF(token);
             if (PyErr_Occurred())
-                return NULL;
+                return -1;
             continue; /* a cancel's own CQE, or a NOP that stood in for a refused prep */
         }
         Py_INCREF(op);
@@ -1167,8 +1164,8 @@ ring_harvest(Ring *r, PyObject *args)
             PyObject *state = kind ? PyObject_GetAttr(op, S_state) : NULL;
             PyObject *rest = state ? PyObject_GetAttr(op, S_remaining) : NULL;
             int whole = 0;
-            if (rest != NULL && state == s_submitted && PyList_Check(rest) &&
-                PySet_Contains(kinds, kind) == 1) {
+            if (rest != NULL && state == a->s_submitted && PyList_Check(rest) &&
+                PySet_Contains(a->kinds, kind) == 1) {
                 long long left = 0;
                 for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rest); i++) {
                     Py_ssize_t len = PyObject_Length(PyList_GET_ITEM(rest, i));
@@ -1200,7 +1197,7 @@ ring_harvest(Ring *r, PyObject *args)
                 int bad = t == NULL || empty == NULL || PyObject_SetAttr(op, S_transferred, t) < 0 ||
                           PyObject_SetAttr(op, S_remaining, empty) < 0 ||
                           PyObject_SetAttr(op, S_result, t) < 0 ||
-                          PyObject_SetAttr(op, S_state, s_completed) < 0;
+                          PyObject_SetAttr(op, S_state, a->s_completed) < 0;
                 Py_XDECREF(t);
                 Py_XDECREF(empty);
                 if (bad)
@@ -1209,7 +1206,7 @@ ring_harvest(Ring *r, PyObject *args)
             }
         }
         if (done < 0) {
-            PyObject *res = PyObject_CallFunction(on_cqe, "Oi", op, (int)cqe.res);
+            PyObject *res = PyObject_CallFunction(a->on_cqe, "Oi", op, (int)cqe.res);
             if (res == NULL)
                 goto fail;
             done = PyObject_IsTrue(res);
@@ -1221,14 +1218,42 @@ ring_harvest(Ring *r, PyObject *args)
             if (PyList_Append(out, op) < 0)
                 goto fail;
         } else {
-            continued = 1;
+            *continued = 1;
         }
         Py_DECREF(op);
         continue;
     fail:
         Py_DECREF(op);
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+/* The waker, NULL for None, checked: C hands ops to it only with the batch's objects lent. */
+static int
+harvest_waker(Ring *r, HarvestArgs *a)
+{
+    if (a->waker == Py_None) {
+        a->waker = NULL;
+    } else if (r->batch[B_OPS] == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "harvest with a waker needs enable_batch() first");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+ring_harvest(Ring *r, PyObject *args)
+{
+    HarvestArgs a = {.waker = Py_None};
+    if (!PyArg_ParseTuple(args, "nO!O!OO!OO|O", &a.limit, &PyDict_Type, &a.ops, &PyList_Type, &a.out,
+                          &a.on_cqe, &PyFrozenSet_Type, &a.kinds, &a.s_submitted, &a.s_completed, &a.waker) ||
+        ring_check(r) < 0 || harvest_waker(r, &a) < 0)
+        return NULL;
+    unsigned long long woken_before = r->woken;
+    int continued, left_over;
+    if (harvest_cqes(r, &a, &continued, &left_over) < 0)
+        return NULL;
     return Py_BuildValue("(OOK)", continued ? Py_True : Py_False, left_over ? Py_True : Py_False,
                          r->woken - woken_before);
 }
@@ -1238,8 +1263,8 @@ ring_harvest(Ring *r, PyObject *args)
 
 /* The Python twin is IoUringDriver.reap (its _clear_eventfd, then _collect's harvest loop),
    for the io_uring_c driver's common tick (IoUringCDriver._tick): no backlog, no cancel to
-   retry, nothing left unsubmitted. One call harvests through ring_harvest (same arguments,
-   same outcomes), then reads the completion eventfd only where the CQ was emptied, so a
+   retry, nothing left unsubmitted. One call harvests as ring_harvest does (harvest_cqes:
+   same arguments, same outcomes), then reads the completion eventfd only where the CQ was emptied, so a
    tick that leaves CQEs (the reap limit) costs no read and no write: the eventfd, unread,
    still polls readable, and the loop comes back for the rest. Where the CQ was emptied the
    eventfd is read (EAGAIN when the wake-up was another's: nothing to clear) and the CQ looked
@@ -1261,33 +1286,27 @@ static PyObject *
 ring_tick(Ring *r, PyObject *args)
 {
     /* tick(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker, efd)
-       -> (woken, flags) */
-    Py_ssize_t n = PyTuple_GET_SIZE(args);
+       -> (woken, flags); parsed here and harvested by harvest_cqes, as ring_harvest is,
+       with no tuple of harvest's arguments or its result built on the way. */
+    HarvestArgs a;
     int efd;
-    if (n != 9 || !PyLong_Check(PyTuple_GET_ITEM(args, 8))) {
-        PyErr_SetString(PyExc_TypeError,
-                        "tick(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker, efd)");
+    if (!PyArg_ParseTuple(args, "nO!O!OO!OOOi", &a.limit, &PyDict_Type, &a.ops, &PyList_Type, &a.out,
+                          &a.on_cqe, &PyFrozenSet_Type, &a.kinds, &a.s_submitted, &a.s_completed, &a.waker,
+                          &efd) ||
+        ring_check(r) < 0)
+        return NULL;
+    if (efd < 0) {
+        PyErr_Format(PyExc_ValueError, "efd %d is not a file descriptor", efd);
         return NULL;
     }
-    long efd_l = PyLong_AsLong(PyTuple_GET_ITEM(args, 8));
-    if (efd_l == -1 && PyErr_Occurred())
+    if (harvest_waker(r, &a) < 0)
         return NULL;
-    if (efd_l < 0 || efd_l > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "efd %ld is not a file descriptor", efd_l);
+    unsigned long long woken_before = r->woken;
+    int continued, left_over;
+    if (harvest_cqes(r, &a, &continued, &left_over) < 0)
         return NULL;
-    }
-    efd = (int)efd_l;
-    PyObject *harvest_args = PyTuple_GetSlice(args, 0, 8);
-    if (harvest_args == NULL)
-        return NULL;
-    PyObject *got = ring_harvest(r, harvest_args);
-    Py_DECREF(harvest_args);
-    if (got == NULL)
-        return NULL;
-    Py_ssize_t woken = PyLong_AsSsize_t(PyTuple_GET_ITEM(got, 2));
-    long flags = (PyTuple_GET_ITEM(got, 0) == Py_True ? TICK_CONTINUED : 0) |
-                 (PyTuple_GET_ITEM(got, 1) == Py_True ? TICK_LEFT_OVER : 0);
-    Py_DECREF(got);
+    unsigned long long woken = r->woken - woken_before;
+    long flags = (continued ? TICK_CONTINUED : 0) | (left_over ? TICK_LEFT_OVER : 0);
     if (__atomic_load_n(r->sq_flags, __ATOMIC_ACQUIRE) & SQ_CQ_OVERFLOW)
         flags |= TICK_OVERFLOW;
     if (flags == 0) {
@@ -1302,7 +1321,7 @@ ring_tick(Ring *r, PyObject *args)
             flags |= TICK_SIGNALLED;
         }
     }
-    return Py_BuildValue("(nl)", woken, flags);
+    return Py_BuildValue("(Kl)", woken, flags);
 }
 
 
