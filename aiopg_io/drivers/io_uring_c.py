@@ -115,10 +115,11 @@ Facts this module relies on (the ring's own are in ``_uring.c``):
   "Cancelling at close"). While closing, CQEs go through the parent's harvest, which reads
   the CQEs of close's cancels; C's ignores every CQE that names no op.
 - A waker that raises in ``Ring.harvest`` stops it after that op is reaped and handed
-  over (counted in ``Ring.woken``, read also when harvest raises); the parent's ``_collect``
-  keeps what it finished for the next reap and makes that reap come, and
-  :meth:`reap_and_wake` returns the count owed with it, so the error propagates to the
-  IOContext and the loop with no op lost.
+  over (counted in ``Ring.woken``, a running total that only a :meth:`reap_and_wake`
+  raises, since only it lends C a waker); the parent's ``_collect`` keeps what it finished
+  for the next reap and makes that reap come, and the next :meth:`reap_and_wake` that
+  returns counts every op handed over since the last one returned, so the error propagates
+  to the IOContext and the loop with no op lost and no slot left owed.
 """
 
 from __future__ import annotations
@@ -307,7 +308,9 @@ class IoUringCDriver(IoUringDriver):
             _InFlight, self._ops, self._fd_refs, self._fd_direct, self._submit_one, self._nowait,
         )  # fmt: skip
         self._waker: Callable[[Op], object] | None = None  # lent for one reap_and_wake
-        self._woken = 0  # ops C handed to the waker since reap_and_wake last returned
+        # Ring.woken (ops C handed to a waker, a running total) when reap_and_wake last
+        # returned: only a reap_and_wake lends C a waker, so what it owes is the difference.
+        self._woken_mark = self._ring.woken
         if self._nowait:
             # The page-cache fast path in C: the IOContext calls the ring's try_inline with
             # no Python frame; what C leaves (see _uring.c) goes to the parent's, its twin.
@@ -341,8 +344,11 @@ class IoUringCDriver(IoUringDriver):
         finally:
             self._waker = None
         # Counted from the last call that returned: a waker that raised propagates its
-        # error, and the ops C handed over by then are owed their slots by this return.
-        woken, self._woken = self._woken, 0
+        # error, and the ops C handed over by then (reaped: their slots owed) are counted by
+        # this return.
+        total = self._ring.woken
+        woken = total - self._woken_mark
+        self._woken_mark = total
         self._counters.completed += woken
         return out, woken
 
@@ -359,21 +365,17 @@ class IoUringCDriver(IoUringDriver):
             return self.reap()
         out: list[Op] = []
         flags: int
-        ring = self._ring
-        before = ring.woken
         try:
-            _, flags = ring.tick(
+            _, flags = self._ring.tick(
                 self._reap_batch, self._ops, out, self._on_c_cqe, _C_WHOLE_KINDS,
                 OpState.SUBMITTED, OpState.COMPLETED, self._waker, self._efd,
             )  # fmt: skip
         except BaseException:
             # A waker that raised (or the eventfd refused): as in the parent's _collect,
-            # nothing reaped is lost; the next reap returns it.
+            # nothing reaped is lost; the next reap returns it (and reap_and_wake counts
+            # the ops C handed over by then, from Ring.woken).
             self._keep_for_next_reap(out)
             raise
-        finally:
-            # Also when the waker raised: the ops C handed it are reaped, their slots owed.
-            self._woken += ring.woken - before
         if flags & _U.TICK_CLEARED:
             self._signalled = bool(flags & _U.TICK_SIGNALLED)
         if out or flags & (_U.TICK_CONTINUED | _U.TICK_OVERFLOW):
@@ -640,24 +642,14 @@ class IoUringCDriver(IoUringDriver):
         # Closing, the parent's reads the CQEs of close's cancels too (see io_uring.py).
         if self._own_on_cqe or self._closed:
             return super()._harvest(limit, out)
+        # A waker that raises: the parent's _collect keeps what was reaped for the next
+        # reap, and reap_and_wake counts the ops C handed over by then (Ring.woken).
         continued: bool
         left_over: bool
-        ring = self._ring
-        before = ring.woken
-        try:
-            continued, left_over, _ = ring.harvest(
-                limit,
-                self._ops,
-                out,
-                self._on_c_cqe,
-                _C_WHOLE_KINDS,
-                OpState.SUBMITTED,
-                OpState.COMPLETED,
-                self._waker,
-            )
-        finally:
-            # Also when the waker raised: the ops C handed it are reaped, their slots owed.
-            self._woken += ring.woken - before
+        continued, left_over, _ = self._ring.harvest(
+            limit, self._ops, out, self._on_c_cqe, _C_WHOLE_KINDS,
+            OpState.SUBMITTED, OpState.COMPLETED, self._waker,
+        )  # fmt: skip
         return continued, left_over
 
     def _take_cqes(self, limit: int) -> tuple[list[tuple[int, int]], bool]:
