@@ -1,4 +1,5 @@
-"""Driving a driver without an event loop, for driver-level tests: one way to wait for ops."""
+"""Driving a driver without an event loop, for driver-level tests: one way to wait for ops,
+and the ops several driver tests build."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import select
 import time
 from collections.abc import Sequence
 
-from aiopg_io.drivers import Driver, Op, OpState
+from aiopg_io.drivers import Driver, Op, OpKind, OpState
 
 
 def wait_all(driver: Driver, ops: Sequence[Op], timeout: float = 20.0) -> list[Op]:
@@ -29,3 +30,8 @@ def wait_all(driver: Driver, ops: Sequence[Op], timeout: float = 20.0) -> list[O
             want.discard(id(op))
             got.append(op)
     return got
+
+
+def write_sync_op(fd: int, offset: int, *chunks: bytes, path: str | None = None) -> Op:
+    """A linked write + sync (``OpKind.WRITE_SYNC``) of ``chunks`` at ``offset``."""
+    return Op(OpKind.WRITE_SYNC, fd, offset, tuple(memoryview(c) for c in chunks), path=path)

@@ -108,10 +108,9 @@ async def test_entry_calls_change_the_disk_as_os_does(tree: Path, driver: str) -
     assert sorted(os.listdir(tree)) == ["d", "dangling", "hard", "m700", "soft"]
     assert os.listdir(d) == []
     assert open_fds() == before
-    # Native where the driver has the kinds: posix_aio has no path op (the fallback's threads),
-    # io_uring_c no LINKAT / SYMLINKAT.
+    # Native where the driver has the kinds: posix_aio has no path op (the fallback's threads).
     extra = dict(get_context(driver).driver.statistics().extra)
-    assert ("fallback_ops" in extra) == (driver in ("posix_aio", "io_uring_c"))
+    assert ("fallback_ops" in extra) == (driver == "posix_aio")
 
 
 def _entry_errors(tree: Path) -> list[tuple[str, tuple[object, ...]]]:
@@ -329,9 +328,10 @@ async def test_stat_gives_what_os_stat_gives(tree: Path, driver: str) -> None:
                 assert _stat_fields(await mine(p, driver=driver)) == want, (mine, p)
     assert (await aiopg_io.os.stat(tree / "f", driver=driver)).st_mtime_ns == 1_700_000_000_123_456_789
     assert open_fds() == before
-    # STATX goes through the ring on io_uring (no fallback thread), threads on posix_aio.
+    # STATX goes through the ring on both io_uring drivers (no fallback thread), threads on
+    # posix_aio.
     extra = dict(get_context(driver).driver.statistics().extra)
-    assert ("fallback_ops" in extra) == (driver in ("posix_aio", "io_uring_c"))
+    assert ("fallback_ops" in extra) == (driver == "posix_aio")
 
 
 async def test_link_and_symlink_make_what_os_makes(tree: Path, driver: str) -> None:

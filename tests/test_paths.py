@@ -138,8 +138,7 @@ async def test_path_ops_run_natively_or_through_the_fallback(tmp_path: Path, dri
         await _paths.fsync_directory(tmp_path, driver)
         extra = dict(f._ctx.driver.statistics().extra)
     # No AIO form of a path op: openat, close, renameat, unlinkat, openat, close go to the
-    # fallback threads. Both io_uring drivers run them in the ring (this kernel has them;
-    # io_uring_c has fallback threads all the same, for the kinds it does not prep: STATX...).
+    # fallback threads. Both io_uring drivers run them in the ring (this kernel has them).
     if driver == "posix_aio":
         assert extra["fallback_ops"] == 6
     else:

@@ -176,11 +176,17 @@ enum {
     OP_FALLOCATE = 17,
     OP_OPENAT = 18,
     OP_CLOSE = 19,
+    OP_STATX = 21,
     OP_RENAMEAT = 35,
     OP_UNLINKAT = 36,
     OP_MKDIRAT = 37,
+    OP_SYMLINKAT = 38,
+    OP_LINKAT = 39,
     OP_FTRUNCATE = 55,
 };
+
+/* sizeof(struct statx) (include/uapi/linux/stat.h): what a STATX op writes. */
+#define STATX_STRUCT_SIZE 256
 
 /* -- the ring ---------------------------------------------------------------------------- */
 
@@ -595,12 +601,33 @@ ring_prep_ftruncate(Ring *r, PyObject *args)
     return PyBool_FromLong(sqe != NULL);
 }
 
-/* The path ops, laid out as liburing's io_uring_prep_openat/close/renameat/unlinkat/mkdirat
-   (3): the directory fd in fd, the path's address in addr, RENAMEAT's new directory fd in
-   len and its new path's address in off, the permission bits (OPENAT, MKDIRAT) in len, the
-   open, rename or unlink flags in the op flags word. A path is a bytes object: its buffer ends in
-   a NUL (the caller refused a NUL inside), it cannot change, and the caller keeps it until
-   the CQE (the kernel copies it at prep time, getname(), but nothing relies on that). */
+/* A path for an SQE: its bytes, which end in a NUL (every bytes object's do) and hold no other
+   (the kernel reads up to the first NUL: a path cut there names another file; the driver
+   sends such a path to the blocking call, whose error it then gets, so this only guards).
+   NULL with ValueError set. */
+static const char *
+path_text(PyObject *path, const char *what)
+{
+    const char *text = PyBytes_AS_STRING(path);
+    if (memchr(text, '\0', (size_t)PyBytes_GET_SIZE(path)) != NULL) {
+        PyErr_Format(PyExc_ValueError, "%s holds a NUL byte", what);
+        return NULL;
+    }
+    return text;
+}
+
+/* The path ops, laid out as liburing's io_uring_prep_openat/close/renameat/unlinkat/mkdirat/
+   linkat/symlinkat(3) lay them out (each is io_uring_prep_rw(op, sqe, fd, addr, len, off)
+   plus the flags word): the directory fd in fd, the path's address in addr, a second path's
+   address in off (the uapi header's union of off and addr2, include/uapi/linux/io_uring.h;
+   the kernel reads it as addr2 in io_renameat_prep, io_linkat_prep and io_symlinkat_prep,
+   io_uring/fs.c), the new path's directory fd in len (RENAMEAT, LINKAT), the permission
+   bits in len (OPENAT, MKDIRAT), and the open, rename, unlink or hardlink flags in the op
+   flags word. SYMLINKAT's path is the link's text and its second path the link, made in the
+   directory fd (io_uring_prep_symlinkat(3): target, newdirfd, linkpath); its prep refuses a
+   nonzero len or flags word (EINVAL), so the caller passes 0 for both. A path is a bytes
+   object (path_text); it cannot change, and the caller keeps it until the CQE (the kernel
+   copies it at prep time, getname(), but nothing relies on that). */
 static PyObject *
 ring_prep_path(Ring *r, PyObject *args)
 {
@@ -611,25 +638,72 @@ ring_prep_path(Ring *r, PyObject *args)
     if (!PyArg_ParseTuple(args, "IiOOIIK", &opcode, &fd, &path, &newpath, &len, &flags, &user_data) ||
         ring_check(r) < 0)
         return NULL;
-    int takes_path = opcode == OP_OPENAT || opcode == OP_RENAMEAT || opcode == OP_UNLINKAT ||
-                     opcode == OP_MKDIRAT;
+    int two_paths = opcode == OP_RENAMEAT || opcode == OP_LINKAT || opcode == OP_SYMLINKAT;
+    int takes_path = two_paths || opcode == OP_OPENAT || opcode == OP_UNLINKAT || opcode == OP_MKDIRAT;
     if (!takes_path && opcode != OP_CLOSE) {
         PyErr_Format(PyExc_ValueError, "opcode %u is not a path op", opcode);
         return NULL;
     }
-    if (takes_path != PyBytes_Check(path) || (opcode == OP_RENAMEAT) != PyBytes_Check(newpath) ||
-        (!takes_path && path != Py_None) || (opcode != OP_RENAMEAT && newpath != Py_None)) {
+    if (takes_path != PyBytes_Check(path) || two_paths != PyBytes_Check(newpath) ||
+        (!takes_path && path != Py_None) || (!two_paths && newpath != Py_None)) {
         PyErr_Format(PyExc_TypeError, "opcode %u: path and newpath must be bytes where it takes them, else None",
                      opcode);
         return NULL;
     }
+    const char *text = NULL, *newtext = NULL;
+    if ((takes_path && (text = path_text(path, "path")) == NULL) ||
+        (two_paths && (newtext = path_text(newpath, "newpath")) == NULL))
+        return NULL;
     struct u_sqe *sqe = get_sqe(r);
     if (sqe != NULL) {
         sqe->opcode = (uint8_t)opcode;
         sqe->fd = fd;
-        sqe->addr = takes_path ? (uint64_t)(uintptr_t)PyBytes_AS_STRING(path) : 0;
+        sqe->addr = (uint64_t)(uintptr_t)text;
         sqe->len = len;
-        sqe->off = opcode == OP_RENAMEAT ? (uint64_t)(uintptr_t)PyBytes_AS_STRING(newpath) : 0;
+        sqe->off = (uint64_t)(uintptr_t)newtext;
+        sqe->op_flags = flags;
+        sqe->user_data = user_data;
+    }
+    return PyBool_FromLong(sqe != NULL);
+}
+
+/* STATX, laid out as liburing's io_uring_prep_statx(3) (fd, path, flags, mask, statxbuf):
+   the directory fd in fd, the path's address in addr, the mask in len, the struct statx's
+   address in off (addr2, as io_statx_prep reads it: io_uring/statx.c) and the AT_* flags in
+   the op flags word (statx_flags). The kernel writes the struct (STATX_STRUCT_SIZE bytes,
+   include/uapi/linux/stat.h) straight into the op's own buffer when the op runs, so that
+   buffer, like a read's, must stay where it is until the CQE: it is a memoryview the op
+   holds (writable, contiguous, at least STATX_STRUCT_SIZE bytes, checked here) whose export keeps
+   the memory in place, as with iovec(); nothing here keeps it. */
+static PyObject *
+ring_prep_statx(Ring *r, PyObject *args)
+{
+    int fd;
+    PyObject *path;
+    Py_buffer buf;
+    unsigned int flags, mask;
+    unsigned long long user_data;
+    if (!PyArg_ParseTuple(args, "iO!w*IIK", &fd, &PyBytes_Type, &path, &buf, &flags, &mask, &user_data))
+        return NULL;
+    void *address = buf.buf;
+    Py_ssize_t size = buf.len;
+    PyBuffer_Release(&buf);
+    if (ring_check(r) < 0)
+        return NULL;
+    if (size < STATX_STRUCT_SIZE) {
+        PyErr_Format(PyExc_ValueError, "a statx buffer of %zd bytes: it needs %d", size, STATX_STRUCT_SIZE);
+        return NULL;
+    }
+    const char *text = path_text(path, "path");
+    if (text == NULL)
+        return NULL;
+    struct u_sqe *sqe = get_sqe(r);
+    if (sqe != NULL) {
+        sqe->opcode = OP_STATX;
+        sqe->fd = fd;
+        sqe->addr = (uint64_t)(uintptr_t)text;
+        sqe->len = mask;
+        sqe->off = (uint64_t)(uintptr_t)address;
         sqe->op_flags = flags;
         sqe->user_data = user_data;
     }
@@ -1015,31 +1089,28 @@ static int finish_and_wake(Ring *r, PyObject *op, long long transferred, PyObjec
 static int link_sync_done(Ring *r, PyObject *op, PyObject *ops, unsigned long long user_data,
                           long long *total);
 
-static PyObject *
-ring_harvest(Ring *r, PyObject *args)
-{
+/* The arguments harvest and tick share, in their order. */
+typedef struct {
     Py_ssize_t limit;
-    PyObject *ops, *out, *on_cqe, *kinds, *s_submitted, *s_completed, *waker = Py_None;
-    if (!PyArg_ParseTuple(args, "nO!O!OO!OO|O", &limit, &PyDict_Type, &ops, &PyList_Type, &out, &on_cqe,
-                          &PyFrozenSet_Type, &kinds, &s_submitted, &s_completed, &waker) ||
-        ring_check(r) < 0)
-        return NULL;
-    if (waker == Py_None) {
-        waker = NULL;
-    } else if (r->batch[B_OPS] == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "harvest with a waker needs enable_batch() first");
-        return NULL;
-    }
+    PyObject *ops, *out, *on_cqe, *kinds, *s_submitted, *s_completed, *waker;
+} HarvestArgs;
+
+/* The harvest itself (ring_harvest's and ring_tick's): 0, with whether an op went on and
+   whether the limit left CQEs in ``*continued`` and ``*left_over``, or -1 with an exception
+   set. ``a->waker`` is NULL for none. */
+static int
+harvest_cqes(Ring *r, const HarvestArgs *a, int *continued, int *left_over)
+{
+    PyObject *ops = a->ops, *out = a->out, *waker = a->waker;
     unsigned mask = *r->cq_mask;
-    int continued = 0, left_over = 0;
     Py_ssize_t taken = 0;
-    unsigned long long woken_before = r->woken;
+    *continued = *left_over = 0;
     for (;;) {
         unsigned head = *r->cq_head;
         if (head == __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE))
             break;
-        if (limit > 0 && taken >= limit) {
-            left_over = 1;
+        if (a->limit > 0 && taken >= a->limit) {
+            *left_over = 1;
             break;
         }
         struct u_cqe cqe = r->cqes[head & mask];
@@ -1047,12 +1118,12 @@ ring_harvest(Ring *r, PyObject *args)
         taken++;
         PyObject *token = PyLong_FromUnsignedLongLong(cqe.user_data);
         if (token == NULL)
-            return NULL;
+            return -1;
         PyObject *op = PyDict_GetItemWithError(ops, token);
         if (op == NULL) {
             Py_DECREF(token);
             if (PyErr_Occurred())
-                return NULL;
+                return -1;
             continue; /* a cancel's own CQE, or a NOP that stood in for a refused prep */
         }
         Py_INCREF(op);
@@ -1093,8 +1164,8 @@ ring_harvest(Ring *r, PyObject *args)
             PyObject *state = kind ? PyObject_GetAttr(op, S_state) : NULL;
             PyObject *rest = state ? PyObject_GetAttr(op, S_remaining) : NULL;
             int whole = 0;
-            if (rest != NULL && state == s_submitted && PyList_Check(rest) &&
-                PySet_Contains(kinds, kind) == 1) {
+            if (rest != NULL && state == a->s_submitted && PyList_Check(rest) &&
+                PySet_Contains(a->kinds, kind) == 1) {
                 long long left = 0;
                 for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rest); i++) {
                     Py_ssize_t len = PyObject_Length(PyList_GET_ITEM(rest, i));
@@ -1126,7 +1197,7 @@ ring_harvest(Ring *r, PyObject *args)
                 int bad = t == NULL || empty == NULL || PyObject_SetAttr(op, S_transferred, t) < 0 ||
                           PyObject_SetAttr(op, S_remaining, empty) < 0 ||
                           PyObject_SetAttr(op, S_result, t) < 0 ||
-                          PyObject_SetAttr(op, S_state, s_completed) < 0;
+                          PyObject_SetAttr(op, S_state, a->s_completed) < 0;
                 Py_XDECREF(t);
                 Py_XDECREF(empty);
                 if (bad)
@@ -1135,7 +1206,7 @@ ring_harvest(Ring *r, PyObject *args)
             }
         }
         if (done < 0) {
-            PyObject *res = PyObject_CallFunction(on_cqe, "Oi", op, (int)cqe.res);
+            PyObject *res = PyObject_CallFunction(a->on_cqe, "Oi", op, (int)cqe.res);
             if (res == NULL)
                 goto fail;
             done = PyObject_IsTrue(res);
@@ -1147,14 +1218,42 @@ ring_harvest(Ring *r, PyObject *args)
             if (PyList_Append(out, op) < 0)
                 goto fail;
         } else {
-            continued = 1;
+            *continued = 1;
         }
         Py_DECREF(op);
         continue;
     fail:
         Py_DECREF(op);
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+/* The waker, NULL for None, checked: C hands ops to it only with the batch's objects lent. */
+static int
+harvest_waker(Ring *r, HarvestArgs *a)
+{
+    if (a->waker == Py_None) {
+        a->waker = NULL;
+    } else if (r->batch[B_OPS] == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "harvest with a waker needs enable_batch() first");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+ring_harvest(Ring *r, PyObject *args)
+{
+    HarvestArgs a = {.waker = Py_None};
+    if (!PyArg_ParseTuple(args, "nO!O!OO!OO|O", &a.limit, &PyDict_Type, &a.ops, &PyList_Type, &a.out,
+                          &a.on_cqe, &PyFrozenSet_Type, &a.kinds, &a.s_submitted, &a.s_completed, &a.waker) ||
+        ring_check(r) < 0 || harvest_waker(r, &a) < 0)
+        return NULL;
+    unsigned long long woken_before = r->woken;
+    int continued, left_over;
+    if (harvest_cqes(r, &a, &continued, &left_over) < 0)
+        return NULL;
     return Py_BuildValue("(OOK)", continued ? Py_True : Py_False, left_over ? Py_True : Py_False,
                          r->woken - woken_before);
 }
@@ -1164,8 +1263,8 @@ ring_harvest(Ring *r, PyObject *args)
 
 /* The Python twin is IoUringDriver.reap (its _clear_eventfd, then _collect's harvest loop),
    for the io_uring_c driver's common tick (IoUringCDriver._tick): no backlog, no cancel to
-   retry, nothing left unsubmitted. One call harvests through ring_harvest (same arguments,
-   same outcomes), then reads the completion eventfd only where the CQ was emptied, so a
+   retry, nothing left unsubmitted. One call harvests as ring_harvest does (harvest_cqes:
+   same arguments, same outcomes), then reads the completion eventfd only where the CQ was emptied, so a
    tick that leaves CQEs (the reap limit) costs no read and no write: the eventfd, unread,
    still polls readable, and the loop comes back for the rest. Where the CQ was emptied the
    eventfd is read (EAGAIN when the wake-up was another's: nothing to clear) and the CQ looked
@@ -1187,33 +1286,27 @@ static PyObject *
 ring_tick(Ring *r, PyObject *args)
 {
     /* tick(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker, efd)
-       -> (woken, flags) */
-    Py_ssize_t n = PyTuple_GET_SIZE(args);
+       -> (woken, flags); parsed here and harvested by harvest_cqes, as ring_harvest is,
+       with no tuple of harvest's arguments or its result built on the way. */
+    HarvestArgs a;
     int efd;
-    if (n != 9 || !PyLong_Check(PyTuple_GET_ITEM(args, 8))) {
-        PyErr_SetString(PyExc_TypeError,
-                        "tick(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker, efd)");
+    if (!PyArg_ParseTuple(args, "nO!O!OO!OOOi", &a.limit, &PyDict_Type, &a.ops, &PyList_Type, &a.out,
+                          &a.on_cqe, &PyFrozenSet_Type, &a.kinds, &a.s_submitted, &a.s_completed, &a.waker,
+                          &efd) ||
+        ring_check(r) < 0)
+        return NULL;
+    if (efd < 0) {
+        PyErr_Format(PyExc_ValueError, "efd %d is not a file descriptor", efd);
         return NULL;
     }
-    long efd_l = PyLong_AsLong(PyTuple_GET_ITEM(args, 8));
-    if (efd_l == -1 && PyErr_Occurred())
+    if (harvest_waker(r, &a) < 0)
         return NULL;
-    if (efd_l < 0 || efd_l > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "efd %ld is not a file descriptor", efd_l);
+    unsigned long long woken_before = r->woken;
+    int continued, left_over;
+    if (harvest_cqes(r, &a, &continued, &left_over) < 0)
         return NULL;
-    }
-    efd = (int)efd_l;
-    PyObject *harvest_args = PyTuple_GetSlice(args, 0, 8);
-    if (harvest_args == NULL)
-        return NULL;
-    PyObject *got = ring_harvest(r, harvest_args);
-    Py_DECREF(harvest_args);
-    if (got == NULL)
-        return NULL;
-    Py_ssize_t woken = PyLong_AsSsize_t(PyTuple_GET_ITEM(got, 2));
-    long flags = (PyTuple_GET_ITEM(got, 0) == Py_True ? TICK_CONTINUED : 0) |
-                 (PyTuple_GET_ITEM(got, 1) == Py_True ? TICK_LEFT_OVER : 0);
-    Py_DECREF(got);
+    unsigned long long woken = r->woken - woken_before;
+    long flags = (continued ? TICK_CONTINUED : 0) | (left_over ? TICK_LEFT_OVER : 0);
     if (__atomic_load_n(r->sq_flags, __ATOMIC_ACQUIRE) & SQ_CQ_OVERFLOW)
         flags |= TICK_OVERFLOW;
     if (flags == 0) {
@@ -1228,7 +1321,7 @@ ring_tick(Ring *r, PyObject *args)
             flags |= TICK_SIGNALLED;
         }
     }
-    return Py_BuildValue("(nl)", woken, flags);
+    return Py_BuildValue("(Kl)", woken, flags);
 }
 
 
@@ -1694,7 +1787,10 @@ static PyMethodDef ring_methods[] = {
      "prep_fallocate(fd, mode, offset, length, user_data) -> bool"},
     {"prep_ftruncate", (PyCFunction)ring_prep_ftruncate, METH_VARARGS, "prep_ftruncate(fd, length, user_data) -> bool"},
     {"prep_path", (PyCFunction)ring_prep_path, METH_VARARGS,
-     "prep_path(opcode, dfd, path, newpath, len, flags, user_data) -> bool (OPENAT, CLOSE, RENAMEAT, UNLINKAT, MKDIRAT)"},
+     "prep_path(opcode, dfd, path, newpath, len, flags, user_data) -> bool (OPENAT, CLOSE, RENAMEAT, UNLINKAT, "
+     "MKDIRAT, LINKAT, SYMLINKAT)"},
+    {"prep_statx", (PyCFunction)ring_prep_statx, METH_VARARGS,
+     "prep_statx(dfd, path, buffer, flags, mask, user_data) -> bool"},
     {"prep_nop", (PyCFunction)ring_prep_nop, METH_VARARGS, "prep_nop(user_data) -> bool"},
     {"prep_cancel64", (PyCFunction)ring_prep_cancel64, METH_VARARGS, "prep_cancel64(target, flags, user_data) -> bool"},
     {"submit", (PyCFunction)ring_submit, METH_NOARGS, "submit() -> SQEs left queued (0: the kernel took all)"},
@@ -3490,6 +3586,9 @@ PyInit__uring(void)
         PyModule_AddIntConstant(m, "IORING_OP_RENAMEAT", OP_RENAMEAT) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_UNLINKAT", OP_UNLINKAT) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_MKDIRAT", OP_MKDIRAT) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_STATX", OP_STATX) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_SYMLINKAT", OP_SYMLINKAT) < 0 ||
+        PyModule_AddIntConstant(m, "IORING_OP_LINKAT", OP_LINKAT) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_NOP", OP_NOP) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_READV", OP_READV) < 0 ||
         PyModule_AddIntConstant(m, "IORING_OP_WRITEV", OP_WRITEV) < 0 ||

@@ -151,10 +151,12 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
   the Path's string, not a copy: the Path objects are kept on the op (``_InFlight.buffers``)
   until its CQE. The kernel copies a path when it prepares the SQE (``getname`` in
   ``io_openat_prep``, ``io_renameat_prep``, ``io_unlinkat_prep``, ``io_mkdirat_prep``), but
-  nothing here relies on that. A NUL byte inside a path silently ends it there: the
-  caller has refused such paths before. Which of these opcodes the kernel has is asked
-  once (``io_uring_get_probe``, 5.6: "don't compare versions"); the ones it lacks are left
-  out of :attr:`Capabilities.kinds`, and a DriverSpec runs them in threads.
+  nothing here relies on that. A NUL byte inside a path would silently end it there, so
+  the op would act on another file: such a path never goes to the ring; its op runs
+  inline with the blocking call, which refuses it as the worker does. Which of these
+  opcodes the kernel has is asked once (``io_uring_get_probe``, 5.6: "don't compare
+  versions"); the ones it lacks are left out of :attr:`Capabilities.kinds`, and a
+  DriverSpec runs them in threads.
   ``io_uring_prep_statx`` (STATX, 5.6), ``io_uring_prep_link`` (LINKAT, 5.15) and
   ``io_uring_prep_symlink`` (SYMLINKAT, 5.15; both "coded but not tested" in the binding,
   checked against ``os`` in tests/test_os.py) take their paths the same way.
@@ -472,8 +474,11 @@ class _RawPath(pathlib.PosixPath):
 
 
 def _ring_path(text: str | None) -> _RawPath | None:
-    """``text`` as the binding takes it, or None when it cannot (not UTF-8)."""
+    """``text`` as the binding takes it, or None when it cannot (not UTF-8, or a NUL inside:
+    the kernel would read the path only up to it, and act on another file)."""
     text = text or ""
+    if "\0" in text:
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -1022,6 +1027,13 @@ class IoUringDriver(Driver):
             return () if second is None else (first, second)
         return (first,)
 
+    def _statx_done(self, op: Op) -> None:
+        """A STATX op's CQE said success: its ``struct statx`` into the op's buffer, copied
+        from the binding's ``Statx`` the kernel filled (see :meth:`_paths_of`)."""
+        data = op.driver_data
+        assert isinstance(data, _InFlight)
+        op.buffers[0][:STATX_SIZE] = ctypes.string_at(_statx_address(data.paths[1]), STATX_SIZE)
+
     def _path_op_inline(self, op: Op) -> bool:
         """A path op the ring cannot be given (see :meth:`_paths_of`): the blocking call
         here. False, as ``_prep`` returns for an op that queued no SQE."""
@@ -1208,9 +1220,7 @@ class IoUringDriver(Driver):
                 kind is OpKind.READ or kind is OpKind.READV or kind is OpKind.WRITE or kind is OpKind.WRITEV
             ):
                 if kind is OpKind.STATX:
-                    data = op.driver_data
-                    assert isinstance(data, _InFlight)
-                    op.buffers[0][:STATX_SIZE] = ctypes.string_at(_statx_address(data.paths[1]), STATX_SIZE)
+                    self._statx_done(op)
                 op.complete(res)
                 return True
             try:

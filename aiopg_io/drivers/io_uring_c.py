@@ -86,12 +86,17 @@ Facts this module relies on (the ring's own are in ``_uring.c``):
 
 - ``IORING_REGISTER_PROBE`` (5.6) lists the opcodes the kernel has; ``IORING_OP_FTRUNCATE``
   (6.9) is used only where listed, else the op runs inline as in the parent. FALLOCATE
-  (5.6), OPENAT and CLOSE (5.6), RENAMEAT and UNLINKAT (5.11), MKDIRAT (5.15) are prepped in
-  the ring where listed (the SQE fields of liburing's ``io_uring_prep_*``, see
-  ``_uring.c``), and left out of :attr:`Capabilities.kinds` where not, so a DriverSpec
-  runs them in threads (drivers/_fallback.py). Before 5.6 the probe is refused and only
-  the 5.1 opcodes (readv, writev, fsync, nop) are assumed. A path goes to the kernel as a
-  bytes object (``os.fsencode``; NUL-terminated), kept on the op until its CQE.
+  (5.6), OPENAT, CLOSE and STATX (5.6), RENAMEAT and UNLINKAT (5.11), MKDIRAT, SYMLINKAT
+  and LINKAT (5.15) are prepped in the ring where listed (the SQE fields of liburing's
+  ``io_uring_prep_*``, see ``_uring.c``), and left out of :attr:`Capabilities.kinds` where
+  not, so a DriverSpec runs them in threads (drivers/_fallback.py): the same kinds in the
+  same places as the parent. Before 5.6 the probe is refused and only the 5.1 opcodes
+  (readv, writev, fsync, nop) are assumed. A path goes to the kernel as a bytes object
+  (``os.fsencode``; NUL-terminated), kept on the op until its CQE; one with a NUL inside
+  never does (the kernel would read a shorter path, another file): its op runs inline with
+  the blocking call, as in the parent. STATX's ``struct statx`` is written by the kernel
+  straight into the op's buffer (``Ring.prep_statx``), which the op keeps until the CQE
+  as a read keeps its own; the parent copies it out of the binding's ``Statx`` instead.
 - A linked write + sync (``OpKind.WRITE_SYNC``) is the parent's chain (its opening comment:
   ``IOSQE_IO_LINK``, 5.3; ``IOSQE_CQE_SKIP_SUCCESS`` where ``IORING_FEAT_CQE_SKIP``, 5.17,
   says the kernel has it, else the whole write's CQE is posted and the sync's ends the op),
@@ -110,10 +115,11 @@ Facts this module relies on (the ring's own are in ``_uring.c``):
   "Cancelling at close"). While closing, CQEs go through the parent's harvest, which reads
   the CQEs of close's cancels; C's ignores every CQE that names no op.
 - A waker that raises in ``Ring.harvest`` stops it after that op is reaped and handed
-  over (counted in ``Ring.woken``, read also when harvest raises); the parent's ``_collect``
-  keeps what it finished for the next reap and makes that reap come, and
-  :meth:`reap_and_wake` returns the count owed with it, so the error propagates to the
-  IOContext and the loop with no op lost.
+  over (counted in ``Ring.woken``, a running total that only a :meth:`reap_and_wake`
+  raises, since only it lends C a waker); the parent's ``_collect`` keeps what it finished
+  for the next reap and makes that reap come, and the next :meth:`reap_and_wake` that
+  returns counts every op handed over since the last one returned, so the error propagates
+  to the IOContext and the loop with no op lost and no slot left owed.
 """
 
 from __future__ import annotations
@@ -130,6 +136,8 @@ from ._compiled import load
 from .base import (
     FILE_KINDS,
     PATH_KINDS,
+    STATX_BASIC_STATS,
+    STATX_SIZE,
     SYNC_FSYNC,
     TRANSFER_KINDS,
     DriverStatistics,
@@ -211,18 +219,18 @@ def _ring_opcodes(ring: Any) -> frozenset[int] | None:
     return ops
 
 
-#: The kinds ``_uring.c`` preps (``Ring.prep_path`` for the path ones); STATX, LINKAT and
-#: SYMLINKAT are not among them, so they always go to the fallback threads here. WRITE_SYNC
+#: The kinds ``_uring.c`` preps (``Ring.prep_path`` for the path ops, ``Ring.prep_statx``
+#: for STATX), each where the probe lists its opcode: the pure driver's kinds. WRITE_SYNC
 #: (``Ring.prep_write_sync``) is added per ring, where the probe answers (see ``__init__``).
-_C_PREPPED = FILE_KINDS | frozenset(
-    {OpKind.OPENAT, OpKind.CLOSE, OpKind.RENAMEAT, OpKind.UNLINKAT, OpKind.MKDIRAT}
-)
+_C_PREPPED = FILE_KINDS | PATH_KINDS | {OpKind.CLOSE}
 
 
 #: The transfers ``Ring.harvest`` may complete in C on a whole CQE: not WRITE_SYNC, whose
 #: write CQE (posted where the kernel cannot skip it) ends nothing: its sync's does (and
 #: harvest completes that one in C when it succeeded, with a waker: ``link_sync_done``).
 _C_WHOLE_KINDS = TRANSFER_KINDS - {OpKind.WRITE_SYNC}
+#: The path kinds whose SQE names a second path (``Op.newpath``).
+_TWO_PATH_KINDS = frozenset({OpKind.RENAMEAT, OpKind.LINKAT, OpKind.SYMLINKAT})
 
 
 def _kind_opcodes() -> dict[OpKind, int]:
@@ -300,7 +308,9 @@ class IoUringCDriver(IoUringDriver):
             _InFlight, self._ops, self._fd_refs, self._fd_direct, self._submit_one, self._nowait,
         )  # fmt: skip
         self._waker: Callable[[Op], object] | None = None  # lent for one reap_and_wake
-        self._woken = 0  # ops C handed to the waker since reap_and_wake last returned
+        # Ring.woken (ops C handed to a waker, a running total) when reap_and_wake last
+        # returned: only a reap_and_wake lends C a waker, so what it owes is the difference.
+        self._woken_mark = self._ring.woken
         if self._nowait:
             # The page-cache fast path in C: the IOContext calls the ring's try_inline with
             # no Python frame; what C leaves (see _uring.c) goes to the parent's, its twin.
@@ -334,8 +344,11 @@ class IoUringCDriver(IoUringDriver):
         finally:
             self._waker = None
         # Counted from the last call that returned: a waker that raised propagates its
-        # error, and the ops C handed over by then are owed their slots by this return.
-        woken, self._woken = self._woken, 0
+        # error, and the ops C handed over by then (reaped: their slots owed) are counted by
+        # this return.
+        total = self._ring.woken
+        woken = total - self._woken_mark
+        self._woken_mark = total
         self._counters.completed += woken
         return out, woken
 
@@ -352,21 +365,17 @@ class IoUringCDriver(IoUringDriver):
             return self.reap()
         out: list[Op] = []
         flags: int
-        ring = self._ring
-        before = ring.woken
         try:
-            _, flags = ring.tick(
+            _, flags = self._ring.tick(
                 self._reap_batch, self._ops, out, self._on_c_cqe, _C_WHOLE_KINDS,
                 OpState.SUBMITTED, OpState.COMPLETED, self._waker, self._efd,
             )  # fmt: skip
         except BaseException:
             # A waker that raised (or the eventfd refused): as in the parent's _collect,
-            # nothing reaped is lost; the next reap returns it.
+            # nothing reaped is lost; the next reap returns it (and reap_and_wake counts
+            # the ops C handed over by then, from Ring.woken).
             self._keep_for_next_reap(out)
             raise
-        finally:
-            # Also when the waker raised: the ops C handed it are reaped, their slots owed.
-            self._woken += ring.woken - before
         if flags & _U.TICK_CLEARED:
             self._signalled = bool(flags & _U.TICK_SIGNALLED)
         if out or flags & (_U.TICK_CONTINUED | _U.TICK_OVERFLOW):
@@ -447,11 +456,13 @@ class IoUringCDriver(IoUringDriver):
         if linked and kind in self._kinds:
             return self._prep_linked(op, iovec, bufs, token)
         paths: tuple[bytes, ...] = ()
+        if kind in PATH_KINDS and kind in self._kinds:
+            paths = self._paths_of(op)
+            if not paths:
+                return self._path_op_inline(op)
+            if kind is OpKind.STATX:
+                bufs = [op.buffers[0]]  # the kernel writes it until the CQE, as a read's
         try:
-            if kind in PATH_KINDS:
-                paths = (os.fsencode(op.path or ""),)
-                if kind is OpKind.RENAMEAT:
-                    paths += (os.fsencode(op.newpath or ""),)
             queued = self._prep_sqe(op, kind, iovec, paths, token)
             if not queued:
                 self._submit_sq()  # the SQ is full: send what is queued and go on
@@ -477,6 +488,24 @@ class IoUringCDriver(IoUringDriver):
         data.paths = paths  # NUL-terminated bytes the SQE points into
         self._ops[token] = op
         return True
+
+    def _paths_of(self, op: Op) -> tuple[bytes, ...]:
+        """What the SQE of path op ``op`` points into (its twin's ``_paths_of``): its paths
+        as NUL-terminated bytes; empty when a path holds a NUL (the kernel would read a
+        shorter one) or a STATX's buffer is no place for a ``struct statx``, and the
+        blocking call runs the op (``_path_op_inline``), refusing it as the worker does."""
+        paths: tuple[bytes, ...] = (os.fsencode(op.path or ""),)
+        if op.kind is OpKind.STATX:
+            bufs = op.buffers
+            if len(bufs) != 1 or bufs[0].readonly or not bufs[0].c_contiguous or bufs[0].nbytes < STATX_SIZE:
+                return ()
+        elif op.kind in _TWO_PATH_KINDS:
+            paths += (os.fsencode(op.newpath or ""),)
+        return () if any(b"\0" in p for p in paths) else paths
+
+    def _statx_done(self, op: Op) -> None:
+        """Nothing to copy: the kernel wrote the ``struct statx`` into the op's own buffer
+        (``Ring.prep_statx``), which the op kept until this CQE."""
 
     def _prep_linked(self, op: Op, iovec: bytes | None, bufs: list[memoryview] | None, token: int) -> bool:
         """The write and the sync of a linked write + sync (the parent's ``_prep`` for
@@ -560,6 +589,13 @@ class IoUringCDriver(IoUringDriver):
             return bool(ring.prep_path(_U.IORING_OP_MKDIRAT, dfd, paths[0], None, op.mode, 0, token))
         if kind is OpKind.CLOSE:
             return bool(ring.prep_path(_U.IORING_OP_CLOSE, dfd, None, None, 0, 0, token))
+        if kind is OpKind.STATX:  # the kernel writes the op's buffer, kept on the op until the CQE
+            return bool(ring.prep_statx(dfd, paths[0], op.buffers[0], op.flags, STATX_BASIC_STATS, token))
+        if kind is OpKind.LINKAT:  # len: the new path's directory fd, as RENAMEAT's
+            newdfd = dfd & 0xFFFFFFFF
+            return bool(ring.prep_path(_U.IORING_OP_LINKAT, dfd, paths[0], paths[1], newdfd, op.flags, token))
+        if kind is OpKind.SYMLINKAT:  # the link's text, then the link, made in dfd
+            return bool(ring.prep_path(_U.IORING_OP_SYMLINKAT, dfd, paths[0], paths[1], 0, 0, token))
         raise NotImplementedError(kind)
 
     def _submit_batch(self, ops: Sequence[Op], looked_up: list[int]) -> None:
@@ -606,24 +642,14 @@ class IoUringCDriver(IoUringDriver):
         # Closing, the parent's reads the CQEs of close's cancels too (see io_uring.py).
         if self._own_on_cqe or self._closed:
             return super()._harvest(limit, out)
+        # A waker that raises: the parent's _collect keeps what was reaped for the next
+        # reap, and reap_and_wake counts the ops C handed over by then (Ring.woken).
         continued: bool
         left_over: bool
-        ring = self._ring
-        before = ring.woken
-        try:
-            continued, left_over, _ = ring.harvest(
-                limit,
-                self._ops,
-                out,
-                self._on_c_cqe,
-                _C_WHOLE_KINDS,
-                OpState.SUBMITTED,
-                OpState.COMPLETED,
-                self._waker,
-            )
-        finally:
-            # Also when the waker raised: the ops C handed it are reaped, their slots owed.
-            self._woken += ring.woken - before
+        continued, left_over, _ = self._ring.harvest(
+            limit, self._ops, out, self._on_c_cqe, _C_WHOLE_KINDS,
+            OpState.SUBMITTED, OpState.COMPLETED, self._waker,
+        )  # fmt: skip
         return continued, left_over
 
     def _take_cqes(self, limit: int) -> tuple[list[tuple[int, int]], bool]:

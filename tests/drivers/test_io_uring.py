@@ -31,7 +31,7 @@ from aiopg_io.drivers.base import Op, OpKind, OpState
 from aiopg_io.drivers.io_uring import IoUringDriver
 from tests.conftest import in_child, open_fds
 
-from .._driving import wait_all
+from .._driving import wait_all, write_sync_op
 
 _REASON = IoUringDriver.unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"io_uring cannot run here: {_REASON}")
@@ -1273,16 +1273,12 @@ async def test_loop_fork_child_gets_a_clear_error_and_can_make_its_own(
 # -- linked write + sync ---------------------------------------------------------------------
 
 
-def _write_sync(fd: int, offset: int, *chunks: bytes, path: str | None = None) -> Op:
-    return Op(OpKind.WRITE_SYNC, fd, offset, tuple(memoryview(c) for c in chunks), path=path)
-
-
 def test_linked_write_sync_completes_on_one_cqe(tmp_path: Path, uring: IoUringDriver) -> None:
     p = tmp_path / "ws.bin"
     fd = os.open(p, os.O_RDWR | os.O_CREAT)
     payload = random.Random(4).randbytes(3 * PAGE)
     try:
-        op = _write_sync(fd, 10, payload[:100], payload[100:])
+        op = write_sync_op(fd, 10, payload[:100], payload[100:])
         uring.submit([op])
         wait_all(uring, [op])
         assert op.error is None and op.result == len(payload)
@@ -1301,7 +1297,7 @@ def test_a_linked_op_in_flight_counts_once(uring: IoUringDriver) -> None:
         with contextlib.suppress(BlockingIOError):
             while True:
                 os.write(w, b"x" * 65536)  # a full pipe: the ring's write waits for room
-        op = _write_sync(w, 0, b"y" * 4096)  # a pipe's offset is no position: 0 is fine
+        op = write_sync_op(w, 0, b"y" * 4096)  # a pipe's offset is no position: 0 is fine
         uring.submit([op])
         assert op.state is not OpState.REAPED and uring.statistics().in_flight == 1
         os.set_blocking(r, False)
@@ -1320,7 +1316,7 @@ def test_linked_write_error_is_the_ops_error(tmp_path: Path, uring: IoUringDrive
     p.write_bytes(b"old")
     fd = os.open(p, os.O_RDONLY)  # the write fails (EBADF) where a sync alone would succeed
     try:
-        op = _write_sync(fd, 0, b"new", path=str(p))
+        op = write_sync_op(fd, 0, b"new", path=str(p))
         uring.submit([op])
         wait_all(uring, [op])
         assert isinstance(op.error, OSError) and op.error.errno == errno.EBADF
@@ -1352,7 +1348,7 @@ def test_linked_short_write_goes_on_with_a_new_chain(tmp_path: Path) -> None:
 
     d = ShortFirst(nowait_fast_path=False)
     try:
-        op = _write_sync(fd, 0, payload)
+        op = write_sync_op(fd, 0, payload)
         d.submit([op])
         wait_all(d, [op])
         assert op.error is None and op.result == len(payload)
@@ -1361,28 +1357,4 @@ def test_linked_short_write_goes_on_with_a_new_chain(tmp_path: Path) -> None:
         assert d.statistics().short_transfers == 1 and d._ops == {}
     finally:
         d.close()
-        os.close(fd)
-
-
-def test_linked_ops_on_a_tiny_ring(tmp_path: Path) -> None:
-    """A chain's two SQEs always go in one submission, however full the SQ: 300 chains
-    through a ring of 2 SQ entries all complete, and one of 1 entry runs them in a thread."""
-    p = tmp_path / "tiny.bin"
-    fd = os.open(p, os.O_RDWR | os.O_CREAT)
-    try:
-        for entries in (2, 1):
-            d = IoUringDriver(entries=entries, nowait_fast_path=False)
-            assert (OpKind.WRITE_SYNC in d.capabilities.kinds) is (entries == 2)
-            d.close()
-        d = IoUringDriver(entries=2, nowait_fast_path=False)
-        try:
-            ops = [_write_sync(fd, i * 8, b"%08d" % i) for i in range(300)]
-            d.submit(ops)
-            wait_all(d, ops)
-            assert all(op.error is None and op.result == 8 for op in ops)
-            assert p.read_bytes() == b"".join(b"%08d" % i for i in range(300))
-            assert d._ops == {}
-        finally:
-            d.close()
-    finally:
         os.close(fd)

@@ -10,20 +10,31 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 import aiopg_io
-from aiopg_io.drivers.base import Op, OpKind, OpState
+from aiopg_io.drivers import Driver
+from aiopg_io.drivers.base import (
+    AT_FDCWD,
+    AT_SYMLINK_NOFOLLOW,
+    STATX_BASIC_STATS,
+    STATX_SIZE,
+    Op,
+    OpKind,
+    OpState,
+)
 from aiopg_io.drivers.io_uring import IoUringDriver
 from aiopg_io.drivers.io_uring_c import IoUringCDriver, compiled_status
 
-from .._driving import wait_all
+from .._driving import wait_all, write_sync_op
 from ..conftest import open_fds
 
 _REASON = IoUringCDriver.unavailable_reason()
@@ -597,10 +608,6 @@ async def test_cancelled_cursor_fast_path_leaves_the_cursor(tmp_path: Path, into
 # -- linked write + sync in the C ring (Ring.prep_write_sync) ---------------------------------
 
 
-def _write_sync(fd: int, offset: int, *chunks: bytes, path: str | None = None) -> Op:
-    return Op(OpKind.WRITE_SYNC, fd, offset, tuple(memoryview(c) for c in chunks), path=path)
-
-
 def test_linked_write_sync_runs_in_the_c_ring(tmp_path: Path) -> None:
     """Whole: one CQE (the write's skipped where the kernel can) ends it; a write the kernel
     refuses fails the op with its errno and nothing is synced; both counted as one op."""
@@ -611,13 +618,13 @@ def test_linked_write_sync_runs_in_the_c_ring(tmp_path: Path) -> None:
     d = IoUringCDriver(nowait_fast_path=False)
     try:
         assert OpKind.WRITE_SYNC in d.capabilities.kinds
-        op = _write_sync(fd, 10, payload[:100], payload[100:])
+        op = write_sync_op(fd, 10, payload[:100], payload[100:])
         d.submit([op])
         assert d.statistics().in_flight == 1  # two user_datas, one op
         wait_all(d, [op])
         assert op.error is None and op.result == len(payload)
         assert p.read_bytes()[10:] == payload and d._ops == {}
-        bad = _write_sync(ro, 0, b"new", path=str(p))  # EBADF where a sync alone succeeds
+        bad = write_sync_op(ro, 0, b"new", path=str(p))  # EBADF where a sync alone succeeds
         d.submit([bad])
         wait_all(d, [bad])
         assert isinstance(bad.error, OSError) and bad.error.errno == errno.EBADF
@@ -652,7 +659,7 @@ def test_linked_short_write_goes_on_with_a_new_chain_in_the_c_ring(tmp_path: Pat
 
     d = ShortFirst(nowait_fast_path=False)
     try:
-        op = _write_sync(fd, 0, payload)
+        op = write_sync_op(fd, 0, payload)
         d.submit([op])
         wait_all(d, [op])
         assert op.error is None and op.result == len(payload)
@@ -666,24 +673,176 @@ def test_linked_short_write_goes_on_with_a_new_chain_in_the_c_ring(tmp_path: Pat
         os.close(fd)
 
 
-def test_linked_ops_on_a_tiny_c_ring(tmp_path: Path) -> None:
-    """A chain's two SQEs always go in one submission: 300 chains through a ring of 2 SQ
-    entries all complete; a ring of 1 runs WRITE_SYNC in threads (not in its kinds)."""
-    p = tmp_path / "tiny.bin"
-    fd = os.open(p, os.O_RDWR | os.O_CREAT)
-    try:
-        one = IoUringCDriver(entries=1, nowait_fast_path=False)
-        assert OpKind.WRITE_SYNC not in one.capabilities.kinds
-        one.close()
-        d = IoUringCDriver(entries=2, nowait_fast_path=False)
+# -- path ops in the C ring (Ring.prep_path, Ring.prep_statx) ---------------------------------
+
+
+def _path_outcome(op: Op, tmp: Path) -> object:
+    if op.error is not None:
+        err = op.error
+        return (type(err).__name__, err.errno, str(err).replace(str(tmp), "<tmp>"))
+    return op.result
+
+
+def _path_ops(d: Driver, tmp: Path) -> list[object]:
+    """STATX (file, directory, symbolic link followed and not, missing, ENOTDIR), LINKAT and
+    SYMLINKAT (made, then EEXIST and ENOENT) through ``d`` in ``tmp``, as comparable values:
+    each statx record read back and compared with ``os.stat``'s, each link with ``os``'s view."""
+    from aiopg_io.drivers import _statx
+
+    (tmp / "f").write_bytes(b"data" * 100)
+    (tmp / "d").mkdir(exist_ok=True)
+    os.symlink("f", tmp / "l")
+    out: list[object] = []
+    for name, flags in (("f", 0), ("d", 0), ("l", 0), ("l", AT_SYMLINK_NOFOLLOW), ("missing", 0), ("f/x", 0)):
+        buf = _statx.new_buffer()
+        op = Op(OpKind.STATX, AT_FDCWD, buffers=(buf,), path=str(tmp / name), flags=flags)
+        d.submit([op])
+        wait_all(d, [op])
+        out.append(_path_outcome(op, tmp))
+        assert (op.error is None) is (name not in ("missing", "f/x")), (name, op.error)
+        if op.error is None:
+            st = _statx.to_stat_result(buf)
+            want = os.stat(tmp / name, follow_symlinks=not flags)
+            assert st == want and st.st_mtime_ns == want.st_mtime_ns, name
+            out.append((stat.S_IFMT(st.st_mode), st.st_size, st.st_nlink))
+    ops = [
+        Op(OpKind.LINKAT, AT_FDCWD, path=str(tmp / "f"), newpath=str(tmp / "h")),
+        Op(OpKind.SYMLINKAT, AT_FDCWD, path="../x//y/", newpath=str(tmp / "s")),
+    ]
+    d.submit(ops)
+    wait_all(d, ops)
+    out += [_path_outcome(op, tmp) for op in ops]
+    out.append((os.stat(tmp / "h").st_ino == os.stat(tmp / "f").st_ino, os.readlink(tmp / "s")))
+    again = [
+        Op(OpKind.LINKAT, AT_FDCWD, path=str(tmp / "f"), newpath=str(tmp / "h")),  # EEXIST
+        Op(OpKind.LINKAT, AT_FDCWD, path=str(tmp / "missing"), newpath=str(tmp / "h2")),  # ENOENT
+        Op(OpKind.SYMLINKAT, AT_FDCWD, path="t", newpath=str(tmp / "s")),  # EEXIST
+        Op(OpKind.SYMLINKAT, AT_FDCWD, path="t", newpath=str(tmp / "missing" / "s")),  # ENOENT
+    ]
+    d.submit(again)
+    wait_all(d, again)
+    out += [_path_outcome(op, tmp) for op in again]
+    out.append(sorted(os.listdir(tmp)))
+    return out
+
+
+def test_statx_linkat_symlinkat_run_in_the_c_ring_as_in_the_pure_one_and_os(tmp_path: Path) -> None:
+    """The three kinds the C ring preps like the pure one: in the ring (no thread: the bare
+    driver refuses a kind it lacks), with the same values as the pure driver and the worker
+    (os's blocking calls), and the same errors; no fd left open."""
+    from aiopg_io.drivers.worker import WorkerDriver
+
+    before = open_fds()
+    got: dict[str, list[object]] = {}
+    for cls in (IoUringCDriver, IoUringDriver, WorkerDriver):
+        if cls.unavailable_reason() is not None:
+            continue
+        tmp = tmp_path / cls.name
+        tmp.mkdir()
+        d = cls()
         try:
-            ops = [_write_sync(fd, i * 8, b"%08d" % i) for i in range(300)]
-            d.submit(ops)
-            wait_all(d, ops)
-            assert all(op.error is None and op.result == 8 for op in ops)
-            assert p.read_bytes() == b"".join(b"%08d" % i for i in range(300))
-            assert d._ops == {}
+            assert {OpKind.STATX, OpKind.LINKAT, OpKind.SYMLINKAT} <= d.capabilities.kinds
+            got[cls.name] = _path_ops(d, tmp)
+            assert not isinstance(d, IoUringDriver) or d._ops == {}
         finally:
             d.close()
+    assert got["io_uring_c"] == got["worker"]
+    if "io_uring" in got:
+        assert got["io_uring"] == got["io_uring_c"]
+    assert open_fds() == before
+
+
+_STATX_BTIME = 0x800  # stx_mask's bit for stx_btime (include/uapi/linux/stat.h)
+_BTIME_AT = 0x50  # stx_btime's offset: after stx_atime (0x40), a statx_timestamp of 16 bytes
+
+
+def test_statx_record_is_the_kernels_own(tmp_path: Path) -> None:
+    """The C ring's STATX buffer is the struct statx the kernel wrote, byte for byte the
+    pure driver's (copied there from the binding's), the fields os.stat_result drops
+    (attributes, mount id, alignments) included, but for what the pure ring's binding asks
+    for beyond STATX_BASIC_STATS: the birth time and its bit in the mask. Past the 256 bytes
+    nothing is written."""
+    from aiopg_io.drivers import _statx
+
+    if IoUringDriver.unavailable_reason() is not None:
+        pytest.skip("the pure io_uring driver cannot run here")
+    (tmp_path / "f").write_bytes(b"x" * 5000)
+    records = []
+    for cls in (IoUringCDriver, IoUringDriver):
+        d = cls()
+        try:
+            buf = memoryview(bytearray(b"\xaa" * (STATX_SIZE + 8)))
+            op = Op(OpKind.STATX, AT_FDCWD, buffers=(buf,), path=str(tmp_path / "f"))
+            d.submit([op])
+            wait_all(d, [op])
+            assert op.error is None and op.result == 0
+            assert bytes(buf[STATX_SIZE:]) == b"\xaa" * 8
+            record = bytearray(buf[:STATX_SIZE])
+            mask = int.from_bytes(record[0:4], sys.byteorder) & ~_STATX_BTIME
+            record[0:4] = mask.to_bytes(4, sys.byteorder)
+            record[_BTIME_AT : _BTIME_AT + 16] = bytes(16)
+            records.append(bytes(record))
+            assert _statx.to_stat_result(buf) == os.stat(tmp_path / "f")
+        finally:
+            d.close()
+    assert records[0] == records[1]
+
+
+def test_ring_path_preps_refuse_bad_arguments_and_take_no_sqe(ring: object) -> None:
+    """prep_path and prep_statx check before they take an SQE: a NUL inside a path (a guard:
+    the driver sends such a path to the blocking call), a missing second path, a statx
+    buffer that is read-only, too small or not bytes-like; the SQ is as it was."""
+    from aiopg_io.drivers import _uring
+
+    r: Any = ring
+    L, S = _uring.IORING_OP_LINKAT, _uring.IORING_OP_SYMLINKAT
+    buf = memoryview(bytearray(STATX_SIZE))
+    with pytest.raises(ValueError, match="path holds a NUL byte"):
+        r.prep_path(L, AT_FDCWD, b"a\0b", b"c", 0, 0, 1)
+    with pytest.raises(ValueError, match="newpath holds a NUL byte"):
+        r.prep_path(S, AT_FDCWD, b"t", b"c\0", 0, 0, 1)
+    with pytest.raises(TypeError, match="must be bytes"):
+        r.prep_path(L, AT_FDCWD, b"a", None, 0, 0, 1)
+    with pytest.raises(ValueError, match="path holds a NUL byte"):
+        r.prep_statx(AT_FDCWD, b"a\0", buf, 0, STATX_BASIC_STATS, 1)
+    with pytest.raises(ValueError, match="a statx buffer of 255 bytes: it needs 256"):
+        r.prep_statx(AT_FDCWD, b"a", buf[:255], 0, STATX_BASIC_STATS, 1)
+    with pytest.raises(TypeError):
+        r.prep_statx(AT_FDCWD, b"a", b"\0" * STATX_SIZE, 0, STATX_BASIC_STATS, 1)  # read-only
+    with pytest.raises(TypeError):
+        r.prep_statx(AT_FDCWD, "a", buf, 0, STATX_BASIC_STATS, 1)  # a str is no path here
+    assert all(r.prep_nop(i + 1) for i in range(4))  # every SQE still free
+    assert r.prep_nop(9) is False
+    assert r.submit() == 0
+
+
+def test_a_cancelled_statx_keeps_its_buffer_until_the_cqe(tmp_path: Path) -> None:
+    """The kernel writes a STATX's record into the op's buffer when it runs the op (in its
+    worker): the driver holds the buffer from the SQE to the CQE, as a read's; a cancel or a
+    close in between waits for the CQE, and the op ends whole or cancelled."""
+    from aiopg_io.drivers import _statx
+
+    (tmp_path / "f").write_bytes(b"x")
+    before = open_fds()
+    d = IoUringCDriver()
+    try:
+        path = str(tmp_path / "f")
+        ops = [Op(OpKind.STATX, AT_FDCWD, buffers=(_statx.new_buffer(),), path=path) for _ in range(64)]
+        d.submit(ops)
+        for op in ops:
+            data = op.driver_data
+            assert data.buffers == [op.buffers[0]] and data.buffers[0] is op.buffers[0]  # type: ignore[attr-defined]
+        for op in ops[::2]:
+            d.cancel(op)
+        wait_all(d, ops[:32])
+        left = d.close()  # cancels the rest, and waits for their CQEs
+        for op in ops:
+            assert op.done
+            if op.error is None:
+                assert _statx.to_stat_result(op.buffers[0]).st_size == 1
+            else:
+                assert op.error.errno == errno.ECANCELED
+        assert set(left) <= set(ops[32:])
     finally:
-        os.close(fd)
+        d.close()
+    assert open_fds() == before

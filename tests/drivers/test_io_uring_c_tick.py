@@ -105,6 +105,27 @@ def test_a_cqe_posted_after_the_tick_read_the_eventfd_gets_a_signal() -> None:
                 os.close(fd)
 
 
+def test_tick_and_harvest_refuse_bad_arguments_before_they_take_a_cqe() -> None:
+    """tick parses its arguments itself (no tuple of harvest's built per tick): the same
+    checks as harvest's, and an efd that is no fd; a CQE waiting stays in the CQ."""
+    ring = io_uring_c._U.Ring(4)
+    try:
+        assert ring.prep_nop(5) and ring.submit() == 0
+        base = (0, {}, [], None, frozenset(), None, None)
+        with pytest.raises(ValueError, match="efd -1 is not a file descriptor"):
+            ring.tick(*base, None, -1)
+        with pytest.raises(TypeError):
+            ring.tick(*base, None)  # no efd
+        with pytest.raises(TypeError):
+            ring.tick(0, [], [], None, frozenset(), None, None, None, 0)  # ops not a dict
+        for call in (lambda: ring.tick(*base, print, 0), lambda: ring.harvest(*base, print)):
+            with pytest.raises(RuntimeError, match="harvest with a waker needs enable_batch"):
+                call()
+        assert ring.reap(0) == ([(5, 0)], False)
+    finally:
+        ring.close()
+
+
 def test_the_notifier_clears_only_a_raised_flag() -> None:
     n = Notifier()
     try:

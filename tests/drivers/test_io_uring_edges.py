@@ -1,5 +1,6 @@
 """The edges of both io_uring drivers (``io_uring``, ``io_uring_c``): older kernels played by
-masking, wakers that raise, arguments the kernel would misread, the file calls' signatures.
+masking, wakers that raise, arguments the kernel would misread (offsets, paths), a ring too
+small for a linked chain, the file calls' signatures.
 
 Older kernels are played on this one by making it refuse what they refuse: a cancel SQE
 with a flag no kernel knows gets ``-EINVAL`` from ``io_async_cancel_prep`` and cancels
@@ -28,11 +29,12 @@ import aiopg_io
 from aiopg_io._context import IOContext
 from aiopg_io._glue import current_glue
 from aiopg_io.drivers import _orphans, io_uring
-from aiopg_io.drivers.base import Op, OpKind, OpState
+from aiopg_io.drivers.base import AT_FDCWD, Op, OpKind, OpState
 from aiopg_io.drivers.io_uring import IoUringDriver
 from aiopg_io.drivers.io_uring_c import IoUringCDriver
+from aiopg_io.drivers.worker import WorkerDriver
 
-from .._driving import wait_all
+from .._driving import wait_all, write_sync_op
 from ..conftest import BACKENDS, in_child, open_fds
 
 PAGE = 4096
@@ -491,6 +493,74 @@ def test_offsets_outside_the_file_never_reach_the_kernel(
         assert p.read_bytes() == data  # nor written at
     finally:
         d.close()
+        os.close(fd)
+
+
+# -- paths the kernel would misread; a ring too small for a chain ------------------------------
+
+
+def test_a_nul_inside_a_path_never_reaches_the_ring(driver_cls: type[IoUringDriver], tmp_path: Path) -> None:
+    """The kernel reads a path up to its first NUL: "f\\0x" would name "f". Every path kind,
+    with a NUL in either path, fails as on the worker (the blocking call's EINVAL, word for
+    word), and no file is touched."""
+    from aiopg_io.drivers import _statx
+
+    f, g = str(tmp_path / "f"), str(tmp_path / "g")
+
+    def cases() -> list[Op]:
+        return [
+            Op(OpKind.OPENAT, AT_FDCWD, path=f + "\0x", flags=os.O_RDONLY),
+            Op(OpKind.UNLINKAT, AT_FDCWD, path=f + "\0x"),
+            Op(OpKind.MKDIRAT, AT_FDCWD, path=g + "\0x", mode=0o700),
+            Op(OpKind.RENAMEAT, AT_FDCWD, path=f, newpath=g + "\0x"),
+            Op(OpKind.RENAMEAT, AT_FDCWD, path=f + "\0x", newpath=g),
+            Op(OpKind.STATX, AT_FDCWD, buffers=(_statx.new_buffer(),), path=f + "\0x"),
+            Op(OpKind.LINKAT, AT_FDCWD, path=f + "\0x", newpath=g),
+            Op(OpKind.LINKAT, AT_FDCWD, path=f, newpath=g + "\0x"),
+            Op(OpKind.SYMLINKAT, AT_FDCWD, path="t\0x", newpath=g),
+            Op(OpKind.SYMLINKAT, AT_FDCWD, path="t", newpath=g + "\0x"),
+        ]
+
+    (tmp_path / "f").write_bytes(b"keep")
+    before = open_fds()
+    got: list[list[object]] = []
+    for d in (WorkerDriver(), driver_cls()):
+        try:
+            ops = cases()
+            d.submit(ops)
+            wait_all(d, ops)
+            got.append([(type(op.error).__name__, op.error.errno, str(op.error)) for op in ops if op.error])
+            assert len(got[-1]) == len(ops)
+        finally:
+            d.close()
+        assert sorted(os.listdir(tmp_path)) == ["f"] and (tmp_path / "f").read_bytes() == b"keep"
+    assert all(err[:2] == ("OSError", errno.EINVAL) and "embedded null byte" in err[2] for err in got[0])
+    assert got[1] == got[0]
+    assert open_fds() == before
+
+
+def test_linked_ops_on_a_tiny_ring(driver_cls: type[IoUringDriver], tmp_path: Path) -> None:
+    """A chain's two SQEs always go in one submission, however full the SQ: 300 chains
+    through a ring of 2 SQ entries all complete, and one of 1 entry runs them in a thread
+    (WRITE_SYNC is not among its kinds)."""
+    p = tmp_path / "tiny.bin"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT)
+    try:
+        for entries in (2, 1):
+            d = driver_cls(entries=entries, nowait_fast_path=False)
+            assert (OpKind.WRITE_SYNC in d.capabilities.kinds) is (entries == 2)
+            d.close()
+        d = driver_cls(entries=2, nowait_fast_path=False)
+        try:
+            ops = [write_sync_op(fd, i * 8, b"%08d" % i) for i in range(300)]
+            d.submit(ops)
+            wait_all(d, ops)
+            assert all(op.error is None and op.result == 8 for op in ops)
+            assert p.read_bytes() == b"".join(b"%08d" % i for i in range(300))
+            assert d._ops == {}
+        finally:
+            d.close()
+    finally:
         os.close(fd)
 
 

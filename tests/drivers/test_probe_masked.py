@@ -16,13 +16,16 @@ from pathlib import Path
 import pytest
 
 from aiopg_io import _info
-from aiopg_io.drivers import Driver, DriverSpec, unavailable_reason
+from aiopg_io.drivers import Driver, DriverSpec, _statx, unavailable_reason
 from aiopg_io.drivers._fallback import ThreadFallback
-from aiopg_io.drivers.base import AT_FDCWD, Op, OpKind
+from aiopg_io.drivers.base import AT_FDCWD, AT_SYMLINK_NOFOLLOW, Op, OpKind
 
 from ..conftest import open_fds
 
-MASKABLE = [OpKind.FALLOCATE, OpKind.OPENAT, OpKind.CLOSE, OpKind.RENAMEAT, OpKind.UNLINKAT, OpKind.MKDIRAT]
+MASKABLE = [
+    OpKind.FALLOCATE, OpKind.OPENAT, OpKind.CLOSE, OpKind.RENAMEAT, OpKind.UNLINKAT, OpKind.MKDIRAT,
+    OpKind.STATX, OpKind.LINKAT, OpKind.SYMLINKAT,
+]  # fmt: skip
 NAMES = ["io_uring", "io_uring_c"]
 
 
@@ -107,6 +110,31 @@ def scenario(kind: OpKind, d: Driver, tmp: Path) -> list[object]:
         out.append(os.path.isdir(tmp / "d"))
         out.append(_outcome(run(d, Op(OpKind.MKDIRAT, AT_FDCWD, path=str(tmp / "d"), mode=0o700))))
         os.rmdir(tmp / "d")
+    elif kind is OpKind.STATX:
+        os.symlink("f", tmp / "l")
+        for path, flags in ((tmp / "l", 0), (tmp / "l", AT_SYMLINK_NOFOLLOW), (tmp / "missing", 0)):
+            buf = _statx.new_buffer()
+            op = run(d, Op(OpKind.STATX, AT_FDCWD, buffers=(buf,), path=str(path), flags=flags))
+            out.append(_outcome(op))
+            assert (op.error is None) is (path.name != "missing")
+            if op.error is None:  # what os.stat says, field for field
+                st = _statx.to_stat_result(buf)
+                want = os.stat(path, follow_symlinks=not flags)
+                out.append(st == want)
+                out.append((st.st_size, oct(st.st_mode)))
+        os.unlink(tmp / "l")
+    elif kind is OpKind.LINKAT:
+        op = Op(OpKind.LINKAT, AT_FDCWD, path=str(tmp / "f"), newpath=str(tmp / "h"))
+        out.append(_outcome(run(d, op)))
+        out.append((os.stat(tmp / "h").st_ino == os.stat(tmp / "f").st_ino, os.stat(tmp / "f").st_nlink))
+        out.append(_outcome(run(d, Op(OpKind.LINKAT, AT_FDCWD, path=str(tmp / "f"), newpath=str(tmp / "h")))))
+        os.unlink(tmp / "h")
+    elif kind is OpKind.SYMLINKAT:
+        op = Op(OpKind.SYMLINKAT, AT_FDCWD, path="../x//y/", newpath=str(tmp / "s"))
+        out.append(_outcome(run(d, op)))
+        out.append(os.readlink(tmp / "s"))
+        out.append(_outcome(run(d, Op(OpKind.SYMLINKAT, AT_FDCWD, path="t", newpath=str(tmp / "s")))))
+        os.unlink(tmp / "s")
     elif kind is OpKind.FALLOCATE:
         fd = os.open(tmp / "f", os.O_RDWR)
         try:
@@ -132,11 +160,11 @@ def test_a_kind_the_probe_lacks_runs_in_threads_with_the_same_results(
     before = open_fds()
     d = DriverSpec(name).create()
     try:
-        # This kernel has every opcode, so the kind runs in the ring (STATX, LINKAT and
-        # SYMLINKAT, which io_uring_c does not prep, put even the unmasked one in threads).
+        # This kernel has every opcode, so the kind runs in the ring, none in a thread.
         inner = d.inner if isinstance(d, ThreadFallback) else d
         assert kind in inner.capabilities.kinds
         native = scenario(kind, d, native_dir)
+        assert dict(d.statistics().extra).get("fallback_ops", 0) == 0
     finally:
         d.close()
     with monkeypatch.context() as m:
@@ -158,16 +186,11 @@ def test_a_kind_the_probe_lacks_runs_in_threads_with_the_same_results(
 def test_info_says_which_kinds_run_in_threads(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # io_uring_c does not prep STATX, LINKAT or SYMLINKAT: those run in threads on
-    # any kernel.
-    unprepped = ["linkat", "statx", "symlinkat"] if name == "io_uring_c" else []
-    unmasked = "every kind in the driver"
-    if unprepped:
-        unmasked = f"in threads: {', '.join(unprepped)}; the rest in the driver"
-    assert _info.machine_matrix(str(tmp_path)).ops[name] == unmasked
-    mask(monkeypatch, name, {OpKind.RENAMEAT, OpKind.FALLOCATE})
+    # Both drivers run every kind in the ring on a kernel that has every opcode.
+    assert _info.machine_matrix(str(tmp_path)).ops[name] == "every kind in the driver"
+    mask(monkeypatch, name, {OpKind.RENAMEAT, OpKind.FALLOCATE, OpKind.STATX, OpKind.SYMLINKAT})
     m = _info.machine_matrix(str(tmp_path))
-    want = f"in threads: {', '.join(sorted(['fallocate', 'renameat', *unprepped]))}; the rest in the driver"
+    want = "in threads: fallocate, renameat, statx, symlinkat; the rest in the driver"
     assert m.ops[name] == want
     assert f"  ops       {name}: {want}" in _info.render(m).splitlines()
 
