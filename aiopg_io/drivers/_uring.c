@@ -1877,20 +1877,60 @@ done_send_method(Done *d, PyObject *Py_UNUSED(value))
     return done_next(d);
 }
 
+/* The exception ``throw(typ[, val[, tb]])`` raises, built as a coroutine's throw builds it
+   (CPython's _gen_throw): an instance as it is (with no separate value), a class
+   instantiated from ``val`` (an instance of it taken as it is, a tuple as the arguments,
+   None as none), ``tb`` attached. A new reference, or NULL with the error set. */
+static PyObject *
+thrown_exception(PyObject *typ, PyObject *val, PyObject *tb)
+{
+    if (tb == Py_None)
+        tb = NULL;
+    if (tb != NULL && !PyTraceBack_Check(tb)) {
+        PyErr_SetString(PyExc_TypeError, "throw() third argument must be a traceback object");
+        return NULL;
+    }
+    PyObject *exc;
+    if (PyExceptionInstance_Check(typ)) {
+        if (val != NULL && val != Py_None) {
+            PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
+            return NULL;
+        }
+        exc = Py_NewRef(typ);
+    } else if (PyExceptionClass_Check(typ)) {
+        PyObject *t, *b;
+        PyErr_SetObject(typ, val != NULL ? val : Py_None);
+        PyErr_Fetch(&t, &exc, &b);
+        PyErr_NormalizeException(&t, &exc, &b); /* typ(val), or what calling it raised */
+        Py_XDECREF(t);
+        Py_XDECREF(b);
+        if (exc == NULL) {
+            PyErr_SetString(PyExc_SystemError, "throw(): the exception could not be built");
+            return NULL;
+        }
+    } else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+        return NULL;
+    }
+    if (tb != NULL && PyException_SetTraceback(exc, tb) < 0) {
+        Py_DECREF(exc);
+        return NULL;
+    }
+    return exc;
+}
+
 static PyObject *
 done_throw(Done *d, PyObject *args)
 {
     /* Thrown in at the yield (a cancellation): raised as if the caller had no handler. */
-    PyObject *typ, *val = Py_None, *tb = Py_None;
-    if (!PyArg_ParseTuple(args, "O|OO", &typ, &val, &tb))
+    PyObject *typ, *val = NULL, *tb = NULL;
+    if (!PyArg_ParseTuple(args, "O|OO:throw", &typ, &val, &tb))
         return NULL;
     d->yield = 0;
-    if (PyExceptionInstance_Check(typ)) {
-        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-    } else if (PyExceptionClass_Check(typ)) {
-        PyErr_SetObject(typ, val);
-    } else {
-        PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+    PyObject *exc = thrown_exception(typ, val, tb);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
     }
     return NULL;
 }
@@ -2896,20 +2936,31 @@ ringwait_op_ended(RingWait *w)
     return res == NULL ? -1 : 0;
 }
 
+/* Collected while the op is out (its task was destroyed): as the pure coroutine's finally,
+   the file stops counting it; the driver still holds the op to its CQE. A finalizer (PEP
+   442), not the body of dealloc: the GC calls it on every object of a cycle before it clears
+   any (tp_clear would drop ``file`` first and the count with it), and from dealloc it runs
+   on a live object, so the unraisable hook, which takes a reference to ``w``, cannot free
+   it a second time. */
+static void
+ringwait_finalize(RingWait *w)
+{
+    if ((w->state != RW_WAITING && w->state != RW_PARKED) || w->file == NULL)
+        return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    w->state = RW_DONE;
+    if (ringwait_op_ended(w) < 0)
+        PyErr_WriteUnraisable((PyObject *)w);
+    PyErr_Restore(type, value, tb);
+}
+
 static void
 ringwait_dealloc(RingWait *w)
 {
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)w) < 0)
+        return; /* resurrected by the finalizer's callees */
     PyObject_GC_UnTrack(w);
-    if ((w->state == RW_WAITING || w->state == RW_PARKED) && w->file != NULL) {
-        /* Collected while the op is out (its task was destroyed): as the pure coroutine's
-           finally, the file stops counting it; the driver still holds the op to its CQE. */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        w->state = RW_DONE;
-        if (ringwait_op_ended(w) < 0)
-            PyErr_WriteUnraisable((PyObject *)w);
-        PyErr_Restore(type, value, tb);
-    }
     ringwait_clear(w);
     PyObject_GC_Del(w);
 }
@@ -3288,17 +3339,9 @@ ringwait_throw(RingWait *w, PyObject *args)
         Py_XDECREF(throw);
         return ringwait_from_delegate(w, res);
     }
-    PyObject *exc;
-    if (PyExceptionInstance_Check(typ)) {
-        exc = Py_NewRef(typ);
-    } else if (PyExceptionClass_Check(typ)) {
-        exc = PyObject_CallNoArgs(typ);
-        if (exc == NULL)
-            return NULL;
-    } else {
-        PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+    PyObject *exc = thrown_exception(typ, val, tb);
+    if (exc == NULL)
         return NULL;
-    }
     if (w->state != RW_WAITING) { /* not started (or over): raised as a coroutine raises it */
         w->state = RW_DONE;
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -3367,6 +3410,7 @@ static PyTypeObject RingWaitType = {
     .tp_traverse = (traverseproc)ringwait_traverse,
     .tp_clear = (inquiry)ringwait_clear,
     .tp_dealloc = (destructor)ringwait_dealloc,
+    .tp_finalize = (destructor)ringwait_finalize,
     .tp_as_async = &ringwait_as_async,
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)ringwait_next,

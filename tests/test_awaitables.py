@@ -1,0 +1,140 @@
+"""The awaitables the file calls return, taken as coroutines, on every loop x driver.
+
+``preadinto``, ``pread`` and ``pwrite`` return a coroutine of the pure path, or on
+``io_uring_c`` an awaitable made in C (``_uring.c``: a ``Done`` the page cache answered, a
+``RingWait`` staged on the ring). Whoever drives them by hand (``send``, ``throw``,
+``close``) or drops them must see what a coroutine does: the exception it throws in built
+as a coroutine builds it, and an op collected while out stops being counted, once, without
+crashing whatever the file's bookkeeping raises meanwhile.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import warnings
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import pytest
+import sniffio
+
+import aiopg_io
+from aiopg_io import AsyncFile
+
+pytestmark = pytest.mark.anyio
+
+
+def _traceback() -> TracebackType:
+    try:
+        raise ValueError("for its traceback")
+    except ValueError as exc:
+        assert exc.__traceback__ is not None
+        return exc.__traceback__
+
+
+def _tracebacks(exc: BaseException) -> list[TracebackType]:
+    out = []
+    tb = exc.__traceback__
+    while tb is not None:
+        out.append(tb)
+        tb = tb.tb_next
+    return out
+
+
+def _calls(f: AsyncFile) -> dict[str, Callable[[], Any]]:
+    # On io_uring_c pwrite goes to the ring (a RingWait), and a read of a cached file is
+    # answered by the page-cache fast path (a Done); coroutines elsewhere.
+    return {
+        "pwrite": lambda: f.pwrite(b"ab", 0),
+        "preadinto": lambda: f.preadinto(bytearray(4), 0),
+        "pread": lambda: f.pread(4, 0),
+    }
+
+
+@pytest.mark.parametrize("call", ["pwrite", "preadinto", "pread"])
+async def test_throw_builds_the_exception_as_a_coroutine_does(
+    anyio_backend: Any, driver: str, tmp_path: Path, call: str
+) -> None:
+    """throw(type, value, tb) on an awaitable not started: the type instantiated from the
+    value (an instance of it kept as is, a tuple as the arguments), the traceback kept, an
+    instance with a separate value refused; and nothing written."""
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"0123456789")
+    tb = _traceback()
+    inst = KeyError("given")
+    cases: list[tuple[tuple[Any, ...], tuple[object, ...]]] = [
+        ((KeyError, "k"), ("k",)),
+        ((KeyError, ("a", 1)), ("a", 1)),
+        ((KeyError, inst), ("given",)),
+        ((KeyError,), ()),
+        ((KeyError, None), ()),
+        ((KeyError, "t", tb), ("t",)),
+        ((KeyError("i"), None, tb), ("i",)),
+    ]
+    async with aiopg_io.open(p, "r+b", driver=driver) as f:
+        make = _calls(f)[call]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # throw's 3-argument form, 3.12+
+            for args, want in cases:
+                aw = make()
+                with pytest.raises(KeyError) as info:
+                    aw.throw(*args)
+                assert info.value.args == want, (type(aw).__name__, args)
+                if args[1:2] == (inst,):
+                    assert info.value is inst
+                if len(args) == 3:
+                    assert tb in _tracebacks(info.value), (type(aw).__name__, args)
+                aw.close()
+            aw = make()
+            with pytest.raises(TypeError, match="instance exception may not have a separate value"):
+                aw.throw(KeyError("i"), "v")
+            aw.close()
+        assert f._in_flight == 0
+    assert p.read_bytes() == b"0123456789"
+
+
+async def test_a_call_collected_while_its_op_is_out_is_uncounted_once(
+    anyio_backend: Any, driver: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call stepped by hand until its op is out, then dropped (as when its task is
+    destroyed), while the file's bookkeeping raises (a signal handler's KeyboardInterrupt in
+    ``_op_ended``): reported as unraisable, the op still completes, the file counts nothing
+    and goes on. The C awaitable used to report itself from its dealloc, which freed it twice
+    (a segmentation fault)."""
+    if sniffio.current_async_library() == "trio":
+        pytest.skip("a trio call parks its own task: it cannot be stepped by hand inside a trio run")
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"0" * 10)
+    unraisable: list[type[BaseException]] = []  # the types only: the hook's object must not be kept
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(type(u.exc_value)))
+    async with aiopg_io.open(p, "r+b", driver=driver) as f:
+        ended = f._op_ended
+
+        def interrupted(op: Any) -> None:
+            ended(op)
+            raise KeyboardInterrupt("a signal handler's, in _op_ended")
+
+        f._op_ended = interrupted  # type: ignore[method-assign]
+        aw: Awaitable[int] | None = f.pwrite(b"ab", 2)
+        assert aw is not None
+        step = aw.__await__()
+        finished = False
+        try:
+            step.send(None)  # the op goes out; the caller parks on its waiter
+        except KeyboardInterrupt:  # a driver that finished it at once: raised here
+            finished = True
+        del aw, step
+        gc.collect()
+        del f._op_ended
+        assert f._in_flight == 0
+        with anyio.fail_after(10):
+            while f._ctx._in_flight:  # the driver holds the op to its end
+                await anyio.sleep(0)
+        assert await f.pwrite(b"cd", 4) == 2
+        assert f._in_flight == 0
+    assert p.read_bytes() == b"00abcd0000"
+    assert unraisable == ([] if finished else [KeyboardInterrupt])
