@@ -11,6 +11,7 @@ crashing whatever the file's bookkeeping raises meanwhile.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import warnings
 from collections.abc import Awaitable, Callable
@@ -138,3 +139,44 @@ async def test_a_call_collected_while_its_op_is_out_is_uncounted_once(
         assert f._in_flight == 0
     assert p.read_bytes() == b"00abcd0000"
     assert unraisable == ([] if finished else [KeyboardInterrupt])
+
+
+def _evict(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+async def test_a_call_made_before_close_and_awaited_after_never_touches_the_reused_fd(
+    anyio_backend: Any, driver: str, tmp_path: Path
+) -> None:
+    """A write and an uncached read made on a file, the file closed, another opened on the same
+    context (it gets the same fd number), then the two awaited: ClosedError, as a coroutine
+    first sent to after the close raises, and the other file untouched. The ring path's
+    awaitable used to stage its op on the fd as it was: the write landed in the other file."""
+    a, b, keep = tmp_path / "a.bin", tmp_path / "b.bin", tmp_path / "keep.bin"
+    a.write_bytes(b"a" * 16)
+    b.write_bytes(b"b" * 16)
+    keep.write_bytes(b"k" * 16)
+    async with aiopg_io.open(keep, "r+b", driver=driver):  # holds the context: no new ring
+        f = await aiopg_io.open(a, "r+b", driver=driver)
+        fd = f.fileno()
+        _evict(a)
+        buf = bytearray(4)
+        write, read = f.pwrite(b"EVIL", 0), f.preadinto(buf, 0)
+        await f.aclose()
+        async with aiopg_io.open(b, "r+b", driver=driver) as other:
+            assert other.fileno() == fd  # the number reused
+            with pytest.raises(aiopg_io.ClosedError, match="closed file"):
+                await write
+            try:
+                got = await read
+            except aiopg_io.ClosedError:
+                pass
+            else:  # the page cache answered it at the call, before the close (a Done)
+                assert (got, buf) == (4, b"aaaa")
+            assert await other.pread(16, 0) == b"b" * 16
+    assert (a.read_bytes(), b.read_bytes()) == (b"a" * 16, b"b" * 16)

@@ -2460,10 +2460,11 @@ static PyTypeObject FastReadType = {
      argument that is not a plain int, a buffer that is empty, read-only (for a read), not
      contiguous or not of bytes, a direct transfer off its alignment (and any direct pread:
      its buffer is the twin's), an offset past off_t, a call from a fork child, a disabled
-     path, a file not open for it.
+     path, a file not open for it. ``disable()`` (the file closes or is detached) turns the
+     runner off, also for the RingWaits it made that are still to be awaited.
    - RingWait: the awaitable, as a coroutine: nothing happens until it is first sent to.
      Then it does what IOContext.run does for an op that goes to the ring (awaited from
-     another loop, the context closed, or no slot under its cap: it runs the twin coroutine
+     another loop, its file or the context closed, or no slot under its cap: it runs the twin coroutine
      instead and delegates to it, which raises or waits as the pure path does): the op
      staged, the flush scheduled once per tick (so one io_uring_enter per tick still), the
      file's ops-in-flight count raised, then the task parked:
@@ -2502,6 +2503,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     RunPath *rp;
+    int enabled; /* 0 once the file closed: see ringrun_disable */
     int fd, readable, writable;
     unsigned long forks;
     long long align_offset, align_memory; /* 0: not direct */
@@ -2671,6 +2673,7 @@ runpath_runner(RunPath *rp, PyObject *args)
     if (rr == NULL)
         return NULL;
     rr->rp = (RunPath *)Py_NewRef(rp);
+    rr->enabled = 1;
     rr->fd = fd;
     rr->readable = readable;
     rr->writable = writable;
@@ -2770,7 +2773,7 @@ static int
 ringrun_ready(RingRun *rr)
 {
     RunPath *rp = rr->rp;
-    if (rp == NULL || !rp->enabled || rr->forks != fp_forks)
+    if (!rr->enabled || rp == NULL || !rp->enabled || rr->forks != fp_forks)
         return 0;
     return owner_here(rp->owner_get, rp->owner, rp->reads_holder);
 }
@@ -2788,7 +2791,8 @@ ringrun_transfer(RingRun *rr, PyObject *const *args, Py_ssize_t nargs, int write
        the awaitable stages the op (ringwait_stage): asyncio's _get_running_loop makes a
        getpid() system call, and the twin raises WrongLoopError from there just as well. */
     RunPath *rp = rr->rp;
-    if (!(write ? rr->writable : rr->readable) || rp == NULL || !rp->enabled || rr->forks != fp_forks ||
+    if (!(write ? rr->writable : rr->readable) || !rr->enabled || rp == NULL || !rp->enabled ||
+        rr->forks != fp_forks ||
         PyUnicode_Check(args[1]))
         Py_RETURN_NONE;
     PyObject *view = PyMemoryView_FromObject(args[1]);
@@ -2865,7 +2869,19 @@ ringrun_pwrite(RingRun *rr, PyObject *const *args, Py_ssize_t nargs)
     return ringrun_transfer(rr, args, nargs, 1);
 }
 
+/* The file closed (or detached): an awaitable made before and awaited after must not stage
+   its op, whose fd may by then be another file's (the number reused); it declines instead,
+   and the twin raises ClosedError, as the pure coroutine does when first sent to. */
+static PyObject *
+ringrun_disable(RingRun *rr, PyObject *Py_UNUSED(ignored))
+{
+    rr->enabled = 0;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef ringrun_methods[] = {
+    {"disable", (PyCFunction)ringrun_disable, METH_NOARGS,
+     "disable(): the file closed; its calls, made or to come, take the pure path"},
     {"pread", (PyCFunction)(void (*)(void))ringrun_pread, METH_FASTCALL,
      "pread(file, n, offset) -> awaitable of the bytes, or None: take the pure path"},
     {"preadinto", (PyCFunction)(void (*)(void))ringrun_preadinto, METH_FASTCALL,
