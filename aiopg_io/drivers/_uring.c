@@ -1394,10 +1394,10 @@ batch_prep(Ring *r, PyObject *op)
             return -1;
         }
         struct iovec *iov = (struct iovec *)PyBytes_AS_STRING(iovec);
-        int flags = PyBUF_C_CONTIGUOUS | (is_read ? PyBUF_WRITABLE : 0);
+        int buf_flags = PyBUF_C_CONTIGUOUS | (is_read ? PyBUF_WRITABLE : 0);
         for (Py_ssize_t i = 0; i < n_iov; i++) {
             Py_buffer view;
-            if (PyObject_GetBuffer(PyList_GET_ITEM(rest, i), &view, flags) < 0) {
+            if (PyObject_GetBuffer(PyList_GET_ITEM(rest, i), &view, buf_flags) < 0) {
                 PyErr_Clear(); /* read-only for a read, not contiguous: the twin says so */
                 Py_DECREF(iovec);
                 Py_DECREF(rest);
