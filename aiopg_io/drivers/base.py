@@ -258,7 +258,7 @@ class Op:
             # is out (``mv.release()``) would otherwise release the export that keeps its
             # memory in place, and a bytearray could then be resized under the kernel's (or a
             # thread's) copy. The drivers transfer through these (``remaining()``).
-            self._remaining = [v for v in map(memoryview, self.buffers) if len(v)]
+            self._remaining = [v for b in self.buffers if len(v := memoryview(b))]
 
     # -- state ------------------------------------------------------------------------------
 
