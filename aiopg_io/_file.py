@@ -963,7 +963,7 @@ class AsyncFile:
                     self._idle = anyio.Event()
                     await self._idle.wait()
                 self._closed = True
-                self._fast = self._run = None
+                self._drop_fast_paths()
                 fd = self._fd_claim.pop("fd", None)
                 if fd is not None:
                     try:
@@ -1004,12 +1004,21 @@ class AsyncFile:
         # anything again, and its hold on the context ends here.
         self._fd_claim.pop("fd", None)
         self._closed = self._detached = True
-        self._fast = self._run = None
+        self._drop_fast_paths()
         if self._ctx.owned_here():
             self._ctx.release_now()
         else:
             self._ctx.release_elsewhere()
         return raw
+
+    def _drop_fast_paths(self) -> None:
+        """Closed or detached: calls from now on take the pure path and its checks. The ring
+        path's runner is turned off, not just dropped: an awaitable it made before and that
+        is awaited after must not stage its op on this fd, which another file may have by
+        then (the number reused); it raises ClosedError, as the pure coroutine does."""
+        if self._run is not None:
+            self._run.disable()
+        self._fast = self._run = None
 
     def _raw_mode_for_fileio(self) -> str:
         plus = "+" if self._readable and self._writable else ""
@@ -1028,7 +1037,7 @@ class AsyncFile:
         free the fd at once, or, while an op of the owner's still uses it, when that op ends
         (the fd number must not be reused under it)."""
         self._closed = True
-        self._fast = self._run = None
+        self._drop_fast_paths()
         try:
             self._write_buffered_blocking()
         finally:

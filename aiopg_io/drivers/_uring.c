@@ -1487,10 +1487,10 @@ batch_prep(Ring *r, PyObject *op)
             return -1;
         }
         struct iovec *iov = (struct iovec *)PyBytes_AS_STRING(iovec);
-        int flags = PyBUF_C_CONTIGUOUS | (is_read ? PyBUF_WRITABLE : 0);
+        int buf_flags = PyBUF_C_CONTIGUOUS | (is_read ? PyBUF_WRITABLE : 0);
         for (Py_ssize_t i = 0; i < n_iov; i++) {
             Py_buffer view;
-            if (PyObject_GetBuffer(PyList_GET_ITEM(rest, i), &view, flags) < 0) {
+            if (PyObject_GetBuffer(PyList_GET_ITEM(rest, i), &view, buf_flags) < 0) {
                 PyErr_Clear(); /* read-only for a read, not contiguous: the twin says so */
                 Py_DECREF(iovec);
                 Py_DECREF(rest);
@@ -1973,20 +1973,60 @@ done_send_method(Done *d, PyObject *Py_UNUSED(value))
     return done_next(d);
 }
 
+/* The exception ``throw(typ[, val[, tb]])`` raises, built as a coroutine's throw builds it
+   (CPython's _gen_throw): an instance as it is (with no separate value), a class
+   instantiated from ``val`` (an instance of it taken as it is, a tuple as the arguments,
+   None as none), ``tb`` attached. A new reference, or NULL with the error set. */
+static PyObject *
+thrown_exception(PyObject *typ, PyObject *val, PyObject *tb)
+{
+    if (tb == Py_None)
+        tb = NULL;
+    if (tb != NULL && !PyTraceBack_Check(tb)) {
+        PyErr_SetString(PyExc_TypeError, "throw() third argument must be a traceback object");
+        return NULL;
+    }
+    PyObject *exc;
+    if (PyExceptionInstance_Check(typ)) {
+        if (val != NULL && val != Py_None) {
+            PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
+            return NULL;
+        }
+        exc = Py_NewRef(typ);
+    } else if (PyExceptionClass_Check(typ)) {
+        PyObject *t, *b;
+        PyErr_SetObject(typ, val != NULL ? val : Py_None);
+        PyErr_Fetch(&t, &exc, &b);
+        PyErr_NormalizeException(&t, &exc, &b); /* typ(val), or what calling it raised */
+        Py_XDECREF(t);
+        Py_XDECREF(b);
+        if (exc == NULL) {
+            PyErr_SetString(PyExc_SystemError, "throw(): the exception could not be built");
+            return NULL;
+        }
+    } else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+        return NULL;
+    }
+    if (tb != NULL && PyException_SetTraceback(exc, tb) < 0) {
+        Py_DECREF(exc);
+        return NULL;
+    }
+    return exc;
+}
+
 static PyObject *
 done_throw(Done *d, PyObject *args)
 {
     /* Thrown in at the yield (a cancellation): raised as if the caller had no handler. */
-    PyObject *typ, *val = Py_None, *tb = Py_None;
-    if (!PyArg_ParseTuple(args, "O|OO", &typ, &val, &tb))
+    PyObject *typ, *val = NULL, *tb = NULL;
+    if (!PyArg_ParseTuple(args, "O|OO:throw", &typ, &val, &tb))
         return NULL;
     d->yield = 0;
-    if (PyExceptionInstance_Check(typ)) {
-        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-    } else if (PyExceptionClass_Check(typ)) {
-        PyErr_SetObject(typ, val);
-    } else {
-        PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+    PyObject *exc = thrown_exception(typ, val, tb);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
     }
     return NULL;
 }
@@ -2516,10 +2556,11 @@ static PyTypeObject FastReadType = {
      argument that is not a plain int, a buffer that is empty, read-only (for a read), not
      contiguous or not of bytes, a direct transfer off its alignment (and any direct pread:
      its buffer is the twin's), an offset past off_t, a call from a fork child, a disabled
-     path, a file not open for it.
+     path, a file not open for it. ``disable()`` (the file closes or is detached) turns the
+     runner off, also for the RingWaits it made that are still to be awaited.
    - RingWait: the awaitable, as a coroutine: nothing happens until it is first sent to.
      Then it does what IOContext.run does for an op that goes to the ring (awaited from
-     another loop, the context closed, or no slot under its cap: it runs the twin coroutine
+     another loop, its file or the context closed, or no slot under its cap: it runs the twin coroutine
      instead and delegates to it, which raises or waits as the pure path does): the op
      staged, the flush scheduled once per tick (so one io_uring_enter per tick still), the
      file's ops-in-flight count raised, then the task parked:
@@ -2558,6 +2599,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     RunPath *rp;
+    int enabled; /* 0 once the file closed: see ringrun_disable */
     int fd, readable, writable;
     unsigned long forks;
     long long align_offset, align_memory; /* 0: not direct */
@@ -2727,6 +2769,7 @@ runpath_runner(RunPath *rp, PyObject *args)
     if (rr == NULL)
         return NULL;
     rr->rp = (RunPath *)Py_NewRef(rp);
+    rr->enabled = 1;
     rr->fd = fd;
     rr->readable = readable;
     rr->writable = writable;
@@ -2826,7 +2869,7 @@ static int
 ringrun_ready(RingRun *rr)
 {
     RunPath *rp = rr->rp;
-    if (rp == NULL || !rp->enabled || rr->forks != fp_forks)
+    if (!rr->enabled || rp == NULL || !rp->enabled || rr->forks != fp_forks)
         return 0;
     return owner_here(rp->owner_get, rp->owner, rp->reads_holder);
 }
@@ -2844,7 +2887,8 @@ ringrun_transfer(RingRun *rr, PyObject *const *args, Py_ssize_t nargs, int write
        the awaitable stages the op (ringwait_stage): asyncio's _get_running_loop makes a
        getpid() system call, and the twin raises WrongLoopError from there just as well. */
     RunPath *rp = rr->rp;
-    if (!(write ? rr->writable : rr->readable) || rp == NULL || !rp->enabled || rr->forks != fp_forks ||
+    if (!(write ? rr->writable : rr->readable) || !rr->enabled || rp == NULL || !rp->enabled ||
+        rr->forks != fp_forks ||
         PyUnicode_Check(args[1]))
         Py_RETURN_NONE;
     PyObject *view = PyMemoryView_FromObject(args[1]);
@@ -2921,7 +2965,19 @@ ringrun_pwrite(RingRun *rr, PyObject *const *args, Py_ssize_t nargs)
     return ringrun_transfer(rr, args, nargs, 1);
 }
 
+/* The file closed (or detached): an awaitable made before and awaited after must not stage
+   its op, whose fd may by then be another file's (the number reused); it declines instead,
+   and the twin raises ClosedError, as the pure coroutine does when first sent to. */
+static PyObject *
+ringrun_disable(RingRun *rr, PyObject *Py_UNUSED(ignored))
+{
+    rr->enabled = 0;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef ringrun_methods[] = {
+    {"disable", (PyCFunction)ringrun_disable, METH_NOARGS,
+     "disable(): the file closed; its calls, made or to come, take the pure path"},
     {"pread", (PyCFunction)(void (*)(void))ringrun_pread, METH_FASTCALL,
      "pread(file, n, offset) -> awaitable of the bytes, or None: take the pure path"},
     {"preadinto", (PyCFunction)(void (*)(void))ringrun_preadinto, METH_FASTCALL,
@@ -2992,20 +3048,31 @@ ringwait_op_ended(RingWait *w)
     return res == NULL ? -1 : 0;
 }
 
+/* Collected while the op is out (its task was destroyed): as the pure coroutine's finally,
+   the file stops counting it; the driver still holds the op to its CQE. A finalizer (PEP
+   442), not the body of dealloc: the GC calls it on every object of a cycle before it clears
+   any (tp_clear would drop ``file`` first and the count with it), and from dealloc it runs
+   on a live object, so the unraisable hook, which takes a reference to ``w``, cannot free
+   it a second time. */
+static void
+ringwait_finalize(RingWait *w)
+{
+    if ((w->state != RW_WAITING && w->state != RW_PARKED) || w->file == NULL)
+        return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    w->state = RW_DONE;
+    if (ringwait_op_ended(w) < 0)
+        PyErr_WriteUnraisable((PyObject *)w);
+    PyErr_Restore(type, value, tb);
+}
+
 static void
 ringwait_dealloc(RingWait *w)
 {
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)w) < 0)
+        return; /* resurrected by the finalizer's callees */
     PyObject_GC_UnTrack(w);
-    if ((w->state == RW_WAITING || w->state == RW_PARKED) && w->file != NULL) {
-        /* Collected while the op is out (its task was destroyed): as the pure coroutine's
-           finally, the file stops counting it; the driver still holds the op to its CQE. */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        w->state = RW_DONE;
-        if (ringwait_op_ended(w) < 0)
-            PyErr_WriteUnraisable((PyObject *)w);
-        PyErr_Restore(type, value, tb);
-    }
     ringwait_clear(w);
     PyObject_GC_Del(w);
 }
@@ -3384,17 +3451,9 @@ ringwait_throw(RingWait *w, PyObject *args)
         Py_XDECREF(throw);
         return ringwait_from_delegate(w, res);
     }
-    PyObject *exc;
-    if (PyExceptionInstance_Check(typ)) {
-        exc = Py_NewRef(typ);
-    } else if (PyExceptionClass_Check(typ)) {
-        exc = PyObject_CallNoArgs(typ);
-        if (exc == NULL)
-            return NULL;
-    } else {
-        PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+    PyObject *exc = thrown_exception(typ, val, tb);
+    if (exc == NULL)
         return NULL;
-    }
     if (w->state != RW_WAITING) { /* not started (or over): raised as a coroutine raises it */
         w->state = RW_DONE;
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -3463,6 +3522,7 @@ static PyTypeObject RingWaitType = {
     .tp_traverse = (traverseproc)ringwait_traverse,
     .tp_clear = (inquiry)ringwait_clear,
     .tp_dealloc = (destructor)ringwait_dealloc,
+    .tp_finalize = (destructor)ringwait_finalize,
     .tp_as_async = &ringwait_as_async,
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)ringwait_next,

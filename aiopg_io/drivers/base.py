@@ -212,7 +212,8 @@ class Op:
 
     ``buffers`` are byte-format memoryviews: writable for reads, any for writes. The op keeps
     them (and whatever object owns their memory, in ``keepalive``) referenced until it is
-    reaped, so nothing the kernel or a thread still uses can be freed or reused.
+    reaped, through views of its own, so nothing the kernel or a thread still uses can be
+    freed, resized or reused, whatever the caller does with its views meanwhile.
 
     ``result`` is the byte count for transfers (a read may be short only at EOF), the new
     fd for OPENAT and 0 for the other kinds; ``error`` is the OSError when the op failed.
@@ -253,7 +254,11 @@ class Op:
 
     def __post_init__(self) -> None:
         if self.kind in TRANSFER_KINDS:
-            self._remaining = [b for b in self.buffers if len(b)]
+            # Views of the op's own, not the caller's: a caller's view released while the op
+            # is out (``mv.release()``) would otherwise release the export that keeps its
+            # memory in place, and a bytearray could then be resized under the kernel's (or a
+            # thread's) copy. The drivers transfer through these (``remaining()``).
+            self._remaining = [v for b in self.buffers if len(v := memoryview(b))]
 
     # -- state ------------------------------------------------------------------------------
 
