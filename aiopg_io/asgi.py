@@ -30,11 +30,14 @@ What differs from Starlette's ``FileResponse`` (1.x), on purpose:
   ``StaticFiles``; the 304 carries the same headers as Starlette's ``NotModifiedResponse``).
 - A request for several ranges is answered 200 with the whole file, not
   ``multipart/byteranges``.
-- The file is opened and ``fstat``-ed in one thread hop (Starlette stats, then opens: the
-  headers could describe another file than the one read), then read through aiopg_io in
-  one piece up to ``whole_body_max``, else in ``chunk_size`` pieces (Starlette: a thread
-  hop per 64 KiB), straight into the
-  ``bytearray`` that is sent (bytes-like, as every server here accepts), which saves a copy.
+- The file is opened, then ``fstat``-ed (Starlette stats, then opens: the headers could
+  describe another file than the one read). Where the driver opens files itself (io_uring:
+  ``IORING_OP_OPENAT``) the open goes through it and the fstat runs on the loop's thread
+  (an open fd's inode is in memory: nothing waits for a disk), so a request takes no
+  thread hop; elsewhere open, checks and fstat share one thread hop. The file is then
+  read through aiopg_io in one piece up to ``whole_body_max``, else in ``chunk_size``
+  pieces (Starlette: a thread hop per 64 KiB), straight into the ``bytearray`` that is
+  sent (bytes-like, as every server here accepts), which saves a copy.
 - Body chunks are reused (:class:`_ChunkPool`), but only when nothing else holds them. The
   ASGI spec types ``body`` as a byte string, i.e. immutable: a server may keep the object
   after ``await send()`` returns, and they do (uvloop's transport keeps a memoryview of
@@ -70,9 +73,12 @@ from urllib.parse import quote
 import anyio
 import anyio.to_thread
 
-from ._context import get_context
+from ._checks import has_nul
+from ._context import IOContext, get_context
 from ._file import AsyncFile
 from ._open import open as aio_open
+from ._paths import _run
+from .drivers.base import AT_FDCWD, Op, OpKind
 
 __all__ = ["FileResponse", "StaticFiles"]
 
@@ -87,6 +93,16 @@ _NOT_MODIFIED_HEADERS = (b"cache-control", b"content-location", b"date", b"etag"
 _TEXT = "text/plain; charset=utf-8"
 # Under StaticFiles these mean "not a file this directory serves": 404, not 500.
 _UNSERVABLE = frozenset({errno.EACCES, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR})
+
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_PATH = getattr(os, "O_PATH", 0)
+_READ = os.O_RDONLY | _O_CLOEXEC
+# Where an open fd's path is read back (Linux procfs, proc(5): /proc/pid/fd/N is a
+# symbolic link to the file's path): what lets StaticFiles check the file an O_PATH open
+# resolved, and reopen that very inode, instead of resolving the path in a thread first.
+_FD_LINKS = "/proc/self/fd"
 
 
 # The reference count of a chunk, from the frame that holds it (None: reuse nothing).
@@ -160,6 +176,18 @@ def _stat_for_pathsend(path: str, guard: Callable[[str], str] | None) -> tuple[s
     return os.path.abspath(full), st
 
 
+def _regular(fd: int, path: str, static: StaticFiles | None) -> os.stat_result:
+    """The stat of ``fd`` (just opened for ``path``) once it is found to be a regular file
+    (and, under ``static``, one under its directory), else :class:`_NotFound`. Calls that
+    do not wait for a disk: the inode is in memory since the open."""
+    st = os.fstat(fd)
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise _NotFound(f"File at path {path} is not a file.")
+    if static is not None:
+        static._check_opened(fd, path)
+    return st
+
+
 class _Opener:
     """An ``opener`` for :func:`aiopg_io.open` that also checks and fstats the file, all in
     the thread that opens it. O_NONBLOCK keeps a FIFO from blocking the open; it is cleared
@@ -178,28 +206,81 @@ class _Opener:
         except OSError as e:
             raise _not_found(e, path, self.guard is not None) from None
         try:
-            st = os.fstat(fd)
-            if not stat_mod.S_ISREG(st.st_mode):
-                raise _NotFound(f"File at path {path} is not a file.")
+            self.stat = _regular(fd, path, None)
             os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
             raise
-        self.stat = st
         return fd
 
 
-async def _open(
-    path: str | os.PathLike[str], guard: Callable[[str], str] | None
-) -> tuple[AsyncFile, os.stat_result]:
+async def _open_plain(ctx: IOContext, path: str) -> tuple[int, os.stat_result]:
+    """``path`` opened by the driver, and its stat. O_NONBLOCK keeps a FIFO from blocking
+    the open (it is refused then), and is cleared before any read."""
+    if has_nul(path):
+        raise ValueError("embedded null byte")  # as aiopg_io.open (and io.open) says it
+    try:
+        fd = await _run(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=path, flags=_READ | _O_NONBLOCK))
+    except OSError as e:
+        raise _not_found(e, path, False) from None
+    try:
+        st = _regular(fd, path, None)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+async def _open_checked(ctx: IOContext, path: str, static: StaticFiles) -> tuple[int, os.stat_result]:
+    """``path`` (under ``static``) opened by the driver, and its stat, only once it is
+    known to be a regular file under the directory: first an ``O_PATH`` fd (which resolves
+    the path and opens nothing: a device or FIFO reached through a symlink out of the
+    directory is never opened), checked by the path the kernel gives for it, then the file
+    itself opened through that fd's procfs link (the same inode: no second lookup to race)."""
+    try:
+        where = static._joined(path)
+        found = await _run(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=where, flags=_O_PATH | _O_CLOEXEC))
+        try:
+            st = _regular(found, path, static)
+            fd = await _run(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=f"{_FD_LINKS}/{found}", flags=_READ))
+        finally:
+            os.close(found)
+    except OSError as e:
+        raise _not_found(e, path, True) from None
+    return fd, st
+
+
+async def _open(path: str | os.PathLike[str], static: StaticFiles | None) -> tuple[AsyncFile, os.stat_result]:
+    """The file at ``path`` open for reading through the loop's context, and its stat; under
+    ``static``, only a file its directory may serve (else :class:`_NotFound`)."""
     # A server answers request after request on one loop: hold the loop's context until the
     # loop ends, or every moment with no file open would close the driver (a ring, threads)
     # and the next request make it again.
-    get_context().hold_for_loop()
-    opener = _Opener(guard)
-    f = await aio_open(path, "rb", buffering=0, opener=opener)
-    assert opener.stat is not None
-    return f, opener.stat
+    ctx = get_context()
+    ctx.hold_for_loop()
+    threaded = OpKind.OPENAT in ctx.driver.capabilities.threaded_kinds
+    if threaded or (static is not None and not static._checks_fds):
+        # The open would take a thread hop anyway: take one for open, check and fstat at once.
+        opener = _Opener(static._guard if static is not None else None)
+        f = await aio_open(path, "rb", buffering=0, opener=opener)
+        assert opener.stat is not None
+        return f, opener.stat
+    # The driver opens (io_uring: OPENAT in the ring, no thread hop). The lexical refusals
+    # (NUL, "..") come first: such a path is never looked up.
+    name = os.fspath(path)
+    ctx.acquire()  # the file's hold, released by its aclose
+    try:
+        fd, st = await (_open_checked(ctx, name, static) if static is not None else _open_plain(ctx, name))
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await ctx.release()
+        raise
+    f = AsyncFile(
+        fd, name, "rb", ctx, readable=True, writable=False, appending=False, direct=False, alignment=None,
+        buffer_size=0,
+    )
+    return f, st
 
 
 def _etag_values(header: str) -> list[str]:
@@ -319,7 +400,7 @@ class FileResponse:
             self._setdefault("content-disposition", disposition)
         if stat_result is not None:
             self._set_stat_headers(stat_result)
-        self._guard: Callable[[str], str] | None = None  # StaticFiles' path check
+        self._static: StaticFiles | None = None  # the StaticFiles answering with it: its path checks
         self._pool: _ChunkPool | None = None  # StaticFiles' chunks, else one made per call
 
     def _get(self, name: bytes) -> str | None:
@@ -352,9 +433,10 @@ class FileResponse:
         elif "http.response.pathsend" in extensions:
             # The server opens the file by its path: a stat is all the headers need (a range
             # is read from a file opened then).
-            path, st = await anyio.to_thread.run_sync(_stat_for_pathsend, os.fspath(self.path), self._guard)
+            guard = self._static._guard if self._static is not None else None
+            path, st = await anyio.to_thread.run_sync(_stat_for_pathsend, os.fspath(self.path), guard)
         else:
-            f, st = await _open(self.path, self._guard)
+            f, st = await _open(self.path, self._static)
         try:
             self._set_stat_headers(st)
             await self._respond(scope, receive, send, method, extensions, request, st, f, path)
@@ -430,7 +512,7 @@ class FileResponse:
         end: int,
     ) -> None:
         if f is None:  # built with a stat_result: open now
-            f, _ = await _open(self.path, self._guard)
+            f, _ = await _open(self.path, self._static)
             try:
                 await self._send_body(scope, receive, send, extensions, f, start, end)
             finally:
@@ -494,8 +576,15 @@ class StaticFiles:
     GET and HEAD only (405 otherwise). The request path is taken relative to the
     directory; a path with a NUL byte, a ``..`` segment, one that resolves (through
     symlinks) outside the directory, a directory, or a missing file gets 404 and is never
-    opened. Resolving and opening happen in one thread hop. A subset of Starlette's
-    ``StaticFiles`` (no ``html`` mode, no packages).
+    opened. A path with a NUL byte or a ``..`` segment is refused by its letters, before
+    anything is looked up. The rest: where the driver opens files itself (io_uring) and
+    procfs says where an fd leads (Linux), the path is resolved by an ``O_PATH`` open
+    through the driver (which opens no file: no device or FIFO is ever opened), refused
+    unless the kernel's path for that fd is under the directory and a regular file, and
+    then the file is opened through the fd's procfs link (the same inode): two ops in the
+    ring, no thread hop, and the check is of what was resolved, not of a path looked up
+    before. Elsewhere the path is resolved, checked and opened in one thread hop. A subset
+    of Starlette's ``StaticFiles`` (no ``html`` mode, no packages).
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -503,18 +592,35 @@ class StaticFiles:
         if not os.path.isdir(self.directory):
             raise RuntimeError(f"Directory '{os.fspath(directory)}' does not exist")
         self._pool = _ChunkPool(FileResponse.pool_bytes)  # shared by its responses
+        # Whether an open fd's path can be read back (procfs): then files are opened by the
+        # driver and checked after (no thread hop where it has a ring), else checked before,
+        # in the thread that opens them.
+        self._checks_fds = bool(_O_PATH) and os.path.isdir(_FD_LINKS)
 
-    def _guard(self, path: str) -> str:
-        """The file to open for ``path`` (the directory joined with the request path), or
-        _NotFound; runs in the opening thread."""
+    def _joined(self, path: str) -> str:
+        """The directory joined with the request path (``path`` is the directory + "/" +
+        the request's path), or _NotFound for a path that is no file under it by its
+        letters alone (a NUL byte, a ``..`` segment, nothing): nothing is looked up."""
         rel = path[len(self.directory) :]
         parts = [p for p in rel.split("/") if p not in ("", ".")]
         if "\x00" in rel or ".." in parts or not parts:
             raise _NotFound(f"{rel!r} is not a file under {self.directory}")
-        full = os.path.realpath(os.path.join(self.directory, *parts))
+        return os.path.join(self.directory, *parts)
+
+    def _guard(self, path: str) -> str:
+        """The file to open for ``path``, symlinks resolved, or _NotFound; for a thread
+        (it looks the path up)."""
+        full = os.path.realpath(self._joined(path))
         if os.path.commonpath([self.directory, full]) != self.directory:
-            raise _NotFound(f"{rel!r} leads out of {self.directory}")  # through a symlink
+            raise _NotFound(f"{path[len(self.directory) :]!r} leads out of {self.directory}")  # a symlink
         return full
+
+    def _check_opened(self, fd: int, path: str) -> None:
+        """_NotFound unless the open ``fd`` (for ``path``) is a file under the directory,
+        by the path the kernel gives for it (symlinks resolved; ``_checks_fds``)."""
+        where = os.readlink(f"{_FD_LINKS}/{fd}")
+        if os.path.commonpath([self.directory, where]) != self.directory:
+            raise _NotFound(f"{path[len(self.directory) :]!r} leads out of {self.directory}")  # a symlink
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -530,7 +636,7 @@ class StaticFiles:
             await _plain(send, 404, "Not Found")
             return
         response = FileResponse(self.directory + "/" + path.lstrip("/"))
-        response._guard, response._pool = self._guard, self._pool
+        response._static, response._pool = self, self._pool
         try:
             await response(scope, receive, send)
         except _NotFound:  # raised by the open, before anything was sent

@@ -17,8 +17,9 @@ import pytest
 
 starlette_responses = pytest.importorskip("starlette.responses")
 
-from aiopg_io._context import live_contexts  # noqa: E402
+from aiopg_io._context import get_context, live_contexts  # noqa: E402
 from aiopg_io.asgi import FileResponse, StaticFiles  # noqa: E402
+from aiopg_io.drivers.base import OpKind  # noqa: E402
 
 # Starlette before 1.10 (the newest on Python 3.10 is 1.7) answers a Range on POST with 206;
 # RFC 9110, 14.2: a server MUST ignore Range for a method whose range handling is not defined
@@ -219,24 +220,35 @@ async def test_missing_and_non_regular_files_raise_as_starlettes(files: Path, dr
             await call(FileResponse(path), extensions={"http.response.pathsend": {}})
 
 
-async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: str) -> None:
+@pytest.mark.parametrize("checks_fds", [True, False], ids=["checked-after-open", "checked-in-thread"])
+async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: str, checks_fds: bool) -> None:
+    """The same answers whether the file is checked after the driver opened it (by where
+    its fd leads) or resolved and checked before, in the thread that opens it."""
     root, outside = tmp_path / "www", tmp_path / "secret"
     (root / "sub").mkdir(parents=True)
     outside.write_bytes(b"secret")
+    os.mkfifo(tmp_path / "pipe")
+    os.mkfifo(root / "fifo")
     (root / "a.txt").write_bytes(b"hello")
     (root / "sub" / "b.bin").write_bytes(b"\x00" * 10)
     (root / "out").symlink_to(outside)
+    (root / "pipe").symlink_to(tmp_path / "pipe")  # opening it without O_NONBLOCK would hang
     (root / "sub" / "up").symlink_to(tmp_path)
     (root / "in").symlink_to(root / "a.txt")
+    (root / "sub" / "rel").symlink_to("../a.txt")
     app = StaticFiles(root)
+    app._checks_fds = app._checks_fds and checks_fds
     before = await fds_after_one_response(root / "a.txt")
-    served = [("/a.txt", b"hello"), ("/sub/b.bin", b"\x00" * 10), ("/in", b"hello"), ("//a.txt", b"hello")]
+    served = [
+        ("/a.txt", b"hello"), ("/sub/b.bin", b"\x00" * 10), ("/in", b"hello"), ("//a.txt", b"hello"),
+        ("/sub/rel", b"hello"),
+    ]
     for path, body in served:
         r = await call(app, path=path)
         assert (r.status, r.body) == (200, body), path
     refused = [
         "/../secret", "/sub/../../secret", "/sub/../a.txt", "/out", "/sub/up/secret", "/a.txt\x00.png",
-        "/" + str(outside), "/", "/sub", "/missing", "/a.txt/x", "/" + "x" * 5000,
+        "/" + str(outside), "/", "/sub", "/missing", "/a.txt/x", "/" + "x" * 5000, "/pipe", "/fifo",
     ]
     for path in refused:
         r = await call(app, path=path)
@@ -258,6 +270,29 @@ async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: s
     assert open_fds() == before
     with pytest.raises(RuntimeError, match="does not exist"):
         StaticFiles(tmp_path / "nowhere")
+
+
+async def test_static_files_open_without_a_thread_where_the_driver_opens(
+    tmp_path: Path, driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the driver opens files itself (io_uring's OPENAT; the sync driver's inline
+    open) a request takes no thread hop; elsewhere it takes one (open, checks and fstat)."""
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    app = StaticFiles(tmp_path)
+    await call(app, "HEAD", path="/a.txt")  # the loop's context is made (and held)
+    hops: list[object] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(fn)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    for path, status, body in [("/a.txt", 200, b"hello"), ("/missing", 404, b"Not Found")]:
+        r = await call(app, path=path)
+        assert (r.status, r.body) == (status, body)
+    native = OpKind.OPENAT not in get_context().driver.capabilities.threaded_kinds
+    assert len(hops) == (0 if native else 2), hops
 
 
 class Small(FileResponse):
