@@ -31,13 +31,13 @@ What differs from Starlette's ``FileResponse`` (1.x), on purpose:
 - A request for several ranges is answered 200 with the whole file, not
   ``multipart/byteranges``.
 - The file is opened, then ``fstat``-ed (Starlette stats, then opens: the headers could
-  describe another file than the one read). Where the driver opens files itself (io_uring:
-  ``IORING_OP_OPENAT``) the open goes through it and the fstat runs on the loop's thread
-  (an open fd's inode is in memory: nothing waits for a disk), so a request takes no
-  thread hop; elsewhere open, checks and fstat share one thread hop. The file is then
-  read through aiopg_io in one piece up to ``whole_body_max``, else in ``chunk_size``
-  pieces (Starlette: a thread hop per 64 KiB), straight into the ``bytearray`` that is
-  sent (bytes-like, as every server here accepts), which saves a copy.
+  describe another file than the one read). Where the kernel has the path in its lookup
+  cache, the open is made on the loop's thread (openat2 with ``RESOLVE_CACHED``: it fails
+  rather than wait for a disk; :mod:`aiopg_io._openat2`) and so is the fstat (an open fd's
+  inode is in memory): no thread hop; otherwise open, checks and fstat share one. The
+  file is then read through aiopg_io in one piece up to ``whole_body_max``, else in
+  ``chunk_size`` pieces (Starlette: a thread hop per 64 KiB), straight into the
+  ``bytearray`` that is sent (bytes-like, as every server here accepts), which saves a copy.
 - Body chunks are reused (:class:`_ChunkPool`), but only when nothing else holds them. The
   ASGI spec types ``body`` as a byte string, i.e. immutable: a server may keep the object
   after ``await send()`` returns, and they do (uvloop's transport keeps a memoryview of
@@ -74,11 +74,11 @@ import anyio
 import anyio.to_thread
 
 from ._checks import has_nul
-from ._context import IOContext, get_context
+from ._context import get_context
 from ._file import AsyncFile
 from ._open import open as aio_open
-from ._paths import _run
-from .drivers.base import AT_FDCWD, Op, OpKind
+from ._openat2 import RESOLVE_NO_SYMLINKS, available, open_cached
+from .drivers.base import AT_FDCWD
 
 __all__ = ["FileResponse", "StaticFiles"]
 
@@ -95,14 +95,8 @@ _TEXT = "text/plain; charset=utf-8"
 _UNSERVABLE = frozenset({errno.EACCES, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR})
 
 
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_O_PATH = getattr(os, "O_PATH", 0)
-_READ = os.O_RDONLY | _O_CLOEXEC
-# Where an open fd's path is read back (Linux procfs, proc(5): /proc/pid/fd/N is a
-# symbolic link to the file's path): what lets StaticFiles check the file an O_PATH open
-# resolved, and reopen that very inode, instead of resolving the path in a thread first.
-_FD_LINKS = "/proc/self/fd"
+_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
 # The reference count of a chunk, from the frame that holds it (None: reuse nothing).
@@ -176,15 +170,12 @@ def _stat_for_pathsend(path: str, guard: Callable[[str], str] | None) -> tuple[s
     return os.path.abspath(full), st
 
 
-def _regular(fd: int, path: str, static: StaticFiles | None) -> os.stat_result:
-    """The stat of ``fd`` (just opened for ``path``) once it is found to be a regular file
-    (and, under ``static``, one under its directory), else :class:`_NotFound`. Calls that
-    do not wait for a disk: the inode is in memory since the open."""
+def _regular(fd: int, path: str) -> os.stat_result:
+    """The stat of ``fd`` (just opened for ``path``) once it is found to be a regular file,
+    else :class:`_NotFound`. An open fd's inode is in memory: the fstat waits for no disk."""
     st = os.fstat(fd)
     if not stat_mod.S_ISREG(st.st_mode):
         raise _NotFound(f"File at path {path} is not a file.")
-    if static is not None:
-        static._check_opened(fd, path)
     return st
 
 
@@ -206,7 +197,7 @@ class _Opener:
         except OSError as e:
             raise _not_found(e, path, self.guard is not None) from None
         try:
-            self.stat = _regular(fd, path, None)
+            self.stat = _regular(fd, path)
             os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
@@ -214,41 +205,22 @@ class _Opener:
         return fd
 
 
-async def _open_plain(ctx: IOContext, path: str) -> tuple[int, os.stat_result]:
-    """``path`` opened by the driver, and its stat. O_NONBLOCK keeps a FIFO from blocking
-    the open (it is refused then), and is cleared before any read."""
-    if has_nul(path):
-        raise ValueError("embedded null byte")  # as aiopg_io.open (and io.open) says it
+def _open_here(path: str, static: StaticFiles | None) -> int | None:
+    """``path`` opened on this (the loop's) thread where the kernel finds it without waiting
+    for a disk (:func:`aiopg_io._openat2.open_cached`), O_NONBLOCK (cleared before any
+    read: a FIFO does not block the open); under ``static``, only where no symlink is on
+    the way (with no ``..``, refused by :meth:`StaticFiles._joined`, the file is then under
+    the directory). None: not opened here (a path not cached, a symlink, an error, no
+    openat2), for the thread path to look again and answer."""
+    if static is not None and not static._opens_here:
+        return None
+    full = static._joined(path) if static is not None else path
+    if has_nul(full):
+        return None  # aiopg_io.open's ValueError, from the thread path
     try:
-        fd = await _run(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=path, flags=_READ | _O_NONBLOCK))
-    except OSError as e:
-        raise _not_found(e, path, False) from None
-    try:
-        st = _regular(fd, path, None)
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st
-
-
-async def _open_checked(ctx: IOContext, path: str, static: StaticFiles) -> tuple[int, os.stat_result]:
-    """``path`` (under ``static``) opened by the driver, and its stat, only once it is
-    known to be a regular file under the directory: first an ``O_PATH`` fd (which resolves
-    the path and opens nothing: a device or FIFO reached through a symlink out of the
-    directory is never opened), checked by the path the kernel gives for it, then the file
-    itself opened through that fd's procfs link (the same inode: no second lookup to race)."""
-    try:
-        where = static._joined(path)
-        found = await _run(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=where, flags=_O_PATH | _O_CLOEXEC))
-        try:
-            st = _regular(found, path, static)
-            fd = await _run(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=f"{_FD_LINKS}/{found}", flags=_READ))
-        finally:
-            os.close(found)
-    except OSError as e:
-        raise _not_found(e, path, True) from None
-    return fd, st
+        return open_cached(AT_FDCWD, full, _READ | _O_NONBLOCK, RESOLVE_NO_SYMLINKS if static else 0)
+    except OSError:
+        return None
 
 
 async def _open(path: str | os.PathLike[str], static: StaticFiles | None) -> tuple[AsyncFile, os.stat_result]:
@@ -259,23 +231,20 @@ async def _open(path: str | os.PathLike[str], static: StaticFiles | None) -> tup
     # and the next request make it again.
     ctx = get_context()
     ctx.hold_for_loop()
-    threaded = OpKind.OPENAT in ctx.driver.capabilities.threaded_kinds
-    if threaded or (static is not None and not static._checks_fds):
-        # The open would take a thread hop anyway: take one for open, check and fstat at once.
+    name = os.fspath(path)
+    fd = _open_here(name, static)
+    if fd is None:  # one thread hop: resolve (and check), open and fstat
         opener = _Opener(static._guard if static is not None else None)
         f = await aio_open(path, "rb", buffering=0, opener=opener)
         assert opener.stat is not None
         return f, opener.stat
-    # The driver opens (io_uring: OPENAT in the ring, no thread hop). The lexical refusals
-    # (NUL, "..") come first: such a path is never looked up.
-    name = os.fspath(path)
-    ctx.acquire()  # the file's hold, released by its aclose
     try:
-        fd, st = await (_open_checked(ctx, name, static) if static is not None else _open_plain(ctx, name))
+        st = _regular(fd, name)
+        os.set_blocking(fd, True)
     except BaseException:
-        with anyio.CancelScope(shield=True):
-            await ctx.release()
+        os.close(fd)
         raise
+    ctx.acquire()  # the file's hold, released by its aclose
     f = AsyncFile(
         fd, name, "rb", ctx, readable=True, writable=False, appending=False, direct=False, alignment=None,
         buffer_size=0,
@@ -576,15 +545,16 @@ class StaticFiles:
     GET and HEAD only (405 otherwise). The request path is taken relative to the
     directory; a path with a NUL byte, a ``..`` segment, one that resolves (through
     symlinks) outside the directory, a directory, or a missing file gets 404 and is never
-    opened. A path with a NUL byte or a ``..`` segment is refused by its letters, before
-    anything is looked up. The rest: where the driver opens files itself (io_uring) and
-    procfs says where an fd leads (Linux), the path is resolved by an ``O_PATH`` open
-    through the driver (which opens no file: no device or FIFO is ever opened), refused
-    unless the kernel's path for that fd is under the directory and a regular file, and
-    then the file is opened through the fd's procfs link (the same inode): two ops in the
-    ring, no thread hop, and the check is of what was resolved, not of a path looked up
-    before. Elsewhere the path is resolved, checked and opened in one thread hop. A subset
-    of Starlette's ``StaticFiles`` (no ``html`` mode, no packages).
+    read (a file outside is never opened; a directory or FIFO inside may be, O_NONBLOCK,
+    and closed unread). A path with a NUL byte or a ``..`` segment is refused by its letters, before
+    anything is looked up. Then, where Linux's openat2 is there, the file is opened on the
+    loop's thread if the kernel finds it in its lookup cache with no symlink on the way
+    (``RESOLVE_CACHED | RESOLVE_NO_SYMLINKS``: nothing waits for a disk, and the path's
+    letters alone keep it under the directory): no thread hop, the common case of a
+    server answering for files it has served before. Anything else (a path not cached, a
+    symlink, a missing file) is resolved (``realpath``), checked and opened in one thread
+    hop, as everywhere without openat2. A subset of Starlette's ``StaticFiles`` (no
+    ``html`` mode, no packages).
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -592,10 +562,9 @@ class StaticFiles:
         if not os.path.isdir(self.directory):
             raise RuntimeError(f"Directory '{os.fspath(directory)}' does not exist")
         self._pool = _ChunkPool(FileResponse.pool_bytes)  # shared by its responses
-        # Whether an open fd's path can be read back (procfs): then files are opened by the
-        # driver and checked after (no thread hop where it has a ring), else checked before,
-        # in the thread that opens them.
-        self._checks_fds = bool(_O_PATH) and os.path.isdir(_FD_LINKS)
+        # Whether a file may be opened on the loop's thread when the kernel has its path
+        # cached (openat2 with RESOLVE_CACHED | RESOLVE_NO_SYMLINKS); else always in a thread.
+        self._opens_here = available()
 
     def _joined(self, path: str) -> str:
         """The directory joined with the request path (``path`` is the directory + "/" +
@@ -614,13 +583,6 @@ class StaticFiles:
         if os.path.commonpath([self.directory, full]) != self.directory:
             raise _NotFound(f"{path[len(self.directory) :]!r} leads out of {self.directory}")  # a symlink
         return full
-
-    def _check_opened(self, fd: int, path: str) -> None:
-        """_NotFound unless the open ``fd`` (for ``path``) is a file under the directory,
-        by the path the kernel gives for it (symlinks resolved; ``_checks_fds``)."""
-        where = os.readlink(f"{_FD_LINKS}/{fd}")
-        if os.path.commonpath([self.directory, where]) != self.directory:
-            raise _NotFound(f"{path[len(self.directory) :]!r} leads out of {self.directory}")  # a symlink
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

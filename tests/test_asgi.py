@@ -17,9 +17,9 @@ import pytest
 
 starlette_responses = pytest.importorskip("starlette.responses")
 
-from aiopg_io._context import get_context, live_contexts  # noqa: E402
+from aiopg_io._context import live_contexts  # noqa: E402
+from aiopg_io._openat2 import available as openat2_available  # noqa: E402
 from aiopg_io.asgi import FileResponse, StaticFiles  # noqa: E402
-from aiopg_io.drivers.base import OpKind  # noqa: E402
 
 # Starlette before 1.10 (the newest on Python 3.10 is 1.7) answers a Range on POST with 206;
 # RFC 9110, 14.2: a server MUST ignore Range for a method whose range handling is not defined
@@ -220,10 +220,11 @@ async def test_missing_and_non_regular_files_raise_as_starlettes(files: Path, dr
             await call(FileResponse(path), extensions={"http.response.pathsend": {}})
 
 
-@pytest.mark.parametrize("checks_fds", [True, False], ids=["checked-after-open", "checked-in-thread"])
-async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: str, checks_fds: bool) -> None:
-    """The same answers whether the file is checked after the driver opened it (by where
-    its fd leads) or resolved and checked before, in the thread that opens it."""
+@pytest.mark.parametrize("opens_here", [True, False], ids=["cached-open-first", "thread-only"])
+async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: str, opens_here: bool) -> None:
+    """The same answers whether a cached path is opened on the loop's thread first or
+    every path is resolved, checked and opened in a thread. Each path is asked twice, so
+    the second time finds the kernel's lookup cache warm."""
     root, outside = tmp_path / "www", tmp_path / "secret"
     (root / "sub").mkdir(parents=True)
     outside.write_bytes(b"secret")
@@ -237,20 +238,20 @@ async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: s
     (root / "in").symlink_to(root / "a.txt")
     (root / "sub" / "rel").symlink_to("../a.txt")
     app = StaticFiles(root)
-    app._checks_fds = app._checks_fds and checks_fds
+    app._opens_here = app._opens_here and opens_here
     before = await fds_after_one_response(root / "a.txt")
     served = [
         ("/a.txt", b"hello"), ("/sub/b.bin", b"\x00" * 10), ("/in", b"hello"), ("//a.txt", b"hello"),
         ("/sub/rel", b"hello"),
     ]
-    for path, body in served:
+    for path, body in served * 2:
         r = await call(app, path=path)
         assert (r.status, r.body) == (200, body), path
     refused = [
         "/../secret", "/sub/../../secret", "/sub/../a.txt", "/out", "/sub/up/secret", "/a.txt\x00.png",
         "/" + str(outside), "/", "/sub", "/missing", "/a.txt/x", "/" + "x" * 5000, "/pipe", "/fifo",
     ]
-    for path in refused:
+    for path in refused * 2:
         r = await call(app, path=path)
         assert (r.status, r.body) == (404, b"Not Found"), path
     # Under a server offering pathsend: stat only (no open), the same refusals, and the
@@ -272,14 +273,18 @@ async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: s
         StaticFiles(tmp_path / "nowhere")
 
 
-async def test_static_files_open_without_a_thread_where_the_driver_opens(
+@pytest.mark.skipif(not openat2_available(), reason="no openat2 here: every open takes a thread")
+async def test_a_cached_file_is_opened_without_a_thread(
     tmp_path: Path, driver: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Where the driver opens files itself (io_uring's OPENAT; the sync driver's inline
-    open) a request takes no thread hop; elsewhere it takes one (open, checks and fstat)."""
-    (tmp_path / "a.txt").write_bytes(b"hello")
+    """A file the kernel has in its lookup cache is opened on the loop's thread: no thread
+    hop, on every driver; one reached through a symlink, or missing, takes one."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_bytes(b"hello")
+    (tmp_path / "link").symlink_to(tmp_path / "sub" / "a.txt")
     app = StaticFiles(tmp_path)
-    await call(app, "HEAD", path="/a.txt")  # the loop's context is made (and held)
+    for path in ("/sub/a.txt", "/link", "/missing"):
+        await call(app, "HEAD", path=path)  # the loop's context made, the lookup cache warm
     hops: list[object] = []
     real = anyio.to_thread.run_sync
 
@@ -288,11 +293,14 @@ async def test_static_files_open_without_a_thread_where_the_driver_opens(
         return await real(fn, *args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
-    for path, status, body in [("/a.txt", 200, b"hello"), ("/missing", 404, b"Not Found")]:
+    before = open_fds()
+    r = await call(app, path="/sub/a.txt")
+    assert (r.status, r.body, hops) == (200, b"hello", [])
+    assert open_fds() == before
+    for path, status, body in [("/link", 200, b"hello"), ("/missing", 404, b"Not Found")]:
+        hops.clear()
         r = await call(app, path=path)
-        assert (r.status, r.body) == (status, body)
-    native = OpKind.OPENAT not in get_context().driver.capabilities.threaded_kinds
-    assert len(hops) == (0 if native else 2), hops
+        assert (r.status, r.body, len(hops)) == (status, body, 1), path
 
 
 class Small(FileResponse):
