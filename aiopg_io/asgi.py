@@ -30,10 +30,13 @@ What differs from Starlette's ``FileResponse`` (1.x), on purpose:
   ``StaticFiles``; the 304 carries the same headers as Starlette's ``NotModifiedResponse``).
 - A request for several ranges is answered 200 with the whole file, not
   ``multipart/byteranges``.
-- The file is opened and ``fstat``-ed in one thread hop (Starlette stats, then opens: the
-  headers could describe another file than the one read), then read through aiopg_io in
-  one piece up to ``whole_body_max``, else in ``chunk_size`` pieces (Starlette: a thread
-  hop per 64 KiB), straight into the
+- The file is opened, then ``fstat``-ed (Starlette stats, then opens: the headers could
+  describe another file than the one read). Where the kernel has the path in its lookup
+  cache, the open is made on the loop's thread (openat2 with ``RESOLVE_CACHED``: it fails
+  rather than wait for a disk; :mod:`aiopg_io._openat2`) and so is the fstat (an open fd's
+  inode is in memory): no thread hop; otherwise open, checks and fstat share one. The
+  file is then read through aiopg_io in one piece up to ``whole_body_max``, else in
+  ``chunk_size`` pieces (Starlette: a thread hop per 64 KiB), straight into the
   ``bytearray`` that is sent (bytes-like, as every server here accepts), which saves a copy.
 - Body chunks are reused (:class:`_ChunkPool`), but only when nothing else holds them. The
   ASGI spec types ``body`` as a byte string, i.e. immutable: a server may keep the object
@@ -70,9 +73,12 @@ from urllib.parse import quote
 import anyio
 import anyio.to_thread
 
+from ._checks import has_nul
 from ._context import get_context
 from ._file import AsyncFile
 from ._open import open as aio_open
+from ._openat2 import RESOLVE_NO_SYMLINKS, available, open_cached
+from .drivers.base import AT_FDCWD
 
 __all__ = ["FileResponse", "StaticFiles"]
 
@@ -87,6 +93,10 @@ _NOT_MODIFIED_HEADERS = (b"cache-control", b"content-location", b"date", b"etag"
 _TEXT = "text/plain; charset=utf-8"
 # Under StaticFiles these mean "not a file this directory serves": 404, not 500.
 _UNSERVABLE = frozenset({errno.EACCES, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR})
+
+
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
 # The reference count of a chunk, from the frame that holds it (None: reuse nothing).
@@ -160,6 +170,15 @@ def _stat_for_pathsend(path: str, guard: Callable[[str], str] | None) -> tuple[s
     return os.path.abspath(full), st
 
 
+def _regular(fd: int, path: str) -> os.stat_result:
+    """The stat of ``fd`` (just opened for ``path``) once it is found to be a regular file,
+    else :class:`_NotFound`. An open fd's inode is in memory: the fstat waits for no disk."""
+    st = os.fstat(fd)
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise _NotFound(f"File at path {path} is not a file.")
+    return st
+
+
 class _Opener:
     """An ``opener`` for :func:`aiopg_io.open` that also checks and fstats the file, all in
     the thread that opens it. O_NONBLOCK keeps a FIFO from blocking the open; it is cleared
@@ -178,28 +197,59 @@ class _Opener:
         except OSError as e:
             raise _not_found(e, path, self.guard is not None) from None
         try:
-            st = os.fstat(fd)
-            if not stat_mod.S_ISREG(st.st_mode):
-                raise _NotFound(f"File at path {path} is not a file.")
+            self.stat = _regular(fd, path)
             os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
             raise
-        self.stat = st
         return fd
 
 
-async def _open(
-    path: str | os.PathLike[str], guard: Callable[[str], str] | None
-) -> tuple[AsyncFile, os.stat_result]:
+def _open_here(path: str, static: StaticFiles | None) -> int | None:
+    """``path`` opened on this (the loop's) thread where the kernel finds it without waiting
+    for a disk (:func:`aiopg_io._openat2.open_cached`), O_NONBLOCK (cleared before any
+    read: a FIFO does not block the open); under ``static``, only where no symlink is on
+    the way (with no ``..``, refused by :meth:`StaticFiles._joined`, the file is then under
+    the directory). None: not opened here (a path not cached, a symlink, an error, no
+    openat2), for the thread path to look again and answer."""
+    if static is not None and not static._opens_here:
+        return None
+    full = static._joined(path) if static is not None else path
+    if has_nul(full):
+        return None  # aiopg_io.open's ValueError, from the thread path
+    try:
+        return open_cached(AT_FDCWD, full, _READ | _O_NONBLOCK, RESOLVE_NO_SYMLINKS if static else 0)
+    except OSError:
+        return None
+
+
+async def _open(path: str | os.PathLike[str], static: StaticFiles | None) -> tuple[AsyncFile, os.stat_result]:
+    """The file at ``path`` open for reading through the loop's context, and its stat; under
+    ``static``, only a file its directory may serve (else :class:`_NotFound`)."""
     # A server answers request after request on one loop: hold the loop's context until the
     # loop ends, or every moment with no file open would close the driver (a ring, threads)
     # and the next request make it again.
-    get_context().hold_for_loop()
-    opener = _Opener(guard)
-    f = await aio_open(path, "rb", buffering=0, opener=opener)
-    assert opener.stat is not None
-    return f, opener.stat
+    ctx = get_context()
+    ctx.hold_for_loop()
+    name = os.fspath(path)
+    fd = _open_here(name, static)
+    if fd is None:  # one thread hop: resolve (and check), open and fstat
+        opener = _Opener(static._guard if static is not None else None)
+        f = await aio_open(path, "rb", buffering=0, opener=opener)
+        assert opener.stat is not None
+        return f, opener.stat
+    try:
+        st = _regular(fd, name)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    ctx.acquire()  # the file's hold, released by its aclose
+    f = AsyncFile(
+        fd, name, "rb", ctx, readable=True, writable=False, appending=False, direct=False, alignment=None,
+        buffer_size=0,
+    )
+    return f, st
 
 
 def _etag_values(header: str) -> list[str]:
@@ -319,7 +369,7 @@ class FileResponse:
             self._setdefault("content-disposition", disposition)
         if stat_result is not None:
             self._set_stat_headers(stat_result)
-        self._guard: Callable[[str], str] | None = None  # StaticFiles' path check
+        self._static: StaticFiles | None = None  # the StaticFiles answering with it: its path checks
         self._pool: _ChunkPool | None = None  # StaticFiles' chunks, else one made per call
 
     def _get(self, name: bytes) -> str | None:
@@ -352,9 +402,10 @@ class FileResponse:
         elif "http.response.pathsend" in extensions:
             # The server opens the file by its path: a stat is all the headers need (a range
             # is read from a file opened then).
-            path, st = await anyio.to_thread.run_sync(_stat_for_pathsend, os.fspath(self.path), self._guard)
+            guard = self._static._guard if self._static is not None else None
+            path, st = await anyio.to_thread.run_sync(_stat_for_pathsend, os.fspath(self.path), guard)
         else:
-            f, st = await _open(self.path, self._guard)
+            f, st = await _open(self.path, self._static)
         try:
             self._set_stat_headers(st)
             await self._respond(scope, receive, send, method, extensions, request, st, f, path)
@@ -430,7 +481,7 @@ class FileResponse:
         end: int,
     ) -> None:
         if f is None:  # built with a stat_result: open now
-            f, _ = await _open(self.path, self._guard)
+            f, _ = await _open(self.path, self._static)
             try:
                 await self._send_body(scope, receive, send, extensions, f, start, end)
             finally:
@@ -494,8 +545,16 @@ class StaticFiles:
     GET and HEAD only (405 otherwise). The request path is taken relative to the
     directory; a path with a NUL byte, a ``..`` segment, one that resolves (through
     symlinks) outside the directory, a directory, or a missing file gets 404 and is never
-    opened. Resolving and opening happen in one thread hop. A subset of Starlette's
-    ``StaticFiles`` (no ``html`` mode, no packages).
+    read (a file outside is never opened; a directory or FIFO inside may be, O_NONBLOCK,
+    and closed unread). A path with a NUL byte or a ``..`` segment is refused by its letters, before
+    anything is looked up. Then, where Linux's openat2 is there, the file is opened on the
+    loop's thread if the kernel finds it in its lookup cache with no symlink on the way
+    (``RESOLVE_CACHED | RESOLVE_NO_SYMLINKS``: nothing waits for a disk, and the path's
+    letters alone keep it under the directory): no thread hop, the common case of a
+    server answering for files it has served before. Anything else (a path not cached, a
+    symlink, a missing file) is resolved (``realpath``), checked and opened in one thread
+    hop, as everywhere without openat2. A subset of Starlette's ``StaticFiles`` (no
+    ``html`` mode, no packages).
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -503,17 +562,26 @@ class StaticFiles:
         if not os.path.isdir(self.directory):
             raise RuntimeError(f"Directory '{os.fspath(directory)}' does not exist")
         self._pool = _ChunkPool(FileResponse.pool_bytes)  # shared by its responses
+        # Whether a file may be opened on the loop's thread when the kernel has its path
+        # cached (openat2 with RESOLVE_CACHED | RESOLVE_NO_SYMLINKS); else always in a thread.
+        self._opens_here = available()
 
-    def _guard(self, path: str) -> str:
-        """The file to open for ``path`` (the directory joined with the request path), or
-        _NotFound; runs in the opening thread."""
+    def _joined(self, path: str) -> str:
+        """The directory joined with the request path (``path`` is the directory + "/" +
+        the request's path), or _NotFound for a path that is no file under it by its
+        letters alone (a NUL byte, a ``..`` segment, nothing): nothing is looked up."""
         rel = path[len(self.directory) :]
         parts = [p for p in rel.split("/") if p not in ("", ".")]
         if "\x00" in rel or ".." in parts or not parts:
             raise _NotFound(f"{rel!r} is not a file under {self.directory}")
-        full = os.path.realpath(os.path.join(self.directory, *parts))
+        return os.path.join(self.directory, *parts)
+
+    def _guard(self, path: str) -> str:
+        """The file to open for ``path``, symlinks resolved, or _NotFound; for a thread
+        (it looks the path up)."""
+        full = os.path.realpath(self._joined(path))
         if os.path.commonpath([self.directory, full]) != self.directory:
-            raise _NotFound(f"{rel!r} leads out of {self.directory}")  # through a symlink
+            raise _NotFound(f"{path[len(self.directory) :]!r} leads out of {self.directory}")  # a symlink
         return full
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -530,7 +598,7 @@ class StaticFiles:
             await _plain(send, 404, "Not Found")
             return
         response = FileResponse(self.directory + "/" + path.lstrip("/"))
-        response._guard, response._pool = self._guard, self._pool
+        response._static, response._pool = self, self._pool
         try:
             await response(scope, receive, send)
         except _NotFound:  # raised by the open, before anything was sent

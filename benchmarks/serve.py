@@ -13,6 +13,9 @@ Servers on loopback, all started at once, each in its own process, named
   messages aiopg_io's ``FileResponse`` sends (one up to ``whole_body_max``, else
   ``chunk_size`` slices of the bytes object) without reading anything: the ceiling of any
   ASGI app under that server, where all the work left is the server's.
+- ``threadopen@SERVER``: aiopg_io's StaticFiles resolving, checking and opening each file
+  in a thread (what it does without openat2): the thread hop per request that opening a
+  cached path on the loop's thread takes out, measured in the same run.
 - ``sendfile``: a minimal threaded server answering each request with a blocking
   ``os.sendfile`` loop: the floor for large files.
 
@@ -29,7 +32,16 @@ generator's (wrk's) CPU per MiB, and how long the server's threads waited for a 
 waiting to run); then the
 issue's targets (ratios paired round by round): aiopg_io >= 2x Starlette's requests/s on
 1 MiB files and >= 1.5x on 4 KiB (under the same server); on 100 MiB files MiB/s >= 0.9x
-the sendfile server's.
+the sendfile server's, with beside it the same pairing of the whole pipeline's CPU per MiB
+(server + wrk: on loopback the sendfile server hands its copy to wrk).
+
+Every server gets the same warm-up before round 1 (``--warmup`` seconds of wrk per size,
+not counted). ``--placement`` says where servers and wrk run: ``shared`` (the default: one
+session, any CPU), ``sessions`` (each in a session of its own: under the kernel's autogroup
+each then gets one share of the machine whatever its thread count) or ``pinned`` (sessions,
+wrk on CPU 0 and every server on CPU 1). On a shared 2-core machine each choice moves the
+100 MiB ratio by itself (docs/benchmarks.md, "The 100 MiB row's spread"): the default stays
+``shared``, and many short rounds (``--seconds 2 --rounds 10``) are what steady the median.
 
 Setup: ``wrk`` is Debian's package; when it is missing the script says so and installs it
 with ``apt-get install -y wrk`` (root) before anything else. Results: docs/benchmarks.md.
@@ -39,6 +51,7 @@ hypercorn and granian)::
 
     python benchmarks/serve.py [--seconds 10] [--rounds 3] [--sizes 4k,1m,100m] [--caches warm,cold]
         [--servers aiopg_io@uvicorn,starlette@uvicorn,aiopg_io@granian,sendfile]
+        [--placement shared|sessions|pinned] [--warmup 1]
 """
 
 from __future__ import annotations
@@ -67,11 +80,12 @@ sys.path.insert(0, str(ROOT / "examples"))
 import static_server  # noqa: E402  (the example: its app and its server launchers)
 
 SERVERS = ("aiopg_io@uvicorn", "starlette@uvicorn", "sendfile")
-RESPONSES = ("aiopg_io", "starlette", "bytes")
+RESPONSES = ("aiopg_io", "starlette", "bytes", "threadopen")
 _TICK = os.sysconf("SC_CLK_TCK")
 # size name -> (bytes per file, files in the rotation)
 SIZES = {"4k": (4096, 2048), "1m": (1 << 20, 64), "100m": (100 << 20, 3)}
 CACHES = ("warm", "cold")
+PLACEMENTS = ("shared", "sessions", "pinned")
 SPREAD = ("requests_per_s", "mib_per_s")  # figures printed with their min-max over the rounds
 MEDIANS = ("p99_ms", "cpu_ms_per_mib", "wrk_cpu_ms_per_mib", "waited_cores")  # medians only
 
@@ -84,11 +98,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connections", type=int, default=32, help="wrk -c")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--dir", default=None, help="where the files go (default: a temp dir under .)")
+    parser.add_argument(
+        "--placement", choices=PLACEMENTS, default="shared",
+        help="where the servers and wrk run: shared (one session, any CPU: the method before "
+        "2026-12-05 evening), sessions (each in a session of its own, so the kernel's autogroup "
+        "gives each the same share of the machine, whatever its thread count), pinned (sessions, "
+        "and wrk on CPU 0, every server on CPU 1); default %(default)s",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0,
+        help="seconds of wrk per server and size before round 1, not counted",
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--report", default=None, help="print the report of a run saved with --json")
     parser.add_argument(
         "--servers", default=",".join(SERVERS),
-        help="comma list of RESPONSE@SERVER (RESPONSE: aiopg_io, starlette, bytes; SERVER: "
+        help="comma list of RESPONSE@SERVER (RESPONSE: aiopg_io, starlette, bytes, threadopen; SERVER: "
         f"{', '.join(static_server.SERVERS)}) and sendfile; default: %(default)s",
     )
     # Internal: the script starts its own servers with this.
@@ -142,7 +167,16 @@ def bytes_app(directory: str) -> Any:
     return app
 
 
-APPS = {"starlette": starlette_app, "bytes": bytes_app}
+def threadopen_app(directory: str) -> Any:
+    """aiopg_io's StaticFiles made to resolve, check and open every file in a thread, as it
+    does without openat2 (and as it did everywhere before 2026-12-05, evening): the
+    "before" of opening a cached path on the loop's thread, in the same run."""
+    app = static_server.make_app(directory)
+    app._opens_here = False
+    return app
+
+
+APPS = {"starlette": starlette_app, "bytes": bytes_app, "threadopen": threadopen_app}
 
 
 def app_from_environment() -> Any:
@@ -215,7 +249,15 @@ def parse_servers(text: str) -> list[str]:
     return names
 
 
-def start_servers(directory: str, names: list[str]) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
+def placed(cmd: list[str], placement: str, cpu: int) -> list[str]:
+    """``cmd`` pinned to ``cpu`` when ``placement`` is "pinned" (``taskset``, which execs it:
+    the pid is the command's, and every thread it starts inherits the mask)."""
+    return ["taskset", "-c", str(cpu), *cmd] if placement == "pinned" else cmd
+
+
+def start_servers(
+    directory: str, names: list[str], placement: str = "shared"
+) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
     procs = {}
     for name in names:
         with socket.socket() as s:
@@ -227,7 +269,13 @@ def start_servers(directory: str, names: list[str]) -> dict[str, tuple[subproces
             cmd = [sys.executable, example, directory, "--port", str(port), "--server", server]
         else:
             cmd = [sys.executable, __file__, "--serve", name, "--dir", directory, "--port", str(port)]
-        procs[name] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
+        # A session of its own: under autogroup (sched_autogroup_enabled, the default on most
+        # distributions' kernels) CPU time is shared between sessions first, so a server of 32
+        # threads and one of 1 get the same share of a machine other sessions also load.
+        own = placement != "shared"
+        out = subprocess.DEVNULL
+        proc = subprocess.Popen(placed(cmd, placement, 1), stdout=out, stderr=out, start_new_session=own)
+        procs[name] = (proc, port)
     for name, (proc, port) in procs.items():
         deadline = time.monotonic() + 60
         while True:
@@ -326,22 +374,29 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 _BINARY = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}  # wrk's units are powers of 1024
 
 
-def wrk(exe: str, port: int, script_path: str, args: argparse.Namespace) -> dict[str, float]:
+def wrk(
+    exe: str, port: int, script_path: str, args: argparse.Namespace, seconds: float | None = None
+) -> dict[str, float]:
+    seconds = args.seconds if seconds is None else seconds
     cmd = [
         exe,
         f"-t{args.threads}",
         f"-c{args.connections}",
-        f"-d{args.seconds}s",
+        f"-d{max(1, round(seconds))}s",
         "--latency",
         # wrk's default timeout (2 s) is shorter than a 100 MiB response takes with 32 of them
         # in flight: every one would count as a socket error and none as a request.
-        f"--timeout={args.seconds + 60}s",
+        f"--timeout={round(seconds) + 60}s",
         "-s",
         script_path,
         f"http://127.0.0.1:{port}/",
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=args.seconds + 120)
+    own = args.placement != "shared"
+    cmd = placed(cmd, args.placement, 0)
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, timeout=seconds + 120, start_new_session=own
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
@@ -421,8 +476,13 @@ def measure(args: argparse.Namespace, exe: str, directory: Path) -> dict[str, An
     scripts = {name: rotation_script(directory, name, SIZES[name][1]) for name in sizes}
     samples: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     names = parse_servers(args.servers)
-    procs = start_servers(str(directory), names)
+    procs = start_servers(str(directory), names, args.placement)
     try:
+        if args.warmup > 0:  # the same for every server: first requests, rings, pools, caches
+            for size_name in sizes:
+                set_cache(files[size_name], "warm")
+                for server in names:
+                    wrk(exe, procs[server][1], scripts[size_name], args, args.warmup)
         for round_no in range(args.rounds):
             for size_name in sizes:
                 for cache in caches:
@@ -472,6 +532,23 @@ def ratios(results: dict[str, Any], ours: str, theirs: str, key: str) -> tuple[f
     return statistics.median(each), min(each), max(each)
 
 
+def machine_ratio(results: dict[str, Any], ours: str, theirs: str) -> tuple[float, float, float] | None:
+    """Median and min-max, paired round by round, of ``theirs`` / ``ours`` in CPU per MiB
+    of the whole pipeline (the server's + wrk's): how many more MiB ours moves per CPU
+    second of the machine. On loopback the sendfile server hands its one copy to wrk
+    (whose CPU per MiB is then 2-3x that with an ASGI server), so this, not the server's
+    CPU alone, is the cost to compare; and CPU per MiB is what other load moves least."""
+    if ours not in results or theirs not in results:
+        return None
+    def total(r: dict[str, float]) -> float:
+        # 0 for a run saved before wrk's CPU was recorded: nothing to pair.
+        return r["cpu_ms_per_mib"] + r["wrk_cpu_ms_per_mib"] if "wrk_cpu_ms_per_mib" in r else 0.0
+
+    pairs = zip(results[ours]["runs"], results[theirs]["runs"], strict=True)
+    each = [total(b) / total(a) for a, b in pairs if total(a) > 0 and total(b) > 0]
+    return (statistics.median(each), min(each), max(each)) if each else None
+
+
 def report(results: dict[str, Any]) -> None:
     print(
         "medians over the rounds, (min-max) over the rounds; CPU ms/MiB: the server's and wrk's "
@@ -498,22 +575,30 @@ def report(results: dict[str, Any]) -> None:
         for server in servers:
             for size_name, target in (("1m", 2.0), ("4k", 1.5)):
                 cell = f"{size_name}/{cache}"
-                ours, theirs = f"{cell}/aiopg_io@{server}", f"{cell}/starlette@{server}"
-                got = ratios(results, ours, theirs, "requests_per_s")
-                cpu = ratios(results, theirs, ours, "cpu_ms_per_mib")
-                if got and cpu:
-                    print(
-                        f"  {size_name:>4} {cache}: aiopg_io / starlette req/s under {server} "
-                        f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) (target >= {target}x); "
-                        f"starlette / aiopg_io CPU per request {cpu[0]:.2f}x ({cpu[1]:.2f}-{cpu[2]:.2f})"
-                    )
+                # threadopen: the same response opening in a thread, against the same baseline.
+                for response, theirs_name in (("aiopg_io", "starlette"), ("aiopg_io", "threadopen")):
+                    ours, theirs = f"{cell}/{response}@{server}", f"{cell}/{theirs_name}@{server}"
+                    got = ratios(results, ours, theirs, "requests_per_s")
+                    cpu = ratios(results, theirs, ours, "cpu_ms_per_mib")
+                    if got and cpu:
+                        aim = f"target >= {target}x" if theirs_name == "starlette" else "no thread hop"
+                        print(
+                            f"  {size_name:>4} {cache}: {response} / {theirs_name} req/s under {server} "
+                            f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) ({aim}); {theirs_name} / "
+                            f"{response} CPU per request {cpu[0]:.2f}x ({cpu[1]:.2f}-{cpu[2]:.2f})"
+                        )
             for response, what in (("aiopg_io", "target >= 0.9x"), ("bytes", "the ceiling of any ASGI app")):
                 cell = f"100m/{cache}"
                 got = ratios(results, f"{cell}/{response}@{server}", f"{cell}/sendfile", "mib_per_s")
+                cpu = machine_ratio(results, f"{cell}/{response}@{server}", f"{cell}/sendfile")
                 if got:
+                    pipeline = (
+                        f"; sendfile / {response} CPU per MiB, server + wrk {cpu[0]:.2f}x "
+                        f"({cpu[1]:.2f}-{cpu[2]:.2f})" if cpu else ""
+                    )
                     print(
                         f"  100m {cache}: {response} under {server} / blocking sendfile MiB/s "
-                        f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) ({what})"
+                        f"{got[0]:.2f}x ({got[1]:.2f}-{got[2]:.2f}) ({what}){pipeline}"
                     )
 
 

@@ -18,6 +18,7 @@ import pytest
 starlette_responses = pytest.importorskip("starlette.responses")
 
 from aiopg_io._context import live_contexts  # noqa: E402
+from aiopg_io._openat2 import available as openat2_available  # noqa: E402
 from aiopg_io.asgi import FileResponse, StaticFiles  # noqa: E402
 
 # Starlette before 1.10 (the newest on Python 3.10 is 1.7) answers a Range on POST with 206;
@@ -219,26 +220,38 @@ async def test_missing_and_non_regular_files_raise_as_starlettes(files: Path, dr
             await call(FileResponse(path), extensions={"http.response.pathsend": {}})
 
 
-async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: str) -> None:
+@pytest.mark.parametrize("opens_here", [True, False], ids=["cached-open-first", "thread-only"])
+async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: str, opens_here: bool) -> None:
+    """The same answers whether a cached path is opened on the loop's thread first or
+    every path is resolved, checked and opened in a thread. Each path is asked twice, so
+    the second time finds the kernel's lookup cache warm."""
     root, outside = tmp_path / "www", tmp_path / "secret"
     (root / "sub").mkdir(parents=True)
     outside.write_bytes(b"secret")
+    os.mkfifo(tmp_path / "pipe")
+    os.mkfifo(root / "fifo")
     (root / "a.txt").write_bytes(b"hello")
     (root / "sub" / "b.bin").write_bytes(b"\x00" * 10)
     (root / "out").symlink_to(outside)
+    (root / "pipe").symlink_to(tmp_path / "pipe")  # opening it without O_NONBLOCK would hang
     (root / "sub" / "up").symlink_to(tmp_path)
     (root / "in").symlink_to(root / "a.txt")
+    (root / "sub" / "rel").symlink_to("../a.txt")
     app = StaticFiles(root)
+    app._opens_here = app._opens_here and opens_here
     before = await fds_after_one_response(root / "a.txt")
-    served = [("/a.txt", b"hello"), ("/sub/b.bin", b"\x00" * 10), ("/in", b"hello"), ("//a.txt", b"hello")]
-    for path, body in served:
+    served = [
+        ("/a.txt", b"hello"), ("/sub/b.bin", b"\x00" * 10), ("/in", b"hello"), ("//a.txt", b"hello"),
+        ("/sub/rel", b"hello"),
+    ]
+    for path, body in served * 2:
         r = await call(app, path=path)
         assert (r.status, r.body) == (200, body), path
     refused = [
         "/../secret", "/sub/../../secret", "/sub/../a.txt", "/out", "/sub/up/secret", "/a.txt\x00.png",
-        "/" + str(outside), "/", "/sub", "/missing", "/a.txt/x", "/" + "x" * 5000,
+        "/" + str(outside), "/", "/sub", "/missing", "/a.txt/x", "/" + "x" * 5000, "/pipe", "/fifo",
     ]
-    for path in refused:
+    for path in refused * 2:
         r = await call(app, path=path)
         assert (r.status, r.body) == (404, b"Not Found"), path
     # Under a server offering pathsend: stat only (no open), the same refusals, and the
@@ -258,6 +271,36 @@ async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: s
     assert open_fds() == before
     with pytest.raises(RuntimeError, match="does not exist"):
         StaticFiles(tmp_path / "nowhere")
+
+
+@pytest.mark.skipif(not openat2_available(), reason="no openat2 here: every open takes a thread")
+async def test_a_cached_file_is_opened_without_a_thread(
+    tmp_path: Path, driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file the kernel has in its lookup cache is opened on the loop's thread: no thread
+    hop, on every driver; one reached through a symlink, or missing, takes one."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_bytes(b"hello")
+    (tmp_path / "link").symlink_to(tmp_path / "sub" / "a.txt")
+    app = StaticFiles(tmp_path)
+    for path in ("/sub/a.txt", "/link", "/missing"):
+        await call(app, "HEAD", path=path)  # the loop's context made, the lookup cache warm
+    hops: list[object] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(fn)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    before = open_fds()
+    r = await call(app, path="/sub/a.txt")
+    assert (r.status, r.body, hops) == (200, b"hello", [])
+    assert open_fds() == before
+    for path, status, body in [("/link", 200, b"hello"), ("/missing", 404, b"Not Found")]:
+        hops.clear()
+        r = await call(app, path=path)
+        assert (r.status, r.body, len(hops)) == (status, body, 1), path
 
 
 class Small(FileResponse):

@@ -206,6 +206,12 @@ def test_serve_report_shows_the_ceiling(tmp_path: Path) -> None:
     assert "aiopg_io under uvicorn / blocking sendfile MiB/s 0.80x (0.80-0.80) (target >= 0.9x)" in out
     assert "bytes under uvicorn / blocking sendfile MiB/s 1.00x (1.00-1.00) (the ceiling" in out
     assert "0.100  0.400   0.50" in out and "0.100  0.000   0.00" in out
+    assert "CPU per MiB, server + wrk" not in out  # the older sendfile row has no wrk CPU
+    # A newer run: the whole pipeline's CPU per MiB paired too (sendfile 0.1 + 0.9, ours 0.1 + 0.3).
+    results["100m/warm/sendfile"] = cell("sendfile", 1000.0, wrk_cpu_ms_per_mib=0.9, waited_cores=0.1)
+    (tmp_path / "run.json").write_text(json.dumps({"args": {}, "results": results}))
+    out = run("serve", "--report", str(tmp_path / "run.json"), cwd=tmp_path)
+    assert "(target >= 0.9x); sendfile / aiopg_io CPU per MiB, server + wrk 2.50x (2.50-2.50)" in out
 
 
 # -- the engine: what the benchmarks rely on --------------------------------------------------------
