@@ -9,6 +9,7 @@ import http.client
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,7 +23,9 @@ from aiopg_io.drivers import unavailable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
-NAMES = ["core", "uring", "sqpoll", "posix_aio", "wal", "wal_lone", "buffers", "powerloss", "serve"]
+NAMES = [
+    "core", "uring", "uring_pair", "sqpoll", "posix_aio", "wal", "wal_lone", "buffers", "powerloss", "serve",
+]  # fmt: skip
 
 
 def run_process(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -69,6 +72,21 @@ def test_uring_buffered(tmp_path: Path) -> None:
     assert {"aiopg_io io_uring", "aiopg_io worker", "aiofile (caio)", "aiofiles"} <= contenders
     assert all(r["iops"] > 0 for r in doc["results"])
     assert not (tmp_path / "u.dat").exists()
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
+@pytest.mark.skipif(
+    unavailable_reason("io_uring_c", direct=True) is not None, reason="io_uring_c cannot run direct I/O here"
+)
+def test_uring_pair(tmp_path: Path) -> None:
+    """Two variants (this tree twice, one with a driver option) against fio, one round."""
+    out = run(
+        "uring_pair", "--size", "1m", "--seconds", "0.02", "--depths", "1", "--rounds", "1",
+        "--loops", "asyncio", "--variants", "a=,b=@io_uring_c:reap_batch=0",
+        "--path", str(tmp_path / "p.dat"), cwd=tmp_path,
+    )  # fmt: skip
+    rows = {tuple(line.split()[:3]) for line in out.splitlines()[1:]}
+    assert rows == {("fio", "-", "1"), ("a", "asyncio", "1"), ("b", "asyncio", "1")}
 
 
 @pytest.mark.skipif(unavailable_reason("io_uring") is not None, reason=str(unavailable_reason("io_uring")))
