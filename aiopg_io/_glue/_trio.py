@@ -78,9 +78,8 @@ def _park_shapes() -> tuple[tuple[Any, ...] | None, str]:
     if not isinstance(trap_type, type) or getattr(_run, "WaitTaskRescheduled", None) is not trap_type:
         return None, _IN_PYTHON + "trio's run loop no longer tests for _traps.WaitTaskRescheduled"
     # ... which wait_task_rescheduled yields (through _async_yield) and unwraps the reply of;
-    # and current_task() is the run context's task.
     # current_task() is the run context's task; reschedule() is the run context's runner's
-    # (the glue calls that runner's own, and asks it for the owner check).
+    # (the glue calls that runner's own, and asks the run context for it as the owner check).
     waits = trio.lowlevel.wait_task_rescheduled.__code__.co_names
     current = trio.lowlevel.current_task.__code__.co_names
     reschedules = trio.lowlevel.reschedule.__code__.co_names
