@@ -16,6 +16,7 @@ from importlib import metadata
 
 from . import __version__
 from ._direct import Alignment, dio_alignment, direct_open_flags
+from ._glue import trio_park_status
 from .drivers import DRIVER_NAMES, auto_order, driver_class, unavailable_reason
 
 __all__ = ["Matrix", "machine_matrix", "render"]
@@ -37,6 +38,8 @@ class Matrix:
     auto: str | None = None
     #: Which path runs the io_uring ring: the C extension or pure Python, and why.
     compiled: str = ""
+    #: How a task waits for an op on trio: parked from C, or in Python and why.
+    trio_park: str = ""
     #: io_uring driver -> whether ``sqpoll=1`` runs here, and its default.
     sqpoll: dict[str, str] = field(default_factory=dict)
     #: driver -> where its op kinds run: in the driver, or in the fallback threads.
@@ -196,6 +199,7 @@ def machine_matrix(directory: str = ".") -> Matrix:
             if tested is not None and not tested():
                 m.untested[name] = "not tested on this machine"
     m.compiled = _compiled_path(m.drivers.get("io_uring_c", {}).get("buffered"))
+    m.trio_park = trio_park_status()
     m.sqpoll = _sqpoll_rows(m.drivers)
     m.ops = {name: _op_placement(name) for name, row in m.drivers.items() if row["buffered"] == "available"}
     for name in auto_order():
@@ -213,6 +217,7 @@ def render(m: Matrix) -> str:
         f"  Python    {m.python}",
         f"  liburing  {m.liburing or 'not installed'}",
         f"  compiled  {m.compiled}",
+        f"  trio      {m.trio_park}",
         f"  directory {m.directory}",
     ]
     if m.alignment is not None:

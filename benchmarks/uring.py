@@ -97,6 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run only these contenders, by name, comma-separated "
         "(e.g. 'aiopg_io io_uring,aiopg_io io_uring_c,fio io_uring')",
     )
+    parser.add_argument(
+        "--loops",
+        default=None,
+        help="run aiopg_io's contenders on these loops only, comma-separated (e.g. 'trio'; "
+        "fio runs regardless)",
+    )
 
 
 Sample = tuple[float, float]  # (reads per second, CPU microseconds per read)
@@ -177,6 +183,9 @@ def _plan(args: argparse.Namespace, path: str) -> list[tuple[str, str, str, _Run
     if args.contenders:
         names = {w.strip() for w in args.contenders.split(",")}
         plan = [entry for entry in plan if entry[1] in names]
+    if args.loops:
+        loops = {w.strip() for w in args.loops.split(",")} | {"-"}
+        plan = [entry for entry in plan if entry[2] in loops]
     return plan
 
 

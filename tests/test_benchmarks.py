@@ -90,6 +90,17 @@ def test_uring_pair(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(unavailable_reason("io_uring") is not None, reason=str(unavailable_reason("io_uring")))
+def test_uring_on_one_loop(tmp_path: Path) -> None:
+    run(
+        "uring", "--size", "1m", "--seconds", "0.02", "--depths", "1", "--only", "buffered",
+        "--contenders", "aiopg_io io_uring", "--loops", "trio",
+        "--path", str(tmp_path / "u.dat"), "--json", str(tmp_path / "u.json"), cwd=tmp_path,
+    )  # fmt: skip
+    doc = json.loads((tmp_path / "u.json").read_text())
+    assert {(r["contender"], r["loop"]) for r in doc["results"]} == {("aiopg_io io_uring", "trio")}
+
+
+@pytest.mark.skipif(unavailable_reason("io_uring") is not None, reason=str(unavailable_reason("io_uring")))
 def test_sqpoll(tmp_path: Path) -> None:
     run(
         "sqpoll", "--size", "1m", "--seconds", "0.02", "--depths", "1", "--repeat", "1",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import anyio
 import pytest
 
 import aiopg_io
 from aiopg_io._context import live_contexts
+from aiopg_io._glue import current_glue
 from tests.conftest import open_fds
 
 pytestmark = pytest.mark.anyio
@@ -103,3 +106,118 @@ async def test_close_is_shielded_from_cancellation(driver: str, tmp_path: Path) 
     assert p.read_bytes() == b"buffered, not yet written"
     assert open_fds() == before
 
+
+# -- trio's park: the C one (_wake.TaskParker) and its Python twin ---------------------------
+
+
+@pytest.fixture(params=["c", "python"])
+def trio_park(request: pytest.FixtureRequest, anyio_backend: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which park trio's glue uses for an op: the C one (where trio's shapes allow it) or the
+    Python twin it falls back to. Set before the run makes its glue (and its contexts)."""
+    if anyio_backend[0] != "trio":
+        pytest.skip("parking a task on an op is trio's glue's (asyncio and uvloop park on futures)")
+    from aiopg_io._glue import _trio
+
+    if request.param == "c" and _trio._PARK_ARGS is None:
+        pytest.skip(_trio.park_status())
+    if request.param == "python":
+        monkeypatch.setattr(_trio, "_PARK_ARGS", None)
+    return str(request.param)
+
+
+def _parks_in_c() -> bool:
+    from aiopg_io._glue import _wake
+
+    return type(current_glue().wait) is _wake.TaskParker
+
+
+async def test_cancellation_storm_on_either_park(trio_park: str, driver: str, tmp_path: Path) -> None:
+    """The storm's rules (a buffer untouched once its call ended, canaries intact, nothing
+    left open) on the park in use and on its fallback."""
+    assert _parks_in_c() == (trio_park == "c")
+    await _storm(driver, tmp_path / "storm.bin", 400, 3)
+
+
+@pytest.mark.parametrize("dropped", [False, True])
+async def test_a_parked_task_keeps_trios_cancellation_rules(trio_park: str, dropped: bool) -> None:
+    """Cancelled while parked: the park asks on_cancel(op) once; an op dropped before the
+    driver had it raises at once, one the driver owns keeps its task parked (through any
+    number of schedule points) until the op is woken, and then raises the cancellation. Not
+    cancelled: the wake-up returns. The wake-up goes through the C waker, as the driver's."""
+    glue = current_glue()
+    assert _parks_in_c() == (trio_park == "c")
+    waker = glue.waker(glue.wake)
+    asked: list[object] = []
+
+    def on_cancel(op: object) -> bool:
+        asked.append(op)
+        return dropped
+
+    for cancel in (True, False):
+        op: Any = SimpleNamespace(waiter=None)
+        asked.clear()
+        ended: list[str] = []
+
+        async def parked(scope: anyio.CancelScope, op: Any, ended: list[str]) -> None:
+            with scope:
+                await glue.wait(op, on_cancel)
+                ended.append("returned")
+            ended.append("cancelled" if scope.cancelled_caught else "left")
+
+        async with anyio.create_task_group() as tg:
+            scope = anyio.CancelScope()
+            tg.start_soon(parked, scope, op, ended)
+            try:
+                for _ in range(10):  # trio may run this task first in the batch
+                    if op.waiter is not None:
+                        break
+                    await anyio.lowlevel.checkpoint()
+                assert op.waiter is not None and not ended  # parked, the op its waiter
+                if cancel:
+                    scope.cancel()
+                    for _ in range(3):
+                        await anyio.lowlevel.checkpoint()
+                    assert asked == [op]
+                    if dropped:
+                        assert ended == ["cancelled"]  # at once: nothing else will wake it
+                        continue
+                    assert ended == []  # still waiting for its op
+                waker(op)
+                assert op.waiter is None
+            finally:
+                if not ended and op.waiter is not None:  # a failed check: end the task, not hang
+                    waker(op)
+        assert ended == (["cancelled"] if cancel else ["returned", "left"])
+        assert len(asked) == (1 if cancel else 0)
+
+
+async def test_a_c_park_left_by_throw_is_never_woken(anyio_backend: Any) -> None:
+    """A C park is an awaitable as a coroutine is: thrown into, it raises and is over; the
+    waker then clears the op's waiter and reschedules nothing (rescheduling the running task
+    would break trio's run); sent to again, it refuses."""
+    if anyio_backend[0] != "trio":
+        pytest.skip("the C park is trio's glue's")
+    if not _parks_in_c():
+        from aiopg_io._glue import _trio
+
+        pytest.skip(_trio.park_status())
+    import trio
+
+    glue = current_glue()
+    op: Any = SimpleNamespace(waiter=None)
+    park: Any = glue.wait(op, lambda _: False)
+    trap = park.send(None)  # as trio's run loop would: the trap, the op's waiter set
+    assert trap.abort_func is park and op.waiter is park
+    assert park.task is trio.lowlevel.current_task() and park.raise_cancel is None
+    with pytest.raises(KeyError, match="thrown"):
+        park.throw(KeyError("thrown"))
+    assert park.task is None
+    glue.waker(glue.wake)(op)
+    assert op.waiter is None
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        park.send(None)
+    closed: Any = glue.wait(op, lambda _: False)
+    closed.close()
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        closed.send(None)
+    await anyio.lowlevel.checkpoint()  # this task was not rescheduled twice

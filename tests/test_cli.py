@@ -45,6 +45,73 @@ def test_info_matrix(tmp_path: Path) -> None:
     assert "auto -> " in out
 
 
+def test_info_says_how_trio_parks_a_task_on_an_op(tmp_path: Path) -> None:
+    """``info``'s trio line: from C where the glue's wakers are built and trio's shapes hold,
+    else in Python with the reason (``AIOPG_IO_PURE=1`` here)."""
+    pytest.importorskip("trio")
+    from aiopg_io._glue import _trio
+
+    out = run("info", str(tmp_path), cwd=tmp_path).stdout
+    line = next(ln.strip() for ln in out.splitlines() if ln.strip().startswith("trio "))
+    assert line == "trio      " + _trio.park_status()
+    if _trio._WAKE is not None:
+        assert line.startswith("trio      tasks wait on ops from C (trio ")
+    pure = run_process("info", str(tmp_path), cwd=tmp_path, env={**os.environ, "AIOPG_IO_PURE": "1"})
+    forced = "tasks wait on ops in Python: AIOPG_IO_PURE=1 forces the pure-Python path"
+    assert f"  trio      {forced}" in pure.stdout
+
+
+def test_trios_park_falls_back_where_trio_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C park leans on trio internals: each that differs (an older trio than the oldest
+    tested, a run loop that tests for another trap class, a trap that cannot be built from C)
+    turns it off with a reason, and the glue then waits through its Python twin."""
+    trio = pytest.importorskip("trio")
+    from trio._core import _run
+
+    from aiopg_io._glue import _trio
+
+    if _trio._WAKE is None:
+        pytest.skip(_trio.park_status())
+    in_python = "tasks wait on ops in Python: "
+    args, why = _trio._park_shapes()
+    assert args is not None
+    assert why == f"tasks wait on ops from C (trio {trio.__version__}'s WaitTaskRescheduled yielded directly)"
+    with monkeypatch.context() as m:
+        m.setattr(trio, "__version__", "0.31.0")
+        older = "trio 0.31.0 is older than 0.32, the oldest tested"
+        assert _trio._park_shapes() == (None, in_python + older)
+    with monkeypatch.context() as m:
+
+        class Other:
+            pass
+
+        m.setattr(_run, "WaitTaskRescheduled", Other)
+        moved = "trio's run loop no longer tests for _traps.WaitTaskRescheduled"
+        assert _trio._park_shapes() == (None, in_python + moved)
+
+    class Refuses:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def trap(self, fn: object) -> object:
+            raise TypeError("no dict")
+
+    with monkeypatch.context() as m:
+        m.setattr(_trio._WAKE, "TaskParker", Refuses)
+        refused = "trio's WaitTaskRescheduled cannot be built from C (TypeError('no dict'))"
+        assert _trio._park_shapes() == (None, in_python + refused)
+
+    monkeypatch.setattr(_trio, "_PARK_ARGS", None)
+
+    async def main() -> tuple[object, object]:
+        glue = _trio.current()
+        assert glue is not None
+        return glue.wait, glue._wait_twin
+
+    wait, twin = trio.run(main)
+    assert wait == twin  # the twin, bound to that run's glue
+
+
 def test_info_json(tmp_path: Path) -> None:
     doc = json.loads(run("info", "--json", cwd=tmp_path).stdout)
     assert doc["os"] == os.uname().sysname

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 if TYPE_CHECKING:
     from ..drivers.base import Op
 
-__all__ = ["Glue", "Park", "coroutine_function", "current_glue", "current_task_identity"]
+__all__ = ["Glue", "Park", "coroutine_function", "current_glue", "current_task_identity", "trio_park_status"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -81,11 +81,13 @@ class Glue(Protocol):
     def unwatch(self, fd: int) -> None:
         """Stop watching ``fd``; after it the fd may be closed."""
 
-    async def wait(self, op: Op, on_cancel: Callable[[Op], bool]) -> None:
+    def wait(self, op: Op, on_cancel: Callable[[Op], bool]) -> Awaitable[None]:
         """Park the current task until :meth:`wake` is called for ``op``; the trio/asyncio
         cancellation model: on cancel call ``on_cancel(op)``, which returns True when the op
         was dropped (the cancellation goes through at once) and False when it must still be
-        reaped: the task keeps waiting until then, and the cancellation is raised after."""
+        reaped: the task keeps waiting until then, and the cancellation is raised after.
+        An awaitable: a coroutine, or on trio a C object (``_wake.TaskParker``) where trio's
+        shapes allow it, so a wait runs no Python frame."""
 
     def wake(self, op: Op) -> None:
         """Resume the task parked on ``op`` (from a callback on the loop thread)."""
@@ -176,6 +178,18 @@ def current_task_identity() -> object:
 
     task = asyncio.current_task()
     return task.get_coro() if task is not None else None
+
+
+def trio_park_status() -> str:
+    """How a task waits for an op on trio here (``python -m aiopg_io info``): parked from C
+    where trio's shapes allow it, else in Python and why; or that trio is not installed."""
+    try:
+        import trio  # noqa: F401
+    except ImportError:
+        return "not installed"
+    from . import _trio
+
+    return _trio.park_status()
 
 
 def current_glue() -> Glue:

@@ -14,6 +14,17 @@
   op the driver owns returns ``Abort.FAILED`` and the task stays parked until the op is
   reaped, then is rescheduled with the cancellation (trio's own pattern for Windows
   overlapped I/O in ``_io_windows.py``).
+- The park in C: ``wait`` is ``_wake.TaskParker`` where its shapes of trio hold, else the
+  Python twin ``_wait_twin`` (the same steps: the ``_Parked`` record is the C park itself,
+  the abort function the same). ``wait_task_rescheduled`` is two coroutine frames and an
+  attrs ``__init__`` in, an ``unwrap`` out, around the glue's frame, per op;
+  the C park yields trio's trap object (``WaitTaskRescheduled``) itself and reads the
+  Outcome sent back, which leans on trio internals a release may change. So the shapes are
+  checked at import (``_park_shapes``: the trap class the run loop tests for, how
+  ``wait_task_rescheduled`` and ``current_task`` are written, a trap built the C way equal
+  to trio's own) and on trio older than ``_PARK_TRIO_MIN`` (the oldest tested) or any shape
+  that differs, the twin runs; ``python -m aiopg_io info`` says which (``park_status``).
+  docs/benchmarks.md ("trio's park in C") has what it saves.
 - End of run: system tasks are cancelled when the main task returns; the reaper's
   ``finally`` calls the watcher's ``on_loop_end`` (the IOContext closes itself), so
   nothing outlives ``trio.run``; the end-of-tick task's ``finally`` runs the callbacks
@@ -22,6 +33,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +47,69 @@ if TYPE_CHECKING:
 
 __all__ = ["TrioGlue", "current"]
 
-_WAKE: Any = load("aiopg_io._glue._wake")[0]
+_WAKE, _WAKE_WHY = load("aiopg_io._glue._wake")
 _GLUE: trio.lowlevel.RunVar[TrioGlue] = trio.lowlevel.RunVar("aiopg_io_glue")
+
+#: The oldest trio the C park was tested on (the suite's anyio needs it too); older ones get
+#: the Python twin.
+_PARK_TRIO_MIN = (0, 32)
+_IN_PYTHON = "tasks wait on ops in Python: "
+
+
+def _park_shapes() -> tuple[tuple[Any, ...] | None, str]:
+    """``(TaskParker's arguments, what was checked)`` where the C park may run on this trio,
+    else ``(None, why not)``. Every fact the park relies on is checked here, once."""
+    if _WAKE is None:
+        return None, f"{_IN_PYTHON}{_WAKE_WHY}"
+    try:
+        version = tuple(int(part) for part in trio.__version__.split(".")[:2])
+    except ValueError:
+        return None, f"{_IN_PYTHON}trio's version {trio.__version__!r} does not parse"
+    if version < _PARK_TRIO_MIN:
+        oldest = ".".join(map(str, _PARK_TRIO_MIN))
+        return None, f"{_IN_PYTHON}trio {trio.__version__} is older than {oldest}, the oldest tested"
+    try:
+        from trio._core import _run, _traps
+    except ImportError as exc:
+        return None, f"{_IN_PYTHON}trio's internals moved ({exc})"
+    trap_type: Any = getattr(_traps, "WaitTaskRescheduled", None)
+    run_context: Any = getattr(_run, "GLOBAL_RUN_CONTEXT", None)
+    # trio's run loop takes a task that yields exactly this class as parked ...
+    if not isinstance(trap_type, type) or getattr(_run, "WaitTaskRescheduled", None) is not trap_type:
+        return None, _IN_PYTHON + "trio's run loop no longer tests for _traps.WaitTaskRescheduled"
+    # ... which wait_task_rescheduled yields (through _async_yield) and unwraps the reply of;
+    # current_task() is the run context's task; reschedule() is the run context's runner's
+    # (the glue calls that runner's own, and asks the run context for it as the owner check).
+    waits = trio.lowlevel.wait_task_rescheduled.__code__.co_names
+    current = trio.lowlevel.current_task.__code__.co_names
+    reschedules = trio.lowlevel.reschedule.__code__.co_names
+    if not {"_async_yield", "WaitTaskRescheduled", "unwrap"} <= set(waits):
+        return None, _IN_PYTHON + "trio's wait_task_rescheduled is not the shape the C park copies"
+    if run_context is None or not {"GLOBAL_RUN_CONTEXT", "task"} <= set(current):
+        return None, _IN_PYTHON + "trio's current_task() no longer reads GLOBAL_RUN_CONTEXT.task"
+    if not {"GLOBAL_RUN_CONTEXT", "runner", "reschedule"} <= set(reschedules):
+        return None, _IN_PYTHON + "trio's reschedule() no longer calls GLOBAL_RUN_CONTEXT.runner's"
+    if not isinstance(outcome.Value, type):
+        return None, _IN_PYTHON + "outcome.Value is not a class"
+    Abort = trio.lowlevel.Abort
+    args: tuple[Any, ...] = (run_context, trap_type, outcome.Value, Abort.SUCCEEDED, Abort.FAILED)
+    try:  # a trap built as the C park builds it must be trio's own
+        own = args[1](_park_shapes)
+        probe = _WAKE.TaskParker(*args).trap(_park_shapes)
+        same = type(probe) is type(own) and probe.abort_func is _park_shapes and probe == own
+    except Exception as exc:  # any shape that differs falls back, and says so
+        return None, f"{_IN_PYTHON}trio's WaitTaskRescheduled cannot be built from C ({exc!r})"
+    if not same:
+        return None, _IN_PYTHON + "a WaitTaskRescheduled built from C is not trio's own"
+    return args, f"tasks wait on ops from C (trio {trio.__version__}'s WaitTaskRescheduled yielded directly)"
+
+
+_PARK_ARGS, _PARK_WHY = _park_shapes()
+
+
+def park_status() -> str:
+    """How a task waits for an op on trio here: parked from C, or in Python and why."""
+    return _PARK_WHY
 
 
 class _Parked:
@@ -45,6 +118,10 @@ class _Parked:
     def __init__(self, task: trio.lowlevel.Task) -> None:
         self.task = task
         self.raise_cancel: Callable[[], Any] | None = None
+
+
+#: What the glue's wait makes an op's waiter: the twin's record, or the C park itself.
+_PARKED_TYPES: tuple[type, ...] = (_Parked,) if _WAKE is None else (_Parked, _WAKE.TaskPark)
 
 
 class TrioGlue:
@@ -60,6 +137,20 @@ class TrioGlue:
         self._runner: trio.lowlevel.Task | None = None  # set while parked
         self._ended = False
         self._at_loop_end: list[Callable[[], None]] = []
+        # The park in C where trio's shapes allow it (module docstring), else the twin; with
+        # it, the owner check and the wakers go to this run's runner with no Python frame
+        # (RunVar.get and trio.lowlevel.reschedule are a frame or two each, per op).
+        self.wait: Callable[[Op, Callable[[Op], bool]], Awaitable[None]] = self._wait_twin
+        self._owner_probe: tuple[Callable[[], object], object] = (_GLUE.get, self)
+        self._reschedule: Callable[..., object] = trio.lowlevel.reschedule
+        self._woken: tuple[outcome.Value[None], ...] = ()
+        if _PARK_ARGS is not None:
+            run_context = _PARK_ARGS[0]
+            runner = run_context.runner
+            self.wait = _WAKE.TaskParker(*_PARK_ARGS)
+            self._owner_probe = (functools.partial(getattr, run_context, "runner"), runner)
+            self._reschedule = runner.reschedule
+            self._woken = (outcome.Value(None),)
         trio.lowlevel.spawn_system_task(self._run_soon, name="aiopg_io-end-of-tick")
 
     async def _run_soon(self) -> None:
@@ -130,7 +221,8 @@ class TrioGlue:
             scope.cancel()
             trio.lowlevel.notify_closing(fd)
 
-    async def wait(self, op: Op, on_cancel: Callable[[Op], bool]) -> None:
+    async def _wait_twin(self, op: Op, on_cancel: Callable[[Op], bool]) -> None:
+        """``wait`` in Python: what ``_wake.TaskParker`` does where trio's shapes allow."""
         parked = _Parked(trio.lowlevel.current_task())
         op.waiter = parked
 
@@ -143,14 +235,17 @@ class TrioGlue:
         await trio.lowlevel.wait_task_rescheduled(abort)
 
     def wake(self, op: Op) -> None:
-        parked = op.waiter
-        if not isinstance(parked, _Parked):
+        parked: Any = op.waiter
+        if type(parked) not in _PARKED_TYPES:
             return
         op.waiter = None
+        task = parked.task
+        if task is None:  # a C park left by throw or close: no task waits on it now
+            return
         if parked.raise_cancel is None:
-            trio.lowlevel.reschedule(parked.task)
+            trio.lowlevel.reschedule(task)
         else:
-            trio.lowlevel.reschedule(parked.task, outcome.capture(parked.raise_cancel))
+            trio.lowlevel.reschedule(task, outcome.capture(parked.raise_cancel))
 
     #: Waiters here are parked tasks, not futures: an op staged from C parks through wait.
     future_factory: Callable[[], object] | None = None
@@ -161,7 +256,7 @@ class TrioGlue:
     def waker(self, twin: Callable[[Op], object]) -> Callable[[Op], object]:
         if _WAKE is None:
             return twin
-        waker: Callable[[Op], object] = _WAKE.TaskWaker(_Parked, trio.lowlevel.reschedule, twin)
+        waker: Callable[[Op], object] = _WAKE.TaskWaker(_Parked, self._reschedule, twin, *self._woken)
         return waker
 
     # trio's own, not a coroutine of ours around it: one frame less per call (the cached
@@ -174,7 +269,7 @@ class TrioGlue:
         return result
 
     def owner_probe(self) -> tuple[Callable[[], object], object]:
-        return _GLUE.get, self
+        return self._owner_probe
 
     async def wait_writable(self, fd: int) -> None:
         await trio.lowlevel.wait_writable(fd)

@@ -2574,9 +2574,11 @@ static PyTypeObject FastReadType = {
        the driver to cancel the op through the ring, keep waiting until it is reaped so its
        buffer is held to its CQE, raise) and is delegated to from then on.
      - PARKED (no future factory: trio, whose waiters are parked tasks): the glue's own
-       ``wait(op, cancel)`` coroutine is delegated to, so trio's cancellation rules are the
-       pure path's own; when it returns the op is finished as above, when it raises the
-       file's count is dropped and the exception passes.
+       ``wait(op, cancel)`` awaitable is delegated to (a C one where the glue can, its
+       TaskParker, else a coroutine: PyIter_Send takes either with no frame of its own), so
+       trio's cancellation rules are the pure path's own; when it returns the op is
+       finished as above, when it raises the file's count is dropped and the exception
+       passes.
      close() or collection while the op is out drops the file's count, as the pure
      coroutine's ``finally`` does; the op itself runs on, held by the driver, as there. */
 
