@@ -48,6 +48,11 @@ if sys.version_info >= (3, 13):
     BACKENDS.insert(1, pytest.param(("asyncio", {"loop_factory": _eager_loop}), id="asyncio+eager"))
 
 
+#: For a test of trio's glue only: ``@ON_TRIO_ONLY`` runs it on trio alone (not collected,
+#: rather than skipped, on the other loops).
+ON_TRIO_ONLY = pytest.mark.parametrize("anyio_backend", [p for p in BACKENDS if p.id == "trio"])
+
+
 @pytest.fixture(params=BACKENDS)
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param

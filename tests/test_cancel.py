@@ -13,7 +13,7 @@ import pytest
 import aiopg_io
 from aiopg_io._context import live_contexts
 from aiopg_io._glue import current_glue
-from tests.conftest import open_fds
+from tests.conftest import ON_TRIO_ONLY, open_fds
 
 pytestmark = pytest.mark.anyio
 
@@ -114,8 +114,7 @@ async def test_close_is_shielded_from_cancellation(driver: str, tmp_path: Path) 
 def trio_park(request: pytest.FixtureRequest, anyio_backend: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """Which park trio's glue uses for an op: the C one (where trio's shapes allow it) or the
     Python twin it falls back to. Set before the run makes its glue (and its contexts)."""
-    if anyio_backend[0] != "trio":
-        pytest.skip("parking a task on an op is trio's glue's (asyncio and uvloop park on futures)")
+    assert anyio_backend[0] == "trio", "a trio_park test runs under @ON_TRIO_ONLY"
     from aiopg_io._glue import _trio
 
     if request.param == "c" and _trio._PARK_ARGS is None:
@@ -131,6 +130,7 @@ def _parks_in_c() -> bool:
     return type(current_glue().wait) is _wake.TaskParker
 
 
+@ON_TRIO_ONLY
 async def test_cancellation_storm_on_either_park(trio_park: str, driver: str, tmp_path: Path) -> None:
     """The storm's rules (a buffer untouched once its call ended, canaries intact, nothing
     left open) on the park in use and on its fallback."""
@@ -138,6 +138,7 @@ async def test_cancellation_storm_on_either_park(trio_park: str, driver: str, tm
     await _storm(driver, tmp_path / "storm.bin", 400, 3)
 
 
+@ON_TRIO_ONLY
 @pytest.mark.parametrize("dropped", [False, True])
 async def test_a_parked_task_keeps_trios_cancellation_rules(trio_park: str, dropped: bool) -> None:
     """Cancelled while parked: the park asks on_cancel(op) once; an op dropped before the
@@ -191,12 +192,11 @@ async def test_a_parked_task_keeps_trios_cancellation_rules(trio_park: str, drop
         assert len(asked) == (1 if cancel else 0)
 
 
+@ON_TRIO_ONLY
 async def test_a_c_park_left_by_throw_is_never_woken(anyio_backend: Any) -> None:
     """A C park is an awaitable as a coroutine is: thrown into, it raises and is over; the
     waker then clears the op's waiter and reschedules nothing (rescheduling the running task
     would break trio's run); sent to again, it refuses."""
-    if anyio_backend[0] != "trio":
-        pytest.skip("the C park is trio's glue's")
     if not _parks_in_c():
         from aiopg_io._glue import _trio
 
