@@ -176,13 +176,16 @@ def record_crc(payload: memoryview | bytes, prefix: bytes) -> int:
     return zlib.crc32(prefix, zlib.crc32(payload))
 
 
-def write_record_header(
-    buf: memoryview, offset: int, payload: memoryview | bytes, *, epoch: int, prev: int
-) -> None:
-    """:func:`pack_record_header` straight into ``buf`` at ``offset`` (the insertion hot path)."""
+def write_record_header(buf: memoryview, offset: int, payload: memoryview | bytes, epoch: int, prev: int) -> None:
+    """:func:`pack_record_header` straight into ``buf`` at ``offset`` (the insertion hot path:
+    positional arguments and bound methods, as it runs once per append)."""
     tot = RECORD_HEADER_SIZE + len(payload)
-    prefix = _PREFIX.pack(tot, epoch, prev, 0)
-    _RECORD_HEADER.pack_into(buf, offset, tot, epoch, prev, 0, zlib.crc32(prefix, zlib.crc32(payload)))
+    _pack_header_into(buf, offset, tot, epoch, prev, 0, _crc32(_pack_prefix(tot, epoch, prev, 0), _crc32(payload)))
+
+
+_pack_header_into = _RECORD_HEADER.pack_into
+_pack_prefix = _PREFIX.pack
+_crc32 = zlib.crc32
 
 
 def pack_record_header(payload: memoryview | bytes, *, epoch: int, prev: int) -> bytes:
