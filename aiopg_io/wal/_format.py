@@ -176,11 +176,14 @@ def record_crc(payload: memoryview | bytes, prefix: bytes) -> int:
     return zlib.crc32(prefix, zlib.crc32(payload))
 
 
-def write_record_header(buf: memoryview, offset: int, payload: memoryview | bytes, epoch: int, prev: int) -> None:
+def write_record_header(
+    buf: memoryview, offset: int, payload: memoryview | bytes, epoch: int, prev: int
+) -> None:
     """:func:`pack_record_header` straight into ``buf`` at ``offset`` (the insertion hot path:
     positional arguments and bound methods, as it runs once per append)."""
     tot = RECORD_HEADER_SIZE + len(payload)
-    _pack_header_into(buf, offset, tot, epoch, prev, 0, _crc32(_pack_prefix(tot, epoch, prev, 0), _crc32(payload)))
+    crc = _crc32(_pack_prefix(tot, epoch, prev, 0), _crc32(payload))
+    _pack_header_into(buf, offset, tot, epoch, prev, 0, crc)
 
 
 _pack_header_into = _RECORD_HEADER.pack_into

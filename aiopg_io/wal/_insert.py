@@ -8,10 +8,11 @@ How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c,
 the payload) and copies header and payload into the WAL buffers, a ring of
 :data:`~._format.PAGE_SIZE` pages (``XLogCtl->pages``), laying a page header at each page
 boundary. A record that fits the free part of the ring and ends in the next page at the
-latest is copied without any await (the hot path: :meth:`XLogInsert.place`); otherwise it is copied page by page under the insert lock
-(:meth:`XLogInsert.insert_slow`) and, whenever the next page's slot still holds bytes not yet
-written, waits while a write goes out (back-pressure, :meth:`._flush.XLogFlush.make_room`):
-memory stays bounded by ``wal_buffers`` whatever the record size.
+latest is copied without any await (the hot path: :meth:`XLogInsert.place`); otherwise it
+is copied page by page under the insert lock (:meth:`XLogInsert.insert_slow`) and,
+whenever the next page's slot still holds bytes not yet written, waits while a write goes
+out (back-pressure, :meth:`._flush.XLogFlush.make_room`): memory stays
+bounded by ``wal_buffers`` whatever the record size.
 
 Facts relied on:
 
@@ -116,10 +117,7 @@ class XLogInsert:
         first = min(tot, next_page - lsn)  # the record's bytes on its first page
         rest = tot - first
         last_page = next_page if rest else next_page - PAGE_SIZE
-        if (
-            rest > PAGE_SIZE - page_header_size(next_page, seg)
-            or last_page + PAGE_SIZE > self.window_end()
-        ):
+        if rest > PAGE_SIZE - page_header_size(next_page, seg) or last_page + PAGE_SIZE > self.window_end():
             return memoryview(mv)
         if lsn != pos:
             self.lay_page(pos, 0)
