@@ -44,7 +44,7 @@ from ._format import (
     pack_page_header,
     pack_record_header,
     page_header_size,
-    write_record_header,
+    write_record,
 )
 from ._xlogctl import XLogCtl
 
@@ -94,10 +94,7 @@ class XLogInsert:
         if in_page == 0 or in_page + tot > PAGE_SIZE:
             return self._place_at_page_end(mv, pos, tot)
         # In the page: its slot is in the window already (the page was laid).
-        r = pos % ctl.ring_size
-        ring = ctl.ring
-        write_record_header(ring, r, mv, ctl.epoch, ctl.prev_lsn)
-        ring[r + RECORD_HEADER_SIZE : r + tot] = mv
+        write_record(ctl.ring, pos % ctl.ring_size, mv, ctl.epoch, ctl.prev_lsn)
         ctl.prev_lsn = pos
         aligned_end = -(-(pos + tot) // MAXALIGN) * MAXALIGN  # align_up, inlined
         ctl.insert_pos = ctl.insert_end = aligned_end
@@ -124,8 +121,7 @@ class XLogInsert:
         ring, ring_size = ctl.ring, ctl.ring_size
         r = lsn % ring_size
         if not rest:
-            write_record_header(ring, r, mv, ctl.epoch, ctl.prev_lsn)
-            ring[r + RECORD_HEADER_SIZE : r + tot] = mv
+            write_record(ring, r, mv, ctl.epoch, ctl.prev_lsn)
             end = lsn + tot
         else:
             record = memoryview(pack_record_header(mv, epoch=ctl.epoch, prev=ctl.prev_lsn) + mv)
