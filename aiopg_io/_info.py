@@ -40,6 +40,8 @@ class Matrix:
     compiled: str = ""
     #: How a task waits for an op on trio: parked from C, or in Python and why.
     trio_park: str = ""
+    #: Which path lays a WAL record into the WAL buffers (``wal/_record.c`` or its twin).
+    wal_records: str = ""
     #: io_uring driver -> whether ``sqpoll=1`` runs here, and its default.
     sqpoll: dict[str, str] = field(default_factory=dict)
     #: driver -> where its op kinds run: in the driver, or in the fallback threads.
@@ -91,6 +93,14 @@ def _compiled_path(c_row: str | None) -> str:
     woken = "waiters woken from C" if wakers is None else f"waiters woken in Python: {wakers}"
     runs = "auto picks it" if c_row == "available" else f"but it cannot run here: {c_row}"
     return f"C ring for driver io_uring_c ({why}; {woken}); {runs}"
+
+
+def _record_path() -> str:
+    """Which path lays a WAL record into the WAL buffers: ``wal/_record.c`` or its twin."""
+    from .drivers._compiled import load
+
+    why = load("aiopg_io.wal._record")[1]
+    return "records laid in C" if why is None else f"records laid in Python ({why})"
 
 
 def _auto_line(m: Matrix) -> str:
@@ -200,6 +210,7 @@ def machine_matrix(directory: str = ".") -> Matrix:
                 m.untested[name] = "not tested on this machine"
     m.compiled = _compiled_path(m.drivers.get("io_uring_c", {}).get("buffered"))
     m.trio_park = trio_park_status()
+    m.wal_records = _record_path()
     m.sqpoll = _sqpoll_rows(m.drivers)
     m.ops = {name: _op_placement(name) for name, row in m.drivers.items() if row["buffered"] == "available"}
     for name in auto_order():
@@ -218,6 +229,7 @@ def render(m: Matrix) -> str:
         f"  liburing  {m.liburing or 'not installed'}",
         f"  compiled  {m.compiled}",
         f"  trio      {m.trio_park}",
+        f"  wal       {m.wal_records}",
         f"  directory {m.directory}",
     ]
     if m.alignment is not None:

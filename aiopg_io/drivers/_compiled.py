@@ -1,5 +1,6 @@
 """The compiled modules (C extensions built by setup.py), loaded in one place: the drivers'
-ring and the loop glue's wakers (drivers are the lower layer, so it lives here).
+ring, the loop glue's wakers and the WAL's record writer (drivers are the lowest layer, so it
+lives here; the WAL imports this loader and nothing else of ``aiopg_io.drivers``).
 
 Each has a pure-Python twin that runs where the extension did not build (no C compiler) or
 is refused here: ``AIOPG_IO_PURE=1`` forces every twin, for differential runs and for

@@ -117,22 +117,14 @@ class XLogFlush:
         until a round covers it (or makes this task the next round's leader)."""
         ctl = self._ctl
         while ctl.flushed < target:
-            if ctl.closed or ctl.poison is not None:
-                ctl.check_usable()
-            if self._writing or self._lead is not None:
-                self.flush_waits += 1
-                ev = self.park()
-                item = (target, ev)
-                self._waiters.append(item)
+            item = self.park_behind(target)
+            if item is not None:
                 try:
-                    await ev.wait()
+                    await item[1].wait()
                 except BaseException:
-                    self._abandon_wait(item)
+                    self.abandon_wait(item)
                     raise
-                if self._lead is ev:
-                    self._lead = None  # this task leads the next round (or passes the lead on)
-                    if ctl.flushed >= target:
-                        self._pass_lead()
+                self.woken(item)
                 continue
             started = await self._linked_round()
             if started is False:
@@ -145,7 +137,30 @@ class XLogFlush:
                         self._round_leader = None
                     raise
 
-    def _abandon_wait(self, item: tuple[int, Park]) -> None:
+    def park_behind(self, target: int) -> tuple[int, Park] | None:
+        """When a round is out or handed over, queue a wake-up for ``target`` and return it
+        (await its ``wait()``, then call :meth:`woken`, or :meth:`abandon_wait` if the wait
+        fails); None when this task should lead a round itself. Split from
+        :meth:`flush_to` so that ``WAL.commit`` parks without a coroutine of its own."""
+        ctl = self._ctl
+        if ctl.closed or ctl.poison is not None:
+            ctl.check_usable()
+        if self._writing or self._lead is not None:
+            self.flush_waits += 1
+            item = (target, self.park())
+            self._waiters.append(item)
+            return item
+        return None
+
+    def woken(self, item: tuple[int, Park]) -> None:
+        """After a parked wait returned: a task handed the lead takes it (it leads the next
+        round as it loops), or passes it on when a round covered it meanwhile."""
+        if self._lead is item[1]:
+            self._lead = None
+            if self._ctl.flushed >= item[0]:
+                self._pass_lead()
+
+    def abandon_wait(self, item: tuple[int, Park]) -> None:
         # The wait may have been cancelled before the wake-up came (asyncio cancels the
         # future itself, so it then reads as not set): a task taken off the list by a wake-up
         # is no longer in it, and a lead handed to it must still go on.

@@ -54,7 +54,10 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from aiopg_io.drivers._compiled import load
 
 __all__ = [
     "CONTROL_NAME",
@@ -81,7 +84,9 @@ __all__ = [
     "record_crc",
     "segment_name",
     "segment_number",
+    "write_record",
     "write_record_header",
+    "write_record_py",
 ]
 
 PAGE_SIZE = 8192
@@ -177,12 +182,39 @@ def record_crc(payload: memoryview | bytes, prefix: bytes) -> int:
 
 
 def write_record_header(
-    buf: memoryview, offset: int, payload: memoryview | bytes, *, epoch: int, prev: int
+    buf: memoryview, offset: int, payload: memoryview | bytes, epoch: int, prev: int
 ) -> None:
-    """:func:`pack_record_header` straight into ``buf`` at ``offset`` (the insertion hot path)."""
+    """:func:`pack_record_header` straight into ``buf`` at ``offset`` (the insertion hot path:
+    positional arguments and bound methods, as it runs once per append)."""
     tot = RECORD_HEADER_SIZE + len(payload)
-    prefix = _PREFIX.pack(tot, epoch, prev, 0)
-    _RECORD_HEADER.pack_into(buf, offset, tot, epoch, prev, 0, zlib.crc32(prefix, zlib.crc32(payload)))
+    crc = _crc32(_pack_prefix(tot, epoch, prev, 0), _crc32(payload))
+    _pack_header_into(buf, offset, tot, epoch, prev, 0, crc)
+
+
+_pack_header_into = _RECORD_HEADER.pack_into
+_pack_prefix = _PREFIX.pack
+_crc32 = zlib.crc32
+
+
+def write_record_py(buf: memoryview, offset: int, payload: memoryview | bytes, epoch: int, prev: int) -> None:
+    """The record (header, then payload) into ``buf`` at ``offset``: :func:`write_record`'s
+    pure-Python twin."""
+    tot = RECORD_HEADER_SIZE + len(payload)
+    if offset < 0 or offset + tot > len(buf):
+        raise ValueError(
+            f"a record of {tot} bytes at offset {offset} does not fit a buffer of {len(buf)} bytes"
+        )
+    write_record_header(buf, offset, payload, epoch, prev)
+    buf[offset + RECORD_HEADER_SIZE : offset + RECORD_HEADER_SIZE + len(payload)] = payload
+
+
+#: The record (header, then payload) into ``buf`` at ``offset``, which must have room for
+#: it: ``aiopg_io/wal/_record.c`` where built (one call per append, no Python frame), else
+#: :func:`write_record_py`; both write the same bytes.
+write_record: Callable[[memoryview, int, memoryview | bytes, int, int], None] = write_record_py
+_RECORD_C = load("aiopg_io.wal._record")[0]
+if _RECORD_C is not None:
+    write_record = _RECORD_C.write_record
 
 
 def pack_record_header(payload: memoryview | bytes, *, epoch: int, prev: int) -> bytes:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import zlib
+
+import pytest
 
 from aiopg_io.wal._format import (
     LONG_PAGE_HEADER_SIZE,
@@ -18,7 +21,9 @@ from aiopg_io.wal._format import (
     parse_page_header,
     segment_name,
     segment_number,
+    write_record,
     write_record_header,
+    write_record_py,
 )
 
 SEG = 4 * PAGE_SIZE
@@ -102,6 +107,37 @@ def test_record_header_written_in_place_is_the_packed_one() -> None:
             write_record_header(memoryview(buf), 8, given, epoch=5, prev=prev)
             assert buf[8 : 8 + RECORD_HEADER_SIZE] == pack_record_header(payload, epoch=5, prev=prev)
             assert buf[:8] == buf[8 + RECORD_HEADER_SIZE :] == b"\xee" * 8
+
+
+def test_record_written_by_c_and_by_python_is_the_same() -> None:
+    # write_record is aiopg_io/wal/_record.c where built, else its Python twin: both lay
+    # the packed header then the payload, and touch nothing around them.
+    from aiopg_io.wal import _format
+
+    writers = [write_record_py]
+    if _format._RECORD_C is not None:
+        assert write_record is _format._RECORD_C.write_record
+        writers.append(_format._RECORD_C.write_record)
+    elif os.environ.get("AIOPG_IO_PURE") is None:
+        pytest.skip("aiopg_io.wal._record is not built here (no C compiler or no zlib.h)")
+    for payload in (b"", b"abc", bytes(range(256)) * 3):
+        for given in (payload, memoryview(bytearray(payload)), bytearray(payload)):
+            images = []
+            for write in writers:
+                buf = bytearray(b"\xee" * (RECORD_HEADER_SIZE + len(payload) + 16))
+                write(memoryview(buf), 8, given, 0xFFFF_FFFF, 0xFFFF_FFFF_FFFF_FFF8)
+                assert buf[8 : 8 + RECORD_HEADER_SIZE] == pack_record_header(
+                    payload, epoch=0xFFFF_FFFF, prev=0xFFFF_FFFF_FFFF_FFF8
+                )
+                assert buf[8 + RECORD_HEADER_SIZE : -8] == payload
+                assert buf[:8] == buf[-8:] == b"\xee" * 8
+                images.append(bytes(buf))
+            assert len(set(images)) == 1
+    for write in writers:
+        with pytest.raises(ValueError, match="a record of 32 bytes at offset 8 does not fit a buffer of 30"):
+            write(memoryview(bytearray(30)), 8, b"too long", 1, 0)  # 32 bytes at 8 in 30
+        with pytest.raises(TypeError):
+            write(memoryview(bytearray(64)), 0, "text", 1, 0)
 
 
 def test_segment_names() -> None:
