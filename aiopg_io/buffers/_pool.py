@@ -53,14 +53,12 @@ Facts relied on (those about syncing are in ``_writeback.py``):
   ``/sys/kernel/mm/transparent_hugepage/shmem_enabled`` allows it; private anonymous memory
   gets THP under the common ``enabled=madvise`` after ``madvise(MADV_HUGEPAGE)``
   (madvise(2); Documentation/admin-guide/mm/transhuge.rst). So the arena is private and
-  advised (:func:`_arena`); the saving is measured in docs/benchmarks.md. A private
-  mapping is copy-on-write in a forked child, and a page the parent writes after the fork
-  then moves, which breaks I/O the device is doing into it (madvise(2), MADV_DONTFORK: "Such
-  page relocations cause problems for hardware that DMAs into the page"). Linux 5.19 keeps a
-  page pinned for I/O the parent's (PageAnonExclusive), older kernels do not, so the arena is
-  also ``MADV_DONTFORK``: a child gets no copy of it at all (the pool is unusable there anyway,
-  docs/guide.md, "Fork"), and a fork does not copy its page tables either. Where the mmap
-  module has no flags (Windows) the arena is its anonymous map, as before.
+  advised (:func:`_arena`); the saving is measured in docs/benchmarks.md. Private memory is
+  copy-on-write in a fork child, and before Linux 5.19 a page the parent writes after a fork
+  can move away from a direct read in flight into it (``drivers/_memory.py`` states the
+  facts), so the arena is also ``MADV_DONTFORK``: a child gets no copy of it at all (the pool
+  is unusable there anyway, docs/guide.md, "Fork"), and a fork does not copy its page tables
+  either. Where the mmap module has no flags (Windows) the arena is its anonymous map.
 - A positional read of a regular file is short only at end of file (read(2)); here that
   means the file shrank under the pool, reported as BlockOutOfRangeError.
 """
@@ -69,7 +67,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import mmap
 import operator
 import os
 import warnings
@@ -85,6 +82,7 @@ from .. import _paths
 from .._glue import Glue, Park, current_glue
 from .._open import open as aio_open
 from ..drivers import DriverFactory
+from ..drivers._memory import private_memory
 from ..errors import AlignmentError, ClosedError
 from ._descriptors import BufferDesc, ClockSweep, InFlightIO, io_views
 from ._read_stream import ReadStream
@@ -124,17 +122,9 @@ _OPEN_RELATIONS: weakref.WeakValueDictionary[tuple[int, int], Relation] = weakre
 def _arena(size: int) -> memoryview:
     """The pool's buffers: private anonymous memory (page-aligned, so it suits O_DIRECT),
     not inherited by a fork child and asked for transparent huge pages (see the module doc
-    for why). Where the kernel has no
-    THP the advice is refused or ignored and the arena is plain 4 KiB pages."""
-    if not hasattr(mmap, "MAP_PRIVATE"):
-        return memoryview(mmap.mmap(-1, size))  # Windows: no flags, no madvise
-    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    for name in ("MADV_DONTFORK", "MADV_HUGEPAGE"):
-        advice = getattr(mmap, name, None)
-        if advice is not None:
-            with contextlib.suppress(OSError):  # EINVAL: a kernel built without THP
-                m.madvise(advice)
-    return memoryview(m)
+    for why). Where the kernel has no THP the advice is refused or ignored and the arena is
+    plain 4 KiB pages."""
+    return memoryview(private_memory(size, "MADV_DONTFORK", "MADV_HUGEPAGE"))
 
 
 def _forget_relation(rel: Relation) -> None:
