@@ -93,7 +93,7 @@ from .errors import (
     RelationInUseError,
     RelationSizeError,
     at_least_one,
-    one_to,
+    combine_limit,
 )
 
 if TYPE_CHECKING:
@@ -109,10 +109,6 @@ DEFAULT_IO_COMBINE_LIMIT = 16
 #: submission and completion path about what a write of a few does, and PostgreSQL's
 #: io_combine_limit does not govern its writes (docs/benchmarks.md has the measure).
 DEFAULT_WRITE_COMBINE_LIMIT = 64
-#: The bound on ``write_combine_limit``: PostgreSQL 18's bound on io_combine_limit and
-#: io_max_combine_limit, PG_IOV_MAX (128 blocks, 1 MB of 8 KiB pages, commit 06fb5612): a
-#: write is one iovec per block at most, well under IOV_MAX (1024 on Linux).
-MAX_WRITE_COMBINE_LIMIT = 128
 
 #: Every relation open in a pool of this process, by file identity (st_dev, st_ino): a second
 #: pool is refused one (RelationInUseError). Weak, so a pool dropped unclosed holds nothing.
@@ -513,10 +509,10 @@ class BufferPool:
     O_DIRECT (the arena is page-aligned); ``driver`` as for :func:`aiopg_io.open`.
 
     ``io_combine_limit`` (blocks, 16 by default) is the most a read combines (a read
-    stream's default); ``write_combine_limit`` (blocks, 64 by default, 1 to 128, else
-    ValueError naming the value and the bound) the most adjacent dirty blocks one write of
-    write-back or a checkpoint combines. 128 is PostgreSQL 18's bound on
-    io_max_combine_limit (PG_IOV_MAX, 1 MB of 8 KiB pages).
+    stream's default); ``write_combine_limit`` (blocks, 64 by default) the most adjacent
+    dirty blocks one write of write-back or a checkpoint combines. Each is 1 to 128, else
+    ValueError naming the value and the bound: 128 is PostgreSQL 18's bound on
+    io_combine_limit and io_max_combine_limit (PG_IOV_MAX, 1 MB of 8 KiB pages).
     """
 
     def __init__(
@@ -531,13 +527,8 @@ class BufferPool:
     ) -> None:
         nbuffers = at_least_one("nbuffers", nbuffers)
         page_size = at_least_one("page_size", page_size)
-        io_combine_limit = at_least_one("io_combine_limit", io_combine_limit)
-        write_combine_limit = one_to(
-            "write_combine_limit",
-            write_combine_limit,
-            MAX_WRITE_COMBINE_LIMIT,
-            "blocks in one write: PostgreSQL's bound on io_max_combine_limit, PG_IOV_MAX",
-        )
+        io_combine_limit = combine_limit("io_combine_limit", io_combine_limit)
+        write_combine_limit = combine_limit("write_combine_limit", write_combine_limit)
         self.nbuffers = nbuffers
         self.page_size = page_size
         self.direct = direct
