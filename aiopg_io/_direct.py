@@ -33,6 +33,7 @@ from .drivers._memory import aligned_buffer as aligned_buffer
 from .drivers._memory import buffer_address as buffer_address
 from .drivers._memory import direct_open_flags as direct_open_flags
 from .drivers._memory import fd_is_direct as fd_is_direct
+from .drivers._memory import private_memory as private_memory
 from .errors import AlignmentError, DirectIOUnsupportedError
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "dio_alignment",
     "direct_open_flags",
     "enable_direct",
+    "private_memory",
 ]
 
 DEFAULT_ALIGNMENT = 4096

@@ -79,10 +79,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from .. import _paths
+from .._direct import private_memory
 from .._glue import Glue, Park, current_glue
 from .._open import open as aio_open
 from ..drivers import DriverFactory
-from ..drivers._memory import private_memory
 from ..errors import AlignmentError, ClosedError
 from ._descriptors import BufferDesc, ClockSweep, InFlightIO, io_views
 from ._read_stream import ReadStream
