@@ -50,7 +50,15 @@ from typing import Any, Literal
 
 import anyio
 
-from ._checks import as_int, check_end, file_offset, optional_int, readable_view, writable_view
+from ._checks import (
+    FALLOCATE_MODE_MAX,
+    as_int,
+    check_end,
+    file_offset,
+    optional_int,
+    readable_view,
+    writable_view,
+)
 from ._context import IOContext
 from ._direct import Alignment, aligned_buffer, check_aligned, fd_is_direct
 from ._glue import coroutine_function
@@ -522,13 +530,19 @@ class AsyncFile:
         await self._submit(Op(kind, self._fd, path=self._path))
 
     async def fallocate(self, offset: int, length: int, mode: int = 0) -> None:
-        """Reserve ``length`` bytes at ``offset`` (mode 0 extends the file as needed)."""
+        """Reserve ``length`` bytes at ``offset`` (mode 0 extends the file as needed; another
+        is fallocate(2)'s ``FALLOC_FL_*`` bits, 0 to 2**31 - 1, else ValueError naming it)."""
         self._check_writable()
         offset = file_offset(offset, self._path)
         length = as_int(length, "length")
         if length <= 0:
             raise InvalidOffsetError(errno.EINVAL, f"fallocate length {length} must be positive", self._path)
         check_end(offset, length, self._path)
+        mode = as_int(mode, "mode")
+        if not 0 <= mode <= FALLOCATE_MODE_MAX:  # else wrapped to another mode in an SQE or a C int
+            raise ValueError(
+                f"fallocate mode {mode} is not within 0 .. {FALLOCATE_MODE_MAX} (FALLOC_FL_* bits)"
+            )
         await self._submit(Op(OpKind.FALLOCATE, self._fd, offset, length=length, mode=mode, path=self._path))
 
     async def stat(self) -> os.stat_result:

@@ -130,6 +130,34 @@ async def test_bad_fd(driver: str, tmp_path: Path) -> None:
         await aiopg_io.open(-3, "rb", driver=driver)
 
 
+async def test_fallocate_mode_is_checked_before_the_kernel(driver: str, existing: Path) -> None:
+    # fallocate(2)'s mode is a C int of FALLOC_FL_* bits, carried in a 32-bit SQE field on
+    # io_uring: 2**32 used to wrap to 0 (a plain allocation that extended the file) on some
+    # drivers and fail on others; a bool is no mode.
+    async with aiopg_io.open(existing, "r+b", driver=driver) as f:
+        for bad in (2**32, 2**31, -1, 2**70):
+            with pytest.raises(ValueError, match=rf"^fallocate mode {bad} is not within 0 \.\. 2147483647 "):
+                await f.fallocate(len(CONTENT), 4096, bad)
+        for wrong in (True, 1.5, None, "1"):
+            with pytest.raises(TypeError, match=f"^mode must be an integer, not {type(wrong).__name__}$"):
+                await f.fallocate(len(CONTENT), 4096, wrong)  # type: ignore[arg-type]
+    assert existing.read_bytes() == CONTENT  # nothing was allocated past the end
+
+
+async def test_an_fd_past_a_c_int_or_a_bool_is_refused(driver: str, existing: Path) -> None:
+    # A file descriptor is a C int: a larger number is none (os.fstat would overflow), and an
+    # opener's True would be fd 1, stdout.
+    before = open_fds()
+    for fd in (2**31, 2**64):
+        with pytest.raises(ValueError, match=f"^file descriptor {fd} is past the largest, 2147483647 "):
+            await aiopg_io.open(fd, "rb", driver=driver)
+    for result in (True, 2**31, -1):
+        want = rf"^opener returned {result}; it must return a file descriptor \(an int from 0 to 2147483647\)"
+        with pytest.raises(ValueError, match=want):
+            await aiopg_io.open(existing, "rb", opener=lambda p, fl, r=result: r, driver=driver)
+    assert open_fds() == before
+
+
 async def test_unknown_and_unavailable_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "x"
     p.write_bytes(b"")

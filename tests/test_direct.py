@@ -182,6 +182,22 @@ def test_aligned_memory_where_the_mmap_module_lacks_a_flag(
     assert len(arena) == 3 * mmap.PAGESIZE and arena[:] == bytes(3 * mmap.PAGESIZE)
 
 
+def test_dio_alignment_of_an_fd_that_is_none(tmp_path: Path) -> None:
+    # AT_FDCWD (-100) with AT_EMPTY_PATH would answer for the working directory, True for
+    # stdout: each is refused before statx sees it.
+    with pytest.raises(ValueError, match=r"^negative file descriptor -100$"):
+        aiopg_io.dio_alignment(-100)
+    with pytest.raises(TypeError, match=r"^target must be a file descriptor \(an int\), not bool$"):
+        aiopg_io.dio_alignment(True)
+    with pytest.raises(ValueError, match=f"^file descriptor {2**31} is past the largest, 2147483647"):
+        aiopg_io.dio_alignment(2**31)
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert aiopg_io.dio_alignment(fd).offset > 0
+    finally:
+        os.close(fd)
+
+
 async def test_direct_text_mode_is_refused(existing: Path) -> None:
     with pytest.raises(ValueError, match="direct I/O needs binary mode"):
         await aiopg_io.open(existing, "r", direct=True)
