@@ -12,7 +12,9 @@ File descriptors are C ``int`` (open(2) returns one, every call takes one): one 
 working directory to an ``*at`` call), and a bool is no fd (True would be fd 1, stdout): each
 is refused before a system call sees it. A ``mode`` the kernel takes is a C ``int`` too
 (fallocate(2), mkdir(2)); io_uring carries it in a 32-bit SQE field, where a larger one would
-wrap to another mode (2**32 to 0: a plain allocation) instead of failing.
+wrap to another mode (2**32 to 0: a plain allocation) instead of failing. One vectored
+read or write takes at most ``IOV_MAX`` buffers (readv(2): EINVAL past it; 1024 on Linux,
+macOS and FreeBSD); the drivers used to disagree past it (EINVAL, or split by POSIX AIO).
 
 Offsets: ``off_t`` is 64 bits on every platform aiopg_io runs on (CPython is built with
 large-file support), and Linux refuses a transfer whose end passes ``2**63 - 1``
@@ -22,8 +24,11 @@ checked before a driver sees it.
 
 from __future__ import annotations
 
+import errno
 import operator
+import os
 import sys
+from collections.abc import Callable, Iterable
 from typing import SupportsIndex
 
 from .drivers.base import offset_error
@@ -31,6 +36,7 @@ from .drivers.base import offset_error
 __all__ = [
     "C_INT_MAX",
     "FALLOCATE_MODE_MAX",
+    "IOV_MAX",
     "FD_MAX",
     "NEWLINES",
     "as_int",
@@ -44,6 +50,7 @@ __all__ = [
     "optional_int",
     "readable_view",
     "text_size",
+    "vector_views",
     "writable_view",
 ]
 
@@ -159,6 +166,33 @@ def readable_view(
     if not mv.c_contiguous:
         raise TypeError(f"{what} must be C-contiguous")
     return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+
+
+def _iov_max() -> int:
+    try:
+        n = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no such name
+        n = -1
+    return n if n > 0 else 1024  # -1: "no limit" reported; 1024 is every ring's IOV_MAX
+
+
+#: The most buffers one vectored read or write takes.
+IOV_MAX = _iov_max()
+
+
+def vector_views(
+    bufs: Iterable[object], view: Callable[[object, str], memoryview], path: str
+) -> list[memoryview]:
+    """The views of a vectored call's ``bufs`` (``view`` is :func:`writable_view` or
+    :func:`readable_view`), or OSError EINVAL naming their count and :data:`IOV_MAX`."""
+    views = [view(b, "each buffer") for b in bufs]
+    if len(views) > IOV_MAX:
+        raise OSError(
+            errno.EINVAL,
+            f"{len(views)} buffers: one vectored read or write takes at most IOV_MAX, {IOV_MAX}",
+            path,
+        )
+    return views
 
 
 def check_text_arg_types(encoding: object, errors: object, newline: object) -> None:

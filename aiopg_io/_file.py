@@ -57,6 +57,7 @@ from ._checks import (
     file_offset,
     optional_int,
     readable_view,
+    vector_views,
     writable_view,
 )
 from ._context import IOContext
@@ -395,11 +396,12 @@ class AsyncFile:
         return await self._transfer(OpKind.READ, offset, (mv,), buf)
 
     async def preadv(self, bufs: Iterable[Any], offset: int) -> int:
-        """Fill ``bufs`` in order from ``offset`` with one vectored read; returns the count."""
+        """Fill ``bufs`` in order from ``offset`` with one vectored read; returns the count.
+        At most ``IOV_MAX`` buffers (1024 on Linux), else OSError EINVAL naming both."""
         self._check_readable()
         if isinstance(bufs, (bytes, bytearray, memoryview)):
             raise TypeError("bufs must be an iterable of buffers, not a single buffer")
-        views = [writable_view(b, "each buffer") for b in bufs]
+        views = vector_views(bufs, writable_view, self._path)
         offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         return await self._transfer(OpKind.READV, offset, views, bufs)
@@ -414,7 +416,7 @@ class AsyncFile:
         than in a task (the buffer pool). The op owns ``bufs`` until then; it is not
         cancellable, and :meth:`aclose` waits for it. Checks as :meth:`preadv`."""
         self._check_readable()
-        views = [writable_view(b, "each buffer") for b in bufs]
+        views = vector_views(bufs, writable_view, self._path)
         offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         kind = OpKind.READ if len(views) == 1 else OpKind.READV
@@ -426,7 +428,7 @@ class AsyncFile:
         """As :meth:`start_preadv`, for one vectored write of ``bufs`` at ``offset`` (a
         write's count is all of ``bufs`` when it succeeded). Checks as :meth:`pwritev`."""
         self._check_writable()
-        views = [readable_view(b, "each buffer") for b in bufs]
+        views = vector_views(bufs, readable_view, self._path)
         offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         kind = OpKind.WRITE if len(views) == 1 else OpKind.WRITEV
@@ -458,11 +460,12 @@ class AsyncFile:
         return await self._transfer(OpKind.WRITE, offset, (mv,), data)
 
     async def pwritev(self, bufs: Iterable[Any], offset: int) -> int:
-        """Write ``bufs`` in order from ``offset`` with one vectored write; returns the total."""
+        """Write ``bufs`` in order from ``offset`` with one vectored write; returns the total.
+        At most ``IOV_MAX`` buffers (1024 on Linux), else OSError EINVAL naming both."""
         self._check_writable()
         if isinstance(bufs, (bytes, bytearray, memoryview, str)):
             raise TypeError("bufs must be an iterable of buffers, not a single buffer")
-        views = [readable_view(b, "each buffer") for b in bufs]
+        views = vector_views(bufs, readable_view, self._path)
         offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         return await self._transfer(OpKind.WRITEV, offset, views, bufs)
@@ -486,7 +489,7 @@ class AsyncFile:
             raise TypeError("bufs must be an iterable of buffers, not a single buffer")
         if sync not in ("fdatasync", "fsync"):
             raise ValueError(f"sync={sync!r}: 'fdatasync' or 'fsync'")
-        views = [readable_view(b, "each buffer") for b in bufs]
+        views = vector_views(bufs, readable_view, self._path)
         offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         if self._wbuf:

@@ -144,6 +144,27 @@ async def test_fallocate_mode_is_checked_before_the_kernel(driver: str, existing
     assert existing.read_bytes() == CONTENT  # nothing was allocated past the end
 
 
+async def test_a_vector_past_iov_max_is_refused_alike_on_every_driver(driver: str, existing: Path) -> None:
+    # readv(2) refuses more than IOV_MAX buffers (EINVAL); the drivers used to differ (a bare
+    # EINVAL, their own words, or POSIX AIO splitting it): now one error names both numbers.
+    from aiopg_io._checks import IOV_MAX
+
+    want = rf"^\[Errno 22\] {IOV_MAX + 1} buffers: one vectored read or write takes at most IOV_MAX, "
+    async with aiopg_io.open(existing, "r+b", driver=driver) as f:
+        for call in (
+            lambda: f.preadv([bytearray(1) for _ in range(IOV_MAX + 1)], 0),
+            lambda: f.pwritev([b"x"] * (IOV_MAX + 1), 0),
+            lambda: f.pwritev_sync([b"x"] * (IOV_MAX + 1), 0),
+        ):
+            with pytest.raises(OSError, match=want) as ei:
+                await call()
+            assert ei.value.errno == errno.EINVAL
+        bufs = [bytearray(2) for _ in range(IOV_MAX)]  # the limit itself is fine
+        assert await f.preadv(bufs, 0) == 2 * IOV_MAX
+        assert b"".join(bufs) == CONTENT[: 2 * IOV_MAX]
+    assert existing.read_bytes() == CONTENT
+
+
 async def test_an_fd_past_a_c_int_or_a_bool_is_refused(driver: str, existing: Path) -> None:
     # A file descriptor is a C int: a larger number is none (os.fstat would overflow), and an
     # opener's True would be fd 1, stdout.
