@@ -69,6 +69,7 @@ import contextlib
 import errno
 import operator
 import os
+import sys
 import warnings
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
@@ -513,6 +514,8 @@ class BufferPool:
     dirty blocks one write of write-back or a checkpoint combines. Each is 1 to 128, else
     ValueError naming the value and the bound: 128 is PostgreSQL 18's bound on
     io_combine_limit and io_max_combine_limit (PG_IOV_MAX, 1 MB of 8 KiB pages).
+    ``nbuffers`` and ``page_size`` are at least 1 and their product (the arena's bytes) at
+    most ``sys.maxsize``, else ValueError naming them; a bool for any count is TypeError.
     """
 
     def __init__(
@@ -527,6 +530,11 @@ class BufferPool:
     ) -> None:
         nbuffers = at_least_one("nbuffers", nbuffers)
         page_size = at_least_one("page_size", page_size)
+        if nbuffers * page_size > sys.maxsize:  # mmap would raise OverflowError, naming neither
+            raise ValueError(
+                f"nbuffers {nbuffers} x page_size {page_size} is {nbuffers * page_size} bytes, "
+                f"past the largest arena, {sys.maxsize} bytes"
+            )
         io_combine_limit = combine_limit("io_combine_limit", io_combine_limit)
         write_combine_limit = combine_limit("write_combine_limit", write_combine_limit)
         self.nbuffers = nbuffers

@@ -38,8 +38,10 @@ class RelationInUseError(AiopgIOError, RuntimeError):
 
 
 def at_least_one(name: str, value: SupportsIndex) -> int:
-    """``value`` as an int (``operator.index``), or ValueError naming it when below 1: the
-    check of every count the pool and its read streams take."""
+    """``value`` as an int (``operator.index``; a bool is TypeError), or ValueError naming it
+    when below 1: the check of every count the pool and its read streams take."""
+    if isinstance(value, bool):  # True would be a count of 1
+        raise TypeError(f"{name} must be an integer, not bool")
     n = operator.index(value)
     if n < 1:
         raise ValueError(f"{name} {n} must be at least 1")

@@ -6,6 +6,7 @@ import errno
 import mmap
 import os
 import re
+import sys
 from pathlib import Path
 
 import anyio
@@ -517,6 +518,23 @@ def test_combine_limits_out_of_range_are_refused(name: str, value: int, message:
     assert open_fds() == fds
     assert getattr(BufferPool(4, PS, **{name: 128}), name) == 128
     assert (BufferPool(4, PS).io_combine_limit, BufferPool(4, PS).write_combine_limit) == (16, 64)
+
+
+def test_an_arena_past_sys_maxsize_or_a_bool_count_is_refused() -> None:
+    # mmap used to raise OverflowError naming neither number; True was taken as 1.
+    fds = open_fds()
+    big = rf"^nbuffers {2**40} x page_size {2**40} is {2**80} bytes, past the largest arena, {sys.maxsize} "
+    with pytest.raises(ValueError, match=big):
+        BufferPool(2**40, 2**40)
+    for kwargs in (
+        {"nbuffers": True},
+        {"nbuffers": 4, "page_size": True},
+        {"nbuffers": 4, "io_combine_limit": True},
+    ):
+        name = next(k for k, v in kwargs.items() if v is True)
+        with pytest.raises(TypeError, match=f"^{name} must be an integer, not bool$"):
+            BufferPool(**kwargs)
+    assert open_fds() == fds
 
 
 @pytest.mark.skipif(
