@@ -1,10 +1,20 @@
-"""Argument checks shared by ``open()``, the binary file and the text file.
+"""Argument checks shared by ``open()``, the binary file, the text file and the calls beside
+them (``sendfile``, ``dio_alignment``, ``aiopg_io.os``).
 
 Each raises what CPython's ``io`` raises for the same mistake (same type, same message), so
 code moving from ``open`` keeps its error handling, or, where ``io`` has no equivalent (file
 offsets past ``off_t``), the documented error that names the value and the limit. Where
 ``io`` itself words one mistake two ways (``BufferedReader.read("x")`` and
 ``TextIOWrapper.read("x")`` differ), there are two checks, each named for its caller.
+
+File descriptors are C ``int`` (open(2) returns one, every call takes one): one past
+``2**31 - 1`` cannot name an fd, a negative one names none (and AT_FDCWD, -100, would name the
+working directory to an ``*at`` call), and a bool is no fd (True would be fd 1, stdout): each
+is refused before a system call sees it. A ``mode`` the kernel takes is a C ``int`` too
+(fallocate(2), mkdir(2)); io_uring carries it in a 32-bit SQE field, where a larger one would
+wrap to another mode (2**32 to 0: a plain allocation) instead of failing. One vectored
+read or write takes at most ``IOV_MAX`` buffers (readv(2): EINVAL past it; 1024 on Linux,
+macOS and FreeBSD); the drivers used to disagree past it (EINVAL, or split by POSIX AIO).
 
 Offsets: ``off_t`` is 64 bits on every platform aiopg_io runs on (CPython is built with
 large-file support), and Linux refuses a transfer whose end passes ``2**63 - 1``
@@ -14,23 +24,33 @@ checked before a driver sees it.
 
 from __future__ import annotations
 
+import errno
 import operator
+import os
 import sys
+from collections.abc import Callable, Iterable
 from typing import SupportsIndex
 
 from .drivers.base import offset_error
 
 __all__ = [
+    "C_INT_MAX",
+    "FALLOCATE_MODE_MAX",
+    "IOV_MAX",
+    "FD_MAX",
     "NEWLINES",
     "as_int",
+    "c_int_mode",
     "check_end",
     "check_newline",
     "check_text_arg_types",
     "exact_int",
+    "fd_arg",
     "file_offset",
     "optional_int",
     "readable_view",
     "text_size",
+    "vector_views",
     "writable_view",
 ]
 
@@ -73,6 +93,36 @@ def exact_int(name: str, value: object, minimum: int | None = None) -> int:
     return value
 
 
+#: The largest C ``int`` (32 bits on every platform aiopg_io runs on).
+C_INT_MAX = 2**31 - 1
+#: The largest file descriptor: fds are C ints.
+FD_MAX = C_INT_MAX
+#: The largest fallocate(2) mode: its flags (``FALLOC_FL_*``) are bits of a non-negative C int.
+FALLOCATE_MODE_MAX = C_INT_MAX
+
+
+def fd_arg(value: object, what: str) -> int:
+    """A file descriptor a caller passed: an int (not a bool) from 0 to :data:`FD_MAX`, else
+    TypeError, or ValueError naming the value (and the limit it passed)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be a file descriptor (an int), not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"negative file descriptor {value}")  # io.open's words
+    if value > FD_MAX:
+        raise ValueError(f"file descriptor {value} is past the largest, {FD_MAX} (2**31 - 1: fds are C ints)")
+    return value
+
+
+def c_int_mode(value: object) -> int:
+    """A ``mode`` as ``os.mkdir`` takes it: anything with ``__index__`` (bool too, as there)
+    within a C int, else its TypeError or OverflowError, in its words. A negative one is
+    taken as ``os`` takes it (the kernel reads the same 32 bits: -1 is every bit)."""
+    m = operator.index(value)  # type: ignore[arg-type]
+    if not -C_INT_MAX - 1 <= m <= C_INT_MAX:
+        raise OverflowError("Python int too large to convert to C int")  # os.mkdir's words
+    return m
+
+
 def file_offset(value: object, path: str) -> int:
     """A file offset: an integer from 0 to ``OFF_T_MAX``, else InvalidOffsetError naming ``path``."""
     off = as_int(value, "offset")
@@ -82,7 +132,7 @@ def file_offset(value: object, path: str) -> int:
     return off
 
 
-def check_end(offset: int, nbytes: int, path: str) -> None:
+def check_end(offset: int, nbytes: int, path: str | None) -> None:
     """InvalidOffsetError when ``nbytes`` at ``offset`` would end past ``OFF_T_MAX``."""
     err = offset_error(offset, nbytes, path)
     if err is not None:
@@ -116,6 +166,33 @@ def readable_view(
     if not mv.c_contiguous:
         raise TypeError(f"{what} must be C-contiguous")
     return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+
+
+def _iov_max() -> int:
+    try:
+        n = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no such name
+        n = -1
+    return n if n > 0 else 1024  # -1: "no limit" reported; 1024 is every ring's IOV_MAX
+
+
+#: The most buffers one vectored read or write takes.
+IOV_MAX = _iov_max()
+
+
+def vector_views(
+    bufs: Iterable[object], view: Callable[[object, str], memoryview], path: str
+) -> list[memoryview]:
+    """The views of a vectored call's ``bufs`` (``view`` is :func:`writable_view` or
+    :func:`readable_view`), or OSError EINVAL naming their count and :data:`IOV_MAX`."""
+    views = [view(b, "each buffer") for b in bufs]
+    if len(views) > IOV_MAX:
+        raise OSError(
+            errno.EINVAL,
+            f"{len(views)} buffers: one vectored read or write takes at most IOV_MAX, {IOV_MAX}",
+            path,
+        )
+    return views
 
 
 def check_text_arg_types(encoding: object, errors: object, newline: object) -> None:

@@ -29,10 +29,12 @@ import os
 import sys
 from dataclasses import dataclass
 
+from ._checks import fd_arg
 from .drivers._memory import aligned_buffer as aligned_buffer
 from .drivers._memory import buffer_address as buffer_address
 from .drivers._memory import direct_open_flags as direct_open_flags
 from .drivers._memory import fd_is_direct as fd_is_direct
+from .drivers._memory import private_memory as private_memory
 from .errors import AlignmentError, DirectIOUnsupportedError
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "dio_alignment",
     "direct_open_flags",
     "enable_direct",
+    "private_memory",
 ]
 
 DEFAULT_ALIGNMENT = 4096
@@ -86,8 +89,11 @@ def dio_alignment(target: str | os.PathLike[str] | int) -> Alignment:
     """The direct-I/O alignment of a file or directory (a path, or an open fd).
 
     Asks statx(STATX_DIOALIGN) where the kernel answers; otherwise returns 4096 for both.
-    A file the kernel says cannot do direct I/O at all raises DirectIOUnsupportedError.
+    A file the kernel says cannot do direct I/O at all raises DirectIOUnsupportedError. An
+    fd must be one (0 to 2**31 - 1, not a bool), else TypeError or ValueError naming it.
     """
+    if isinstance(target, int):  # never AT_FDCWD (-100: the working directory) or True (fd 1)
+        fd_arg(target, "target")
     if _statx is None:
         return Alignment(DEFAULT_ALIGNMENT, DEFAULT_ALIGNMENT)
     buf = ctypes.create_string_buffer(256)

@@ -50,7 +50,16 @@ from typing import Any, Literal
 
 import anyio
 
-from ._checks import as_int, check_end, file_offset, optional_int, readable_view, writable_view
+from ._checks import (
+    FALLOCATE_MODE_MAX,
+    as_int,
+    check_end,
+    file_offset,
+    optional_int,
+    readable_view,
+    vector_views,
+    writable_view,
+)
 from ._context import IOContext
 from ._direct import Alignment, aligned_buffer, check_aligned, fd_is_direct
 from ._glue import coroutine_function
@@ -387,11 +396,12 @@ class AsyncFile:
         return await self._transfer(OpKind.READ, offset, (mv,), buf)
 
     async def preadv(self, bufs: Iterable[Any], offset: int) -> int:
-        """Fill ``bufs`` in order from ``offset`` with one vectored read; returns the count."""
+        """Fill ``bufs`` in order from ``offset`` with one vectored read; returns the count.
+        At most ``IOV_MAX`` buffers (1024 on Linux), else OSError EINVAL naming both."""
         self._check_readable()
         if isinstance(bufs, (bytes, bytearray, memoryview)):
             raise TypeError("bufs must be an iterable of buffers, not a single buffer")
-        views = [writable_view(b, "each buffer") for b in bufs]
+        views = vector_views(bufs, writable_view, self._path)
         offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         return await self._transfer(OpKind.READV, offset, views, bufs)
@@ -406,7 +416,7 @@ class AsyncFile:
         than in a task (the buffer pool). The op owns ``bufs`` until then; it is not
         cancellable, and :meth:`aclose` waits for it. Checks as :meth:`preadv`."""
         self._check_readable()
-        views = [writable_view(b, "each buffer") for b in bufs]
+        views = vector_views(bufs, writable_view, self._path)
         offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         kind = OpKind.READ if len(views) == 1 else OpKind.READV
@@ -418,7 +428,7 @@ class AsyncFile:
         """As :meth:`start_preadv`, for one vectored write of ``bufs`` at ``offset`` (a
         write's count is all of ``bufs`` when it succeeded). Checks as :meth:`pwritev`."""
         self._check_writable()
-        views = [readable_view(b, "each buffer") for b in bufs]
+        views = vector_views(bufs, readable_view, self._path)
         offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         kind = OpKind.WRITE if len(views) == 1 else OpKind.WRITEV
@@ -450,11 +460,12 @@ class AsyncFile:
         return await self._transfer(OpKind.WRITE, offset, (mv,), data)
 
     async def pwritev(self, bufs: Iterable[Any], offset: int) -> int:
-        """Write ``bufs`` in order from ``offset`` with one vectored write; returns the total."""
+        """Write ``bufs`` in order from ``offset`` with one vectored write; returns the total.
+        At most ``IOV_MAX`` buffers (1024 on Linux), else OSError EINVAL naming both."""
         self._check_writable()
         if isinstance(bufs, (bytes, bytearray, memoryview, str)):
             raise TypeError("bufs must be an iterable of buffers, not a single buffer")
-        views = [readable_view(b, "each buffer") for b in bufs]
+        views = vector_views(bufs, readable_view, self._path)
         offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         return await self._transfer(OpKind.WRITEV, offset, views, bufs)
@@ -478,7 +489,7 @@ class AsyncFile:
             raise TypeError("bufs must be an iterable of buffers, not a single buffer")
         if sync not in ("fdatasync", "fsync"):
             raise ValueError(f"sync={sync!r}: 'fdatasync' or 'fsync'")
-        views = [readable_view(b, "each buffer") for b in bufs]
+        views = vector_views(bufs, readable_view, self._path)
         offset = file_offset(offset, self._path)
         self._check_direct(offset, views)
         if self._wbuf:
@@ -522,13 +533,19 @@ class AsyncFile:
         await self._submit(Op(kind, self._fd, path=self._path))
 
     async def fallocate(self, offset: int, length: int, mode: int = 0) -> None:
-        """Reserve ``length`` bytes at ``offset`` (mode 0 extends the file as needed)."""
+        """Reserve ``length`` bytes at ``offset`` (mode 0 extends the file as needed; another
+        is fallocate(2)'s ``FALLOC_FL_*`` bits, 0 to 2**31 - 1, else ValueError naming it)."""
         self._check_writable()
         offset = file_offset(offset, self._path)
         length = as_int(length, "length")
         if length <= 0:
             raise InvalidOffsetError(errno.EINVAL, f"fallocate length {length} must be positive", self._path)
         check_end(offset, length, self._path)
+        mode = as_int(mode, "mode")
+        if not 0 <= mode <= FALLOCATE_MODE_MAX:  # else wrapped to another mode in an SQE or a C int
+            raise ValueError(
+                f"fallocate mode {mode} is not within 0 .. {FALLOCATE_MODE_MAX} (FALLOC_FL_* bits)"
+            )
         await self._submit(Op(OpKind.FALLOCATE, self._fd, offset, length=length, mode=mode, path=self._path))
 
     async def stat(self) -> os.stat_result:

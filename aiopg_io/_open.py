@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ._checks import check_newline, check_text_arg_types, exact_int, has_nul
+from ._checks import FD_MAX, check_newline, check_text_arg_types, exact_int, fd_arg, has_nul
 from ._context import get_context
 from ._direct import Alignment, dio_alignment, direct_open_flags, enable_direct
 from ._file import DEFAULT_BUFFER_SIZE, AsyncFile, is_directory
@@ -90,8 +90,10 @@ def _open_fd(path: str | int, m: _Mode, direct: bool, opener: Opener | None) -> 
                     path,
                 ) from exc
             raise
-        if not isinstance(fd, int) or fd < 0:
-            raise ValueError(f"opener returned {fd!r}; it must return a file descriptor (an int >= 0)")
+        if isinstance(fd, bool) or not isinstance(fd, int) or not 0 <= fd <= FD_MAX:
+            raise ValueError(
+                f"opener returned {fd!r}; it must return a file descriptor (an int from 0 to {FD_MAX})"
+            )
     try:
         if is_directory(fd):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
@@ -123,8 +125,8 @@ async def _open(
     m = _Mode(mode)
     if isinstance(file, bool) or not isinstance(file, (str, bytes, os.PathLike, int)):
         raise TypeError(f"expected str, bytes, os.PathLike or int for the file, not {type(file).__name__}")
-    if isinstance(file, int) and file < 0:
-        raise ValueError(f"negative file descriptor {file}")
+    if isinstance(file, int):
+        fd_arg(file, "file")
     if limiter is not None and not isinstance(limiter, anyio.CapacityLimiter):
         raise TypeError(f"limiter must be a CapacityLimiter or None, not {type(limiter).__name__}")
     if not closefd and not isinstance(file, int):

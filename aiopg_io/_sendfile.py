@@ -52,7 +52,7 @@ from typing import Any
 
 import anyio
 
-from ._checks import as_int
+from ._checks import as_int, check_end, fd_arg
 from ._file import AsyncFile
 from ._glue import Glue, current_glue
 from .errors import InvalidOffsetError, SendfileError
@@ -123,14 +123,16 @@ async def sendfile(
         raise ValueError(f"sendfile method must be 'auto' or 'copy', not {method!r}")
     res = progress if progress is not None else SendfileResult()
     offset = as_int(offset, "offset")
-    in_fd = file.fileno() if not isinstance(file, int) else file
+    in_fd = file.fileno() if not isinstance(file, int) else fd_arg(file, "file")
     if offset < 0:
         raise InvalidOffsetError(errno.EINVAL, f"sendfile offset {offset} is negative")
+    check_end(offset, 0, None)  # past off_t: sendfile(2)'s offset is one (os would overflow)
     if count is None:
         count = max(0, os.fstat(in_fd).st_size - offset)
     count = as_int(count, "count")
     if count < 0:
         raise InvalidOffsetError(errno.EINVAL, f"sendfile count {count} is negative")
+    check_end(offset, count, None)
     glue = current_glue()
     await glue.checkpoint()  # a checkpoint even when there is nothing to send (trio's rule)
     target = _Target.of(sock, glue)

@@ -28,7 +28,6 @@ caller's thread.
 
 from __future__ import annotations
 
-import operator
 import os
 import sys
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from types import TracebackType
 from typing import cast
 
 from . import ospath as path
+from ._checks import c_int_mode
 from ._oscalls import Limiter, PathArg, checked_path, in_thread, run_op
 from ._paths import Driver
 from .drivers import _statx
@@ -166,7 +166,7 @@ async def mkdir(
         await in_thread(os.mkdir, path, mode, dir_fd=dir_fd, limiter=limiter)
         return
     p = checked_path("mkdir", "path", path)
-    m = operator.index(mode)
+    m = c_int_mode(mode)  # os.mkdir's range and errors: a larger one would wrap in an SQE
     await run_op(Op(OpKind.MKDIRAT, AT_FDCWD, path=os.fsdecode(p), mode=m), driver, p, limiter=limiter)
 
 

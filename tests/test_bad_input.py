@@ -130,6 +130,55 @@ async def test_bad_fd(driver: str, tmp_path: Path) -> None:
         await aiopg_io.open(-3, "rb", driver=driver)
 
 
+async def test_fallocate_mode_is_checked_before_the_kernel(driver: str, existing: Path) -> None:
+    # fallocate(2)'s mode is a C int of FALLOC_FL_* bits, carried in a 32-bit SQE field on
+    # io_uring: 2**32 used to wrap to 0 (a plain allocation that extended the file) on some
+    # drivers and fail on others; a bool is no mode.
+    async with aiopg_io.open(existing, "r+b", driver=driver) as f:
+        for bad in (2**32, 2**31, -1, 2**70):
+            with pytest.raises(ValueError, match=rf"^fallocate mode {bad} is not within 0 \.\. 2147483647 "):
+                await f.fallocate(len(CONTENT), 4096, bad)
+        for wrong in (True, 1.5, None, "1"):
+            with pytest.raises(TypeError, match=f"^mode must be an integer, not {type(wrong).__name__}$"):
+                await f.fallocate(len(CONTENT), 4096, wrong)  # type: ignore[arg-type]
+    assert existing.read_bytes() == CONTENT  # nothing was allocated past the end
+
+
+async def test_a_vector_past_iov_max_is_refused_alike_on_every_driver(driver: str, existing: Path) -> None:
+    # readv(2) refuses more than IOV_MAX buffers (EINVAL); the drivers used to differ (a bare
+    # EINVAL, their own words, or POSIX AIO splitting it): now one error names both numbers.
+    from aiopg_io._checks import IOV_MAX
+
+    want = rf"^\[Errno 22\] {IOV_MAX + 1} buffers: one vectored read or write takes at most IOV_MAX, "
+    async with aiopg_io.open(existing, "r+b", driver=driver) as f:
+        for call in (
+            lambda: f.preadv([bytearray(1) for _ in range(IOV_MAX + 1)], 0),
+            lambda: f.pwritev([b"x"] * (IOV_MAX + 1), 0),
+            lambda: f.pwritev_sync([b"x"] * (IOV_MAX + 1), 0),
+        ):
+            with pytest.raises(OSError, match=want) as ei:
+                await call()
+            assert ei.value.errno == errno.EINVAL
+        bufs = [bytearray(2) for _ in range(IOV_MAX)]  # the limit itself is fine
+        assert await f.preadv(bufs, 0) == 2 * IOV_MAX
+        assert b"".join(bufs) == CONTENT[: 2 * IOV_MAX]
+    assert existing.read_bytes() == CONTENT
+
+
+async def test_an_fd_past_a_c_int_or_a_bool_is_refused(driver: str, existing: Path) -> None:
+    # A file descriptor is a C int: a larger number is none (os.fstat would overflow), and an
+    # opener's True would be fd 1, stdout.
+    before = open_fds()
+    for fd in (2**31, 2**64):
+        with pytest.raises(ValueError, match=f"^file descriptor {fd} is past the largest, 2147483647 "):
+            await aiopg_io.open(fd, "rb", driver=driver)
+    for result in (True, 2**31, -1):
+        want = rf"^opener returned {result}; it must return a file descriptor \(an int from 0 to 2147483647\)"
+        with pytest.raises(ValueError, match=want):
+            await aiopg_io.open(existing, "rb", opener=lambda p, fl, r=result: r, driver=driver)
+    assert open_fds() == before
+
+
 async def test_unknown_and_unavailable_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "x"
     p.write_bytes(b"")

@@ -5,8 +5,10 @@ DirectIOUnsupportedError that leaves nothing open."""
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 
 import aiopg_io
 from aiopg_io.errors import AlignmentError, DirectIOUnsupportedError
-from tests.conftest import CONTENT, open_fds, rand
+from tests.conftest import CONTENT, in_child, open_fds, rand
 
 pytestmark = pytest.mark.anyio
 
@@ -110,6 +112,90 @@ async def test_misaligned_direct_io(direct_driver: str, data_dir: Path) -> None:
             await f.write(b"abc")
         assert isinstance(AlignmentError("x"), ValueError)
     assert p.read_bytes() == CONTENT
+
+
+async def test_a_fork_child_writing_an_inherited_aligned_buffer_leaves_the_parents_bytes(
+    driver: str, tmp_path: Path
+) -> None:
+    # aligned_buffer is private memory, as a bytearray is: a fork child gets a copy-on-write
+    # copy (not a share, as mmap.mmap(-1, n) gives; not nothing, as MADV_DONTFORK gives), so
+    # what the child writes into it, itself or through a read(2), lands in its copy alone.
+    p = tmp_path / "f.bin"
+    p.write_bytes(rand(8192, 1))
+    buf = aiopg_io.aligned_buffer(8192)
+    buf[:] = rand(8192, 2)
+    before = bytes(buf)
+
+    def child() -> str:
+        inherited = bytes(buf) == before  # readable (not DONTFORK) and the parent's bytes
+        buf[:4096] = b"x" * 4096
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            n = os.preadv(fd, [buf[4096:]], 0)
+        finally:
+            os.close(fd)
+        own = bytes(buf) == b"x" * 4096 + rand(8192, 1)[:4096]
+        return f"{inherited} {n} {own}"
+
+    assert in_child(child) == "True 4096 True"
+    assert bytes(buf) == before
+    async with aiopg_io.open(p, "rb", driver=driver) as f:  # still the parent's to use
+        assert await f.preadinto(buf[:4096], 4096) == 4096
+    assert bytes(buf) == rand(8192, 1)[4096:] + before[4096:]
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        ((-1,), ValueError, r"^size -1 is negative$"),
+        ((True,), TypeError, r"^size must be an int, not bool$"),
+        ((10, True), ValueError, r"^alignment True is not a positive power of two$"),
+        ((10, 3), ValueError, r"^alignment 3 is not a positive power of two$"),
+        (
+            (2**70,),
+            ValueError,
+            rf"^size {2**70} with alignment \d+ is more than the largest buffer, {sys.maxsize} bytes$",
+        ),
+        ((10, 2**63), ValueError, rf"^size 10 with alignment {2**63} is more than the largest buffer"),
+    ],
+)
+def test_aligned_buffer_arguments_are_checked(
+    args: tuple[int, ...], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        aiopg_io.aligned_buffer(*args)
+
+
+@pytest.mark.parametrize("missing", ["MAP_PRIVATE", "MADV_DONTFORK"])
+def test_aligned_memory_where_the_mmap_module_lacks_a_flag(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    # Windows' mmap has no flags (MAP_PRIVATE), macOS and FreeBSD no MADV_DONTFORK or
+    # MADV_HUGEPAGE: the buffer and the pool's arena are made all the same.
+    from aiopg_io.drivers._memory import buffer_address, private_memory
+
+    monkeypatch.delattr(mmap, missing, raising=False)
+    buf = aiopg_io.aligned_buffer(5000, 8192)
+    assert len(buf) == 5000 and buffer_address(buf) % 8192 == 0 and bytes(buf) == bytes(5000)
+    buf[:] = b"z" * 5000
+    arena = private_memory(3 * mmap.PAGESIZE, "MADV_DONTFORK", "MADV_HUGEPAGE")
+    assert len(arena) == 3 * mmap.PAGESIZE and arena[:] == bytes(3 * mmap.PAGESIZE)
+
+
+def test_dio_alignment_of_an_fd_that_is_none(tmp_path: Path) -> None:
+    # AT_FDCWD (-100) with AT_EMPTY_PATH would answer for the working directory, True for
+    # stdout: each is refused before statx sees it.
+    with pytest.raises(ValueError, match=r"^negative file descriptor -100$"):
+        aiopg_io.dio_alignment(-100)
+    with pytest.raises(TypeError, match=r"^target must be a file descriptor \(an int\), not bool$"):
+        aiopg_io.dio_alignment(True)
+    with pytest.raises(ValueError, match=f"^file descriptor {2**31} is past the largest, 2147483647"):
+        aiopg_io.dio_alignment(2**31)
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert aiopg_io.dio_alignment(fd).offset > 0
+    finally:
+        os.close(fd)
 
 
 async def test_direct_text_mode_is_refused(existing: Path) -> None:

@@ -28,6 +28,7 @@ import pytest
 import aiopg_io
 import aiopg_io.os
 from aiopg_io._context import get_context, live_contexts
+from aiopg_io.drivers import DRIVER_NAMES
 
 from .conftest import check_limiter_wait, open_fds
 
@@ -40,7 +41,7 @@ ASYNC_PATH: Any = aiopg_io.os.path
 def os_error(fn: Callable[[], object]) -> BaseException:
     try:
         fn()
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, OverflowError) as exc:
         return exc
     raise AssertionError(f"{fn} did not fail")
 
@@ -137,6 +138,10 @@ def _entry_errors(tree: Path) -> list[tuple[str, tuple[object, ...]]]:
         ("mkdir", (f / "sub",)),  # ENOTDIR
         ("mkdir", (b"a\0",)),
         ("mkdir", (tree / "new", "0o777")),  # a mode that is no int
+        # A mode past a C int: os's OverflowError, where an SQE's 32 bits would wrap 2**32 to 0.
+        ("mkdir", (tree / "new", 2**32)),
+        ("mkdir", (tree / "new", -(2**31) - 1)),
+        ("mkdir", (tree / "new", 1.5)),
         # The path's text as given (io_uring once normalized it as pathlib does):
         ("unlink", (f"{f}/",)),  # ENOTDIR, where "f" would be removed
         ("remove", (f"{f}/.",)),
@@ -156,6 +161,17 @@ async def test_entry_calls_fail_as_os_does(tree: Path, driver: str) -> None:
         await same_error(want, functools.partial(getattr(ASYNC_OS, name), *args, driver=driver))
     assert open_fds() == before
     assert sorted(os.listdir(tree)) == ["d", "dangling", "f", "link"]
+
+
+@pytest.mark.parametrize("driver", DRIVER_NAMES, indirect=True)  # the pure io_uring's own MKDIRAT too
+async def test_mkdir_takes_every_mode_os_mkdir_takes(tree: Path, driver: str) -> None:
+    # A C int, as os.mkdir: a negative one is its 32 bits (-1: every permission bit, less the
+    # umask), a bool is 0 or 1; each directory gets the permissions os.mkdir's gets.
+    for mode in (-1, -(2**31), 2**31 - 1, True, 0o1755):
+        mine, theirs = tree / f"aio{mode}", tree / f"os{mode}"
+        await aiopg_io.os.mkdir(mine, mode, driver=driver)
+        os.mkdir(theirs, mode)
+        assert stat_module.S_IMODE(mine.stat().st_mode) == stat_module.S_IMODE(theirs.stat().st_mode), mode
 
 
 async def _made(p: Path) -> Path:

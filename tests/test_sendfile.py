@@ -215,6 +215,17 @@ async def test_bad_arguments_are_refused_before_sending(data: tuple[Path, bytes]
             await aiopg_io.sendfile(a, f, offset=-1)
         with pytest.raises(InvalidOffsetError, match="sendfile count -2 is negative"):
             await aiopg_io.sendfile(a, f, count=-2)
+        # Past off_t: sendfile(2)'s offset is one (os.sendfile used to raise OverflowError).
+        for offset, count in ((2**63, 10), (2**64, None), (2**63 - 10, 100)):
+            with pytest.raises(
+                InvalidOffsetError, match=r"past the largest file offset, 9223372036854775807"
+            ):
+                await aiopg_io.sendfile(a, f, offset=offset, count=count)
+        # An fd is an int from 0 to 2**31 - 1, never a bool (True would send from stdout).
+        with pytest.raises(TypeError, match=r"^file must be a file descriptor \(an int\), not bool$"):
+            await aiopg_io.sendfile(a, True, count=10)
+        with pytest.raises(ValueError, match=f"^file descriptor {2**31} is past the largest"):
+            await aiopg_io.sendfile(a, 2**31, count=10)
         with pytest.raises(ValueError, match="method must be 'auto' or 'copy', not 'fast'"):
             await aiopg_io.sendfile(a, f, method="fast")
         with pytest.raises(TypeError, match="got bytearray"):

@@ -169,11 +169,10 @@ async def test_cancelled_while_a_half_is_held(driver: str, tmp_path: Path, half:
     assert path.read_bytes() == (b"" if half == "write" else b"x" * 1000)
 
 
+@pytest.mark.parametrize("driver", ["io_uring", "io_uring_c"], indirect=True)
 async def test_the_ring_drivers_link_it_in_the_ring(driver: str, tmp_path: Path) -> None:
     # io_uring and io_uring_c link the write and the sync in the ring (IOSQE_IO_LINK): no
     # fallback thread runs it, and the chain is counted as one op.
-    if driver not in ("io_uring", "io_uring_c"):
-        pytest.skip("a ring driver's own path")
     async with aiopg_io.open(tmp_path / "f", "w+b", driver=driver) as f:
         before = f.driver_statistics()
         assert await f.pwritev_sync([b"a" * 5000, b"b" * 3000], 0) == 8000
@@ -185,13 +184,12 @@ async def test_the_ring_drivers_link_it_in_the_ring(driver: str, tmp_path: Path)
     assert after.in_flight == 0
 
 
+@pytest.mark.parametrize("driver", ["io_uring_c"], indirect=True)
 async def test_io_uring_c_completes_it_in_c(driver: str, tmp_path: Path) -> None:
     # On io_uring_c a chain whose sync succeeded is reaped and its waiter resumed in C
     # (Ring.harvest: c_resumed counts it), as a whole write or a sync is: no Python frame
     # per completion. Its result is still the bytes written (a failed half goes the Python
     # way: the tests above, and tests/drivers/test_io_uring_c_tick.py).
-    if driver != "io_uring_c":
-        pytest.skip("the C ring's own path")
     async with aiopg_io.open(tmp_path / "f", "w+b", driver=driver) as f:
         before = dict(f.driver_statistics().extra)["c_resumed"]
         for i in range(5):

@@ -53,14 +53,12 @@ Facts relied on (those about syncing are in ``_writeback.py``):
   ``/sys/kernel/mm/transparent_hugepage/shmem_enabled`` allows it; private anonymous memory
   gets THP under the common ``enabled=madvise`` after ``madvise(MADV_HUGEPAGE)``
   (madvise(2); Documentation/admin-guide/mm/transhuge.rst). So the arena is private and
-  advised (:func:`_arena`); the saving is measured in docs/benchmarks.md. A private
-  mapping is copy-on-write in a forked child, and a page the parent writes after the fork
-  then moves, which breaks I/O the device is doing into it (madvise(2), MADV_DONTFORK: "Such
-  page relocations cause problems for hardware that DMAs into the page"). Linux 5.19 keeps a
-  page pinned for I/O the parent's (PageAnonExclusive), older kernels do not, so the arena is
-  also ``MADV_DONTFORK``: a child gets no copy of it at all (the pool is unusable there anyway,
-  docs/guide.md, "Fork"), and a fork does not copy its page tables either. Where the mmap
-  module has no flags (Windows) the arena is its anonymous map, as before.
+  advised (:func:`_arena`); the saving is measured in docs/benchmarks.md. Private memory is
+  copy-on-write in a fork child, and before Linux 5.19 a page the parent writes after a fork
+  can move away from a direct read in flight into it (``drivers/_memory.py`` states the
+  facts), so the arena is also ``MADV_DONTFORK``: a child gets no copy of it at all (the pool
+  is unusable there anyway, docs/guide.md, "Fork"), and a fork does not copy its page tables
+  either. Where the mmap module has no flags (Windows) the arena is its anonymous map.
 - A positional read of a regular file is short only at end of file (read(2)); here that
   means the file shrank under the pool, reported as BlockOutOfRangeError.
 """
@@ -69,9 +67,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import mmap
 import operator
 import os
+import sys
 import warnings
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
@@ -82,6 +80,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from .. import _paths
+from .._direct import private_memory
 from .._glue import Glue, Park, current_glue
 from .._open import open as aio_open
 from ..drivers import DriverFactory
@@ -95,7 +94,7 @@ from .errors import (
     RelationInUseError,
     RelationSizeError,
     at_least_one,
-    one_to,
+    combine_limit,
 )
 
 if TYPE_CHECKING:
@@ -111,10 +110,6 @@ DEFAULT_IO_COMBINE_LIMIT = 16
 #: submission and completion path about what a write of a few does, and PostgreSQL's
 #: io_combine_limit does not govern its writes (docs/benchmarks.md has the measure).
 DEFAULT_WRITE_COMBINE_LIMIT = 64
-#: The bound on ``write_combine_limit``: PostgreSQL 18's bound on io_combine_limit and
-#: io_max_combine_limit, PG_IOV_MAX (128 blocks, 1 MB of 8 KiB pages, commit 06fb5612): a
-#: write is one iovec per block at most, well under IOV_MAX (1024 on Linux).
-MAX_WRITE_COMBINE_LIMIT = 128
 
 #: Every relation open in a pool of this process, by file identity (st_dev, st_ino): a second
 #: pool is refused one (RelationInUseError). Weak, so a pool dropped unclosed holds nothing.
@@ -124,17 +119,9 @@ _OPEN_RELATIONS: weakref.WeakValueDictionary[tuple[int, int], Relation] = weakre
 def _arena(size: int) -> memoryview:
     """The pool's buffers: private anonymous memory (page-aligned, so it suits O_DIRECT),
     not inherited by a fork child and asked for transparent huge pages (see the module doc
-    for why). Where the kernel has no
-    THP the advice is refused or ignored and the arena is plain 4 KiB pages."""
-    if not hasattr(mmap, "MAP_PRIVATE"):
-        return memoryview(mmap.mmap(-1, size))  # Windows: no flags, no madvise
-    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    for name in ("MADV_DONTFORK", "MADV_HUGEPAGE"):
-        advice = getattr(mmap, name, None)
-        if advice is not None:
-            with contextlib.suppress(OSError):  # EINVAL: a kernel built without THP
-                m.madvise(advice)
-    return memoryview(m)
+    for why). Where the kernel has no THP the advice is refused or ignored and the arena is
+    plain 4 KiB pages."""
+    return memoryview(private_memory(size, "MADV_DONTFORK", "MADV_HUGEPAGE"))
 
 
 def _forget_relation(rel: Relation) -> None:
@@ -523,10 +510,12 @@ class BufferPool:
     O_DIRECT (the arena is page-aligned); ``driver`` as for :func:`aiopg_io.open`.
 
     ``io_combine_limit`` (blocks, 16 by default) is the most a read combines (a read
-    stream's default); ``write_combine_limit`` (blocks, 64 by default, 1 to 128, else
-    ValueError naming the value and the bound) the most adjacent dirty blocks one write of
-    write-back or a checkpoint combines. 128 is PostgreSQL 18's bound on
-    io_max_combine_limit (PG_IOV_MAX, 1 MB of 8 KiB pages).
+    stream's default); ``write_combine_limit`` (blocks, 64 by default) the most adjacent
+    dirty blocks one write of write-back or a checkpoint combines. Each is 1 to 128, else
+    ValueError naming the value and the bound: 128 is PostgreSQL 18's bound on
+    io_combine_limit and io_max_combine_limit (PG_IOV_MAX, 1 MB of 8 KiB pages).
+    ``nbuffers`` and ``page_size`` are at least 1 and their product (the arena's bytes) at
+    most ``sys.maxsize``, else ValueError naming them; a bool for any count is TypeError.
     """
 
     def __init__(
@@ -541,13 +530,13 @@ class BufferPool:
     ) -> None:
         nbuffers = at_least_one("nbuffers", nbuffers)
         page_size = at_least_one("page_size", page_size)
-        io_combine_limit = at_least_one("io_combine_limit", io_combine_limit)
-        write_combine_limit = one_to(
-            "write_combine_limit",
-            write_combine_limit,
-            MAX_WRITE_COMBINE_LIMIT,
-            "blocks in one write: PostgreSQL's bound on io_max_combine_limit, PG_IOV_MAX",
-        )
+        if nbuffers * page_size > sys.maxsize:  # mmap would raise OverflowError, naming neither
+            raise ValueError(
+                f"nbuffers {nbuffers} x page_size {page_size} is {nbuffers * page_size} bytes, "
+                f"past the largest arena, {sys.maxsize} bytes"
+            )
+        io_combine_limit = combine_limit("io_combine_limit", io_combine_limit)
+        write_combine_limit = combine_limit("write_combine_limit", write_combine_limit)
         self.nbuffers = nbuffers
         self.page_size = page_size
         self.direct = direct

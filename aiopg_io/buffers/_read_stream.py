@@ -54,7 +54,7 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from .errors import BlockOutOfRangeError, at_least_one
+from .errors import BlockOutOfRangeError, at_least_one, combine_limit
 
 if TYPE_CHECKING:
     from ._pool import BufferPool, Page, PageRun, ReadBuffersOperation, Relation
@@ -77,7 +77,7 @@ class ReadStream:
         io_combine_limit: int,
     ) -> None:
         max_ios = at_least_one("max_ios", max_ios)
-        io_combine_limit = at_least_one("io_combine_limit", io_combine_limit)
+        io_combine_limit = combine_limit("io_combine_limit", io_combine_limit)
         self._pool = pool
         self._rel = rel
         self._ablocks: AsyncIterator[int] | None = None

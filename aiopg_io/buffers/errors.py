@@ -38,18 +38,31 @@ class RelationInUseError(AiopgIOError, RuntimeError):
 
 
 def at_least_one(name: str, value: SupportsIndex) -> int:
-    """``value`` as an int (``operator.index``), or ValueError naming it when below 1: the
-    check of every count the pool and its read streams take."""
+    """``value`` as an int (``operator.index``; a bool is TypeError), or ValueError naming it
+    when below 1: the check of every count the pool and its read streams take."""
+    if isinstance(value, bool):  # True would be a count of 1
+        raise TypeError(f"{name} must be an integer, not bool")
     n = operator.index(value)
     if n < 1:
         raise ValueError(f"{name} {n} must be at least 1")
     return n
 
 
-def one_to(name: str, value: SupportsIndex, most: int, why: str) -> int:
-    """``value`` as an int, or ValueError naming it and the bound when below 1 or above
-    ``most`` (``why`` says where the bound comes from)."""
+#: The bound on ``io_combine_limit`` and ``write_combine_limit``: PostgreSQL 18's bound on
+#: io_combine_limit and io_max_combine_limit, PG_IOV_MAX (128 blocks, 1 MB of 8 KiB pages,
+#: commit 06fb5612): an I/O is one iovec per block at most, well under IOV_MAX (1024 on
+#: Linux), past which readv/writev fail with EINVAL (readv(2)).
+MAX_COMBINE_LIMIT = 128
+
+
+def combine_limit(name: str, value: SupportsIndex) -> int:
+    """``value`` as a count of blocks one I/O combines, or ValueError naming it and the
+    bound when below 1 or above :data:`MAX_COMBINE_LIMIT`: the check of ``io_combine_limit``
+    (the pool's and a read stream's) and ``write_combine_limit``."""
     n = at_least_one(name, value)
-    if n > most:
-        raise ValueError(f"{name} {n} must be at most {most} ({why})")
+    if n > MAX_COMBINE_LIMIT:
+        raise ValueError(
+            f"{name} {n} must be at most {MAX_COMBINE_LIMIT} "
+            "(blocks in one I/O: PostgreSQL's bound on io_combine_limit, PG_IOV_MAX)"
+        )
     return n

@@ -964,7 +964,7 @@ class IoUringDriver(Driver):
             elif kind is OpKind.UNLINKAT and paths:
                 _L.io_uring_prep_unlink(sqe, paths[0], op.flags, op.fd)
             elif kind is OpKind.MKDIRAT and paths:
-                _L.io_uring_prep_mkdir(sqe, paths[0], op.mode, op.fd)
+                _L.io_uring_prep_mkdir(sqe, paths[0], op.mode & 0xFFFFFFFF, op.fd)  # a C int's bits
             elif kind is OpKind.STATX and paths:
                 _L.io_uring_prep_statx(sqe, paths[1], paths[0], op.flags, STATX_BASIC_STATS, op.fd)
             elif kind is OpKind.LINKAT and paths:

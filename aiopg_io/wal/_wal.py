@@ -41,7 +41,7 @@ from ._insert import XLogInsert
 from ._reader import WALReader, read_records
 from ._recovery import WALRecovery, recover
 from ._segments import DirectoryLock, WALSegments
-from ._xlogctl import MIN_SEGMENT_SIZE, XLogCtl
+from ._xlogctl import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, XLogCtl
 from .errors import NotAWALError
 
 __all__ = ["WAL", "WALStatistics"]
@@ -115,8 +115,9 @@ class WAL:
     ) -> _OpenCall:
         """Open (creating or recovering) the WAL in ``directory``.
 
-        ``segment_size``: bytes per segment file, a multiple of 8192 (default 16 MiB for a
-        new WAL; an existing WAL keeps its own, and a different explicit value is an error).
+        ``segment_size``: bytes per segment file, a multiple of 8192 from 32 KiB to 4 GiB less
+        8 KiB (default 16 MiB for a new WAL; an existing WAL keeps its own, and a different
+        explicit value is an error).
         ``wal_buffers``: bytes of WAL buffers (rounded up to whole 8 KiB pages, at least 2).
         ``max_record_size``: the largest payload ``append`` accepts. ``segments_ahead``:
         segments kept ready beyond the current one. ``init_zero``: zero-fill new segments.
@@ -161,6 +162,11 @@ class WAL:
             if segment_size % PAGE_SIZE:
                 raise ValueError(
                     f"segment_size {segment_size} is not a multiple of the page size {PAGE_SIZE}"
+                )
+            if segment_size > MAX_SEGMENT_SIZE:  # else a struct.error from deep in the first write
+                raise ValueError(
+                    f"segment_size {segment_size} is over the format's limit {MAX_SEGMENT_SIZE} "
+                    "(a 32-bit field, as PostgreSQL's xlp_seg_size)"
                 )
         exact_int("wal_buffers", wal_buffers, 1)
         exact_int("max_record_size", max_record_size, 0)

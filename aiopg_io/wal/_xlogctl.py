@@ -36,10 +36,13 @@ from .errors import WALPoisonedError
 if TYPE_CHECKING:
     from ._recovery import WALRecovery
 
-__all__ = ["DEFAULT_SEGMENT_SIZE", "MIN_SEGMENT_SIZE", "XLogCtl"]
+__all__ = ["DEFAULT_SEGMENT_SIZE", "MAX_SEGMENT_SIZE", "MIN_SEGMENT_SIZE", "XLogCtl"]
 
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 MIN_SEGMENT_SIZE = 4 * PAGE_SIZE
+#: The largest segment size: the control file and a segment's long page header hold it in 32
+#: bits (as PostgreSQL's ``xlp_seg_size``), so the largest whole number of pages under 2**32.
+MAX_SEGMENT_SIZE = 2**32 - PAGE_SIZE
 
 
 class XLogCtl:

@@ -6,6 +6,7 @@ import errno
 import mmap
 import os
 import re
+import sys
 from pathlib import Path
 
 import anyio
@@ -500,18 +501,40 @@ async def test_the_glue_names_each_task_as_current_task_identity() -> None:
     assert len({id(a) for a, _ in seen}) == 3
 
 
+@pytest.mark.parametrize("name", ["io_combine_limit", "write_combine_limit"])
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (0, "write_combine_limit 0 must be at least 1"),
-        (129, r"write_combine_limit 129 must be at most 128 \(blocks in one write: .*PG_IOV_MAX\)"),
+        (0, "{name} 0 must be at least 1"),
+        (129, r"{name} 129 must be at most 128 \(blocks in one I/O: .*PG_IOV_MAX\)"),
+        (2**64, rf"{{name}} {2**64} must be at most 128 \(blocks in one I/O: .*PG_IOV_MAX\)"),
     ],
 )
-def test_write_combine_limit_out_of_range_is_refused(value: int, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        BufferPool(4, PS, write_combine_limit=value)
-    assert BufferPool(4, PS, write_combine_limit=128).write_combine_limit == 128
-    assert BufferPool(4, PS).write_combine_limit == 64
+def test_combine_limits_out_of_range_are_refused(name: str, value: int, message: str) -> None:
+    # Both limits have PostgreSQL's bound (PG_IOV_MAX); a refused pool opens nothing.
+    fds = open_fds()
+    with pytest.raises(ValueError, match="^" + message.format(name=name) + "$"):
+        BufferPool(4, PS, **{name: value})
+    assert open_fds() == fds
+    assert getattr(BufferPool(4, PS, **{name: 128}), name) == 128
+    assert (BufferPool(4, PS).io_combine_limit, BufferPool(4, PS).write_combine_limit) == (16, 64)
+
+
+def test_an_arena_past_sys_maxsize_or_a_bool_count_is_refused() -> None:
+    # mmap used to raise OverflowError naming neither number; True was taken as 1.
+    fds = open_fds()
+    big = rf"^nbuffers {2**40} x page_size {2**40} is {2**80} bytes, past the largest arena, {sys.maxsize} "
+    with pytest.raises(ValueError, match=big):
+        BufferPool(2**40, 2**40)
+    for kwargs in (
+        {"nbuffers": True},
+        {"nbuffers": 4, "page_size": True},
+        {"nbuffers": 4, "io_combine_limit": True},
+    ):
+        name = next(k for k, v in kwargs.items() if v is True)
+        with pytest.raises(TypeError, match=f"^{name} must be an integer, not bool$"):
+            BufferPool(**kwargs)
+    assert open_fds() == fds
 
 
 @pytest.mark.skipif(

@@ -85,6 +85,18 @@ async def test_read_stream_combine_limit_one_and_async_blocks(data_dir: Path, dr
         assert stats.blocks_per_read == 1.0
 
 
+async def test_read_stream_combine_limit_has_the_pools_bound(data_dir: Path, driver: str) -> None:
+    path = make_relation(data_dir / "rel", 4)
+    async with BufferPool(4, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        for bad, why in ((129, "must be at most 128 \\(blocks in one I/O"), (0, "must be at least 1")):
+            with pytest.raises(ValueError, match=f"^io_combine_limit {bad} {why}"):
+                pool.read_stream(rel, range(4), io_combine_limit=bad)
+        async with pool.read_stream(rel, range(4), io_combine_limit=128) as stream:
+            assert [bytes(p.data) async for p in stream] == [page_bytes(b) for b in range(4)]
+        assert pool.statistics().pinned == 0
+
+
 async def test_read_stream_releases_pins_as_the_consumer_moves(data_dir: Path, driver: str) -> None:
     path = make_relation(data_dir / "rel", 64)
     async with BufferPool(32, PS, driver=driver) as pool:

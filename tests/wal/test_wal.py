@@ -263,6 +263,12 @@ async def test_bad_arguments(tmp_path: Path, driver: str) -> None:
         await WAL.open(tmp_path, driver=driver, sync_method="open_sync")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="segment_size 40000 is not a multiple of the page size 8192"):
         await WAL.open(tmp_path, driver=driver, segment_size=40000)
+    # Past the format's 32-bit field: refused by name, before the directory is touched
+    # (it used to be a struct.error from the control file's first write).
+    for big in (2**32, 2**63, 2**70):
+        with pytest.raises(ValueError, match=f"^segment_size {big} is over the format's limit 4294959104 "):
+            await WAL.open(tmp_path / "big", driver=driver, segment_size=big)
+    assert not (tmp_path / "big").exists()
     with pytest.raises(TypeError, match="wal_buffers must be an int, not str"):
         await WAL.open(tmp_path, driver=driver, wal_buffers="1M")  # type: ignore[arg-type]
     async with open_wal(tmp_path, driver) as wal:
