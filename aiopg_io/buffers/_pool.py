@@ -303,7 +303,8 @@ class Page(_Pins):
 
     def release(self) -> None:
         """Unpin the page (idempotent)."""
-        # The base's steps spelled out (and _revoke's): a page is released once per read_page.
+        # The base's steps spelled out, _revoke's and the pool's _unpin's too: a page is
+        # released once per read_page.
         if self._released:
             return
         self._released = True
@@ -311,7 +312,21 @@ class Page(_Pins):
             self._data.release()
         except BufferError:
             pass  # the caller still holds an export of it: it cannot be revoked
-        self._pool._unpin(self._desc, self._owner)
+        desc = self._desc
+        pool = self._pool
+        pins = pool._pins_by_task
+        owner = self._owner
+        left = pins.get(owner, 0) - 1
+        if left > 0:
+            pins[owner] = left
+        else:
+            pins.pop(owner, None)
+        desc.refcount -= 1
+        if desc.refcount == 0:
+            if desc.rel is None and desc.io is None:
+                pool._sweep.release_to_freelist(desc)
+            if pool._changed is not None:
+                pool._notify()
 
     def _revoke_views(self) -> None:
         _revoke(self._data)
