@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import types
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -43,6 +44,10 @@ from ..drivers.base import Op, OpState
 __all__ = ["AsyncioGlue", "current"]
 
 _WAKE: Any = load("aiopg_io._glue._wake")[0]
+#: The running task of each loop: before 3.12 ``asyncio.current_task`` is a Python function
+#: around this dict's ``get`` (asyncio/tasks.py), a frame the buffer pool would pay on every
+#: pin (``task_identity``); from 3.12 it is C itself.
+_CURRENT_TASKS: Any = getattr(asyncio.tasks, "_current_tasks", None)
 _glues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncioGlue] = weakref.WeakKeyDictionary()
 
 
@@ -53,6 +58,10 @@ class AsyncioGlue:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self._task_of: Callable[[], asyncio.Task[Any] | None] = functools.partial(asyncio.current_task, loop)
+        python_wrapper = not isinstance(asyncio.current_task, types.BuiltinFunctionType)
+        if python_wrapper and isinstance(_CURRENT_TASKS, dict):
+            self._task_of = functools.partial(_CURRENT_TASKS.get, loop)
         # The ring path's futures (_uring.c's RingWait): the loop's own create_future, but
         # on a stock asyncio loop, whose create_future is the Python-level
         # ``futures.Future(loop=self)``, that Future's C type called directly (no frame).
@@ -172,7 +181,7 @@ class AsyncioGlue:
         return _AsyncioPark(self.loop)
 
     def task_identity(self) -> object:
-        task = asyncio.current_task(self.loop)
+        task = self._task_of()
         return task.get_coro() if task is not None else None
 
     def is_current(self) -> bool:

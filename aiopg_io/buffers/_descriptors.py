@@ -58,7 +58,7 @@ class InFlightIO:
         self.kind = kind  # "read" or "write"
         self.done = False
         self.error: BaseException | None = None
-        self._parks: list[Park] = []
+        self._parks: list[Park] | None = None  # made by the first wait: most I/Os have none
         # A write: the checkpoints (bits, see _writeback.Checkpoint) each of its buffers not
         # written yet is written for; what is left here when the write ends was not written.
         self.carries: dict[BufferDesc, int] = {}
@@ -68,14 +68,18 @@ class InFlightIO:
         if self.done:
             return
         p = park()
-        self._parks.append(p)
+        if self._parks is None:
+            self._parks = [p]
+        else:
+            self._parks.append(p)
         await p.wait()
 
     def finish(self) -> None:
         """The I/O ended: wake every task waiting for it (a cancelled wait takes no wake-up)."""
         self.done = True
-        if self._parks:
-            parks, self._parks = self._parks, []
+        parks = self._parks
+        if parks is not None:
+            self._parks = None
             for park in parks:
                 park.set()
 

@@ -85,7 +85,7 @@ from .._glue import Glue, Park, current_glue
 from .._open import open as aio_open
 from ..drivers import DriverFactory
 from ..errors import AlignmentError, ClosedError
-from ._descriptors import BufferDesc, ClockSweep, InFlightIO, io_views
+from ._descriptors import BM_MAX_USAGE_COUNT, BufferDesc, ClockSweep, InFlightIO, io_views
 from ._read_stream import ReadStream
 from ._writeback import PageWriter
 from .errors import (
@@ -290,12 +290,30 @@ class Page(_Pins):
 
     def release(self) -> None:
         """Unpin the page (idempotent)."""
-        # The base's steps spelled out: a page is released once per read_page.
+        # The base's steps spelled out, _revoke's and the pool's _unpin's too: a page is
+        # released once per read_page.
         if self._released:
             return
         self._released = True
-        _revoke(self._data)
-        self._pool._unpin(self._desc, self._owner)
+        try:
+            self._data.release()
+        except BufferError:
+            pass  # the caller still holds an export of it: it cannot be revoked
+        desc = self._desc
+        pool = self._pool
+        pins = pool._pins_by_task
+        owner = self._owner
+        left = pins.get(owner, 0) - 1
+        if left > 0:
+            pins[owner] = left
+        else:
+            pins.pop(owner, None)
+        desc.refcount -= 1
+        if desc.refcount == 0:
+            if desc.rel is None and desc.io is None:
+                pool._sweep.release_to_freelist(desc)
+            if pool._changed is not None:
+                pool._notify()
 
     def _revoke_views(self) -> None:
         _revoke(self._data)
@@ -910,10 +928,14 @@ class BufferPool:
             self._check_block(rel, blockno)
         me = self._task_identity()
         mapping = self._mapping
-        desc = mapping.get((rel.rel_id, blockno))
+        tag = (rel.rel_id, blockno)
+        desc = mapping.get(tag)
+        pins = self._pins_by_task
         if desc is None:
-            # The common miss, in line up to the read: one step of the sweep for a clean
-            # victim, claimed with no await since the lookup (the block is still missing).
+            # The common miss, in line to the end: one step of the sweep for a clean victim,
+            # claimed with no await since the lookup (the block is still missing), then
+            # _read_one spelled out, so the read's await is this frame's own (one coroutine
+            # fewer to create, and to pass through at each of the read's suspends and resumes).
             victims = self._victims
             dirty = self._sweep.clean_victims(1, victims)
             if not victims:  # a dirty victim to write back first, or none free now
@@ -923,15 +945,40 @@ class BufferPool:
             if old is not None:  # an eviction
                 del mapping[(old.rel_id, desc.blockno)]
                 self.evictions += 1
-            desc.valid = False
             desc.usage_count = 1  # pinned by the sweep already
-            pins = self._pins_by_task
             pins[me] = pins.get(me, 0) + 1
-            return Page(self, await self._read_one(rel, blockno, desc, me), me)
+            # Mapped and marked under I/O before the read: whoever wants the block meanwhile
+            # pins it and waits on ``io`` (one read, never two).
+            io = InFlightIO("read")
+            desc.rel = rel
+            desc.blockno = blockno
+            desc.valid = False
+            desc.io = io
+            mapping[tag] = desc
+            self._io_in_flight += 1
+            self.misses += 1
+            self.reads += 1
+            self.blocks_read += 1
+            try:
+                nbytes = await rel.file.preadinto(desc.data, blockno * self.page_size)
+            except BaseException as exc:
+                self._read_one_failed(rel, blockno, desc, io, me, 0, exc)
+                raise
+            if nbytes != self.page_size:
+                raise self._read_one_failed(rel, blockno, desc, io, me, nbytes, None)
+            desc.valid = True
+            desc.io = None
+            self._io_in_flight -= 1
+            io.finish()
+            if self._changed is not None:
+                self._notify()
+            return Page(self, desc, me)
         if desc.io is None and desc.valid:
-            # The common hit, in line: a lookup and a pin.
-            desc.pin()
-            self._count_pin(me)
+            # The common hit, in line: a lookup and a pin (BufferDesc.pin and _count_pin).
+            desc.refcount += 1
+            if desc.usage_count < BM_MAX_USAGE_COUNT:
+                desc.usage_count += 1
+            pins[me] = pins.get(me, 0) + 1
             self.hits += 1
             return Page(self, desc, me)
         return Page(self, await self._pin_block(rel, blockno, me), me)
@@ -980,38 +1027,44 @@ class BufferPool:
     async def _read_one(self, rel: Relation, blockno: int, desc: BufferDesc, me: Any) -> BufferDesc:
         """Read block ``blockno`` into ``desc``, claimed and pinned by ``me`` for it (the block
         is not in the mapping table): ``desc``, valid, or the read's error raised, unpinned.
+        (read_page's common miss has this spelled out.)
 
         One page, and this task waits for it anyway: the file's own awaited read (what a
         plain preadinto costs), its completion work done here once it returns. Others that
         want the block meanwhile wait on its ``io``. Cancelled, the read has ended all the
         same when the cancellation arrives here (the op is reaped first, or was never
         submitted): its page is then dropped as a failed read's."""
+        io = self._map_read(rel, blockno, [desc])
         self.misses += 1
-        # _map_read and, when the read came back whole, _read_done spelled out for one
-        # buffer: this runs once per miss of every read_page.
-        io = InFlightIO("read")
-        desc.rel = rel
-        desc.blockno = blockno
-        desc.io = io
-        self._mapping[(rel.rel_id, blockno)] = desc
-        self._io_in_flight += 1
-        self.reads += 1
-        self.blocks_read += 1
         try:
             nbytes = await rel.file.preadinto(desc.data, blockno * self.page_size)
         except BaseException as exc:
-            self._read_done(rel, blockno, [desc], io, 0, exc)
-            self._unpin(desc, me)
+            self._read_one_failed(rel, blockno, desc, io, me, 0, exc)
             raise
         if nbytes != self.page_size:
-            self._read_done(rel, blockno, [desc], io, nbytes, None)
-            self._unpin(desc, me)
-            assert io.error is not None
-            raise io.error
+            raise self._read_one_failed(rel, blockno, desc, io, me, nbytes, None)
         desc.valid = True
         desc.io = None
         self._io_ended(io)
         return desc
+
+    def _read_one_failed(
+        self,
+        rel: Relation,
+        blockno: int,
+        desc: BufferDesc,
+        io: InFlightIO,
+        me: Any,
+        nbytes: int,
+        error: BaseException | None,
+    ) -> BaseException:
+        """A read of one page into ``desc`` failed (``error``) or came back short
+        (``nbytes``): the page dropped as :meth:`_read_done` drops it, the error given to its
+        waiters, ``me``'s pin released; the error to raise."""
+        self._read_done(rel, blockno, [desc], io, nbytes, error)
+        self._unpin(desc, me)
+        assert io.error is not None
+        return io.error
 
     async def start_read_buffers(
         self, rel: Relation, blockno: int, nblocks: int, *, wait: bool = True

@@ -402,6 +402,72 @@ async def test_a_task_waiting_for_a_cancelled_read_reads_the_page_itself(data_di
             assert bytes(page.data) == page_bytes(3)
 
 
+async def test_a_task_waiting_for_a_failed_read_reads_the_page_itself(data_dir: Path, driver: str) -> None:
+    """read_page's miss maps the page and marks its I/O before the read: a second task that
+    wants the block meanwhile waits for that read instead of issuing its own. The read fails:
+    the error goes to the task that read, the page is left invalid (zeros, unmapped) and
+    unpinned, and the waiter, finding it invalid, reads the block itself (PostgreSQL's retry
+    after WaitIO)."""
+    path = make_relation(data_dir / "rel", 8)
+    injector = FaultInjector(
+        Fault(kind="reads", path="rel", nth=1, errno=errno.EIO, delay=0.05), driver=driver
+    )
+    async with BufferPool(4, PS, driver=injector) as pool:
+        rel = await pool.open(path)
+        got: list[bytes] = []
+        failed: list[BaseException] = []
+
+        async def first() -> None:
+            try:
+                await pool.read_page(rel, 5)
+            except OSError as exc:
+                failed.append(exc)
+
+        async def second() -> None:
+            with await pool.read_page(rel, 5) as page:
+                got.append(bytes(page.data))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await anyio.sleep(0.01)  # first's read is in flight (held by the fault's delay)
+            assert pool._mapping[(rel.rel_id, 5)].io is not None
+            tg.start_soon(second)
+        assert len(failed) == 1 and failed[0].errno == errno.EIO
+        assert got == [page_bytes(5)]
+        stats = pool.statistics()
+        assert stats.pinned == 0 and stats.reads == 2 and injector.injected == 1
+        pool._check_invariants()
+
+
+async def test_a_page_under_read_is_never_a_victim(data_dir: Path, driver: str) -> None:
+    """While read_page's read of a page is in flight, the buffer it fills is pinned and under
+    I/O: other misses on a pool of two buffers reuse only the other one, and the page read
+    arrives whole."""
+    path = make_relation(data_dir / "rel", 8)
+    injector = FaultInjector(Fault(kind="reads", path="rel", nth=1, delay=0.05), driver=driver)
+    async with BufferPool(2, PS, driver=injector) as pool:
+        rel = await pool.open(path)
+        slow: list[bytes] = []
+
+        async def reader() -> None:
+            with await pool.read_page(rel, 0) as page:
+                slow.append(bytes(page.data))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            await anyio.sleep(0.01)
+            held = pool._mapping[(rel.rel_id, 0)]
+            assert held.io is not None and held.refcount == 1
+            for b in range(1, 8):
+                with await pool.read_page(rel, b) as page:
+                    assert page._desc is not held
+                    assert bytes(page.data) == page_bytes(b)
+        assert slow == [page_bytes(0)]
+        stats = pool.statistics()
+        assert stats.pinned == 0 and stats.misses == 8 and stats.evictions == 6
+        pool._check_invariants()
+
+
 async def test_a_failed_sync_is_never_retried(data_dir: Path, driver: str) -> None:
     path = make_relation(data_dir / "rel", 2)
     injector = FaultInjector(Fault(kind="fdatasync", path="rel", errno=errno.EIO), driver=driver)
