@@ -225,6 +225,11 @@ typedef struct {
     int batch_nowait;
     unsigned long long batch_prepped; /* ops submit_batch prepped here, in C */
     unsigned long long woken; /* ops harvest reaped and handed to a waker */
+    /* The op whose CQE harvest retired when it raised, not handed over, with that CQE
+       (take_raised); NULL when none. */
+    PyObject *raised_op;
+    unsigned long long raised_user_data;
+    int raised_res;
     unsigned long long next_token; /* user_data of the next op (0 is untracked) */
 } Ring;
 
@@ -379,6 +384,7 @@ ring_traverse(Ring *r, visitproc visit, void *arg)
     Py_VISIT(r->tried);
     Py_VISIT(r->fallback);
     Py_VISIT(r->partial);
+    Py_VISIT(r->raised_op);
     return batch_traverse(r, visit, arg);
 }
 
@@ -392,6 +398,7 @@ ring_clear(Ring *r)
     Py_CLEAR(r->tried);
     Py_CLEAR(r->fallback); /* bound methods of the driver: a cycle the GC must see */
     Py_CLEAR(r->partial);
+    Py_CLEAR(r->raised_op);
     return 0;
 }
 
@@ -1083,7 +1090,13 @@ ring_try_inline(Ring *r, PyObject *op)
    the exception propagates: that op was reaped and handed over before the call, so it is
    counted (in ``woken``, the Ring's running total, which the caller reads also when
    harvest raises), the ops before it are in ``out`` or handed over too, and the CQEs after
-   it stay in the CQ. The driver keeps ``out`` for its next reap and makes that reap come. */
+   it stay in the CQ. The driver keeps ``out`` for its next reap and makes that reap come.
+
+   Anything else that raises once an op's CQE is retired (``on_cqe``: the twin's _on_cqe, or
+   an exception a signal handler raises in its frame) would lose that op: harvest keeps it
+   with its CQE for ``take_raised`` (the driver's _rescue_raised, the twin's except clause,
+   decides from the op whether the CQE was applied, and re-applies it at the next reap if
+   not). */
 
 static int finish_and_wake(Ring *r, PyObject *op, long long transferred, PyObject *waker);
 static int link_sync_done(Ring *r, PyObject *op, PyObject *ops, unsigned long long user_data,
@@ -1104,6 +1117,7 @@ harvest_cqes(Ring *r, const HarvestArgs *a, int *continued, int *left_over)
     PyObject *ops = a->ops, *out = a->out, *waker = a->waker;
     unsigned mask = *r->cq_mask;
     Py_ssize_t taken = 0;
+    unsigned long long woken_before = 0;
     *continued = *left_over = 0;
     for (;;) {
         unsigned head = *r->cq_head;
@@ -1129,6 +1143,7 @@ harvest_cqes(Ring *r, const HarvestArgs *a, int *continued, int *left_over)
         Py_INCREF(op);
         int err = PyDict_DelItem(ops, token);
         Py_DECREF(token);
+        woken_before = r->woken;
         if (err < 0)
             goto fail;
         int done = -1; /* -1: not handled here */
@@ -1223,10 +1238,28 @@ harvest_cqes(Ring *r, const HarvestArgs *a, int *continued, int *left_over)
         Py_DECREF(op);
         continue;
     fail:
-        Py_DECREF(op);
+        if (r->woken == woken_before) { /* not handed over: kept for take_raised */
+            Py_XSETREF(r->raised_op, op); /* the reference taken above; nothing held before */
+            r->raised_user_data = cqe.user_data;
+            r->raised_res = cqe.res;
+        } else {
+            Py_DECREF(op);
+        }
         return -1;
     }
     return 0;
+}
+
+/* The op harvest kept when it raised, and its CQE: (op, user_data, res), or None. */
+static PyObject *
+ring_take_raised(Ring *r, PyObject *Py_UNUSED(ignored))
+{
+    if (r->raised_op == NULL)
+        Py_RETURN_NONE;
+    PyObject *t = Py_BuildValue("(OKi)", r->raised_op, r->raised_user_data, r->raised_res);
+    if (t != NULL)
+        Py_CLEAR(r->raised_op);
+    return t;
 }
 
 /* The waker, NULL for None, checked: C hands ops to it only with the batch's objects lent. */
@@ -1800,6 +1833,8 @@ static PyMethodDef ring_methods[] = {
     {"reap", (PyCFunction)ring_reap, METH_VARARGS, "reap(limit) -> ([(user_data, res)], left_over)"},
     {"harvest", (PyCFunction)ring_harvest, METH_VARARGS,
      "harvest(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker=None) -> (continued, left_over, woken)"},
+    {"take_raised", (PyCFunction)ring_take_raised, METH_NOARGS,
+     "take_raised() -> (op, user_data, res) harvest kept when it raised, or None"},
     {"tick", (PyCFunction)ring_tick, METH_VARARGS,
      "tick(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker, efd) -> (woken, flags)"},
     {"register_eventfd", (PyCFunction)ring_register_eventfd, METH_VARARGS, "register_eventfd(fd)"},
