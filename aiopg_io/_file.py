@@ -55,7 +55,7 @@ from ._context import IOContext
 from ._direct import Alignment, aligned_buffer, check_aligned, fd_is_direct
 from ._glue import coroutine_function
 from ._handoff import FifoLock
-from .drivers.base import OFF_T_MAX, SYNC_FSYNC, DriverStatistics, Op, OpKind
+from .drivers.base import OFF_T_MAX, SYNC_FSYNC, DriverStatistics, Op, OpKind, OpState
 from .errors import AlignmentError, ClosedError, InvalidOffsetError
 
 __all__ = ["DEFAULT_BUFFER_SIZE", "AsyncFile"]
@@ -270,6 +270,15 @@ class AsyncFile:
             self._op_ended(op)
 
     def _op_ended(self, op: Op) -> None:
+        """The call on ``op`` ended. The file counts the op until it is reaped, not until the
+        call ends: one that ended with its op still staged or out (an exception thrown in
+        that is no cancellation, the call closed or collected) keeps the fd open through
+        aclose until the op's CQE, so the number cannot be reused under the kernel's op."""
+        if op.state is not OpState.REAPED and self._ctx.follow(op, self._op_reaped):
+            return
+        self._op_reaped(op)
+
+    def _op_reaped(self, op: Op) -> None:
         if self._op_limiter is not None:
             self._op_limiter.release_on_behalf_of(op)
         self._in_flight -= 1
@@ -287,7 +296,7 @@ class AsyncFile:
         self._in_flight += 1
 
         def done(op: Op) -> None:
-            self._op_ended(op)
+            self._op_reaped(op)
             on_done(op.result or 0, op.error)
 
         try:

@@ -2612,8 +2612,9 @@ static PyTypeObject FastReadType = {
        ``wait(op, cancel)`` coroutine is delegated to, so trio's cancellation rules are the
        pure path's own; when it returns the op is finished as above, when it raises the
        file's count is dropped and the exception passes.
-     close() or collection while the op is out drops the file's count, as the pure
-     coroutine's ``finally`` does; the op itself runs on, held by the driver, as there. */
+     close() or collection while the op is out ends the call, as the pure coroutine's
+     ``finally`` does; the op itself runs on, held by the driver, and the file counts it
+     until it is reaped (its _op_ended), as there. */
 
 enum { RF_KIND, RF_FD, RF_OFFSET, RF_BUFFERS, RF_PATH, RF_KEEPALIVE, RF_DIRECT, RF_DRIVER_DATA, RF_WAITER,
        RF_REMAINING, RF_N };
@@ -3060,10 +3061,22 @@ ringwait_clear(RingWait *w)
     return 0;
 }
 
-/* The file's count of ops in flight, dropped for this op: in place while others remain, else
-   through the file's _op_ended (which wakes aclose and closes a released fd). */
+/* The call ended: the file's _op_ended, which counts the op until it is reaped (one still
+   staged or out when its call ends, an exception thrown in that is no cancellation, the
+   call closed or collected, is counted to its CQE, so aclose keeps the fd open until then),
+   then drops the count (waking aclose and closing a released fd at 0). */
 static int
 ringwait_op_ended(RingWait *w)
+{
+    PyObject *res = PyObject_CallMethodOneArg(w->file, S_op_ended, w->op);
+    Py_XDECREF(res);
+    return res == NULL ? -1 : 0;
+}
+
+/* The op was reaped: the file's count dropped in place while others remain, else through
+   the file's _op_ended (which wakes aclose and closes a released fd). */
+static int
+ringwait_op_reaped(RingWait *w)
 {
     PyObject *v = PyObject_GetAttr(w->file, S_in_flight);
     if (v == NULL)
@@ -3084,7 +3097,7 @@ ringwait_op_ended(RingWait *w)
 }
 
 /* Collected while the op is out (its task was destroyed): as the pure coroutine's finally,
-   the file stops counting it; the driver still holds the op to its CQE. A finalizer (PEP
+   the call ends (the file counts the op until its CQE; the driver holds it to then). A finalizer (PEP
    442), not the body of dealloc: the GC calls it on every object of a cycle before it clears
    any (tp_clear would drop ``file`` first and the count with it), and from dealloc it runs
    on a live object, so the unraisable hook, which takes a reference to ``w``, cannot free
@@ -3375,7 +3388,7 @@ ringwait_finish(RingWait *w, PyObject **out)
     PyObject *op = w->op;
     w->state = RW_DONE;
     Py_CLEAR(w->view); /* the op holds what the kernel used until it was reaped; now it is */
-    if (ringwait_op_ended(w) < 0)
+    if (ringwait_op_reaped(w) < 0)
         return PYGEN_ERROR;
     PyObject *error = PyObject_GetAttr(op, S_error);
     if (error == NULL)
