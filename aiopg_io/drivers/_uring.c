@@ -3166,21 +3166,28 @@ ringwait_decline(RingWait *w, PyObject **out)
     return ringwait_delegate(w, coro, Py_None, out);
 }
 
-/* A new op for this call, from the Op template (no __init__ frame). */
+/* A new op for this call, from the Op template (no __init__ frame). ``rp`` is bound; what
+   of it is used is held first, since an allocation may run the GC and a finalizer that
+   unbinds it. */
 static PyObject *
-ringwait_make_op(RingWait *w)
+ringwait_make_op(RingWait *w, RunPath *rp)
 {
-    RunPath *rp = w->rr->rp;
-    PyObject *op = rp->op_type->tp_alloc(rp->op_type, 0);
+    PyTypeObject *type = (PyTypeObject *)Py_NewRef(rp->op_type);
+    PyObject *descrs = Py_NewRef(rp->descrs), *defaults = Py_NewRef(rp->defaults);
+    PyObject *kind = Py_NewRef(w->write ? rp->k_write : rp->k_read), *tried = Py_XNewRef(rp->tried);
+    PyObject *fd = NULL, *offset = NULL, *bufs = NULL, *rest = NULL;
+    PyObject *op = type->tp_alloc(type, 0);
     if (op == NULL)
-        return NULL;
-    PyObject *fd = PyLong_FromLong(w->rr->fd), *offset = PyLong_FromLongLong(w->offset);
-    PyObject *bufs = PyTuple_Pack(1, w->view), *rest = PyList_New(1);
+        goto done;
+    fd = PyLong_FromLong(w->rr->fd);
+    offset = PyLong_FromLongLong(w->offset);
+    bufs = PyTuple_Pack(1, w->view);
+    rest = PyList_New(1);
     if (fd == NULL || offset == NULL || bufs == NULL || rest == NULL)
         goto fail;
     PyList_SET_ITEM(rest, 0, Py_NewRef(w->view));
     PyObject *vals[RF_N] = {
-        [RF_KIND] = w->write ? rp->k_write : rp->k_read,
+        [RF_KIND] = kind,
         [RF_FD] = fd,
         [RF_OFFSET] = offset,
         [RF_BUFFERS] = bufs,
@@ -3188,43 +3195,75 @@ ringwait_make_op(RingWait *w)
         [RF_KEEPALIVE] = w->keep,
         [RF_DIRECT] = w->rr->fd_direct,
         /* a buffered read the file's fast path found not cached: straight to the ring */
-        [RF_DRIVER_DATA] = (!w->write && w->rr->fd_direct == Py_False) ? rp->tried : Py_None,
+        [RF_DRIVER_DATA] = (!w->write && w->rr->fd_direct == Py_False) ? tried : Py_None,
         [RF_WAITER] = Py_None,
         [RF_REMAINING] = rest,
     };
-    Py_ssize_t n = PyTuple_GET_SIZE(rp->descrs);
+    Py_ssize_t n = PyTuple_GET_SIZE(descrs);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyTuple_GET_ITEM(rp->defaults, i);
+        PyObject *v = PyTuple_GET_ITEM(defaults, i);
         for (int f = 0; f < RF_N; f++)
             if (rp->field[f] == i)
                 v = vals[f];
-        PyObject *d = PyTuple_GET_ITEM(rp->descrs, i);
+        PyObject *d = PyTuple_GET_ITEM(descrs, i);
         if (Py_TYPE(d)->tp_descr_set(d, op, v) < 0)
             goto fail;
     }
-    Py_DECREF(fd);
-    Py_DECREF(offset);
-    Py_DECREF(bufs);
-    Py_DECREF(rest);
-    return op;
+    goto done;
 fail:
-    Py_DECREF(op);
+    Py_CLEAR(op);
+done:
     Py_XDECREF(fd);
     Py_XDECREF(offset);
     Py_XDECREF(bufs);
     Py_XDECREF(rest);
-    return NULL;
+    Py_DECREF(type);
+    Py_DECREF(descrs);
+    Py_DECREF(defaults);
+    Py_DECREF(kind);
+    Py_XDECREF(tried);
+    return op;
 }
+
+/* The RunPath's bound objects, held for one staging: it calls into Python (attribute
+   lookups on the context and the file, the loop's future factory, the glue's park and
+   call_soon), where a finalizer may unbind the RunPath (runpath_unbind clears them). */
+typedef struct {
+    PyObject *ctx, *call_soon, *flush, *create_future, *park, *cancel;
+} StageRefs;
+
+static int ringwait_stage_held(RingWait *w, RunPath *rp, const StageRefs *h);
 
 /* IOContext.run for an op that goes to the ring, up to its await: 1 when staged (the future
    in w->fut), 0 when the twin must run it (nothing changed), -1 on an exception. */
 static int
 ringwait_stage(RingWait *w)
 {
-    RunPath *rp = w->rr->rp;
-    if (!ringrun_ready(w->rr))
+    if (!ringrun_ready(w->rr)) /* may call into Python (the owner's loop, asked) */
         return 0;
-    PyObject *ctx = rp->ctx;
+    RunPath *rp = (RunPath *)Py_XNewRef(w->rr->rp);
+    if (rp == NULL || !rp->enabled) { /* unbound meanwhile: the twin decides */
+        Py_XDECREF(rp);
+        return 0;
+    }
+    StageRefs h = {Py_NewRef(rp->ctx),            Py_NewRef(rp->call_soon), Py_NewRef(rp->flush),
+                   Py_XNewRef(rp->create_future), Py_XNewRef(rp->park),     Py_XNewRef(rp->cancel)};
+    int got = ringwait_stage_held(w, rp, &h);
+    Py_DECREF(rp);
+    Py_XDECREF(h.ctx);
+    Py_XDECREF(h.call_soon);
+    Py_XDECREF(h.flush);
+    Py_XDECREF(h.create_future);
+    Py_XDECREF(h.park);
+    Py_XDECREF(h.cancel);
+    return got;
+}
+
+/* ringwait_stage's body, with ``h`` held (rp's own fields may be cleared meanwhile). */
+static int
+ringwait_stage_held(RingWait *w, RunPath *rp, const StageRefs *h)
+{
+    PyObject *ctx = h->ctx;
     PyObject *v = PyObject_GetAttr(ctx, S_closed);
     if (v == NULL)
         return -1;
@@ -3236,21 +3275,21 @@ ringwait_stage(RingWait *w)
     Py_DECREF(v);
     if (in_flight == -1 && PyErr_Occurred())
         return -1;
-    if (closed || in_flight >= rp->max_in_flight)
-        return 0; /* the twin raises, or waits for a slot */
-    PyObject *op = ringwait_make_op(w);
+    if (closed || in_flight >= rp->max_in_flight || !rp->enabled)
+        return 0; /* the twin raises, or waits for a slot (or the path was unbound meanwhile) */
+    PyObject *op = ringwait_make_op(w, rp);
     if (op == NULL)
         return -1;
     PyObject *fut = NULL;
-    if (rp->create_future != Py_None) {
-        fut = PyObject_CallNoArgs(rp->create_future);
+    if (h->create_future != Py_None) {
+        fut = PyObject_CallNoArgs(h->create_future);
         if (fut == NULL || PyObject_SetAttr(op, S_waiter, fut) < 0) {
             Py_XDECREF(fut);
             Py_DECREF(op);
             return -1;
         }
     } else { /* the glue's wait(op, cancel) parks the task: made now, sent to once staged */
-        w->delegate = PyObject_CallFunctionObjArgs(rp->park, op, rp->cancel, NULL);
+        w->delegate = PyObject_CallFunctionObjArgs(h->park, op, h->cancel, NULL);
         if (w->delegate == NULL) {
             Py_DECREF(op);
             return -1;
@@ -3296,7 +3335,7 @@ ringwait_stage(RingWait *w)
     if (!pending) {
         if (PyObject_SetAttr(ctx, S_flush_pending, Py_True) < 0)
             return -1;
-        PyObject *res = PyObject_CallOneArg(rp->call_soon, rp->flush);
+        PyObject *res = PyObject_CallOneArg(h->call_soon, h->flush);
         if (res == NULL)
             return -1;
         Py_DECREF(res);
