@@ -311,6 +311,17 @@ class IOContext:
         op.waiter = _OnDone(on_done)
         self._stage(op)
 
+    def follow(self, op: Op, on_reaped: Callable[[Op], None]) -> bool:
+        """The call waiting for ``op`` ended before it was reaped (an exception thrown in
+        that was no cancellation, the call closed or collected): True when the op is still
+        staged or the driver's, and ``on_reaped(op)`` then runs where it is reaped (its
+        waiter from now on, as a started op's); False when it never was (or is reaped)."""
+        state = op.state
+        if state is OpState.REAPED or (state is OpState.IDLE and not any(o is op for o in self._staged)):
+            return False
+        op.waiter = _OnDone(on_reaped)
+        return True
+
     def _admit(self, op: Op) -> bool:
         """What :meth:`run` and :meth:`start` do first: the owner's checks, then True when
         the op was done inline (a read the page cache held)."""

@@ -64,7 +64,7 @@ from ._context import IOContext
 from ._direct import Alignment, aligned_buffer, check_aligned, fd_is_direct
 from ._glue import coroutine_function
 from ._handoff import FifoLock
-from .drivers.base import OFF_T_MAX, SYNC_FSYNC, DriverStatistics, Op, OpKind
+from .drivers.base import OFF_T_MAX, SYNC_FSYNC, DriverStatistics, Op, OpKind, OpState
 from .errors import AlignmentError, ClosedError, InvalidOffsetError
 
 __all__ = ["DEFAULT_BUFFER_SIZE", "AsyncFile"]
@@ -279,6 +279,15 @@ class AsyncFile:
             self._op_ended(op)
 
     def _op_ended(self, op: Op) -> None:
+        """The call on ``op`` ended. The file counts the op until it is reaped, not until the
+        call ends: one that ended with its op still staged or out (an exception thrown in
+        that is no cancellation, the call closed or collected) keeps the fd open through
+        aclose until the op's CQE, so the number cannot be reused under the kernel's op."""
+        if op.state is not OpState.REAPED and self._ctx.follow(op, self._op_reaped):
+            return
+        self._op_reaped(op)
+
+    def _op_reaped(self, op: Op) -> None:
         if self._op_limiter is not None:
             self._op_limiter.release_on_behalf_of(op)
         self._in_flight -= 1
@@ -294,15 +303,21 @@ class AsyncFile:
         if limiter is not None:
             await limiter.acquire_on_behalf_of(op)
         self._in_flight += 1
+        reaped = False
 
         def done(op: Op) -> None:
-            self._op_ended(op)
+            nonlocal reaped
+            reaped = True
+            self._op_reaped(op)
             on_done(op.result or 0, op.error)
 
         try:
             await self._ctx.start(op, done)
         except BaseException:
-            self._op_ended(op)
+            # Not staged (waiting for a slot), or done inline and ``on_done`` raised (to
+            # this caller): uncounted once.
+            if not reaped:
+                self._op_ended(op)
             raise
 
     def _op(self, kind: OpKind, offset: int, bufs: Sequence[memoryview], keep: object) -> Op:
@@ -412,7 +427,10 @@ class AsyncFile:
         """Start one vectored read into ``bufs`` from ``offset`` and return without waiting
         for it: ``on_done(nbytes, error)`` is called on this loop when it has completed
         (``error`` None, or the OSError it failed with), from where the completion is reaped,
-        and must not raise. For layers that do their completion work in a callback rather
+        and must not raise: one that does is reported as the loop reports a callback's
+        exception (asyncio: its exception handler; trio: logged on the ``aiopg_io`` logger)
+        and the loop goes on; a read the page cache answers at once calls it here, and its
+        exception is raised to the caller. For layers that do their completion work in a callback rather
         than in a task (the buffer pool). The op owns ``bufs`` until then; it is not
         cancellable, and :meth:`aclose` waits for it. Checks as :meth:`preadv`."""
         self._check_readable()

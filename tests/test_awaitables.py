@@ -104,9 +104,9 @@ async def test_a_call_collected_while_its_op_is_out_is_uncounted_once(
 ) -> None:
     """A call stepped by hand until its op is out, then dropped (as when its task is
     destroyed), while the file's bookkeeping raises (a signal handler's KeyboardInterrupt in
-    ``_op_ended``): reported as unraisable, the op still completes, the file counts nothing
-    and goes on. The C awaitable used to report itself from its dealloc, which freed it twice
-    (a segmentation fault)."""
+    ``_op_ended``): reported as unraisable, the op still completes, the file counts it until
+    then (its fd held: see the test below), then nothing, and goes on. The C awaitable used
+    to report itself from its dealloc, which freed it twice (a segmentation fault)."""
     if sniffio.current_async_library() == "trio":
         pytest.skip("a trio call parks its own task: it cannot be stepped by hand inside a trio run")
     p = tmp_path / "f.bin"
@@ -132,14 +132,56 @@ async def test_a_call_collected_while_its_op_is_out_is_uncounted_once(
         del aw, step
         gc.collect()
         del f._op_ended
-        assert f._in_flight == 0
+        assert f._in_flight == (0 if finished else 1)  # staged still: counted to its end
         with anyio.fail_after(10):
             while f._ctx._in_flight:  # the driver holds the op to its end
                 await anyio.sleep(0)
+        assert f._in_flight == 0
         assert await f.pwrite(b"cd", 4) == 2
         assert f._in_flight == 0
     assert p.read_bytes() == b"00abcd0000"
     assert unraisable == ([] if finished else [KeyboardInterrupt])
+
+
+@pytest.mark.parametrize("how", ["throw", "close", "collect"])
+async def test_a_call_ended_while_its_op_is_out_holds_the_fd_to_its_end(
+    anyio_backend: Any, driver: str, tmp_path: Path, how: str
+) -> None:
+    """A write stepped by hand until its op is staged, then ended while it is out: an
+    exception thrown in that is no cancellation, close(), or dropped (its task destroyed).
+    aclose then waits for the op's end before it closes the fd, so a file opened after gets
+    the same number and never the write's bytes: they land in the file the call was made on.
+    The file used to stop counting the op with the call: aclose closed the fd at once, and
+    the op, still staged, went to the kernel on the fd number the next open took."""
+    a, b, keep = tmp_path / "a.bin", tmp_path / "b.bin", tmp_path / "keep.bin"
+    a.write_bytes(b"a" * 16)
+    b.write_bytes(b"b" * 16)
+    keep.write_bytes(b"k" * 16)
+    async with aiopg_io.open(keep, "r+b", driver=driver):  # holds the context: no new ring
+        f = await aiopg_io.open(a, "r+b", driver=driver)
+        fd = f.fileno()
+        aw: Any = f.pwrite(b"EVIL", 0)
+        step = aw.__await__()
+        step.send(None)  # staged; submitted at the end of this tick, or once we yield
+        if how == "throw":
+            with pytest.raises(KeyError, match="thrown"):
+                step.throw(KeyError("thrown"))
+        elif how == "close":
+            step.close()
+        else:
+            del aw, step
+            gc.collect()
+        with anyio.fail_after(10):
+            await f.aclose()
+        other = os.open(b, os.O_RDWR)  # no yield since aclose returned: the lowest free number
+        try:
+            assert other == fd
+            with anyio.fail_after(10):
+                while f._ctx._in_flight:
+                    await anyio.sleep(0)
+        finally:
+            os.close(other)
+    assert (a.read_bytes(), b.read_bytes()) == (b"EVIL" + b"a" * 12, b"b" * 16)
 
 
 def _evict(path: Path) -> None:

@@ -25,6 +25,13 @@
   to trio's own) and on trio older than ``_PARK_TRIO_MIN`` (the oldest tested) or any shape
   that differs, the twin runs; ``python -m aiopg_io info`` says which (``park_status``).
   docs/benchmarks.md ("trio's park in C") has what it saves.
+- A callback of ours that raises an ``Exception`` (the end-of-tick flush, a completion's
+  reap: a ``start_preadv``/``start_pwritev`` callback or a waker's twin that breaks its
+  contract, a driver's completion handler) is logged on the ``aiopg_io`` logger with its
+  traceback and the run goes on, as asyncio's loop reports a callback's exception through
+  its exception handler and goes on (the driver keeps every op for its next reap): in a
+  system task it would end the run with ``TrioInternalError``, and the op's caller has
+  returned long since. A ``BaseException`` (KeyboardInterrupt, SystemExit) still ends it.
 - End of run: system tasks are cancelled when the main task returns; the reaper's
   ``finally`` calls the watcher's ``on_loop_end`` (the IOContext closes itself), so
   nothing outlives ``trio.run``; the end-of-tick task's ``finally`` runs the callbacks
@@ -34,6 +41,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +57,15 @@ __all__ = ["TrioGlue", "current"]
 
 _WAKE, _WAKE_WHY = load("aiopg_io._glue._wake")
 _GLUE: trio.lowlevel.RunVar[TrioGlue] = trio.lowlevel.RunVar("aiopg_io_glue")
+_log = logging.getLogger("aiopg_io")
+
+
+def _run_reported(fn: Callable[[], None]) -> None:
+    """``fn()``, an ``Exception`` it raises logged and dropped (see the module docstring)."""
+    try:
+        fn()
+    except Exception as exc:
+        _log.error("Exception in %r, run by aiopg_io on trio", fn, exc_info=exc)
 
 #: The oldest trio the C park was tested on (the suite's anyio needs it too); older ones get
 #: the Python twin.
@@ -165,7 +182,7 @@ class TrioGlue:
                     await trio.lowlevel.wait_task_rescheduled(abort)
                 callbacks, self._soon = self._soon, []
                 for fn in callbacks:
-                    fn()
+                    _run_reported(fn)
         finally:
             self._ended = True  # system tasks are cancelled when the run ends
             at_end, self._at_loop_end = self._at_loop_end, []
@@ -208,7 +225,7 @@ class TrioGlue:
                     await trio.lowlevel.wait_readable(fd)
                     if scope.cancel_called:  # unwatched while the wake-up was on its way
                         break
-                    on_readable()
+                    _run_reported(on_readable)
         except trio.ClosedResourceError:
             pass
         finally:

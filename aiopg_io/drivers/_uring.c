@@ -225,6 +225,11 @@ typedef struct {
     int batch_nowait;
     unsigned long long batch_prepped; /* ops submit_batch prepped here, in C */
     unsigned long long woken; /* ops harvest reaped and handed to a waker */
+    /* The op whose CQE harvest retired when it raised, not handed over, with that CQE
+       (take_raised); NULL when none. */
+    PyObject *raised_op;
+    unsigned long long raised_user_data;
+    int raised_res;
     unsigned long long next_token; /* user_data of the next op (0 is untracked) */
 } Ring;
 
@@ -379,6 +384,7 @@ ring_traverse(Ring *r, visitproc visit, void *arg)
     Py_VISIT(r->tried);
     Py_VISIT(r->fallback);
     Py_VISIT(r->partial);
+    Py_VISIT(r->raised_op);
     return batch_traverse(r, visit, arg);
 }
 
@@ -392,6 +398,7 @@ ring_clear(Ring *r)
     Py_CLEAR(r->tried);
     Py_CLEAR(r->fallback); /* bound methods of the driver: a cycle the GC must see */
     Py_CLEAR(r->partial);
+    Py_CLEAR(r->raised_op);
     return 0;
 }
 
@@ -1083,7 +1090,13 @@ ring_try_inline(Ring *r, PyObject *op)
    the exception propagates: that op was reaped and handed over before the call, so it is
    counted (in ``woken``, the Ring's running total, which the caller reads also when
    harvest raises), the ops before it are in ``out`` or handed over too, and the CQEs after
-   it stay in the CQ. The driver keeps ``out`` for its next reap and makes that reap come. */
+   it stay in the CQ. The driver keeps ``out`` for its next reap and makes that reap come.
+
+   Anything else that raises once an op's CQE is retired (``on_cqe``: the twin's _on_cqe, or
+   an exception a signal handler raises in its frame) would lose that op: harvest keeps it
+   with its CQE for ``take_raised`` (the driver's _rescue_raised, the twin's except clause,
+   decides from the op whether the CQE was applied, and re-applies it at the next reap if
+   not). */
 
 static int finish_and_wake(Ring *r, PyObject *op, long long transferred, PyObject *waker);
 static int link_sync_done(Ring *r, PyObject *op, PyObject *ops, unsigned long long user_data,
@@ -1104,6 +1117,7 @@ harvest_cqes(Ring *r, const HarvestArgs *a, int *continued, int *left_over)
     PyObject *ops = a->ops, *out = a->out, *waker = a->waker;
     unsigned mask = *r->cq_mask;
     Py_ssize_t taken = 0;
+    unsigned long long woken_before = 0;
     *continued = *left_over = 0;
     for (;;) {
         unsigned head = *r->cq_head;
@@ -1129,6 +1143,7 @@ harvest_cqes(Ring *r, const HarvestArgs *a, int *continued, int *left_over)
         Py_INCREF(op);
         int err = PyDict_DelItem(ops, token);
         Py_DECREF(token);
+        woken_before = r->woken;
         if (err < 0)
             goto fail;
         int done = -1; /* -1: not handled here */
@@ -1223,10 +1238,28 @@ harvest_cqes(Ring *r, const HarvestArgs *a, int *continued, int *left_over)
         Py_DECREF(op);
         continue;
     fail:
-        Py_DECREF(op);
+        if (r->woken == woken_before) { /* not handed over: kept for take_raised */
+            Py_XSETREF(r->raised_op, op); /* the reference taken above; nothing held before */
+            r->raised_user_data = cqe.user_data;
+            r->raised_res = cqe.res;
+        } else {
+            Py_DECREF(op);
+        }
         return -1;
     }
     return 0;
+}
+
+/* The op harvest kept when it raised, and its CQE: (op, user_data, res), or None. */
+static PyObject *
+ring_take_raised(Ring *r, PyObject *Py_UNUSED(ignored))
+{
+    if (r->raised_op == NULL)
+        Py_RETURN_NONE;
+    PyObject *t = Py_BuildValue("(OKi)", r->raised_op, r->raised_user_data, r->raised_res);
+    if (t != NULL)
+        Py_CLEAR(r->raised_op);
+    return t;
 }
 
 /* The waker, NULL for None, checked: C hands ops to it only with the batch's objects lent. */
@@ -1800,6 +1833,8 @@ static PyMethodDef ring_methods[] = {
     {"reap", (PyCFunction)ring_reap, METH_VARARGS, "reap(limit) -> ([(user_data, res)], left_over)"},
     {"harvest", (PyCFunction)ring_harvest, METH_VARARGS,
      "harvest(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker=None) -> (continued, left_over, woken)"},
+    {"take_raised", (PyCFunction)ring_take_raised, METH_NOARGS,
+     "take_raised() -> (op, user_data, res) harvest kept when it raised, or None"},
     {"tick", (PyCFunction)ring_tick, METH_VARARGS,
      "tick(limit, ops, out, on_cqe, transfer_kinds, SUBMITTED, COMPLETED, waker, efd) -> (woken, flags)"},
     {"register_eventfd", (PyCFunction)ring_register_eventfd, METH_VARARGS, "register_eventfd(fd)"},
@@ -2579,8 +2614,9 @@ static PyTypeObject FastReadType = {
        trio's cancellation rules are the pure path's own; when it returns the op is
        finished as above, when it raises the file's count is dropped and the exception
        passes.
-     close() or collection while the op is out drops the file's count, as the pure
-     coroutine's ``finally`` does; the op itself runs on, held by the driver, as there. */
+     close() or collection while the op is out ends the call, as the pure coroutine's
+     ``finally`` does; the op itself runs on, held by the driver, and the file counts it
+     until it is reaped (its _op_ended), as there. */
 
 enum { RF_KIND, RF_FD, RF_OFFSET, RF_BUFFERS, RF_PATH, RF_KEEPALIVE, RF_DIRECT, RF_DRIVER_DATA, RF_WAITER,
        RF_REMAINING, RF_N };
@@ -3027,10 +3063,22 @@ ringwait_clear(RingWait *w)
     return 0;
 }
 
-/* The file's count of ops in flight, dropped for this op: in place while others remain, else
-   through the file's _op_ended (which wakes aclose and closes a released fd). */
+/* The call ended: the file's _op_ended, which counts the op until it is reaped (one still
+   staged or out when its call ends, an exception thrown in that is no cancellation, the
+   call closed or collected, is counted to its CQE, so aclose keeps the fd open until then),
+   then drops the count (waking aclose and closing a released fd at 0). */
 static int
 ringwait_op_ended(RingWait *w)
+{
+    PyObject *res = PyObject_CallMethodOneArg(w->file, S_op_ended, w->op);
+    Py_XDECREF(res);
+    return res == NULL ? -1 : 0;
+}
+
+/* The op was reaped: the file's count dropped in place while others remain, else through
+   the file's _op_ended (which wakes aclose and closes a released fd). */
+static int
+ringwait_op_reaped(RingWait *w)
 {
     PyObject *v = PyObject_GetAttr(w->file, S_in_flight);
     if (v == NULL)
@@ -3051,7 +3099,7 @@ ringwait_op_ended(RingWait *w)
 }
 
 /* Collected while the op is out (its task was destroyed): as the pure coroutine's finally,
-   the file stops counting it; the driver still holds the op to its CQE. A finalizer (PEP
+   the call ends (the file counts the op until its CQE; the driver holds it to then). A finalizer (PEP
    442), not the body of dealloc: the GC calls it on every object of a cycle before it clears
    any (tp_clear would drop ``file`` first and the count with it), and from dealloc it runs
    on a live object, so the unraisable hook, which takes a reference to ``w``, cannot free
@@ -3120,21 +3168,28 @@ ringwait_decline(RingWait *w, PyObject **out)
     return ringwait_delegate(w, coro, Py_None, out);
 }
 
-/* A new op for this call, from the Op template (no __init__ frame). */
+/* A new op for this call, from the Op template (no __init__ frame). ``rp`` is bound; what
+   of it is used is held first, since an allocation may run the GC and a finalizer that
+   unbinds it. */
 static PyObject *
-ringwait_make_op(RingWait *w)
+ringwait_make_op(RingWait *w, RunPath *rp)
 {
-    RunPath *rp = w->rr->rp;
-    PyObject *op = rp->op_type->tp_alloc(rp->op_type, 0);
+    PyTypeObject *type = (PyTypeObject *)Py_NewRef(rp->op_type);
+    PyObject *descrs = Py_NewRef(rp->descrs), *defaults = Py_NewRef(rp->defaults);
+    PyObject *kind = Py_NewRef(w->write ? rp->k_write : rp->k_read), *tried = Py_XNewRef(rp->tried);
+    PyObject *fd = NULL, *offset = NULL, *bufs = NULL, *rest = NULL;
+    PyObject *op = type->tp_alloc(type, 0);
     if (op == NULL)
-        return NULL;
-    PyObject *fd = PyLong_FromLong(w->rr->fd), *offset = PyLong_FromLongLong(w->offset);
-    PyObject *bufs = PyTuple_Pack(1, w->view), *rest = PyList_New(1);
+        goto done;
+    fd = PyLong_FromLong(w->rr->fd);
+    offset = PyLong_FromLongLong(w->offset);
+    bufs = PyTuple_Pack(1, w->view);
+    rest = PyList_New(1);
     if (fd == NULL || offset == NULL || bufs == NULL || rest == NULL)
         goto fail;
     PyList_SET_ITEM(rest, 0, Py_NewRef(w->view));
     PyObject *vals[RF_N] = {
-        [RF_KIND] = w->write ? rp->k_write : rp->k_read,
+        [RF_KIND] = kind,
         [RF_FD] = fd,
         [RF_OFFSET] = offset,
         [RF_BUFFERS] = bufs,
@@ -3142,43 +3197,75 @@ ringwait_make_op(RingWait *w)
         [RF_KEEPALIVE] = w->keep,
         [RF_DIRECT] = w->rr->fd_direct,
         /* a buffered read the file's fast path found not cached: straight to the ring */
-        [RF_DRIVER_DATA] = (!w->write && w->rr->fd_direct == Py_False) ? rp->tried : Py_None,
+        [RF_DRIVER_DATA] = (!w->write && w->rr->fd_direct == Py_False) ? tried : Py_None,
         [RF_WAITER] = Py_None,
         [RF_REMAINING] = rest,
     };
-    Py_ssize_t n = PyTuple_GET_SIZE(rp->descrs);
+    Py_ssize_t n = PyTuple_GET_SIZE(descrs);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyTuple_GET_ITEM(rp->defaults, i);
+        PyObject *v = PyTuple_GET_ITEM(defaults, i);
         for (int f = 0; f < RF_N; f++)
             if (rp->field[f] == i)
                 v = vals[f];
-        PyObject *d = PyTuple_GET_ITEM(rp->descrs, i);
+        PyObject *d = PyTuple_GET_ITEM(descrs, i);
         if (Py_TYPE(d)->tp_descr_set(d, op, v) < 0)
             goto fail;
     }
-    Py_DECREF(fd);
-    Py_DECREF(offset);
-    Py_DECREF(bufs);
-    Py_DECREF(rest);
-    return op;
+    goto done;
 fail:
-    Py_DECREF(op);
+    Py_CLEAR(op);
+done:
     Py_XDECREF(fd);
     Py_XDECREF(offset);
     Py_XDECREF(bufs);
     Py_XDECREF(rest);
-    return NULL;
+    Py_DECREF(type);
+    Py_DECREF(descrs);
+    Py_DECREF(defaults);
+    Py_DECREF(kind);
+    Py_XDECREF(tried);
+    return op;
 }
+
+/* The RunPath's bound objects, held for one staging: it calls into Python (attribute
+   lookups on the context and the file, the loop's future factory, the glue's park and
+   call_soon), where a finalizer may unbind the RunPath (runpath_unbind clears them). */
+typedef struct {
+    PyObject *ctx, *call_soon, *flush, *create_future, *park, *cancel;
+} StageRefs;
+
+static int ringwait_stage_held(RingWait *w, RunPath *rp, const StageRefs *h);
 
 /* IOContext.run for an op that goes to the ring, up to its await: 1 when staged (the future
    in w->fut), 0 when the twin must run it (nothing changed), -1 on an exception. */
 static int
 ringwait_stage(RingWait *w)
 {
-    RunPath *rp = w->rr->rp;
-    if (!ringrun_ready(w->rr))
+    if (!ringrun_ready(w->rr)) /* may call into Python (the owner's loop, asked) */
         return 0;
-    PyObject *ctx = rp->ctx;
+    RunPath *rp = (RunPath *)Py_XNewRef(w->rr->rp);
+    if (rp == NULL || !rp->enabled) { /* unbound meanwhile: the twin decides */
+        Py_XDECREF(rp);
+        return 0;
+    }
+    StageRefs h = {Py_NewRef(rp->ctx),            Py_NewRef(rp->call_soon), Py_NewRef(rp->flush),
+                   Py_XNewRef(rp->create_future), Py_XNewRef(rp->park),     Py_XNewRef(rp->cancel)};
+    int got = ringwait_stage_held(w, rp, &h);
+    Py_DECREF(rp);
+    Py_XDECREF(h.ctx);
+    Py_XDECREF(h.call_soon);
+    Py_XDECREF(h.flush);
+    Py_XDECREF(h.create_future);
+    Py_XDECREF(h.park);
+    Py_XDECREF(h.cancel);
+    return got;
+}
+
+/* ringwait_stage's body, with ``h`` held (rp's own fields may be cleared meanwhile). */
+static int
+ringwait_stage_held(RingWait *w, RunPath *rp, const StageRefs *h)
+{
+    PyObject *ctx = h->ctx;
     PyObject *v = PyObject_GetAttr(ctx, S_closed);
     if (v == NULL)
         return -1;
@@ -3190,21 +3277,21 @@ ringwait_stage(RingWait *w)
     Py_DECREF(v);
     if (in_flight == -1 && PyErr_Occurred())
         return -1;
-    if (closed || in_flight >= rp->max_in_flight)
-        return 0; /* the twin raises, or waits for a slot */
-    PyObject *op = ringwait_make_op(w);
+    if (closed || in_flight >= rp->max_in_flight || !rp->enabled)
+        return 0; /* the twin raises, or waits for a slot (or the path was unbound meanwhile) */
+    PyObject *op = ringwait_make_op(w, rp);
     if (op == NULL)
         return -1;
     PyObject *fut = NULL;
-    if (rp->create_future != Py_None) {
-        fut = PyObject_CallNoArgs(rp->create_future);
+    if (h->create_future != Py_None) {
+        fut = PyObject_CallNoArgs(h->create_future);
         if (fut == NULL || PyObject_SetAttr(op, S_waiter, fut) < 0) {
             Py_XDECREF(fut);
             Py_DECREF(op);
             return -1;
         }
     } else { /* the glue's wait(op, cancel) parks the task: made now, sent to once staged */
-        w->delegate = PyObject_CallFunctionObjArgs(rp->park, op, rp->cancel, NULL);
+        w->delegate = PyObject_CallFunctionObjArgs(h->park, op, h->cancel, NULL);
         if (w->delegate == NULL) {
             Py_DECREF(op);
             return -1;
@@ -3250,7 +3337,7 @@ ringwait_stage(RingWait *w)
     if (!pending) {
         if (PyObject_SetAttr(ctx, S_flush_pending, Py_True) < 0)
             return -1;
-        PyObject *res = PyObject_CallOneArg(rp->call_soon, rp->flush);
+        PyObject *res = PyObject_CallOneArg(h->call_soon, h->flush);
         if (res == NULL)
             return -1;
         Py_DECREF(res);
@@ -3342,7 +3429,7 @@ ringwait_finish(RingWait *w, PyObject **out)
     PyObject *op = w->op;
     w->state = RW_DONE;
     Py_CLEAR(w->view); /* the op holds what the kernel used until it was reaped; now it is */
-    if (ringwait_op_ended(w) < 0)
+    if (ringwait_op_reaped(w) < 0)
         return PYGEN_ERROR;
     PyObject *error = PyObject_GetAttr(op, S_error);
     if (error == NULL)

@@ -700,6 +700,9 @@ class IoUringDriver(Driver):
         self._fd_refs: dict[int, int] = {}
         self._fd_direct: dict[int, bool] = {}
         self._ready: list[Op] = []  # completed without a CQE (fast path, refused at prep)
+        # CQEs retired but not applied (a handler raised first), back in _ops; the next reap's.
+        self._unapplied: list[tuple[int, int]] = []
+        self._raised: tuple[Op, int, int] | None = None  # see _take_raised
         self._backlog: deque[Op] = deque()  # no SQ slot could be had; retried in reap
         self._sq_unsubmitted = False  # io_uring_submit refused for now (EAGAIN/EBUSY)
         self._sq_deferred = False  # cancel SQEs queued for the next submit or reap
@@ -1094,11 +1097,43 @@ class IoUringDriver(Driver):
 
     def _keep_for_next_reap(self, out: list[Op]) -> None:
         """A reap that raised (a waker: io_uring_c's harvest hands ops to the IOContext's;
-        a failed submit): what finished so far, ``out``, waits in ``_ready`` for the next
-        reap, which also submits what a continuation queued; the eventfd makes it come."""
+        a completion handler, or a signal handler's exception in its frame; a failed
+        submit): what finished so far, ``out``, waits in ``_ready`` for the next reap, with
+        the op whose CQE was being applied (:meth:`_rescue_raised`), which also submits
+        what a continuation queued; the eventfd makes it come."""
+        raised = self._take_raised()
+        if raised is not None:
+            self._rescue_raised(*raised, out)
         self._ready[:0] = out
         self._sq_deferred = True
         self._signal()
+
+    def _take_raised(self) -> tuple[Op, int, int] | None:
+        """The op whose CQE (user_data, res) was retired when the reap raised, not yet
+        finished or handed over; None when none."""
+        raised, self._raised = self._raised, None
+        return raised
+
+    def _rescue_raised(self, op: Op, token: int, res: int, out: list[Op]) -> None:
+        """An exception came while ``op``'s CQE (``token``, ``res``) was applied: whatever
+        it was applied to, the op is not lost. Finished (completed or failed) before the
+        exception, it goes to ``out``; gone on (its next SQE queued, in the backlog, failed
+        at prep into ``_ready``), the driver holds it already; else the CQE is taken as not
+        applied, and the op goes back into ``_ops`` with the CQE for the next reap."""
+        if any(o is op for o in out) or any(o is op for o in self._ready):
+            return
+        if op.done:
+            out.append(op)
+            return
+        data = op.driver_data
+        # Gone on: back in _ops under its token (kept across an op's SQEs; a linked chain's
+        # sync token is fresh per chain, so a sync CQE's op back out is a new chain).
+        if any(o is op for o in self._backlog) or (
+            isinstance(data, _InFlight) and token != data.sync_token and self._ops.get(data.token) is op
+        ):
+            return
+        self._ops[token] = op
+        self._unapplied.append((token, res))
 
     def _collect(self) -> list[Op]:
         c = self._counters
@@ -1113,6 +1148,10 @@ class IoUringDriver(Driver):
         self._ready = []
         limit = self._reap_batch
         try:
+            if self._unapplied:
+                entries, self._unapplied = self._unapplied, []
+                if self._apply_cqes(entries, out):
+                    self._submit_sq()
             while True:
                 continued, left_over = self._harvest(limit, out)
                 if continued and not self._sq_unsubmitted:
@@ -1155,27 +1194,47 @@ class IoUringDriver(Driver):
         """Apply up to ``limit`` CQEs (0: all): finished ops go to ``out``. Returns whether
         an op went on (its next SQE queued) and whether the limit left CQEs behind."""
         entries, left_over = self._take_cqes(limit)
+        return self._apply_cqes(entries, out), left_over
+
+    def _apply_cqes(self, entries: list[tuple[int, int]], out: list[Op]) -> bool:
+        """Apply retired CQEs (user_data, res): finished ops go to ``out``. Returns whether
+        an op went on. One that raises (a handler, or a signal handler's exception in its
+        frame) loses nothing: the op it was applying is kept (:meth:`_rescue_raised`), the
+        CQEs after it wait in ``_unapplied`` for the next reap."""
         ops = self._ops
         continued = False
-        for token, res in entries:
-            op = ops.pop(token, None)
-            if op is None:
-                # A cancel's own CQE, or a NOP that stood in for a refused prep; close's
-                # cancels are read (module docstring, "Cancelling at close").
-                if token == _CLOSE_CANCEL and res == -errno.EINVAL:
-                    self._close_cancel_refused()
-                continue
-            if op.kind is OpKind.WRITE_SYNC:
-                finished = self._on_link_cqe(op, token, res)
-                if finished is None:
-                    continue  # the other half's CQE is still out
-            else:
-                finished = self._on_cqe(op, res)
-            if finished:
-                out.append(op)
-            else:
-                continued = True
-        return continued, left_over
+        it = iter(entries)
+        op: Op | None = None
+        token = res = 0
+        try:
+            for token, res in it:
+                op = ops.pop(token, None)
+                if op is None:
+                    # A cancel's own CQE, or a NOP that stood in for a refused prep; close's
+                    # cancels are read (module docstring, "Cancelling at close").
+                    if token == _CLOSE_CANCEL and res == -errno.EINVAL:
+                        self._close_cancel_refused()
+                    continue
+                if op.kind is OpKind.WRITE_SYNC:
+                    finished = self._on_link_cqe(op, token, res)
+                    if finished is None:
+                        op = None
+                        continue  # the other half's CQE is still out
+                else:
+                    finished = self._on_cqe(op, res)
+                if finished:
+                    out.append(op)
+                else:
+                    continued = True
+                op = None
+        except BaseException:
+            if op is not None:  # taken from _ops (None again once it is dealt with)
+                self._raised = (op, token, res)
+            elif token in ops:  # retired, its op not taken yet
+                self._unapplied.append((token, res))
+            self._unapplied.extend(it)  # their ops are still in _ops
+            raise
+        return continued
 
     def _take_cqes(self, limit: int) -> tuple[list[tuple[int, int]], bool]:
         """Up to ``limit`` CQEs (0: all) as (user_data, res), retired from the CQ, and

@@ -121,6 +121,10 @@ Facts this module relies on (the ring's own are in ``_uring.c``):
   for the next reap and makes that reap come, and the next :meth:`reap_and_wake` that
   returns counts every op handed over since the last one returned, so the error propagates
   to the IOContext and the loop with no op lost and no slot left owed.
+- Anything else that raises in ``Ring.harvest``/``tick`` once an op's CQE is retired (its
+  ``on_cqe``, the parent's ``_on_cqe``, or a signal handler's exception there) leaves that
+  op, with its CQE, for ``Ring.take_raised``: the parent's ``_keep_for_next_reap`` hands it
+  to ``_rescue_raised``, as for an op of its own harvest (see :meth:`_take_raised`).
 """
 
 from __future__ import annotations
@@ -362,7 +366,10 @@ class IoUringCDriver(IoUringDriver):
         the parent's ``_collect``, with what the tick reaped handed over as ready."""
         if self._closed:
             return []
-        if self._ready or self._cancel_later or self._sq_unsubmitted or self._sq_deferred or self._backlog:
+        if (
+            self._ready or self._cancel_later or self._sq_unsubmitted or self._sq_deferred or self._backlog
+            or self._unapplied
+        ):  # fmt: skip
             return self.reap()
         out: list[Op] = []
         flags: int
@@ -652,6 +659,12 @@ class IoUringCDriver(IoUringDriver):
             OpState.SUBMITTED, OpState.COMPLETED, self._waker,
         )  # fmt: skip
         return continued, left_over
+
+    def _take_raised(self) -> tuple[Op, int, int] | None:
+        # The op Ring.harvest/tick kept when its on_cqe (or anything after its CQE was
+        # retired, short of the waker) raised; else the parent's (its own _apply_cqes).
+        raised: tuple[Op, int, int] | None = self._ring.take_raised()
+        return raised if raised is not None else super()._take_raised()
 
     def _take_cqes(self, limit: int) -> tuple[list[tuple[int, int]], bool]:
         entries: list[tuple[int, int]]

@@ -846,3 +846,61 @@ def test_a_cancelled_statx_keeps_its_buffer_until_the_cqe(tmp_path: Path) -> Non
     finally:
         d.close()
     assert open_fds() == before
+
+
+_UNBIND_MID_STAGE = """
+import sys
+import anyio
+import aiopg_io
+
+path, backend = sys.argv[1], sys.argv[2]
+
+
+async def main() -> None:
+    async with aiopg_io.open(path, "r+b", driver="io_uring_c") as f:
+        ctx = f._ctx
+        runs = ctx.driver.ring_runs
+        unbound = []
+
+        class Unbinding(type(ctx)):
+            # Read by the ring path's staging just before it schedules the flush: unbind
+            # the RunPath there, as a finalizer run by the GC at that point could.
+            @property
+            def _flush_pending(self):
+                if not unbound:
+                    unbound.append(runs)
+                    runs.disable()
+                return self.__dict__["_flush_pending"]
+
+            @_flush_pending.setter
+            def _flush_pending(self, value):
+                self.__dict__["_flush_pending"] = value
+
+        ctx.__class__ = Unbinding
+        try:
+            n = await f.pwrite(b"RING", 0)
+        finally:
+            ctx.__class__ = Unbinding.__mro__[1]
+        print(n, len(unbound), runs.runs)
+
+
+anyio.run(main, backend=backend)
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_run_path_unbound_mid_stage_frees_nothing_in_use(tmp_path: Path, backend: str) -> None:
+    """The ring path's staging (RingWait's first send) calls into Python several times; a
+    finalizer there may unbind the RunPath, which drops its context, its loop's call_soon
+    and the context's flush. Staging holds what it uses, so the op is staged and flushed
+    with the objects it started with and the write lands: on asyncio (a future) and on trio
+    (the glue's park). It used to read them from the RunPath again: a crash (the call_soon
+    read as NULL) in a fresh interpreter."""
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"0" * 8)
+    out = subprocess.run(
+        [sys.executable, "-c", _UNBIND_MID_STAGE, str(p), backend], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.split() == ["4", "1", "1"]
+    assert p.read_bytes() == b"RING0000"
