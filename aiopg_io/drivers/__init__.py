@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
 from ..errors import DriverOptionError, DriverUnavailableError
+from ._fork import generation
 from .base import Capabilities as Capabilities
 from .base import Driver as Driver
 from .base import DriverStatistics as DriverStatistics
@@ -91,12 +92,13 @@ def driver_class(name: str) -> type[Driver]:
     return result
 
 
-_reasons: dict[tuple[str, bool], str | None] = {}
+_reasons: dict[tuple[str, bool, int], str | None] = {}
 
 
 def unavailable_reason(name: str, *, direct: bool = False) -> str | None:
-    """Why driver ``name`` cannot run here, or None; computed once per process."""
-    key = (name, direct)
+    """Why driver ``name`` cannot run here, or None; computed once per process (a fork child
+    asks anew: posix_aio cannot run in the child of a process that used it on glibc)."""
+    key = (name, direct, generation())
     if key not in _reasons:
         try:
             cls = driver_class(name)
