@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
 from ..errors import DriverOptionError, DriverUnavailableError
-from ._fork import generation
 from .base import Capabilities as Capabilities
 from .base import Driver as Driver
 from .base import DriverStatistics as DriverStatistics
@@ -92,13 +91,17 @@ def driver_class(name: str) -> type[Driver]:
     return result
 
 
-_reasons: dict[tuple[str, bool, int], str | None] = {}
+_reasons: dict[tuple[str, bool], str | None] = {}
+if hasattr(os, "register_at_fork"):
+    # A fork child asks anew: posix_aio cannot run in the child of a process that used it
+    # on glibc (posix_aio/_libc.py says why).
+    os.register_at_fork(after_in_child=_reasons.clear)
 
 
 def unavailable_reason(name: str, *, direct: bool = False) -> str | None:
-    """Why driver ``name`` cannot run here, or None; computed once per process (a fork child
-    asks anew: posix_aio cannot run in the child of a process that used it on glibc)."""
-    key = (name, direct, generation())
+    """Why driver ``name`` cannot run here, or None; computed once per process (and once
+    more in a fork child)."""
+    key = (name, direct)
     if key not in _reasons:
         try:
             cls = driver_class(name)
