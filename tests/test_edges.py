@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -20,9 +22,9 @@ import pytest
 
 import aiopg_io
 from aiopg_io._context import live_contexts
-from aiopg_io.drivers import Op, OpKind, OpState, driver_class, resolve
+from aiopg_io.drivers import Op, OpKind, OpState, driver_class, resolve, unavailable_reason
 from aiopg_io.drivers.base import OFF_T_MAX
-from aiopg_io.errors import DriverOptionError, InvalidOffsetError, WrongLoopError
+from aiopg_io.errors import DriverOptionError, DriverUnavailableError, InvalidOffsetError, WrongLoopError
 from tests.conftest import in_child, open_fds
 
 anyio_mark = pytest.mark.anyio
@@ -315,6 +317,90 @@ async def test_row6_a_fork_child_closing_a_file_leaves_the_parent_running(
         with anyio.fail_after(10):
             for i in range(64):
                 assert await f.pread(1024, i * 1024) == data[i * 1024 : (i + 1) * 1024]
+
+
+def _aio_survives_fork() -> bool:
+    from aiopg_io.drivers.posix_aio import _platforms
+
+    return _platforms.PLATFORM is not None and _platforms.PLATFORM.survives_fork
+
+
+@anyio_mark
+async def test_row6_a_fork_child_opens_and_reads_its_own_file_in_its_own_loop(
+    driver: str, tmp_path: Path, anyio_backend: tuple[str, dict[str, object]]
+) -> None:
+    """The child of a parent in the middle of its I/O (glibc's AIO helper threads idle, the
+    posix_aio wake-up read in flight) opens a file of its own: it reads it back, or, for
+    posix_aio on glibc, is refused with the reason (it used to wait for ever)."""
+    p = tmp_path / "f.bin"
+    data = os.urandom(64 * 1024)
+    p.write_bytes(data)
+    own = tmp_path / "own.bin"
+    own.write_bytes(data[::-1])
+    async with aiopg_io.open(p, "rb", driver=driver) as f:
+        assert await f.pread(4096, 0) == data[:4096]
+
+        def child() -> str:
+            out: list[str] = []
+
+            async def read_own() -> None:
+                before, inherited = open_fds(), live_contexts()  # the parent's file is one
+                with anyio.fail_after(10):
+                    try:
+                        g = await aiopg_io.open(own, "r+b", driver=driver)
+                    except DriverUnavailableError as exc:
+                        out.append(f"refused: {exc}")
+                        g = await aiopg_io.open(own, "r+b", driver="worker")  # what it says to use
+                    async with g:
+                        out.append(str(await g.pread(4096, 1024) == data[::-1][1024:5120]))
+                        await g.pwrite(b"child", 0)
+                        out.append(str(await g.pread(5, 0) == b"child"))
+                    while live_contexts() != inherited:  # released through the loop on trio
+                        await anyio.sleep(0.005)
+                out.append(str(open_fds() == before))
+
+            name, options = anyio_backend
+            t = threading.Thread(target=lambda: anyio.run(read_own, backend=name, backend_options=options))
+            t.start()
+            t.join(20)
+            return "|".join(out) if not t.is_alive() else "hung: " + "|".join(out)
+
+        report = in_child(child)
+        if driver == "posix_aio" and not _aio_survives_fork():
+            refused, *rest = report.split("|")
+            assert refused.startswith("refused: driver 'posix_aio' cannot run here: this process is a fork")
+            assert "use the worker driver in the child" in refused
+        else:
+            rest = report.split("|")
+        assert rest == ["True", "True", "True"], report
+        # The parent goes on, its driver untouched.
+        with anyio.fail_after(10):
+            assert await f.pread(4096, 8192) == data[8192:12288]
+    assert own.read_bytes()[:5] == b"child"
+
+
+def test_row6_a_fork_child_of_a_process_that_never_used_posix_aio_gets_it(tmp_path: Path) -> None:
+    """glibc's AIO starts afresh in such a child: the refusal above is for inherited state only."""
+    if unavailable_reason("posix_aio") is not None:
+        pytest.skip(f"posix_aio cannot run here: {unavailable_reason('posix_aio')}")
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"read in the child")
+    script = f"""
+import os, asyncio, aiopg_io
+async def main():
+    async with aiopg_io.open({str(p)!r}, "rb", driver="posix_aio") as f:
+        print(await asyncio.wait_for(f.read(), 10))
+pid = os.fork()
+if pid == 0:
+    try:
+        asyncio.run(main())
+    finally:
+        os._exit(0)
+_, status = os.waitpid(pid, 0)
+raise SystemExit(os.waitstatus_to_exitcode(status))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "b'read in the child'\n", "")
 
 
 # -- row 7: a file used from another thread's loop ----------------------------------------------

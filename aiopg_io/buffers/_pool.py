@@ -89,6 +89,7 @@ from ._descriptors import BM_MAX_USAGE_COUNT, BufferDesc, ClockSweep, InFlightIO
 from ._read_stream import ReadStream
 from ._writeback import PageWriter
 from .errors import (
+    MAX_COMBINE_LIMIT,
     BlockOutOfRangeError,
     NoUnpinnedBuffersError,
     RelationInUseError,
@@ -1094,13 +1095,15 @@ class BufferPool:
         first missing block finds no buffer free now (a look-ahead that has pages to return
         meanwhile). With ``wait=True`` it waits as :meth:`read_page` does, or raises
         NoUnpinnedBuffersError when waiting cannot help. A block out of range raises
-        BlockOutOfRangeError before anything is pinned.
+        BlockOutOfRangeError, and ``nblocks`` below 1 or above 128 (the bound on
+        ``io_combine_limit``: PostgreSQL asserts the same of its ``nblocks``) ValueError
+        naming the value and the bound, before anything is pinned.
         """
         if rel.pool is not self or rel.closed or self._state != "open":
             self._check_rel(rel)
         blockno = operator.index(blockno)
-        if nblocks < 1:
-            at_least_one("nblocks", nblocks)
+        if nblocks.__class__ is not int or not 1 <= nblocks <= MAX_COMBINE_LIMIT:
+            nblocks = combine_limit("nblocks", nblocks)  # raises, or an int-like made an int
         if not 0 <= blockno < rel.nblocks:
             self._check_block(rel, blockno)
         me = self._task_identity()

@@ -92,10 +92,15 @@ def driver_class(name: str) -> type[Driver]:
 
 
 _reasons: dict[tuple[str, bool], str | None] = {}
+if hasattr(os, "register_at_fork"):
+    # A fork child asks anew: posix_aio cannot run in the child of a process that used it
+    # on glibc (posix_aio/_libc.py says why).
+    os.register_at_fork(after_in_child=_reasons.clear)
 
 
 def unavailable_reason(name: str, *, direct: bool = False) -> str | None:
-    """Why driver ``name`` cannot run here, or None; computed once per process."""
+    """Why driver ``name`` cannot run here, or None; computed once per process (and once
+    more in a fork child)."""
     key = (name, direct)
     if key not in _reasons:
         try:

@@ -47,6 +47,12 @@ from .errors import NotAWALError
 __all__ = ["WAL", "WALStatistics"]
 
 DEFAULT_WAL_BUFFERS = 4 * 1024 * 1024
+#: The most ``wal_buffers`` may ask for: PostgreSQL's own bound on its ``wal_buffers`` setting,
+#: ``INT_MAX / XLOG_BLCKSZ`` pages (guc_tables.c), so 262143 pages of 8 KiB (2 GiB less 8 KiB).
+#: A ring past it gains nothing (a ring of a few segments already lets every writer run
+#: ahead of the flush), and a number past the address space used to reach ``mmap`` as a bare
+#: ENOMEM naming neither the argument nor a limit.
+MAX_WAL_BUFFERS = (2**31 - 1) // PAGE_SIZE * PAGE_SIZE
 DEFAULT_MAX_RECORD_SIZE = 64 * 1024 * 1024
 
 
@@ -118,7 +124,8 @@ class WAL:
         ``segment_size``: bytes per segment file, a multiple of 8192 from 32 KiB to 4 GiB less
         8 KiB (default 16 MiB for a new WAL; an existing WAL keeps its own, and a different
         explicit value is an error).
-        ``wal_buffers``: bytes of WAL buffers (rounded up to whole 8 KiB pages, at least 2).
+        ``wal_buffers``: bytes of WAL buffers (rounded up to whole 8 KiB pages, at least 2, at
+        most 2 GiB less 8 KiB: PostgreSQL's bound on its wal_buffers, else ValueError).
         ``max_record_size``: the largest payload ``append`` accepts. ``segments_ahead``:
         segments kept ready beyond the current one. ``init_zero``: zero-fill new segments.
 
@@ -169,6 +176,12 @@ class WAL:
                     "(a 32-bit field, as PostgreSQL's xlp_seg_size)"
                 )
         exact_int("wal_buffers", wal_buffers, 1)
+        if wal_buffers > MAX_WAL_BUFFERS:
+            raise ValueError(
+                f"wal_buffers {wal_buffers} is over the limit {MAX_WAL_BUFFERS} "
+                f"({MAX_WAL_BUFFERS // PAGE_SIZE} pages of {PAGE_SIZE} bytes: "
+                "PostgreSQL's bound on wal_buffers)"
+            )
         exact_int("max_record_size", max_record_size, 0)
         if max_record_size > HARD_MAX_RECORD:
             raise ValueError(

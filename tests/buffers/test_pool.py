@@ -529,6 +529,35 @@ async def test_start_and_wait_read_buffers(data_dir: Path, driver: str) -> None:
         pool._check_invariants()
 
 
+async def test_start_read_buffers_bounds_nblocks_as_io_combine_limit(data_dir: Path, driver: str) -> None:
+    # PostgreSQL asserts nblocks <= MAX_IO_COMBINE_LIMIT; it used to be taken unbounded.
+    path = make_relation(data_dir / "rel", 4)
+    async with BufferPool(4, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        fds = open_fds()
+        for bad, why in (
+            (129, r"^nblocks 129 must be at most 128 \(blocks in one I/O: .*PG_IOV_MAX\)$"),
+            (2**64, rf"^nblocks {2**64} must be at most 128 \(blocks in one I/O"),
+            (0, "^nblocks 0 must be at least 1$"),
+            (-1, "^nblocks -1 must be at least 1$"),
+        ):
+            with pytest.raises(ValueError, match=why):
+                await pool.start_read_buffers(rel, 0, bad)
+        with pytest.raises(TypeError, match="nblocks must be an integer, not bool"):
+            await pool.start_read_buffers(rel, 0, True)
+        stats = pool.statistics()
+        assert (stats.pinned, stats.misses, stats.reads) == (0, 0, 0)  # nothing pinned or read
+        assert open_fds() == fds
+        pool._check_invariants()
+        op = await pool.start_read_buffers(rel, 0, 128)  # the bound itself: to the end, 4 blocks
+        assert op is not None and op.nblocks == 4
+        await pool.wait_read_buffers(op)
+        for i in range(4):
+            with op.take() as page:
+                assert bytes(page.data) == page_bytes(i)
+        assert pool.statistics().pinned == 0
+
+
 async def test_start_read_buffers_without_waiting_for_a_buffer(data_dir: Path, driver: str) -> None:
     path = make_relation(data_dir / "rel", 4)
     async with BufferPool(2, PS, driver=driver) as pool:

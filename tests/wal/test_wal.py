@@ -269,6 +269,13 @@ async def test_bad_arguments(tmp_path: Path, driver: str) -> None:
         with pytest.raises(ValueError, match=f"^segment_size {big} is over the format's limit 4294959104 "):
             await WAL.open(tmp_path / "big", driver=driver, segment_size=big)
     assert not (tmp_path / "big").exists()
+    # Past PostgreSQL's bound on wal_buffers: refused by name before the directory is touched
+    # (2**62 used to be a bare ENOMEM from the ring's mmap, the directory already made).
+    for big in (2**31, 2**62, 2**70):
+        limit = r"2147475456 \(262143 pages of 8192 bytes: PostgreSQL's bound on wal_buffers\)$"
+        with pytest.raises(ValueError, match=rf"^wal_buffers {big} is over the limit {limit}"):
+            await WAL.open(tmp_path / "big", driver=driver, wal_buffers=big)
+    assert not (tmp_path / "big").exists()
     with pytest.raises(TypeError, match="wal_buffers must be an int, not str"):
         await WAL.open(tmp_path, driver=driver, wal_buffers="1M")  # type: ignore[arg-type]
     async with open_wal(tmp_path, driver) as wal:

@@ -55,6 +55,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from ...errors import DriverUnavailableError
 from .._blocking import perform
 from .._memory import aligned_buffer, buffer_address
 from ..base import (
@@ -70,7 +71,7 @@ from ..base import (
     int_option,
 )
 from . import _platforms
-from ._libc import AioLib, probe
+from ._libc import AioLib, inherited_reason, probe
 from ._notifiers import SuspendNotifier, make_notifier
 from ._requests import Request, Run
 
@@ -145,6 +146,9 @@ class PosixAioDriver(Driver):
         plat = _platforms.PLATFORM
         if plat is None:
             raise RuntimeError(f"posix_aio cannot run here: {_platforms.PLATFORM_REASON}")
+        inherited = inherited_reason(plat)
+        if inherited is not None:
+            raise DriverUnavailableError(f"driver 'posix_aio' cannot run here: {inherited}")
         limit = (
             plat.default_kernel_limit
             if max_in_flight_kernel is None
@@ -175,6 +179,9 @@ class PosixAioDriver(Driver):
         plat = _platforms.PLATFORM
         if plat is None:
             return _platforms.PLATFORM_REASON
+        inherited = inherited_reason(plat)
+        if inherited is not None:
+            return inherited
         try:
             lib = AioLib(plat)
         except OSError as exc:

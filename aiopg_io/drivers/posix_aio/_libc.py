@@ -20,6 +20,19 @@ in librt.so.1):
   ``aio_suspend``); the running one of a chain answers AIO_NOTCANCELED and finishes.
 - Only ``aio_suspend`` blocks; the other calls take glibc's request mutex (on FreeBSD they
   enter the kernel briefly). Hence the two bindings in :class:`AioLib`.
+- Nothing of this state is reset in a fork child (no ``atfork`` handler in ``rt/``): the
+  child inherits the counts ``nthreads`` and ``idle_thread_count`` and the request lists,
+  but none of the helper threads. ``__aio_enqueue_request`` starts a thread only when
+  ``idle_thread_count`` is 0; otherwise it signals a condition that no thread of the child
+  waits on, so the request is never run. A parent that used AIO less than the idle time
+  (1 s) before forking has idle threads, and the child's first request hangs for ever
+  (seen here on glibc 2.36: a fork right after a read, the child's own read never
+  completed). Requests the parent had in flight stay "running" in the child's table, so
+  a child request on the same fd number queues behind them for ever too, and a fork
+  while another thread held ``__aio_requests_mutex`` leaves it locked. None of it can be
+  repaired from outside glibc, so a process that is a fork child of one that used AIO
+  does not use it (:func:`inherited_reason`); a child of a process that never did starts
+  glibc's AIO afresh and runs it normally.
 
 FreeBSD (``sys/sys/aio.h``) and macOS (XNU ``bsd/sys/aio.h``) name the same functions with
 the same signatures in their C library; only the aiocb layout differs (``_layouts``).
@@ -33,10 +46,30 @@ import os
 import tempfile
 from collections.abc import Callable
 
+from .._fork import generation
 from ._layouts import GlibcAioinit, Timespec
 from ._platforms import Platform
 
-__all__ = ["AioLib", "probe"]
+__all__ = ["AioLib", "inherited_reason", "probe"]
+
+# The fork generation (``_fork.generation``) of the process that first bound the aio_*
+# functions (every request, the probe's included, goes through an AioLib), or None while no
+# process in this one's ancestry has. Copied into a fork child with the rest of memory,
+# where the generation has moved on: the C library's AIO state is then the parent's.
+_bound_in_generation: int | None = None
+
+
+def inherited_reason(plat: Platform) -> str | None:
+    """Why this process cannot use ``plat``'s AIO because it is a fork child of a process
+    that did (the C library's state is the parent's), or None."""
+    if plat.survives_fork or _bound_in_generation in (None, generation()):
+        return None
+    return (
+        "this process is a fork child of one that used POSIX AIO, and glibc does not reset "
+        "its AIO state in a fork child (its helper threads are gone but still counted, so a "
+        "request would never complete); use the worker driver in the child, or start the "
+        "child with multiprocessing's 'spawn' or 'forkserver'"
+    )
 
 
 class AioLib:
@@ -49,6 +82,9 @@ class AioLib:
     """
 
     def __init__(self, plat: Platform) -> None:
+        global _bound_in_generation
+        if _bound_in_generation is None:
+            _bound_in_generation = generation()
         lib = quick = None
         errors = []
         for name in plat.libraries:

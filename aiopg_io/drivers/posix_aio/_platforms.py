@@ -11,6 +11,8 @@ glibc (Linux; read from glibc's ``rt/aio_misc.c``, ``rt/lio_listio-common.c``, g
 - ``aio_fsync`` accepts ``O_SYNC`` and ``O_DSYNC`` (EINVAL otherwise).
 - The ``aiocb`` has the private ``__error_code`` that ``aio_error`` returns
   (``glibc_error_field``: the driver presets it, the notifier peeks at it).
+- Its state (helper-thread counts, request table, mutex) is not reset in a fork child
+  (``survives_fork``; ``_libc`` says what follows).
 
 FreeBSD (``sys/sys/aio.h``, ``sys/sys/fcntl.h``; FreeBSD 13-14): kernel AIO.
 ``AIO_LISTIO_MAX`` is 16; ``vfs.aio.max_aio_queue_per_proc`` (default 256) bounds the
@@ -73,6 +75,7 @@ class Platform:
     spread_fds: bool  # requests on one fd are serialised (glibc)
     glibc_error_field: bool  # aiocb has glibc's __error_code (preset, peeked)
     notifier: str  # "suspend+pipe" | "kqueue" | "suspend+rescan": see make_notifier
+    survives_fork: bool  # a fork child of a process that used AIO can use it too (_libc)
     tested: bool  # this package's tests run on it
 
     def new_aiocb(
@@ -108,6 +111,7 @@ LINUX_GLIBC = Platform(
     spread_fds=True,
     glibc_error_field=True,
     notifier="suspend+pipe",
+    survives_fork=False,  # user-space AIO: its threads and request table are the parent's
     tested=True,
 )
 
@@ -131,6 +135,7 @@ FREEBSD = Platform(
     spread_fds=False,
     glibc_error_field=False,
     notifier="kqueue",
+    survives_fork=True,  # kernel AIO: a child inherits none of the parent's requests
     tested=False,
 )
 
@@ -154,6 +159,7 @@ MACOS = Platform(
     spread_fds=False,
     glibc_error_field=False,
     notifier="suspend+rescan",
+    survives_fork=True,  # kernel AIO, as on FreeBSD
     tested=False,
 )
 
