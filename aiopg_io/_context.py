@@ -455,4 +455,3 @@ def get_context(driver: str | DriverFactory | None = None, *, direct: bool = Fal
     if ctx is None or ctx.closed or ctx.forked():
         ctx = contexts[factory.key] = IOContext(factory, glue)
     return ctx
-

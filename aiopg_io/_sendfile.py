@@ -219,8 +219,10 @@ async def _send_native(
             if res.sent == 0 and e.errno in _UNSUPPORTED:
                 raise _Unsupported(f"sendfile(2) refused: {e.strerror}") from e
             raise SendfileError(
-                e.errno or errno.EIO, f"sendfile failed after {res.sent} of {count} bytes: {e.strerror}",
-                res.sent, "sendfile",
+                e.errno or errno.EIO,
+                f"sendfile failed after {res.sent} of {count} bytes: {e.strerror}",
+                res.sent,
+                "sendfile",
             ) from e
         res.method = "sendfile"
         if n == 0:  # end of file before count: the file shrank

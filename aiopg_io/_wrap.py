@@ -151,7 +151,6 @@ class WrappedFile(AsyncFileProtocol):
             await self._call("close")
 
 
-
 def wrap(fileobj: Any, *, limiter: anyio.CapacityLimiter | None = None) -> WrappedFile:
     """An async file over ``fileobj``, an open Python file object, binary or text
     (``anyio.wrap_file`` / ``aiofiles.wrap``). Its methods run in worker threads, bounded
@@ -165,8 +164,7 @@ def wrap(fileobj: Any, *, limiter: anyio.CapacityLimiter | None = None) -> Wrapp
     ):
         what = f"the class {fileobj.__name__}" if isinstance(fileobj, type) else type(fileobj).__name__
         raise TypeError(
-            "wrap() needs an open file object (an io.IOBase, or one with read or write "
-            f"methods), not {what}"
+            f"wrap() needs an open file object (an io.IOBase, or one with read or write methods), not {what}"
         )
     if limiter is not None and not isinstance(limiter, anyio.CapacityLimiter):
         raise TypeError(f"limiter must be a CapacityLimiter or None, not {type(limiter).__name__}")

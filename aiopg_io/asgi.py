@@ -246,7 +246,15 @@ async def _open(path: str | os.PathLike[str], static: StaticFiles | None) -> tup
         raise
     ctx.acquire()  # the file's hold, released by its aclose
     f = AsyncFile(
-        fd, name, "rb", ctx, readable=True, writable=False, appending=False, direct=False, alignment=None,
+        fd,
+        name,
+        "rb",
+        ctx,
+        readable=True,
+        writable=False,
+        appending=False,
+        direct=False,
+        alignment=None,
         buffer_size=0,
     )
     return f, st
@@ -525,7 +533,9 @@ class FileResponse:
                     logger.warning(
                         "%s: the file ended after %d of %d bytes (it shrank while being sent); "
                         "the response is cut short",
-                        os.fspath(self.path), pos - start, end - start,
+                        os.fspath(self.path),
+                        pos - start,
+                        end - start,
                     )
                     await send({"type": "http.response.body", "body": chunk[:n], "more_body": False})
                     return

@@ -367,7 +367,6 @@ class SpooledTemporaryFile(AsyncFileProtocol):
         await self._file.aclose()
 
 
-
 class TemporaryDirectory:
     """``tempfile.TemporaryDirectory``: ``async with`` it for the new directory's name
     (``mkdtemp``, in a thread); on exit the tree is removed (``shutil.rmtree``, in a

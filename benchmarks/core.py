@@ -58,8 +58,7 @@ def main(args: argparse.Namespace) -> int:
     med = {c: statistics.median(r.iops for r in rs) for c, rs in runs.items()}
     p50 = {c: statistics.median(r.lat_p50_us for r in rs) for c, rs in runs.items()}
     print(
-        f"  4 KiB random reads, warm page cache, {args.iodepth} in flight, asyncio, "
-        f"median of {args.repeat}"
+        f"  4 KiB random reads, warm page cache, {args.iodepth} in flight, asyncio, median of {args.repeat}"
     )
     print(f"  {'contender':<12}{'IOPS':>11}{'p50 µs':>9}{'worker is':>12}")
     for c in CONTENDERS:

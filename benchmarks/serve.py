@@ -99,20 +99,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--dir", default=None, help="where the files go (default: a temp dir under .)")
     parser.add_argument(
-        "--placement", choices=PLACEMENTS, default="shared",
+        "--placement",
+        choices=PLACEMENTS,
+        default="shared",
         help="where the servers and wrk run: shared (one session, any CPU: the method before "
         "2026-12-05 evening), sessions (each in a session of its own, so the kernel's autogroup "
         "gives each the same share of the machine, whatever its thread count), pinned (sessions, "
         "and wrk on CPU 0, every server on CPU 1); default %(default)s",
     )
     parser.add_argument(
-        "--warmup", type=float, default=1.0,
+        "--warmup",
+        type=float,
+        default=1.0,
         help="seconds of wrk per server and size before round 1, not counted",
     )
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--report", default=None, help="print the report of a run saved with --json")
     parser.add_argument(
-        "--servers", default=",".join(SERVERS),
+        "--servers",
+        default=",".join(SERVERS),
         help="comma list of RESPONSE@SERVER (RESPONSE: aiopg_io, starlette, bytes, threadopen; SERVER: "
         f"{', '.join(static_server.SERVERS)}) and sendfile; default: %(default)s",
     )
@@ -540,6 +545,7 @@ def machine_ratio(results: dict[str, Any], ours: str, theirs: str) -> tuple[floa
     CPU alone, is the cost to compare; and CPU per MiB is what other load moves least."""
     if ours not in results or theirs not in results:
         return None
+
     def total(r: dict[str, float]) -> float:
         # 0 for a run saved before wrk's CPU was recorded: nothing to pair.
         return r["cpu_ms_per_mib"] + r["wrk_cpu_ms_per_mib"] if "wrk_cpu_ms_per_mib" in r else 0.0
@@ -594,7 +600,9 @@ def report(results: dict[str, Any]) -> None:
                 if got:
                     pipeline = (
                         f"; sendfile / {response} CPU per MiB, server + wrk {cpu[0]:.2f}x "
-                        f"({cpu[1]:.2f}-{cpu[2]:.2f})" if cpu else ""
+                        f"({cpu[1]:.2f}-{cpu[2]:.2f})"
+                        if cpu
+                        else ""
                     )
                     print(
                         f"  100m {cache}: {response} under {server} / blocking sendfile MiB/s "

@@ -26,9 +26,10 @@ async def copy(
     size = os.stat(src).st_size
     progress = Progress("copying", size, every=every)
     next_offset = copied = 0
-    async with aiopg_io.open(src, "rb", driver=driver, direct=direct) as fin, aiopg_io.open(
-        dst, "wb", driver=driver, direct=direct
-    ) as fout:
+    async with (
+        aiopg_io.open(src, "rb", driver=driver, direct=direct) as fin,
+        aiopg_io.open(dst, "wb", driver=driver, direct=direct) as fout,
+    ):
         if size:
             await fout.truncate(size)  # direct writes of the last block may overshoot; fixed below
 

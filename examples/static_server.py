@@ -48,7 +48,12 @@ def serve_uvicorn(app: object, host: str, port: int, http: str = "auto") -> None
 
     uvicorn.run(
         app,  # type: ignore[arg-type]
-        host=host, port=port, http=http, log_level="warning", access_log=False, lifespan="off",
+        host=host,
+        port=port,
+        http=http,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
     )
 
 
@@ -83,8 +88,14 @@ def serve_granian(factory: str, workdir: str, host: str, port: int) -> None:
     from granian.server import Server
 
     Server(
-        factory, address=host, port=port, interface=Interfaces.ASGINL, workers=1, factory=True,
-        working_dir=Path(workdir), log_enabled=False,
+        factory,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGINL,
+        workers=1,
+        factory=True,
+        working_dir=Path(workdir),
+        log_enabled=False,
     ).serve()
 
 
@@ -110,7 +121,9 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     parser.add_argument(
-        "--server", choices=SERVERS, default="uvicorn",
+        "--server",
+        choices=SERVERS,
+        default="uvicorn",
         help="the ASGI server, on asyncio (default uvicorn; granian offers pathsend)",
     )
     parser.add_argument(

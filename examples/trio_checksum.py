@@ -51,7 +51,9 @@ async def checksum_tree(
     root: str, *, files_in_flight: int, driver: str | None, every: float = 1.0
 ) -> dict[str, str]:
     paths = sorted(
-        os.path.join(d, name) for d, _, names in os.walk(root) for name in names
+        os.path.join(d, name)
+        for d, _, names in os.walk(root)
+        for name in names
         if os.path.isfile(os.path.join(d, name))
     )
     results: dict[str, str] = {}

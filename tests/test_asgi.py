@@ -63,8 +63,13 @@ async def call(
 ) -> Reply:
     """One ASGI request, as a server would make it; the reply's messages."""
     scope = {
-        "type": "http", "method": method, "path": path, "root_path": "", "headers": list(headers),
-        "asgi": {"version": "3.0", "spec_version": spec}, "extensions": extensions or {},
+        "type": "http",
+        "method": method,
+        "path": path,
+        "root_path": "",
+        "headers": list(headers),
+        "asgi": {"version": "3.0", "spec_version": spec},
+        "extensions": extensions or {},
     }
     reply = Reply()
 
@@ -102,9 +107,22 @@ def files(tmp_path: Path) -> Path:
 
 
 RANGES = [
-    "bytes=0-99", "bytes=100-", "bytes=-50", "bytes=5-5", "bytes=0-999999999", "bytes= 7 - 9",
-    "bytes=299999-", "bytes=300001-", "bytes=999999-", "bytes=abc", "items=0-1", "bytes=5-2",
-    "bytes=", "nonsense", "bytes=-", "bytes=0-1" + ",0-1" * 100,
+    "bytes=0-99",
+    "bytes=100-",
+    "bytes=-50",
+    "bytes=5-5",
+    "bytes=0-999999999",
+    "bytes= 7 - 9",
+    "bytes=299999-",
+    "bytes=300001-",
+    "bytes=999999-",
+    "bytes=abc",
+    "items=0-1",
+    "bytes=5-2",
+    "bytes=",
+    "nonsense",
+    "bytes=-",
+    "bytes=0-1" + ",0-1" * 100,
 ]
 
 
@@ -165,8 +183,11 @@ async def test_what_starlette_does_not(files: Path, monkeypatch: pytest.MonkeyPa
     later = formatdate(path.stat().st_mtime + 3600, usegmt=True).encode()
     earlier = formatdate(path.stat().st_mtime - 3600, usegmt=True).encode()
     not_modified = [
-        [(b"if-none-match", etag)], [(b"if-none-match", b'"x", W/' + etag)], [(b"if-none-match", b"*")],
-        [(b"if-modified-since", last_modified)], [(b"if-modified-since", later)],
+        [(b"if-none-match", etag)],
+        [(b"if-none-match", b'"x", W/' + etag)],
+        [(b"if-none-match", b"*")],
+        [(b"if-modified-since", last_modified)],
+        [(b"if-modified-since", later)],
     ]
     for method in ("GET", "HEAD"):
         for headers in not_modified:
@@ -241,15 +262,30 @@ async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: s
     app._opens_here = app._opens_here and opens_here
     before = await fds_after_one_response(root / "a.txt")
     served = [
-        ("/a.txt", b"hello"), ("/sub/b.bin", b"\x00" * 10), ("/in", b"hello"), ("//a.txt", b"hello"),
+        ("/a.txt", b"hello"),
+        ("/sub/b.bin", b"\x00" * 10),
+        ("/in", b"hello"),
+        ("//a.txt", b"hello"),
         ("/sub/rel", b"hello"),
     ]
     for path, body in served * 2:
         r = await call(app, path=path)
         assert (r.status, r.body) == (200, body), path
     refused = [
-        "/../secret", "/sub/../../secret", "/sub/../a.txt", "/out", "/sub/up/secret", "/a.txt\x00.png",
-        "/" + str(outside), "/", "/sub", "/missing", "/a.txt/x", "/" + "x" * 5000, "/pipe", "/fifo",
+        "/../secret",
+        "/sub/../../secret",
+        "/sub/../a.txt",
+        "/out",
+        "/sub/up/secret",
+        "/a.txt\x00.png",
+        "/" + str(outside),
+        "/",
+        "/sub",
+        "/missing",
+        "/a.txt/x",
+        "/" + "x" * 5000,
+        "/pipe",
+        "/fifo",
     ]
     for path in refused * 2:
         r = await call(app, path=path)
@@ -377,8 +413,13 @@ async def _serve_concurrently(app: StaticFiles, names: list[str], send_body: Cal
 
     async def one(name: str) -> None:
         scope = {
-            "type": "http", "method": "GET", "path": "/" + name, "root_path": "", "headers": [],
-            "asgi": {"version": "3.0", "spec_version": "2.4"}, "extensions": {},
+            "type": "http",
+            "method": "GET",
+            "path": "/" + name,
+            "root_path": "",
+            "headers": [],
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "extensions": {},
         }
 
         async def receive() -> dict[str, Any]:

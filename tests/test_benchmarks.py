@@ -32,7 +32,11 @@ def run_process(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess
     """``python benchmarks/NAME.py *args``, whatever its exit status."""
     return subprocess.run(
         [sys.executable, str(BENCHMARKS / f"{name}.py"), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=300, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -64,8 +68,20 @@ def test_core(tmp_path: Path) -> None:
 @pytest.mark.skipif(unavailable_reason("io_uring") is not None, reason=str(unavailable_reason("io_uring")))
 def test_uring_buffered(tmp_path: Path) -> None:
     run(
-        "uring", "--size", "1m", "--seconds", "0.02", "--depths", "1", "--only", "buffered",
-        "--path", str(tmp_path / "u.dat"), "--json", str(tmp_path / "u.json"), cwd=tmp_path,
+        "uring",
+        "--size",
+        "1m",
+        "--seconds",
+        "0.02",
+        "--depths",
+        "1",
+        "--only",
+        "buffered",
+        "--path",
+        str(tmp_path / "u.dat"),
+        "--json",
+        str(tmp_path / "u.json"),
+        cwd=tmp_path,
     )
     doc = json.loads((tmp_path / "u.json").read_text())
     contenders = {r["contender"] for r in doc["results"]}
@@ -116,8 +132,20 @@ def test_sqpoll(tmp_path: Path) -> None:
 
 def test_posix_aio(tmp_path: Path) -> None:
     run(
-        "posix_aio", "--size", "1m", "--seconds", "0.02", "--depths", "1", "--modes", "buffered",
-        "--dir", str(tmp_path), "--json", str(tmp_path / "p.json"), cwd=tmp_path,
+        "posix_aio",
+        "--size",
+        "1m",
+        "--seconds",
+        "0.02",
+        "--depths",
+        "1",
+        "--modes",
+        "buffered",
+        "--dir",
+        str(tmp_path),
+        "--json",
+        str(tmp_path / "p.json"),
+        cwd=tmp_path,
     )
     doc = json.loads((tmp_path / "p.json").read_text())
     ran = {r["contender"] for r in doc["results"]}
@@ -128,7 +156,14 @@ def test_posix_aio(tmp_path: Path) -> None:
 
 def test_wal(tmp_path: Path) -> None:
     out = run(
-        "wal", "--seconds", "0.1", "--committers", "4", "--no-pg-test-fsync", "--dir", str(tmp_path),
+        "wal",
+        "--seconds",
+        "0.1",
+        "--committers",
+        "4",
+        "--no-pg-test-fsync",
+        "--dir",
+        str(tmp_path),
         cwd=tmp_path,
     )
     assert "group / naive" in out
@@ -157,13 +192,30 @@ def test_buffers(tmp_path: Path) -> None:
     if not _takes_o_direct(tmp_path):
         pytest.skip(f"{tmp_path} refuses O_DIRECT")
     out = run(
-        "buffers", "--size-mib", "2", "--repeat", "1", "--random-reads", "200", "--skip-fio",
-        "--writeback-mib", "1", "--dir", str(tmp_path), "--json", str(tmp_path / "b.json"), cwd=tmp_path,
+        "buffers",
+        "--size-mib",
+        "2",
+        "--repeat",
+        "1",
+        "--random-reads",
+        "200",
+        "--skip-fio",
+        "--writeback-mib",
+        "1",
+        "--dir",
+        str(tmp_path),
+        "--json",
+        str(tmp_path / "b.json"),
+        cwd=tmp_path,
     )
     assert "read_stream runs (max_ios=16, combine=16)" in out and "CPU us/page" in out
     doc = json.loads((tmp_path / "b.json").read_text())
-    for row in ("read_stream pages (max_ios=16, combine=16)", "read_stream runs (max_ios=16, combine=16)",
-                "random read_page x32", "checkpoint of 128 dirty pages (+ fdatasync)"):
+    for row in (
+        "read_stream pages (max_ios=16, combine=16)",
+        "read_stream runs (max_ios=16, combine=16)",
+        "random read_page x32",
+        "checkpoint of 128 dirty pages (+ fdatasync)",
+    ):
         assert doc[row]["pages_per_s"] > 0 and doc[row]["cpu_us_per_page"] >= 0, row  # clock ticks: may be 0
     assert doc["read_stream runs (max_ios=16, combine=16)"]["blocks_per_read"] > 1
 
@@ -221,8 +273,16 @@ def test_serve_report_shows_the_ceiling(tmp_path: Path) -> None:
     def cell(server: str, mib_per_s: float, **extra: float) -> dict[str, object]:
         run = {"requests_per_s": 1.0, "mib_per_s": mib_per_s, "p99_ms": 0.0, "cpu_ms_per_mib": 0.1, **extra}
         ranges = {"requests_per_s_range": [1.0, 1.0], "mib_per_s_range": [mib_per_s, mib_per_s]}
-        return {"size": "100m", "cache": "warm", "server": server, **run, **ranges,
-                "bad_responses": 0, "socket_errors": 0, "runs": [run]}
+        return {
+            "size": "100m",
+            "cache": "warm",
+            "server": server,
+            **run,
+            **ranges,
+            "bad_responses": 0,
+            "socket_errors": 0,
+            "runs": [run],
+        }
 
     ours = {"wrk_cpu_ms_per_mib": 0.3, "waited_cores": 0.4}
     results = {
@@ -268,7 +328,14 @@ def test_one_pass_reads_the_file_once(tmp_path: Path) -> None:
     path = str(tmp_path / "f")
     prepare_file(path, 1 << 20)
     job = Job(
-        path, rw="read", bs=64 << 10, iodepth=4, size=1 << 20, runtime=math.inf, ramp=0, number_ios=16,
+        path,
+        rw="read",
+        bs=64 << 10,
+        iodepth=4,
+        size=1 << 20,
+        runtime=math.inf,
+        ramp=0,
+        number_ios=16,
         driver="worker",
     )
     assert list(offsets(job)) == [i * (64 << 10) for i in range(16)]

@@ -23,7 +23,11 @@ def run_process(
 ) -> subprocess.CompletedProcess[str]:
     """``python -m aiopg_io *args``, whatever its exit status."""
     return subprocess.run(
-        [sys.executable, "-m", "aiopg_io", *args], cwd=cwd, capture_output=True, text=True, env=env,
+        [sys.executable, "-m", "aiopg_io", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
         timeout=timeout,
     )
 
@@ -153,7 +157,18 @@ def test_main_job_table(tmp_path: Path) -> None:
     lines = r.stdout.splitlines()
     head = next(i for i, line in enumerate(lines) if "Self-benchmark" in line) + 1
     assert lines[head].split() == [
-        "driver", "mode", "in", "flight", "IOPS", "low-high", "MiB/s", "p50", "µs", "vs", "worker", "low-high"
+        "driver",
+        "mode",
+        "in",
+        "flight",
+        "IOPS",
+        "low-high",
+        "MiB/s",
+        "p50",
+        "µs",
+        "vs",
+        "worker",
+        "low-high",
     ]
     rows = lines[head + 1 : lines.index("", head)]
     assert len(rows) >= 6  # the worker driver, buffered and direct, at 1, 8 and 32
@@ -188,11 +203,13 @@ def made_up_runs(iops: dict[tuple[str, bool, int], list[float]]) -> list[list[Jo
 
 
 def test_summary_takes_medians_and_ratios_within_rounds() -> None:
-    runs = made_up_runs({
-        ("io_uring", False, 1): [4000.0, 1000.0, 3000.0],
-        ("worker", False, 1): [1000.0, 1000.0, 1100.0],
-        ("io_uring", True, 1): [500.0, 500.0, 500.0],  # no worker direct figure: no ratio
-    })
+    runs = made_up_runs(
+        {
+            ("io_uring", False, 1): [4000.0, 1000.0, 3000.0],
+            ("worker", False, 1): [1000.0, 1000.0, 1100.0],
+            ("io_uring", True, 1): [500.0, 500.0, 500.0],  # no worker direct figure: no ratio
+        }
+    )
     uring, worker, direct = _mainjob.summarize(runs)
     assert uring.iops == 3000.0 and uring.extra["rounds_iops"] == [4000.0, 1000.0, 3000.0]
     # Within each round (4.0, 1.0, 3000/1100), the median: not 3000/1000 from the medians.
@@ -202,8 +219,17 @@ def test_summary_takes_medians_and_ratios_within_rounds() -> None:
     assert "vs_worker" not in direct.extra
     assert [r.extra["noisy"] for r in (uring, worker, direct)] == [True, False, False]
     table = _mainjob.table([uring, worker, direct]).splitlines()
-    assert table[1].split() == ["io_uring", "buffered", "1", "3,000", "1,000-4,000", "11.7", "10.0", "2.73x",
-                                "1.00-4.00"]
+    assert table[1].split() == [
+        "io_uring",
+        "buffered",
+        "1",
+        "3,000",
+        "1,000-4,000",
+        "11.7",
+        "10.0",
+        "2.73x",
+        "1.00-4.00",
+    ]
     assert table[2].split()[-2:] == ["1.00x", "1.00-1.00"]
     assert table[3].split()[-1] == "-"
 
@@ -212,11 +238,15 @@ def test_noise_line_when_a_figure_moved_more_than_the_threshold() -> None:
     assert _mainjob.NOISY == 1.25
     calm = _mainjob.summarize(made_up_runs({("worker", False, 8): [1000.0, 1250.0, 1100.0]}))
     assert _mainjob.noise_note(calm) is None  # exactly 1.25x is not noisy
-    busy = _mainjob.summarize(made_up_runs({
-        ("worker", False, 8): [1000.0, 1260.0, 1100.0],
-        ("worker", True, 32): [100.0, 300.0, 200.0],
-        ("worker", False, 1): [0.0, 10.0, 10.0],  # a round that counted nothing
-    }))
+    busy = _mainjob.summarize(
+        made_up_runs(
+            {
+                ("worker", False, 8): [1000.0, 1260.0, 1100.0],
+                ("worker", True, 32): [100.0, 300.0, 200.0],
+                ("worker", False, 1): [0.0, 10.0, 10.0],  # a round that counted nothing
+            }
+        )
+    )
     note = _mainjob.noise_note(busy)
     assert note is not None
     assert "in 3 of 3 figures the highest round was more than 1.25x the lowest" in note
@@ -265,9 +295,26 @@ def test_main_job_refuses_zero_rounds(tmp_path: Path) -> None:
 
 def test_bench_fio_vocabulary(tmp_path: Path) -> None:
     out = run(
-        "bench", "--rw", "randwrite", "--bs", "8k", "--iodepth", "1,4", "--size", "1m",
-        "--runtime", "0.05", "--ramp_time", "0", "--driver", "worker,sync", "--loop", "asyncio,trio",
-        "--json", str(tmp_path / "r.json"), cwd=tmp_path,
+        "bench",
+        "--rw",
+        "randwrite",
+        "--bs",
+        "8k",
+        "--iodepth",
+        "1,4",
+        "--size",
+        "1m",
+        "--runtime",
+        "0.05",
+        "--ramp_time",
+        "0",
+        "--driver",
+        "worker,sync",
+        "--loop",
+        "asyncio,trio",
+        "--json",
+        str(tmp_path / "r.json"),
+        cwd=tmp_path,
     ).stdout
     rows = json.loads((tmp_path / "r.json").read_text())
     assert len(rows) == 2 * 2 * 2
@@ -286,7 +333,15 @@ def test_bench_rejects_bad_arguments(tmp_path: Path) -> None:
 @pytest.mark.parametrize("contender", ["aiofiles", "to_thread"])
 def test_reference_contenders(tmp_path: Path, contender: str) -> None:
     out = run(
-        "bench", "--size", "1m", "--runtime", "0.2", "--ramp_time", "0.1", "--driver", f"worker,{contender}",
+        "bench",
+        "--size",
+        "1m",
+        "--runtime",
+        "0.2",
+        "--ramp_time",
+        "0.1",
+        "--driver",
+        f"worker,{contender}",
         cwd=tmp_path,
     ).stdout
     assert contender in out

@@ -195,8 +195,12 @@ async def test_kvstore_survives_kill_9(tmp_path: Path, anyio_backend: Any, drive
     # is a WAL record past the redo point, which the next start must replay.
     for target, checkpoint in ((400, "0.2"), (800, "600")):
         start = acks.stat().st_size if acks.exists() else 0
-        proc = subprocess.Popen([*cmd, *load, "--checkpoint", checkpoint], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [*cmd, *load, "--checkpoint", checkpoint],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             await wait_for_acks(proc, acks, start, target)
         finally:
@@ -214,7 +218,8 @@ async def test_kvstore_survives_kill_9(tmp_path: Path, anyio_backend: Any, drive
     out = run(*cmd[1:], "--verify", str(acks), cwd=store).strip()
     verified = re.fullmatch(
         rf"verified {len(acked)} keys against {acks}: 0 lost \(read-only: (\d+) WAL records replayed in "
-        r"memory, left for the store's next start\)", out
+        r"memory, left for the store's next start\)",
+        out,
     )
     assert verified is not None, out
     pending = int(verified[1])

@@ -357,7 +357,9 @@ async def test_link_and_symlink_make_what_os_makes(tree: Path, driver: str) -> N
     targets: list[str | bytes] = ["f", "./x//y/", "../d/.", "/abs/path", "a" * 200, b"\xff\xfe", "d/"]
     for i, target in enumerate(targets):
         name = f"s{i}".encode() if isinstance(target, bytes) else f"s{i}"
-        await aiopg_io.os.symlink(target, os.path.join(os.fsencode(mine) if isinstance(name, bytes) else mine, name), driver=driver)  # noqa: E501
+        await aiopg_io.os.symlink(
+            target, os.path.join(os.fsencode(mine) if isinstance(name, bytes) else mine, name), driver=driver
+        )
         os.symlink(target, os.path.join(os.fsencode(theirs) if isinstance(name, bytes) else theirs, name))
     for name in os.listdir(theirs):
         assert os.readlink(mine / name) == os.readlink(theirs / name), name
@@ -522,9 +524,18 @@ async def test_limiter_bounds_the_threads_an_os_call_uses(tree: Path, driver: st
     calls: list[tuple[Callable[[], Awaitable[object]], bool]] = [
         (lambda: aiopg_io.os.listdir(tree, limiter=limiter), True),
         (lambda: aiopg_io.os.path.samefile(tree, tree, limiter=limiter), True),
-        (lambda: aiopg_io.os.mkdir(tree / "m", dir_fd=None, driver=driver, limiter=limiter), "mkdirat" in {k.value for k in threaded}),  # noqa: E501
-        (lambda: aiopg_io.os.stat(tree / "f", driver=driver, limiter=limiter), "statx" in {k.value for k in threaded}),  # noqa: E501
-        (lambda: aiopg_io.os.symlink("f", tree / "s", driver=driver, limiter=limiter), "symlinkat" in {k.value for k in threaded}),  # noqa: E501
+        (
+            lambda: aiopg_io.os.mkdir(tree / "m", dir_fd=None, driver=driver, limiter=limiter),
+            "mkdirat" in {k.value for k in threaded},
+        ),
+        (
+            lambda: aiopg_io.os.stat(tree / "f", driver=driver, limiter=limiter),
+            "statx" in {k.value for k in threaded},
+        ),
+        (
+            lambda: aiopg_io.os.symlink("f", tree / "s", driver=driver, limiter=limiter),
+            "symlinkat" in {k.value for k in threaded},
+        ),
     ]
     for call, waits in calls:
         await check_limiter_wait(limiter, call, waits)

@@ -137,7 +137,7 @@ async def test_what_c_does_not_take_goes_to_the_pure_path(anyio_backend: Any, da
                 before = _runs(d) if driver == "io_uring_c" else 0
                 for aw in (
                     d.preadinto(aiopg_io.aligned_buffer(PAGE), 100),
-                    d.preadinto(aiopg_io.aligned_buffer(2 * PAGE)[1:PAGE + 1], 0),
+                    d.preadinto(aiopg_io.aligned_buffer(2 * PAGE)[1 : PAGE + 1], 0),
                     d.pwrite(bytes(100), 0),
                 ):
                     exc = await _error(aw)

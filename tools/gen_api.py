@@ -32,13 +32,13 @@ MODULES = [
 OUT = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 
 
-
 def _async_def(fn: object) -> bool:
     """An ``async def`` by its code, not by inspect.iscoroutinefunction: that one also says
     True, on 3.12+ only, for a plain function marked with inspect.markcoroutinefunction (the
     file's read calls, which return an awaitable), and the page must not differ by version."""
     code = getattr(inspect.unwrap(fn), "__code__", None)  # type: ignore[arg-type]
     return code is not None and bool(code.co_flags & inspect.CO_COROUTINE)
+
 
 def _doc(obj: object) -> str:
     doc = inspect.getdoc(obj)

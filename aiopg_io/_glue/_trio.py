@@ -67,6 +67,7 @@ def _run_reported(fn: Callable[[], None]) -> None:
     except Exception as exc:
         _log.error("Exception in %r, run by aiopg_io on trio", fn, exc_info=exc)
 
+
 #: The oldest trio the C park was tested on (the suite's anyio needs it too); older ones get
 #: the Python twin.
 _PARK_TRIO_MIN = (0, 32)

@@ -121,6 +121,7 @@ def offset_error(offset: int, nbytes: int, path: str | None) -> InvalidOffsetErr
         )
     return None
 
+
 #: The ``dirfd`` meaning "relative to the working directory" (Linux fcntl.h; -100 there, and
 #: what the kernel, liburing and the ``*at`` calls take). A path op's ``fd`` defaults to it.
 AT_FDCWD = -100
@@ -556,9 +557,7 @@ class DriverCounters:
 def int_option(driver: str, name: str, value: object, low: int, high: int) -> int:
     """A whole-number driver option (``worker:threads=4``) checked against its range."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DriverOptionError(
-            f"{driver} {name}={value!r} is not a whole number: it takes {low} to {high}"
-        )
+        raise DriverOptionError(f"{driver} {name}={value!r} is not a whole number: it takes {low} to {high}")
     if not low <= value <= high:
         raise DriverOptionError(f"{driver} {name}={value!r} is out of range: {low} to {high}")
     return value

@@ -716,5 +716,3 @@ def _reopen(fd: int, path: str | None) -> int:
         f"content ({last}); it needs /proc/self/fd or the file's path, writable",
         path,
     )
-
-

@@ -182,9 +182,7 @@ async def test_a_failing_read_raises_from_runs_and_leaves_the_pool_consistent(
         pool._check_invariants()
 
 
-@pytest.mark.parametrize(
-    "blocks", [range(3, 90), range(95, 200), range(9, 2)], ids=repr
-)
+@pytest.mark.parametrize("blocks", [range(3, 90), range(95, 200), range(9, 2)], ids=repr)
 async def test_a_range_of_blocks_is_read_as_any_iterable_of_them(
     data_dir: Path, driver: str, blocks: range
 ) -> None:

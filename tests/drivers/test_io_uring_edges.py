@@ -528,9 +528,7 @@ def test_loop_a_completion_handler_that_raises_loses_no_task(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_loop_a_started_ops_callback_that_raises_loses_no_other_op(
-    backend: Any, tmp_path: Path
-) -> None:
+def test_loop_a_started_ops_callback_that_raises_loses_no_other_op(backend: Any, tmp_path: Path) -> None:
     """On every loop, io_uring_c: a started op's callback raises (it must not: a bug) while
     two tasks' reads complete in the same harvest. The reads reach their tasks, the error
     reaches the loop (asyncio: its exception handler; trio: the ``aiopg_io`` logger) and the

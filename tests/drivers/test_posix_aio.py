@@ -47,8 +47,6 @@ def drive(d: posix_aio.PosixAioDriver, ops: Sequence[Op], *, timeout: float = 20
     return wait_all(d, ops, timeout=timeout)
 
 
-
-
 def reap_for(d: posix_aio.PosixAioDriver, seconds: float) -> list[Op]:
     out: list[Op] = []
     deadline = time.monotonic() + seconds

@@ -192,10 +192,14 @@ _KIND_CASES: dict[str, tuple[Fault, str, object]] = {
     "eio-read": (Fault(kind="read", errno=errno.EIO), "pread", (OSError, "Input/output error")),
     "enospc-write": (Fault(kind="write", errno=errno.ENOSPC), "pwrite", (OSError, "No space left on device")),
     "eagain-read": (
-        Fault(kind="read", errno=errno.EAGAIN), "pread", (BlockingIOError, "Resource temporarily unavailable")
+        Fault(kind="read", errno=errno.EAGAIN),
+        "pread",
+        (BlockingIOError, "Resource temporarily unavailable"),
     ),
     "eintr-write": (
-        Fault(kind="write", errno=errno.EINTR), "pwrite", (InterruptedError, "Interrupted system call")
+        Fault(kind="write", errno=errno.EINTR),
+        "pwrite",
+        (InterruptedError, "Interrupted system call"),
     ),
     "fsync-eio": (Fault(kind="fsync", errno=errno.EIO), "fsync", (OSError, "Input/output error")),
     "fdatasync-eio": (Fault(kind="fdatasync", errno=errno.EIO), "fdatasync", (OSError, "Input/output error")),

@@ -59,7 +59,7 @@ def test_the_plugin_registers_nothing_but_fixtures() -> None:
     assert out.stdout.strip() == "[] ['fault_injector', 'io_sweep', 'power_loss']"
 
 
-_USER_TESTS = '''
+_USER_TESTS = """
 import errno
 
 import pytest
@@ -102,7 +102,7 @@ async def test_fixtures(tmp_path, driver, fault_injector, power_loss, io_sweep):
 
 async def test_a_file_left_open(tmp_path, fault_injector):
     LEFT_OPEN.append(await aiopg_io.open(tmp_path / "h", "wb", driver=fault_injector(driver="sync")))
-'''
+"""
 
 
 def test_the_entry_point_gives_users_the_fixtures(tmp_path: Path) -> None:

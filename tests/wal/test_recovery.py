@@ -254,4 +254,3 @@ async def test_format_1_directory_is_refused_with_its_version(tmp_path: Path, dr
         WALFormatError, match=r"is in format 1 \(page magic 0xd0a1, no wal\.control\).* reads format 2"
     ):
         await open_wal(tmp_path, driver)
-

@@ -224,7 +224,10 @@ async def test_bad_records(tmp_path: Path, driver: str) -> None:
         assert lsn > 0
         # The settings are read-only: a value set after open would not be the one in force.
         assert (wal.max_record_size, wal.sync_method, wal.segments_ahead, wal.init_zero) == (
-            1000, "fdatasync", 1, True
+            1000,
+            "fdatasync",
+            1,
+            True,
         )
         with pytest.raises(AttributeError):
             wal.max_record_size = 10**6  # type: ignore[misc]
