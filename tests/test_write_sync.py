@@ -162,8 +162,19 @@ async def test_cancelled_while_a_half_is_held(driver: str, tmp_path: Path, half:
     path.write_bytes(b"")
     inj = FaultInjector(Fault(kind=half, delay=30.0), driver=driver)
     async with aiopg_io.open(path, "ab", driver=inj) as f:
-        with anyio.move_on_after(0.2) as scope:
-            await f.pwritev_sync([b"x" * 1000], 0)
+        with anyio.CancelScope() as scope:
+
+            async def cancel_once_held() -> None:
+                # Once the held half has been reached (not after a fixed time: on a loaded
+                # machine the write before a held sync can take longer than any guess).
+                with anyio.fail_after(20):
+                    while not inj.injected:
+                        await anyio.sleep(0.005)
+                scope.cancel()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cancel_once_held)
+                await f.pwritev_sync([b"x" * 1000], 0)
         assert scope.cancelled_caught
         assert inj.ops == (1 if half == "write" else 2)
     assert path.read_bytes() == (b"" if half == "write" else b"x" * 1000)
