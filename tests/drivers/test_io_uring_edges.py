@@ -677,7 +677,8 @@ def test_a_nul_inside_a_path_never_reaches_the_ring(driver_cls: type[IoUringDriv
         finally:
             d.close()
         assert sorted(os.listdir(tmp_path)) == ["f"] and (tmp_path / "f").read_bytes() == b"keep"
-    assert all(err[:2] == ("OSError", errno.EINVAL) and "embedded null byte" in err[2] for err in got[0])
+    # CPython's words: "embedded null byte" before 3.13, "embedded null character in path" from it.
+    assert all(err[:2] == ("OSError", errno.EINVAL) and "embedded null" in err[2] for err in got[0])
     assert got[1] == got[0]
     assert open_fds() == before
 
