@@ -272,6 +272,18 @@ def rand(n: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
+def evict(path: Path) -> None:
+    """Write ``path`` back and drop its pages from the page cache, so the next read of it is a
+    miss (POSIX_FADV_DONTNEED may still leave a page cached on a loaded machine: a test that
+    counts misses allows for it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture
 def existing(tmp_path: Path) -> Path:
     p = tmp_path / "keep.bin"
