@@ -36,7 +36,7 @@ from aiopg_io.drivers.io_uring import IoUringDriver
 from aiopg_io.drivers.io_uring_c import IoUringCDriver
 from aiopg_io.drivers.worker import WorkerDriver
 
-from .._driving import wait_all, write_sync_op
+from .._driving import Factory, wait_all, write_sync_op
 from ..conftest import BACKENDS, in_child, open_fds
 
 PAGE = 4096
@@ -260,19 +260,6 @@ async def _read_while_the_context_closes(ctx: IOContext, pipe: EmptyPipe) -> Op:
     return op
 
 
-class _Factory:
-    def __init__(self, make: Callable[[], IoUringDriver]) -> None:
-        self.make = make
-        self.name = "io_uring-refusing"
-
-    @property
-    def key(self) -> object:
-        return self
-
-    def create(self) -> IoUringDriver:
-        return self.make()
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("cls", DRIVERS, ids=[c.name for c in DRIVERS])
 async def test_loop_a_context_closing_with_the_cancel_of_everything_refused(
@@ -281,7 +268,7 @@ async def test_loop_a_context_closing_with_the_cancel_of_everything_refused(
     """On every loop: a task reading the empty pipe when its context closes gets ECANCELED."""
     _skip_unless_runs(cls)
     before = open_fds()
-    ctx = IOContext(_Factory(refusing(cls, per_op=False)), current_glue())
+    ctx = IOContext(Factory(refusing(cls, per_op=False), "io_uring-refusing"), current_glue())
     op = await _read_while_the_context_closes(ctx, pipe)
     assert_cancelled(op)
     assert "Operation canceled" in str(op.error) and op.error.filename == "<pipe>"  # type: ignore[union-attr]
@@ -300,7 +287,7 @@ async def test_loop_a_context_closing_where_no_cancel_is_known(
     monkeypatch.setattr(io_uring, "_UNCANCELLABLE_WAIT_SECONDS", 0.1)
     before = open_fds()
     parked = _orphans.parked()
-    ctx = IOContext(_Factory(refusing(cls, per_op=True)), current_glue())
+    ctx = IOContext(Factory(refusing(cls, per_op=True), "io_uring-refusing"), current_glue())
     op = pipe_read(pipe)
     done: list[Op] = []
     await ctx.start(op, done.append)
@@ -494,7 +481,7 @@ def test_loop_a_completion_handler_that_raises_loses_no_task(
     try:
         # Reads of a page from offsets 0, 10 and 20 of 100 bytes: short, through the handler.
         reported, results = _reads_on_a_loop(
-            backend, fd, lambda: IOContext(_Factory(make), current_glue()), (0, 10, 20)
+            backend, fd, lambda: IOContext(Factory(make, "io_uring-refusing"), current_glue()), (0, 10, 20)
         )
         assert reported == [HandlerBroke]
         assert results == {i: data[i:] for i in (0, 10, 20)}
