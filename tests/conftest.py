@@ -166,6 +166,23 @@ def fd_targets() -> dict[str, str]:
     return out
 
 
+def stdlib_error(fn: Callable[[], object]) -> BaseException:
+    """What ``fn``, the stdlib's twin of a call under test, raises (it must raise)."""
+    try:
+        fn()
+    except (OSError, ValueError, TypeError, OverflowError, LookupError) as exc:
+        return exc
+    raise AssertionError(f"{fn} did not fail")
+
+
+async def raises_like(want: BaseException, call: Callable[[], Awaitable[object]]) -> None:
+    """``call()`` raises what the stdlib raised: ``want``'s type exactly, and its message."""
+    with pytest.raises(type(want)) as info:
+        await call()
+    assert type(info.value) is type(want)
+    assert str(info.value) == str(want)
+
+
 async def check_limiter_wait(limiter: Any, call: Callable[[], Awaitable[object]], waits: bool) -> None:
     """With ``limiter``'s one token held elsewhere, run ``call``: it waits for the token when
     ``waits`` (a thread of this process runs it), else it completes without it."""
