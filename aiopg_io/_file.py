@@ -122,14 +122,17 @@ class AsyncFile:
         # Applied where ops run on threads of this process (the worker pool); elsewhere
         # (io_uring, posix_aio, sync) no thread of ours is used, so there is nothing to bound.
         self._op_limiter = limiter if limiter is not None and ctx.driver.capabilities.threads else None
-        self._pos = 0  # the cursor, in bytes
         self._rbuf = b""  # bytes read ahead; _rbuf[_rpos:] starts at _pos
         self._rpos = 0
         self._wbuf = bytearray()  # bytes written at _pos - len(_wbuf)
         self._lock = FifoLock()
         self._in_flight = 0
         self._idle: anyio.Event | None = None
-        st_mode = os.fstat(fd).st_mode
+        st = os.fstat(fd)
+        st_mode = st.st_mode
+        # The cursor, in bytes: at the end in append mode, as io.open leaves it (tell() says so
+        # before any write).
+        self._pos = st.st_size if appending else 0
         # A pipe, socket or character device has no size to bound a read by, nor a position.
         self._regular = stat_mod.S_ISREG(st_mode) or stat_mod.S_ISBLK(st_mode)
         # Closing from elsewhere with ops in flight: whoever pops the fd closes it (one

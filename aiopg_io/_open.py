@@ -181,8 +181,6 @@ async def _open(
         closefd=bool(closefd),
         limiter=limiter,
     )
-    if m.appending:
-        raw._pos = os.fstat(fd).st_size
     if m.binary:
         return raw
     from ._text import AsyncTextFile

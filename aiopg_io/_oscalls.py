@@ -32,7 +32,7 @@ import anyio.to_thread
 
 from ._checks import has_nul, nul_byte_error
 from ._context import get_context
-from ._paths import Driver, _run
+from ._paths import Driver, run_path_op
 from .drivers.base import Op
 
 __all__ = ["Limiter", "PathArg", "checked_limiter", "checked_path", "in_thread", "run_op"]
@@ -79,7 +79,7 @@ async def run_op(
             # same limiter can still make the call.
             await limiter.acquire_on_behalf_of(op)
         try:
-            return await _run(ctx, op)
+            return await run_path_op(ctx, op)
         finally:
             if limiter is not None:
                 limiter.release_on_behalf_of(op)

@@ -35,7 +35,7 @@ from ._context import IOContext, get_context
 from .drivers import DriverFactory
 from .drivers.base import AT_FDCWD, RENAME_NOREPLACE, Op, OpKind
 
-__all__ = ["create", "fsync_directory", "rename", "unlink"]
+__all__ = ["create", "fsync_directory", "rename", "run_path_op", "unlink"]
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -52,7 +52,10 @@ def _checked(path: PathArg, fn: str, arg: str = "path") -> str:
     return os.fsdecode(p)
 
 
-async def _run(ctx: IOContext, op: Op) -> int:
+async def run_path_op(ctx: IOContext, op: Op) -> int:
+    """``ctx.run(op)``; an OPENAT that opened its file although the call ended (cancelled
+    once the op had gone out) closes the fd before the call's exception propagates. How
+    this module and ``aiopg_io.os`` (``_oscalls``) run a path op."""
     try:
         return await ctx.run(op)
     except BaseException:
@@ -81,12 +84,12 @@ async def fsync_directory(directory: PathArg, driver: Driver = None) -> None:
     d = _checked(directory, "open")
     async with _Session(driver) as ctx:
         flags = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
-        fd = await _run(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=d, flags=flags))
+        fd = await run_path_op(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=d, flags=flags))
         try:
-            await _run(ctx, Op(OpKind.FSYNC, fd, path=d))
+            await run_path_op(ctx, Op(OpKind.FSYNC, fd, path=d))
         finally:
             with anyio.CancelScope(shield=True):
-                await _run(ctx, Op(OpKind.CLOSE, fd, path=d))
+                await run_path_op(ctx, Op(OpKind.CLOSE, fd, path=d))
 
 
 async def create(path: PathArg, driver: Driver = None, *, exclusive: bool = True, mode: int = 0o666) -> None:
@@ -96,9 +99,9 @@ async def create(path: PathArg, driver: Driver = None, *, exclusive: bool = True
     p = _checked(path, "open")
     flags = os.O_WRONLY | os.O_CREAT | _O_CLOEXEC | (os.O_EXCL if exclusive else 0)
     async with _Session(driver) as ctx:
-        fd = await _run(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=p, flags=flags, mode=mode))
+        fd = await run_path_op(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=p, flags=flags, mode=mode))
         with anyio.CancelScope(shield=True):
-            await _run(ctx, Op(OpKind.CLOSE, fd, path=p))
+            await run_path_op(ctx, Op(OpKind.CLOSE, fd, path=p))
 
 
 async def rename(src: PathArg, dst: PathArg, driver: Driver = None, *, replace: bool = True) -> bool:
@@ -109,7 +112,7 @@ async def rename(src: PathArg, dst: PathArg, driver: Driver = None, *, replace: 
     op = Op(OpKind.RENAMEAT, AT_FDCWD, path=s, newpath=d, flags=0 if replace else RENAME_NOREPLACE)
     async with _Session(driver) as ctx:
         try:
-            await _run(ctx, op)
+            await run_path_op(ctx, op)
         except FileExistsError:
             if replace:
                 raise
@@ -123,7 +126,7 @@ async def unlink(path: PathArg, driver: Driver = None, *, missing_ok: bool = Fal
     p = _checked(path, "unlink")
     async with _Session(driver) as ctx:
         try:
-            await _run(ctx, Op(OpKind.UNLINKAT, AT_FDCWD, path=p))
+            await run_path_op(ctx, Op(OpKind.UNLINKAT, AT_FDCWD, path=p))
         except OSError as exc:
             if not (missing_ok and exc.errno == errno.ENOENT):
                 raise

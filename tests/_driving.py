@@ -1,13 +1,17 @@
-"""Driving a driver without an event loop, for driver-level tests: one way to wait for ops,
-and the ops several driver tests build."""
+"""Driving a driver in driver-level tests: one way to wait for ops without an event loop, the
+ops several driver tests build, and a factory that hands an IOContext a driver built for the
+scenario."""
 
 from __future__ import annotations
 
 import select
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from aiopg_io.drivers import Driver, Op, OpKind, OpState
+
+D = TypeVar("D", bound=Driver)
 
 
 def wait_all(driver: Driver, ops: Sequence[Op], timeout: float = 20.0) -> list[Op]:
@@ -35,3 +39,19 @@ def wait_all(driver: Driver, ops: Sequence[Op], timeout: float = 20.0) -> list[O
 def write_sync_op(fd: int, offset: int, *chunks: bytes, path: str | None = None) -> Op:
     """A linked write + sync (``OpKind.WRITE_SYNC``) of ``chunks`` at ``offset``."""
     return Op(OpKind.WRITE_SYNC, fd, offset, tuple(memoryview(c) for c in chunks), path=path)
+
+
+class Factory(Generic[D]):
+    """A ``DriverFactory`` whose drivers ``make`` builds, named ``name``: each factory is its
+    own key, so it gets an IOContext of its own on each loop."""
+
+    def __init__(self, make: Callable[[], D], name: str) -> None:
+        self.make = make
+        self.name = name
+
+    @property
+    def key(self) -> object:
+        return self
+
+    def create(self) -> D:
+        return self.make()

@@ -166,6 +166,23 @@ def fd_targets() -> dict[str, str]:
     return out
 
 
+def stdlib_error(fn: Callable[[], object]) -> BaseException:
+    """What ``fn``, the stdlib's twin of a call under test, raises (it must raise)."""
+    try:
+        fn()
+    except (OSError, ValueError, TypeError, OverflowError, LookupError) as exc:
+        return exc
+    raise AssertionError(f"{fn} did not fail")
+
+
+async def raises_like(want: BaseException, call: Callable[[], Awaitable[object]]) -> None:
+    """``call()`` raises what the stdlib raised: ``want``'s type exactly, and its message."""
+    with pytest.raises(type(want)) as info:
+        await call()
+    assert type(info.value) is type(want)
+    assert str(info.value) == str(want)
+
+
 async def check_limiter_wait(limiter: Any, call: Callable[[], Awaitable[object]], waits: bool) -> None:
     """With ``limiter``'s one token held elsewhere, run ``call``: it waits for the token when
     ``waits`` (a thread of this process runs it), else it completes without it."""
@@ -270,6 +287,18 @@ CONTENT = bytes(range(256)) * 64
 def rand(n: int, seed: int = 0) -> bytes:
     """``n`` random bytes, the same for the same seed."""
     return random.Random(seed).randbytes(n)
+
+
+def evict(path: Path) -> None:
+    """Write ``path`` back and drop its pages from the page cache, so the next read of it is a
+    miss (POSIX_FADV_DONTNEED may still leave a page cached on a loaded machine: a test that
+    counts misses allows for it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import sniffio
 
 import aiopg_io
 from aiopg_io import AsyncFile
+from tests.conftest import evict
 
 pytestmark = pytest.mark.anyio
 
@@ -143,6 +144,15 @@ async def test_a_call_collected_while_its_op_is_out_is_uncounted_once(
     assert unraisable == ([] if finished else [KeyboardInterrupt])
 
 
+def _three_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """``a.bin``, ``b.bin`` and ``keep.bin``, 16 bytes of ``a``, ``b`` and ``k``: a file the
+    test writes to, one opened after it on the same fd number, one holding the context."""
+    a, b, keep = tmp_path / "a.bin", tmp_path / "b.bin", tmp_path / "keep.bin"
+    for path, byte in ((a, b"a"), (b, b"b"), (keep, b"k")):
+        path.write_bytes(byte * 16)
+    return a, b, keep
+
+
 @pytest.mark.parametrize("how", ["throw", "close", "collect"])
 async def test_a_call_ended_while_its_op_is_out_holds_the_fd_to_its_end(
     anyio_backend: Any, driver: str, tmp_path: Path, how: str
@@ -153,10 +163,7 @@ async def test_a_call_ended_while_its_op_is_out_holds_the_fd_to_its_end(
     the same number and never the write's bytes: they land in the file the call was made on.
     The file used to stop counting the op with the call: aclose closed the fd at once, and
     the op, still staged, went to the kernel on the fd number the next open took."""
-    a, b, keep = tmp_path / "a.bin", tmp_path / "b.bin", tmp_path / "keep.bin"
-    a.write_bytes(b"a" * 16)
-    b.write_bytes(b"b" * 16)
-    keep.write_bytes(b"k" * 16)
+    a, b, keep = _three_files(tmp_path)
     async with aiopg_io.open(keep, "r+b", driver=driver):  # holds the context: no new ring
         f = await aiopg_io.open(a, "r+b", driver=driver)
         fd = f.fileno()
@@ -184,15 +191,6 @@ async def test_a_call_ended_while_its_op_is_out_holds_the_fd_to_its_end(
     assert (a.read_bytes(), b.read_bytes()) == (b"EVIL" + b"a" * 12, b"b" * 16)
 
 
-def _evict(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 async def test_a_call_made_before_close_and_awaited_after_never_touches_the_reused_fd(
     anyio_backend: Any, driver: str, tmp_path: Path
 ) -> None:
@@ -200,14 +198,11 @@ async def test_a_call_made_before_close_and_awaited_after_never_touches_the_reus
     context (it gets the same fd number), then the two awaited: ClosedError, as a coroutine
     first sent to after the close raises, and the other file untouched. The ring path's
     awaitable used to stage its op on the fd as it was: the write landed in the other file."""
-    a, b, keep = tmp_path / "a.bin", tmp_path / "b.bin", tmp_path / "keep.bin"
-    a.write_bytes(b"a" * 16)
-    b.write_bytes(b"b" * 16)
-    keep.write_bytes(b"k" * 16)
+    a, b, keep = _three_files(tmp_path)
     async with aiopg_io.open(keep, "r+b", driver=driver):  # holds the context: no new ring
         f = await aiopg_io.open(a, "r+b", driver=driver)
         fd = f.fileno()
-        _evict(a)
+        evict(a)
         buf = bytearray(4)
         write, read = f.pwrite(b"EVIL", 0), f.preadinto(buf, 0)
         await f.aclose()

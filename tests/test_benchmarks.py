@@ -28,6 +28,10 @@ NAMES = [
 ]  # fmt: skip
 
 
+#: The smallest run of the I/O comparisons: a 1 MiB file, 20 ms a cell, queue depth 1.
+TINY = ("--size", "1m", "--seconds", "0.02", "--depths", "1")
+
+
 def run_process(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``python benchmarks/NAME.py *args``, whatever its exit status."""
     return subprocess.run(
@@ -68,21 +72,9 @@ def test_core(tmp_path: Path) -> None:
 @pytest.mark.skipif(unavailable_reason("io_uring") is not None, reason=str(unavailable_reason("io_uring")))
 def test_uring_buffered(tmp_path: Path) -> None:
     run(
-        "uring",
-        "--size",
-        "1m",
-        "--seconds",
-        "0.02",
-        "--depths",
-        "1",
-        "--only",
-        "buffered",
-        "--path",
-        str(tmp_path / "u.dat"),
-        "--json",
-        str(tmp_path / "u.json"),
-        cwd=tmp_path,
-    )
+        "uring", *TINY, "--only", "buffered",
+        "--path", str(tmp_path / "u.dat"), "--json", str(tmp_path / "u.json"), cwd=tmp_path,
+    )  # fmt: skip
     doc = json.loads((tmp_path / "u.json").read_text())
     contenders = {r["contender"] for r in doc["results"]}
     assert {"aiopg_io io_uring", "aiopg_io worker", "aiofile (caio)", "aiofiles"} <= contenders
@@ -97,7 +89,7 @@ def test_uring_buffered(tmp_path: Path) -> None:
 def test_uring_pair(tmp_path: Path) -> None:
     """Two variants (this tree twice, one with a driver option) against fio, one round."""
     out = run(
-        "uring_pair", "--size", "1m", "--seconds", "0.02", "--depths", "1", "--rounds", "1",
+        "uring_pair", *TINY, "--rounds", "1",
         "--loops", "asyncio", "--variants", "a=,b=@io_uring_c:reap_batch=0",
         "--path", str(tmp_path / "p.dat"), cwd=tmp_path,
     )  # fmt: skip
@@ -108,7 +100,7 @@ def test_uring_pair(tmp_path: Path) -> None:
 @pytest.mark.skipif(unavailable_reason("io_uring") is not None, reason=str(unavailable_reason("io_uring")))
 def test_uring_on_one_loop(tmp_path: Path) -> None:
     run(
-        "uring", "--size", "1m", "--seconds", "0.02", "--depths", "1", "--only", "buffered",
+        "uring", *TINY, "--only", "buffered",
         "--contenders", "aiopg_io io_uring", "--loops", "trio",
         "--path", str(tmp_path / "u.dat"), "--json", str(tmp_path / "u.json"), cwd=tmp_path,
     )  # fmt: skip
@@ -119,7 +111,7 @@ def test_uring_on_one_loop(tmp_path: Path) -> None:
 @pytest.mark.skipif(unavailable_reason("io_uring") is not None, reason=str(unavailable_reason("io_uring")))
 def test_sqpoll(tmp_path: Path) -> None:
     run(
-        "sqpoll", "--size", "1m", "--seconds", "0.02", "--depths", "1", "--repeat", "1",
+        "sqpoll", *TINY, "--repeat", "1",
         "--drivers", "io_uring", "--path", str(tmp_path / "s.dat"), "--json", str(tmp_path / "s.json"),
         cwd=tmp_path,
     )  # fmt: skip
@@ -132,21 +124,9 @@ def test_sqpoll(tmp_path: Path) -> None:
 
 def test_posix_aio(tmp_path: Path) -> None:
     run(
-        "posix_aio",
-        "--size",
-        "1m",
-        "--seconds",
-        "0.02",
-        "--depths",
-        "1",
-        "--modes",
-        "buffered",
-        "--dir",
-        str(tmp_path),
-        "--json",
-        str(tmp_path / "p.json"),
-        cwd=tmp_path,
-    )
+        "posix_aio", *TINY, "--modes", "buffered",
+        "--dir", str(tmp_path), "--json", str(tmp_path / "p.json"), cwd=tmp_path,
+    )  # fmt: skip
     doc = json.loads((tmp_path / "p.json").read_text())
     ran = {r["contender"] for r in doc["results"]}
     assert "worker" in ran

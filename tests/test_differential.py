@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -302,23 +302,33 @@ async def _aio_call(f: aiopg_io.AsyncFile, op: Op, detached: list[Any]) -> Any:
 Trace = tuple[list[tuple[Outcome, Outcome]], bytes, bytes]
 
 
-async def _run_both(
-    paths: tuple[Path, Path], initial: bytes, mode: str, buffering: int, driver: str, ops: Sequence[Op]
+Step = Callable[[Any, Any, Op, list[Any], list[Any]], Awaitable[tuple[Outcome, Outcome]]]
+
+
+async def _drive_both(
+    paths: tuple[Path, Path],
+    initial: bytes,
+    open_py: Callable[[Path], Any],
+    open_aio: Callable[[Path], Awaitable[Any]],
+    ops: Sequence[Op],
+    step: Step,
 ) -> Trace:
+    """Python's file on ``paths[0]`` and aiopg_io's on ``paths[1]``, both starting from
+    ``initial``: ``step(pf, af, op, py_detached, aio_detached)`` applies each op to both (a
+    ``detach`` leaves the detached object in its list) and says what each did (Python's
+    first); then both are closed, detached or not. The steps and both files' bytes."""
     py_path, aio_path = paths
     py_path.write_bytes(initial)
     aio_path.write_bytes(initial)
     steps = []
     py_detached: list[Any] = []
     aio_detached: list[Any] = []
-    pf = open(py_path, mode, buffering=buffering)  # noqa: SIM115 - closed below, detached or not
+    pf = open_py(py_path)
     try:
-        af = await aiopg_io.open(aio_path, mode, buffering=buffering, driver=driver)
+        af = await open_aio(aio_path)
         try:
             for op in ops:
-                got = await _aoutcome(lambda op=op: _aio_call(af, op, aio_detached))
-                want = _outcome(lambda op=op, got=got: _py_call(pf, op, got, py_detached))
-                steps.append((want, got))
+                steps.append(await step(pf, af, op, py_detached, aio_detached))
         finally:
             await _close(af, aio_detached)
     finally:
@@ -327,6 +337,25 @@ async def _run_both(
         else:
             pf.close()
     return steps, py_path.read_bytes(), aio_path.read_bytes()
+
+
+async def _run_both(
+    paths: tuple[Path, Path], initial: bytes, mode: str, buffering: int, driver: str, ops: Sequence[Op]
+) -> Trace:
+    async def step(
+        pf: Any, af: Any, op: Op, py_detached: list[Any], aio_detached: list[Any]
+    ) -> tuple[Outcome, Outcome]:
+        got = await _aoutcome(lambda: _aio_call(af, op, aio_detached))
+        return _outcome(lambda: _py_call(pf, op, got, py_detached)), got
+
+    return await _drive_both(
+        paths,
+        initial,
+        lambda path: open(path, mode, buffering=buffering),
+        lambda path: aiopg_io.open(path, mode, buffering=buffering, driver=driver),
+        ops,
+        step,
+    )
 
 
 async def _close(f: Any, detached: list[Any]) -> None:
@@ -476,34 +505,27 @@ async def _run_text_both(
     driver: str,
     ops: Sequence[Op],
 ) -> Trace:
-    py_path, aio_path = paths
-    data = initial.encode(encoding, "replace")
-    py_path.write_bytes(data)
-    aio_path.write_bytes(data)
-    steps = []
     py_cookies: list[int] = []
     aio_cookies: list[int] = []
-    py_detached: list[Any] = []
-    aio_detached: list[Any] = []
-    pf = open(py_path, mode, encoding=encoding, newline=newline)  # noqa: SIM115 - closed below
-    try:
-        af = await aiopg_io.open(aio_path, mode, encoding=encoding, newline=newline, driver=driver)
-        try:
-            for op in ops:
-                got = await _aoutcome(lambda op=op: _atext_call(af, op, aio_cookies, aio_detached))
-                want = _outcome(lambda op=op: _text_call(pf, op, py_cookies, py_detached))
-                steps.append((want, got))
-                if op[0] == "tell" and got[0] == want[0] == "ok":
-                    aio_cookies.append(got[1])
-                    py_cookies.append(want[1])
-        finally:
-            await _close(af, aio_detached)
-    finally:
-        if py_detached:
-            py_detached[0].close()
-        else:
-            pf.close()
-    return steps, py_path.read_bytes(), aio_path.read_bytes()
+
+    async def step(
+        pf: Any, af: Any, op: Op, py_detached: list[Any], aio_detached: list[Any]
+    ) -> tuple[Outcome, Outcome]:
+        got = await _aoutcome(lambda: _atext_call(af, op, aio_cookies, aio_detached))
+        want = _outcome(lambda: _text_call(pf, op, py_cookies, py_detached))
+        if op[0] == "tell" and got[0] == want[0] == "ok":
+            aio_cookies.append(got[1])
+            py_cookies.append(want[1])
+        return want, got
+
+    return await _drive_both(
+        paths,
+        initial.encode(encoding, "replace"),
+        lambda path: open(path, mode, encoding=encoding, newline=newline),
+        lambda path: aiopg_io.open(path, mode, encoding=encoding, newline=newline, driver=driver),
+        ops,
+        step,
+    )
 
 
 def _text_check(tmp_path: Path, anyio_backend: Any, driver: str, mode: str, examples: int) -> None:

@@ -104,13 +104,18 @@ def test_aiofiles_migration(tmp_path: Path, driver: str) -> None:
         assert done == [(f"{n:,}", "6,000") for n in range(1, 6001)]
 
 
-def load_example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+def load_file(name: str, path: Path) -> ModuleType:
+    """The Python file ``path`` imported as the module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses looks its module up there
     spec.loader.exec_module(module)
     return module
+
+
+def load_example(name: str) -> ModuleType:
+    return load_file(f"example_{name}", EXAMPLES / f"{name}.py")
 
 
 def loop_name(anyio_backend: Any) -> str:
@@ -279,12 +284,7 @@ def test_api_reference_is_up_to_date() -> None:
 
 
 def _upstream_suites() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("upstream_suites", ROOT / "tools" / "upstream_suites.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses looks its module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_file("upstream_suites", ROOT / "tools" / "upstream_suites.py")
 
 
 def test_upstream_suites_accepted_differences_are_documented() -> None:

@@ -30,27 +30,12 @@ import aiopg_io.os
 from aiopg_io._context import get_context, live_contexts
 from aiopg_io.drivers import DRIVER_NAMES
 
-from .conftest import check_limiter_wait, open_fds
+from .conftest import check_limiter_wait, open_fds, raises_like, stdlib_error
 
 pytestmark = pytest.mark.anyio
 
 ASYNC_OS: Any = aiopg_io.os  # the calls by name, as the tests pass them around
 ASYNC_PATH: Any = aiopg_io.os.path
-
-
-def os_error(fn: Callable[[], object]) -> BaseException:
-    try:
-        fn()
-    except (OSError, ValueError, TypeError, OverflowError) as exc:
-        return exc
-    raise AssertionError(f"{fn} did not fail")
-
-
-async def same_error(want: BaseException, call: Callable[[], Awaitable[object]]) -> None:
-    with pytest.raises(type(want)) as info:
-        await call()
-    assert type(info.value) is type(want)
-    assert str(info.value) == str(want)
 
 
 @pytest.fixture
@@ -157,8 +142,8 @@ async def test_entry_calls_fail_as_os_does(tree: Path, driver: str) -> None:
     await aiopg_io.os.rmdir(await _made(tree / "warm"), driver=driver)
     before = open_fds()
     for name, args in _entry_errors(tree):
-        want = os_error(functools.partial(getattr(os, name), *args))
-        await same_error(want, functools.partial(getattr(ASYNC_OS, name), *args, driver=driver))
+        want = stdlib_error(functools.partial(getattr(os, name), *args))
+        await raises_like(want, functools.partial(getattr(ASYNC_OS, name), *args, driver=driver))
     assert open_fds() == before
     assert sorted(os.listdir(tree)) == ["d", "dangling", "f", "link"]
 
@@ -261,9 +246,9 @@ async def test_queries_fail_as_os_does(tree: Path, driver: str) -> None:
     await aiopg_io.os.stat(f, driver=driver)  # opens the loop's context
     before = open_fds()
     for twin, name, args in cases:
-        want = os_error(functools.partial(getattr(twin, name), *args))
+        want = stdlib_error(functools.partial(getattr(twin, name), *args))
         mine = ASYNC_OS if twin is os else ASYNC_PATH
-        await same_error(want, functools.partial(getattr(mine, name), *args))
+        await raises_like(want, functools.partial(getattr(mine, name), *args))
     assert open_fds() == before
 
 
@@ -275,8 +260,8 @@ async def test_sendfile_copies_as_os_sendfile_does(tree: Path) -> None:
         assert await aiopg_io.os.sendfile(dst, src, 100, 1000) == 1000
         assert await aiopg_io.os.sendfile(dst, src, None, 50) == 50  # from src's position: 0
         assert os.lseek(src, 0, os.SEEK_CUR) == 50
-        want = os_error(lambda: os.sendfile(src, dst, 0, 10))  # wrong way round: EBADF
-        await same_error(want, lambda: aiopg_io.os.sendfile(src, dst, 0, 10))
+        want = stdlib_error(lambda: os.sendfile(src, dst, 0, 10))  # wrong way round: EBADF
+        await raises_like(want, lambda: aiopg_io.os.sendfile(src, dst, 0, 10))
     finally:
         os.close(src)
         os.close(dst)
@@ -339,7 +324,7 @@ async def test_stat_gives_what_os_stat_gives(tree: Path, driver: str) -> None:
             try:
                 want: Any = _stat_fields(twin(p))
             except OSError as exc:
-                await same_error(exc, functools.partial(mine, p, driver=driver))
+                await raises_like(exc, functools.partial(mine, p, driver=driver))
             else:
                 assert _stat_fields(await mine(p, driver=driver)) == want, (mine, p)
     assert (await aiopg_io.os.stat(tree / "f", driver=driver)).st_mtime_ns == 1_700_000_000_123_456_789
@@ -402,8 +387,8 @@ async def test_stat_and_links_fail_as_os_does(tree: Path, driver: str) -> None:
     await aiopg_io.os.stat(tree, driver=driver)
     before = open_fds()
     for name, args in _link_errors(tree):
-        want = os_error(functools.partial(getattr(os, name), *args))
-        await same_error(want, functools.partial(getattr(ASYNC_OS, name), *args, driver=driver))
+        want = stdlib_error(functools.partial(getattr(os, name), *args))
+        await raises_like(want, functools.partial(getattr(ASYNC_OS, name), *args, driver=driver))
     assert open_fds() == before
     assert sorted(os.listdir(tree)) == ["d", "dangling", "f", "link"]
 
@@ -424,9 +409,9 @@ async def test_a_directory_without_permission_fails_as_os_does(tree: Path, drive
             ("mkdir", (locked / "m",)),
             ("makedirs", (locked / "m" / "n",)),
         ]:
-            want = os_error(functools.partial(getattr(os, name), *args))
+            want = stdlib_error(functools.partial(getattr(os, name), *args))
             assert isinstance(want, PermissionError)
-            await same_error(want, functools.partial(getattr(ASYNC_OS, name), *args, driver=driver))
+            await raises_like(want, functools.partial(getattr(ASYNC_OS, name), *args, driver=driver))
         for name in ("exists", "isfile", "isdir", "islink"):
             assert await getattr(ASYNC_PATH, name)(locked / "in", driver=driver) is False
     finally:
@@ -506,8 +491,8 @@ async def test_makedirs_family_refuses_bad_input_as_os_does(tree: Path, driver: 
         ("removedirs", (b"\0",)),
         ("removedirs", (3,)),
     ]:
-        want = os_error(functools.partial(getattr(os, name), *args))
-        await same_error(want, functools.partial(getattr(ASYNC_OS, name), *args, driver=driver))
+        want = stdlib_error(functools.partial(getattr(os, name), *args))
+        await raises_like(want, functools.partial(getattr(ASYNC_OS, name), *args, driver=driver))
     assert sorted(os.listdir(tree)) == ["d", "dangling", "f", "link"]
 
 

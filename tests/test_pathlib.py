@@ -19,23 +19,9 @@ import pytest
 
 import aiopg_io
 
-from .conftest import check_limiter_wait, open_fds
+from .conftest import check_limiter_wait, open_fds, raises_like, stdlib_error
 
 pytestmark = pytest.mark.anyio
-
-
-def sync_error(fn: Callable[[], object]) -> BaseException:
-    try:
-        fn()
-    except (OSError, ValueError, TypeError) as exc:
-        return exc
-    raise AssertionError(f"{fn} did not fail")
-
-
-async def same_error(want: BaseException, call: Callable[[], Awaitable[object]]) -> None:
-    with pytest.raises(type(want)) as info:
-        await call()
-    assert type(info.value) is type(want) and str(info.value) == str(want)
 
 
 async def test_data_goes_through_aiopg_io_files(tmp_path: pathlib.Path, driver: str) -> None:
@@ -125,8 +111,8 @@ async def test_errors_are_pathlib_s(
     before = open_fds()  # with the loop's context open (held until the loop ends)
     for name in names.replace("nul", "nul\0").split():
         sp, ap = tmp_path / name, aiopg_io.Path(tmp_path) / name
-        want = sync_error(lambda: call(sp))  # noqa: B023
-        await same_error(want, lambda: call(ap))  # type: ignore[arg-type,return-value]  # noqa: B023
+        want = stdlib_error(lambda: call(sp))  # noqa: B023
+        await raises_like(want, lambda: call(ap))  # type: ignore[arg-type,return-value]  # noqa: B023
     assert sorted(os.listdir(tmp_path)) == ["d", "f"]
     assert open_fds() == before
 
@@ -139,12 +125,14 @@ async def test_predicates_and_type_errors_are_pathlib_s(tmp_path: pathlib.Path, 
         assert await ap.exists() == sp.exists() and await ap.is_file() == sp.is_file()
         assert await ap.is_dir() == sp.is_dir()
     sp, ap = tmp_path / "f", aiopg_io.Path(tmp_path) / "f"
-    await same_error(sync_error(lambda: sp.write_bytes("str")), lambda: ap.write_bytes("str"))  # type: ignore[arg-type]
-    await same_error(sync_error(lambda: sp.write_text(b"b")), lambda: ap.write_text(b"b"))  # type: ignore[arg-type]
-    await same_error(sync_error(lambda: sp.rename(3)), lambda: ap.rename(3))  # type: ignore[arg-type]
+    await raises_like(stdlib_error(lambda: sp.write_bytes("str")), lambda: ap.write_bytes("str"))  # type: ignore[arg-type]
+    await raises_like(stdlib_error(lambda: sp.write_text(b"b")), lambda: ap.write_text(b"b"))  # type: ignore[arg-type]
+    await raises_like(stdlib_error(lambda: sp.rename(3)), lambda: ap.rename(3))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="open\\(\\) argument 'mode' must be str, not int"):
         await ap.open(3)  # type: ignore[arg-type]  # pathlib's TypeError is an accident of its code
-    await same_error(sync_error(lambda: pathlib.Path(3)), lambda: anyio.to_thread.run_sync(aiopg_io.Path, 3))
+    await raises_like(
+        stdlib_error(lambda: pathlib.Path(3)), lambda: anyio.to_thread.run_sync(aiopg_io.Path, 3)
+    )
     assert (tmp_path / "f").read_bytes() == b""
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -25,26 +25,15 @@ from aiopg_io.drivers import Op, OpKind
 from aiopg_io.drivers.base import AT_FDCWD
 from aiopg_io.testing import Fault, PowerLossSimulator, inject
 
-from .conftest import open_fds
+from .conftest import open_fds, raises_like, stdlib_error
 
 pytestmark = pytest.mark.anyio
 
 
-def os_error(fn: Callable[[], object]) -> BaseException:
-    """What ``os`` raises for the same call (it must raise)."""
-    try:
-        fn()
-    except (OSError, ValueError) as exc:
-        return exc
-    raise AssertionError(f"{fn} did not fail")
-
-
-async def same_error(want: BaseException, call: Callable[[], object]) -> None:
+async def same_error(want: BaseException, call: Callable[[], Awaitable[object]]) -> None:
+    """:func:`raises_like`, and no fd left open."""
     before = open_fds()
-    with pytest.raises(type(want)) as info:
-        await call()  # type: ignore[misc]
-    assert type(info.value) is type(want)
-    assert str(info.value) == str(want)
+    await raises_like(want, call)
     assert open_fds() == before
 
 
@@ -62,16 +51,18 @@ async def test_create_exclusive_makes_an_empty_file_and_refuses_an_existing_one(
     os.umask(umask)
     assert p.stat().st_mode & 0o777 == 0o666 & ~umask
     assert open_fds() == before
-    want = os_error(lambda: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    want = stdlib_error(lambda: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
     assert isinstance(want, FileExistsError)
     await same_error(want, lambda: _paths.create(p, driver))
     await _paths.create(p, driver, exclusive=False)  # exists: opened, nothing changes
     missing_dir = tmp_path / "no" / "such"
     await same_error(
-        os_error(lambda: os.open(missing_dir, os.O_WRONLY | os.O_CREAT)),
+        stdlib_error(lambda: os.open(missing_dir, os.O_WRONLY | os.O_CREAT)),
         lambda: _paths.create(missing_dir, driver),
     )
-    await same_error(os_error(lambda: os.open("a\0b", os.O_WRONLY)), lambda: _paths.create("a\0b", driver))
+    await same_error(
+        stdlib_error(lambda: os.open("a\0b", os.O_WRONLY)), lambda: _paths.create("a\0b", driver)
+    )
 
 
 async def test_rename_replaces_and_reports_errors_as_os_does(tmp_path: Path, driver: str) -> None:
@@ -90,12 +81,12 @@ async def test_rename_replaces_and_reports_errors_as_os_does(tmp_path: Path, dri
     assert c.read_bytes() == b"A2" and not a.exists()
     assert open_fds() == before
     missing = tmp_path / "missing"
-    await same_error(os_error(lambda: os.rename(missing, b)), lambda: _paths.rename(missing, b, driver))
+    await same_error(stdlib_error(lambda: os.rename(missing, b)), lambda: _paths.rename(missing, b, driver))
     # A file where a directory is (the target is a directory): EISDIR, naming both paths.
-    await same_error(os_error(lambda: os.rename(c, d)), lambda: _paths.rename(c, d, driver))
-    await same_error(os_error(lambda: os.rename(d, c)), lambda: _paths.rename(d, c, driver))  # ENOTDIR
-    await same_error(os_error(lambda: os.rename("x\0", c)), lambda: _paths.rename("x\0", c, driver))
-    await same_error(os_error(lambda: os.rename(c, "y\0")), lambda: _paths.rename(c, "y\0", driver))
+    await same_error(stdlib_error(lambda: os.rename(c, d)), lambda: _paths.rename(c, d, driver))
+    await same_error(stdlib_error(lambda: os.rename(d, c)), lambda: _paths.rename(d, c, driver))  # ENOTDIR
+    await same_error(stdlib_error(lambda: os.rename("x\0", c)), lambda: _paths.rename("x\0", c, driver))
+    await same_error(stdlib_error(lambda: os.rename(c, "y\0")), lambda: _paths.rename(c, "y\0", driver))
     assert c.read_bytes() == b"A2" and d.is_dir()
 
 
@@ -108,9 +99,9 @@ async def test_unlink_removes_and_reports_errors_as_os_does(tmp_path: Path, driv
     assert not f.exists()
     await _paths.unlink(f, driver, missing_ok=True)
     assert open_fds() == before
-    await same_error(os_error(lambda: os.unlink(f)), lambda: _paths.unlink(f, driver))
-    await same_error(os_error(lambda: os.unlink(d)), lambda: _paths.unlink(d, driver))  # a directory
-    await same_error(os_error(lambda: os.unlink("f\0")), lambda: _paths.unlink("f\0", driver))
+    await same_error(stdlib_error(lambda: os.unlink(f)), lambda: _paths.unlink(f, driver))
+    await same_error(stdlib_error(lambda: os.unlink(d)), lambda: _paths.unlink(d, driver))  # a directory
+    await same_error(stdlib_error(lambda: os.unlink("f\0")), lambda: _paths.unlink("f\0", driver))
     assert d.is_dir()
 
 
@@ -121,10 +112,10 @@ async def test_fsync_directory_opens_syncs_and_closes(tmp_path: Path, driver: st
     await _paths.fsync_directory(tmp_path, driver)
     assert open_fds() == before
     directory = os.O_RDONLY | os.O_DIRECTORY
-    await same_error(os_error(lambda: os.open(f, directory)), lambda: _paths.fsync_directory(f, driver))
+    await same_error(stdlib_error(lambda: os.open(f, directory)), lambda: _paths.fsync_directory(f, driver))
     missing = tmp_path / "missing"
     await same_error(
-        os_error(lambda: os.open(missing, directory)), lambda: _paths.fsync_directory(missing, driver)
+        stdlib_error(lambda: os.open(missing, directory)), lambda: _paths.fsync_directory(missing, driver)
     )
 
 

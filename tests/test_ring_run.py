@@ -21,7 +21,7 @@ import pytest
 import aiopg_io
 from aiopg_io import AsyncFile
 from aiopg_io.drivers import unavailable_reason
-from tests.conftest import open_fds
+from tests.conftest import evict, open_fds
 
 pytestmark = [
     pytest.mark.anyio,
@@ -39,22 +39,13 @@ def _hits(f: AsyncFile) -> int:
     return int(dict(f.driver_statistics().extra)["fast_path_hits"])
 
 
-def _evict(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 async def test_direct_and_buffered_transfers_go_through_c(anyio_backend: Any, data_dir: Path) -> None:
     if unavailable_reason("io_uring_c", direct=True) is not None:
         pytest.skip("io_uring_c cannot run direct I/O here")
     p = data_dir / "f.bin"
     data = os.urandom(16 * PAGE)
     p.write_bytes(data)
-    _evict(p)
+    evict(p)
     calls = 0
     async with aiopg_io.open(p, "r+b", direct=True, driver="io_uring_c") as f:
         before = _runs(f)
@@ -73,12 +64,12 @@ async def test_direct_and_buffered_transfers_go_through_c(anyio_backend: Any, da
         before, hits_before = _runs(f), _hits(f)
         assert await f.pwrite(b"hello", 7) == 5
         assert await f.pwrite(memoryview(b"--abc--")[2:5], 20) == 3
-        _evict(p)
+        evict(p)
         buf2 = bytearray(3 * PAGE)
         assert await f.preadinto(buf2, 14 * PAGE) == 2 * PAGE  # a miss, short at EOF
-        _evict(p)
+        evict(p)
         assert await f.pread(3 * PAGE, 2 * PAGE) == data[2 * PAGE : 5 * PAGE]  # a miss
-        _evict(p)
+        evict(p)
         tail = await f.pread(2 * PAGE, 15 * PAGE)  # a miss, short at EOF
         assert await f.pread(10, 17 * PAGE) == b""  # past EOF: the fast path says so
         calls += 5

@@ -19,7 +19,7 @@ import pytest
 import aiopg_io
 import aiopg_io.tempfile
 
-from .conftest import open_fds
+from .conftest import open_fds, stdlib_error
 
 pytestmark = pytest.mark.anyio
 
@@ -65,14 +65,6 @@ async def test_named_file_is_deleted_as_the_stdlib_deletes(tmp_path: Path, drive
     assert [line async for line in f] == ["x\n", "y\n"]
     await f.aclose()
     assert list(tmp_path.iterdir()) == []
-
-
-def stdlib_error(fn: object) -> BaseException:
-    try:
-        fn()  # type: ignore[operator]
-    except (OSError, ValueError, TypeError, LookupError) as exc:
-        return exc
-    raise AssertionError("no error")
 
 
 @pytest.mark.parametrize(

@@ -23,19 +23,9 @@ from aiopg_io.errors import AiopgIOError, ClosedError
 from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator
 from tests.conftest import open_fds
 
+from ._util import PS, faulty_relation, make_relation, page_bytes, read_into
+
 pytestmark = pytest.mark.anyio
-
-PS = 4096
-
-
-def page_bytes(blockno: int, ps: int = PS) -> bytes:
-    """A page that says which block it is, in every byte (never zero)."""
-    return bytes([blockno % 251 + 1]) * ps
-
-
-def make_relation(path: Path, nblocks: int, ps: int = PS) -> Path:
-    path.write_bytes(b"".join(page_bytes(b, ps) for b in range(nblocks)))
-    return path
 
 
 async def test_read_modify_flush_reopen(data_dir: Path, driver: str) -> None:
@@ -110,8 +100,7 @@ async def test_block_past_end_is_a_clear_error(data_dir: Path, driver: str) -> N
 
 
 async def test_no_stale_bytes_after_a_failed_read_or_extend(data_dir: Path, driver: str) -> None:
-    path = make_relation(data_dir / "rel", 3)
-    injector = FaultInjector(Fault(kind="reads", path="rel", nth=2, errno=errno.EIO), driver=driver)
+    path, injector = faulty_relation(data_dir, 3, driver, nth=2, errno=errno.EIO)
     async with BufferPool(1, PS, driver=injector) as pool:
         rel = await pool.open(path)
         with await pool.read_page(rel, 0) as page:
@@ -170,19 +159,13 @@ async def test_short_read_of_a_file_cut_outside_the_pool(data_dir: Path, driver:
 
 
 async def test_two_tasks_one_absent_block_one_read(data_dir: Path, driver: str) -> None:
-    path = make_relation(data_dir / "rel", 4)
-    injector = FaultInjector(Fault(kind="reads", path="rel", delay=0.05), driver=driver)
+    path, injector = faulty_relation(data_dir, 4, driver, delay=0.05)
     async with BufferPool(4, PS, driver=injector) as pool:
         rel = await pool.open(path)
         seen: list[bytes] = []
-
-        async def reader() -> None:
-            with await pool.read_page(rel, 2) as page:
-                seen.append(bytes(page.data))
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(reader)
-            tg.start_soon(reader)
+            tg.start_soon(read_into, seen, pool, rel, 2)
+            tg.start_soon(read_into, seen, pool, rel, 2)
         stats = pool.statistics()
         assert seen == [page_bytes(2)] * 2
         assert (stats.reads, stats.misses, stats.hits) == (1, 1, 1)
@@ -353,8 +336,7 @@ async def test_closed_pool_and_relation(data_dir: Path, driver: str) -> None:
 
 
 async def test_cancelled_reads_leave_the_pool_consistent(data_dir: Path, driver: str) -> None:
-    path = make_relation(data_dir / "rel", 16)
-    injector = FaultInjector(Fault(kind="reads", path="rel", delay=0.05, times=None), driver=driver)
+    path, injector = faulty_relation(data_dir, 16, driver, delay=0.05, times=None)
     async with BufferPool(8, PS, driver=injector) as pool:
         rel = await pool.open(path)
         with anyio.move_on_after(0.01) as scope:
@@ -379,19 +361,15 @@ async def test_a_task_waiting_for_a_cancelled_read_reads_the_page_itself(data_di
     work itself when it returns. Cancelled meanwhile, the read has still ended when the
     cancellation arrives: the page is dropped as a failed read's, and a task that waited
     for that read reads the block itself, with the right bytes, no pin left behind."""
-    path = make_relation(data_dir / "rel", 16)
-    injector = FaultInjector(Fault(kind="reads", path="rel", delay=0.05, nth=1), driver=driver)
+    path, injector = faulty_relation(data_dir, 16, driver, delay=0.05)
     async with BufferPool(8, PS, driver=injector) as pool:
         rel = await pool.open(path)
         got: list[bytes] = []
-
-        async def second() -> None:
-            with await pool.read_page(rel, 3) as page:
-                got.append(bytes(page.data))
-
         async with anyio.create_task_group() as tg:
             with anyio.move_on_after(0.02) as scope:
-                tg.start_soon(second)  # starts once this task awaits: finds the read in flight
+                tg.start_soon(
+                    read_into, got, pool, rel, 3
+                )  # starts once this task awaits: finds the read in flight
                 await pool.read_page(rel, 3)
             assert scope.cancelled_caught
         assert got == [page_bytes(3)]
@@ -408,10 +386,7 @@ async def test_a_task_waiting_for_a_failed_read_reads_the_page_itself(data_dir: 
     the error goes to the task that read, the page is left invalid (zeros, unmapped) and
     unpinned, and the waiter, finding it invalid, reads the block itself (PostgreSQL's retry
     after WaitIO)."""
-    path = make_relation(data_dir / "rel", 8)
-    injector = FaultInjector(
-        Fault(kind="reads", path="rel", nth=1, errno=errno.EIO, delay=0.05), driver=driver
-    )
+    path, injector = faulty_relation(data_dir, 8, driver, errno=errno.EIO, delay=0.05)
     async with BufferPool(4, PS, driver=injector) as pool:
         rel = await pool.open(path)
         got: list[bytes] = []
@@ -423,15 +398,11 @@ async def test_a_task_waiting_for_a_failed_read_reads_the_page_itself(data_dir: 
             except OSError as exc:
                 failed.append(exc)
 
-        async def second() -> None:
-            with await pool.read_page(rel, 5) as page:
-                got.append(bytes(page.data))
-
         async with anyio.create_task_group() as tg:
             tg.start_soon(first)
             await anyio.sleep(0.01)  # first's read is in flight (held by the fault's delay)
             assert pool._mapping[(rel.rel_id, 5)].io is not None
-            tg.start_soon(second)
+            tg.start_soon(read_into, got, pool, rel, 5)
         assert len(failed) == 1 and failed[0].errno == errno.EIO
         assert got == [page_bytes(5)]
         stats = pool.statistics()
@@ -443,18 +414,12 @@ async def test_a_page_under_read_is_never_a_victim(data_dir: Path, driver: str) 
     """While read_page's read of a page is in flight, the buffer it fills is pinned and under
     I/O: other misses on a pool of two buffers reuse only the other one, and the page read
     arrives whole."""
-    path = make_relation(data_dir / "rel", 8)
-    injector = FaultInjector(Fault(kind="reads", path="rel", nth=1, delay=0.2), driver=driver)
+    path, injector = faulty_relation(data_dir, 8, driver, delay=0.2)
     async with BufferPool(2, PS, driver=injector) as pool:
         rel = await pool.open(path)
         slow: list[bytes] = []
-
-        async def reader() -> None:
-            with await pool.read_page(rel, 0) as page:
-                slow.append(bytes(page.data))
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(reader)
+            tg.start_soon(read_into, slow, pool, rel, 0)
             await anyio.sleep(0.01)
             held = pool._mapping[(rel.rel_id, 0)]
             assert held.io is not None and held.refcount == 1

@@ -12,7 +12,7 @@ import pytest
 
 from aiopg_io.buffers import BufferPool, Page
 
-from .test_pool import PS, make_relation, page_bytes
+from ._util import PS, make_relation, page_bytes
 
 pytestmark = pytest.mark.anyio
 

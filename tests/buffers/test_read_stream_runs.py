@@ -13,9 +13,8 @@ import pytest
 
 from aiopg_io.buffers import BlockOutOfRangeError, BufferPool, PageRun
 from aiopg_io.errors import ClosedError
-from aiopg_io.testing import Fault, FaultInjector
 
-from .test_pool import PS, make_relation, page_bytes
+from ._util import PS, faulty_relation, make_relation, page_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -137,8 +136,7 @@ async def test_runs_dropped_half_consumed_release_their_pins(data_dir: Path, dri
 
 
 async def test_cancelled_runs_leave_the_pool_consistent(data_dir: Path, driver: str) -> None:
-    path = make_relation(data_dir / "rel", 32)
-    injector = FaultInjector(Fault(kind="reads", path="rel", delay=0.05, times=None), driver=driver)
+    path, injector = faulty_relation(data_dir, 32, driver, delay=0.05, times=None)
     async with BufferPool(16, PS, driver=injector) as pool:
         rel = await pool.open(path)
         with anyio.move_on_after(0.01) as scope:
@@ -158,8 +156,7 @@ async def test_cancelled_runs_leave_the_pool_consistent(data_dir: Path, driver: 
 async def test_a_failing_read_raises_from_runs_and_leaves_the_pool_consistent(
     data_dir: Path, driver: str
 ) -> None:
-    path = make_relation(data_dir / "rel", 32)
-    injector = FaultInjector(Fault(kind="reads", path="rel", nth=3, errno=errno.EIO), driver=driver)
+    path, injector = faulty_relation(data_dir, 32, driver, nth=3, errno=errno.EIO)
     async with BufferPool(24, PS, driver=injector) as pool:
         rel = await pool.open(path)
         got: list[int] = []

@@ -16,7 +16,7 @@ from aiopg_io.buffers import BufferPool, RelationInUseError
 from aiopg_io.errors import AiopgIOError
 from tests.conftest import open_fds
 
-from .test_pool import PS, make_relation, page_bytes
+from ._util import PS, make_relation, page_bytes
 
 pytestmark = pytest.mark.anyio
 

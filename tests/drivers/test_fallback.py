@@ -11,11 +11,13 @@ import pytest
 
 import aiopg_io
 from aiopg_io import _paths
-from aiopg_io.drivers import Driver, DriverSpec, Op, OpKind
+from aiopg_io.drivers import DriverSpec, Op, OpKind
 from aiopg_io.drivers._fallback import ThreadFallback
 from aiopg_io.drivers.base import AT_FDCWD, FILE_KINDS, Capabilities
 from aiopg_io.drivers.sync import SyncDriver
 from tests.conftest import open_fds
+
+from .._driving import Factory
 
 pytestmark = pytest.mark.anyio
 
@@ -33,26 +35,10 @@ class _NoPathOps(SyncDriver):
         super().submit(ops)
 
 
-class _Factory:
-    name = "no-path-ops"
-
-    def __init__(self) -> None:
-        self.made: list[Driver] = []
-
-    @property
-    def key(self) -> object:
-        return self
-
-    def create(self) -> Driver:
-        d = _NoPathOps()
-        self.made.append(d)
-        return d
-
-
 async def test_a_driver_whose_capabilities_deny_path_ops_gets_them_run_in_threads(
     tmp_path: Path, anyio_backend: object
 ) -> None:
-    factory = _Factory()
+    factory = Factory(_NoPathOps, "no-path-ops")
     before = open_fds()
     async with aiopg_io.open(tmp_path / "keep", "wb", driver=factory) as f:
         assert isinstance(f._ctx.driver, ThreadFallback)

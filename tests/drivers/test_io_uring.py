@@ -31,7 +31,7 @@ from aiopg_io.drivers.base import Op, OpKind, OpState
 from aiopg_io.drivers.io_uring import IoUringDriver
 from tests.conftest import in_child, open_fds
 
-from .._driving import wait_all, write_sync_op
+from .._driving import Factory, wait_all, write_sync_op
 
 _REASON = IoUringDriver.unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"io_uring cannot run here: {_REASON}")
@@ -891,22 +891,6 @@ async def test_loop_buffers_are_free_once_the_ring_is_done(data_dir: Path, direc
 # io_uring. A DriverFactory hands the context a driver built for the scenario.
 
 
-class UringFactory:
-    """A DriverFactory making one kind of io_uring driver (its own IOContext per loop)."""
-
-    name = "io_uring"
-
-    def __init__(self, make: Callable[[], IoUringDriver]) -> None:
-        self.make = make
-
-    @property
-    def key(self) -> object:
-        return self
-
-    def create(self) -> IoUringDriver:
-        return self.make()
-
-
 class Uncapped(IoUringDriver):
     """Tells the IOContext it may have any number of ops out, so a tiny ring's CQ overflows."""
 
@@ -983,7 +967,7 @@ async def test_loop_short_reads_are_continued_past_eof_and_on_a_shrinking_file(t
             os.truncate(shrink, 12_000)
         return min(res, 1_000)
 
-    factory = UringFactory(lambda: Rewriting(cut, nowait_fast_path=False))
+    factory = Factory(lambda: Rewriting(cut, nowait_fast_path=False), "io_uring")
     async with aiopg_io.open(p, "r+b", driver=factory) as f:
         assert await f.pread(4 * PAGE, 0) == data  # across EOF: 16 KiB asked, 10 000 there
         assert await f.pread(PAGE, 9_000) == data[9_000:]
@@ -1006,7 +990,7 @@ async def test_loop_short_reads_are_continued_past_eof_and_on_a_shrinking_file(t
 async def test_loop_eagain_completions_are_resubmitted(tmp_path: Path) -> None:
     p = tmp_path / "again.bin"
     data = make_file(p, 16 * PAGE)
-    factory = UringFactory(lambda: Rewriting(lambda op, res: -errno.EAGAIN, nowait_fast_path=False))
+    factory = Factory(lambda: Rewriting(lambda op, res: -errno.EAGAIN, nowait_fast_path=False), "io_uring")
     async with aiopg_io.open(p, "rb", driver=factory) as f:
         got: dict[int, bytes] = {}
 
@@ -1057,7 +1041,7 @@ async def test_loop_cq_overflow_with_a_tiny_ring(tmp_path: Path) -> None:
     p = tmp_path / "many.bin"
     data = make_file(p, 64 * PAGE)
     before = open_fds()
-    factory = UringFactory(lambda: Uncapped(entries=4, nowait_fast_path=False))
+    factory = Factory(lambda: Uncapped(entries=4, nowait_fast_path=False), "io_uring")
     rng = random.Random(5)
     offsets = [rng.randrange(64) * PAGE for _ in range(3_000)]
     got: list[bytes] = [b""] * len(offsets)

@@ -19,7 +19,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from aiopg_io.drivers.io_uring import IoUringDriver
 from aiopg_io.drivers.io_uring_c import IoUringCDriver
 from aiopg_io.drivers.worker import WorkerDriver
 
-from .._driving import wait_all, write_sync_op
+from .._driving import Factory, wait_all, write_sync_op
 from ..conftest import BACKENDS, in_child, open_fds
 
 PAGE = 4096
@@ -260,19 +260,6 @@ async def _read_while_the_context_closes(ctx: IOContext, pipe: EmptyPipe) -> Op:
     return op
 
 
-class _Factory:
-    def __init__(self, make: Callable[[], IoUringDriver]) -> None:
-        self.make = make
-        self.name = "io_uring-refusing"
-
-    @property
-    def key(self) -> object:
-        return self
-
-    def create(self) -> IoUringDriver:
-        return self.make()
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("cls", DRIVERS, ids=[c.name for c in DRIVERS])
 async def test_loop_a_context_closing_with_the_cancel_of_everything_refused(
@@ -281,7 +268,7 @@ async def test_loop_a_context_closing_with_the_cancel_of_everything_refused(
     """On every loop: a task reading the empty pipe when its context closes gets ECANCELED."""
     _skip_unless_runs(cls)
     before = open_fds()
-    ctx = IOContext(_Factory(refusing(cls, per_op=False)), current_glue())
+    ctx = IOContext(Factory(refusing(cls, per_op=False), "io_uring-refusing"), current_glue())
     op = await _read_while_the_context_closes(ctx, pipe)
     assert_cancelled(op)
     assert "Operation canceled" in str(op.error) and op.error.filename == "<pipe>"  # type: ignore[union-attr]
@@ -300,7 +287,7 @@ async def test_loop_a_context_closing_where_no_cancel_is_known(
     monkeypatch.setattr(io_uring, "_UNCANCELLABLE_WAIT_SECONDS", 0.1)
     before = open_fds()
     parked = _orphans.parked()
-    ctx = IOContext(_Factory(refusing(cls, per_op=True)), current_glue())
+    ctx = IOContext(Factory(refusing(cls, per_op=True), "io_uring-refusing"), current_glue())
     op = pipe_read(pipe)
     done: list[Op] = []
     await ctx.start(op, done.append)
@@ -481,50 +468,73 @@ def test_loop_a_completion_handler_that_raises_loses_no_task(
     frame would) while three tasks' short reads complete. Each task gets its bytes, the error
     reaches the loop (asyncio: its exception handler; trio: the ``aiopg_io`` logger) and the
     run goes on, and no slot of the context is lost."""
-    name, options = backend
     p = tmp_path / "f.bin"
     data = os.urandom(100)
     p.write_bytes(data)
     fd = os.open(p, os.O_RDONLY)
-    reported = Reported()
-    results: dict[int, bytes] = {}
-    state: dict[str, object] = {}
 
     def make() -> IoUringDriver:
         d = driver_cls(nowait_fast_path=False, reap_batch=0)
         _break_on_cqe(d, "before")
         return d
 
+    try:
+        # Reads of a page from offsets 0, 10 and 20 of 100 bytes: short, through the handler.
+        reported, results = _reads_on_a_loop(
+            backend, fd, lambda: IOContext(Factory(make, "io_uring-refusing"), current_glue()), (0, 10, 20)
+        )
+        assert reported == [HandlerBroke]
+        assert results == {i: data[i:] for i in (0, 10, 20)}
+    finally:
+        os.close(fd)
+
+
+def _reads_on_a_loop(
+    backend: Any,
+    fd: int,
+    make_ctx: Callable[[], IOContext],
+    offsets: tuple[int, ...],
+    first: Callable[[IOContext], Awaitable[object]] | None = None,
+) -> tuple[list[type[BaseException]], dict[int, bytes]]:
+    """Run a loop of ``backend`` in which a context made by ``make_ctx`` (in the run) reads a
+    page at each of ``offsets`` of ``fd``, a task each, under a deadline (a lost op would leave
+    its task waiting for ever); ``first``, where given, is awaited on the context in the task
+    group before the tasks start. Checks that no slot of the context was lost and that it
+    closed; returns the types of the errors the loop reported (:class:`Reported`) and the
+    bytes read at each offset."""
+    name, options = backend
+    reported = Reported()
+    results: dict[int, bytes] = {}
+    state: dict[str, object] = {}
+
     async def main() -> None:
         reported.install()
-        ctx = IOContext(_Factory(make), current_glue())
+        ctx = make_ctx()
         state["ctx"] = ctx
         ctx.acquire()
         try:
 
-            async def read(i: int) -> None:
-                buf = bytearray(PAGE)  # past the end: short, through the handler
-                n = await ctx.run(Op(OpKind.READ, fd, i, (memoryview(buf),)))
-                results[i] = bytes(buf[:n])
+            async def read(offset: int) -> None:
+                buf = bytearray(PAGE)
+                n = await ctx.run(Op(OpKind.READ, fd, offset, (memoryview(buf),)))
+                results[offset] = bytes(buf[:n])
 
-            with anyio.fail_after(20):  # a lost op would leave its task waiting for ever
+            with anyio.fail_after(20):
                 async with anyio.create_task_group() as tg:
-                    for i in (0, 10, 20):
-                        tg.start_soon(read, i)
+                    if first is not None:
+                        await first(ctx)
+                    for offset in offsets:
+                        tg.start_soon(read, offset)
             state["in_flight"] = ctx._in_flight
         finally:
             await ctx.release()
 
-    try:
-        with reported:
-            anyio.run(main, backend=name, backend_options=options)
-        assert [type(e) for e in reported.errors] == [HandlerBroke]
-        assert results == {i: data[i:] for i in (0, 10, 20)}
-        assert state["in_flight"] == 0
-        ctx = state["ctx"]
-        assert isinstance(ctx, IOContext) and ctx.closed
-    finally:
-        os.close(fd)
+    with reported:
+        anyio.run(main, backend=name, backend_options=options)
+    assert state["in_flight"] == 0
+    ctx = state["ctx"]
+    assert isinstance(ctx, IOContext) and ctx.closed
+    return [type(e) for e in reported.errors], results
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -534,48 +544,27 @@ def test_loop_a_started_ops_callback_that_raises_loses_no_other_op(backend: Any,
     reaches the loop (asyncio: its exception handler; trio: the ``aiopg_io`` logger) and the
     run goes on, and no slot of the context is lost."""
     _skip_unless_runs(IoUringCDriver)
-    name, options = backend
     p = tmp_path / "f.bin"
     data = os.urandom(4 * PAGE)
     p.write_bytes(data)
     fd = os.open(p, os.O_RDONLY)
-    reported = Reported()
-    results: dict[int, bytes] = {}
-    state: dict[str, object] = {}
 
-    async def main() -> None:
-        reported.install()
-        ctx = aiopg_io._context.get_context("io_uring_c:nowait_fast_path=0")
-        state["ctx"] = ctx
-        ctx.acquire()
-        try:
-            started = file_reads(fd, 1)[0]
+    def broken(op: Op) -> None:
+        raise WakerBroke("a started op's callback raised")
 
-            def broken(op: Op) -> None:
-                raise WakerBroke("a started op's callback raised")
-
-            async def read(i: int) -> None:
-                buf = bytearray(PAGE)
-                n = await ctx.run(Op(OpKind.READ, fd, i * PAGE, (memoryview(buf),)))
-                results[i] = bytes(buf[:n])
-
-            with anyio.fail_after(20):  # a lost op would leave its task waiting for ever
-                async with anyio.create_task_group() as tg:
-                    await ctx.start(started, broken)  # staged first: its CQE comes first
-                    tg.start_soon(read, 1)
-                    tg.start_soon(read, 2)
-            state["in_flight"] = ctx._in_flight
-        finally:
-            await ctx.release()
+    async def start_broken(ctx: IOContext) -> None:
+        await ctx.start(file_reads(fd, 1)[0], broken)  # staged first: its CQE comes first
 
     try:
-        with reported:
-            anyio.run(main, backend=name, backend_options=options)
-        assert [type(e) for e in reported.errors] == [WakerBroke]
-        assert results == {1: data[PAGE : 2 * PAGE], 2: data[2 * PAGE : 3 * PAGE]}
-        assert state["in_flight"] == 0
-        ctx = state["ctx"]
-        assert isinstance(ctx, IOContext) and ctx.closed
+        reported, results = _reads_on_a_loop(
+            backend,
+            fd,
+            lambda: aiopg_io._context.get_context("io_uring_c:nowait_fast_path=0"),
+            (PAGE, 2 * PAGE),
+            start_broken,
+        )
+        assert reported == [WakerBroke]
+        assert results == {PAGE: data[PAGE : 2 * PAGE], 2 * PAGE: data[2 * PAGE : 3 * PAGE]}
     finally:
         os.close(fd)
 
