@@ -13,16 +13,18 @@ is this tree. ``@DRIVER`` (default ``io_uring_c``) takes driver options, e.g.
 Printed per variant, loop and depth: the medians over rounds of IOPS, of the IOPS ratio to
 the same round's fio, of CPU µs per read (the process's, every thread) and of the p50
 latency (fio's row: 1e6 / IOPS at QD1), where the file sits on a block device the mean
-reads at the device and the microseconds each read spent outside it (below), then each
-round's IOPS/CPU. On a shared machine the
-IOPS follow the other users of the device; CPU per read, and ratios within one round, are
-what to compare.
+reads at the device and the microseconds each read spent outside it (below; "-" where it
+sits on none), then each round's IOPS/CPU. On a shared machine the IOPS follow the other
+users of the device; CPU per read, and ratios within one round, are what to compare.
 
-At the device: the block layer's time per read over the job (``/sys/dev/block/M:m/stat``,
-every reader of the device counted) times the job's IOPS, i.e. the mean number of its reads
-the device held (Little's law); the rest of the depth was outside the device, and "out us"
-is that time per read: reaping, resuming the task, its next call and the submission (and
-for fio its own loop). Needs fio on the PATH and the ``bench`` extra (``pip install -e '.[bench]'``)::
+At the device ("at dev"): the block layer's time per read over the job
+(``/sys/dev/block/M:m/stat``, every reader of the device counted) times the job's IOPS, i.e.
+the mean number of its reads the device held (Little's law); the rest of the depth was
+outside the device, and "out us" is that time per read: the completion's wake-up, reaping,
+resuming the task, its next call and the submission (and for fio its own loop). Where the
+device returns reads in bursts, the rounds' gap between a burst and the next submission is
+what "out us" adds over fio's (docs/benchmarks.md, "The QD32 turnaround"). Needs fio on the
+PATH and the ``bench`` extra (``pip install -e '.[bench]'``)::
 
     python benchmarks/uring_pair.py --variants 'base=/tmp/aio-base,new=' --rounds 3
 """
