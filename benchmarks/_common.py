@@ -103,6 +103,35 @@ def fio(job: Job, ioengines: tuple[str, ...] = ("io_uring",)) -> FioResult | Non
     return None
 
 
+# -- the block device under a file ------------------------------------------------------------
+
+
+def device_stat(path: str) -> str | None:
+    """The sysfs ``stat`` file of the block device (or partition) that holds ``path``; None
+    where there is none (tmpfs, overlayfs and the like sit on an anonymous device)."""
+    st = os.stat(path)
+    stat = f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/stat"
+    return stat if os.path.exists(stat) else None
+
+
+def device_reads(stat: str) -> tuple[int, int]:
+    """(reads completed, milliseconds spent on them): fields 1 and 4 of the kernel's block
+    ``stat`` file (Documentation/block/stat.rst). The milliseconds are each read's time from
+    its start in the block layer to its completion, summed (kept in ns since Linux 5.0, shown
+    in ms), so between two readings their change over the reads' is the mean time a read
+    spends at the device, and that times the reads per second is the mean number at the
+    device (Little's law). Every reader of the device counts, not only the job."""
+    with open(stat) as f:
+        fields = f.read().split()
+    return int(fields[0]), int(fields[3])
+
+
+def device_time_us(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """Mean microseconds per read at the device between two :func:`device_reads`."""
+    reads = after[0] - before[0]
+    return (after[1] - before[1]) * 1e3 / reads if reads > 0 else None
+
+
 # -- aiofile (caio) --------------------------------------------------------------------------------
 
 

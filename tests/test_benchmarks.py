@@ -95,6 +95,12 @@ def test_uring_pair(tmp_path: Path) -> None:
     )  # fmt: skip
     rows = {tuple(line.split()[:3]) for line in out.splitlines()[1:]}
     assert rows == {("fio", "-", "1"), ("a", "asyncio", "1"), ("b", "asyncio", "1")}
+    # The split of the depth: reads at the device and microseconds outside it per read, or
+    # "-" where the file sits on no block device (tmpfs, overlayfs).
+    assert out.splitlines()[0].split()[10:14] == ["at", "dev", "out", "us"]
+    for line in out.splitlines()[1:]:
+        at_dev, out_us = line.split()[7:9]
+        assert (at_dev, out_us) == ("-", "-") or (float(at_dev) >= 0 and float(out_us) == float(out_us))
 
 
 @pytest.mark.skipif(unavailable_reason("io_uring") is not None, reason=str(unavailable_reason("io_uring")))
