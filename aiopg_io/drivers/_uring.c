@@ -61,6 +61,22 @@
  *   Before 5.11 (IORING_FEAT_SQPOLL_NONFIXED) the thread took registered files only, and
  *   needed CAP_SYS_ADMIN: the ring then refuses sqpoll (EOPNOTSUPP), it never half-works.
  *   The thread belongs to the ring, so to the process that set it up (fork: see above).
+ * - Any thread may submit to and reap this ring: it asks for no IORING_SETUP_SINGLE_ISSUER
+ *   (6.0), under which the kernel refuses io_uring_enter and io_uring_register with EEXIST
+ *   from any task but the ring's submitter, the thread that set it up (or that enabled an
+ *   IORING_SETUP_R_DISABLED ring) (io_uring_setup(2); io_uring/register.c,
+ *   __io_uring_register). Threads other than the loop's do drive it: the orphan thread
+ *   (_orphans.py) reaps a ring collected with ops in flight, and a context released from
+ *   another thread after its loop ended closes there. IORING_SETUP_DEFER_TASKRUN (6.1,
+ *   needs SINGLE_ISSUER) holds each completion's task work on the ring until the submitter
+ *   enters with GETEVENTS, which runs at most IO_LOCAL_TW_DEFAULT_MAX (20) per call and
+ *   raises IORING_SQ_TASKRUN again while more wait (TASKRUN_FLAG); the registered eventfd is
+ *   signalled when that queue goes from empty to not empty (io_req_local_work_add,
+ *   io_uring/io_uring.c; liburing test/defer-taskrun.c, test_eventfd) and again when the
+ *   CQEs are posted. Tried and not kept: it replaces the EINTR'd epoll_wait of the default
+ *   task work (TWA_SIGNAL) with an io_uring_enter(GETEVENTS), no system call saved and no
+ *   CPU per read beyond the noise (docs/benchmarks.md, "DEFER_TASKRUN"), and a ring whose
+ *   submitter thread is gone could not get a CQE posted at all.
  */
 /* Python.h comes first and defines _GNU_SOURCE (pyconfig.h): preadv2 and RWF_NOWAIT. */
 #define PY_SSIZE_T_CLEAN
@@ -157,13 +173,8 @@ _Static_assert(sizeof(struct u_params) == 120, "io_uring_params is 120 bytes");
 #define FEAT_SQPOLL_NONFIXED (1U << 7)
 #define SETUP_SQPOLL (1U << 1)
 #define SETUP_SUBMIT_ALL (1U << 7)
-#define SETUP_TASKRUN_FLAG (1U << 9)
-#define SETUP_SINGLE_ISSUER (1U << 12)
-#define SETUP_DEFER_TASKRUN (1U << 13)
-#define SETUP_DEFER (SETUP_SINGLE_ISSUER | SETUP_DEFER_TASKRUN | SETUP_TASKRUN_FLAG)
 #define SQ_NEED_WAKEUP (1U << 0)
 #define SQ_CQ_OVERFLOW (1U << 1)
-#define SQ_TASKRUN (1U << 2)
 #define ENTER_GETEVENTS (1U << 0)
 #define ENTER_SQ_WAKEUP (1U << 1)
 #define ENTER_SQ_WAIT (1U << 2)
@@ -224,7 +235,6 @@ typedef struct {
     PyObject *k_read, *k_readv, *s_idle, *s_reaped, *tried, *fallback, *partial;
     unsigned long long inline_done; /* ops try_inline completed whole, here in C */
     pid_t owner;             /* the process that mapped the ring (fork: see ring_unmap) */
-    pthread_t owner_thread;  /* the thread that set it up: with DEFER_TASKRUN its only issuer */
     unsigned long long sqpoll_wakeups; /* io_uring_enter calls that woke the SQ thread */
     /* Batches (submit_batch; harvest with a waker), set up by enable_batch(); see there. */
     PyObject *batch[B_N];
@@ -283,34 +293,23 @@ ring_check(Ring *r)
 static int
 ring_init(Ring *r, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"entries", "submit_all", "sqpoll", "sq_thread_idle", "defer_taskrun", NULL};
+    static char *kwlist[] = {"entries", "submit_all", "sqpoll", "sq_thread_idle", NULL};
     unsigned int entries, sq_thread_idle = 0;
-    int submit_all = 1, sqpoll = 0, defer = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "I|p$pIp", kwlist, &entries, &submit_all, &sqpoll,
-                                     &sq_thread_idle, &defer))
+    int submit_all = 1, sqpoll = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "I|p$pI", kwlist, &entries, &submit_all, &sqpoll,
+                                     &sq_thread_idle))
         return -1;
     if (r->fd >= 0) {
         PyErr_SetString(PyExc_RuntimeError, "Ring is already set up");
-        return -1;
-    }
-    if (defer && sqpoll) {
-        PyErr_SetString(PyExc_ValueError,
-                        "defer_taskrun and sqpoll exclude each other (the kernel refuses "
-                        "IORING_SETUP_DEFER_TASKRUN with IORING_SETUP_SQPOLL)");
         return -1;
     }
     struct u_params p;
     long fd;
     for (;;) {
         memset(&p, 0, sizeof p);
-        p.flags = (submit_all ? SETUP_SUBMIT_ALL : 0) | (sqpoll ? SETUP_SQPOLL : 0) |
-                  (defer ? SETUP_DEFER : 0);
+        p.flags = (submit_all ? SETUP_SUBMIT_ALL : 0) | (sqpoll ? SETUP_SQPOLL : 0);
         p.sq_thread_idle = sq_thread_idle;
         fd = syscall(__NR_io_uring_setup, entries, &p);
-        if (fd < 0 && errno == EINVAL && defer) {
-            defer = 0; /* a kernel before 6.1: no DEFER_TASKRUN */
-            continue;
-        }
         if (fd < 0 && errno == EINVAL && submit_all) {
             submit_all = 0; /* a kernel before 5.18: no SUBMIT_ALL */
             continue;
@@ -323,7 +322,6 @@ ring_init(Ring *r, PyObject *args, PyObject *kwds)
     }
     r->fd = (int)fd;
     r->owner = getpid();
-    r->owner_thread = pthread_self();
     if (sqpoll && !(p.features & FEAT_SQPOLL_NONFIXED)) {
         close(r->fd);
         r->fd = -1;
@@ -767,35 +765,6 @@ ring_prep_cancel64(Ring *r, PyObject *args)
     return PyBool_FromLong(sqe != NULL);
 }
 
-/* The error for an io_uring_enter or io_uring_register that failed (errno set): EEXIST on a
-   single-issuer ring is a thread other than its owner (io_uring_setup(2),
-   IORING_SETUP_SINGLE_ISSUER), worded so; anything else as OSError. */
-static void
-ring_set_enter_error(Ring *r)
-{
-    if (errno == EEXIST && (r->setup_flags & SETUP_SINGLE_ISSUER)) {
-        PyObject *exc = PyObject_CallFunction(
-            PyExc_OSError, "is", EEXIST,
-            "this io_uring ring was set up with IORING_SETUP_SINGLE_ISSUER by another thread, "
-            "the only one the kernel lets submit to it or reap it");
-        if (exc != NULL) {
-            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-            Py_DECREF(exc);
-        }
-        return;
-    }
-    PyErr_SetFromErrno(PyExc_OSError);
-}
-
-/* DEFER_TASKRUN: whether the kernel holds completions' task work for the issuer's next
-   GETEVENTS (IORING_SQ_TASKRUN, which TASKRUN_FLAG makes it raise). */
-static int
-local_work_queued(Ring *r)
-{
-    return (r->setup_flags & SETUP_DEFER_TASKRUN) &&
-           (__atomic_load_n(r->sq_flags, __ATOMIC_ACQUIRE) & SQ_TASKRUN);
-}
-
 /* The one io_uring_enter that submits: ``to_submit`` SQEs published (the tail stored), how
    many the kernel took, or -1 with errno set. With SQPOLL the thread takes them: a system
    call only to wake it (or, the SQ full, to wait for room). Runs with the GIL released. */
@@ -812,8 +781,6 @@ ring_enter(Ring *r, unsigned to_submit)
         if (flags == 0)
             return (long)to_submit;
         r->sqpoll_wakeups += (flags & ENTER_SQ_WAKEUP) != 0;
-    } else if (local_work_queued(r)) {
-        flags |= ENTER_GETEVENTS; /* min_complete 0: post what came in, in the same call */
     }
     long ret;
     int saved;
@@ -823,26 +790,6 @@ ring_enter(Ring *r, unsigned to_submit)
     Py_END_ALLOW_THREADS
     errno = saved;
     return ret;
-}
-
-/* With DEFER_TASKRUN the kernel queues each completion's task work on the ring and posts its
-   CQE only when the issuer enters with GETEVENTS; IORING_SQ_TASKRUN (TASKRUN_FLAG) says work
-   is queued. Runs it, so its CQEs are in the CQ: 1 when it ran, 0 when none was queued (or
-   the ring defers nothing), -1 with an exception set. The kernel runs a bounded number per
-   call and raises SQ_TASKRUN again when more is left, so a caller that wants the CQ whole
-   calls again while this says 1. */
-static int
-run_local_work(Ring *r)
-{
-    if (!local_work_queued(r))
-        return 0;
-    if (syscall(__NR_io_uring_enter, r->fd, 0, 0, ENTER_GETEVENTS, NULL, 0) < 0) {
-        if (errno == EINTR || errno == EAGAIN || errno == EBUSY)
-            return 0; /* SQ_TASKRUN stays up: the next reap runs it */
-        ring_set_enter_error(r);
-        return -1;
-    }
-    return 1;
 }
 
 /* The one place SQEs go to the kernel: publish what is queued and io_uring_enter(2). Returns
@@ -923,20 +870,10 @@ ring_reap(Ring *r, PyObject *args)
     if (!PyArg_ParseTuple(args, "n", &limit) || ring_check(r) < 0)
         return NULL;
     unsigned head = *r->cq_head;
-    unsigned tail;
-    for (;;) { /* DEFER_TASKRUN: first the CQEs the kernel holds back, up to the limit */
-        tail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
-        if (limit > 0 && (Py_ssize_t)(tail - head) >= limit)
-            break;
-        int ran = run_local_work(r);
-        if (ran < 0)
-            return NULL;
-        if (!ran)
-            break;
-    }
+    unsigned tail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
     unsigned mask = *r->cq_mask;
     Py_ssize_t n = (Py_ssize_t)(tail - head);
-    int left_over = local_work_queued(r);
+    int left_over = 0;
     if (limit > 0 && n > limit) {
         n = limit;
         left_over = 1;
@@ -1200,16 +1137,8 @@ harvest_cqes(Ring *r, const HarvestArgs *a, int *continued, int *left_over)
     *continued = *left_over = 0;
     for (;;) {
         unsigned head = *r->cq_head;
-        if (head == __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE)) {
-            int ran = run_local_work(r); /* DEFER_TASKRUN: the CQEs the kernel holds back */
-            if (ran < 0)
-                return -1;
-            if (ran)
-                continue;
-            if (local_work_queued(r))
-                *left_over = 1; /* the kernel could not run it now: the next reap will */
+        if (head == __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE))
             break;
-        }
         if (a->limit > 0 && taken >= a->limit) {
             *left_over = 1;
             break;
@@ -1434,7 +1363,7 @@ ring_tick(Ring *r, PyObject *args)
         if (read(efd, &count, sizeof count) < 0 && errno != EAGAIN)
             return PyErr_SetFromErrno(PyExc_OSError);
         flags |= TICK_CLEARED;
-        if (*r->cq_head != __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE) || local_work_queued(r)) {
+        if (*r->cq_head != __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE)) {
             uint64_t one = 1;
             if (write(efd, &one, sizeof one) < 0 && errno != EAGAIN)
                 return PyErr_SetFromErrno(PyExc_OSError);
@@ -1886,12 +1815,6 @@ ring_get_submit_all(Ring *r, void *Py_UNUSED(closure))
 }
 
 static PyObject *
-ring_get_defer_taskrun(Ring *r, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(r->setup_flags & SETUP_DEFER_TASKRUN);
-}
-
-static PyObject *
 ring_get_setup_flags(Ring *r, void *Py_UNUSED(closure))
 {
     return PyLong_FromUnsignedLong(r->setup_flags);
@@ -1960,9 +1883,8 @@ static PyGetSetDef ring_getset[] = {
     {"cq_entries", (getter)ring_get_cq_entries, NULL, "CQ size", NULL},
     {"features", (getter)ring_get_features, NULL, "IORING_FEAT_* bits", NULL},
     {"submit_all", (getter)ring_get_submit_all, NULL, "whether IORING_SETUP_SUBMIT_ALL is on", NULL},
-    {"defer_taskrun", (getter)ring_get_defer_taskrun, NULL,
-     "whether completions wait for the issuer's GETEVENTS (IORING_SETUP_DEFER_TASKRUN)", NULL},
-    {"setup_flags", (getter)ring_get_setup_flags, NULL, "the IORING_SETUP_* flags the ring runs with", NULL},
+    {"setup_flags", (getter)ring_get_setup_flags, NULL,
+     "the IORING_SETUP_* flags the kernel set the ring up with", NULL},
     {"sqpoll", (getter)ring_get_sqpoll, NULL, "whether a kernel thread polls the SQ (IORING_SETUP_SQPOLL)", NULL},
     {"sqpoll_wakeups", (getter)ring_get_sqpoll_wakeups, NULL, "submits that had to wake the SQ thread", NULL},
     {"cqe_skip", (getter)ring_get_cqe_skip, NULL, "whether the kernel has IOSQE_CQE_SKIP_SUCCESS (IORING_FEAT_CQE_SKIP)", NULL},

@@ -136,7 +136,7 @@ import select
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import DriverOptionError, DriverUnavailableError
+from ..errors import DriverUnavailableError
 from ._compiled import load
 from .base import (
     FILE_KINDS,
@@ -149,7 +149,6 @@ from .base import (
     Op,
     OpKind,
     OpState,
-    flag_option,
     int_option,
 )
 from .io_uring import (
@@ -167,10 +166,6 @@ from .io_uring import (
 )
 
 __all__ = ["MAX_SQ_THREAD_IDLE_MS", "IoUringCDriver", "compiled_status"]
-
-#: Whether a ring without SQPOLL asks for IORING_SETUP_DEFER_TASKRUN (with SINGLE_ISSUER and
-#: TASKRUN_FLAG) where the kernel has it (6.1); ``defer_taskrun=0/1`` overrides it.
-DEFAULT_DEFER_TASKRUN = os.environ.get("AIOPG_IO_DEFER", "0") == "1"
 
 #: ``sq_thread_idle`` (ms the SQ thread polls an idle ring before it sleeps): 0 is the
 #: kernel's default (1000); the bound only catches a unit mistake (seconds as ms).
@@ -271,15 +266,13 @@ class IoUringCDriver(IoUringDriver):
         reap_batch: int = DEFAULT_REAP_BATCH,
         sqpoll: bool | int | str = DEFAULT_SQPOLL,
         sq_thread_idle: int = 0,
-        defer_taskrun: bool | int | str | None = None,
     ) -> None:
         entries = self._options(entries, nowait_fast_path, reap_batch, sqpoll)
         idle = int_option(self.name, "sq_thread_idle", sq_thread_idle, 0, MAX_SQ_THREAD_IDLE_MS)
-        defer = self._defer_option(defer_taskrun)
         if _U is None:
             raise DriverUnavailableError(f"driver 'io_uring_c' cannot run here: {_IMPORT_ERROR}")
         try:
-            self._ring = _U.Ring(entries, sqpoll=self._sqpoll, sq_thread_idle=idle, defer_taskrun=defer)
+            self._ring = _U.Ring(entries, sqpoll=self._sqpoll, sq_thread_idle=idle)
         except OSError as exc:
             raise DriverUnavailableError(self._setup_refused(entries, exc)) from exc
         try:
@@ -336,19 +329,6 @@ class IoUringCDriver(IoUringDriver):
         # The file calls' ring path (see _uring.c): preadinto/pwrite staged with no coroutine;
         # the IOContext binds it to its loop.
         self.ring_runs = _U.RunPath(_TRIED_INLINE if self._nowait else None)
-
-    def _defer_option(self, value: bool | int | str | None) -> bool:
-        """Whether to ask for DEFER_TASKRUN: the default where no SQ thread runs, refused
-        alongside ``sqpoll=1`` (the kernel refuses the pair)."""
-        if value is None:
-            return DEFAULT_DEFER_TASKRUN and not self._sqpoll
-        defer = flag_option(self.name, "defer_taskrun", value)
-        if defer and self._sqpoll:
-            raise DriverOptionError(
-                f"{self.name} defer_taskrun=1 and sqpoll=1 exclude each other (io_uring_setup(2) refuses "
-                "IORING_SETUP_DEFER_TASKRUN with IORING_SETUP_SQPOLL): drop one"
-            )
-        return defer
 
     def _inline_partial(self, op: Op, n: int) -> bool:
         """The C fast path read ``n`` bytes, fewer than asked: account them as the parent's
@@ -444,6 +424,10 @@ class IoUringCDriver(IoUringDriver):
             except Exception as exc:  # a probe never raises: whatever broke is the reason
                 _REASON.append(f"io_uring probe failed: {exc!r}")
         return _REASON[0]
+
+    def _ring_setup_flags(self) -> int:
+        flags: int = self._ring.setup_flags
+        return flags
 
     @classmethod
     def _try_sqpoll_ring(cls) -> None:
