@@ -46,6 +46,8 @@ class Matrix:
     sqpoll: dict[str, str] = field(default_factory=dict)
     #: driver -> where its op kinds run: in the driver, or in the fallback threads.
     ops: dict[str, str] = field(default_factory=dict)
+    #: io_uring driver -> the IORING_SETUP_* flags its ring runs with, as made by default.
+    setup: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -134,10 +136,11 @@ def _sqpoll_rows(drivers: dict[str, dict[str, str]]) -> dict[str, str]:
     return rows
 
 
-def _op_placement(name: str) -> str:
-    """Which op kinds driver ``name`` runs itself here, and which go to the fallback threads
-    (an io_uring kernel without the opcode, POSIX AIO without path ops): one driver made and
-    closed, as a file would make it."""
+def _made_driver(name: str) -> tuple[str, str | None]:
+    """What one driver ``name`` made and closed here (as a file would make it) says: which
+    op kinds it runs itself and which go to the fallback threads (an io_uring kernel
+    without the opcode, POSIX AIO without path ops), and for an io_uring driver the
+    ``IORING_SETUP_*`` flags its ring runs with (None for another driver)."""
     from .drivers import DriverSpec
     from .drivers._fallback import ThreadFallback
     from .drivers.base import ALL_KINDS
@@ -145,11 +148,12 @@ def _op_placement(name: str) -> str:
     try:
         d = DriverSpec(name).create()
     except Exception as exc:  # reported, not raised
-        return f"cannot tell: {exc}"
+        return f"cannot tell: {exc}", None
     try:
         inner = d.inner if isinstance(d, ThreadFallback) else d
         native = inner.capabilities.kinds
         inline = ["ftruncate"] if getattr(inner, "ftruncate_inline", False) else []
+        flags: tuple[str, ...] | None = getattr(inner, "setup_flags", None)
     finally:
         d.close()
     threads = sorted(k.value for k in ALL_KINDS - native)
@@ -160,7 +164,8 @@ def _op_placement(name: str) -> str:
     )
     if inline:
         where += f" ({', '.join(inline)} inline: the kernel lacks the opcode)"
-    return where
+    setup = None if flags is None else (" | ".join(flags) or "none")
+    return where, setup
 
 
 def machine_matrix(directory: str = ".") -> Matrix:
@@ -212,7 +217,11 @@ def machine_matrix(directory: str = ".") -> Matrix:
     m.trio_park = trio_park_status()
     m.wal_records = _record_path()
     m.sqpoll = _sqpoll_rows(m.drivers)
-    m.ops = {name: _op_placement(name) for name, row in m.drivers.items() if row["buffered"] == "available"}
+    for name, row in m.drivers.items():
+        if row["buffered"] == "available":
+            m.ops[name], setup = _made_driver(name)
+            if setup is not None:
+                m.setup[name] = setup
     for name in auto_order():
         if m.drivers.get(name, {}).get("buffered") == "available":
             m.auto = name
@@ -254,6 +263,8 @@ def render(m: Matrix) -> str:
         lines.append("")
     for name, sq in m.sqpoll.items():
         lines.append(f"  sqpoll    {name}: {sq}")
+    for name, flags in m.setup.items():
+        lines.append(f"  setup     {name}: {flags}")
     for name, where in m.ops.items():
         lines.append(f"  ops       {name}: {where}")
     lines.append("")

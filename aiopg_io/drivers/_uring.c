@@ -61,6 +61,22 @@
  *   Before 5.11 (IORING_FEAT_SQPOLL_NONFIXED) the thread took registered files only, and
  *   needed CAP_SYS_ADMIN: the ring then refuses sqpoll (EOPNOTSUPP), it never half-works.
  *   The thread belongs to the ring, so to the process that set it up (fork: see above).
+ * - Any thread may submit to and reap this ring: it asks for no IORING_SETUP_SINGLE_ISSUER
+ *   (6.0), under which the kernel refuses io_uring_enter and io_uring_register with EEXIST
+ *   from any task but the ring's submitter, the thread that set it up (or that enabled an
+ *   IORING_SETUP_R_DISABLED ring) (io_uring_setup(2); io_uring/register.c,
+ *   __io_uring_register). Threads other than the loop's do drive it: the orphan thread
+ *   (_orphans.py) reaps a ring collected with ops in flight, and a context released from
+ *   another thread after its loop ended closes there. IORING_SETUP_DEFER_TASKRUN (6.1,
+ *   needs SINGLE_ISSUER) holds each completion's task work on the ring until the submitter
+ *   enters with GETEVENTS, which runs at most IO_LOCAL_TW_DEFAULT_MAX (20) per call and
+ *   raises IORING_SQ_TASKRUN again while more wait (TASKRUN_FLAG); the registered eventfd is
+ *   signalled when that queue goes from empty to not empty (io_req_local_work_add,
+ *   io_uring/io_uring.c; liburing test/defer-taskrun.c, test_eventfd) and again when the
+ *   CQEs are posted. Tried and not kept: it replaces the EINTR'd epoll_wait of the default
+ *   task work (TWA_SIGNAL) with an io_uring_enter(GETEVENTS), no system call saved and no
+ *   CPU per read beyond the noise (docs/benchmarks.md, "DEFER_TASKRUN"), and a ring whose
+ *   submitter thread is gone could not get a CQE posted at all.
  */
 /* Python.h comes first and defines _GNU_SOURCE (pyconfig.h): preadv2 and RWF_NOWAIT. */
 #define PY_SSIZE_T_CLEAN
@@ -1799,6 +1815,12 @@ ring_get_submit_all(Ring *r, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+ring_get_setup_flags(Ring *r, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLong(r->setup_flags);
+}
+
+static PyObject *
 ring_get_sqpoll(Ring *r, void *Py_UNUSED(closure))
 {
     return PyBool_FromLong(r->setup_flags & SETUP_SQPOLL);
@@ -1861,6 +1883,8 @@ static PyGetSetDef ring_getset[] = {
     {"cq_entries", (getter)ring_get_cq_entries, NULL, "CQ size", NULL},
     {"features", (getter)ring_get_features, NULL, "IORING_FEAT_* bits", NULL},
     {"submit_all", (getter)ring_get_submit_all, NULL, "whether IORING_SETUP_SUBMIT_ALL is on", NULL},
+    {"setup_flags", (getter)ring_get_setup_flags, NULL,
+     "the IORING_SETUP_* flags the kernel set the ring up with", NULL},
     {"sqpoll", (getter)ring_get_sqpoll, NULL, "whether a kernel thread polls the SQ (IORING_SETUP_SQPOLL)", NULL},
     {"sqpoll_wakeups", (getter)ring_get_sqpoll_wakeups, NULL, "submits that had to wake the SQ thread", NULL},
     {"cqe_skip", (getter)ring_get_cqe_skip, NULL, "whether the kernel has IOSQE_CQE_SKIP_SUCCESS (IORING_FEAT_CQE_SKIP)", NULL},

@@ -10,7 +10,10 @@ Some facts about io_uring this module relies on
   signals it whenever it posts a CQE. The event loop waits on that fd (epoll), never in
   liburing: the package's ``io_uring_wait_cqe`` keeps the GIL while it sleeps (DESIGN.md).
   ``reap`` reads the eventfd *before* looking at the CQ, so a CQE posted meanwhile leaves
-  the fd readable again instead of being missed.
+  the fd readable again instead of being missed. The ring is set up without
+  ``IORING_SETUP_SINGLE_ISSUER``/``DEFER_TASKRUN``, so any thread may submit and reap
+  (``_uring.c``'s opening comment has the facts; docs/benchmarks.md, "DEFER_TASKRUN", the
+  figures that kept it so); :attr:`IoUringDriver.setup_flags` names the flags in use.
 - **Batching.** ``io_uring_get_sqe(3)`` hands out SQ slots; ``io_uring_submit(3)`` makes
   the kernel consume all of them in one ``io_uring_enter(2)``. A full SQ (``get_sqe``
   returns NULL) is emptied by submitting what is queued, then preparation goes on.
@@ -337,6 +340,24 @@ def _io_uring_group() -> str:
             return f.read().strip()
     except OSError:
         return "?"
+
+
+#: The ``IORING_SETUP_*`` flags by bit (include/uapi/linux/io_uring.h), for :func:`_setup_flag_names`.
+_SETUP_FLAGS = (
+    "IOPOLL", "SQPOLL", "SQ_AFF", "CQSIZE", "CLAMP", "ATTACH_WQ", "R_DISABLED", "SUBMIT_ALL",
+    "COOP_TASKRUN", "TASKRUN_FLAG", "SQE128", "CQE32", "SINGLE_ISSUER", "DEFER_TASKRUN", "NO_MMAP",
+    "REGISTERED_FD_ONLY", "NO_SQARRAY", "HYBRID_IOPOLL",
+)  # fmt: skip
+
+
+def _setup_flag_names(flags: int) -> tuple[str, ...]:
+    """``flags`` (io_uring_params.flags) as ``IORING_SETUP_*`` names; a bit this table does
+    not know as its hex value."""
+    names = [f"IORING_SETUP_{n}" for bit, n in enumerate(_SETUP_FLAGS) if flags & (1 << bit)]
+    rest = flags & ~((1 << len(_SETUP_FLAGS)) - 1)
+    if rest:
+        names.append(hex(rest))
+    return tuple(names)
 
 
 def _setup_ring(entries: int, *, sqpoll: bool = False) -> Any:
@@ -772,6 +793,16 @@ class IoUringDriver(Driver):
     def ftruncate_inline(self) -> bool:
         """Whether FTRUNCATE runs inline (the kernel lacks IORING_OP_FTRUNCATE, 6.9)."""
         return not self._ftruncate
+
+    @property
+    def setup_flags(self) -> tuple[str, ...]:
+        """The ``IORING_SETUP_*`` flags the kernel set this driver's ring up with, by name
+        (``python -m aiopg_io info`` shows them)."""
+        return _setup_flag_names(self._ring_setup_flags())
+
+    def _ring_setup_flags(self) -> int:
+        flags: int = self._ring.flags  # the liburing package's struct io_uring field
+        return flags
 
     @property
     def sqpoll(self) -> bool:

@@ -425,6 +425,10 @@ class IoUringCDriver(IoUringDriver):
                 _REASON.append(f"io_uring probe failed: {exc!r}")
         return _REASON[0]
 
+    def _ring_setup_flags(self) -> int:
+        flags: int = self._ring.setup_flags
+        return flags
+
     @classmethod
     def _try_sqpoll_ring(cls) -> None:
         _U.Ring(4, sqpoll=True).close()

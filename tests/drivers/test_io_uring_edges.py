@@ -156,6 +156,54 @@ def test_close_cancels_op_by_op_where_the_cancel_of_everything_is_refused(
     assert open_fds() == before
 
 
+# -- a ring used from a thread other than the one that set it up -----------------------------
+
+
+def test_a_ring_set_up_in_one_thread_is_driven_and_closed_from_another(
+    driver_cls: type[IoUringDriver], pipe: EmptyPipe, tmp_path: Path
+) -> None:
+    """The thread that set a ring up and submitted to it may be gone while its ops are in
+    flight: another thread reaps them, submits, and closes with an op in flight (the orphan
+    thread and a release from another thread after the loop ended do this). The rings ask
+    for no IORING_SETUP_SINGLE_ISSUER, under which the kernel refuses those calls (EEXIST)
+    and, with DEFER_TASKRUN, keeps the CQEs for the gone thread (docs/benchmarks.md,
+    "DEFER_TASKRUN")."""
+    data = os.urandom(4 * PAGE)
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    before = open_fds()
+    fd = os.open(p, os.O_RDONLY)
+    made: list[IoUringDriver] = []
+    first = file_reads(fd, 4)
+
+    def set_up_and_submit() -> None:
+        d = driver_cls(nowait_fast_path=False)
+        made.append(d)
+        d.submit(first)
+
+    t = threading.Thread(target=set_up_and_submit)
+    t.start()
+    t.join()
+    (d,) = made
+    try:
+        assert "IORING_SETUP_SINGLE_ISSUER" not in d.setup_flags
+        wait_all(d, first)
+        assert [bytes(op.buffers[0]) for op in first] == [data[i * PAGE : (i + 1) * PAGE] for i in range(4)]
+        waiting = pipe_read(pipe)
+        d.submit([waiting])
+        os.write(pipe.wfd, EmptyPipe.DATA)
+        wait_all(d, [waiting])
+        assert waiting.result == len(EmptyPipe.DATA) and bytes(waiting.buffers[0]) == EmptyPipe.DATA
+        late = pipe_read(pipe)
+        d.submit([late])  # in flight at close: cancelled and drained from this thread
+        assert d.close() == [late]
+        assert_cancelled(late)
+    finally:
+        d.close()
+        os.close(fd)
+    assert open_fds() == before
+
+
 def test_close_op_by_op_where_an_op_completed_before_its_cancel(
     driver_cls: type[IoUringDriver], pipe: EmptyPipe
 ) -> None:

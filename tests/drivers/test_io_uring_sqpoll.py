@@ -19,7 +19,7 @@ import aiopg_io
 from aiopg_io import _info
 from aiopg_io.drivers import driver_class, unavailable_reason
 from aiopg_io.drivers.base import Op, OpKind, OpState
-from aiopg_io.drivers.io_uring import DEFAULT_SQPOLL, IoUringDriver
+from aiopg_io.drivers.io_uring import DEFAULT_SQPOLL, IoUringDriver, _setup_flag_names
 from aiopg_io.errors import DriverOptionError
 
 from .._driving import wait_all
@@ -158,6 +158,60 @@ def test_info_says_whether_sqpoll_runs(tmp_path: Path) -> None:
         )
         assert m.sqpoll[name] == want
         assert f"  sqpoll    {name}: {want}" in text.splitlines()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_setup_flags_name_what_the_ring_runs_with(name: str) -> None:
+    """``setup_flags`` reads the flags back from the ring (not from the options): SUBMIT_ALL
+    where the kernel took it (5.18; this driver asks for it), SQPOLL only with sqpoll=1, and
+    never the DEFER_TASKRUN/SINGLE_ISSUER pair (measured, not kept: docs/benchmarks.md)."""
+    if (reason := unavailable_reason(name)) is not None:
+        pytest.skip(f"{name} cannot run here: {reason}")
+    d = driver_class(name)()
+    assert isinstance(d, IoUringDriver)
+    try:
+        flags = d.setup_flags
+        # The pure ring's package needs 6.14, which has SUBMIT_ALL; the C ring drops it on
+        # a kernel that refuses it (before 5.18), and says so.
+        submit_all = d._ring.submit_all if name == "io_uring_c" else True
+    finally:
+        d.close()
+    assert ("IORING_SETUP_SUBMIT_ALL" in flags) == submit_all
+    assert "IORING_SETUP_SQPOLL" not in flags
+    assert not {"IORING_SETUP_DEFER_TASKRUN", "IORING_SETUP_SINGLE_ISSUER"} & set(flags)
+    d = sqpoll_driver(name)
+    try:
+        assert "IORING_SETUP_SQPOLL" in d.setup_flags
+    finally:
+        d.close()
+
+
+def test_setup_flag_names_cover_unknown_bits() -> None:
+    assert _setup_flag_names(0) == ()
+    assert _setup_flag_names((1 << 7) | (1 << 1)) == ("IORING_SETUP_SQPOLL", "IORING_SETUP_SUBMIT_ALL")
+    assert _setup_flag_names((1 << 13) | (1 << 12)) == (
+        "IORING_SETUP_SINGLE_ISSUER",
+        "IORING_SETUP_DEFER_TASKRUN",
+    )
+    assert _setup_flag_names((1 << 30) | 1) == ("IORING_SETUP_IOPOLL", hex(1 << 30))
+
+
+def test_info_names_the_ring_setup_flags(tmp_path: Path) -> None:
+    m = _info.machine_matrix(str(tmp_path))
+    text = _info.render(m).splitlines()
+    for name in NAMES:
+        if m.drivers[name]["buffered"] != "available":
+            assert name not in m.setup
+            continue
+        d = driver_class(name)()
+        assert isinstance(d, IoUringDriver)
+        try:
+            want = " | ".join(d.setup_flags) or "none"
+        finally:
+            d.close()
+        assert m.setup[name] == want
+        assert f"  setup     {name}: {want}" in text
+    assert "posix_aio" not in m.setup and "worker" not in m.setup
 
 
 @pytest.mark.parametrize("name", NAMES)
