@@ -194,8 +194,8 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
 Convoys (``reap_batch``): at high queue depth with direct I/O, the reads of one submission
 tend to complete together, so one reap returns all of them, every task resumes in the same
 tick, and their next reads go out together at the end of it: the device idles while Python
-handles the batch, then gets it all at once, and the pattern repeats (observed at 32 in
-flight: every reap returned all 32). ``reap_batch=N`` makes ``reap`` take at most N CQEs
+handles the batch, then gets it all at once, and the pattern repeats (docs/benchmarks.md,
+"The QD32 turnaround", traces it on this project's VM). ``reap_batch=N`` makes ``reap`` take at most N CQEs
 and leave ``fileno()`` readable for the rest, so the next reads go out while later
 completions are still being handled. :data:`DEFAULT_REAP_BATCH` is the N that won when it
 was chosen (direct reads under asyncio, at the same CPU per read); the runs, and a later one

@@ -62,8 +62,8 @@ file, the IOContext or the glue per op) or, where waiters are parked tasks (trio
 glue's ``wait`` (no frame of the file's or the IOContext's; on trio that wait is itself C where
 the glue allows it, ``_glue/_wake.c``'s TaskParker, so no frame at all). Why this and not a
 faster Python path: with the batch, the harvest and the waker in C, those frames were what a
-direct read still paid above the loop's own work, each a few tenths of a microsecond, and any
-Python left on the path keeps paying them; so, as the fast path does, the common case runs in C
+direct read still paid above the loop's own work (docs/benchmarks.md, "The tick in C"), and
+any Python left on the path keeps paying them; so, as the fast path does, the common case runs in C
 and every other (an unusual argument, a call from another loop, the cap on ops in flight
 reached, a closed context, a cancellation thrown in while the op waits on a future) goes to the
 pure coroutine, its twin, which words every error and holds the cancellation rules.
