@@ -65,6 +65,7 @@ Facts relied on (those about syncing are in ``_writeback.py``):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import operator
@@ -135,7 +136,19 @@ def _no_task() -> object:
 
 
 def _finished(owner: Any) -> bool:
+    """True when the task that holds pins as ``owner`` has ended (see ``_pin_owner``)."""
+    if isinstance(owner, asyncio.Task):
+        return owner.done()
     return getattr(owner, "cr_frame", True) is None
+
+
+def _pin_owner(glue: Glue) -> Callable[[], object]:
+    """What names the running task as a pin's holder: the asyncio glue's ``current_task``,
+    the Task itself, where the glue has one (a C call: the coroutine, ``task_identity``,
+    costs a Python frame per pin, measured in docs/benchmarks.md), else ``task_identity``.
+    Either tells a holder that ended (:func:`_finished`)."""
+    current_task: Callable[[], object] | None = getattr(glue, "current_task", None)
+    return current_task if current_task is not None else glue.task_identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +224,8 @@ class _Pins:
     """What :class:`Page` and :class:`PageRun` share: pins handed to a caller, released once
     (by :meth:`release` or leaving ``with``), their views revoked with them, and a
     ResourceWarning for pins dropped unreleased (PostgreSQL warns about a buffer refcount
-    leak at end of transaction; a leaked pin would keep its buffers out of reach forever)."""
+    leak at end of transaction; a leaked pin would keep its buffers out of reach forever):
+    :meth:`_dropped`, the ``__del__`` of the classes whose instances hold pins."""
 
     __slots__ = ("_released",)
     _released: bool
@@ -234,10 +248,10 @@ class _Pins:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def __del__(self) -> None:
+    def _dropped(self) -> None:
         if getattr(self, "_released", True):
             return
-        warnings.warn(self._never_released(), ResourceWarning, stacklevel=2, source=self)
+        warnings.warn(self._never_released(), ResourceWarning, stacklevel=3, source=self)
         self._released = True
         self._unpin(notify=False)
 
@@ -256,7 +270,12 @@ class Page(_Pins):
     :meth:`release`). Call :meth:`mark_dirty` after changing ``data``; a change made after
     a checkpoint started needs another ``mark_dirty`` to reach the next one. Make a change
     with no await in it: a write that begins during an await may take the page half-changed
-    (docs/guide.md, "Changing a page")."""
+    (docs/guide.md, "Changing a page").
+
+    The pool hands a page out as a :class:`_PinnedPage` (a Page with the ``__del__`` that
+    warns of a pin dropped unreleased) and :meth:`release` makes it a plain Page: a
+    released page, as most are when they are dropped, then costs no ``__del__`` call (a
+    Python frame per page, measured in docs/benchmarks.md)."""
 
     __slots__ = ("__weakref__", "_data", "_desc", "_owner", "_pool", "blockno", "rel")
 
@@ -296,6 +315,7 @@ class Page(_Pins):
         if self._released:
             return
         self._released = True
+        self.__class__ = Page  # no __del__ from now on (see the class doc)
         try:
             self._data.release()
         except BufferError:
@@ -324,6 +344,15 @@ class Page(_Pins):
 
     def _never_released(self) -> str:
         return f"page {self.blockno} of {self.rel.path!r} was never released"
+
+
+class _PinnedPage(Page):
+    """A :class:`Page` not released yet (see its doc): the same slots, and a ``__del__``."""
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        self._dropped()
 
 
 class PageRun(_Pins):
@@ -385,6 +414,9 @@ class PageRun(_Pins):
 
     def __getitem__(self, i: int) -> memoryview:
         return self._pages()[i]
+
+    def __del__(self) -> None:
+        self._dropped()
 
     def __iter__(self) -> Iterator[memoryview]:
         return iter(self._pages())
@@ -484,7 +516,7 @@ class ReadBuffersOperation:
             raise RuntimeError(f"{self!r}: await pool.wait_read_buffers(op) before taking its pages")
         self._descs[self._taken] = None
         self._taken += 1
-        return Page(self._pool, desc, self._owner)
+        return _PinnedPage(self._pool, desc, self._owner)
 
     def take_run(self) -> PageRun:
         """Every page not taken yet, at once, as one :class:`PageRun` (the operation's pins
@@ -611,7 +643,7 @@ class BufferPool:
         if self._state != "new":
             raise RuntimeError("a BufferPool is entered once (async with pool: ...)")
         glue = self._glue = current_glue()
-        self._task_identity = glue.task_identity
+        self._task_identity = _pin_owner(glue)
         self._state = "open"
         return self
 
@@ -940,7 +972,7 @@ class BufferPool:
             victims = self._victims
             dirty = self._sweep.clean_victims(1, victims)
             if not victims:  # a dirty victim to write back first, or none free now
-                return Page(self, await self._pin_block(rel, blockno, me, swept=True, dirty=dirty), me)
+                return _PinnedPage(self, await self._pin_block(rel, blockno, me, swept=True, dirty=dirty), me)
             desc = victims.pop()
             old = desc.rel
             if old is not None:  # an eviction
@@ -973,7 +1005,7 @@ class BufferPool:
             io.finish()
             if self._changed is not None:
                 self._notify()
-            return Page(self, desc, me)
+            return _PinnedPage(self, desc, me)
         if desc.io is None and desc.valid:
             # The common hit, in line: a lookup and a pin (BufferDesc.pin and _count_pin).
             desc.refcount += 1
@@ -981,8 +1013,8 @@ class BufferPool:
                 desc.usage_count += 1
             pins[me] = pins.get(me, 0) + 1
             self.hits += 1
-            return Page(self, desc, me)
-        return Page(self, await self._pin_block(rel, blockno, me), me)
+            return _PinnedPage(self, desc, me)
+        return _PinnedPage(self, await self._pin_block(rel, blockno, me), me)
 
     async def _pin_block(
         self, rel: Relation, blockno: int, me: Any, *, swept: bool = False, dirty: BufferDesc | None = None
