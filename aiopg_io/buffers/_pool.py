@@ -42,6 +42,24 @@ PostgreSQL's shared buffers (src/backend/storage/buffer/bufmgr.c) for one event 
   one combined read of what is not and returns a :class:`ReadBuffersOperation`;
   :meth:`BufferPool.wait_read_buffers` waits for it. The read stream (``_read_stream.py``)
   is built on these two alone.
+- **read_page's per-call cost** (issue 15 asks for a file ``preadinto`` plus a hash lookup;
+  docs/benchmarks.md, "read_page's per-call cost", has the measures). The miss reads through
+  the file's own ``preadinto``, on ``io_uring_c`` the ring path in C like any plain call, in
+  ``read_page``'s own frame; the common hit and miss are spelled out there. What is left is
+  Python the pool needs per call, each step measured and none large: the checks, the
+  lookup, the pin and its holder's count, for a miss one step of the clock sweep, the
+  eviction, the mapping entry and an ``InFlightIO``, then the :class:`Page` and its
+  ``release``. Three steps cost more than they had to and were cut: the holder's name is
+  the asyncio Task (the glue's ``current_task``, a C call; the coroutine costs a Python
+  frame per pin), a released Page loses its ``__del__`` (the pool hands out a
+  ``_PinnedPage``; ``release`` makes it a plain Page), and a read's ``InFlightIO`` makes no
+  dict (a write's, :class:`~._descriptors.InFlightWrite`, has its ``carries``). The rest
+  stays Python rather than C because what C could take is not where the gap is: with the
+  file stubbed, the whole hit and the whole miss cost ~1 and ~2 µs, a C lookup-and-pin or
+  claim-and-map would still leave the coroutine, the Page and its release, and the pool's
+  cost in a real run is as large beside the pure driver as beside the C ring; getting
+  near the issue's figure needs ``read_page`` itself (its awaitable and the Page) in C, as
+  the file's ``RingRun`` is, with this as its twin.
 
 Facts relied on (those about syncing are in ``_writeback.py``):
 - **The arena's memory.** A direct write (or read) pins the user pages it covers when it is
