@@ -288,13 +288,12 @@ class Page(_Pins):
     :meth:`release`). Call :meth:`mark_dirty` after changing ``data``; a change made after
     a checkpoint started needs another ``mark_dirty`` to reach the next one. Make a change
     with no await in it: a write that begins during an await may take the page half-changed
-    (docs/guide.md, "Changing a page").
+    (docs/guide.md, "Changing a page")."""
 
-    The pool hands a page out as a :class:`_PinnedPage` (a Page with the ``__del__`` that
-    warns of a pin dropped unreleased) and :meth:`release` makes it a plain Page: a
-    released page, as most are when they are dropped, then costs no ``__del__`` call (a
-    Python frame per page, measured in docs/benchmarks.md)."""
-
+    # The pool hands a page out as a _PinnedPage (a Page with the __del__ that warns of a
+    # pin dropped unreleased) and release() makes it a plain Page: a released page, as most
+    # are when they are dropped, then costs no __del__ call (a Python frame per page,
+    # measured in docs/benchmarks.md, "read_page's per-call cost").
     __slots__ = ("__weakref__", "_data", "_desc", "_owner", "_pool", "blockno", "rel")
 
     def __init__(self, pool: BufferPool, desc: BufferDesc, owner: Any) -> None:
@@ -333,7 +332,7 @@ class Page(_Pins):
         if self._released:
             return
         self._released = True
-        self.__class__ = Page  # no __del__ from now on (see the class doc)
+        self.__class__ = Page  # no __del__ from now on (see the class's opening comment)
         try:
             self._data.release()
         except BufferError:
