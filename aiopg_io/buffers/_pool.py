@@ -83,7 +83,6 @@ Facts relied on (those about syncing are in ``_writeback.py``):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import operator
@@ -154,19 +153,20 @@ def _no_task() -> object:
 
 
 def _finished(owner: Any) -> bool:
-    """True when the task that holds pins as ``owner`` has ended (see ``_pin_owner``)."""
-    if isinstance(owner, asyncio.Task):
-        return owner.done()
+    """True when the task whose coroutine is ``owner`` has ended (its frame is gone)."""
     return getattr(owner, "cr_frame", True) is None
 
 
-def _pin_owner(glue: Glue) -> Callable[[], object]:
-    """What names the running task as a pin's holder: the asyncio glue's ``current_task``,
-    the Task itself, where the glue has one (a C call: the coroutine, ``task_identity``,
-    costs a Python frame per pin, measured in docs/benchmarks.md), else ``task_identity``.
-    Either tells a holder that ended (:func:`_finished`)."""
+def _pin_owner(glue: Glue) -> tuple[Callable[[], object], Callable[[Any], bool]]:
+    """What names the running task as a pin's holder, and what tells a holder that ended:
+    the glue's ``current_task`` and ``task_ended`` where it has them (asyncio: the Task, a
+    C call; the coroutine, ``task_identity``, costs a Python frame per pin, measured in
+    docs/benchmarks.md), else ``task_identity`` and :func:`_finished`."""
     current_task: Callable[[], object] | None = getattr(glue, "current_task", None)
-    return current_task if current_task is not None else glue.task_identity
+    ended: Callable[[Any], bool] | None = getattr(glue, "task_ended", None)
+    if current_task is not None and ended is not None:
+        return current_task, ended
+    return glue.task_identity, _finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -632,6 +632,7 @@ class BufferPool:
         # pins and waits ask it directly instead of finding the running loop each time.
         self._glue: Glue | None = None
         self._task_identity: Callable[[], object] = _no_task
+        self._task_ended: Callable[[Any], bool] = _finished
         self._writer = PageWriter(
             self._arena,
             self._descs,
@@ -660,7 +661,7 @@ class BufferPool:
         if self._state != "new":
             raise RuntimeError("a BufferPool is entered once (async with pool: ...)")
         glue = self._glue = current_glue()
-        self._task_identity = _pin_owner(glue)
+        self._task_identity, self._task_ended = _pin_owner(glue)
         self._state = "open"
         return self
 
@@ -890,7 +891,7 @@ class BufferPool:
     async def _wait_for_buffer(self, me: Any) -> None:
         """Wait until a pin is released or an I/O ends; raise when that cannot happen."""
         if self._io_in_flight == 0 and all(
-            t is me or t in self._waiting or _finished(t) for t in self._pins_by_task
+            t is me or t in self._waiting or self._task_ended(t) for t in self._pins_by_task
         ):
             pinned = sum(1 for d in self._descs if d.refcount)
             mine = self._pins_by_task.get(me, 0)

@@ -688,11 +688,11 @@ async def test_a_task_that_ended_holding_a_pin_is_known_to_have_ended(data_dir: 
 
 async def test_pin_holders_name_each_task_apart() -> None:
     """What the pool records as a pin's holder is the same object throughout one task and
-    differs between tasks, on every loop."""
+    differs between tasks, and is known to have ended once its task has, on every loop."""
     from aiopg_io._glue import current_glue
     from aiopg_io.buffers._pool import _pin_owner
 
-    owner = _pin_owner(current_glue())
+    owner, ended = _pin_owner(current_glue())
     seen: list[tuple[object, object]] = []
 
     async def task() -> None:
@@ -706,6 +706,7 @@ async def test_pin_holders_name_each_task_apart() -> None:
     seen.append((owner(), owner()))
     assert all(a is b and a is not None for a, b in seen)
     assert len({id(a) for a, _ in seen}) == 3
+    assert [ended(a) for a, _ in seen] == [True, True, False]  # the two tasks ended
 
 
 async def test_a_page_dropped_unreleased_warns_and_gives_its_pin_back(data_dir: Path, driver: str) -> None:
