@@ -24,7 +24,8 @@ from aiopg_io.drivers import unavailable_reason
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
 NAMES = [
-    "core", "uring", "uring_pair", "sqpoll", "posix_aio", "wal", "wal_lone", "buffers", "powerloss", "serve",
+    "core", "uring", "uring_pair", "sqpoll", "posix_aio", "wal", "wal_lone", "buffers", "pool_call",
+    "powerloss", "serve",
 ]  # fmt: skip
 
 
@@ -159,6 +160,14 @@ def test_wal(tmp_path: Path) -> None:
 def test_wal_lone(tmp_path: Path) -> None:
     out = run("wal_lone", "--rounds", "2", "--ops", "2", "--dir", str(tmp_path), cwd=tmp_path)
     assert "worker:link" in out and "wal " in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pool_call(tmp_path: Path) -> None:
+    out = run(
+        "pool_call", "--calls", "50", "--rounds", "1", "--nbuffers", "8", "--dir", str(tmp_path), cwd=tmp_path
+    )
+    assert "hit" in out and "miss" in out and "floor" in out
     assert list(tmp_path.iterdir()) == []
 
 

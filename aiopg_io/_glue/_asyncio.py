@@ -62,6 +62,10 @@ class AsyncioGlue:
         python_wrapper = not isinstance(asyncio.current_task, types.BuiltinFunctionType)
         if python_wrapper and isinstance(_CURRENT_TASKS, dict):
             self._task_of = functools.partial(_CURRENT_TASKS.get, loop)
+        #: The running Task of this loop (None outside one) with no Python frame: the buffer
+        #: pool names a pin's holder with it (and asks task_ended of it), where
+        #: task_identity (the task's coroutine) would cost a frame per pin.
+        self.current_task = self._task_of
         # The ring path's futures (_uring.c's RingWait): the loop's own create_future, but
         # on a stock asyncio loop, whose create_future is the Python-level
         # ``futures.Future(loop=self)``, that Future's C type called directly (no frame).
@@ -183,6 +187,10 @@ class AsyncioGlue:
     def task_identity(self) -> object:
         task = self._task_of()
         return task.get_coro() if task is not None else None
+
+    def task_ended(self, task: asyncio.Task[Any]) -> bool:
+        """Whether a Task ``current_task`` named has ended."""
+        return task.done()
 
     def is_current(self) -> bool:
         return asyncio._get_running_loop() is self.loop

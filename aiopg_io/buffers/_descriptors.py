@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .._glue import Park
     from ._pool import Relation
 
-__all__ = ["BM_MAX_USAGE_COUNT", "BufferDesc", "ClockSweep", "InFlightIO", "io_views"]
+__all__ = ["BM_MAX_USAGE_COUNT", "BufferDesc", "ClockSweep", "InFlightIO", "InFlightWrite", "io_views"]
 
 BM_MAX_USAGE_COUNT = 5
 
@@ -52,16 +52,13 @@ class InFlightIO:
     ``anyio.Event``, and nothing is made unless someone waits). The pool owns the glue of
     its loop and passes its ``park``, so no wait looks the running loop up again."""
 
-    __slots__ = ("_parks", "carries", "done", "error", "kind")
+    __slots__ = ("_parks", "done", "error", "kind")
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str = "read") -> None:
         self.kind = kind  # "read" or "write"
         self.done = False
         self.error: BaseException | None = None
         self._parks: list[Park] | None = None  # made by the first wait: most I/Os have none
-        # A write: the checkpoints (bits, see _writeback.Checkpoint) each of its buffers not
-        # written yet is written for; what is left here when the write ends was not written.
-        self.carries: dict[BufferDesc, int] = {}
 
     async def wait(self, park: Callable[[], Park]) -> None:
         """Return once the I/O has ended (at once if it has); ``park`` is the loop glue's."""
@@ -82,6 +79,19 @@ class InFlightIO:
             self._parks = None
             for park in parks:
                 park.set()
+
+
+class InFlightWrite(InFlightIO):
+    """A write (:class:`InFlightIO` of kind ``"write"``) and the checkpoints it writes for:
+    ``carries`` maps each of its buffers not written yet to the bits of the checkpoints
+    (see ``_writeback.Checkpoint``) it is written for; what is left there when the write
+    ends was not written. Its own class so that a read, one per miss, makes no dict."""
+
+    __slots__ = ("carries",)
+
+    def __init__(self) -> None:
+        super().__init__("write")
+        self.carries: dict[BufferDesc, int] = {}
 
 
 class BufferDesc:

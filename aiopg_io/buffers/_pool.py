@@ -42,6 +42,24 @@ PostgreSQL's shared buffers (src/backend/storage/buffer/bufmgr.c) for one event 
   one combined read of what is not and returns a :class:`ReadBuffersOperation`;
   :meth:`BufferPool.wait_read_buffers` waits for it. The read stream (``_read_stream.py``)
   is built on these two alone.
+- **read_page's per-call cost** (issue 15 asks for a file ``preadinto`` plus a hash lookup;
+  docs/benchmarks.md, "read_page's per-call cost", has the measures). The miss reads through
+  the file's own ``preadinto``, on ``io_uring_c`` the ring path in C like any plain call, in
+  ``read_page``'s own frame; the common hit and miss are spelled out there. What is left is
+  Python the pool needs per call, each step measured and none large: the checks, the
+  lookup, the pin and its holder's count, for a miss one step of the clock sweep, the
+  eviction, the mapping entry and an ``InFlightIO``, then the :class:`Page` and its
+  ``release``. Three steps cost more than they had to and were cut: the holder's name is
+  the asyncio Task (the glue's ``current_task``, a C call; the coroutine costs a Python
+  frame per pin), a released Page loses its ``__del__`` (the pool hands out a
+  ``_PinnedPage``; ``release`` makes it a plain Page), and a read's ``InFlightIO`` makes no
+  dict (a write's, :class:`~._descriptors.InFlightWrite`, has its ``carries``). The rest
+  stays Python rather than C because what C could take is not where the gap is: with the
+  file stubbed, the whole hit and the whole miss cost ~1 and ~2 µs, a C lookup-and-pin or
+  claim-and-map would still leave the coroutine, the Page and its release, and the pool's
+  cost in a real run is as large beside the pure driver as beside the C ring; getting
+  near the issue's figure needs ``read_page`` itself (its awaitable and the Page) in C, as
+  the file's ``RingRun`` is, with this as its twin.
 
 Facts relied on (those about syncing are in ``_writeback.py``):
 - **The arena's memory.** A direct write (or read) pins the user pages it covers when it is
@@ -135,7 +153,20 @@ def _no_task() -> object:
 
 
 def _finished(owner: Any) -> bool:
+    """True when the task whose coroutine is ``owner`` has ended (its frame is gone)."""
     return getattr(owner, "cr_frame", True) is None
+
+
+def _pin_owner(glue: Glue) -> tuple[Callable[[], object], Callable[[Any], bool]]:
+    """What names the running task as a pin's holder, and what tells a holder that ended:
+    the glue's ``current_task`` and ``task_ended`` where it has them (asyncio: the Task, a
+    C call; the coroutine, ``task_identity``, costs a Python frame per pin, measured in
+    docs/benchmarks.md), else ``task_identity`` and :func:`_finished`."""
+    current_task: Callable[[], object] | None = getattr(glue, "current_task", None)
+    ended: Callable[[Any], bool] | None = getattr(glue, "task_ended", None)
+    if current_task is not None and ended is not None:
+        return current_task, ended
+    return glue.task_identity, _finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +242,8 @@ class _Pins:
     """What :class:`Page` and :class:`PageRun` share: pins handed to a caller, released once
     (by :meth:`release` or leaving ``with``), their views revoked with them, and a
     ResourceWarning for pins dropped unreleased (PostgreSQL warns about a buffer refcount
-    leak at end of transaction; a leaked pin would keep its buffers out of reach forever)."""
+    leak at end of transaction; a leaked pin would keep its buffers out of reach forever):
+    :meth:`_dropped`, the ``__del__`` of the classes whose instances hold pins."""
 
     __slots__ = ("_released",)
     _released: bool
@@ -234,10 +266,10 @@ class _Pins:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def __del__(self) -> None:
+    def _dropped(self) -> None:
         if getattr(self, "_released", True):
             return
-        warnings.warn(self._never_released(), ResourceWarning, stacklevel=2, source=self)
+        warnings.warn(self._never_released(), ResourceWarning, stacklevel=3, source=self)
         self._released = True
         self._unpin(notify=False)
 
@@ -258,6 +290,10 @@ class Page(_Pins):
     with no await in it: a write that begins during an await may take the page half-changed
     (docs/guide.md, "Changing a page")."""
 
+    # The pool hands a page out as a _PinnedPage (a Page with the __del__ that warns of a
+    # pin dropped unreleased) and release() makes it a plain Page: a released page, as most
+    # are when they are dropped, then costs no __del__ call (a Python frame per page,
+    # measured in docs/benchmarks.md, "read_page's per-call cost").
     __slots__ = ("__weakref__", "_data", "_desc", "_owner", "_pool", "blockno", "rel")
 
     def __init__(self, pool: BufferPool, desc: BufferDesc, owner: Any) -> None:
@@ -296,6 +332,7 @@ class Page(_Pins):
         if self._released:
             return
         self._released = True
+        self.__class__ = Page  # no __del__ from now on (see the class's opening comment)
         try:
             self._data.release()
         except BufferError:
@@ -324,6 +361,15 @@ class Page(_Pins):
 
     def _never_released(self) -> str:
         return f"page {self.blockno} of {self.rel.path!r} was never released"
+
+
+class _PinnedPage(Page):
+    """A :class:`Page` not released yet (see its doc): the same slots, and a ``__del__``."""
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        self._dropped()
 
 
 class PageRun(_Pins):
@@ -385,6 +431,9 @@ class PageRun(_Pins):
 
     def __getitem__(self, i: int) -> memoryview:
         return self._pages()[i]
+
+    def __del__(self) -> None:
+        self._dropped()
 
     def __iter__(self) -> Iterator[memoryview]:
         return iter(self._pages())
@@ -484,7 +533,7 @@ class ReadBuffersOperation:
             raise RuntimeError(f"{self!r}: await pool.wait_read_buffers(op) before taking its pages")
         self._descs[self._taken] = None
         self._taken += 1
-        return Page(self._pool, desc, self._owner)
+        return _PinnedPage(self._pool, desc, self._owner)
 
     def take_run(self) -> PageRun:
         """Every page not taken yet, at once, as one :class:`PageRun` (the operation's pins
@@ -583,6 +632,7 @@ class BufferPool:
         # pins and waits ask it directly instead of finding the running loop each time.
         self._glue: Glue | None = None
         self._task_identity: Callable[[], object] = _no_task
+        self._task_ended: Callable[[Any], bool] = _finished
         self._writer = PageWriter(
             self._arena,
             self._descs,
@@ -611,7 +661,7 @@ class BufferPool:
         if self._state != "new":
             raise RuntimeError("a BufferPool is entered once (async with pool: ...)")
         glue = self._glue = current_glue()
-        self._task_identity = glue.task_identity
+        self._task_identity, self._task_ended = _pin_owner(glue)
         self._state = "open"
         return self
 
@@ -841,7 +891,7 @@ class BufferPool:
     async def _wait_for_buffer(self, me: Any) -> None:
         """Wait until a pin is released or an I/O ends; raise when that cannot happen."""
         if self._io_in_flight == 0 and all(
-            t is me or t in self._waiting or _finished(t) for t in self._pins_by_task
+            t is me or t in self._waiting or self._task_ended(t) for t in self._pins_by_task
         ):
             pinned = sum(1 for d in self._descs if d.refcount)
             mine = self._pins_by_task.get(me, 0)
@@ -940,7 +990,7 @@ class BufferPool:
             victims = self._victims
             dirty = self._sweep.clean_victims(1, victims)
             if not victims:  # a dirty victim to write back first, or none free now
-                return Page(self, await self._pin_block(rel, blockno, me, swept=True, dirty=dirty), me)
+                return _PinnedPage(self, await self._pin_block(rel, blockno, me, swept=True, dirty=dirty), me)
             desc = victims.pop()
             old = desc.rel
             if old is not None:  # an eviction
@@ -973,7 +1023,7 @@ class BufferPool:
             io.finish()
             if self._changed is not None:
                 self._notify()
-            return Page(self, desc, me)
+            return _PinnedPage(self, desc, me)
         if desc.io is None and desc.valid:
             # The common hit, in line: a lookup and a pin (BufferDesc.pin and _count_pin).
             desc.refcount += 1
@@ -981,8 +1031,8 @@ class BufferPool:
                 desc.usage_count += 1
             pins[me] = pins.get(me, 0) + 1
             self.hits += 1
-            return Page(self, desc, me)
-        return Page(self, await self._pin_block(rel, blockno, me), me)
+            return _PinnedPage(self, desc, me)
+        return _PinnedPage(self, await self._pin_block(rel, blockno, me), me)
 
     async def _pin_block(
         self, rel: Relation, blockno: int, me: Any, *, swept: bool = False, dirty: BufferDesc | None = None

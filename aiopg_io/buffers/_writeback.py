@@ -54,7 +54,7 @@ import anyio
 from .._direct import aligned_buffer
 from .._paths import fsync_directory
 from ..drivers import DriverFactory
-from ._descriptors import BufferDesc, ClockSweep, InFlightIO, io_views
+from ._descriptors import BufferDesc, ClockSweep, InFlightIO, InFlightWrite, io_views
 
 if TYPE_CHECKING:
     from .._glue import Park
@@ -201,7 +201,7 @@ class PageWriter:
         checkpoint never counts a page as written before a write of it is done. Cancelled,
         it starts no more writes but still waits for those in flight: they own the buffers
         (and the ``io`` marks that keep the buffers from being reused) until they end."""
-        io = InFlightIO("write")
+        io = InFlightWrite()
         carries = io.carries
         pinned: list[BufferDesc] = []
         for d in descs:
@@ -245,7 +245,7 @@ class PageWriter:
         rel: Relation,
         run: list[BufferDesc],
         copies: dict[BufferDesc, memoryview],
-        io: InFlightIO,
+        io: InFlightWrite,
         errors: list[BaseException],
         window: _Window,
     ) -> None:
@@ -270,7 +270,7 @@ class PageWriter:
             errors.append(exc)
 
     def _run_done(
-        self, run: list[BufferDesc], io: InFlightIO, errors: list[BaseException], error: OSError | None
+        self, run: list[BufferDesc], io: InFlightWrite, errors: list[BaseException], error: OSError | None
     ) -> None:
         """A run's write ended (a completion callback: nothing here may raise)."""
         if error is not None:
@@ -308,7 +308,7 @@ class PageWriter:
             copies[d] = copy
         return copies
 
-    def _unwritten(self, run: list[BufferDesc], io: InFlightIO) -> None:
+    def _unwritten(self, run: list[BufferDesc], io: InFlightWrite) -> None:
         for d in run:
             d.dirty = True
             d.checkpoint_needed |= io.carries.pop(d, 0)
@@ -332,7 +332,7 @@ class PageWriter:
                 d.checkpoint_needed |= bit
                 if io is None:
                     todo.append(d)
-            elif io is not None and io.kind == "write":
+            elif isinstance(io, InFlightWrite):
                 # Clean while being written: no change since that write began, so it holds
                 # the page as of now; it is ours to wait for.
                 io.carries[d] = io.carries.get(d, 0) | bit
@@ -421,7 +421,7 @@ def _drop_bit(desc: BufferDesc, bit: int) -> None:
     that carries it for that checkpoint."""
     desc.checkpoint_needed &= ~bit
     io = desc.io
-    if io is not None and desc in io.carries:
+    if isinstance(io, InFlightWrite) and desc in io.carries:
         io.carries[desc] &= ~bit
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import gc
 import mmap
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import anyio
@@ -17,6 +19,7 @@ from aiopg_io.buffers import (
     BlockOutOfRangeError,
     BufferPool,
     NoUnpinnedBuffersError,
+    Page,
     RelationSizeError,
 )
 from aiopg_io.errors import AiopgIOError, ClosedError
@@ -621,3 +624,87 @@ def test_the_arena_is_private_memory_advised_for_huge_pages() -> None:
             assert block.split()[1].endswith("p"), block  # rw-p: private
             return
     raise AssertionError(f"no mapping holds the arena at {start:#x}")
+
+
+async def test_a_task_that_ended_holding_a_pin_is_known_to_have_ended(data_dir: Path, driver: str) -> None:
+    """The pool names a pin's holder at each pin (on asyncio the Task, a C call; elsewhere the
+    task's coroutine): a holder that ended can never release its pin, so a task that needs
+    a buffer then raises NoUnpinnedBuffersError instead of waiting for it forever."""
+    path = make_relation(data_dir / "rel", 4)
+    async with BufferPool(2, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        kept: list[Page] = []
+
+        async def leaker() -> None:
+            kept.append(await pool.read_page(rel, 0))  # ends holding the pin
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(leaker)
+        mine = await pool.read_page(rel, 1)
+        with anyio.fail_after(10):  # a guard only: a holder taken for alive would hang here
+            with pytest.raises(NoUnpinnedBuffersError, match=r"2 of the pool's 2 buffers are pinned"):
+                await pool.read_page(rel, 2)
+        mine.release()
+        kept[0].release()
+        with await pool.read_page(rel, 2) as page:
+            assert bytes(page.data) == page_bytes(2)
+        pool._check_invariants()
+
+
+async def test_pin_holders_name_each_task_apart() -> None:
+    """What the pool records as a pin's holder is the same object throughout one task and
+    differs between tasks, and is known to have ended once its task has, on every loop."""
+    from aiopg_io._glue import current_glue
+    from aiopg_io.buffers._pool import _pin_owner
+
+    owner, ended = _pin_owner(current_glue())
+    seen: list[tuple[object, object]] = []
+
+    async def task() -> None:
+        first = owner()
+        await anyio.sleep(0)
+        seen.append((first, owner()))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task)
+        tg.start_soon(task)
+    seen.append((owner(), owner()))
+    assert all(a is b and a is not None for a, b in seen)
+    assert len({id(a) for a, _ in seen}) == 3
+    assert [ended(a) for a, _ in seen] == [True, True, False]  # the two tasks ended
+
+
+async def test_a_page_dropped_unreleased_warns_and_gives_its_pin_back(data_dir: Path, driver: str) -> None:
+    """A page is a Page before and after its release; dropped unreleased (from a miss, a hit
+    or an operation's take) it warns and unpins; dropped released it warns of nothing."""
+    path = make_relation(data_dir / "rel", 4)
+    async with BufferPool(2, PS, driver=driver) as pool:
+        rel = await pool.open(path)
+        miss = await pool.read_page(rel, 0)
+        hit = await pool.read_page(rel, 0)
+        assert isinstance(miss, Page) and isinstance(hit, Page)
+        hit.release()
+        assert isinstance(hit, Page) and hit.released
+        with pytest.raises(ClosedError, match=r"page 0 of .* was released"):
+            hit.data  # noqa: B018
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            del hit
+            gc.collect()
+        with pytest.warns(ResourceWarning, match=r"page 0 of .* was never released"):
+            del miss
+            gc.collect()
+        assert pool.statistics().pinned == 0
+        op = await pool.start_read_buffers(rel, 1, 1)
+        assert op is not None
+        await pool.wait_read_buffers(op)
+        taken = op.take()
+        assert isinstance(taken, Page) and bytes(taken.data) == page_bytes(1)
+        with pytest.warns(ResourceWarning, match=r"page 1 of .* was never released"):
+            del taken
+            gc.collect()
+        assert pool.statistics().pinned == 0
+        pool._check_invariants()
+        # Both buffers are free for other blocks again.
+        with await pool.read_page(rel, 2) as a, await pool.read_page(rel, 3) as b:
+            assert (bytes(a.data), bytes(b.data)) == (page_bytes(2), page_bytes(3))
