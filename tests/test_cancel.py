@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -104,6 +106,54 @@ async def test_close_is_shielded_from_cancellation(driver: str, tmp_path: Path) 
     assert scope.cancelled_caught
     assert f.closed
     assert p.read_bytes() == b"buffered, not yet written"
+    assert open_fds() == before
+
+
+#: Drivers whose op on a pipe is a thread blocked in read(2) or write(2): nothing cancels it.
+_BLOCKED_IN_A_THREAD = {
+    "worker": "a worker thread blocked in read(2)/write(2) on a pipe cannot be cancelled: "
+    "aclose waits for it",
+    "posix_aio": "glibc's AIO thread blocked in read(2)/write(2) on a pipe cannot be cancelled "
+    "(aio_cancel: AIO_NOTCANCELED): aclose waits for it",
+    "sync": "the sync driver's read of an empty FIFO blocks the loop itself",
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["throw", "close", "collect"])
+@pytest.mark.parametrize("kind", ["read", "write"])
+async def test_aclose_cancels_an_abandoned_op_on_a_fifo(
+    anyio_backend: Any, driver: str, tmp_path: Path, how: str, kind: str
+) -> None:
+    """A read of an empty FIFO, or a write past a full one, whose call ended while its op
+    was out (an exception thrown in that is no cancellation, close(), collected): no other
+    end ever comes, so the op would never end. aclose asks the driver to cancel it, waits
+    for its end, closes the fd and releases the context. It used to wait for it forever."""
+    if driver in _BLOCKED_IN_A_THREAD:
+        pytest.skip(_BLOCKED_IN_A_THREAD[driver])
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    before = open_fds()
+    # r+b: a FIFO opened for reading and writing opens at once (Linux), and is its own
+    # writer, which never writes: a read waits forever, a write past the pipe's buffer too.
+    f = await aiopg_io.open(fifo, "r+b", buffering=0, driver=driver)
+    fd = f.fileno()
+    aw: Any = f.read(10) if kind == "read" else f.write(bytes(4 << 20))
+    step = aw.__await__()
+    step.send(None)  # staged
+    for _ in range(5):
+        await anyio.lowlevel.checkpoint()  # submitted: the driver owns it
+    if how == "throw":
+        with pytest.raises(KeyError, match="thrown"):
+            step.throw(KeyError("thrown"))
+    elif how == "close":
+        step.close()
+    else:
+        del aw, step
+        gc.collect()
+    await f.aclose()
+    assert str(fd) not in open_fds()
+    assert f._in_flight == 0 and not live_contexts()
     assert open_fds() == before
 
 
