@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -271,3 +272,65 @@ async def test_a_c_park_left_by_throw_is_never_woken(anyio_backend: Any) -> None
     with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
         closed.send(None)
     await anyio.lowlevel.checkpoint()  # this task was not rescheduled twice
+
+
+def _thrown(throw: Any, args: tuple[Any, ...]) -> tuple[type, tuple[object, ...], object, list[object]]:
+    """What ``throw(*args)`` raised: its type, args, the exception itself, its tracebacks."""
+    with pytest.raises(BaseException) as info:
+        throw(*args)
+    tbs, tb = [], info.value.__traceback__
+    while tb is not None:
+        tbs.append(tb)
+        tb = tb.tb_next
+    return type(info.value), info.value.args, info.value, tbs
+
+
+@ON_TRIO_ONLY
+async def test_a_c_park_takes_throws_arguments_as_a_coroutine_does(anyio_backend: Any) -> None:
+    """throw(typ, val, tb) into a parked C park: the exception built as CPython builds it for
+    a coroutine (a tuple as the arguments, an instance of the class kept as is, the traceback
+    kept); a bad argument (an instance with a separate value, a third argument that is no
+    traceback, something no exception) is a TypeError that leaves the park parked. The C park
+    used to call the class with the value whatever it was and drop the traceback."""
+    if not _parks_in_c():
+        from aiopg_io._glue import _trio
+
+        pytest.skip(_trio.park_status())
+    try:
+        raise ValueError("for its traceback")
+    except ValueError as exc:
+        tb = exc.__traceback__
+    inst = KeyError("given")
+    cases: list[tuple[Any, ...]] = [
+        (KeyError, "k"),
+        (KeyError, ("a", 1)),
+        (KeyError, inst),
+        (KeyError,),
+        (KeyError, None),
+        (KeyError, "t", tb),
+        (KeyError("i"), None, tb),
+        (KeyError("i"), "v"),
+        (KeyError, "k", "no traceback"),
+        (42,),
+    ]
+
+    def suspended() -> Any:
+        yield
+
+    glue = current_glue()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # throw's 3-argument form, 3.12+
+        for args in cases:
+            gen = suspended()
+            next(gen)
+            want_type, want_args, want_exc, want_tbs = _thrown(gen.throw, args)
+            op: Any = SimpleNamespace(waiter=None)
+            park: Any = glue.wait(op, lambda _: False)
+            park.send(None)
+            got_type, got_args, got_exc, got_tbs = _thrown(park.throw, args)
+            assert (got_type, got_args) == (want_type, want_args), args
+            assert (got_exc is inst) == (want_exc is inst), args
+            assert (tb in got_tbs) == (tb in want_tbs), args
+            assert (park.task is not None) == (want_type is TypeError), args  # still parked
+            park.close()
+    await anyio.lowlevel.checkpoint()
