@@ -385,13 +385,15 @@ class IOContext:
         # from a signal handler) loses no op: the driver keeps what it reaped until then for
         # the next reap, and makes that reap come, before the error propagates here.
         ops, woken = self.driver.reap_and_wake(self._waker)
-        if woken:
-            # Ops the driver reaped and handed to the glue's waker itself: their slots back.
-            self._in_flight -= woken
-            slots = self._slot_waiters
-            while woken and slots.wake_one():
-                woken -= 1
-        self._finish_all(ops)
+        try:
+            if woken:
+                # Ops the driver reaped and handed to the glue's waker itself: their slots back.
+                self._in_flight -= woken
+                slots = self._slot_waiters
+                while woken and slots.wake_one():
+                    woken -= 1
+        finally:  # whatever raised meanwhile (a signal handler's exception), ops get their waiters
+            self._finish_all(ops)
 
     def _finish_all(self, ops: list[Op]) -> None:
         """:meth:`_finish` every op; one whose waiter raises does not keep the others from

@@ -128,6 +128,9 @@ class AsyncFile:
         self._lock = FifoLock()
         self._in_flight = 0
         self._idle: anyio.Event | None = None
+        # Ops on a pipe, FIFO, socket or terminal whose call ended before they did (see
+        # _op_ended): aclose cancels them, as they may wait for the other end forever.
+        self._abandoned: dict[int, Op] = {}
         st = os.fstat(fd)
         st_mode = st.st_mode
         # The cursor, in bytes: at the end in append mode, as io.open leaves it (tell() says so
@@ -287,10 +290,24 @@ class AsyncFile:
         that is no cancellation, the call closed or collected) keeps the fd open through
         aclose until the op's CQE, so the number cannot be reused under the kernel's op."""
         if op.state is not OpState.REAPED and self._ctx.follow(op, self._op_reaped):
+            if not self._regular:
+                self._abandoned[id(op)] = op
             return
         self._op_reaped(op)
 
+    def _cancel_abandoned(self) -> None:
+        """aclose's first step on a pipe, FIFO, socket or terminal: ask the driver to cancel
+        the ops whose call ended before they did. An op on a regular file ends on its own, and
+        aclose waits for it (a write so left still lands); one here may wait for a writer or
+        a reader that never comes, and nothing else would ever end it. A cancelled write may
+        still have happened; an op the driver cannot cancel (one a thread is blocked in: the
+        worker and posix_aio drivers) is still waited for (docs/guide.md, "Closing")."""
+        for op in list(self._abandoned.values()):
+            if self._ctx.cancel(op):  # dropped while staged: no reap will come for it
+                self._op_reaped(op)
+
     def _op_reaped(self, op: Op) -> None:
+        self._abandoned.pop(id(op), None)
         if self._op_limiter is not None:
             self._op_limiter.release_on_behalf_of(op)
         self._in_flight -= 1
@@ -997,6 +1014,7 @@ class AsyncFile:
                     async with self._lock:
                         await self._flush_writes()
             finally:
+                self._cancel_abandoned()
                 while self._in_flight:
                     self._idle = anyio.Event()
                     await self._idle.wait()

@@ -81,12 +81,16 @@ def available() -> bool:
 def open_cached(dirfd: int, path: str, flags: int, resolve: int) -> int | None:
     """``openat2(dirfd, path, {flags, 0, resolve | RESOLVE_CACHED})`` on this thread: the new
     fd, or None where the kernel would have to wait (EAGAIN) or cannot do it here (then
-    never again in this process). Any other failure raises OSError as ``os.open`` does."""
+    never again in this process). Any other failure raises OSError as ``os.open`` does, and
+    a path with a NUL ValueError."""
     global _works
     if not _works or _syscall is None:
         return None
+    name = os.fsencode(path)
+    if b"\0" in name:  # ctypes would pass the letters before it: another file's name
+        raise ValueError(f"embedded null byte in path {path!r}")
     how = _OpenHow(flags, 0, resolve | RESOLVE_CACHED)
-    fd = int(_syscall(_SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.addressof(how), ctypes.sizeof(how)))
+    fd = int(_syscall(_SYS_OPENAT2, dirfd, name, ctypes.addressof(how), ctypes.sizeof(how)))
     if fd >= 0:
         return fd
     err = ctypes.get_errno()

@@ -185,10 +185,13 @@ class _Opener:
     before any read (io_uring answers EAGAIN, rather than waiting, on a file that has it).
     ``guard`` maps the path to the one to open, or raises :class:`_NotFound`."""
 
-    __slots__ = ("guard", "stat")
+    __slots__ = ("confine", "guard", "stat")
 
-    def __init__(self, guard: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self, guard: Callable[[str], str] | None = None, confine: Callable[[int, str], None] | None = None
+    ) -> None:
         self.guard = guard
+        self.confine = confine  # checks the fd opened is still where guard looked
         self.stat: os.stat_result | None = None
 
     def __call__(self, path: str, flags: int) -> int:
@@ -197,6 +200,8 @@ class _Opener:
         except OSError as e:
             raise _not_found(e, path, self.guard is not None) from None
         try:
+            if self.confine is not None:
+                self.confine(fd, path)
             self.stat = _regular(fd, path)
             os.set_blocking(fd, True)
         except BaseException:
@@ -234,7 +239,7 @@ async def _open(path: str | os.PathLike[str], static: StaticFiles | None) -> tup
     name = os.fspath(path)
     fd = _open_here(name, static)
     if fd is None:  # one thread hop: resolve (and check), open and fstat
-        opener = _Opener(static._guard if static is not None else None)
+        opener = _Opener(static._guard, static._confine) if static is not None else _Opener()
         f = await aio_open(path, "rb", buffering=0, opener=opener)
         assert opener.stat is not None
         return f, opener.stat
@@ -593,6 +598,18 @@ class StaticFiles:
         if os.path.commonpath([self.directory, full]) != self.directory:
             raise _NotFound(f"{path[len(self.directory) :]!r} leads out of {self.directory}")  # a symlink
         return full
+
+    def _confine(self, fd: int, path: str) -> None:
+        """_NotFound unless ``fd`` (opened for ``path`` after :meth:`_guard` looked) is a file
+        under the directory: a directory on the way swapped for a symlink between the look
+        and the open would lead the open out of it. The kernel's own name for the fd
+        (``/proc/self/fd``) says where it is; where there is none, the look alone decides."""
+        try:
+            where = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return
+        if os.path.commonpath([self.directory, where]) != self.directory:
+            raise _NotFound(f"{path[len(self.directory) :]!r} led out of {self.directory} as it was opened")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -309,6 +309,36 @@ async def test_static_files_serve_only_their_directory(tmp_path: Path, driver: s
         StaticFiles(tmp_path / "nowhere")
 
 
+async def test_a_directory_swapped_for_a_symlink_as_the_file_opens_is_refused(
+    tmp_path: Path, driver: str
+) -> None:
+    """A directory on the request's path swapped for a symlink out of the served directory
+    between the thread's look (realpath, checked) and its open: the fd opened is found to be
+    outside (the kernel's name for it), closed, and the answer is 404. The file outside
+    used to be served. (The open on the loop's thread takes no symlink at all: it is left
+    out here, so that the look runs.)"""
+    root, outside = tmp_path / "www", tmp_path / "secret"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "sub" / "b.txt").write_bytes(b"public")
+    (outside / "b.txt").write_bytes(b"secret")
+    app = StaticFiles(root)
+    app._opens_here = False
+    looked = app._guard
+
+    def swapped(path: str) -> str:
+        full = looked(path)  # checked: under the directory
+        (root / "sub").rename(tmp_path / "old-sub")
+        (root / "sub").symlink_to(outside)
+        return full
+
+    before = await fds_after_one_response(root / "sub" / "b.txt")
+    app._guard = swapped  # type: ignore[method-assign]
+    r = await call(app, path="/sub/b.txt")
+    assert (r.status, r.body) == (404, b"Not Found")
+    assert open_fds() == before
+
+
 @pytest.mark.skipif(not openat2_available(), reason="no openat2 here: every open takes a thread")
 async def test_a_cached_file_is_opened_without_a_thread(
     tmp_path: Path, driver: str, monkeypatch: pytest.MonkeyPatch

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import random
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -104,6 +107,54 @@ async def test_close_is_shielded_from_cancellation(driver: str, tmp_path: Path) 
     assert scope.cancelled_caught
     assert f.closed
     assert p.read_bytes() == b"buffered, not yet written"
+    assert open_fds() == before
+
+
+#: Drivers whose op on a pipe is a thread blocked in read(2) or write(2): nothing cancels it.
+_BLOCKED_IN_A_THREAD = {
+    "worker": "a worker thread blocked in read(2)/write(2) on a pipe cannot be cancelled: "
+    "aclose waits for it",
+    "posix_aio": "glibc's AIO thread blocked in read(2)/write(2) on a pipe cannot be cancelled "
+    "(aio_cancel: AIO_NOTCANCELED): aclose waits for it",
+    "sync": "the sync driver's read of an empty FIFO blocks the loop itself",
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["throw", "close", "collect"])
+@pytest.mark.parametrize("kind", ["read", "write"])
+async def test_aclose_cancels_an_abandoned_op_on_a_fifo(
+    anyio_backend: Any, driver: str, tmp_path: Path, how: str, kind: str
+) -> None:
+    """A read of an empty FIFO, or a write past a full one, whose call ended while its op
+    was out (an exception thrown in that is no cancellation, close(), collected): no other
+    end ever comes, so the op would never end. aclose asks the driver to cancel it, waits
+    for its end, closes the fd and releases the context. It used to wait for it forever."""
+    if driver in _BLOCKED_IN_A_THREAD:
+        pytest.skip(_BLOCKED_IN_A_THREAD[driver])
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    before = open_fds()
+    # r+b: a FIFO opened for reading and writing opens at once (Linux), and is its own
+    # writer, which never writes: a read waits forever, a write past the pipe's buffer too.
+    f = await aiopg_io.open(fifo, "r+b", buffering=0, driver=driver)
+    fd = f.fileno()
+    aw: Any = f.read(10) if kind == "read" else f.write(bytes(4 << 20))
+    step = aw.__await__()
+    step.send(None)  # staged
+    for _ in range(5):
+        await anyio.lowlevel.checkpoint()  # submitted: the driver owns it
+    if how == "throw":
+        with pytest.raises(KeyError, match="thrown"):
+            step.throw(KeyError("thrown"))
+    elif how == "close":
+        step.close()
+    else:
+        del aw, step
+        gc.collect()
+    await f.aclose()
+    assert str(fd) not in open_fds()
+    assert f._in_flight == 0 and not live_contexts()
     assert open_fds() == before
 
 
@@ -221,3 +272,65 @@ async def test_a_c_park_left_by_throw_is_never_woken(anyio_backend: Any) -> None
     with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
         closed.send(None)
     await anyio.lowlevel.checkpoint()  # this task was not rescheduled twice
+
+
+def _thrown(throw: Any, args: tuple[Any, ...]) -> tuple[type, tuple[object, ...], object, list[object]]:
+    """What ``throw(*args)`` raised: its type, args, the exception itself, its tracebacks."""
+    with pytest.raises(BaseException) as info:
+        throw(*args)
+    tbs, tb = [], info.value.__traceback__
+    while tb is not None:
+        tbs.append(tb)
+        tb = tb.tb_next
+    return type(info.value), info.value.args, info.value, tbs
+
+
+@ON_TRIO_ONLY
+async def test_a_c_park_takes_throws_arguments_as_a_coroutine_does(anyio_backend: Any) -> None:
+    """throw(typ, val, tb) into a parked C park: the exception built as CPython builds it for
+    a coroutine (a tuple as the arguments, an instance of the class kept as is, the traceback
+    kept); a bad argument (an instance with a separate value, a third argument that is no
+    traceback, something no exception) is a TypeError that leaves the park parked. The C park
+    used to call the class with the value whatever it was and drop the traceback."""
+    if not _parks_in_c():
+        from aiopg_io._glue import _trio
+
+        pytest.skip(_trio.park_status())
+    try:
+        raise ValueError("for its traceback")
+    except ValueError as exc:
+        tb = exc.__traceback__
+    inst = KeyError("given")
+    cases: list[tuple[Any, ...]] = [
+        (KeyError, "k"),
+        (KeyError, ("a", 1)),
+        (KeyError, inst),
+        (KeyError,),
+        (KeyError, None),
+        (KeyError, "t", tb),
+        (KeyError("i"), None, tb),
+        (KeyError("i"), "v"),
+        (KeyError, "k", "no traceback"),
+        (42,),
+    ]
+
+    def suspended() -> Any:
+        yield
+
+    glue = current_glue()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # throw's 3-argument form, 3.12+
+        for args in cases:
+            gen = suspended()
+            next(gen)
+            want_type, want_args, want_exc, want_tbs = _thrown(gen.throw, args)
+            op: Any = SimpleNamespace(waiter=None)
+            park: Any = glue.wait(op, lambda _: False)
+            park.send(None)
+            got_type, got_args, got_exc, got_tbs = _thrown(park.throw, args)
+            assert (got_type, got_args) == (want_type, want_args), args
+            assert (got_exc is inst) == (want_exc is inst), args
+            assert (tb in got_tbs) == (tb in want_tbs), args
+            assert (park.task is not None) == (want_type is TypeError), args  # still parked
+            park.close()
+    await anyio.lowlevel.checkpoint()

@@ -116,6 +116,69 @@ def test_trios_park_falls_back_where_trio_differs(monkeypatch: pytest.MonkeyPatc
     assert wait == twin  # the twin, bound to that run's glue
 
 
+def _trap_classes() -> dict[str, tuple[type, bool]]:
+    """Trap classes a later trio might have, and whether the C park may build them."""
+    attrs = pytest.importorskip("attrs")
+
+    @attrs.frozen(slots=True)
+    class Slotted:  # slots instead of a dict: object.__setattr__ still sets them
+        abort_func: object
+
+    @attrs.frozen
+    class ExtraField:
+        abort_func: object
+        reason: object = None
+
+    @attrs.frozen
+    class Renamed:
+        abort_fn: object
+
+    @attrs.frozen(eq=False)
+    class NoEquality:
+        abort_func: object
+
+    class Positional:
+        def __new__(cls, abort_func: object) -> Positional:
+            self = super().__new__(cls)
+            self.abort_func = abort_func
+            return self
+
+    return {
+        "slotted": (Slotted, True),
+        "extra field": (ExtraField, False),
+        "renamed field": (Renamed, False),
+        "no equality": (NoEquality, False),
+        "__new__ takes the field": (Positional, False),
+    }
+
+
+@pytest.mark.parametrize(
+    "shape", ["slotted", "extra field", "renamed field", "no equality", "__new__ takes the field"]
+)
+def test_trios_park_checks_the_trap_trio_would_build(monkeypatch: pytest.MonkeyPatch, shape: str) -> None:
+    """A trio whose WaitTaskRescheduled has another shape (faked here in both places trio's
+    run loop and wait_task_rescheduled take it from): the C park is used only where a trap
+    it builds is equal to trio's own, field for field; otherwise the twin, with the reason."""
+    pytest.importorskip("trio")
+    from trio._core import _run, _traps
+
+    from aiopg_io._glue import _trio
+
+    if _trio._WAKE is None:
+        pytest.skip(_trio.park_status())
+    cls, buildable = _trap_classes()[shape]
+    monkeypatch.setattr(_traps, "WaitTaskRescheduled", cls)
+    monkeypatch.setattr(_run, "WaitTaskRescheduled", cls)
+    args, why = _trio._park_shapes()
+    if buildable:
+        assert args is not None and args[1] is cls, why
+        trap = _trio._WAKE.TaskParker(*args).trap(len)
+        assert type(trap) is cls and trap == cls(len)
+    else:
+        assert args is None
+        assert why.startswith("tasks wait on ops in Python: ") and "WaitTaskRescheduled" in why, why
+
+
 def test_info_json(tmp_path: Path) -> None:
     doc = json.loads(run("info", "--json", cwd=tmp_path).stdout)
     assert doc["os"] == os.uname().sysname

@@ -73,3 +73,17 @@ def test_other_errors_raise_as_os_open_does(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(PermissionError) as info:
         open_cached(AT_FDCWD, str(tmp_path / "x"), os.O_RDONLY, 0)
     assert info.value.filename == str(tmp_path / "x")
+
+
+@needs_openat2
+def test_a_nul_in_the_path_is_refused_not_cut(tmp_path: Path) -> None:
+    """A path with a NUL is a ValueError, as os.open's; ctypes passes a bytes object's letters
+    up to its first NUL, so the kernel opened the file named by the part before it."""
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    os.stat(tmp_path / "a.txt")
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(ValueError, match="embedded null byte"):
+        open_cached(
+            AT_FDCWD, str(tmp_path / "a.txt") + "\x00.png", os.O_RDONLY | os.O_CLOEXEC, RESOLVE_NO_SYMLINKS
+        )
+    assert sorted(os.listdir("/proc/self/fd")) == before

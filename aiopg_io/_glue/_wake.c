@@ -292,27 +292,64 @@ park_send_method(TaskPark *k, PyObject *value)
     return NULL;
 }
 
-/* throw(exc): raised from the park, as a coroutine raises it at its yield; no longer parked. */
+/* throw(typ[, val[, tb]]): raised from the park, as a coroutine raises it at its yield; no
+   longer parked. The arguments are taken as CPython's gen_throw takes them: a class made an
+   instance from ``val`` (none, the arguments' tuple, an instance of it, or the one argument),
+   ``tb`` kept; a bad argument is a TypeError that leaves the park as it was. */
 static PyObject *
 park_throw(TaskPark *k, PyObject *args)
 {
     PyObject *typ, *val = NULL, *tb = NULL;
     if (!PyArg_ParseTuple(args, "O|OO:throw", &typ, &val, &tb))
         return NULL;
-    park_done(k);
-    PyObject *exc;
-    if (PyExceptionInstance_Check(typ)) {
-        exc = Py_NewRef(typ);
-    } else if (PyExceptionClass_Check(typ)) {
-        exc = val != NULL && val != Py_None ? PyObject_CallOneArg(typ, val) : PyObject_CallNoArgs(typ);
-        if (exc == NULL)
-            return NULL;
-    } else {
-        PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+    if (val == Py_None)
+        val = NULL;
+    if (tb == Py_None)
+        tb = NULL;
+    if (tb != NULL && !PyTraceBack_Check(tb)) {
+        PyErr_SetString(PyExc_TypeError, "throw() third argument must be a traceback object");
         return NULL;
     }
-    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_DECREF(exc);
+    PyObject *exc;
+    if (PyExceptionInstance_Check(typ)) {
+        if (val != NULL) {
+            PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
+            return NULL;
+        }
+        exc = Py_NewRef(typ);
+    } else if (PyExceptionClass_Check(typ)) {
+        park_done(k); /* from here on the exception (or the constructor's) is thrown in */
+        int is_inst = val != NULL && PyExceptionInstance_Check(val) ? PyObject_IsInstance(val, typ) : 0;
+        if (is_inst < 0)
+            return NULL;
+        if (is_inst)
+            exc = Py_NewRef(val);
+        else if (val == NULL)
+            exc = PyObject_CallNoArgs(typ);
+        else if (PyTuple_Check(val))
+            exc = PyObject_Call(typ, val, NULL);
+        else
+            exc = PyObject_CallOneArg(typ, val);
+        if (exc == NULL)
+            return NULL;
+        if (!PyExceptionInstance_Check(exc)) {
+            PyErr_Format(PyExc_TypeError, "calling %R should have returned an instance of BaseException, not %s",
+                         typ, Py_TYPE(exc)->tp_name);
+            Py_DECREF(exc);
+            return NULL;
+        }
+    } else {
+        PyErr_Format(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException, not %s",
+                     Py_TYPE(typ)->tp_name);
+        return NULL;
+    }
+    park_done(k);
+    if (tb != NULL && PyException_SetTraceback(exc, tb) < 0) {
+        Py_DECREF(exc);
+        return NULL;
+    }
+    PyObject *exc_tb = PyException_GetTraceback(exc);
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, exc_tb);
     return NULL;
 }
 

@@ -890,8 +890,9 @@ ring_reap(Ring *r, PyObject *args)
         }
         PyList_SET_ITEM(list, i, pair);
     }
-    __atomic_store_n(r->cq_head, head + (unsigned)n, __ATOMIC_RELEASE);
     PyObject *out = Py_BuildValue("(NO)", list, left_over ? Py_True : Py_False);
+    if (out != NULL) /* retired only once they are handed back: else they stay for the next reap */
+        __atomic_store_n(r->cq_head, head + (unsigned)n, __ATOMIC_RELEASE);
     return out;
 }
 
@@ -1144,16 +1145,20 @@ harvest_cqes(Ring *r, const HarvestArgs *a, int *continued, int *left_over)
             break;
         }
         struct u_cqe cqe = r->cqes[head & mask];
-        __atomic_store_n(r->cq_head, head + 1, __ATOMIC_RELEASE);
-        taken++;
+        /* The op found before its CQE is retired: a failure here (a MemoryError) leaves the
+           CQE in the CQ for the next reap, where after it the op would be lost. */
         PyObject *token = PyLong_FromUnsignedLongLong(cqe.user_data);
         if (token == NULL)
             return -1;
         PyObject *op = PyDict_GetItemWithError(ops, token);
+        if (op == NULL && PyErr_Occurred()) {
+            Py_DECREF(token);
+            return -1;
+        }
+        __atomic_store_n(r->cq_head, head + 1, __ATOMIC_RELEASE);
+        taken++;
         if (op == NULL) {
             Py_DECREF(token);
-            if (PyErr_Occurred())
-                return -1;
             continue; /* a cancel's own CQE, or a NOP that stood in for a refused prep */
         }
         Py_INCREF(op);
@@ -1463,12 +1468,10 @@ fd_ref(Ring *r, PyObject *fd, long delta)
     }
     if (cur != NULL && PyDict_DelItem(refs, fd) < 0)
         return -1;
-    if (PyDict_DelItem(r->batch[B_FD_DIRECT], fd) < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_KeyError))
-            return -1;
-        PyErr_Clear();
-    }
-    return 0;
+    /* Asked first: a missing key's KeyError is an allocation, which could fail after the
+       count above was dropped (finish_and_wake relies on no failure past that point). */
+    int direct = PyDict_Contains(r->batch[B_FD_DIRECT], fd);
+    return direct > 0 ? PyDict_DelItem(r->batch[B_FD_DIRECT], fd) : direct;
 }
 
 /* One op of a batch: 1 when its SQE is queued, 0 when it is the twin's (nothing changed),
@@ -1723,34 +1726,38 @@ link_sync_done(Ring *r, PyObject *op, PyObject *ops, unsigned long long user_dat
 static int
 finish_and_wake(Ring *r, PyObject *op, long long transferred, PyObject *waker)
 {
-    PyObject **b = r->batch;
-    int bad;
-    if (transferred >= 0) {
-        PyObject *t = PyLong_FromLongLong(transferred);
-        PyObject *empty = PyList_New(0);
-        bad = t == NULL || empty == NULL || PyObject_SetAttr(op, S_transferred, t) < 0 ||
-              PyObject_SetAttr(op, S_remaining, empty) < 0 || PyObject_SetAttr(op, S_result, t) < 0;
-        Py_XDECREF(t);
-        Py_XDECREF(empty);
-    } else {
-        PyObject *zero = PyLong_FromLong(0);
-        bad = zero == NULL || PyObject_SetAttr(op, S_result, zero) < 0;
-        Py_XDECREF(zero);
-    }
-    if (bad || PyObject_SetAttr(op, S_state, b[B_REAPED]) < 0)
-        return -1;
-    PyObject *data = PyObject_GetAttr(op, S_driver_data);
+    /* What may fail (a MemoryError) comes before the op changes, and the fd's count before
+       driver_data lets go of it: a failure leaves the op as its CQE found it, which harvest
+       keeps with the CQE for take_raised (applied again at the next reap), never REAPED and
+       not handed over (the twin's _collect would then count the fd twice, or never hand the
+       op to anyone). REAPED is the last step before the waker. */
+    PyObject *t = PyLong_FromLongLong(transferred >= 0 ? transferred : 0);
+    PyObject *empty = transferred >= 0 ? PyList_New(0) : NULL;
+    PyObject *data = NULL, *fd = NULL;
+    int ok = 0;
+    if (t == NULL || (transferred >= 0 && empty == NULL))
+        goto done;
+    data = PyObject_GetAttr(op, S_driver_data);
     if (data == NULL)
-        return -1;
-    int held = PyObject_TypeCheck(data, (PyTypeObject *)b[B_INFLIGHT]);
-    Py_DECREF(data);
-    if (held) {
-        PyObject *fd = PyObject_GetAttr(op, S_fd);
-        bad = fd == NULL || PyObject_SetAttr(op, S_driver_data, Py_None) < 0 || fd_ref(r, fd, -1) < 0;
-        Py_XDECREF(fd);
-        if (bad)
-            return -1;
+        goto done;
+    if (PyObject_TypeCheck(data, (PyTypeObject *)r->batch[B_INFLIGHT])) {
+        fd = PyObject_GetAttr(op, S_fd);
+        if (fd == NULL || fd_ref(r, fd, -1) < 0 || PyObject_SetAttr(op, S_driver_data, Py_None) < 0)
+            goto done;
     }
+    if (transferred >= 0 &&
+        (PyObject_SetAttr(op, S_transferred, t) < 0 || PyObject_SetAttr(op, S_remaining, empty) < 0))
+        goto done;
+    if (PyObject_SetAttr(op, S_result, t) < 0 || PyObject_SetAttr(op, S_state, r->batch[B_REAPED]) < 0)
+        goto done;
+    ok = 1;
+done:
+    Py_XDECREF(t);
+    Py_XDECREF(empty);
+    Py_XDECREF(data);
+    Py_XDECREF(fd);
+    if (!ok)
+        return -1;
     r->woken++; /* reaped and handed over, whatever the waker does with it (see harvest) */
     PyObject *res = PyObject_CallOneArg(waker, op);
     if (res == NULL)

@@ -1135,7 +1135,9 @@ class IoUringDriver(Driver):
         raised = self._take_raised()
         if raised is not None:
             self._rescue_raised(*raised, out)
-        self._ready[:0] = out
+        # An op may be in both where the reap raised as it moved _ready's ops into out.
+        ready = {id(op) for op in self._ready}
+        self._ready[:0] = [op for op in out if id(op) not in ready]
         self._sq_deferred = True
         self._signal()
 
@@ -1168,17 +1170,17 @@ class IoUringDriver(Driver):
 
     def _collect(self) -> list[Op]:
         c = self._counters
-        c.reap_calls += 1
-        if self._cancel_later:
-            self._retry_cancels()
-        if self._sq_unsubmitted or self._sq_deferred:
-            self._submit_sq()
-        if self._backlog:
-            self._retry_backlog()
-        out = self._ready
-        self._ready = []
-        limit = self._reap_batch
+        out: list[Op] = []
         try:
+            c.reap_calls += 1
+            if self._cancel_later:
+                self._retry_cancels()
+            if self._sq_unsubmitted or self._sq_deferred:
+                self._submit_sq()
+            if self._backlog:
+                self._retry_backlog()
+            out, self._ready = self._ready, out
+            limit = self._reap_batch
             if self._unapplied:
                 entries, self._unapplied = self._unapplied, []
                 if self._apply_cqes(entries, out):
@@ -1199,26 +1201,31 @@ class IoUringDriver(Driver):
                     self._clear_eventfd()
                     continue
                 break
+            out.extend(self._ready)  # requeues that could not be prepped
+            self._ready = []
+            # Each op's step once (an op REAPED by a reap that raised after it comes back
+            # here, and is not counted or reaped twice); whatever raises meanwhile (a
+            # MemoryError, a signal handler's exception) hands every op back to the next reap.
+            refs, fd_direct = self._fd_refs, self._fd_direct
+            for op in out:
+                if op.state is OpState.REAPED:
+                    continue
+                if isinstance(op.driver_data, _InFlight):
+                    op.driver_data = None  # frees the Iovec; the op still holds its buffers
+                    fd = op.fd
+                    left = refs[fd] - 1
+                    if left:
+                        refs[fd] = left
+                    else:
+                        del refs[fd]
+                        fd_direct.pop(fd, None)
+                op.set_state(OpState.REAPED)
+                if op.cancel_requested and op.error is not None and op.error.errno == errno.ECANCELED:
+                    c.cancelled += 1
+                c.completed += 1
         except BaseException:
             self._keep_for_next_reap(out)
             raise
-        out.extend(self._ready)  # requeues that could not be prepped
-        self._ready = []
-        refs, fd_direct = self._fd_refs, self._fd_direct
-        for op in out:
-            op.set_state(OpState.REAPED)
-            if isinstance(op.driver_data, _InFlight):
-                op.driver_data = None  # frees the Iovec; the op still holds its buffers
-                fd = op.fd
-                left = refs[fd] - 1
-                if left:
-                    refs[fd] = left
-                else:
-                    del refs[fd]
-                    fd_direct.pop(fd, None)
-            if op.cancel_requested and op.error is not None and op.error.errno == errno.ECANCELED:
-                c.cancelled += 1
-        c.completed += len(out)
         return out
 
     def _harvest(self, limit: int, out: list[Op]) -> tuple[bool, bool]:

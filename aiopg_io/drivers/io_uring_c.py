@@ -351,10 +351,14 @@ class IoUringCDriver(IoUringDriver):
         # Counted from the last call that returned: a waker that raised propagates its
         # error, and the ops C handed over by then (reaped: their slots owed) are counted by
         # this return.
-        total = self._ring.woken
-        woken = total - self._woken_mark
+        try:
+            total = self._ring.woken
+            woken = total - self._woken_mark
+            self._counters.completed += woken
+        except BaseException:  # (a MemoryError, a signal handler's): out to the next reap
+            self._keep_for_next_reap(out)
+            raise
         self._woken_mark = total
-        self._counters.completed += woken
         return out, woken
 
     def _tick(self) -> list[Op]:
@@ -384,14 +388,18 @@ class IoUringCDriver(IoUringDriver):
             # the ops C handed over by then, from Ring.woken).
             self._keep_for_next_reap(out)
             raise
-        if flags & _U.TICK_CLEARED:
-            self._signalled = bool(flags & _U.TICK_SIGNALLED)
-        if out or flags & (_U.TICK_CONTINUED | _U.TICK_OVERFLOW):
-            if flags & _U.TICK_CONTINUED:
-                self._submit_sq()
-            self._ready = out
-            return self._collect()
-        self._counters.reap_calls += 1
+        try:  # whatever raises from here on (a MemoryError, a signal handler's) loses no op
+            if flags & _U.TICK_CLEARED:
+                self._signalled = bool(flags & _U.TICK_SIGNALLED)
+            if out or flags & (_U.TICK_CONTINUED | _U.TICK_OVERFLOW):
+                self._ready, out = out, []  # the parent's _collect's now, kept if it raises
+                if flags & _U.TICK_CONTINUED:
+                    self._submit_sq()
+                return self._collect()
+            self._counters.reap_calls += 1
+        except BaseException:
+            self._keep_for_next_reap(out)
+            raise
         return out
 
     def statistics(self) -> DriverStatistics:

@@ -51,6 +51,7 @@ The decoder below works on bytes only (no I/O), so recovery logic is tested with
 
 from __future__ import annotations
 
+import operator
 import re
 import struct
 import zlib
@@ -192,14 +193,29 @@ def write_record_header(
 
 
 _pack_header_into = _RECORD_HEADER.pack_into
+_U32_MAX = 2**32 - 1
+_U64_MAX = 2**64 - 1
 _pack_prefix = _PREFIX.pack
 _crc32 = zlib.crc32
 
 
 def write_record_py(buf: memoryview, offset: int, payload: memoryview | bytes, epoch: int, prev: int) -> None:
     """The record (header, then payload) into ``buf`` at ``offset``: :func:`write_record`'s
-    pure-Python twin."""
+    pure-Python twin. Both count bytes (a view of wider items by its bytes), and refuse what
+    the header cannot hold (OverflowError) and what the buffer cannot (ValueError) in the
+    same words."""
+    offset = operator.index(offset)
+    if not 0 <= epoch <= _U32_MAX:
+        raise OverflowError(f"epoch {epoch!r} does not fit the record header's u32")
+    if not 0 <= prev <= _U64_MAX:
+        raise OverflowError(f"prev {prev!r} does not fit the record header's u64")
+    if buf.format != "B":
+        buf = buf.cast("B")
+    if type(payload) is not bytes:
+        payload = memoryview(payload).cast("B")
     tot = RECORD_HEADER_SIZE + len(payload)
+    if tot > _U32_MAX:
+        raise OverflowError(f"a record of {tot} bytes does not fit the header's u32 length")
     if offset < 0 or offset + tot > len(buf):
         raise ValueError(
             f"a record of {tot} bytes at offset {offset} does not fit a buffer of {len(buf)} bytes"

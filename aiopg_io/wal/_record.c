@@ -44,35 +44,55 @@ write_record(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
                      nargs);
         return NULL;
     }
-    Py_ssize_t offset = PyLong_AsSsize_t(args[1]);
-    if (offset == -1 && PyErr_Occurred())
+    /* The checks and words are the pure twin's (write_record_py), in its order. */
+    PyObject *offset_int = PyNumber_Index(args[1]);
+    if (offset_int == NULL)
         return NULL;
+    Py_ssize_t offset = PyNumber_AsSsize_t(offset_int, NULL); /* clamped: the fit check refuses it */
+    if (offset == -1 && PyErr_Occurred()) {
+        Py_DECREF(offset_int);
+        return NULL;
+    }
     unsigned long epoch = PyLong_AsUnsignedLong(args[3]);
-    if (epoch == (unsigned long)-1 && PyErr_Occurred())
+    if ((epoch == (unsigned long)-1 && PyErr_Occurred()) || epoch > 0xFFFFFFFFUL) {
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            Py_DECREF(offset_int);
+            return NULL;
+        }
+        PyErr_Clear();
+        PyErr_Format(PyExc_OverflowError, "epoch %R does not fit the record header's u32", args[3]);
+        Py_DECREF(offset_int);
         return NULL;
+    }
     unsigned long long prev = PyLong_AsUnsignedLongLong(args[4]);
-    if (prev == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    if (epoch > 0xFFFFFFFFUL) {
-        PyErr_Format(PyExc_OverflowError, "epoch %lu does not fit the record header's u32", epoch);
+    if (prev == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_OverflowError, "prev %R does not fit the record header's u64", args[4]);
+        }
+        Py_DECREF(offset_int);
         return NULL;
     }
     Py_buffer buf, payload;
-    if (PyObject_GetBuffer(args[0], &buf, PyBUF_WRITABLE) < 0)
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_WRITABLE) < 0) {
+        Py_DECREF(offset_int);
         return NULL;
+    }
     if (PyObject_GetBuffer(args[2], &payload, PyBUF_SIMPLE) < 0) {
         PyBuffer_Release(&buf);
+        Py_DECREF(offset_int);
         return NULL;
     }
     PyObject *result = NULL;
     Py_ssize_t n = payload.len;
     if ((unsigned long long)n > 0xFFFFFFFFULL - RECORD_HEADER_SIZE) {
-        PyErr_Format(PyExc_OverflowError, "a record of %zd bytes does not fit the header's u32 length", n);
+        PyErr_Format(PyExc_OverflowError, "a record of %lld bytes does not fit the header's u32 length",
+                     (long long)n + RECORD_HEADER_SIZE);
         goto done;
     }
     if (offset < 0 || offset > buf.len || buf.len - offset < RECORD_HEADER_SIZE + n) {
-        PyErr_Format(PyExc_ValueError, "a record of %zd bytes at offset %zd does not fit a buffer of %zd bytes",
-                     RECORD_HEADER_SIZE + n, offset, buf.len);
+        PyErr_Format(PyExc_ValueError, "a record of %zd bytes at offset %S does not fit a buffer of %zd bytes",
+                     RECORD_HEADER_SIZE + n, offset_int, buf.len);
         goto done;
     }
     unsigned char *p = (unsigned char *)buf.buf + offset;
@@ -99,6 +119,7 @@ write_record(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 done:
     PyBuffer_Release(&payload);
     PyBuffer_Release(&buf);
+    Py_DECREF(offset_int);
     return result;
 }
 

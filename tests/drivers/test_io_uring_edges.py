@@ -508,6 +508,83 @@ def test_a_completion_handler_that_raises_loses_no_op(
         os.close(fd)
 
 
+def _set_nomemory() -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """``_testcapi``'s allocation failure injection (set_nomemory, remove_mem_hooks)."""
+    try:
+        import _testcapi
+    except ImportError:
+        pytest.skip("this Python has no _testcapi (built without its test modules)")
+    if not hasattr(_testcapi, "set_nomemory"):
+        pytest.skip("this Python's _testcapi has no set_nomemory")
+    return _testcapi.set_nomemory, _testcapi.remove_mem_hooks
+
+
+@pytest.mark.parametrize("wake", [False, True], ids=["reap", "reap_and_wake"])
+def test_a_memory_error_anywhere_in_a_reap_loses_no_op(wake: bool, tmp_path: Path) -> None:
+    """Each allocation of a reap made to fail in turn (``_testcapi.set_nomemory``), one per
+    try, with one read's CQE waiting: the MemoryError propagates, and the read still comes
+    back from a later reap (or its waker), once, with its bytes. It used to be lost where the
+    allocation failed after its CQE was retired (the token made after the CQ head moved), in
+    the C harvest between its REAPED and its waker (C then left it REAPED for the Python
+    bookkeeping, which raised at REAPED -> REAPED), or in the bookkeeping after the harvest
+    (every op of the batch dropped). A failure as reap returns, in the caller's own frame,
+    is the caller's to handle (and is not counted here). The C ring's driver only: the pure
+    one's ring is the liburing package's, whose ``cqe[0]`` returns an error with no exception
+    set when an allocation fails (SystemError), with its CQE retired. The waker is a set's
+    ``add`` (no allocation for one op): a waker that raises is the glue's to handle."""
+    _skip_unless_runs(IoUringCDriver)
+    set_nomemory, remove_hooks = _set_nomemory()
+    p = tmp_path / "f.bin"
+    data = os.urandom(2 * PAGE)
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDONLY)
+    d = IoUringCDriver(nowait_fast_path=False)
+    for _ in range(300):  # tokens past the small ints CPython caches: made by an allocation
+        d._next_token()
+    raised = 0
+    try:
+        for k in range(300):
+            op = Op(OpKind.READ, fd, PAGE, (memoryview(bytearray(PAGE)),))
+            d.submit([op])
+            assert select.select([d.fileno()], [], [], 10)[0]
+            got: list[Op] = []
+            woken: set[Op] = set()
+            set_nomemory(k, k + 1)  # the k-th allocation from here fails, no other
+            try:
+                if wake:
+                    r, _ = d.reap_and_wake(woken.add)
+                else:
+                    r = d.reap()
+                remove_hooks()
+                got += r
+            except MemoryError as exc:
+                remove_hooks()
+                assert exc.__traceback__ is not None
+                if exc.__traceback__.tb_next is None:
+                    continue  # raised in this frame, as reap returned: its result is lost here
+                raised += 1
+            finally:
+                remove_hooks()
+            deadline = time.monotonic() + 10
+            while not any(o is op for o in [*got, *woken]):
+                assert time.monotonic() < deadline, f"the read was lost at allocation {k} ({op.state})"
+                select.select([d.fileno()], [], [], 1)
+                if wake:
+                    r, _ = d.reap_and_wake(woken.add)
+                else:
+                    r = d.reap()
+                got += r
+            assert [o for o in [*got, *woken] if o is op] == [op]  # once
+            assert op.state is OpState.REAPED and op.error is None, (k, op.error)
+            assert op.result == PAGE and bytes(op.buffers[0]) == data[PAGE:], k
+        assert raised >= 3, "the reap made no allocation that could fail: this tests nothing"
+        assert d._fd_refs == {} and d._ops == {}
+    finally:
+        remove_hooks()
+        d.close()
+        os.close(fd)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_loop_a_completion_handler_that_raises_loses_no_task(
     backend: Any, driver_cls: type[IoUringDriver], tmp_path: Path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import zlib
 
@@ -138,6 +139,78 @@ def test_record_written_by_c_and_by_python_is_the_same() -> None:
             write(memoryview(bytearray(30)), 8, b"too long", 1, 0)  # 32 bytes at 8 in 30
         with pytest.raises(TypeError):
             write(memoryview(bytearray(64)), 0, "text", 1, 0)
+
+
+def _huge_view(n: int) -> memoryview:
+    """A view of ``n`` bytes nobody touches (an anonymous mapping: no memory until written)."""
+    try:
+        return memoryview(mmap.mmap(-1, n))
+    except (OSError, OverflowError, MemoryError) as exc:
+        pytest.skip(f"no {n}-byte mapping here ({exc!r})")
+
+
+def test_record_refusals_are_the_same_in_c_and_python() -> None:
+    """What the header cannot hold (an epoch past u32, a prev past u64, negative ones, a
+    record of 2**32 bytes or more) is OverflowError, and what the buffer cannot (an offset
+    before it or past it, huge ones) ValueError, in the same words from both writers, and
+    nothing is written. Both count bytes: a view of wider items writes its bytes. The C
+    writer used to word the overflows as CPython's conversions do (and the length as the
+    payload's), and the Python one raised struct.error, or counted a view's items."""
+    from aiopg_io.wal import _format
+
+    if _format._RECORD_C is None:
+        pytest.skip("aiopg_io.wal._record is not built here (no C compiler or no zlib.h)")
+    writers = [write_record_py, _format._RECORD_C.write_record]
+    buf = bytearray(b"\xee" * 100)
+    huge = 2**32 - RECORD_HEADER_SIZE  # a record of 2**32 bytes: one past the u32 length
+    refused: list[tuple[tuple[object, ...], type[Exception], str]] = [
+        ((0, b"x", 2**32, 0), OverflowError, "epoch 4294967296 does not fit the record header's u32"),
+        ((0, b"x", -1, 0), OverflowError, "epoch -1 does not fit the record header's u32"),
+        (
+            (0, b"x", 1, 2**64),
+            OverflowError,
+            "prev 18446744073709551616 does not fit the record header's u64",
+        ),
+        ((0, b"x", 1, -1), OverflowError, "prev -1 does not fit the record header's u64"),
+        (
+            (0, _huge_view(huge), 1, 0),
+            OverflowError,
+            "a record of 4294967296 bytes does not fit the header's u32",
+        ),
+        (
+            (0, _huge_view(2**31), 1, 0),
+            ValueError,
+            "a record of 2147483672 bytes at offset 0 does not fit a buffer",
+        ),
+        (
+            (-1, b"x", 1, 0),
+            ValueError,
+            "a record of 25 bytes at offset -1 does not fit a buffer of 100 bytes",
+        ),
+        (
+            (2**63, b"x", 1, 0),
+            ValueError,
+            f"a record of 25 bytes at offset {2**63} does not fit a buffer of 100",
+        ),
+        ((77, b"", 1, 0), ValueError, "a record of 24 bytes at offset 77 does not fit a buffer of 100 bytes"),
+        ((0.0, b"x", 1, 0), TypeError, "'float' object cannot be interpreted as an integer"),
+    ]
+    for args, kind, words in refused:
+        for write in writers:
+            with pytest.raises(kind) as info:
+                write(memoryview(buf), *args)
+            assert str(info.value).startswith(words), (write, args)
+            assert buf == b"\xee" * 100, (write, args)
+    images = []
+    for write in writers:
+        wide = memoryview(bytearray(b"\xee" * 64)).cast("I")
+        write(wide, 4, memoryview(bytearray(b"abcdefgh")).cast("I"), 1, 2)
+        images.append(bytes(wide))
+    assert images[0] == images[1]
+    assert (
+        images[0][4 : 4 + RECORD_HEADER_SIZE + 8]
+        == pack_record_header(b"abcdefgh", epoch=1, prev=2) + b"abcdefgh"
+    )
 
 
 def test_segment_names() -> None:
