@@ -261,7 +261,7 @@ async def test_many_calls_leave_no_object_reference_or_fd_behind(
                         assert await direct.preadinto(dbuf, 4096) == 4096
 
             names = frozenset(
-                {"RingWait", "RingRun", "FastRead", "Op", "_InFlight", "Future", "Task", "coroutine"}
+                {"RingWait", "RingRun", "FastRead", "Op", "InFlight", "Future", "Task", "coroutine"}
             )
             await rounds(50)
             fds, live = open_fds(), _live(names)

@@ -211,7 +211,7 @@ enum {
     B_READ, B_READV, B_WRITE, B_WRITEV, B_FSYNC, B_FDATASYNC, /* OpKind members */
     B_IDLE, B_SUBMITTED, B_COMPLETED, B_REAPED,               /* OpState members */
     B_TRIED,       /* the driver_data of a read the fast path found not cached */
-    B_INFLIGHT,    /* the driver's _InFlight class */
+    B_INFLIGHT,    /* the driver's InFlight class */
     B_OPS,         /* token -> op the kernel owns */
     B_FD_REFS,     /* fd -> ops the ring holds on it */
     B_FD_DIRECT,   /* fd -> O_DIRECT, valid while held */
@@ -1548,7 +1548,7 @@ batch_prep(Ring *r, PyObject *op)
                 Py_DECREF(rest);
                 return 0;
             }
-            /* Valid while the memoryview lives: the op's _InFlight keeps ``bufs`` to the CQE. */
+            /* Valid while the memoryview lives: the op's InFlight keeps ``bufs`` to the CQE. */
             iov[i].iov_base = view.buf;
             iov[i].iov_len = (size_t)view.len;
             PyBuffer_Release(&view);
@@ -1603,7 +1603,7 @@ batch_prep(Ring *r, PyObject *op)
     }
     if (transfer) {
         sqe->opcode = is_read ? OP_READV : OP_WRITEV;
-        sqe->addr = (uint64_t)(uintptr_t)PyBytes_AS_STRING(iovec); /* kept by the op's _InFlight */
+        sqe->addr = (uint64_t)(uintptr_t)PyBytes_AS_STRING(iovec); /* kept by the op's InFlight */
         sqe->len = (uint32_t)n_iov;
         sqe->off = (uint64_t)(offset + transferred);
     } else {
@@ -1665,7 +1665,7 @@ ring_submit_batch(Ring *r, PyObject *args)
 }
 
 /* Whether ``user_data`` is the sync CQE of a linked write + sync (WRITE_SYNC) held by ``op``:
-   its _InFlight's ``sync_token`` (0 on every other op; tokens start at 1). A sync CQE that
+   its InFlight's ``sync_token`` (0 on every other op; tokens start at 1). A sync CQE that
    succeeded means the write before it was whole (a failed or short write cancels the link,
    and its own CQE, handled in Python, drops the sync's user_data first), so this is the
    twin's _on_link_cqe, first branch: the write's user_data leaves ``ops`` (gone already

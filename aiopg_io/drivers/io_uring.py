@@ -137,7 +137,7 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
   ``bytearray``, those objects go in themselves instead, at the binding's own cost). That
   layout is checked once against an ``Iovec`` built over known ``bytes``; where it differs
   the driver reports itself unavailable. The op keeps its memoryviews
-  (``_InFlight.buffers``) until its CQE: their own exports keep the memory in place until
+  (``InFlight.buffers``) until its CQE: their own exports keep the memory in place until
   then, and nothing holds it after.
 - ``cqe[i]`` for ``i > 0`` ignores the ring mask; completions are read with ``CqeIter``
   (only ``cqe[0]`` is valid inside it) and retired with ``io_uring_cq_advance``.
@@ -151,7 +151,7 @@ Facts about the PyPI package (checked on 2026.3.30; several are in DESIGN.md too
   (MKDIRAT, 5.15; the binding marks it "coded but not tested": tests/test_os.py checks it
   against ``os.mkdir``) and ``io_uring_prep_close`` (CLOSE, 5.6) take their paths as
   ``pathlib.Path`` only (bytes and str raise TypeError), and pass the kernel a pointer into
-  the Path's string, not a copy: the Path objects are kept on the op (``_InFlight.buffers``)
+  the Path's string, not a copy: the Path objects are kept on the op (``InFlight.buffers``)
   until its CQE. The kernel copies a path when it prepares the SQE (``getname`` in
   ``io_openat_prep``, ``io_renameat_prep``, ``io_unlinkat_prep``, ``io_mkdirat_prep``), but
   nothing here relies on that. A NUL byte inside a path would silently end it there, so
@@ -268,6 +268,9 @@ __all__ = [
     "MIN_KERNEL",
     "IoUringDriver",
 ]
+# Not in __all__ but public to the package: ENTER_LATER, KIND_OPCODES, PROBE_TIMEOUT_SECONDS,
+# TRIED_INLINE, InFlight, explain_setup_error and io_uring_disabled are what the C ring's
+# driver (io_uring_c.py, a subclass of this one) shares with its twin.
 
 DEFAULT_ENTRIES = 256
 DEFAULT_REAP_BATCH = 8
@@ -283,7 +286,7 @@ _CLOSE_POLL_SECONDS = 0.05
 #: before it parks its ring and buffers instead (``_orphans``); the finalizer runs on the
 #: collecting thread, so not long.
 _COLLECTED_WAIT_SECONDS = 1.0
-_PROBE_TIMEOUT_SECONDS = 2.0
+PROBE_TIMEOUT_SECONDS = 2.0
 #: io_uring_prep_cancel(3) flags (5.19): match any request, cancel every match.
 _CANCEL_ANY = 1 << 2
 _CANCEL_ALL = 1 << 0
@@ -297,7 +300,7 @@ _CLOSE_CANCEL = 2**64 - 1
 _UNCANCELLABLE_WAIT_SECONDS = 1.0
 #: What io_uring_enter(2) says when it cannot do it now (a signal, the kernel short of
 #: resources or of CQ room): try again on the next reap.
-_ENTER_LATER = (errno.EAGAIN, errno.EBUSY, errno.EINTR)
+ENTER_LATER = (errno.EAGAIN, errno.EBUSY, errno.EINTR)
 # The write half of a linked write + sync (module docstring).
 _LINK_WRITE_FLAGS = (_L.IOSQE_IO_LINK | _L.IOSQE_CQE_SKIP_SUCCESS) if _L is not None else 0
 
@@ -326,7 +329,7 @@ def _kernel_version() -> tuple[int, int]:
         return (0, 0)
 
 
-def _io_uring_disabled() -> int:
+def io_uring_disabled() -> int:
     try:
         with open("/proc/sys/kernel/io_uring_disabled") as f:
             return int(f.read().strip() or 0)
@@ -368,7 +371,7 @@ def _setup_ring(entries: int, *, sqpoll: bool = False) -> Any:
     return ring
 
 
-def _explain_setup_error(exc: OSError, disabled: int) -> str:
+def explain_setup_error(exc: OSError, disabled: int) -> str:
     code = exc.errno
     if code == errno.EPERM:
         if disabled == 1:
@@ -406,13 +409,13 @@ def _probe() -> str | None:
             "fills the Iovec's array itself: the binding never releases a memoryview it is "
             "given); use io_uring_c or worker"
         )
-    disabled = _io_uring_disabled()
+    disabled = io_uring_disabled()
     if disabled >= 2:
         return "io_uring is disabled system-wide (/proc/sys/kernel/io_uring_disabled = 2); set it to 0"
     try:
         ring = _setup_ring(4)
     except OSError as exc:
-        return _explain_setup_error(exc, disabled)
+        return explain_setup_error(exc, disabled)
     efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
     try:
         _L.io_uring_register_eventfd(ring, efd)
@@ -420,9 +423,9 @@ def _probe() -> str | None:
         _L.io_uring_prep_nop(sqe)
         sqe.user_data = 1
         _L.io_uring_submit(ring)
-        readable, _, _ = select.select([efd], [], [], _PROBE_TIMEOUT_SECONDS)
+        readable, _, _ = select.select([efd], [], [], PROBE_TIMEOUT_SECONDS)
         if not readable:
-            return f"a NOP submitted to io_uring did not complete within {_PROBE_TIMEOUT_SECONDS} s"
+            return f"a NOP submitted to io_uring did not complete within {PROBE_TIMEOUT_SECONDS} s"
         cqe = _L.Cqe()
         got = [(cqe[0].user_data, _res_of(cqe[0])) for _ in _L.CqeIter(ring, cqe)]
         _L.io_uring_cq_advance(ring, len(got))
@@ -442,7 +445,7 @@ _PROBED: list[dict[str, bool]] = []
 # The opcode each kind needs beyond the 5.1 ones (CLOSE counts as a path kind: it came with
 # OPENAT). A kind whose opcode the probe lacks goes to the fallback threads (FTRUNCATE is
 # not here: it runs inline where it is missing, see _ftruncate_inline).
-_KIND_OPCODES = {
+KIND_OPCODES = {
     OpKind.FALLOCATE: "IORING_OP_FALLOCATE",
     OpKind.OPENAT: "IORING_OP_OPENAT",
     OpKind.RENAMEAT: "IORING_OP_RENAMEAT",
@@ -454,7 +457,7 @@ _KIND_OPCODES = {
     OpKind.SYMLINKAT: "IORING_OP_SYMLINKAT",
 }
 #: The kinds whose SQE names paths (CLOSE names none).
-_NAMED_KINDS = frozenset(_KIND_OPCODES) - {OpKind.CLOSE, OpKind.FALLOCATE}
+_NAMED_KINDS = frozenset(KIND_OPCODES) - {OpKind.CLOSE, OpKind.FALLOCATE}
 
 
 def _opcodes() -> dict[str, bool]:
@@ -476,7 +479,7 @@ def _native_kinds() -> frozenset[OpKind]:
     ops = _opcodes()
     # WRITE_SYNC needs only writev, fsync and IOSQE_IO_LINK (5.3), which every kernel the
     # package runs on has.
-    kinds = FILE_KINDS - {OpKind.FALLOCATE} | {kind for kind, name in _KIND_OPCODES.items() if ops.get(name)}
+    kinds = FILE_KINDS - {OpKind.FALLOCATE} | {kind for kind, name in KIND_OPCODES.items() if ops.get(name)}
     kinds |= {OpKind.WRITE_SYNC}
     return kinds if _statx_readable() else kinds - {OpKind.STATX}
 
@@ -618,10 +621,10 @@ def _check_iovec_layout() -> bool:
 
 
 # op.driver_data of a read try_inline() found not cached (in whole or in part).
-_TRIED_INLINE = object()
+TRIED_INLINE = object()
 
 
-class _InFlight:
+class InFlight:
     """What the driver keeps on an op (``op.driver_data``) while the kernel may use it."""
 
     __slots__ = ("buffers", "cancel_queued", "iovec", "paths", "sync_token", "token")
@@ -686,7 +689,7 @@ class IoUringDriver(Driver):
         )
         return (
             f"driver {self.name!r} cannot set up a ring of {entries} entries{with_sqpoll}: "
-            f"{_explain_setup_error(exc, _io_uring_disabled())}{hint}"
+            f"{explain_setup_error(exc, io_uring_disabled())}{hint}"
         )
 
     def _options(
@@ -769,7 +772,7 @@ class IoUringDriver(Driver):
                 try:
                     cls._try_sqpoll_ring()
                 except OSError as exc:
-                    reason = f"an SQPOLL ring is refused: {_explain_setup_error(exc, _io_uring_disabled())}"
+                    reason = f"an SQPOLL ring is refused: {explain_setup_error(exc, io_uring_disabled())}"
                 except Exception as exc:  # a probe never raises
                     reason = f"SQPOLL probe failed: {exc!r}"
             _SQPOLL_REASONS[key] = reason
@@ -889,7 +892,7 @@ class IoUringDriver(Driver):
             c.submitted += 1
             c.completed += 1
             return True
-        op.driver_data = _TRIED_INLINE  # submit() goes straight to the ring
+        op.driver_data = TRIED_INLINE  # submit() goes straight to the ring
         return False
 
     def _read_inline(self, op: Op) -> bool:
@@ -969,8 +972,8 @@ class IoUringDriver(Driver):
             self._signal()  # reap retries the backlog
             return False
         data = op.driver_data
-        if not isinstance(data, _InFlight):
-            data = op.driver_data = _InFlight(self._next_token())
+        if not isinstance(data, InFlight):
+            data = op.driver_data = InFlight(self._next_token())
             refs = self._fd_refs
             refs[op.fd] = refs.get(op.fd, 0) + 1
         try:
@@ -1065,7 +1068,7 @@ class IoUringDriver(Driver):
         """A STATX op's CQE said success: its ``struct statx`` into the op's buffer, copied
         from the binding's ``Statx`` the kernel filled (see :meth:`_paths_of`)."""
         data = op.driver_data
-        assert isinstance(data, _InFlight)
+        assert isinstance(data, InFlight)
         op.buffers[0][:STATX_SIZE] = ctypes.string_at(_statx_address(data.paths[1]), STATX_SIZE)
 
     def _path_op_inline(self, op: Op) -> bool:
@@ -1091,7 +1094,7 @@ class IoUringDriver(Driver):
         try:
             _L.io_uring_submit(self._ring)
         except OSError as exc:
-            if exc.errno not in _ENTER_LATER:
+            if exc.errno not in ENTER_LATER:
                 raise
             # The kernel is short of resources: the SQEs stay queued, reap submits them.
             self._sq_unsubmitted = True
@@ -1162,7 +1165,7 @@ class IoUringDriver(Driver):
         # Gone on: back in _ops under its token (kept across an op's SQEs; a linked chain's
         # sync token is fresh per chain, so a sync CQE's op back out is a new chain).
         if any(o is op for o in self._backlog) or (
-            isinstance(data, _InFlight) and token != data.sync_token and self._ops.get(data.token) is op
+            isinstance(data, InFlight) and token != data.sync_token and self._ops.get(data.token) is op
         ):
             return
         self._ops[token] = op
@@ -1210,7 +1213,7 @@ class IoUringDriver(Driver):
             for op in out:
                 if op.state is OpState.REAPED:
                     continue
-                if isinstance(op.driver_data, _InFlight):
+                if isinstance(op.driver_data, InFlight):
                     op.driver_data = None  # frees the Iovec; the op still holds its buffers
                     fd = op.fd
                     left = refs[fd] - 1
@@ -1299,7 +1302,7 @@ class IoUringDriver(Driver):
         try:
             self._flush_overflow()
         except OSError as exc:
-            if exc.errno not in _ENTER_LATER:
+            if exc.errno not in ENTER_LATER:
                 raise
             return False
         return True
@@ -1347,7 +1350,7 @@ class IoUringDriver(Driver):
         write's CQE on a kernel that posts it: the sync's follows), else as :meth:`_on_cqe`
         (True: finished; False: the rest went out as a new chain)."""
         data = op.driver_data
-        assert isinstance(data, _InFlight)
+        assert isinstance(data, InFlight)
         ops = self._ops
         if token == data.sync_token:
             # The write was whole (its CQE skipped, or applied already): the sync decides.
@@ -1407,7 +1410,7 @@ class IoUringDriver(Driver):
         if self._closed or op.state is not OpState.SUBMITTED:
             return
         data = op.driver_data
-        if not isinstance(data, _InFlight) or data.cancel_queued:
+        if not isinstance(data, InFlight) or data.cancel_queued:
             return  # completed inline, in the backlog (cancelled when retried), or asked already
         token = self._cancel_target(op, data)
         if token is None:
@@ -1422,7 +1425,7 @@ class IoUringDriver(Driver):
         self._sq_deferred = True
         self._signal()
 
-    def _cancel_target(self, op: Op, data: _InFlight) -> int | None:
+    def _cancel_target(self, op: Op, data: InFlight) -> int | None:
         """The ``user_data`` a cancel of ``op`` names: its SQE's, or for a linked write + sync
         whose write is done, the sync's; None when the kernel holds none of them."""
         ops = self._ops
@@ -1448,7 +1451,7 @@ class IoUringDriver(Driver):
         later, self._cancel_later = self._cancel_later, []
         for op in later:
             data = op.driver_data
-            token = self._cancel_target(op, data) if isinstance(data, _InFlight) else None
+            token = self._cancel_target(op, data) if isinstance(data, InFlight) else None
             if token is None:
                 continue  # completed meanwhile
             if not self._queue_cancel(token, 0):

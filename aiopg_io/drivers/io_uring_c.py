@@ -152,17 +152,17 @@ from .base import (
     int_option,
 )
 from .io_uring import (
-    _ENTER_LATER,
-    _KIND_OPCODES,
-    _PROBE_TIMEOUT_SECONDS,
-    _TRIED_INLINE,
     DEFAULT_ENTRIES,
     DEFAULT_REAP_BATCH,
     DEFAULT_SQPOLL,
+    ENTER_LATER,
+    KIND_OPCODES,
+    PROBE_TIMEOUT_SECONDS,
+    TRIED_INLINE,
+    InFlight,
     IoUringDriver,
-    _explain_setup_error,
-    _InFlight,
-    _io_uring_disabled,
+    explain_setup_error,
+    io_uring_disabled,
 )
 
 __all__ = ["MAX_SQ_THREAD_IDLE_MS", "IoUringCDriver", "compiled_status"]
@@ -188,21 +188,21 @@ def _probe() -> str | None:
     """Set up a small ring and round-trip a NOP through it; a reason on any failure."""
     if _U is None:
         return _IMPORT_ERROR
-    disabled = _io_uring_disabled()
+    disabled = io_uring_disabled()
     if disabled >= 2:
         return "io_uring is disabled system-wide (/proc/sys/kernel/io_uring_disabled = 2); set it to 0"
     try:
         ring = _U.Ring(4)
     except OSError as exc:
-        return _explain_setup_error(exc, disabled)
+        return explain_setup_error(exc, disabled)
     efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
     try:
         ring.register_eventfd(efd)
         ring.prep_nop(1)
         ring.submit()
-        readable, _, _ = select.select([efd], [], [], _PROBE_TIMEOUT_SECONDS)
+        readable, _, _ = select.select([efd], [], [], PROBE_TIMEOUT_SECONDS)
         if not readable:
-            return f"a NOP submitted to io_uring did not complete within {_PROBE_TIMEOUT_SECONDS} s"
+            return f"a NOP submitted to io_uring did not complete within {PROBE_TIMEOUT_SECONDS} s"
         got, _ = ring.reap(0)
         if got != [(1, 0)]:
             return f"a NOP round trip through io_uring returned {got!r}, expected [(1, 0)]"
@@ -242,7 +242,7 @@ def _kind_opcodes() -> dict[OpKind, int]:
     """The opcode each kind needs beyond the 5.1 ones (readv, writev, fsync, nop): the
     parent's table, by the names ``_uring`` exports too."""
     codes: dict[OpKind, int] = {
-        kind: getattr(_U, name) for kind, name in _KIND_OPCODES.items() if kind in _C_PREPPED
+        kind: getattr(_U, name) for kind, name in KIND_OPCODES.items() if kind in _C_PREPPED
     }
     return codes
 
@@ -309,8 +309,8 @@ class IoUringCDriver(IoUringDriver):
         # _submit_one, its twin, in its place in the batch.
         self._ring.enable_batch(
             OpKind.READ, OpKind.READV, OpKind.WRITE, OpKind.WRITEV, OpKind.FSYNC, OpKind.FDATASYNC,
-            OpState.IDLE, OpState.SUBMITTED, OpState.COMPLETED, OpState.REAPED, _TRIED_INLINE,
-            _InFlight, self._ops, self._fd_refs, self._fd_direct, self._submit_one, self._nowait,
+            OpState.IDLE, OpState.SUBMITTED, OpState.COMPLETED, OpState.REAPED, TRIED_INLINE,
+            InFlight, self._ops, self._fd_refs, self._fd_direct, self._submit_one, self._nowait,
         )  # fmt: skip
         self._waker: Callable[[Op], object] | None = None  # lent for one reap_and_wake
         # Ring.woken (ops C handed to a waker, a running total) when reap_and_wake last
@@ -320,7 +320,7 @@ class IoUringCDriver(IoUringDriver):
             # The page-cache fast path in C: the IOContext calls the ring's try_inline with
             # no Python frame; what C leaves (see _uring.c) goes to the parent's, its twin.
             self._ring.enable_inline(
-                OpKind.READ, OpKind.READV, OpState.IDLE, OpState.REAPED, _TRIED_INLINE,
+                OpKind.READ, OpKind.READV, OpState.IDLE, OpState.REAPED, TRIED_INLINE,
                 super().try_inline, self._inline_partial,
             )  # fmt: skip
             self.try_inline = self._ring.try_inline  # type: ignore[method-assign]
@@ -328,7 +328,7 @@ class IoUringCDriver(IoUringDriver):
             self.fast_reads = _U.FastPath()
         # The file calls' ring path (see _uring.c): preadinto/pwrite staged with no coroutine;
         # the IOContext binds it to its loop.
-        self.ring_runs = _U.RunPath(_TRIED_INLINE if self._nowait else None)
+        self.ring_runs = _U.RunPath(TRIED_INLINE if self._nowait else None)
 
     def _inline_partial(self, op: Op, n: int) -> bool:
         """The C fast path read ``n`` bytes, fewer than asked: account them as the parent's
@@ -472,7 +472,7 @@ class IoUringCDriver(IoUringDriver):
         elif kind is OpKind.FALLOCATE and self._refuse_range(op, op.offset, max(op.length, 0)):
             return False
         data = op.driver_data
-        token = data.token if isinstance(data, _InFlight) else self._next_token()
+        token = data.token if isinstance(data, InFlight) else self._next_token()
         if linked and kind in self._kinds:
             return self._prep_linked(op, iovec, bufs, token)
         paths: tuple[bytes, ...] = ()
@@ -499,8 +499,8 @@ class IoUringCDriver(IoUringDriver):
             self._backlog.append(op)
             self._signal()  # reap retries the backlog
             return False
-        if not isinstance(data, _InFlight):
-            data = op.driver_data = _InFlight(token)
+        if not isinstance(data, InFlight):
+            data = op.driver_data = InFlight(token)
             refs = self._fd_refs
             refs[op.fd] = refs.get(op.fd, 0) + 1
         data.iovec = iovec  # the kernel reads it until the CQE
@@ -547,8 +547,8 @@ class IoUringCDriver(IoUringDriver):
             self._signal()  # reap retries the backlog
             return False
         data = op.driver_data
-        if not isinstance(data, _InFlight):
-            data = op.driver_data = _InFlight(token)
+        if not isinstance(data, InFlight):
+            data = op.driver_data = InFlight(token)
             refs = self._fd_refs
             refs[op.fd] = refs.get(op.fd, 0) + 1
         data.iovec = iovec
@@ -568,7 +568,7 @@ class IoUringCDriver(IoUringDriver):
         if op.kind is not OpKind.WRITE_SYNC:
             return self._on_cqe(op, res)
         data = op.driver_data
-        assert isinstance(data, _InFlight)
+        assert isinstance(data, InFlight)
         sync_out = self._ops.get(data.sync_token) is op
         return self._on_link_cqe(op, data.token if sync_out else data.sync_token, res)
 
@@ -631,7 +631,7 @@ class IoUringCDriver(IoUringDriver):
         try:
             left = self._ring.submit()
         except OSError as exc:
-            if exc.errno not in _ENTER_LATER:
+            if exc.errno not in ENTER_LATER:
                 raise
             left = 1
         self._submitted(left)

@@ -698,7 +698,7 @@ class TestUnavailableReason:
         assert reason is not None and reason.startswith("the liburing package cannot be imported")
 
     def test_disabled_by_sysctl(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(io_uring, "_io_uring_disabled", lambda: 2)
+        monkeypatch.setattr(io_uring, "io_uring_disabled", lambda: 2)
         reason = IoUringDriver.unavailable_reason()
         assert reason is not None and "io_uring_disabled = 2" in reason
 
@@ -718,7 +718,7 @@ class TestUnavailableReason:
             raise OSError(err, os.strerror(err))
 
         monkeypatch.setattr(io_uring, "_setup_ring", refuse)
-        monkeypatch.setattr(io_uring, "_io_uring_disabled", lambda: disabled)
+        monkeypatch.setattr(io_uring, "io_uring_disabled", lambda: disabled)
         reason = IoUringDriver.unavailable_reason()
         assert reason is not None and expect in reason
         with pytest.raises(aiopg_io.DriverUnavailableError, match="cannot set up a ring of 256 entries"):
@@ -742,7 +742,7 @@ class TestUnavailableReason:
             raise OSError(errno.EPERM, "Operation not permitted")
 
         monkeypatch.setattr(io_uring, "_setup_ring", refuse)
-        monkeypatch.setattr(io_uring, "_io_uring_disabled", lambda: 0)
+        monkeypatch.setattr(io_uring, "io_uring_disabled", lambda: 0)
         monkeypatch.setattr(drivers, "_reasons", {})
         # The C ring is refused the same way: its probe sets up a ring of its own.
         monkeypatch.setattr(io_uring_c, "_REASON", [])
@@ -1323,7 +1323,7 @@ def test_linked_short_write_goes_on_with_a_new_chain(tmp_path: Path) -> None:
     class ShortFirst(IoUringDriver):
         def _on_link_cqe(self, op: Op, token: int, res: int) -> bool | None:
             data = op.driver_data
-            assert isinstance(data, io_uring._InFlight)
+            assert isinstance(data, io_uring.InFlight)
             half = "write" if token == data.token else "sync"
             seen.append((half, res))
             if len(seen) == 1:

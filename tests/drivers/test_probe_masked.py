@@ -36,7 +36,7 @@ def mask(monkeypatch: pytest.MonkeyPatch, name: str, kinds: set[OpKind]) -> None
 
         ops = dict(io_uring._opcodes())
         for k in kinds:
-            ops[io_uring._KIND_OPCODES[k]] = False
+            ops[io_uring.KIND_OPCODES[k]] = False
         monkeypatch.setattr(io_uring, "_PROBED", [ops])
     else:
         from aiopg_io.drivers import io_uring_c
