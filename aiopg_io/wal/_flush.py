@@ -14,11 +14,11 @@ How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c):
   by the LSN it needs. After each round, the parked tasks now covered are woken in LSN
   order, and the lowest one still uncovered is woken to lead the next round, which by then
   has gathered every commit that arrived meanwhile. On asyncio (3.11+) the tasks parked
-  until a round takes its snapshot of the log share one wake-up (:mod:`._group`), after
-  the first of them, which parks alone: it is the one handed the next round when the
-  round does not cover it. Before its first write a leader yields
-  once (a zero-time ``commit_delay``) so the tasks the last round just woke append first and
-  one write carries them all; commits arriving while the write is out are written again
+  until a round takes its snapshot of the log share one wake-up (the glue's
+  :class:`aiopg_io._glue.SharedPark`), after the first of them, which parks alone: it is
+  the one handed the next round when the round does not cover it. Before its first write
+  a leader yields once (a zero-time ``commit_delay``) so the tasks the last round just
+  woke append first and one write carries them all; commits arriving while the write is out are written again
   before the sync (up to three writes, one sync). The usual round, one write linked with
   its sync in the segment open for writing, is started with no task waiting on it
   (:meth:`XLogFlush._linked_round`): the callback where its completion is reaped advances
@@ -56,7 +56,6 @@ Facts relied on:
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable
 from typing import Literal
@@ -66,10 +65,9 @@ import anyio.lowlevel
 
 import aiopg_io
 from aiopg_io._file import AsyncFile
-from aiopg_io._glue import Park, current_glue
+from aiopg_io._glue import Park, SharedPark, current_glue
 
 from ._format import align_up
-from ._group import GroupPark, group_parks
 from ._segments import WALSegments
 from ._xlogctl import XLogCtl
 
@@ -109,19 +107,22 @@ class XLogFlush:
         self._waiters: list[tuple[int, Park]] = []
         self._lead: Park | None = None  # the parked task handed the next round, not yet running
         # On asyncio (3.11+) the committers parked until the next round's snapshot share one
-        # wake-up (._group): the open group, last among the waiters, keyed _OPEN_GROUP until
-        # the round that will cover every member takes its snapshot and seals it. The first
+        # wake-up (a SharedPark, its key its members' highest target): the open group, last
+        # among the waiters, keyed _OPEN_GROUP until the round that will cover every member
+        # takes its snapshot and seals it. The first
         # task to park after a snapshot parks on its own (_head_parked): the one the lead
         # goes to when that round does not cover it, so a hand-over wakes one task, not a
         # group (whose other members would park again behind later arrivals). Only when
         # that first task was cancelled does the lead go to a group: its first member to
         # resume leads, the others park again, and a commit that parked meanwhile may then
         # return before them (each still only once its own record is durable).
-        self._group: GroupPark | None = None
+        self._group: SharedPark | None = None
         self._head_parked = False
-        self._group_loop = asyncio.get_running_loop() if group_parks(current_glue()) else None
-        self._round_leader: Park | None = None  # the leader of a _linked_round that is out
         glue = current_glue()
+        probe = glue.shared_park()
+        self._shared_park = glue.shared_park if probe is not None else None
+        self._group_type = type(probe)  # (type(None) where parks are not shared)
+        self._round_leader: Park | None = None  # the leader of a _linked_round that is out
         self.park = glue.park
         self._checkpoint = glue.checkpoint
         self._room_waiters: list[anyio.Event] = []
@@ -160,11 +161,12 @@ class XLogFlush:
                         self._round_leader = None
                     raise
 
-    @staticmethod
-    def rewait(item: tuple[int, Park], exc: BaseException) -> bool:
+    def rewait(self, item: tuple[int, Park], exc: BaseException) -> bool:
         """True when the parked wait of ``item`` failed with ``exc`` only because another
-        member of its group was cancelled (:class:`._group.GroupPark`): wait again."""
-        return isinstance(item[1], GroupPark) and GroupPark.spurious(exc)
+        member of its group was cancelled (:meth:`aiopg_io._glue.SharedPark.spurious`):
+        wait again."""
+        park = item[1]
+        return type(park) is self._group_type and park.spurious(exc)
 
     def park_behind(self, target: int) -> tuple[int, Park] | None:
         """When a round is out or handed over, queue a wake-up for ``target`` and return it
@@ -176,19 +178,20 @@ class XLogFlush:
             ctl.check_usable()
         if self._writing or self._lead is not None:
             self.flush_waits += 1
-            loop = self._group_loop
-            if loop is None or not self._head_parked:
+            shared_park = self._shared_park
+            if shared_park is None or not self._head_parked:
                 self._head_parked = True
                 item: tuple[int, Park] = (target, self.park())
                 self._waiters.append(item)
                 return item
             group = self._group
             if group is None:
-                group = self._group = GroupPark(loop, target)
+                group = self._group = shared_park()
+                assert group is not None
                 self._waiters.append((_OPEN_GROUP, group))
             group.members += 1
-            if target > group.target:
-                group.target = target
+            if target > group.key:
+                group.key = target
             return self._waiters[-1]
         return None
 
@@ -202,15 +205,15 @@ class XLogFlush:
         group = self._group
         if group is not None:
             self._group = None
-            self._waiters[-1] = (group.target, group)  # the open group is always the last
+            self._waiters[-1] = (group.key, group)  # the open group is always the last
 
     def woken(self, item: tuple[int, Park], target: int) -> None:
         """After a parked wait for ``target`` returned: a task handed the lead takes it (it
         leads the next round as it loops), or passes it on when a round covered it
         meanwhile. Of a group handed the lead, the first member to resume takes it."""
         park = item[1]
-        if isinstance(park, GroupPark):
-            park.left()
+        if type(park) is self._group_type:
+            park.members -= 1
         if self._lead is park:
             self._lead = None
             if self._ctl.flushed >= target:
@@ -222,8 +225,10 @@ class XLogFlush:
         # is no longer in it, and a lead handed to it must still go on. A group stays for
         # its other members; once none is left it goes as a task's park does.
         park = item[1]
-        if isinstance(park, GroupPark) and park.left():
-            return
+        if type(park) is self._group_type:
+            park.members -= 1
+            if park.members:
+                return
         if park is self._group:
             self._group = None
         if self._lead is park:

@@ -17,11 +17,11 @@ import anyio.abc
 import pytest
 
 from aiopg_io._file import AsyncFile
-from aiopg_io._glue import Park, current_glue
+from aiopg_io._glue import Park
+from aiopg_io._glue._asyncio import _AsyncioSharedPark
 from aiopg_io.errors import AiopgIOError, ClosedError
 from aiopg_io.wal import PAGE_SIZE, WAL, NotAWALError, WALCorruptError, WALLockedError
 from aiopg_io.wal._format import segment_name
-from aiopg_io.wal._group import GroupPark, group_parks
 from tests.conftest import open_fds
 
 from ._util import SEG, check_payload, commit_records, open_wal, payload, read_all
@@ -507,9 +507,10 @@ async def _parked_behind_a_held_round(
         while wal._flush.flush_waits < n or state["deliver"] is None:
             await anyio.sleep(0.001)
     assert not returned
-    if group_parks(current_glue()):  # asyncio: the first to park parks alone, the rest share one
+    if wal._flush._shared_park is not None:  # asyncio: the first to park parks alone, the rest share one
         kinds = [type(park) for _, park in wal._flush._waiters]
-        assert len(kinds) == 2 and kinds[0] is not GroupPark and kinds[1] is GroupPark
+        shared = wal._flush._group_type
+        assert len(kinds) == 2 and kinds[0] is not shared and kinds[1] is shared is _AsyncioSharedPark
     return state["deliver"], scopes, returned
 
 
@@ -591,20 +592,20 @@ async def test_group_commit_wakes_in_lsn_order(
     # the woken tasks then *run* is the loop's: asyncio and uvloop run them in wake-up order,
     # trio runs each batch of woken tasks forwards or backwards at random (on purpose, so
     # code cannot depend on it), so run order is checked only on asyncio and uvloop.
-    # Committers that share one wake-up (a GroupPark, asyncio) are woken at once: the
+    # Committers that share one wake-up (a SharedPark, asyncio) are woken at once: the
     # group's LSNs must then follow every LSN woken before it and precede every one after.
     returned: list[int] = []
     woken: list[object] = []  # the wake-ups, in the order they were given
     lsns_of: dict[int, list[int]] = {}  # id(wake-up) -> the LSNs of the commits it woke
     parks_of_commit: contextvars.ContextVar[list[object]] = contextvars.ContextVar("parks")
-    group_set = GroupPark.set
+    group_set = _AsyncioSharedPark.set  # (asyncio's: trio parks one task each)
 
-    def recording_group_set(self: GroupPark) -> None:
+    def recording_group_set(self: _AsyncioSharedPark) -> None:
         if not self.is_set:
             woken.append(self)
         group_set(self)
 
-    monkeypatch.setattr(GroupPark, "set", recording_group_set)
+    monkeypatch.setattr(_AsyncioSharedPark, "set", recording_group_set)
     async with open_wal(tmp_path, driver) as wal:
         make = wal._flush.park
         park_behind = wal._flush.park_behind
@@ -616,7 +617,7 @@ async def test_group_commit_wakes_in_lsn_order(
 
         def recording_park_behind(target: int) -> tuple[int, Park] | None:
             item = park_behind(target)
-            if item is not None and isinstance(item[1], GroupPark):
+            if item is not None and type(item[1]) is wal._flush._group_type:
                 parks_of_commit.get().append(item[1])
             return item
 
