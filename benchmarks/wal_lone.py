@@ -15,7 +15,10 @@ appended to in records of ``--size`` bytes (152: a 128-byte commit's record):
   to an io-wq worker at once;
 - ``<driver>:thread``: the driver with WRITE_SYNC left out of its kinds, so the thread
   fallback (``drivers/_fallback.py``) runs the pair in one of its threads;
-- ``wal``: ``WAL.commit`` of a 128-byte record by a lone committer (auto driver).
+- ``wal``: ``WAL.commit`` of a 128-byte record by a lone committer (auto driver);
+- ``wal:sync``: the same on the ``sync`` driver, which runs the write and the fdatasync in
+  the loop's thread (blocking it for the device's flush, as ``os`` does): what a lone
+  commit costs when nothing else needs the loop meanwhile.
 
 Per candidate: latency p50 and p90 over all ops, process CPU per op (user + sys of every
 thread, io-wq workers included) as the median of the rounds, and the paired ratios to
@@ -104,7 +107,7 @@ def _preallocated(path: str) -> str:
 
 async def _bench(args: argparse.Namespace, directory: str) -> dict[str, dict[str, list[float]]]:
     record = os.urandom(args.size)
-    names = ["os", *(n for n, _ in _candidates()), "wal"]
+    names = ["os", *(n for n, _ in _candidates()), "wal", "wal:sync"]
     lat: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
     p50: dict[str, list[float]] = {n: [] for n in names}
@@ -117,11 +120,17 @@ async def _bench(args: argparse.Namespace, directory: str) -> dict[str, dict[str
             files[name] = await stack.enter_async_context(aiopg_io.open(path, "r+b", driver=driver))
         fd = os.open(_preallocated(os.path.join(directory, "os")), os.O_RDWR)
         stack.callback(os.close, fd)
-        wal = await stack.enter_async_context(WAL.open(os.path.join(directory, "wal")))
-        for _ in range(200):  # no slice is timed while the WAL's preallocation runs
-            if wal.statistics().segments_created > wal.segments_ahead:
-                break
-            await anyio.sleep(0.01)
+        wals = {
+            "wal": await stack.enter_async_context(WAL.open(os.path.join(directory, "wal"))),
+            "wal:sync": await stack.enter_async_context(
+                WAL.open(os.path.join(directory, "wal-sync"), driver="sync")
+            ),
+        }
+        for wal in wals.values():
+            for _ in range(200):  # no slice is timed while the WAL's preallocation runs
+                if wal.statistics().segments_created > wal.segments_ahead:
+                    break
+                await anyio.sleep(0.01)
         pos = dict.fromkeys(names, 0)
         for f in files.values():  # warm: each driver's ring, threads and io-wq worker
             await f.pwritev_sync([record], 0)
@@ -141,8 +150,8 @@ async def _bench(args: argparse.Namespace, directory: str) -> dict[str, dict[str
                         os.pwrite(fd, record, off)
                         os.fdatasync(fd)
                         await anyio.sleep(0)  # one loop pass, as an awaited op gets
-                    elif name == "wal":
-                        await wal.commit(record[:128])
+                    elif name in wals:
+                        await wals[name].commit(record[:128])
                     else:
                         await files[name].pwritev_sync([record], off)
                     times.append(clock() - t0)

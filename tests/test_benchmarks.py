@@ -159,7 +159,7 @@ def test_wal(tmp_path: Path) -> None:
 
 def test_wal_lone(tmp_path: Path) -> None:
     out = run("wal_lone", "--rounds", "2", "--ops", "2", "--dir", str(tmp_path), cwd=tmp_path)
-    assert "worker:link" in out and "wal " in out
+    assert "worker:link" in out and "wal " in out and "wal:sync " in out
     assert list(tmp_path.iterdir()) == []
 
 

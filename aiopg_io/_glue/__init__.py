@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 if TYPE_CHECKING:
     from ..drivers.base import Op
 
-__all__ = ["Glue", "Park", "coroutine_function", "current_glue", "current_task_identity", "trio_park_status"]
+__all__ = [
+    "Glue",
+    "Park",
+    "SharedPark",
+    "coroutine_function",
+    "current_glue",
+    "current_task_identity",
+    "trio_park_status",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -61,6 +69,22 @@ class Park(Protocol):
     def set(self) -> None: ...
 
     def wait(self) -> Awaitable[None]: ...
+
+
+class SharedPark(Park, Protocol):
+    """A :class:`Park` that several tasks of one loop wait on at once: one wake-up for all
+    (asyncio: one future). A task that is cancelled while it waits may wake the others
+    with the loop's cancellation too; :meth:`spurious` tells each whether the exception
+    it got is its own, and a task for which it is not waits again. ``members`` and
+    ``key`` are its owner's to keep (the WAL: the tasks parked on it, their highest LSN)."""
+
+    members: int
+    key: int
+
+    def spurious(self, exc: BaseException) -> bool:
+        """True when ``exc``, raised by awaiting :meth:`wait`, came from another waiter's
+        cancellation, not the current task's: wait again (:meth:`wait` then gives a new
+        awaitable, already done if the wake-up came meanwhile)."""
 
 
 class Glue(Protocol):
@@ -130,6 +154,11 @@ class Glue(Protocol):
 
     def park(self) -> Park:
         """A new one-shot wake-up for a task of this loop."""
+
+    def shared_park(self) -> SharedPark | None:
+        """A new one-shot wake-up for several tasks of this loop, or None where the loop
+        wakes each parked task on its own anyway (trio) or a cancelled waiter cannot be
+        told from the others (asyncio before 3.11, no ``Task.cancelling``)."""
 
     def task_identity(self) -> object:
         """:func:`current_task_identity` for a task of this loop, without finding the loop

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import types
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -184,6 +185,9 @@ class AsyncioGlue:
     def park(self) -> _AsyncioPark:
         return _AsyncioPark(self.loop)
 
+    def shared_park(self) -> _AsyncioSharedPark | None:
+        return _AsyncioSharedPark(self.loop) if _TASK_CANCELLING else None
+
     def task_identity(self) -> object:
         task = self._task_of()
         return task.get_coro() if task is not None else None
@@ -254,3 +258,55 @@ class _AsyncioPark:
     def wait(self) -> Awaitable[None]:
         # The future itself: awaiting it directly saves a coroutine frame per wake-up.
         return self._fut
+
+
+#: ``Task.cancelling()`` (3.11): what tells a cancelled waiter of a shared future from the others.
+_TASK_CANCELLING = sys.version_info >= (3, 11)
+
+
+class _AsyncioSharedPark:
+    """:class:`aiopg_io._glue.SharedPark` on asyncio: one future that several tasks await.
+
+    Facts relied on (CPython's ``asyncio.Task``, C and Python alike, 3.11+): a task awaiting
+    a future adds its wake-up to the future's done callbacks, and ``set_result`` schedules
+    them in the order they were added. ``Task.cancel()`` first counts the request
+    (``Task.cancelling()``), then calls ``cancel()`` on the future the task awaits: on a
+    shared future that throws ``CancelledError`` into every task awaiting it, so a task
+    whose ``cancelling()`` is 0 was not the one cancelled (:meth:`spurious`). A task
+    cancelled once the future was done (``cancel()`` then returns False) gets its
+    ``CancelledError`` from the task itself, with ``cancelling()`` above 0 too. An exact
+    ``asyncio.Future`` keeps the C task's fast path, which a subclass refusing ``cancel``
+    would leave (docs/benchmarks.md, "The WAL's lone commit and 64 committers")."""
+
+    __slots__ = ("_fut", "_loop", "_set", "key", "members")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._fut: asyncio.Future[None] = asyncio.Future(loop=loop)
+        self._set = False
+        self.members = 0
+        self.key = 0
+
+    @property
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        fut = self._fut
+        if not fut.done():
+            fut.set_result(None)
+
+    def wait(self) -> Awaitable[None]:
+        fut = self._fut
+        if fut.cancelled():  # a waiter was cancelled: the others wait on a new one
+            fut = self._fut = asyncio.Future(loop=self._loop)
+            if self._set:
+                fut.set_result(None)
+        return fut
+
+    def spurious(self, exc: BaseException) -> bool:
+        if not isinstance(exc, asyncio.CancelledError):
+            return False
+        task = asyncio.current_task(self._loop)
+        return task is not None and task.cancelling() == 0  # type: ignore[attr-defined,unused-ignore]

@@ -301,6 +301,10 @@ class TrioGlue:
     def park(self) -> _TrioPark:
         return _TrioPark()
 
+    def shared_park(self) -> None:
+        # trio resumes each parked task on its own (wait_task_rescheduled): nothing to share.
+        return None
+
     def task_identity(self) -> object:
         return trio.lowlevel.current_task().coro
 

@@ -13,9 +13,12 @@ How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c):
   when a write is already going out, parks (a :class:`aiopg_io._glue.Park`) in a heap keyed
   by the LSN it needs. After each round, the parked tasks now covered are woken in LSN
   order, and the lowest one still uncovered is woken to lead the next round, which by then
-  has gathered every commit that arrived meanwhile. Before its first write a leader yields
-  once (a zero-time ``commit_delay``) so the tasks the last round just woke append first and
-  one write carries them all; commits arriving while the write is out are written again
+  has gathered every commit that arrived meanwhile. On asyncio (3.11+) the tasks parked
+  until a round takes its snapshot of the log share one wake-up (the glue's
+  :class:`aiopg_io._glue.SharedPark`), after the first of them, which parks alone: it is
+  the one handed the next round when the round does not cover it. Before its first write
+  a leader yields once (a zero-time ``commit_delay``) so the tasks the last round just
+  woke append first and one write carries them all; commits arriving while the write is out are written again
   before the sync (up to three writes, one sync). The usual round, one write linked with
   its sync in the segment open for writing, is started with no task waiting on it
   (:meth:`XLogFlush._linked_round`): the callback where its completion is reaped advances
@@ -62,7 +65,7 @@ import anyio.lowlevel
 
 import aiopg_io
 from aiopg_io._file import AsyncFile
-from aiopg_io._glue import Park, current_glue
+from aiopg_io._glue import Park, SharedPark, current_glue
 
 from ._format import align_up
 from ._segments import WALSegments
@@ -73,6 +76,9 @@ __all__ = ["SYNC_METHODS", "SyncMethod", "XLogFlush"]
 SyncMethod = Literal["fdatasync", "o_dsync", "fsync"]
 SYNC_METHODS = ("fdatasync", "o_dsync", "fsync")
 _WRITES_PER_ROUND = 3
+#: The key of the open group (:meth:`XLogFlush.park_behind`) among the parked: above any
+#: LSN, so no round wakes it before it is sealed with its members' highest target.
+_OPEN_GROUP = 1 << 64
 
 
 def _dsync_opener(path: str, flags: int) -> int:
@@ -100,8 +106,23 @@ class XLogFlush:
         # placing its record, with the end of the log then as its target.
         self._waiters: list[tuple[int, Park]] = []
         self._lead: Park | None = None  # the parked task handed the next round, not yet running
-        self._round_leader: Park | None = None  # the leader of a _linked_round that is out
+        # On asyncio (3.11+) the committers parked until the next round's snapshot share one
+        # wake-up (a SharedPark, its key its members' highest target): the open group, last
+        # among the waiters, keyed _OPEN_GROUP until the round that will cover every member
+        # takes its snapshot and seals it. The first
+        # task to park after a snapshot parks on its own (_head_parked): the one the lead
+        # goes to when that round does not cover it, so a hand-over wakes one task, not a
+        # group (whose other members would park again behind later arrivals). Only when
+        # that first task was cancelled does the lead go to a group: its first member to
+        # resume leads, the others park again, and a commit that parked meanwhile may then
+        # return before them (each still only once its own record is durable).
+        self._group: SharedPark | None = None
+        self._head_parked = False
         glue = current_glue()
+        probe = glue.shared_park()
+        self._shared_park = glue.shared_park if probe is not None else None
+        self._group_type = type(probe)  # (type(None) where parks are not shared)
+        self._round_leader: Park | None = None  # the leader of a _linked_round that is out
         self.park = glue.park
         self._checkpoint = glue.checkpoint
         self._room_waiters: list[anyio.Event] = []
@@ -119,12 +140,15 @@ class XLogFlush:
         while ctl.flushed < target:
             item = self.park_behind(target)
             if item is not None:
-                try:
-                    await item[1].wait()
-                except BaseException:
-                    self.abandon_wait(item)
-                    raise
-                self.woken(item)
+                while True:
+                    try:
+                        await item[1].wait()
+                        break
+                    except BaseException as exc:
+                        if not self.rewait(item, exc):
+                            self.abandon_wait(item)
+                            raise
+                self.woken(item, target)
                 continue
             started = await self._linked_round()
             if started is False:
@@ -137,6 +161,13 @@ class XLogFlush:
                         self._round_leader = None
                     raise
 
+    def rewait(self, item: tuple[int, Park], exc: BaseException) -> bool:
+        """True when the parked wait of ``item`` failed with ``exc`` only because another
+        member of its group was cancelled (:meth:`aiopg_io._glue.SharedPark.spurious`):
+        wait again."""
+        park = item[1]
+        return type(park) is self._group_type and park.spurious(exc)
+
     def park_behind(self, target: int) -> tuple[int, Park] | None:
         """When a round is out or handed over, queue a wake-up for ``target`` and return it
         (await its ``wait()``, then call :meth:`woken`, or :meth:`abandon_wait` if the wait
@@ -147,28 +178,68 @@ class XLogFlush:
             ctl.check_usable()
         if self._writing or self._lead is not None:
             self.flush_waits += 1
-            item = (target, self.park())
-            self._waiters.append(item)
-            return item
+            shared_park = self._shared_park
+            if shared_park is None or not self._head_parked:
+                self._head_parked = True
+                item: tuple[int, Park] = (target, self.park())
+                self._waiters.append(item)
+                return item
+            group = self._group
+            if group is None:
+                group = self._group = shared_park()
+                assert group is not None
+                self._waiters.append((_OPEN_GROUP, group))
+            group.members += 1
+            if target > group.key:
+                group.key = target
+            return self._waiters[-1]
         return None
 
-    def woken(self, item: tuple[int, Park]) -> None:
-        """After a parked wait returned: a task handed the lead takes it (it leads the next
-        round as it loops), or passes it on when a round covered it meanwhile."""
-        if self._lead is item[1]:
+    def seal_group(self) -> None:
+        """A round takes its snapshot of the log's end now: the open group's members all
+        placed their records before it, so the round covers them; later parkers start a
+        new group. Called at every snapshot of a sync round (sealing early is safe: a
+        sealed group is keyed by its highest target, and waits while any member is not
+        covered)."""
+        self._head_parked = False
+        group = self._group
+        if group is not None:
+            self._group = None
+            self._waiters[-1] = (group.key, group)  # the open group is always the last
+
+    def woken(self, item: tuple[int, Park], target: int) -> None:
+        """After a parked wait for ``target`` returned: a task handed the lead takes it (it
+        leads the next round as it loops), or passes it on when a round covered it
+        meanwhile. Of a group handed the lead, the first member to resume takes it."""
+        park = item[1]
+        if type(park) is self._group_type:
+            park.members -= 1
+        if self._lead is park:
             self._lead = None
-            if self._ctl.flushed >= item[0]:
+            if self._ctl.flushed >= target:
                 self._pass_lead()
 
     def abandon_wait(self, item: tuple[int, Park]) -> None:
         # The wait may have been cancelled before the wake-up came (asyncio cancels the
         # future itself, so it then reads as not set): a task taken off the list by a wake-up
-        # is no longer in it, and a lead handed to it must still go on.
-        if self._lead is item[1]:
+        # is no longer in it, and a lead handed to it must still go on. A group stays for
+        # its other members; once none is left it goes as a task's park does.
+        park = item[1]
+        if type(park) is self._group_type:
+            park.members -= 1
+            if park.members:
+                return
+        if park is self._group:
+            self._group = None
+        if self._lead is park:
             self._lead = None
             self._pass_lead()  # a lead we cannot take goes to the next in line
-        elif item in self._waiters:
-            self._waiters.remove(item)
+        else:
+            waiters = self._waiters
+            for i in range(len(waiters)):
+                if waiters[i][1] is park:  # (a group's key changed when it was sealed)
+                    del waiters[i]
+                    break
 
     def _pass_lead(self) -> None:
         """Wake the oldest parked task to lead the next round, when no round is out and none
@@ -178,6 +249,8 @@ class XLogFlush:
         if self._writing or self._lead is not None or not self._waiters:
             return
         ev = self._waiters.pop(0)[1]
+        if ev is self._group:
+            self._group = None
         self._lead = ev
         ev.set()
 
@@ -191,12 +264,15 @@ class XLogFlush:
         if self._ctl.poison is not None:
             self._waiters = []
             self._lead = None
+            self._group = None
+            self._head_parked = False
             for _, ev in waiters:
                 ev.set()
         elif waiters:
             flushed = self._ctl.flushed
             if waiters[-1][0] <= flushed:  # the usual case: the round covered every one
                 self._waiters = []
+                self._head_parked = False  # (an open group is never covered: it is not here)
                 for _, ev in waiters:
                     ev.set()
                 self._just_woken = len(waiters)
@@ -222,6 +298,8 @@ class XLogFlush:
         """Wake every parked task (the WAL is closing: each sees it closed)."""
         waiters, self._waiters = self._waiters, []
         self._lead = None
+        self._group = None
+        self._head_parked = False
         leader, self._round_leader = self._round_leader, None
         if leader is not None:
             leader.set()
@@ -257,6 +335,7 @@ class XLogFlush:
                 self._just_woken = 0
                 await self._checkpoint()
             start, upto, durable_to = ctl.write_pos, ctl.insert_pos, ctl.insert_end
+            self.seal_group()
             f = self._write_file
             seg = ctl.segment_size
             if (
@@ -320,6 +399,8 @@ class XLogFlush:
                     # o_dsync, commits that arrive while the write is out join the round: the
                     # leader writes again, each write durable on its own.
                     linked = sync and self.sync_method != "o_dsync"
+                    if sync:
+                        self.seal_group()  # before this round's first snapshot
                     for _ in range(_WRITES_PER_ROUND if sync else 1):
                         upto = ctl.insert_pos
                         durable_to = ctl.insert_end

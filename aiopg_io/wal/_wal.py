@@ -366,12 +366,15 @@ class WAL:
             fl = self._flush
             item = fl.park_behind(end)
             if item is not None:
-                try:
-                    await item[1].wait()
-                except BaseException:
-                    fl.abandon_wait(item)
-                    raise
-                fl.woken(item)
+                while True:
+                    try:
+                        await item[1].wait()
+                        break
+                    except BaseException as exc:
+                        if not fl.rewait(item, exc):
+                            fl.abandon_wait(item)
+                            raise
+                fl.woken(item, end)
             if ctl.flushed < end:
                 await fl.flush_to(end)
         return lsn

@@ -8,15 +8,17 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from aiopg_io._file import AsyncFile
 from aiopg_io._glue import Park
+from aiopg_io._glue._asyncio import _AsyncioSharedPark
 from aiopg_io.errors import AiopgIOError, ClosedError
 from aiopg_io.wal import PAGE_SIZE, WAL, NotAWALError, WALCorruptError, WALLockedError
 from aiopg_io.wal._format import segment_name
@@ -466,6 +468,86 @@ async def test_a_cancelled_round_leader_abandons_nothing(tmp_path: Path, driver:
     assert got == [b"first", b"leader, cancelled while its op is out", b"after"]
 
 
+async def _parked_behind_a_held_round(
+    wal: WAL, monkeypatch: pytest.MonkeyPatch, tg: anyio.abc.TaskGroup, n: int
+) -> tuple[Callable[[], None], list[anyio.CancelScope], dict[int, int]]:
+    """A round held out (its linked op done, its completion not delivered yet) with ``n``
+    committers parked behind it, each in a cancel scope of its own. Returns what delivers
+    the round's completion, the scopes, and the LSNs the committers return (filled in as
+    they do). The WAL's segment must be open already (a commit made before)."""
+    state: dict[str, Any] = {"started": False, "deliver": None}
+    start = AsyncFile._start_pwritev_sync
+
+    async def holding(
+        self: AsyncFile, bufs: Any, offset: int, on_done: Callable[[int, OSError | None], None], **kw: Any
+    ) -> None:
+        if state["started"]:  # only the first round is held
+            return await start(self, bufs, offset, on_done, **kw)
+        state["started"] = True
+
+        def later(nbytes: int, error: OSError | None) -> None:
+            state["deliver"] = lambda: on_done(nbytes, error)
+
+        await start(self, bufs, offset, later, **kw)
+
+    monkeypatch.setattr(AsyncFile, "_start_pwritev_sync", holding)
+    returned: dict[int, int] = {}
+    scopes = [anyio.CancelScope() for _ in range(n)]
+
+    async def committer(i: int) -> None:
+        with scopes[i] if i >= 0 else anyio.CancelScope():
+            returned[i] = await wal.commit(payload(f"p{i}", 100))
+
+    tg.start_soon(committer, -1)  # the held round's leader
+    with anyio.fail_after(10):
+        while not state["started"]:
+            await anyio.sleep(0)
+        for i in range(n):
+            tg.start_soon(committer, i)
+        while wal._flush.flush_waits < n or state["deliver"] is None:
+            await anyio.sleep(0.001)
+    assert not returned
+    if wal._flush._shared_park is not None:  # asyncio: the first to park parks alone, the rest share one
+        kinds = [type(park) for _, park in wal._flush._waiters]
+        shared = wal._flush._group_type
+        assert len(kinds) == 2 and kinds[0] is not shared and kinds[1] is shared is _AsyncioSharedPark
+    return state["deliver"], scopes, returned
+
+
+@pytest.mark.timeout(60)  # a lost wake-up hangs the WAL (its close too): fail, not hang
+@pytest.mark.parametrize("cancelled", ["a group member", "the first parked", "all parked"])
+async def test_a_cancelled_parked_committer_leaves_the_others_waiting(
+    tmp_path: Path, driver: str, monkeypatch: pytest.MonkeyPatch, cancelled: str
+) -> None:
+    # Committers parked behind a round that is out; some are cancelled. On asyncio the
+    # committers parked after the first share one future, and cancelling a task cancels the
+    # future it awaits: the others must wait on (not raise CancelledError), each return once
+    # its record is durable, in LSN order, and the cancelled ones' records stay in the log.
+    # Cancelling the first parked hands the next round's lead to the group; cancelling all
+    # leaves no wake-up behind that a later commit would queue behind for ever.
+    n = 8
+    which = {"a group member": [3], "the first parked": [0], "all parked": list(range(n))}[cancelled]
+    with anyio.fail_after(30):
+        async with open_wal(tmp_path, driver, segments_ahead=0) as wal:
+            await wal.commit(b"first")
+            async with anyio.create_task_group() as tg:
+                deliver, scopes, returned = await _parked_behind_a_held_round(wal, monkeypatch, tg, n)
+                for i in which:
+                    scopes[i].cancel()
+                await anyio.sleep(0.01)
+                assert not returned, "a commit returned before its round's sync was done"
+                deliver()
+            assert sorted(returned) == sorted({-1, *range(n)} - set(which))
+            assert all(scopes[i].cancelled_caught for i in which)
+            assert all(wal.flushed_lsn > lsn for lsn in returned.values())
+            last = await wal.commit(b"after")
+            assert wal.flushed_lsn > last and not wal.poisoned
+            assert not wal._flush._waiters and wal._flush._lead is None
+    got = [data for _, data in await read_all(tmp_path, driver)]
+    assert got[0] == b"first" and got[-1] == b"after"
+    assert sorted(check_payload(d) for d in got[1:-1]) == sorted(f"p{i}" for i in range(-1, n))
+
+
 async def test_cancelled_large_append_leaves_the_log_whole(tmp_path: Path, driver: str) -> None:
     async with open_wal(tmp_path, driver, wal_buffers=1) as wal:
         first = await wal.commit(b"first")
@@ -484,7 +566,7 @@ async def test_cancelled_large_append_leaves_the_log_whole(tmp_path: Path, drive
 class _RecordingPark:
     """A WAL wake-up (``aiopg_io._glue.Park``) that notes the order in which it is given."""
 
-    def __init__(self, inner: Park, woken: list[_RecordingPark]) -> None:
+    def __init__(self, inner: Park, woken: list[object]) -> None:
         self.inner = inner
         self.woken = woken
         self.lsn = -1  # the LSN of the commit that waited on it, filled in when it returns
@@ -502,40 +584,63 @@ class _RecordingPark:
         return self.inner.wait()
 
 
-async def test_group_commit_wakes_in_lsn_order(tmp_path: Path, driver: str, anyio_backend_name: str) -> None:
+async def test_group_commit_wakes_in_lsn_order(
+    tmp_path: Path, driver: str, anyio_backend_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Two orders are checked. The order in which the WAL wakes (acknowledges) the parked
     # committers must follow their LSNs on every loop: that is the design. The order in which
     # the woken tasks then *run* is the loop's: asyncio and uvloop run them in wake-up order,
     # trio runs each batch of woken tasks forwards or backwards at random (on purpose, so
     # code cannot depend on it), so run order is checked only on asyncio and uvloop.
+    # Committers that share one wake-up (a SharedPark, asyncio) are woken at once: the
+    # group's LSNs must then follow every LSN woken before it and precede every one after.
     returned: list[int] = []
-    woken: list[_RecordingPark] = []
-    parks_of_commit: contextvars.ContextVar[list[_RecordingPark]] = contextvars.ContextVar("parks")
+    woken: list[object] = []  # the wake-ups, in the order they were given
+    lsns_of: dict[int, list[int]] = {}  # id(wake-up) -> the LSNs of the commits it woke
+    parks_of_commit: contextvars.ContextVar[list[object]] = contextvars.ContextVar("parks")
+    group_set = _AsyncioSharedPark.set  # (asyncio's: trio parks one task each)
+
+    def recording_group_set(self: _AsyncioSharedPark) -> None:
+        if not self.is_set:
+            woken.append(self)
+        group_set(self)
+
+    monkeypatch.setattr(_AsyncioSharedPark, "set", recording_group_set)
     async with open_wal(tmp_path, driver) as wal:
         make = wal._flush.park
+        park_behind = wal._flush.park_behind
 
         def recording_park() -> Park:
             park = _RecordingPark(make(), woken)
             parks_of_commit.get().append(park)
             return park
 
+        def recording_park_behind(target: int) -> tuple[int, Park] | None:
+            item = park_behind(target)
+            if item is not None and type(item[1]) is wal._flush._group_type:
+                parks_of_commit.get().append(item[1])
+            return item
+
         wal._flush.park = recording_park
+        wal._flush.park_behind = recording_park_behind  # type: ignore[method-assign]
 
         async def committer(i: int) -> None:
             for j in range(5):
-                mine: list[_RecordingPark] = []
+                mine: list[object] = []
                 parks_of_commit.set(mine)
                 lsn = await wal.commit(payload(f"o{i}.{j}", 50 + i))
                 for park in mine:
-                    park.lsn = lsn
+                    lsns_of.setdefault(id(park), []).append(lsn)
                 returned.append(lsn)
 
         async with anyio.create_task_group() as tg:
             for i in range(32):
                 tg.start_soon(committer, i)
     assert sorted(returned) == sorted(set(returned)) and len(returned) == 160
-    assert wal.statistics().flush_waits > 0 and len(woken) > 32, "too few commits waited to show an order"
-    wake_order = [p.lsn for p in woken]
+    wake_order = [lsn for park in woken for lsn in sorted(lsns_of.get(id(park), [-1]))]
+    assert wal.statistics().flush_waits > 0 and len(wake_order) > 32, (
+        "too few commits waited to show an order"
+    )
     assert -1 not in wake_order
     assert wake_order == sorted(wake_order), "the WAL woke committers out of LSN order"
     if anyio_backend_name != "trio":
