@@ -66,7 +66,10 @@ kernel and models what the kernel promises, nothing below.
 
 It keeps one descriptor open per file written through it (opened anew on
 ``/proc/self/fd/N``, so it has no O_DIRECT and shares no file offset), until
-:meth:`~SimulatedDisk.crash` or :meth:`~SimulatedDisk.discard`.
+:meth:`~SimulatedDisk.crash` or :meth:`~SimulatedDisk.discard`. Its own changes (reading
+old content, the crash putting files and entries back, the direct helpers) are plain ``os``
+calls, not ops: it is the disk the ops act on, and a wrapper that saw them would record the
+model's own work as the user's.
 """
 
 from __future__ import annotations
