@@ -7,7 +7,9 @@ a crash does) before it goes to the real driver and once it completed.
 :class:`PowerLossDriver` from it. The wrapper changes no op: it forwards every one to the
 real driver (with the thread fallback for kinds that driver lacks,
 :mod:`aiopg_io.drivers._fallback`, so directory ops are seen on every driver), and reports
-none inline, so every op passes through :meth:`PowerLossDriver.submit`.
+none inline, so every op passes through :meth:`PowerLossDriver.submit`. It shows each op to
+the model with the model module's two calls, :func:`~._simulated_disk.before_op` and
+:func:`~._simulated_disk.after_op`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..drivers._fallback import with_thread_fallback
 from ..drivers._mux import Mux
 from ..drivers.base import Capabilities, Driver, DriverStatistics, Op, OpState
 from ._errors import SimulatorBusyError
-from ._simulated_disk import CrashReport, Policy, SimulatedDisk, _Note
+from ._simulated_disk import CrashReport, Note, Policy, SimulatedDisk, after_op, before_op
 
 __all__ = ["PowerLossDriver", "PowerLossSimulator", "simulate"]
 
@@ -138,7 +140,7 @@ class PowerLossDriver(Driver):
         self.sim = sim
         self.inner = inner
         self.closed = False
-        self._notes: dict[Op, _Note] = {}
+        self._notes: dict[Op, Note] = {}
         self._refused: list[Op] = []
         self._mux = Mux(inner.fileno())
 
@@ -153,7 +155,7 @@ class PowerLossDriver(Driver):
         forward = []
         for op in ops:
             try:
-                self._notes[op] = self.sim._before_op(op)
+                self._notes[op] = before_op(self.sim, op)
             except Exception as exc:  # submit() never raises for one op: the op fails instead
                 op.set_state(OpState.SUBMITTED)
                 op.fail(
@@ -178,7 +180,7 @@ class PowerLossDriver(Driver):
         self._mux.notifier.clear()
         out = self.inner.reap() if not self.closed else []
         for op in out:
-            self.sim._after_op(op, self._notes.pop(op, None))
+            after_op(self.sim, op, self._notes.pop(op, None))
         refused, self._refused = self._refused, []
         for op in refused:
             op.set_state(OpState.REAPED)
@@ -192,7 +194,7 @@ class PowerLossDriver(Driver):
             return []
         out = self.inner.close()
         for op in out:
-            self.sim._after_op(op, self._notes.pop(op, None))
+            after_op(self.sim, op, self._notes.pop(op, None))
         self.closed = True
         out += self._reap()
         self._mux.close()

@@ -66,7 +66,10 @@ kernel and models what the kernel promises, nothing below.
 
 It keeps one descriptor open per file written through it (opened anew on
 ``/proc/self/fd/N``, so it has no O_DIRECT and shares no file offset), until
-:meth:`~SimulatedDisk.crash` or :meth:`~SimulatedDisk.discard`.
+:meth:`~SimulatedDisk.crash` or :meth:`~SimulatedDisk.discard`. Its own changes (reading
+old content, the crash putting files and entries back, the direct helpers) are plain ``os``
+calls, not ops: it is the disk the ops act on, and a wrapper that saw them would record the
+model's own work as the user's.
 """
 
 from __future__ import annotations
@@ -82,7 +85,16 @@ from typing import Literal
 
 from ..drivers.base import AT_FDCWD, WRITE_KINDS, Op, OpKind
 
-__all__ = ["CrashReport", "EntryCrash", "FileCrash", "Policy", "SimulatedDisk"]
+__all__ = [
+    "CrashReport",
+    "EntryCrash",
+    "FileCrash",
+    "Note",
+    "Policy",
+    "SimulatedDisk",
+    "after_op",
+    "before_op",
+]
 
 Policy = Literal["random", "keep", "drop", "garble"]
 SectorFate = Literal["kept", "dropped", "garbled"]
@@ -219,7 +231,9 @@ class _LinkNote:
     covered: list[_Change]
 
 
-_Note = _Change | tuple[_File, list[_Change]] | _PathNote | _LinkNote | None
+#: What :func:`before_op` learnt of an op, handed back to :func:`after_op` once the op
+#: completed; opaque to the driver wrapper that carries it.
+Note = _Change | tuple[_File, list[_Change]] | _PathNote | _LinkNote | None
 
 
 #: The path ops whose success is a new name, and the entry each records.
@@ -256,7 +270,7 @@ def _at(dirfd: int, path: str | None) -> str:
 class SimulatedDisk:
     """The state a power cut acts on: the files' durable content beside what was written
     since, and the directory entries not made durable yet. It learns what happens from the
-    ops it is shown (:meth:`_before_op` before they go to the kernel, :meth:`_after_op` once
+    ops it is shown (:func:`before_op` before they go to the kernel, :func:`after_op` once
     they completed); the direct helpers (:meth:`opener`, :meth:`rename`, :meth:`unlink`,
     :meth:`fsync_directory`) record through the same code."""
 
@@ -380,7 +394,7 @@ class SimulatedDisk:
                 keep.append(e)
         self._entries = keep
 
-    # -- the ops (shown by PowerLossDriver) ---------------------------------------------------
+    # -- what before_op / after_op use --------------------------------------------------------
 
     def _file_for(self, op: Op) -> _File:
         st = os.fstat(op.fd)
@@ -404,90 +418,6 @@ class SimulatedDisk:
             base = s * ss
             n = min(ss, f.durable_size - base)
             f.old[s] = os.pread(f.fd, n, base) if n > 0 else b""
-
-    def _before_op(self, op: Op) -> _Note:
-        kind = op.kind
-        if kind in WRITE_KINDS:
-            f = self._file_for(op)
-            data = b"".join(bytes(b) for b in op.buffers)
-            self._capture(f, op.offset, op.offset + len(data))
-            change = _Change(kind, op.offset, data)
-            if fcntl.fcntl(op.fd, fcntl.F_GETFL) & _SYNC_WRITE_FLAGS:
-                change.synchronous = f
-            if kind is OpKind.WRITE_SYNC:
-                covered = [c for c in f.pending if c.done]
-                f.pending.append(change)
-                return _LinkNote(change, f, covered)
-        elif kind is OpKind.FTRUNCATE:
-            f = self._file_for(op)
-            size = os.fstat(f.fd).st_size
-            self._capture(f, op.length, min(size, f.durable_size))
-            change = _Change(kind, 0, length=op.length)
-        elif kind is OpKind.FALLOCATE:
-            f = self._file_for(op)
-            if op.mode & ~_FALLOC_MODELLED:
-                # Collapse/insert range shift data: not modelled; kept as they are.
-                return None
-            if op.mode & (_FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_ZERO_RANGE):
-                self._capture(f, op.offset, min(op.offset + op.length, f.durable_size))
-            change = _Change(kind, op.offset, length=op.length, mode=op.mode)
-        elif kind in (OpKind.FSYNC, OpKind.FDATASYNC):
-            st = os.fstat(op.fd)
-            if stat.S_ISDIR(st.st_mode):
-                return _PathNote(kind, _fd_path(op.fd, op.path))  # recorded once it succeeded
-            fd_file = self._files.get((st.st_dev, st.st_ino))
-            if fd_file is None:
-                return None
-            return fd_file, [c for c in fd_file.pending if c.done]
-        elif kind is OpKind.OPENAT and op.flags & os.O_CREAT:
-            p = _at(op.fd, op.path)
-            # O_EXCL creates or fails; without it, the open creates only what was not there.
-            return _PathNote(kind, p, created=bool(op.flags & os.O_EXCL) or not os.path.lexists(p))
-        elif kind is OpKind.RENAMEAT:
-            d = _at(op.fd, op.newpath)
-            return _PathNote(kind, _at(op.fd, op.path), d, self._content_of(d))
-        elif kind is OpKind.UNLINKAT:
-            p = _at(op.fd, op.path)
-            return _PathNote(kind, p, saved=self._content_of(p))
-        elif kind is OpKind.MKDIRAT:
-            return _PathNote(kind, _at(op.fd, op.path))
-        elif kind in (OpKind.LINKAT, OpKind.SYMLINKAT):
-            return _PathNote(kind, _at(op.fd, op.newpath))  # the new name (a symlink's text is no path)
-        else:
-            return None
-        f.pending.append(change)
-        return change
-
-    def _after_op(self, op: Op, note: _Note) -> None:
-        if isinstance(note, _PathNote):
-            if op.error is not None:
-                return  # nothing happened (a path op is never partly done)
-            if note.kind is OpKind.OPENAT:
-                if note.created:
-                    self._record_new("create", note.path)
-            elif note.kind in _NEW_ENTRY_KINDS:
-                self._record_new(_NEW_ENTRY_KINDS[note.kind], note.path)
-            elif note.kind is OpKind.RENAMEAT:
-                assert note.newpath is not None
-                self._record_rename(note.path, note.newpath, note.saved)
-            elif note.kind is OpKind.UNLINKAT:
-                self._record_unlink(note.path, note.saved)
-            else:
-                self._record_dir_fsync(note.path)
-        elif isinstance(note, _LinkNote):
-            self._after_op(op, note.change)
-            if op.error is None:
-                self._make_durable(note.file, [*note.covered, note.change])
-        elif isinstance(note, _Change):
-            note.done = True
-            note.ok = op.error is None
-            note.transferred = op.transferred
-            if note.synchronous is not None:
-                # Each write(2) that returned bytes had made them durable, even if a later
-                # part of the op failed.
-                self._make_durable(note.synchronous, [note])
-        elif note is not None and op.error is None:
-            self._make_durable(*note)
 
     def _make_durable(self, f: _File, changes: list[_Change]) -> None:
         ss = self.sector_size
@@ -685,6 +615,106 @@ class SimulatedDisk:
         for f in files.values():
             with contextlib.suppress(OSError):
                 os.close(f.fd)
+
+
+# -- the ops, as the driver wrapper shows them ----------------------------------------------
+#
+# The two calls the driver wrapper (PowerLossDriver) makes. Functions of this module, not
+# methods: PowerLossSimulator is a SimulatedDisk, and every public member of the disk is
+# public API of the simulator (docs/api.md), which these are not.
+
+
+def before_op(disk: SimulatedDisk, op: Op) -> Note:
+    """Show ``op`` to ``disk`` before it goes to the kernel: keep what it will overwrite
+    or remove while it can still be read (a write's durable sectors, a replaced or removed
+    entry). An exception means the op cannot be modelled: the caller fails it instead of
+    forwarding it. Returns the note to hand to :func:`after_op`."""
+    kind = op.kind
+    if kind in WRITE_KINDS:
+        f = disk._file_for(op)
+        data = b"".join(bytes(b) for b in op.buffers)
+        disk._capture(f, op.offset, op.offset + len(data))
+        change = _Change(kind, op.offset, data)
+        if fcntl.fcntl(op.fd, fcntl.F_GETFL) & _SYNC_WRITE_FLAGS:
+            change.synchronous = f
+        if kind is OpKind.WRITE_SYNC:
+            covered = [c for c in f.pending if c.done]
+            f.pending.append(change)
+            return _LinkNote(change, f, covered)
+    elif kind is OpKind.FTRUNCATE:
+        f = disk._file_for(op)
+        size = os.fstat(f.fd).st_size
+        disk._capture(f, op.length, min(size, f.durable_size))
+        change = _Change(kind, 0, length=op.length)
+    elif kind is OpKind.FALLOCATE:
+        f = disk._file_for(op)
+        if op.mode & ~_FALLOC_MODELLED:
+            # Collapse/insert range shift data: not modelled; kept as they are.
+            return None
+        if op.mode & (_FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_ZERO_RANGE):
+            disk._capture(f, op.offset, min(op.offset + op.length, f.durable_size))
+        change = _Change(kind, op.offset, length=op.length, mode=op.mode)
+    elif kind in (OpKind.FSYNC, OpKind.FDATASYNC):
+        st = os.fstat(op.fd)
+        if stat.S_ISDIR(st.st_mode):
+            return _PathNote(kind, _fd_path(op.fd, op.path))  # recorded once it succeeded
+        fd_file = disk._files.get((st.st_dev, st.st_ino))
+        if fd_file is None:
+            return None
+        return fd_file, [c for c in fd_file.pending if c.done]
+    elif kind is OpKind.OPENAT and op.flags & os.O_CREAT:
+        p = _at(op.fd, op.path)
+        # O_EXCL creates or fails; without it, the open creates only what was not there.
+        return _PathNote(kind, p, created=bool(op.flags & os.O_EXCL) or not os.path.lexists(p))
+    elif kind is OpKind.RENAMEAT:
+        d = _at(op.fd, op.newpath)
+        return _PathNote(kind, _at(op.fd, op.path), d, disk._content_of(d))
+    elif kind is OpKind.UNLINKAT:
+        p = _at(op.fd, op.path)
+        return _PathNote(kind, p, saved=disk._content_of(p))
+    elif kind is OpKind.MKDIRAT:
+        return _PathNote(kind, _at(op.fd, op.path))
+    elif kind in (OpKind.LINKAT, OpKind.SYMLINKAT):
+        return _PathNote(kind, _at(op.fd, op.newpath))  # the new name (a symlink's text is no path)
+    else:
+        return None
+    f.pending.append(change)
+    return change
+
+
+def after_op(disk: SimulatedDisk, op: Op, note: Note) -> None:
+    """Show ``disk`` that ``op`` completed (its result or error set), with the note
+    :func:`before_op` returned for it (None for an op it never saw): record the write, the
+    new entry or the sync that happened."""
+    if isinstance(note, _PathNote):
+        if op.error is not None:
+            return  # nothing happened (a path op is never partly done)
+        if note.kind is OpKind.OPENAT:
+            if note.created:
+                disk._record_new("create", note.path)
+        elif note.kind in _NEW_ENTRY_KINDS:
+            disk._record_new(_NEW_ENTRY_KINDS[note.kind], note.path)
+        elif note.kind is OpKind.RENAMEAT:
+            assert note.newpath is not None
+            disk._record_rename(note.path, note.newpath, note.saved)
+        elif note.kind is OpKind.UNLINKAT:
+            disk._record_unlink(note.path, note.saved)
+        else:
+            disk._record_dir_fsync(note.path)
+    elif isinstance(note, _LinkNote):
+        after_op(disk, op, note.change)
+        if op.error is None:
+            disk._make_durable(note.file, [*note.covered, note.change])
+    elif isinstance(note, _Change):
+        note.done = True
+        note.ok = op.error is None
+        note.transferred = op.transferred
+        if note.synchronous is not None:
+            # Each write(2) that returned bytes had made them durable, even if a later
+            # part of the op failed.
+            disk._make_durable(note.synchronous, [note])
+    elif note is not None and op.error is None:
+        disk._make_durable(*note)
 
 
 def _restore(path: str, content: bytes, mode: int) -> None:

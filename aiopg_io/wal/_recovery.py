@@ -49,9 +49,6 @@ import os
 import secrets
 from dataclasses import dataclass
 
-import anyio
-import anyio.to_thread
-
 import aiopg_io
 from aiopg_io._direct import aligned_buffer, dio_alignment
 from aiopg_io._paths import fsync_directory
@@ -93,7 +90,7 @@ async def recover(
 ) -> None:
     """Open the WAL in ``ctl.directory`` (module docstring); ``segment_size`` is what the
     caller asked for (None: the WAL's own, or the default for a new one)."""
-    segments = await anyio.to_thread.run_sync(list_segments, ctl.directory)
+    segments = await list_segments(ctl.directory, ctl.driver)
     control = await read_control(ctl.directory, ctl.driver)
     if control is None:
         if segments:

@@ -44,9 +44,25 @@ Facts relied on:
   in order, what survives a cut is always the log's segments from some point on, plus
   recycled segments under future numbers (their pages carry their old addresses).
 
+Stale temporary files: a process that died while building a segment or the control file
+leaves ``xlogtemp.*`` behind; opening removes them (PostgreSQL's ``RemoveTempXlogFiles``)
+once the whole directory was checked (a directory that is no WAL is left untouched). Each
+removal is an unlink op and nothing more: no directory fsync of its own, because nothing
+depends on it being durable. A temporary name is never a segment's or the control file's,
+recovery ignores it, and a builder truncates its temporary file before writing; so a crash
+that brings one back (before a later directory fsync, such as recovery's, made the removal
+durable) leaves a WAL that opens as it would have, and that open removes the file again. A removal that fails
+(EIO...) fails the open with that OSError, before anything else was changed: the WAL is
+as it was and opens once the cause is gone (PostgreSQL ignores the error; here an error is
+never swallowed).
+
 Every create, rename, unlink and directory fsync is an op (:mod:`aiopg_io._paths`), run
 through the IOContext like file I/O: the power-loss simulator records them from the ops it
-is handed, which is how its tests check the directory fsyncs above.
+is handed, which is how its tests check the directory fsyncs above, and the fault injector
+can fail each of them. The one exception is the lock file, ``wal.lock``: the flock needs
+a descriptor held for the WAL object's life, taken synchronously when the object is made,
+and the file holds no data, so whether its entry survives a crash does not matter (the
+next open makes it again).
 """
 
 from __future__ import annotations
@@ -122,19 +138,32 @@ class DirectoryLock:
             os.close(fd)  # closing the last fd of the description drops the flock
 
 
-def list_segments(directory: str) -> dict[int, str]:
-    """The segments in ``directory`` by number; stale temporary files are removed.
+async def list_segments(directory: str, driver: str | DriverFactory | None) -> dict[int, str]:
+    """The segments in ``directory`` by number, once the stale temporary files are removed
+    (module docstring, "Stale temporary files").
 
-    Raises NotAWALError naming the first entry that belongs to no WAL.
+    Raises NotAWALError naming the first entry that belongs to no WAL, before removing
+    anything; an OSError of a removal propagates (nothing else was changed).
     """
-    out: dict[int, str] = {}
+    segments, stale = await anyio.to_thread.run_sync(_scan, directory)
+    for path in stale:
+        await _paths.unlink(path, driver, missing_ok=True)
+    return segments
+
+
+def _scan(directory: str) -> tuple[dict[int, str], list[str]]:
+    """The segments by number and the stale temporary files of ``directory`` (a blocking
+    listing, run in a thread: a listing changes nothing, so it is no op of its own)."""
+    segments: dict[int, str] = {}
+    stale: list[str] = []
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
         name = entry.name
         if name in (LOCK_NAME, CONTROL_NAME):
             continue
         if name.startswith(TEMP_PREFIX):
-            # A segment under construction when a process died; we hold the lock now.
-            os.unlink(entry.path)
+            # A segment or control file under construction when a process died; we hold
+            # the lock now, so no live WAL object is building it.
+            stale.append(entry.path)
             continue
         segno = segment_number(name)
         if segno is None or not entry.is_file(follow_symlinks=False):
@@ -143,8 +172,8 @@ def list_segments(directory: str) -> dict[int, str]:
                 f"16 hex digits, {CONTROL_NAME} and {LOCK_NAME}); point WAL.open at an empty or WAL-only "
                 "directory"
             )
-        out[segno] = entry.path
-    return out
+        segments[segno] = entry.path
+    return segments, stale
 
 
 async def create_segment(

@@ -23,7 +23,7 @@ import pytest
 
 from aiopg_io.drivers.base import Op, OpKind
 from aiopg_io.errors import AiopgIOError
-from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator, _simulated_disk
+from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator, _powerloss, _simulated_disk
 from aiopg_io.wal import PAGE_SIZE, WAL, WALCorruptError, WALPoisonedError
 
 from ._util import SEG, check_payload, open_wal, payload, read_all
@@ -233,17 +233,18 @@ async def _recycling(tmp_path: Path, driver: str, power_loss: object, sync_metho
 
 
 @pytest.mark.parametrize("sync_method", ["fdatasync", "fsync"])
-async def test_a_commit_is_one_linked_write_and_sync(tmp_path: Path, driver: str, sync_method: str) -> None:
+async def test_a_commit_is_one_linked_write_and_sync(
+    tmp_path: Path, driver: str, sync_method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # What reaches the driver, seen from the power-loss simulator (which gets every op).
     sim = PowerLossSimulator(driver, atomic_sectors=True)
     kinds: list[OpKind] = []
-    before_op = sim._before_op
 
-    def record(op: Op) -> object:
+    def record(disk: _simulated_disk.SimulatedDisk, op: Op) -> _simulated_disk.Note:
         kinds.append(op.kind)
-        return before_op(op)
+        return _simulated_disk.before_op(disk, op)
 
-    sim._before_op = record  # type: ignore[method-assign, assignment]
+    monkeypatch.setattr(_powerloss, "before_op", record)
     async with open_wal(tmp_path, sim, segments_ahead=0, sync_method=sync_method) as wal:
         kinds.clear()
         lsn = await wal.commit(b"one op")

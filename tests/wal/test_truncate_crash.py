@@ -15,60 +15,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from aiopg_io.drivers import Op, OpKind
-from aiopg_io.testing import PowerLossSimulator
 from aiopg_io.wal import WALCorruptError, WALPoisonedError
 from aiopg_io.wal._format import segment_name
 
+from ._cuts import CuttingSimulator
 from ._util import SEG, open_wal, payload, read_all
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("power_cuts")]
 
 # How each cut is crashed: the two extremes, and random draws (not atomic sectors: a torn
 # write of the control file may garble its slot; the other slot still holds the old state).
 CRASHES = [("drop", 0), ("keep", 0), ("random", 1), ("random", 2)]
-
-
-class _Cut(Exception):
-    """The power went out here."""
-
-
-class _CuttingSimulator(PowerLossSimulator):
-    """A simulator that cuts the power (raises :class:`_Cut`) at the ``cut_at``-th step of
-    what is armed: a sync of the control file, a rename, an unlink, a directory fsync. Each
-    step is cut *before* it takes effect: the op is failed with the cut as its error (the
-    wrapper fails an op whose recording raised), so the step never happened."""
-
-    def __init__(self, driver: str, cut_at: int | None) -> None:
-        super().__init__(driver)
-        self.cut_at = cut_at
-        self.armed = False
-        self.steps: list[str] = []
-
-    def _step(self, what: str) -> None:
-        if self.armed:
-            self.steps.append(what)
-            if len(self.steps) == self.cut_at:
-                self.armed = False
-                raise _Cut(what)
-
-    def _before_op(self, op: Op) -> Any:
-        kind = op.kind
-        if kind in (OpKind.FSYNC, OpKind.FDATASYNC) and op.path and op.path.endswith("wal.control"):
-            self._step("sync wal.control")
-        elif kind is OpKind.RENAMEAT:
-            self._step(f"rename {os.path.basename(op.path or '')} {os.path.basename(op.newpath or '')}")
-        elif kind is OpKind.UNLINKAT:
-            self._step(f"unlink {os.path.basename(op.path or '')}")
-        elif kind is OpKind.FSYNC and stat.S_ISDIR(os.fstat(op.fd).st_mode):
-            self._step("fsync directory")
-        return super()._before_op(op)
 
 
 async def _base(directory: Path, driver: str) -> tuple[list[tuple[int, bytes]], int]:
@@ -82,8 +43,8 @@ async def _base(directory: Path, driver: str) -> tuple[list[tuple[int, bytes]], 
     return recs, next(lsn for lsn, _ in recs if lsn >= 3 * SEG)
 
 
-async def _truncate_with_cut(directory: Path, driver: str, cut_at: int | None, cut: int) -> _CuttingSimulator:
-    sim = _CuttingSimulator(driver, cut_at)
+async def _truncate_with_cut(directory: Path, driver: str, cut_at: int | None, cut: int) -> CuttingSimulator:
+    sim = CuttingSimulator(driver, cut_at)
     # Awaited, not entered: no preallocation runs, so every run makes the same steps.
     wal = await open_wal(directory, sim, segments_ahead=1)
     try:
@@ -92,7 +53,7 @@ async def _truncate_with_cut(directory: Path, driver: str, cut_at: int | None, c
             assert await wal.truncate_before(cut) == 3
         except (WALPoisonedError, OSError) as exc:
             # The cut op failed with the cut as its error: the WAL poisons itself or raises it.
-            assert "_Cut(" in repr(exc) + repr(exc.__cause__), f"not cut: {exc!r}"
+            assert "Cut(" in repr(exc) + repr(exc.__cause__), f"not cut: {exc!r}"
             assert cut_at is not None and len(sim.steps) == cut_at, f"cut by {exc!r}"
         else:
             assert cut_at is None or cut_at > len(sim.steps)
