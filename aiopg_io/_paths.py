@@ -35,7 +35,7 @@ from ._context import IOContext, get_context
 from .drivers import DriverFactory
 from .drivers.base import AT_FDCWD, RENAME_NOREPLACE, Op, OpKind
 
-__all__ = ["create", "fsync_directory", "rename", "run_path_op", "unlink"]
+__all__ = ["create", "fsync_directory", "make_directories", "rename", "run_path_op", "unlink"]
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -83,13 +83,45 @@ async def fsync_directory(directory: PathArg, driver: Driver = None) -> None:
     """Make ``directory``'s entries durable: open it, fsync it, close it (three ops)."""
     d = _checked(directory, "open")
     async with _Session(driver) as ctx:
-        flags = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
-        fd = await run_path_op(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=d, flags=flags))
-        try:
-            await run_path_op(ctx, Op(OpKind.FSYNC, fd, path=d))
-        finally:
-            with anyio.CancelScope(shield=True):
-                await run_path_op(ctx, Op(OpKind.CLOSE, fd, path=d))
+        await _fsync_directory(ctx, d)
+
+
+async def _fsync_directory(ctx: IOContext, d: str) -> None:
+    flags = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
+    fd = await run_path_op(ctx, Op(OpKind.OPENAT, AT_FDCWD, path=d, flags=flags))
+    try:
+        await run_path_op(ctx, Op(OpKind.FSYNC, fd, path=d))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_path_op(ctx, Op(OpKind.CLOSE, fd, path=d))
+
+
+async def make_directories(path: PathArg, driver: Driver = None, *, mode: int = 0o777) -> None:
+    """Create the directory ``path`` and its missing parents (MKDIRAT ops), each durably:
+    the parent of every directory made is fsynced once it holds the new entry, as
+    PostgreSQL's callers fsync a directory's parent after making it. An existing directory
+    is fine (nothing is made or synced); an existing non-directory raises FileExistsError
+    naming it."""
+    p = os.path.abspath(_checked(path, "mkdir"))
+    async with _Session(driver) as ctx:
+        await _make_directories(ctx, p, mode)
+
+
+async def _make_directories(ctx: IOContext, p: str, mode: int) -> None:
+    parent = os.path.dirname(p)
+    mkdir = Op(OpKind.MKDIRAT, AT_FDCWD, path=p, mode=mode)
+    try:
+        await run_path_op(ctx, mkdir)
+    except FileNotFoundError:
+        if parent == p:
+            raise
+        await _make_directories(ctx, parent, mode)
+        await run_path_op(ctx, Op(OpKind.MKDIRAT, AT_FDCWD, path=p, mode=mode))
+    except FileExistsError:
+        if os.path.isdir(p):
+            return  # made meanwhile by someone else, who answers for its durability
+        raise
+    await _fsync_directory(ctx, parent)
 
 
 async def create(path: PathArg, driver: Driver = None, *, exclusive: bool = True, mode: int = 0o666) -> None:

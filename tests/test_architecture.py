@@ -160,9 +160,6 @@ _DIRECTORY_CALLS_ALLOWED = {
     # The flock needs a descriptor held for the WAL object's life, taken when it is made;
     # the file holds no data (aiopg_io/wal/_segments.py's docstring).
     ("aiopg_io/wal/_segments.py", "os.open"),
-    # WAL.open makes a missing WAL directory before taking the lock (not durable: no fsync
-    # of the parent); to move to the op layer with the opening code.
-    ("aiopg_io/wal/_wal.py", "os.makedirs"),
 }
 
 

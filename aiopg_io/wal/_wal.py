@@ -33,6 +33,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from aiopg_io._checks import exact_int
+from aiopg_io._paths import make_directories
 from aiopg_io.drivers import DriverFactory
 
 from ._flush import SYNC_METHODS, SyncMethod, XLogFlush
@@ -119,7 +120,9 @@ class WAL:
         segments_ahead: int = 1,
         init_zero: bool = True,
     ) -> _OpenCall:
-        """Open (creating or recovering) the WAL in ``directory``.
+        """Open (creating or recovering) the WAL in ``directory``. A missing ``directory`` is
+        made, with its missing parents, each new entry made durable (its parent fsynced)
+        before the first commit can be acknowledged.
 
         ``segment_size``: bytes per segment file, a multiple of 8192 from 32 KiB to 4 GiB less
         8 KiB (default 16 MiB for a new WAL; an existing WAL keeps its own, and a different
@@ -192,7 +195,7 @@ class WAL:
         if not os.path.isdir(path):
             if os.path.exists(path):
                 raise NotAWALError(f"{path!r} is not a directory; a WAL lives in a directory of its own")
-            os.makedirs(path, exist_ok=True)
+            await make_directories(path, driver)  # each new entry durable, through the op layer
         wal = cls(
             path,
             sync_method=sync_method,

@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from aiopg_io.drivers import OpKind
-from aiopg_io.testing import Fault, FaultInjector
+from aiopg_io.testing import Fault, FaultInjector, PowerLossSimulator
 from aiopg_io.wal import NotAWALError, WALPoisonedError
 from aiopg_io.wal._format import segment_name
 from tests.conftest import open_fds
@@ -158,3 +158,59 @@ async def test_a_power_cut_around_the_removal_of_stale_temporary_files(
             assert [r async for r in wal.read()] == recs
             assert wal.recovery.removed == ()
         assert not set(names) & set(os.listdir(d))
+
+
+# -- a WAL directory that does not exist yet ------------------------------------------------------
+
+
+async def test_a_missing_wal_directory_is_made_durably_through_the_op_layer(
+    tmp_path: Path, driver: str
+) -> None:
+    where = tmp_path / "a" / "wal"
+    # Faults that only delay, to see every mkdir and directory fsync the open makes, in order.
+    seen = FaultInjector(
+        Fault(kind="mkdirat", times=None, delay=0.001),
+        Fault(kind="fsync", times=None, delay=0.001),
+        driver=driver,
+    )
+    before = open_fds()
+    async with open_wal(where, seen, segments_ahead=0) as wal:
+        lsn = await wal.commit(b"first")
+    assert open_fds() == before
+    steps = [(e.kind, e.path) for e in seen.log]
+    # The WAL directory is tried first (ENOENT: no parent), then each directory made is
+    # followed by the fsync of its parent, the top one first.
+    a, w = str(tmp_path / "a"), str(where)
+    assert steps[:5] == [
+        (OpKind.MKDIRAT, w),
+        (OpKind.MKDIRAT, a),
+        (OpKind.FSYNC, str(tmp_path)),
+        (OpKind.MKDIRAT, w),
+        (OpKind.FSYNC, a),
+    ]
+    assert await read_all(where, driver) == [(lsn, b"first")]
+    # An existing WAL directory is opened without making or syncing a parent again.
+    again = FaultInjector(Fault(kind="mkdirat", times=None, delay=0.001), driver=driver)
+    async with open_wal(where, again, segments_ahead=0):
+        pass
+    assert again.log == []
+
+
+async def test_a_new_wal_directory_survives_a_power_cut(tmp_path: Path, driver: str) -> None:
+    where = tmp_path / "a" / "wal"
+    sim = PowerLossSimulator(driver, atomic_sectors=True)
+    async with open_wal(where, sim, segments_ahead=0) as wal:
+        acked = [(await wal.commit(payload(f"r{i}", 300)), payload(f"r{i}", 300)) for i in range(5)]
+        await wal.close(flush=False)
+    sim.crash(policy="drop")  # every entry not made durable is gone
+    assert await read_all(where, driver) == acked
+
+
+async def test_a_wal_path_under_a_file_fails_with_the_system_s_error_and_makes_nothing(
+    tmp_path: Path, driver: str
+) -> None:
+    (tmp_path / "f").write_bytes(b"keep")
+    with pytest.raises(NotADirectoryError) as info:
+        await open_wal(tmp_path / "f" / "wal", driver)
+    assert info.value.filename == str(tmp_path / "f" / "wal")
+    assert os.listdir(tmp_path) == ["f"] and (tmp_path / "f").read_bytes() == b"keep"
