@@ -393,14 +393,15 @@ class XLogFlush:
             await f._start_pwritev_sync(bufs, start - ctl.write_segno * seg, done, sync=sync)
             if self._writing and not self._waiters and not self._inline_leader:
                 # A lone round (no task parked behind it): submitted now, not at the end of
-                # the tick. It is the leader's only op, and commits that come while it is
-                # out park behind it all the same. A driver that runs it in submit (``sync``)
-                # has it done before the leader would park: no wake-up, one loop pass per
-                # lone commit instead of two. Not with tasks parked: done at once, it would
-                # wake them before the leader, whose record is older (commits return in LSN
-                # order). Not while the leader of a round done at once is still in its
-                # schedule point (lead_round): this commit came meanwhile, so others may be
-                # coming too, and a round done at once would leave them nothing to park behind.
+                # the tick, so the leader parks with its op already out (on a ring, the
+                # kernel starts it one loop pass sooner), and a driver that runs it in
+                # submit (``sync``) has it done before the leader would park: no wake-up,
+                # one loop pass per lone commit instead of two. Not with tasks parked: done
+                # at once, it would wake them before the leader, whose record is older
+                # (commits return in LSN order). Not while the leader of a round done at
+                # once is still in its schedule point (lead_round): this commit came
+                # meanwhile, so others may be coming too, and a round done at once would
+                # leave them nothing to park behind.
                 f.submit_staged()
             if not self._writing:
                 return True  # completed inline: done() has run
