@@ -23,7 +23,10 @@ How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c):
   its sync in the segment open for writing, is started with no task waiting on it
   (:meth:`XLogFlush._linked_round`): the callback where its completion is reaped advances
   ``flushed`` (or poisons) and wakes the leader and the covered tasks, so a cancelled
-  leader abandons nothing and no cancel scope is paid per round. Other rounds (a segment
+  leader abandons nothing and no cancel scope is paid per round. A lone round (nobody
+  parked behind it) is submitted as it is started, not at the end of the tick: a driver
+  that runs it in submit (``sync``) has it done before the leader would park, and the
+  commit then only yields once (:meth:`XLogFlush.lead_round`). Other rounds (a segment
   entered or left, ``o_dsync``, direct I/O, a sync with nothing new to write) run in the
   leader's task, shielded from cancellation: a cancelled committer does not abandon the
   I/O that others wait on. A round costs one sync plus the CPU of the commits it carries,
