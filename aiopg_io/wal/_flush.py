@@ -23,7 +23,10 @@ How it works, in PostgreSQL's terms (src/backend/access/transam/xlog.c):
   its sync in the segment open for writing, is started with no task waiting on it
   (:meth:`XLogFlush._linked_round`): the callback where its completion is reaped advances
   ``flushed`` (or poisons) and wakes the leader and the covered tasks, so a cancelled
-  leader abandons nothing and no cancel scope is paid per round. Other rounds (a segment
+  leader abandons nothing and no cancel scope is paid per round. A lone round (nobody
+  parked behind it) is submitted as it is started, not at the end of the tick: a driver
+  that runs it in submit (``sync``) has it done before the leader would park, and the
+  commit then only yields once (:meth:`XLogFlush.lead_round`). Other rounds (a segment
   entered or left, ``o_dsync``, direct I/O, a sync with nothing new to write) run in the
   leader's task, shielded from cancellation: a cancelled committer does not abandon the
   I/O that others wait on. A round costs one sync plus the CPU of the commits it carries,
@@ -123,6 +126,7 @@ class XLogFlush:
         self._shared_park = glue.shared_park if probe is not None else None
         self._group_type = type(probe)  # (type(None) where parks are not shared)
         self._round_leader: Park | None = None  # the leader of a _linked_round that is out
+        self._inline_leader = False  # the leader of a round done in submit is at its checkpoint
         self.park = glue.park
         self._checkpoint = glue.checkpoint
         self._room_waiters: list[anyio.Event] = []
@@ -149,17 +153,8 @@ class XLogFlush:
                             self.abandon_wait(item)
                             raise
                 self.woken(item, target)
-                continue
-            started = await self._linked_round()
-            if started is False:
-                await self.round(sync=True)
-            elif started is not True:  # out: wait for the callback to wake this leader
-                try:
-                    await started.wait()
-                except BaseException:
-                    if self._round_leader is started:
-                        self._round_leader = None
-                    raise
+            else:
+                await self.lead_round()
 
     def rewait(self, item: tuple[int, Park], exc: BaseException) -> bool:
         """True when the parked wait of ``item`` failed with ``exc`` only because another
@@ -290,6 +285,8 @@ class XLogFlush:
         self._wake_room_waiters()
 
     def _wake_room_waiters(self) -> None:
+        if not self._room_waiters:  # the usual round: no list made per round
+            return
         rooms, self._room_waiters = self._room_waiters, []
         for ev in rooms:
             ev.set()
@@ -319,8 +316,38 @@ class XLogFlush:
         else:
             await self.round(sync=False)
 
+    async def lead_round(self) -> None:
+        """Lead one sync round (no round is out, none handed over: :meth:`park_behind`
+        returned None) and return when it has ended (it made the log durable to where it
+        ended when the round took its snapshot, or poisoned the WAL). The usual round is
+        :meth:`_linked_round`; any other, :meth:`round`. ``WAL.commit`` calls this directly
+        when it finds nothing out: a lone commit's whole path is this coroutine and the
+        file's op."""
+        started = await self._linked_round()
+        if started is False:
+            await self.round(sync=True)
+        elif started is True:
+            # Done within the call (a driver that runs it in submit, as ``sync`` does): the
+            # log is durable already. Still a schedule point, as every I/O call is, so a lone
+            # committer in a loop neither starves the other tasks nor misses its
+            # cancellation (raised with the record durable, as when cancelled while out).
+            # A commit that comes meanwhile is not lone: its round is held to the end of the
+            # tick (_linked_round), so those after it park behind it and share its sync.
+            self._inline_leader = True
+            try:
+                await self._checkpoint()
+            finally:
+                self._inline_leader = False
+        else:  # out: the callback where it is reaped wakes this leader first
+            try:
+                await started.wait()
+            except BaseException:
+                if self._round_leader is started:
+                    self._round_leader = None
+                raise
+
     async def _linked_round(self) -> Park | bool:
-        """Lead a round that is one linked write + sync on the open segment, its completion
+        """Start a round that is one linked write + sync on the open segment, its completion
         work (advance, or poison; wake) done by the callback where the op is reaped: no task
         waits on the op, so nothing needs shielding from cancellation. Returns the wake-up to
         wait on (given first when the round ends: the leader's record is the round's
@@ -367,6 +394,18 @@ class XLogFlush:
             self.syncs += 1
             sync: Literal["fdatasync", "fsync"] = "fsync" if self.sync_method == "fsync" else "fdatasync"
             await f._start_pwritev_sync(bufs, start - ctl.write_segno * seg, done, sync=sync)
+            if self._writing and not self._waiters and not self._inline_leader:
+                # A lone round (no task parked behind it): submitted now, not at the end of
+                # the tick, so the leader parks with its op already out (on a ring, the
+                # kernel starts it one loop pass sooner), and a driver that runs it in
+                # submit (``sync``) has it done before the leader would park: no wake-up,
+                # one loop pass per lone commit instead of two. Not with tasks parked: done
+                # at once, it would wake them before the leader, whose record is older
+                # (commits return in LSN order). Not while the leader of a round done at
+                # once is still in its schedule point (lead_round): this commit came
+                # meanwhile, so others may be coming too, and a round done at once would
+                # leave them nothing to park behind.
+                f.submit_staged()
             if not self._writing:
                 return True  # completed inline: done() has run
             self._round_leader = ev = self.park()

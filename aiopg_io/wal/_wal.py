@@ -364,11 +364,13 @@ class WAL:
         self._n_commits += 1
         ctl = self._ctl
         if ctl.flushed < end:
-            # flush_to(end), with its usual first step (parking behind the round that is
-            # out) done here: one coroutine less per commit under group commit.
+            # flush_to(end), its first pass done here: one coroutine less per commit, whether
+            # it parks behind the round that is out (group commit) or leads one (a lone commit).
             fl = self._flush
             item = fl.park_behind(end)
-            if item is not None:
+            if item is None:
+                await fl.lead_round()
+            else:
                 while True:
                     try:
                         await item[1].wait()
