@@ -17,6 +17,8 @@ import gc
 import logging
 import os
 import select
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -508,15 +510,14 @@ def test_a_completion_handler_that_raises_loses_no_op(
         os.close(fd)
 
 
-def _set_nomemory() -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """``_testcapi``'s allocation failure injection (set_nomemory, remove_mem_hooks)."""
+def _skip_without_set_nomemory() -> None:
+    """Skip where ``_testcapi``'s allocation failure injection (set_nomemory) is missing."""
     try:
         import _testcapi
     except ImportError:
         pytest.skip("this Python has no _testcapi (built without its test modules)")
     if not hasattr(_testcapi, "set_nomemory"):
         pytest.skip("this Python's _testcapi has no set_nomemory")
-    return _testcapi.set_nomemory, _testcapi.remove_mem_hooks
 
 
 @pytest.mark.parametrize("wake", [False, True], ids=["reap", "reap_and_wake"])
@@ -532,9 +533,30 @@ def test_a_memory_error_anywhere_in_a_reap_loses_no_op(wake: bool, tmp_path: Pat
     one's ring is the liburing package's, whose ``cqe[0]`` returns an error with no exception
     set when an allocation fails (SystemError), with its CQE retired. The waker is a set's
     ``add`` (no allocation for one op): a waker that raises is the glue's to handle."""
+    # In a fresh interpreter, as CPython's own tests run set_nomemory: the injection is
+    # process-wide (every thread's allocations), and an allocation CPython itself fails
+    # to recover from would damage whatever the test process runs next (3.13's CI once
+    # crashed in a later test's garbage collection, in a fork child, after this ran in the
+    # same worker).
     _skip_unless_runs(IoUringCDriver)
-    set_nomemory, remove_hooks = _set_nomemory()
-    p = tmp_path / "f.bin"
+    _skip_without_set_nomemory()
+    script = (
+        "from tests.drivers.test_io_uring_edges import _reap_under_nomemory; "
+        f"_reap_under_nomemory({wake!r}, {str(tmp_path)!r})"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def _reap_under_nomemory(wake: bool, directory: str) -> None:
+    """The body of the test above, run in its own interpreter."""
+    import _testcapi
+
+    set_nomemory, remove_hooks = _testcapi.set_nomemory, _testcapi.remove_mem_hooks
+    p = Path(directory) / "f.bin"
     data = os.urandom(2 * PAGE)
     p.write_bytes(data)
     fd = os.open(p, os.O_RDONLY)
